@@ -1,0 +1,227 @@
+"""The BPTT derivation: the chain-rule (Σ/Π) form, the local derivatives and the expanded form.
+
+For a hidden-state weight w (w_h, or a component of w_i):
+
+    ∂L/∂w = Σ_{j=1..n} (∂L/∂ŷ)(∂ŷ/∂o_n) Π_{k=j+1..n} (∂o_k/∂o_{k−1}) (∂⁺o_j/∂w)
+
+where ∂⁺o_j/∂w is the *immediate* partial (o_{j−1} held fixed), not the total derivative the
+notes write. Term j = n is the short-term dependency, j < n the long-term ones. The local
+derivatives come from SymPy's ``diff`` on the defining equations, written back with the stored
+outputs o_k (tanh: ∂o_k/∂o_{k−1} = (1 − o_k²) w_h).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import sympy as sp
+
+from .activations import sigmoid
+from .errors import UsageError
+from .model import Model
+from .unroll import Unrolled, unroll
+
+#: Largest n for which the fully expanded gradient (the whole nest, differentiated) is built.
+EXPANDED_LIMIT = 12
+#: Largest n for which the Σ/Π form is multiplied out term by term (O(n²) factors).
+MULTIPLIED_LIMIT = 400
+
+PARAMETERS = ("w_i", "w_h", "w_o")
+
+
+class Partial(sp.Expr):
+    """An abstract partial derivative ∂of/∂wrt, or the immediate one ∂⁺of/∂wrt.
+
+    Non-commutative so that a product of them keeps the chain rule's order when printed.
+    """
+
+    is_commutative = False
+
+    def __new__(cls, of, wrt, immediate=False):
+        return sp.Expr.__new__(cls, sp.sympify(of), sp.sympify(wrt), sp.true if immediate else sp.false)
+
+    @property
+    def of(self):
+        return self.args[0]
+
+    @property
+    def wrt(self):
+        return self.args[1]
+
+    @property
+    def immediate(self) -> bool:
+        return bool(self.args[2])
+
+    def _latex(self, printer):
+        mark = "^{+}" if self.immediate else ""
+        return r"\frac{\partial%s %s}{\partial %s}" % (mark, printer._print(self.of), printer._print(self.wrt))
+
+    def _sympystr(self, printer):
+        mark = "+" if self.immediate else ""
+        return f"∂{mark}{printer._print(self.of)}/∂{printer._print(self.wrt)}"
+
+
+@dataclass(frozen=True)
+class Term:
+    """Term j of a BPTT sum: the part of the gradient that flows through timestep j."""
+
+    j: int
+    gap: int  # n − j, the number of ∂o_k/∂o_{k−1} factors
+
+    @property
+    def kind(self) -> str:
+        return "short-term" if self.gap == 0 else "long-term"
+
+
+@dataclass(frozen=True)
+class GeneralForm:
+    """The BPTT form for symbolic n, with indexed abstract partials (for typesetting and the proof)."""
+
+    n: sp.Symbol
+    j: sp.Symbol
+    k: sp.Symbol
+    o: sp.IndexedBase
+    loss: sp.Symbol
+    y_hat: sp.Symbol
+    weight: sp.Symbol
+
+    @property
+    def hidden_sum(self) -> sp.Expr:
+        """∂L/∂w = Σ_j (∂L/∂ŷ)(∂ŷ/∂o_n) Π_{k=j+1}^{n} (∂o_k/∂o_{k−1}) ∂⁺o_j/∂w."""
+        o, n, j, k = self.o, self.n, self.j, self.k
+        return sp.Sum(
+            Partial(self.loss, self.y_hat)
+            * Partial(self.y_hat, o[n])
+            * sp.Product(Partial(o[k], o[k - 1]), (k, j + 1, n))
+            * Partial(o[j], self.weight, True),
+            (j, 1, n),
+        )
+
+
+class Derivation:
+    """Everything derived for one model; expressions are SymPy objects, nothing is printed here."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.unrolled: Unrolled = unroll(model)
+        u = self.unrolled
+        f = u.activation
+        self.n = model.steps
+        # The output: ∂L/∂ŷ, ∂ŷ/∂o_n and their product, which sigmoid + cross-entropy simplify.
+        self.dL_dyhat = sp.diff(u.loss, u.y_hat)
+        self.dyhat_do_n = self._written_with_outputs(sp.diff(u.output_definition, u.o[-1]))
+        self.dyhat_dw_o = self._written_with_outputs(sp.diff(u.output_definition, u.w_o))
+        self.output_factor = sp.factor(sp.cancel(self.dL_dyhat * self.dyhat_do_n))
+        self.dL_dw_o = sp.factor(sp.cancel(self.dL_dyhat * self.dyhat_dw_o))
+        # One generic step, differentiated once: ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
+        # with the output o_t; every timestep is an instance of these (linear in n).
+        step = u.step
+        written = {f.apply(step.a): step.o}
+        self.step_jacobian = sp.diff(f.apply(step.a), step.o_prev).xreplace(written)
+        self.step_derivative = f.derivative_from_output(step.o)
+        self.step_immediate = {
+            "w_h": (sp.diff(f.apply(step.a), u.w_h).xreplace(written),),
+            "w_i": tuple(sp.diff(f.apply(step.a), w).xreplace(written) for w in u.w_i),
+        }
+
+    # -- building blocks -------------------------------------------------------------------------
+
+    def _written_with_outputs(self, expr: sp.Expr) -> sp.Expr:
+        """Write σ(w_o o_n) as ŷ, so derivatives read the stored output."""
+        return self.unrolled.back_substitute(expr, ())
+
+    @property
+    def parameters(self) -> dict[str, tuple[sp.Symbol, ...]]:
+        """Parameter name → its scalar components, in the notes' order (i) w_i, (ii) w_h, (iii) w_o."""
+        u = self.unrolled
+        return {"w_i": u.w_i, "w_h": (u.w_h,), "w_o": (u.w_o,)}
+
+    def jacobian(self, k: int) -> sp.Expr:
+        """∂o_k/∂o_{k−1}, k = 2..n."""
+        return self._instance(self.step_jacobian, k)
+
+    def immediate(self, parameter: str, j: int, component: int = 0) -> sp.Expr:
+        """∂⁺o_j/∂w for a component of w_h or w_i, with o_{j−1} held fixed (∂⁺o_1/∂w_h = 0)."""
+        self._check_hidden(parameter)
+        return self._instance(self.step_immediate[parameter][component], j)
+
+    def _instance(self, expr: sp.Expr, t: int) -> sp.Expr:
+        return expr.xreplace(self.unrolled.step.at(self.unrolled, t))
+
+    def terms(self) -> list[Term]:
+        """The terms of a hidden-weight sum, short-term (j = n) first as in the notes."""
+        return [Term(j, self.n - j) for j in range(self.n, 0, -1)]
+
+    # -- the three forms -------------------------------------------------------------------------
+
+    def abstract_term(self, parameter: str, j: int, weight: sp.Expr | None = None) -> sp.Expr:
+        """Term j with abstract partials, in chain-rule order, e.g. ∂L/∂ŷ ∂ŷ/∂o_3 ∂o_3/∂o_2 ∂⁺o_2/∂w."""
+        u, n = self.unrolled, self.n
+        weight = u.w_h if weight is None else weight
+        loss = sp.Symbol("L")
+        factors = [Partial(loss, u.y_hat), Partial(u.y_hat, u.o[-1])]
+        factors += [Partial(u.o[k - 1], u.o[k - 2]) for k in range(n, j, -1)]
+        factors.append(Partial(u.o[j - 1], weight, True))
+        return sp.Mul(*factors)
+
+    def term(self, parameter: str, j: int, component: int = 0) -> sp.Expr:
+        """Term j with the local derivatives substituted: (ŷ − y) w_o Π_k ∂o_k/∂o_{k−1} · ∂⁺o_j/∂w."""
+        self._check_hidden(parameter)
+        product = sp.Mul(*(self.jacobian(k) for k in range(j + 1, self.n + 1)))
+        return self.output_factor * product * self.immediate(parameter, j, component)
+
+    def bptt(self, parameter: str, component: int = 0) -> sp.Expr:
+        """The whole Σ/Π form for one weight component, multiplied out (o_k kept as symbols)."""
+        if parameter == "w_o":
+            return self.dL_dw_o
+        if self.n > MULTIPLIED_LIMIT:
+            raise UsageError(
+                f"the multiplied-out BPTT form has O(n²) factors; n = {self.n} is above "
+                f"{MULTIPLIED_LIMIT}: use the Σ/Π form or the generated code"
+            )
+        return sp.Add(*(self.term(parameter, t.j, component) for t in self.terms()))
+
+    def expanded(self, parameter: str, component: int = 0) -> sp.Expr:
+        """∂L/∂w by differentiating the fully nested loss directly (small n only)."""
+        if self.n > EXPANDED_LIMIT:
+            raise UsageError(
+                f"the fully expanded gradient is only built for n ≤ {EXPANDED_LIMIT} (it grows "
+                f"exponentially); n = {self.n} keeps the Σ/Π form"
+            )
+        weight = self.parameters[parameter][component]
+        return sp.diff(self._nested_loss, weight)
+
+    @cached_property
+    def _nested_loss(self) -> sp.Expr:
+        return self.unrolled.nested_loss()
+
+    def general(self, weight: sp.Symbol | None = None) -> GeneralForm:
+        """The Σ/Π form for symbolic n (index symbols n, j, k; o as an IndexedBase)."""
+        integer = {"integer": True, "positive": True}
+        return GeneralForm(
+            n=sp.Symbol("n", **integer),
+            j=sp.Symbol("j", **integer),
+            k=sp.Symbol("k", **integer),
+            o=sp.IndexedBase("o"),
+            loss=sp.Symbol("L"),
+            y_hat=self.unrolled.y_hat,
+            weight=self.unrolled.w_h if weight is None else weight,
+        )
+
+    def _check_hidden(self, parameter: str) -> None:
+        if parameter not in ("w_h", "w_i"):
+            raise ValueError(f"{parameter!r} is not a hidden-state weight (w_h or w_i)")
+
+    def _repr_latex_(self) -> str:
+        from .latex import summary
+
+        return summary(self)
+
+
+def derive(steps: int = 3, activation: str = "tanh", inputs: int = 3) -> Derivation:
+    """Derive the exact gradients of the notes' RNN unrolled over ``steps`` timesteps."""
+    return Derivation(Model(steps=steps, activation=activation, inputs=inputs))
+
+
+__all__ = ["Derivation", "Partial", "Term", "derive", "sigmoid"]
