@@ -108,7 +108,9 @@ class Unrolled:
         derivative at step t holds only f(a_t), so n = 1000 stays linear).
         """
         for t in range(1, self.steps + 1) if steps is None else steps:
-            expr = expr.xreplace({self.definition(t): self.o[t - 1]})
+            definition = self.definition(t)
+            if isinstance(definition, sp.Function):  # the identity leaves a polynomial: nothing to name
+                expr = expr.xreplace({definition: self.o[t - 1]})
         return expr.xreplace({self.output_definition: self.y_hat})
 
 
