@@ -397,3 +397,21 @@ def prove(derivation: Derivation, drop_gap: int | None = None) -> ProofReport:
 
 
 __all__ = ["Check", "ProofReport", "prove", "induction", "exact", "numeric", "sigmoid"]
+
+
+def format_report(report: ProofReport) -> str:
+    """A readable account of what was proved and how."""
+    headings = {
+        "induction": "1. By induction, for every n",
+        "exact": "2. Exact identity",
+        "numeric": "3. High-precision evaluation",
+    }
+    lines = [f"Proof that the BPTT (Σ/Π) form equals ∂L/∂w — activation {report.activation}, n = {report.steps}"]
+    for strength, heading in headings.items():
+        lines.append(heading)
+        for check in report.by_strength(strength):
+            mark = "ok  " if check.passed else "FAIL"
+            lines.append(f"   [{mark}] {check.name}: {check.detail}")
+    verdict = "PROVED" if report.passed else "DISAGREEMENT"
+    lines.append(f"{verdict}: {sum(c.passed for c in report.checks)} of {len(report.checks)} checks hold")
+    return "\n".join(lines) + "\n"
