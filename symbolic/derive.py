@@ -26,6 +26,8 @@ from .unroll import Unrolled, unroll
 EXPANDED_LIMIT = 12
 #: Largest n for which the Σ/Π form is multiplied out term by term (O(n²) factors).
 MULTIPLIED_LIMIT = 400
+#: Largest n unrolled symbolically at all (n·(D + 1) symbols); longer sequences are for loop code.
+UNROLL_LIMIT = 10_000
 
 PARAMETERS = ("w_i", "w_h", "w_o")
 
@@ -103,6 +105,12 @@ class Derivation:
     """Everything derived for one model; expressions are SymPy objects, nothing is printed here."""
 
     def __init__(self, model: Model):
+        if model.steps > UNROLL_LIMIT:
+            raise UsageError(
+                f"--steps {model.steps} is too many to unroll symbolically (limit {UNROLL_LIMIT}): the "
+                "general Σ/Π form holds for every n (see --steps 3); for long sequences generate code "
+                "with bptt codegen --mode loop"
+            )
         self.model = model
         self.unrolled: Unrolled = unroll(model)
         u = self.unrolled
