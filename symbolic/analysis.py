@@ -1,0 +1,436 @@
+"""Vanishing and exploding gradients, measured with the generated code and bounded with SymPy.
+
+For a sequence of n steps, BPTT writes ∂L/∂w as a sum of n terms; term j (gap n − j) is
+
+    (∂L/∂ŷ)(∂ŷ/∂o_n) · Π_{k=j+1..n} ∂o_k/∂o_{k−1} · ∂⁺o_j/∂w,
+
+so everything the long-term terms carry passes through the product of the factors
+∂o_k/∂o_{k−1} = f′(a_k) w_h. SymPy derives the bound
+
+    |∂o_k/∂o_{k−1}| = |f′(a_k)| |w_h| ≤ γ |w_h|,   γ = sup_z |f′(z)|,
+
+hence |Π over a gap g| ≤ (γ|w_h|)^g.
+
+The regime is judged as follows (``classify``):
+
+1. γ|w_h| < 1: ``vanishing``, guaranteed by the bound — every long-term product shrinks at least
+   geometrically, whatever the inputs.
+2. otherwise from the measured factors, by their geometric mean m = exp(mean_k log|∂o_k/∂o_{k−1}|)
+   (the per-step growth rate of the product; a zero factor makes m = 0):
+   m < 1 − TOLERANCE → ``vanishing``, m > 1 + TOLERANCE → ``exploding``, else ``stable``.
+
+The label y of the analysed sequence is taken as the one the model gets wrong (y = 1 when ŷ < ½,
+else 0), so |ŷ − y| ≥ ½: a saturated output never hides the terms, and the ratios between terms,
+which are the subject here, do not depend on y anyway.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import sympy as sp
+
+from .activations import ACTIVATIONS
+from .errors import UsageError
+from .model import VOCABULARY, Model
+
+#: Width of the band around 1 in which the factors' geometric mean counts as ``stable``.
+TOLERANCE = 0.05
+REGIMES = ("vanishing", "exploding", "stable")
+
+DEFAULT_W_H = 0.5
+DEFAULT_W_I = (0.5, 0.5, 0.5)
+DEFAULT_W_O = 1.0
+DEFAULT_SEED = 0
+
+
+# -- the symbolic bound ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """|∂o_k/∂o_{k−1}| ≤ γ|w_h|, derived for one activation."""
+
+    activation: str
+    gamma: sp.Expr  # sup|f′|, exact
+    jacobian: sp.Expr  # ∂o_k/∂o_{k−1} written with the stored output o_k
+    expression: sp.Expr  # γ |w_h|
+    w_h: sp.Symbol
+
+    def value(self, w_h: float) -> float:
+        return float(self.expression.subs(self.w_h, w_h))
+
+    @property
+    def latex(self) -> str:
+        """The bound as one LaTeX formula, e.g. |∂o_k/∂o_{k−1}| = |w_h (1 − o_k²)| ≤ |w_h|."""
+        f = ACTIVATIONS[self.activation].latex_name
+        return (
+            r"\left|\frac{\partial o_k}{\partial o_{k-1}}\right| = "
+            + sp.latex(sp.Abs(self.jacobian))
+            + r" = \left|"
+            + f
+            + r"'(a_k)\right| \left|w_{h}\right| \le \gamma \left|w_{h}\right| = "
+            + sp.latex(self.expression)
+            + r", \qquad \gamma = \sup_z \left|"
+            + f
+            + r"'(z)\right| = "
+            + sp.latex(self.gamma)
+        )
+
+
+@cache
+def bound(activation: str) -> Bound:
+    """Derive |∂o_k/∂o_{k−1}| ≤ γ|w_h| for ``activation`` with SymPy.
+
+    ∂o_k/∂o_{k−1} is differentiated from the activation's closed form applied to
+    a_k = u + w_h o_{k−1} (u = w_i·x_k does not depend on o_{k−1}); SymPy confirms it equals
+    f′(a_k)·w_h, so its absolute value is |f′(a_k)| |w_h| ≤ γ |w_h| with γ = sup|f′| (also derived
+    by SymPy, in the activation table).
+    """
+    if activation not in ACTIVATIONS:
+        raise UsageError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+    entry = ACTIVATIONS[activation]
+    u, o_prev, z = sp.symbols("u o_prev z", real=True)
+    w_h = sp.Symbol("w_h", real=True)
+    a = u + w_h * o_prev
+    jacobian = sp.diff(entry.closed_form(a), o_prev)
+    f_prime = sp.diff(entry.closed_form(z), z)
+    if sp.simplify(jacobian - f_prime.subs(z, a) * w_h) != 0:  # pragma: no cover - a table bug
+        raise AssertionError(f"∂o_k/∂o_(k-1) for {activation} is not f'(a_k)·w_h")
+    # The same Jacobian as the derivation writes it, with the stored output o_k (tanh: w_h(1 − o_k²)).
+    o_k = sp.Symbol("o_k", real=True)
+    written = entry.derivative_from_output(o_k) * w_h
+    return Bound(activation, entry.gamma, written, entry.gamma * sp.Abs(w_h), w_h)
+
+
+# -- measuring -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Analysis:
+    """The terms of one sequence's BPTT sums, their factors and products, the bound and the regime."""
+
+    activation: str
+    words: list[str]
+    label: int
+    w_i: np.ndarray
+    w_h: float
+    w_o: float
+    y_hat: float
+    factors: np.ndarray  # (n−1,) ∂o_k/∂o_{k−1} for k = 2..n
+    terms_w_h: np.ndarray  # (n,) entry j−1 = term j
+    terms_w_i: np.ndarray  # (n, D)
+    output_factor: float
+    bound: Bound
+    regime: str
+    reason: str
+    geometric_mean: float
+
+    @property
+    def steps(self) -> int:
+        return len(self.words)
+
+    @property
+    def gaps(self) -> np.ndarray:
+        """Gap n − j for j = 1..n."""
+        return self.steps - np.arange(1, self.steps + 1)
+
+    @property
+    def log10_products(self) -> np.ndarray:
+        """log10 |Π_{k=j+1..n} ∂o_k/∂o_{k−1}| for j = 1..n (0 for j = n); summed, so it never overflows."""
+        with np.errstate(divide="ignore"):
+            logs = np.log10(np.abs(self.factors))
+        # Π for j runs over factors j+1..n, i.e. indices j−1..n−2 of ``factors``.
+        suffix = np.concatenate([np.cumsum(logs[::-1])[::-1], [0.0]])
+        return suffix
+
+    @property
+    def products(self) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return np.power(10.0, self.log10_products)
+
+    @property
+    def norms_w_i(self) -> np.ndarray:
+        return np.linalg.norm(self.terms_w_i, axis=1)
+
+    @property
+    def shares(self) -> np.ndarray:
+        """‖term_j for w_i‖ / Σ_j ‖term_j for w_i‖: how much of the gradient each timestep carries."""
+        norms = self.norms_w_i
+        with np.errstate(invalid="ignore", over="ignore"):
+            total = norms.sum()
+            return norms / total if total > 0 and math.isfinite(total) else np.full_like(norms, np.nan)
+
+    @property
+    def bound_value(self) -> float:
+        return self.bound.value(self.w_h)
+
+    def as_json(self) -> dict:
+        return {
+            "steps": self.steps,
+            "activation": self.activation,
+            "weights": {"w_i": [float(v) for v in self.w_i], "w_h": self.w_h, "w_o": self.w_o},
+            "input": list(self.words),
+            "label": self.label,
+            "y_hat": _number(self.y_hat),
+            "factors": [_number(v) for v in self.factors],
+            "products": [_number(v) for v in self.products],
+            "terms_w_h": [_number(v) for v in self.terms_w_h],
+            "terms_w_i": [[_number(v) for v in row] for row in self.terms_w_i],
+            "bound": {
+                "latex": self.bound.latex,
+                "gamma": str(self.bound.gamma),
+                "expression": str(self.bound.expression),
+                "value": self.bound_value,
+            },
+            "regime": self.regime,
+            "regime_reason": self.reason,
+            "geometric_mean": _number(self.geometric_mean),
+            "tolerance": TOLERANCE,
+        }
+
+
+def _number(value):
+    """JSON has no inf/nan: a non-finite number becomes null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def classify(factors: np.ndarray, bound_value: float, tolerance: float = TOLERANCE) -> tuple[str, str, float]:
+    """(regime, reason, geometric mean of |factors|); the rule is in the module docstring."""
+    factors = np.abs(np.asarray(factors, dtype=float))
+    if factors.size:
+        with np.errstate(divide="ignore"):
+            mean = float(np.exp(np.mean(np.log(factors)))) if np.all(factors > 0) else 0.0
+    else:
+        mean = math.nan
+    if bound_value < 1:
+        return (
+            "vanishing",
+            (
+                f"γ|w_h| = {bound_value:.4g} < 1 bounds every factor, so |Π| ≤ {bound_value:.4g}^gap → 0 "
+                "for any input"
+            ),
+            mean,
+        )
+    if not factors.size:
+        return "stable", "one step: there are no factors ∂o_k/∂o_(k-1) to vanish or explode", mean
+    if mean < 1 - tolerance:
+        return "vanishing", f"the factors' geometric mean {mean:.4g} < 1 − {tolerance:g}", mean
+    if mean > 1 + tolerance:
+        return "exploding", f"the factors' geometric mean {mean:.4g} > 1 + {tolerance:g}", mean
+    return "stable", f"the factors' geometric mean {mean:.4g} is within {tolerance:g} of 1", mean
+
+
+def random_words(steps: int, seed: int = DEFAULT_SEED) -> list[str]:
+    """A random sequence over the notes' vocabulary, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return [VOCABULARY[i] for i in rng.integers(0, len(VOCABULARY), size=steps)]
+
+
+def analyze(
+    steps: int | None = None,
+    activation: str = "tanh",
+    w_h: float = DEFAULT_W_H,
+    w_i=DEFAULT_W_I,
+    w_o: float = DEFAULT_W_O,
+    words: list[str] | None = None,
+    seed: int = DEFAULT_SEED,
+    loader=None,
+) -> Analysis:
+    """Measure the BPTT terms of one sequence with the generated module's ``bptt_terms``."""
+    from .data import encode
+
+    if words is None:
+        if steps is None:
+            raise UsageError(
+                "give the number of steps (--steps N) or an input sequence (--input cat,mat,...)"
+            )
+        words = random_words(Model(steps=steps).steps, seed)
+    elif steps is not None and int(steps) != len(words):
+        raise UsageError(
+            f"--steps {steps} does not match the {len(words)} words of --input: drop one of them"
+        )
+    x = encode(list(words))[None]  # (1, n, D)
+    model = Model(steps=len(words), activation=activation, inputs=x.shape[2])
+    w_i = np.asarray(w_i, dtype=float)
+    if w_i.shape != (model.inputs,):
+        raise UsageError(
+            f"--w-i needs {model.inputs} numbers, one per word of the vocabulary "
+            f"({', '.join(VOCABULARY)}), got {w_i.size}"
+        )
+    for name, value in (("--w-h", w_h), ("--w-o", w_o), ("--w-i", w_i)):
+        if not np.all(np.isfinite(value)):
+            raise UsageError(f"{name} must be finite, got {value!r}")
+    if loader is None:
+        from .codegen import load as loader
+    module = loader(model)
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        y_hat = float(np.asarray(module.forward(x, w_i, float(w_h), float(w_o)))[0])
+        label = 1 if y_hat < 0.5 else 0
+        terms = module.bptt_terms(x, np.array([float(label)]), w_i, float(w_h), float(w_o))
+    factors = np.asarray(terms["factors"], dtype=float)[0]
+    the_bound = bound(activation)
+    regime, reason, mean = classify(factors, the_bound.value(w_h))
+    return Analysis(
+        activation=activation,
+        words=list(words),
+        label=label,
+        w_i=w_i,
+        w_h=float(w_h),
+        w_o=float(w_o),
+        y_hat=y_hat,
+        factors=factors,
+        terms_w_h=np.asarray(terms["terms_w_h"], dtype=float)[0],
+        terms_w_i=np.asarray(terms["terms_w_i"], dtype=float)[0],
+        output_factor=float(np.asarray(terms["output_factor"], dtype=float)[0]),
+        bound=the_bound,
+        regime=regime,
+        reason=reason,
+        geometric_mean=mean,
+    )
+
+
+# -- output ----------------------------------------------------------------------------------------
+
+
+def _rows_shown(steps: int, limit: int = 30) -> list[int]:
+    """Gaps to show: all of them for short sequences, else the first ten and a log-spaced tail."""
+    if steps <= limit:
+        return list(range(steps))
+    tail = np.unique(np.geomspace(10, steps - 1, num=limit - 10).astype(int))
+    return list(range(10)) + [int(g) for g in tail if g >= 10]
+
+
+def table(analysis: Analysis) -> str:
+    """A readable report: the bound, the regime and one row per gap."""
+    a = analysis
+    n = a.steps
+    words = " ".join(a.words) if n <= 12 else " ".join(a.words[:12]) + f" … ({n} words)"
+    lines = [
+        f"BPTT terms for n = {n}, activation {a.activation}, input: {words}",
+        (
+            f"weights: w_i = [{', '.join(f'{v:g}' for v in a.w_i)}], w_h = {a.w_h:g}, w_o = {a.w_o:g};"
+            f" ŷ = {a.y_hat:.4g}, analysed with y = {a.label}"
+        ),
+        "",
+        (
+            "bound (SymPy): |∂o_k/∂o_(k-1)| = |f'(a_k)|·|w_h| ≤ γ|w_h|, "
+            f"γ = sup|{a.activation}'| = {a.bound.gamma}"
+        ),
+        f"  LaTeX: {a.bound.latex}",
+        (
+            f"  γ|w_h| = {a.bound.gamma}·{abs(a.w_h):g} = {a.bound_value:.6g}"
+            f"  ⇒ |Π over a gap g| ≤ {a.bound_value:.6g}^g"
+        ),
+        f"regime: {a.regime} — {a.reason}",
+        "",
+        (
+            "term j flows through timestep j; gap = n − j; Π = Π_(k=j+1..n) ∂o_k/∂o_(k-1); "
+            "share = ‖term_j(w_i)‖ / Σ‖term(w_i)‖"
+        ),
+    ]
+    header = (
+        f"{'j':>5} {'gap':>5} {'|Π|':>11} {'bound^gap':>11} {'term w_h':>12} {'‖term w_i‖':>11} {'share':>7}"
+    )
+    lines += [header, "-" * len(header)]
+    products, norms, shares = a.products, a.norms_w_i, a.shares
+    with np.errstate(over="ignore"):
+        bounds = np.power(a.bound_value, a.gaps.astype(float))
+    for gap in _rows_shown(n):
+        i = n - 1 - gap  # index of term j = n − gap
+        lines.append(
+            f"{i + 1:>5} {gap:>5} {products[i]:>11.4g} {bounds[i]:>11.4g} {a.terms_w_h[i]:>12.4g} "
+            f"{norms[i]:>11.4g} {shares[i]:>7.1%}"
+        )
+    if n > 30:
+        lines.append(f"({n - len(_rows_shown(n))} rows left out; --json gives every term)")
+    gradient_h = float(np.sum(a.terms_w_h))
+    gradient_i = np.sum(a.terms_w_i, axis=0)
+    lines += [
+        "",
+        f"sums: ∂L/∂w_h = {gradient_h:.6g}, ∂L/∂w_i = [{', '.join(f'{v:.6g}' for v in gradient_i)}]",
+        f"short-term share of ∂L/∂w_i: {shares[-1]:.1%}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend, imported only when a plot is asked for."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("--plot needs matplotlib, which is not installed: pip install bptt[plot]") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+#: PNG text metadata; ``files.is_generated`` finds the marker, so a later run may replace the plot.
+PNG_METADATA = {"Software": "Generated by bptt"}
+
+
+def save_figure(figure, path) -> None:
+    """Render ``figure`` to PNG in memory and write it atomically."""
+    from .files import write_atomic
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, metadata=PNG_METADATA)
+    write_atomic(path, buffer.getvalue())
+
+
+def plot(analysis: Analysis, path) -> None:
+    """log|term_j| against the gap, with the bound's line (γ|w_h|)^gap scaled to the short-term term."""
+    plt = pyplot()
+    a = analysis
+    gaps = a.gaps[::-1]  # 0..n−1
+    norms = a.norms_w_i[::-1]
+    terms_h = np.abs(a.terms_w_h[::-1])
+    products = a.products[::-1]
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+
+    def positive(values):
+        values = np.asarray(values, dtype=float)
+        keep = np.isfinite(values) & (values > 0)
+        return gaps[keep], values[keep]
+
+    marker = "o" if a.steps <= 40 else None
+    axes.semilogy(
+        *positive(norms), marker=marker, markersize=3, color="C0", label=r"$\|$term$_j$ for $w_i\|$"
+    )
+    axes.semilogy(
+        *positive(terms_h),
+        marker=marker,
+        markersize=3,
+        color="C1",
+        alpha=0.8,
+        label=r"$|$term$_j$ for $w_h|$",
+    )
+    axes.semilogy(
+        *positive(products),
+        color="C2",
+        linestyle=":",
+        label=r"$|\Pi_{k=j+1}^{n}\ \partial o_k/\partial o_{k-1}|$",
+    )
+    if norms[0] > 0 and math.isfinite(norms[0]):
+        with np.errstate(over="ignore", under="ignore"):
+            line = norms[0] * np.power(a.bound_value, gaps.astype(float))
+        axes.semilogy(
+            *positive(line),
+            color="C3",
+            linestyle="--",
+            label=rf"bound $(\gamma|w_h|)^{{gap}}$ = ${a.bound_value:.3g}^{{gap}}$ × short-term",
+        )
+    axes.set_xlabel("gap n − j (timesteps between input j and the output)")
+    axes.set_ylabel("magnitude (log scale)")
+    axes.set_title(f"{a.activation}, w_h = {a.w_h:g}, n = {a.steps}: {a.regime}")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)

@@ -1,0 +1,430 @@
+"""Gradient descent with the notes' update rules, the gradients coming from the generated code.
+
+    (i)   w_i ← w_i − η ∂L/∂w_i
+    (ii)  w_h ← w_h − η ∂L/∂w_h
+    (iii) w_o ← w_o − η ∂L/∂w_o
+
+L is the mean binary cross-entropy over the whole training set (full-batch descent); each length
+bucket is fed in chunks to the generated ``loss_and_grad`` and the chunk means are weighted by
+their sizes. Optional clipping of the gradient g = (∂L/∂w_i, ∂L/∂w_h, ∂L/∂w_o):
+
+- by norm (Pascanu, Mikolov & Bengio 2013): if ‖g‖ > C then g ← C g/‖g‖ (the direction is kept);
+- by value: each component clipped to [−C, C].
+
+A run is stopped and reported as diverged at epoch e when the loss or the gradient at e is not
+finite, or when the update of epoch e throws a weight beyond ±DIVERGENCE_LIMIT. The second rule is
+needed because an exploding gradient does not always reach inf by itself: with ReLU, w_h = 1.5 and 50
+steps the loss is ~1e8 and the gradient ~1e9, all finite, and the one giant step that follows kills
+every ReLU unit (the loss then sits at log 2 forever). Beyond 1e6 nothing sensible is left — one more
+forward pass over 50 steps can overflow float64 (1e6^50 = 1e300).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .data import Dataset
+from .errors import UsageError
+from .model import Model
+
+INITS = ("normal", "identity", "zeros")
+
+#: The defaults reach accuracy 1.0 on the notes' three sentences (tests/test_train.py).
+DEFAULT_EPOCHS = 200
+DEFAULT_LR = 0.5
+DEFAULT_SEED = 0
+#: Standard deviation of the "normal" initialisation of w_h (w_i, w_o use 1): |w_h| mostly < 1.
+NORMAL_W_H_SCALE = 0.5
+#: Predictions shown by the text summary (the JSON lists up to JSON_PREDICTIONS).
+SHOWN_PREDICTIONS = 10
+#: A weight beyond ± this after an update means the run diverged (see the module docstring).
+DIVERGENCE_LIMIT = 1e6
+JSON_PREDICTIONS = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that decides a run."""
+
+    epochs: int = DEFAULT_EPOCHS
+    lr: float = DEFAULT_LR
+    activation: str = "tanh"
+    init: str = "normal"
+    init_w_h: float | None = None
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    seed: int = DEFAULT_SEED
+    steps_from_data: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise UsageError(f"--epochs must be a positive whole number, got {self.epochs!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr must be a positive number, got {self.lr!r}")
+        if self.init not in INITS:
+            raise UsageError(f"unknown --init {self.init!r}: choose one of {', '.join(INITS)}")
+        if self.clip_norm is not None and self.clip_value is not None:
+            raise UsageError("--clip-norm and --clip-value are mutually exclusive: choose one")
+        for flag, value in (("--clip-norm", self.clip_norm), ("--clip-value", self.clip_value)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{flag} must be a positive number, got {value!r}")
+        if self.init_w_h is not None and not math.isfinite(self.init_w_h):
+            raise UsageError(f"--init-w-h must be a finite number, got {self.init_w_h!r}")
+        Model(steps=1, activation=self.activation)  # validates the activation name
+
+
+@dataclass
+class Weights:
+    w_i: np.ndarray
+    w_h: float
+    w_o: float
+
+    def as_dict(self) -> dict:
+        return {"w_i": [float(v) for v in self.w_i], "w_h": float(self.w_h), "w_o": float(self.w_o)}
+
+    def finite(self) -> bool:
+        return bool(np.all(np.isfinite(self.w_i)) and math.isfinite(self.w_h) and math.isfinite(self.w_o))
+
+
+@dataclass
+class Result:
+    config: Config
+    data: str
+    vocabulary: tuple[str, ...]
+    weights: Weights
+    loss: list[float] = field(default_factory=list)  # at the start of each epoch
+    final_loss: float = math.nan
+    accuracy: float = math.nan  # on the held-out set when there is one
+    train_accuracy: float | None = None
+    predictions: list[dict] = field(default_factory=list)
+    total_predictions: int = 0
+    diverged_at: int | None = None  # 1-based epoch whose loss or gradient was not finite
+    divergence: str = ""
+    clipped_epochs: int = 0
+    modes: dict = field(default_factory=dict)  # sequence length → generated module mode
+
+    def as_json(self) -> dict:
+        out = {
+            "epochs": len(self.loss),
+            "loss": [_finite_or_none(v) for v in self.loss],
+            "accuracy": _finite_or_none(self.accuracy),
+            "predictions": self.predictions,
+            "weights": {
+                k: _finite_or_none(v) if not isinstance(v, list) else [_finite_or_none(x) for x in v]
+                for k, v in self.weights.as_dict().items()
+            },
+        }
+        if self.train_accuracy is not None:
+            out["train_accuracy"] = _finite_or_none(self.train_accuracy)
+        out["final_loss"] = _finite_or_none(self.final_loss)
+        out["diverged"] = (
+            None if self.diverged_at is None else {"epoch": self.diverged_at, "reason": self.divergence}
+        )
+        out["data"] = self.data
+        out["activation"] = self.config.activation
+        out["clipping"] = (
+            {"norm": self.config.clip_norm}
+            if self.config.clip_norm is not None
+            else {"value": self.config.clip_value}
+            if self.config.clip_value is not None
+            else None
+        )
+        out["clipped_epochs"] = self.clipped_epochs
+        if self.total_predictions > len(self.predictions):
+            out["predictions_total"] = self.total_predictions
+        return out
+
+
+def _finite_or_none(value):
+    """JSON has no inf/nan: non-finite numbers become null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def initial_weights(config: Config, inputs: int) -> Weights:
+    """normal: N(0, 1) for w_i and w_o, N(0, 0.5²) for w_h; identity: w_h = 1 (the notes'
+    remedy), the rest normal; zeros: everything 0. ``init_w_h`` overrides w_h."""
+    rng = np.random.default_rng(config.seed)
+    w_i = rng.normal(0.0, 1.0, size=inputs)
+    w_h = float(rng.normal(0.0, NORMAL_W_H_SCALE))
+    w_o = float(rng.normal(0.0, 1.0))
+    if config.init == "identity":
+        w_h = 1.0
+    elif config.init == "zeros":
+        w_i, w_h, w_o = np.zeros(inputs), 0.0, 0.0
+    if config.init_w_h is not None:
+        w_h = float(config.init_w_h)
+    return Weights(w_i, w_h, w_o)
+
+
+def clip(gradient: np.ndarray, config: Config) -> tuple[np.ndarray, bool]:
+    """Clip the flat gradient by norm or by value as configured; say whether it changed."""
+    if config.clip_norm is not None:
+        norm = float(np.linalg.norm(gradient))
+        if norm > config.clip_norm:
+            return gradient * (config.clip_norm / norm), True
+    elif config.clip_value is not None:
+        clipped = np.clip(gradient, -config.clip_value, config.clip_value)
+        return clipped, bool(np.any(clipped != gradient))
+    return gradient, False
+
+
+class Modules:
+    """The generated module for each sequence length: one loop-mode module for every length, or,
+    with ``steps_from_data``, an unrolled module for each length found in the data."""
+
+    def __init__(self, activation: str, inputs: int, steps_from_data: bool, loader=None):
+        if loader is None:
+            from .codegen import load as loader
+        self._loader = loader
+        self._activation = activation
+        self._inputs = inputs
+        self._unrolled = steps_from_data
+        self._cache: dict = {}
+
+    def for_length(self, length: int):
+        key = length if self._unrolled else None
+        if key not in self._cache:
+            if self._unrolled:
+                model = Model(steps=length, activation=self._activation, inputs=self._inputs)
+                self._cache[key] = self._loader(model, mode="unrolled")
+            else:
+                model = Model(steps=max(length, 1), activation=self._activation, inputs=self._inputs)
+                self._cache[key] = self._loader(model, mode="loop")
+        return self._cache[key]
+
+    def mode(self, length: int) -> str:
+        return "unrolled" if self._unrolled else "loop"
+
+
+def loss_and_grad(dataset: Dataset, weights: Weights, modules: Modules):
+    """Mean loss and gradient over the whole data set, from the generated ``loss_and_grad``."""
+    total, loss = 0, 0.0
+    d_w_i, d_w_h, d_w_o = np.zeros_like(weights.w_i), 0.0, 0.0
+    D = len(dataset.vocabulary)
+    for bucket in dataset.buckets:
+        module = modules.for_length(bucket.length)
+        for x, y in bucket.chunks(D):
+            size = len(y)
+            value, g_i, g_h, g_o = module.loss_and_grad(x, y, weights.w_i, weights.w_h, weights.w_o)
+            loss += size * float(value)
+            d_w_i = d_w_i + size * np.asarray(g_i, dtype=float)
+            d_w_h += size * float(g_h)
+            d_w_o += size * float(g_o)
+            total += size
+    return loss / total, d_w_i / total, d_w_h / total, d_w_o / total
+
+
+def predict(dataset: Dataset, weights: Weights, modules: Modules) -> np.ndarray:
+    """ŷ for every sequence, in the data set's order."""
+    D = len(dataset.vocabulary)
+    out = np.full(dataset.size, np.nan)
+    for bucket in dataset.buckets:
+        module = modules.for_length(bucket.length)
+        start = 0
+        for x, _ in bucket.chunks(D):
+            y_hat = module.forward(x, weights.w_i, weights.w_h, weights.w_o)
+            out[bucket.order[start : start + len(x)]] = y_hat
+            start += len(x)
+    return out
+
+
+def accuracy(dataset: Dataset, probabilities: np.ndarray) -> float:
+    """Share of sequences with (ŷ ≥ 1/2) equal to the label; nan if ŷ is not finite."""
+    if not np.all(np.isfinite(probabilities)):
+        return math.nan
+    return float(np.mean((probabilities >= 0.5) == (dataset.labels() == 1)))
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn in place; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, stream=None, width: int = 30):
+        self.total, self.enabled, self.width = total, enabled, width
+        self.stream = stream or sys.stderr
+
+    def update(self, epoch: int, loss: float) -> None:
+        if not self.enabled:
+            return
+        filled = int(self.width * epoch / self.total)
+        bar = "#" * filled + "." * (self.width - filled)
+        self.stream.write(f"\repoch {epoch:>{len(str(self.total))}}/{self.total} [{bar}] loss {loss:.4g}")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def train(
+    dataset: Dataset,
+    config: Config = Config(),
+    held_out: Dataset | None = None,
+    progress: bool = False,
+    loader=None,
+) -> Result:
+    """Run ``config.epochs`` steps of full-batch gradient descent on ``dataset``."""
+    inputs = len(dataset.vocabulary)
+    modules = Modules(config.activation, inputs, config.steps_from_data, loader)
+    weights = initial_weights(config, inputs)
+    result = Result(config, dataset.name, dataset.vocabulary, weights)
+    result.modes = {length: modules.mode(length) for length in dataset.lengths}
+    bar = Progress(config.epochs, progress)
+    # Overflow is how divergence shows up; it is detected and reported below, not warned about.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for epoch in range(1, config.epochs + 1):
+            loss, d_w_i, d_w_h, d_w_o = loss_and_grad(dataset, weights, modules)
+            result.loss.append(loss)
+            gradient = np.concatenate([d_w_i, [d_w_h, d_w_o]])
+            if not math.isfinite(loss) or not np.all(np.isfinite(gradient)):
+                result.diverged_at = epoch
+                what = "the loss" if not math.isfinite(loss) else "the gradient"
+                value = loss if not math.isfinite(loss) else gradient[~np.isfinite(gradient)][0]
+                result.divergence = f"{what} became {value} at epoch {epoch}"
+                break
+            gradient, clipped = clip(gradient, config)
+            result.clipped_epochs += clipped
+            # The notes' update rules (i)–(iii).
+            new = Weights(
+                weights.w_i - config.lr * gradient[:inputs],
+                float(weights.w_h - config.lr * gradient[inputs]),
+                float(weights.w_o - config.lr * gradient[inputs + 1]),
+            )
+            largest = max(np.max(np.abs(new.w_i), initial=0.0), abs(new.w_h), abs(new.w_o))
+            if not new.finite() or largest > DIVERGENCE_LIMIT:
+                result.diverged_at = epoch
+                size = "non-finite" if not new.finite() else f"{largest:.3g}, beyond ±{DIVERGENCE_LIMIT:g}"
+                result.divergence = (
+                    f"the exploding gradient (norm {np.linalg.norm(gradient):.3g}) threw a weight to "
+                    f"{size} in the update of epoch {epoch}"
+                )
+                break
+            weights = new
+            bar.update(epoch, loss)
+        bar.close()
+        result.weights = weights
+        if result.diverged_at is None:
+            result.final_loss, *_ = loss_and_grad(dataset, weights, modules)
+            train_probabilities = predict(dataset, weights, modules)
+            evaluated = held_out if held_out is not None else dataset
+            probabilities = (
+                predict(held_out, weights, modules) if held_out is not None else train_probabilities
+            )
+            result.accuracy = accuracy(evaluated, probabilities)
+            if held_out is not None:
+                result.train_accuracy = accuracy(dataset, train_probabilities)
+            texts, labels = evaluated.texts(), evaluated.labels()
+            result.total_predictions = len(texts)
+            result.predictions = [
+                {
+                    "text": text,
+                    "label": int(label),
+                    "probability": _finite_or_none(p),
+                    "predicted": int(p >= 0.5) if math.isfinite(p) else None,
+                }
+                for text, label, p in zip(texts[:JSON_PREDICTIONS], labels, probabilities)
+            ]
+    return result
+
+
+def summary(result: Result) -> str:
+    """The readable end-of-run report."""
+    config = result.config
+    lines = [
+        f"data: {result.data}   activation: {config.activation}   init: {config.init}"
+        + (f" (w_h = {config.init_w_h:g})" if config.init_w_h is not None else "")
+        + f"   lr: {config.lr:g}   seed: {config.seed}"
+    ]
+    if config.clip_norm is not None:
+        lines.append(f"clipping: by norm at {config.clip_norm:g} (clipped in {result.clipped_epochs} epochs)")
+    elif config.clip_value is not None:
+        lines.append(
+            f"clipping: by value at ±{config.clip_value:g} (clipped in {result.clipped_epochs} epochs)"
+        )
+    modes = sorted(set(result.modes.values()))
+    lines.append(
+        f"gradients: generated module ({', '.join(modes)}) for length(s) "
+        f"{', '.join(str(n) for n in sorted(result.modes))}"
+    )
+    if result.diverged_at is not None:
+        lines.append(f"DIVERGED at epoch {result.diverged_at} of {config.epochs}: {result.divergence}.")
+        lines.append("  Try --clip-norm 1 (gradient clipping), a smaller --lr or a smaller --init-w-h.")
+        shown = [f"{v:.4g}" for v in result.loss[-5:]]
+        lines.append(f"  last losses: {', '.join(shown)}")
+        w = result.weights
+        lines.append(
+            f"  weights before the failing epoch: w_i = {_vector(w.w_i)}, w_h = {w.w_h:.6g}, "
+            f"w_o = {w.w_o:.6g}"
+        )
+        return "\n".join(lines) + "\n"
+    first = result.loss[0]
+    lines.append(f"epochs: {len(result.loss)}   loss: {first:.6g} → {result.final_loss:.6g}")
+    if result.train_accuracy is not None:
+        lines.append(
+            f"accuracy: {result.accuracy:.3f} on the held-out set "
+            f"({result.total_predictions} sequences), {result.train_accuracy:.3f} on the training set"
+        )
+    else:
+        lines.append(f"accuracy: {result.accuracy:.3f} ({result.total_predictions} sequences)")
+    lines.append("predictions" + (" (held-out set)" if result.train_accuracy is not None else "") + ":")
+    width = min(40, max((len(p["text"]) for p in result.predictions[:SHOWN_PREDICTIONS]), default=4))
+    for p in result.predictions[:SHOWN_PREDICTIONS]:
+        text = p["text"] if len(p["text"]) <= width else p["text"][: width - 1] + "…"
+        mark = "ok" if p["predicted"] == p["label"] else "WRONG"
+        probability = "nan" if p["probability"] is None else f"{p['probability']:.4f}"
+        lines.append(f"  {text:<{width}}  label {p['label']}  ŷ = {probability}  → {p['predicted']}  {mark}")
+    if result.total_predictions > SHOWN_PREDICTIONS:
+        lines.append(f"  … and {result.total_predictions - SHOWN_PREDICTIONS} more (--json lists them)")
+    w = result.weights
+    names = (
+        ", ".join(f"{word}: {v:.6g}" for word, v in zip(result.vocabulary, w.w_i))
+        if len(result.vocabulary) <= 12
+        else _vector(w.w_i)
+    )
+    lines.append(f"weights: w_i = [{names}]" if len(result.vocabulary) <= 12 else f"weights: w_i = {names}")
+    lines.append(f"         w_h = {w.w_h:.6g}   w_o = {w.w_o:.6g}")
+    return "\n".join(lines) + "\n"
+
+
+def _vector(values) -> str:
+    values = list(values)
+    shown = ", ".join(f"{v:.4g}" for v in values[:8])
+    return f"[{shown}{', …' if len(values) > 8 else ''}] (D = {len(values)})"
+
+
+def plot(result: Result, path: str) -> None:
+    """The loss per epoch (log scale), with the divergence epoch marked."""
+    from .analysis import pyplot, save_figure
+
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    epochs = np.arange(1, len(result.loss) + 1)
+    losses = np.asarray(result.loss, dtype=float)
+    finite = np.isfinite(losses) & (losses > 0)
+    axes.semilogy(epochs[finite], losses[finite], color="C0", label="training loss")
+    if result.diverged_at is not None:
+        axes.axvline(
+            result.diverged_at, color="C3", linestyle="--", label=f"diverged (epoch {result.diverged_at})"
+        )
+    clipping = (
+        f", clip norm {result.config.clip_norm:g}"
+        if result.config.clip_norm is not None
+        else f", clip value {result.config.clip_value:g}"
+        if result.config.clip_value is not None
+        else ""
+    )
+    axes.set_title(
+        f"bptt train: {result.data}, {result.config.activation}, lr {result.config.lr:g}{clipping}"
+    )
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("mean binary cross-entropy")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)
