@@ -1,0 +1,245 @@
+"""The NumPy backend: a SymPy code printer and the plain context for ``templates/numpy``.
+
+Every expression in the generated module is printed by SymPy from the derivation:
+
+* the forward step o_t = f(w_i·x_t + w_h o_{t−1}) from the unrolled definitions (unrolled mode) or
+  the one generic step (loop mode), with the input projection w_i·x_t hoisted out of the recursion;
+* f′(a_t) written with the stored output o_t, ∂o_k/∂o_{k−1} and ∂⁺o_j/∂w from
+  ``derivation.step_derivative``, ``step_jacobian`` and ``step_immediate``;
+* (∂L/∂ŷ)(∂ŷ/∂o_n) and ∂L/∂w_o from ``derivation.output_factor`` and ``dL_dw_o``.
+
+The structure of the Σ/Π formula shapes the code: δ_j = (∂L/∂ŷ)(∂ŷ/∂o_n) Π_{k=j+1..n} ∂o_k/∂o_{k−1}
+is a suffix (reversed cumulative) product, so the backward pass needs no Python loop, and each
+immediate partial is factored as f′(a_t) times what multiplies it, so both weights share one
+array δ_j f′(a_j).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import precedence
+
+from ..derive import Derivation
+
+
+class NumPyCodePrinter(NumPyPrinter):
+    """SymPy's NumPy printer writing ``np.``, with our activations and the step function."""
+
+    def __init__(self, settings=None):
+        super().__init__({"fully_qualified_modules": True, **(settings or {})})
+
+    def _module_format(self, fqn, register=True):
+        # The generated module imports NumPy once, as np.
+        module, _, name = fqn.rpartition(".")
+        if module == "numpy":
+            return f"np.{name}"
+        return super()._module_format(fqn, register)
+
+    def _print_sigmoid(self, expr):
+        # A helper of the generated module: exp of a non-positive real part only, so no overflow.
+        return f"_sigmoid({self._print(expr.args[0])})"
+
+    def _print_relu(self, expr):
+        return f"np.maximum({self._print(expr.args[0])}, 0.0)"
+
+    def _print_Heaviside(self, expr):
+        value, at_zero = expr.args if len(expr.args) == 2 else (expr.args[0], sp.S.Half)
+        return f"np.heaviside({self._print(value)}, {self._print(sp.Float(at_zero))})"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    # The layout ``ruff format`` gives: spaces around * and /, and around ** unless both operands
+    # are simple (a name or a number), so the generated module is stable under the formatter.
+
+    def _print_Rational(self, expr):
+        return f"{expr.p} / {expr.q}"
+
+    def _print_Mul(self, expr):
+        coefficient, factors = expr.as_coeff_mul()
+        sign = ""
+        if coefficient.is_negative:
+            sign, coefficient = "-", -coefficient
+        numerator, denominator = [], []
+        if coefficient != 1:
+            numerator.extend(
+                [sp.Integer(coefficient.p)] if coefficient.is_Rational else [coefficient]
+            )
+            if coefficient.is_Rational and coefficient.q != 1:
+                denominator.append(sp.Integer(coefficient.q))
+        for factor in sp.Mul.make_args(sp.Mul(*factors)) if factors else ():
+            if factor.is_Pow and factor.exp.is_negative and factor.exp.is_Rational:
+                denominator.append(factor.base ** -factor.exp)
+            else:
+                numerator.append(factor)
+        level = precedence(expr)
+        top = " * ".join(self.parenthesize(f, level) for f in numerator) if numerator else "1"
+        if not denominator:
+            return sign + top
+        if len(denominator) == 1:
+            bottom = self.parenthesize(denominator[0], level + 1)
+        else:
+            bottom = "(" + " * ".join(self.parenthesize(f, level) for f in denominator) + ")"
+        return f"{sign}{top} / {bottom}"
+
+    def _print_Pow(self, expr, rational=False):
+        if expr.exp == sp.S.Half:
+            return f"np.sqrt({self._print(expr.base)})"
+        if expr.exp.is_negative and expr.exp.is_Rational:
+            return self._print_Mul(sp.Mul(expr, evaluate=False))
+        level = precedence(expr)
+        base = self.parenthesize(expr.base, level, strict=True)
+        exponent = self.parenthesize(expr.exp, level, strict=False)
+        simple = all(part.is_Symbol or (part.is_Integer and part >= 0) for part in (expr.base, expr.exp))
+        return f"{base}**{exponent}" if simple else f"{base} ** {exponent}"
+
+
+_PRINTER = NumPyCodePrinter()
+
+
+def code(expr: sp.Expr, names: dict | None = None) -> str:
+    """Print ``expr`` as NumPy code, renaming symbols to the local variable names in ``names``."""
+    if names:
+        expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
+    return _PRINTER.doprint(expr)
+
+
+def atom(expr: sp.Expr, names: dict | None = None) -> str:
+    """Printed code safe to follow with ``.T`` or ``[…]``: parenthesized unless a bare name."""
+    printed = code(expr, names)
+    return printed if printed.isidentifier() else f"({printed})"
+
+
+def text(expr: sp.Expr, names: dict | None = None) -> str:
+    """A plain one-line formula for a docstring or comment."""
+    if names:
+        expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
+    return sp.sstr(expr)
+
+
+def _factor_out(expr: sp.Expr, factor: sp.Expr) -> sp.Expr | None:
+    """expr / factor when that quotient no longer involves the factor's symbols, else None."""
+    if factor == 1:
+        return expr
+    quotient = sp.cancel(expr / factor)
+    if quotient.free_symbols & factor.free_symbols:
+        return None
+    return quotient
+
+
+def _linear_coefficient(expr: sp.Expr, symbol: sp.Symbol) -> sp.Expr | None:
+    """c when expr = c·symbol with c free of symbol, else None."""
+    coefficient = sp.cancel(expr / symbol)
+    if symbol in coefficient.free_symbols:
+        return None
+    return coefficient
+
+
+def context(derivation: Derivation, mode: str, command: str) -> dict:
+    """Everything the templates place: names, printed expressions, formulas. No SymPy objects."""
+    model = derivation.model
+    u = derivation.unrolled
+    f = u.activation
+    step = u.step
+    gate = sp.Symbol("gate")
+
+    # -- the local derivatives, from the derivation, with f′(a_t) as a shared factor -------------
+    local = {step.o: "o_t", step.o_prev: "o_prev"}
+    derivative = derivation.step_derivative
+    shared = derivative if not derivative.is_number else sp.S.One
+    jacobian = _factor_out(derivation.step_jacobian, shared)
+    immediate_h = _factor_out(derivation.step_immediate["w_h"][0], shared)
+    immediate_i = [_factor_out(e, shared) for e in derivation.step_immediate["w_i"]]
+    if jacobian is None or immediate_h is None or any(e is None for e in immediate_i):
+        raise NotImplementedError("local derivatives that do not share f'(a_t) are not supported yet")
+    coefficients = {_linear_coefficient(e, xd) for e, xd in zip(immediate_i, step.x)}
+    if len(coefficients) != 1 or None in coefficients:
+        raise NotImplementedError("∂⁺o_t/∂w_i is not (coefficient)·x_t: not supported yet")
+    (coefficient_i,) = coefficients
+    derivative_name = sp.Symbol("derivative")
+    uses_derivative = shared != 1
+
+    def with_derivative(expr):
+        return expr * derivative_name if uses_derivative else expr
+
+    jacobian_code = code(with_derivative(jacobian), local)
+    gate_code = code(sp.Symbol("delta") * (derivative_name if uses_derivative else 1))
+    term_h_code = code(gate * immediate_h, local)
+    gate_i = gate * coefficient_i
+    gate_i_code = code(gate_i, local)
+    term_h_atom = atom(gate * immediate_h, local)
+    gate_i_atom = atom(gate_i, local)
+
+    # -- the forward step, with the input projection w_i·x_t hoisted ----------------------------
+    projection = sp.Symbol("projection_t")
+    recurrent = sp.expand(step.a - sp.Add(*(w * xd for w, xd in zip(u.w_i, step.x))))
+    loop_step = code(f.apply(projection + recurrent), {**local, projection: "projection_t"})
+    unrolled_steps = []
+    if mode == "unrolled":
+        rows = sp.IndexedBase("projection")
+        for t in range(1, derivation.n + 1):
+            inputs = sp.Add(*(w * xd for w, xd in zip(u.w_i, u.x[t - 1])))
+            hidden_part = sp.expand(u.a[t - 1] - inputs)
+            unrolled_steps.append(
+                {"t": t, "name": str(u.o[t - 1]), "code": code(f.apply(rows[t - 1] + hidden_part))}
+            )
+
+    # -- the output, from the derivation ----------------------------------------------------------
+    output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
+    output_factor_code = code(derivation.output_factor, output)
+    logit_code = code(u.logit, output)
+    dL_dw_o_code = code(derivation.dL_dw_o, output)
+
+    # -- formulas for the docstrings ----------------------------------------------------------------
+    formulas = {
+        "step": text(f.apply(step.a), {**local, **{xd: f"x_t_{d}" for d, xd in enumerate(step.x, 1)}}),
+        "derivative": text(derivative, local),
+        "jacobian": text(derivation.step_jacobian, local),
+        "immediate_h": text(derivation.step_immediate["w_h"][0], local),
+        "immediate_i": text(derivation.step_immediate["w_i"][0], {**local, step.x[0]: "x_t_d"}),
+        "output_factor": text(derivation.output_factor, output),
+        "dL_dw_o": text(derivation.dL_dw_o, output),
+    }
+    terms = []
+    if mode == "unrolled" and derivation.n <= 4:
+        for term in derivation.terms():
+            terms.append(
+                {
+                    "j": term.j,
+                    "kind": term.kind,
+                    "w_h": text(derivation.term("w_h", term.j)),
+                    "w_i": text(derivation.term("w_i", term.j, 0)),
+                }
+            )
+
+    return {
+        "command": command,
+        "mode": mode,
+        "steps": derivation.n if mode == "unrolled" else None,
+        "activation": model.activation,
+        "input_size": model.inputs,
+        "uses_sigmoid_activation": model.activation == "sigmoid",
+        "loop_step": loop_step,
+        "unrolled_steps": unrolled_steps,
+        "derivative_code": code(derivative, local) if uses_derivative else None,
+        "jacobian_code": jacobian_code,
+        "gate_code": gate_code,
+        "term_h_code": term_h_code,
+        "gate_i_code": gate_i_code,
+        "term_h_atom": term_h_atom,
+        "gate_i_atom": gate_i_atom,
+        "output_factor_code": output_factor_code,
+        "logit_code": logit_code,
+        "output_code": code(u.output_definition, output),
+        "backward": {
+            "logit_code": logit_code,
+            "output_factor_code": output_factor_code,
+            "derivative_code": code(derivative, local) if uses_derivative else None,
+            "jacobian_code": jacobian_code,
+            "gate_code": gate_code,
+        },
+        "dL_dw_o_code": dL_dw_o_code,
+        "formulas": formulas,
+        "terms": terms,
+    }
