@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--seed", default="0", metavar="S", help="random seed for the test inputs (default: 0)")
     check.set_defaults(handler=_check)
+    _story_commands(commands)  # analyze, train, demo
     return parser
 
 
@@ -169,6 +170,219 @@ def _check(args) -> int:
     from .check import run_check
 
     return run_check(args.module, as_json=args.json, seed=args.seed)
+
+
+# -- analyze, train, demo (symbolic/analysis.py, train.py, data.py, demo.py) ------------------------
+
+
+def _story_commands(commands) -> None:
+    analyze = commands.add_parser(
+        "analyze",
+        help="measure the BPTT terms: vanishing or exploding gradients, with the symbolic bound",
+        description=(
+            "At the given weights and input sequence, compute with the generated code the n terms of "
+            "the BPTT sums for dL/dw_h and dL/dw_i (term j flows through timestep j), the factors "
+            "do_k/do_(k-1) and their product for every gap n - j. Prints the bound "
+            "|do_k/do_(k-1)| <= gamma*|w_h| derived by SymPy (gamma = sup|f'|) and the regime: "
+            "vanishing when gamma*|w_h| < 1 (guaranteed), otherwise from the geometric mean m of the "
+            "measured |factors|: m < 0.95 vanishing, m > 1.05 exploding, else stable."
+        ),
+    )
+    analyze.add_argument(
+        "--steps", "-n", default=None, metavar="N",
+        help="sequence length n (required unless --input gives the sequence)",
+    )
+    analyze.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP)
+    analyze.add_argument("--w-h", default="0.5", metavar="V", help="recurrent weight w_h (default: 0.5)")
+    analyze.add_argument(
+        "--w-i", default="0.5,0.5,0.5", metavar="a,b,c",
+        help="input weights w_i, one per word cat,mat,rat (default: 0.5,0.5,0.5)",
+    )
+    analyze.add_argument("--w-o", default="1", metavar="V", help="output weight w_o (default: 1)")
+    analyze.add_argument(
+        "--input", default=None, metavar="WORDS",
+        help="the sequence, words of the notes' vocabulary separated by commas, e.g. cat,mat,rat "
+        "(default: a random sequence of --steps words drawn with --seed)",
+    )
+    analyze.add_argument(
+        "--seed", default="0", metavar="S", help="seed of the random input sequence (default: 0)"
+    )
+    analyze.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    analyze.add_argument(
+        "--plot", metavar="FILE.png", default=None,
+        help="also draw log|term_j| against the gap, with the bound's line (needs matplotlib)",
+    )
+    analyze.set_defaults(handler=_analyze)
+
+    train = commands.add_parser(
+        "train",
+        help="train the RNN by gradient descent with the generated gradients",
+        description=(
+            "Full-batch gradient descent with the notes' update rules w <- w - lr*dL/dw for w_i, w_h "
+            "and w_o, the gradients coming from the generated module's loss_and_grad. Reports the "
+            "loss, the accuracy, each sentence's prediction and the learned weights. A run whose loss "
+            "or gradient stops being finite, or whose weights are thrown beyond 1e6, is reported as "
+            "diverged at that epoch (exit status 1)."
+        ),
+    )
+    train.add_argument(
+        "--data", default="notes", metavar="notes|long|FILE.csv",
+        help="notes: the notes' three sentences (default); long: 200 sequences of 50 words whose label "
+        "is 1 iff the first word is 'cat', with a held-out set of 100 drawn the same way; or a CSV "
+        "file with columns text,label (label 0 or 1, text split on whitespace, D = vocabulary size)",
+    )
+    train.add_argument(
+        "--steps-from-data", action="store_true",
+        help="generate straight-line (unrolled) code for each sequence length found in the data "
+        "instead of one loop-mode module for every length",
+    )
+    train.add_argument("--epochs", "-e", default="200", metavar="E", help="number of epochs (default: 200)")
+    train.add_argument("--lr", default="0.5", metavar="η", help="learning rate η (default: 0.5)")
+    train.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP)
+    train.add_argument(
+        "--init", default="normal", metavar="normal|identity|zeros",
+        help="initial weights: normal (w_i, w_o ~ N(0,1), w_h ~ N(0,0.25); default), identity "
+        "(w_h = 1, the notes' remedy for vanishing gradients) or zeros",
+    )
+    train.add_argument(
+        "--init-w-h", default=None, metavar="V", help="start the recurrent weight w_h at V (overrides --init)"
+    )
+    clipping = train.add_mutually_exclusive_group()
+    clipping.add_argument(
+        "--clip-norm", default=None, metavar="C",
+        help="clip the gradient by its norm: if ||g|| > C, g <- C g/||g|| (Pascanu, Mikolov & Bengio 2013)",
+    )
+    clipping.add_argument(
+        "--clip-value", default=None, metavar="C", help="clip each gradient component to [-C, C]"
+    )
+    train.add_argument("--seed", default="0", metavar="S", help="seed of the initial weights (default: 0)")
+    train.add_argument("--json", action="store_true", help="print the run as JSON (no progress bar)")
+    train.add_argument(
+        "--plot", metavar="FILE.png", default=None, help="also draw the loss curve (needs matplotlib)"
+    )
+    train.set_defaults(handler=_train)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole story on the notes' example and write every artefact to a directory",
+        description=(
+            "Derive the notes' example (LaTeX, PDF when pdflatex is installed, Markdown), generate and "
+            "check its NumPy module, analyse tanh at w_h = 0.5 (vanishing) and ReLU at w_h = 1.5 "
+            "(exploding) with plots, train on the notes' sentences with a log and a loss plot, then "
+            "list what was written."
+        ),
+    )
+    demo.add_argument(
+        "--out", default="bptt-demo", metavar="DIR",
+        help="directory to write into, created if missing (default: ./bptt-demo); an existing non-empty "
+        "directory is only reused if an earlier bptt demo made it",
+    )
+    demo.set_defaults(handler=_demo)
+
+
+def _float_option(text, flag: str, positive: bool = False) -> float:
+    import math
+
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise UsageError(f"{flag} must be a number, got {text!r}") from None
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise UsageError(f"{flag} must be a {'positive' if positive else 'finite'} number, got {text!r}")
+    return value
+
+
+def _int_option(text, flag: str, minimum: int = 0) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise UsageError(f"{flag} must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise UsageError(f"{flag} must be at least {minimum}, got {value}")
+    return value
+
+
+def _plot_target(path):
+    """Fail before any work when --plot cannot be honoured (no matplotlib, bad path)."""
+    if path is None:
+        return None
+    from .analysis import pyplot
+    from .files import check_target
+
+    if not str(path).lower().endswith(".png"):
+        raise UsageError(f"--plot writes a PNG image: give a file name ending in .png, got {path!r}")
+    check_target(path)
+    pyplot()
+    return path
+
+
+def _analyze(args) -> int:
+    import json
+
+    from .analysis import analyze, plot, table
+
+    words = None
+    if args.input is not None:
+        words = [word for word in args.input.replace(",", " ").split()]
+    steps = None if args.steps is None else _int_option(args.steps, "--steps", minimum=1)
+    w_i = [_float_option(v, "--w-i") for v in args.w_i.split(",")]
+    plot_path = _plot_target(args.plot)
+    result = analyze(
+        steps=steps,
+        activation=args.activation,
+        w_h=_float_option(args.w_h, "--w-h"),
+        w_i=w_i,
+        w_o=_float_option(args.w_o, "--w-o"),
+        words=words,
+        seed=_int_option(args.seed, "--seed"),
+    )
+    if plot_path:
+        plot(result, plot_path)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(table(result))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 0
+
+
+def _train(args) -> int:
+    import json
+
+    from . import data, train
+
+    config = train.Config(
+        epochs=_int_option(args.epochs, "--epochs", minimum=1),
+        lr=_float_option(args.lr, "--lr", positive=True),
+        activation=args.activation,
+        init=args.init,
+        init_w_h=None if args.init_w_h is None else _float_option(args.init_w_h, "--init-w-h"),
+        clip_norm=None if args.clip_norm is None else _float_option(args.clip_norm, "--clip-norm", True),
+        clip_value=None if args.clip_value is None else _float_option(args.clip_value, "--clip-value", True),
+        seed=_int_option(args.seed, "--seed"),
+        steps_from_data=args.steps_from_data,
+    )
+    plot_path = _plot_target(args.plot)
+    dataset, held_out = data.load(args.data)
+    progress = sys.stderr.isatty() and not args.json
+    result = train.train(dataset, config, held_out=held_out, progress=progress)
+    if plot_path:
+        train.plot(result, plot_path)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(train.summary(result))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 1 if result.diverged_at is not None else 0
+
+
+def _demo(args) -> int:
+    from .demo import run
+
+    run(args.out)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,232 @@
+"""``bptt demo``: the whole story on the notes' example, written to one directory.
+
+1. the derivation for n = 3, tanh: LaTeX, PDF (when pdflatex is on PATH) and Markdown;
+2. the generated NumPy module and its gradient check report (``bptt check``);
+3. the analysis of a 20-word sequence for tanh at w_h = 0.5 (vanishing) and ReLU at w_h = 1.5
+   (exploding): table, JSON and plot each;
+4. training on the notes' three sentences with the defaults: log, JSON and loss plot;
+5. an ``index.md`` that shows it all, and a listing on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .files import MARKER, write_atomic
+
+#: Marks a directory made by ``bptt demo``; only such a directory (or an empty one) is written into.
+DIRECTORY_MARKER = ".bptt-demo"
+#: The notes' example.
+STEPS, ACTIVATION = 3, "tanh"
+#: The two analyses: (activation, w_h, what the notes say happens).
+ANALYSES = (("tanh", 0.5, "vanishing"), ("relu", 1.5, "exploding"))
+ANALYSIS_STEPS = 20
+PDFLATEX_TIMEOUT = 120
+CHECK_TIMEOUT = 300
+
+
+@dataclass
+class Written:
+    path: Path
+    what: str
+
+
+def _prepare(out: str | os.PathLike) -> Path:
+    directory = Path(out)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} is a file: give a directory for --out")
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / DIRECTORY_MARKER).exists():
+        raise UsageError(
+            f"{directory} is not empty and was not made by bptt demo: choose another --out or empty it"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {directory}: {error.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"{directory} is not writable: choose another --out")
+    write_atomic(directory / DIRECTORY_MARKER, f"{MARKER} demo: this directory may be rewritten by it\n")
+    return directory
+
+
+def _header(text: str) -> str:
+    return f"{MARKER} demo. {text}\n\n"
+
+
+def _pdf(tex_path: Path) -> tuple[Path | None, str]:
+    """Compile ``tex_path`` with pdflatex in a scratch directory; (pdf or None, note)."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        return None, "no PDF: pdflatex is not on PATH"
+    with tempfile.TemporaryDirectory(prefix="bptt-demo-") as scratch:
+        source = Path(scratch) / tex_path.name
+        shutil.copyfile(tex_path, source)
+        try:
+            run = subprocess.run(
+                [pdflatex, "-interaction=nonstopmode", "-halt-on-error", source.name],
+                check=False,
+                cwd=scratch,
+                capture_output=True,
+                timeout=PDFLATEX_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            return None, f"no PDF: pdflatex took longer than {PDFLATEX_TIMEOUT} s"
+        pdf = source.with_suffix(".pdf")
+        if run.returncode != 0 or not pdf.exists():
+            lines = run.stdout.decode("utf-8", "replace").splitlines()
+            first_error = next((line for line in lines if line.startswith("!")), f"exit {run.returncode}")
+            return None, f"no PDF: pdflatex failed ({first_error})"
+        target = tex_path.with_suffix(".pdf")
+        write_atomic(target, pdf.read_bytes())
+        return target, "the derivation typeset by pdflatex"
+
+
+def _check(module_path: Path) -> tuple[str, str, int]:
+    """``bptt check FILE`` as a user would run it, as text and as JSON (both runs in parallel)."""
+    command = [sys.executable, "-m", "symbolic", "check", str(module_path)]
+    environment = dict(os.environ)
+    # The child must import this very package, also when it is run from a checkout.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+    runs = [
+        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+        for extra in ([], ["--json"])
+    ]
+    outputs = []
+    for run in runs:
+        try:
+            stdout, stderr = run.communicate(timeout=CHECK_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.communicate()
+            raise
+        outputs.append(
+            (stdout.decode("utf-8", "replace") + stderr.decode("utf-8", "replace"), run.returncode)
+        )
+    (text, code), (as_json, _) = outputs
+    return text, as_json, code
+
+
+def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
+    """Write the demo into ``out`` and print what was written; returns the list."""
+    from . import analysis, data, train
+    from .codegen import generate
+    from .derive import Derivation
+    from .latex import document
+    from .model import Model
+
+    stream = stream or sys.stdout
+    analysis.pyplot()  # fail early, in one line, without matplotlib
+    directory = _prepare(out)
+    written: list[Written] = []
+
+    def write(name: str, content, what: str) -> Path:
+        path = directory / name
+        write_atomic(path, content)
+        written.append(Written(path, what))
+        return path
+
+    # 1. The derivation.
+    model = Model(steps=STEPS, activation=ACTIVATION)
+    derivation = Derivation(model)
+    stem = f"derivation_{ACTIVATION}_n{STEPS}"
+    tex = write(f"{stem}.tex", document(derivation, "tex"), "the derivation as a LaTeX document")
+    write(f"{stem}.md", document(derivation, "md"), "the derivation as Markdown (KaTeX math)")
+    pdf, note = _pdf(tex)
+    notes = []
+    if pdf is not None:
+        written.append(Written(pdf, note))
+    else:
+        notes.append(note)
+
+    # 2. The generated module and its check.
+    module_name = f"rnn_{ACTIVATION}_n{STEPS}.py"
+    module_path = write(
+        module_name,
+        generate(model, mode="unrolled", output=module_name),
+        "the generated NumPy module: forward, loss, loss_and_grad, bptt_terms",
+    )
+    check_text, check_json, check_code = _check(module_path)
+    verdict = "passed" if check_code == 0 else f"FAILED (exit {check_code})"
+    write(
+        f"check_{module_path.stem}.txt",
+        _header(f"Command: bptt check {module_name}") + check_text,
+        f"its gradient check, {verdict}",
+    )
+    write(f"check_{module_path.stem}.json", check_json, "the check report as JSON")
+
+    # 3. The analyses.
+    words = analysis.random_words(ANALYSIS_STEPS, analysis.DEFAULT_SEED)
+    regimes = {}
+    for activation, w_h, expected in ANALYSES:
+        result = analysis.analyze(activation=activation, w_h=w_h, words=words)
+        regimes[activation] = result.regime
+        stem = f"analysis_{activation}_w_h_{w_h:g}"
+        command = f"bptt analyze --steps {ANALYSIS_STEPS} --activation {activation} --w-h {w_h:g}"
+        write(
+            f"{stem}.txt",
+            _header(f"Command: {command}") + analysis.table(result),
+            f"terms per gap, {activation} at w_h = {w_h:g}: {result.regime} (the notes: {expected})",
+        )
+        write(
+            f"{stem}.json",
+            json.dumps(result.as_json(), indent=2, ensure_ascii=False) + "\n",
+            "the same measurements as JSON",
+        )
+        path = directory / f"{stem}.png"
+        analysis.plot(result, path)
+        written.append(
+            Written(path, f"log|term_j| against the gap with the bound (γ|w_h|)^gap = {w_h:g}^gap")
+        )
+
+    # 4. Training on the notes' sentences.
+    config = train.Config()
+    result = train.train(data.notes(), config)
+    log = [_header("Command: bptt train"), train.summary(result), "\nepoch  loss\n"]
+    log += [f"{epoch:>5}  {loss:.6g}\n" for epoch, loss in enumerate(result.loss, start=1)]
+    write(
+        "training_notes.txt",
+        "".join(log),
+        f"training log: accuracy {result.accuracy:.3f}, loss {result.final_loss:.4g} after {config.epochs} epochs",
+    )
+    write(
+        "training_notes.json",
+        json.dumps(result.as_json(), indent=2, ensure_ascii=False) + "\n",
+        "the training run as JSON",
+    )
+    path = directory / "training_loss.png"
+    train.plot(result, path)
+    written.append(Written(path, "the loss curve"))
+
+    # 5. The index.
+    write("index.md", _index(written, notes, directory), "this list, with the plots shown")
+    print(f"bptt demo wrote {len(written)} files to {directory}:", file=stream)
+    width = max(len(item.path.name) for item in written)
+    for item in written:
+        print(f"  {item.path.name:<{width}}  {item.what}", file=stream)
+    for line in notes:
+        print(f"  ({line})", file=stream)
+    return written
+
+
+def _index(written: list[Written], notes: list[str], directory: Path) -> str:
+    lines = [f"<!-- {MARKER} demo. Do not edit: run bptt demo again. -->", "", "# bptt demo", ""]
+    lines.append("The notes' many-to-one RNN, from the derivation to training. Files:")
+    lines.append("")
+    for item in written:
+        lines.append(f"- [`{item.path.name}`]({item.path.name}): {item.what}")
+    lines += [f"- ({note})" for note in notes]
+    lines.append("- `index.md`: this page")
+    lines.append("")
+    for item in written:
+        if item.path.suffix == ".png":
+            lines += [f"## {item.path.stem}", "", f"![{item.what}]({item.path.name})", ""]
+    return "\n".join(lines)
