@@ -1,0 +1,214 @@
+"""Gradient checks of any module with the generated interface (``bptt check FILE.py``).
+
+``loss_and_grad`` is compared with two independent numerical derivatives of ``loss``:
+
+* central finite differences, (L(w + h) − L(w − h)) / 2h, error O(h²) + O(ε/h): about 1e-9 relative;
+* the complex step, Im L(w + ih) / h with h = 1e-20, exact to rounding for analytic activations
+  (it needs the module to let complex weights flow through, as generated modules do).
+
+The inputs are random: one-hot and dense sequences, labels 0 and 1, weights of moderate size; for a
+non-analytic activation (ReLU) every pre-activation is kept away from the kink so both sides of a
+finite difference stay on one branch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .activations import ACTIVATIONS
+from .errors import UsageError
+
+#: Worst relative error accepted, per method. A 0.1% error in any parameter is far beyond both.
+TOLERANCES = {"finite differences": 1e-6, "complex step": 1e-10}
+PARAMETERS = ("w_i", "w_h", "w_o")
+INTERFACE = ("loss", "loss_and_grad", "ACTIVATION", "INPUT_SIZE", "STEPS")
+#: Sequence length used for modules that accept any length (loop mode).
+LOOP_STEPS = 7
+#: For non-analytic activations, |pre-activation| stays above this (the FD step is far smaller).
+KINK_MARGIN = 1e-3
+
+
+@dataclass
+class Report:
+    path: str
+    activation: str
+    steps: int
+    cases: int
+    #: method → parameter → worst relative error
+    errors: dict = field(default_factory=dict)
+    tolerances: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(
+            error <= self.tolerances[method]
+            for method, per_parameter in self.errors.items()
+            for error in per_parameter.values()
+        )
+
+
+def load_module(path: str | Path) -> types.ModuleType:
+    """Import a module file by path; every way it can fail is one ``UsageError`` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist or is not a file: give a module made by 'bptt codegen'")
+    spec = importlib.util.spec_from_file_location("bptt_checked_module", path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{path} cannot be imported as a Python module: give a .py file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise UsageError(f"{path} has a syntax error at line {error.lineno}: regenerate it") from None
+    except Exception as error:  # anything the module raises while importing is the user's file
+        raise UsageError(f"{path} fails on import ({type(error).__name__}: {error}): regenerate it") from None
+    missing = [name for name in INTERFACE if not hasattr(module, name)]
+    if missing:
+        raise UsageError(
+            f"{path} lacks {', '.join(missing)}: it does not have the generated interface "
+            "(make one with 'bptt codegen')"
+        )
+    return module
+
+
+def _cases(module, rng: np.random.Generator, analytic: bool):
+    """(x, y, w_i, w_h, w_o) test points: one-hot and dense batches."""
+    steps = module.STEPS or LOOP_STEPS
+    size = int(module.INPUT_SIZE)
+    for dense in (False, True, False, True):
+        batch = 3
+        for _ in range(1000):
+            if dense:
+                x = rng.normal(size=(batch, steps, size))
+            else:
+                x = np.eye(size)[rng.integers(0, size, size=(batch, steps))]
+            y = rng.integers(0, 2, size=batch).astype(float)
+            y[0], y[-1] = 0.0, 1.0
+            w_i = rng.uniform(-1.5, 1.5, size=size)
+            w_h = float(rng.uniform(-1.2, 1.2))
+            w_o = float(rng.uniform(-2.0, 2.0))
+            if analytic or _away_from_kink(x, w_i, w_h):
+                break
+            if not analytic:  # bias towards positive pre-activations so ReLU gradients are not all zero
+                w_i = np.abs(w_i)
+        yield x, y, w_i, w_h, w_o
+
+
+def _away_from_kink(x, w_i, w_h) -> bool:
+    """True when every pre-activation a_t of a ReLU recursion is at least KINK_MARGIN from 0."""
+    projection = x @ w_i
+    o_prev = np.zeros(x.shape[0])
+    for t in range(x.shape[1]):
+        a = projection[:, t] + w_h * o_prev
+        if np.min(np.abs(a)) < KINK_MARGIN:
+            return False
+        o_prev = np.maximum(a, 0.0)
+    return True
+
+
+def _relative(got, want) -> float:
+    got, want = np.atleast_1d(np.asarray(got, dtype=float)), np.atleast_1d(np.asarray(want, dtype=float))
+    scale = max(float(np.max(np.abs(want))), 1e-8)
+    return float(np.max(np.abs(got - want)) / scale)
+
+
+def _numerical(module, case, method: str):
+    """The gradient of ``loss`` by finite differences or the complex step, per parameter."""
+    x, y, w_i, w_h, w_o = case
+
+    def loss(w_i, w_h, w_o):
+        return module.loss(x, y, w_i, w_h, w_o)
+
+    def derivative(shifted):
+        if method == "complex step":
+            h = 1e-20
+            return np.imag(shifted(1j * h)) / h
+        h = 1e-6
+        return (shifted(h) - shifted(-h)) / (2 * h)
+
+    basis = np.eye(len(w_i))
+    return {
+        "w_i": np.array([derivative(lambda s, e=e: loss(w_i + s * e, w_h, w_o)) for e in basis]),
+        "w_h": derivative(lambda s: loss(w_i, w_h + s, w_o)),
+        "w_o": derivative(lambda s: loss(w_i, w_h, w_o + s)),
+    }
+
+
+def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
+    """Compare ``module.loss_and_grad`` with the numerical gradients on random inputs."""
+    name = str(getattr(module, "ACTIVATION", "?"))
+    activation = ACTIVATIONS.get(name)
+    analytic = bool(activation and activation.analytic)
+    methods = ["finite differences"] + (["complex step"] if analytic else [])
+    rng = np.random.default_rng(seed)
+    report = Report(
+        path=str(path),
+        activation=name,
+        steps=int(module.STEPS or LOOP_STEPS),
+        cases=0,
+        tolerances={method: TOLERANCES[method] for method in methods},
+    )
+    if not analytic:
+        report.skipped["complex step"] = f"activation {name!r} is not analytic"
+    report.errors = {method: dict.fromkeys(PARAMETERS, 0.0) for method in methods}
+    for case in _cases(module, rng, analytic):
+        report.cases += 1
+        try:
+            _, dw_i, dw_h, dw_o = module.loss_and_grad(*case)
+        except Exception as error:
+            raise UsageError(f"{path}: loss_and_grad fails ({type(error).__name__}: {error})") from None
+        got = {"w_i": dw_i, "w_h": dw_h, "w_o": dw_o}
+        for method in methods:
+            want = _numerical(module, case, method)
+            for parameter in PARAMETERS:
+                error = _relative(got[parameter], want[parameter])
+                worst = report.errors[method]
+                worst[parameter] = max(worst[parameter], error)
+    return report
+
+
+def format_report(report: Report) -> str:
+    lines = [
+        f"{report.path}: activation {report.activation}, n = {report.steps}, {report.cases} random batches",
+        f"  {'method':<20}" + "".join(f"{p:>12}" for p in PARAMETERS) + f"{'tolerance':>12}  result",
+    ]
+    for method, worst in report.errors.items():
+        tolerance = report.tolerances[method]
+        ok = all(error <= tolerance for error in worst.values())
+        lines.append(
+            f"  {method:<20}"
+            + "".join(f"{worst[p]:>12.2e}" for p in PARAMETERS)
+            + f"{tolerance:>12.0e}  {'ok' if ok else 'FAIL'}"
+        )
+    for method, reason in report.skipped.items():
+        lines.append(f"  {method:<20}skipped: {reason}")
+    lines.append("passed" if report.passed else "FAILED: a gradient disagrees beyond tolerance")
+    return "\n".join(lines)
+
+
+def run_check(path, as_json: bool = False, seed=0) -> int:
+    """``bptt check``: print the worst relative error per parameter and method; 0 if all pass, 1 if not."""
+    try:
+        seed = int(seed)
+    except (TypeError, ValueError):
+        raise UsageError(f"the seed must be a whole number, got {seed!r}: pass e.g. --seed 0") from None
+    module = load_module(path)
+    with np.errstate(all="ignore"):
+        report = check_module(module, str(path), seed)
+    if as_json:
+        print(json.dumps({**asdict(report), "passed": report.passed}, indent=2, sort_keys=True))
+    else:
+        print(format_report(report))
+    sys.stdout.flush()
+    return 0 if report.passed else 1
+
+
+__all__ = ["Report", "check_module", "format_report", "load_module", "run_check"]
