@@ -19,8 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from symbolic.codegen import UNROLLED_LIMIT, load  # noqa: E402
-from symbolic.model import Model  # noqa: E402
+from symbolic.codegen import UNROLLED_LIMIT, load
+from symbolic.model import Model
 
 
 def hand_loss_and_grad(x, y, w_i, w_h, w_o):
@@ -150,8 +150,10 @@ def main(argv=None) -> int:
                 )
             for name, run in extra:
                 timed = best(run, x, y, w_i, w_h, w_o, repeat=repeat)
-                print(f"{batch:>6} {steps:>5} {hand * 1e3:>8.3f}ms  {name:<9}{timed * 1e3:>8.3f}ms "
-                      f"{timed / hand:>8.2f}x {'':>9}")
+                print(
+                    f"{batch:>6} {steps:>5} {hand * 1e3:>8.3f}ms  {name:<9}{timed * 1e3:>8.3f}ms "
+                    f"{timed / hand:>8.2f}x {'':>9}"
+                )
         if steps > UNROLLED_LIMIT:
             print(f"{'':>13} (unrolled refused above n = {UNROLLED_LIMIT}: loop only)")
     if not extra:

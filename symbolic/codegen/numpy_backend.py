@@ -63,14 +63,12 @@ class NumPyCodePrinter(NumPyPrinter):
             sign, coefficient = "-", -coefficient
         numerator, denominator = [], []
         if coefficient != 1:
-            numerator.extend(
-                [sp.Integer(coefficient.p)] if coefficient.is_Rational else [coefficient]
-            )
+            numerator.extend([sp.Integer(coefficient.p)] if coefficient.is_Rational else [coefficient])
             if coefficient.is_Rational and coefficient.q != 1:
                 denominator.append(sp.Integer(coefficient.q))
         for factor in sp.Mul.make_args(sp.Mul(*factors)) if factors else ():
             if factor.is_Pow and factor.exp.is_negative and factor.exp.is_Rational:
-                denominator.append(factor.base ** -factor.exp)
+                denominator.append(factor.base**-factor.exp)
             else:
                 numerator.append(factor)
         level = precedence(expr)
