@@ -30,7 +30,7 @@ ALL_TERMS_LIMIT = 8
 #: A term with more Jacobian factors ∂o_k/∂o_{k−1} shows the first two, ⋯, and the last.
 JACOBIANS_SHOWN = 3
 #: Substituted terms are broken after this many chain-rule factors per line.
-FACTORS_PER_LINE = 3
+FACTORS_PER_LINE = 4
 #: The fully expanded gradient (as a list of common subexpressions) is shown up to this n.
 EXPANDED_SHOWN_LIMIT = 4
 #: An expanded sum is broken into lines of at most this many expression-tree nodes.
@@ -81,15 +81,16 @@ class DerivationPrinter(LatexPrinter):
                 tex += " + "
             term_tex = self._print(term)
             if self._needs_add_brackets(term):
-                term_tex = r"\left(%s\right)" % term_tex
+                term_tex = rf"\left({term_tex}\right)"
             tex += term_tex
         return tex
 
     def _print_Indexed(self, expr):
-        return "%s_{%s}" % (self._print(expr.base.label), ",".join(map(self._print, expr.indices)))
+        indices = ",".join(map(self._print, expr.indices))
+        return f"{self._print(expr.base.label)}_{{{indices}}}"
 
     def _print_Heaviside(self, expr, exp=None):
-        tex = r"H\left(%s\right)" % self._print(expr.args[0])
+        tex = rf"H\left({self._print(expr.args[0])}\right)"
         return f"{tex}^{{{exp}}}" if exp else tex
 
     def _print_InOrder(self, expr):
@@ -98,7 +99,7 @@ class DerivationPrinter(LatexPrinter):
         for index, factor in enumerate(factors):
             tex = self.parenthesize(factor, PRECEDENCE["Mul"], strict=True)
             if isinstance(factor, (sp.Sum, sp.Product)) and index < len(factors) - 1:
-                tex = r"\left(%s\right)" % tex  # the factors after it are outside its scope
+                tex = rf"\left({tex}\right)"  # the factors after it are outside its scope
             printed.append(tex)
         return " ".join(printed)
 
@@ -503,8 +504,8 @@ def summary(derivation: Derivation) -> str:
     rows = [(lhs, rhs) for lhs, rhs in general[:1]]
     rows += [(lhs, chain + " = " + value if chain else value) for lhs, chain, value in typesetter.local_rows()[1:]]
     body = " \\\\\n".join(f"{lhs} &= {rhs}" for lhs, rhs in rows)
-    caption = r"\text{%s, } n = %d" % (derivation.model.activation, derivation.n)
-    return "$$\\begin{aligned}\n%s \\\\\n&%s\n\\end{aligned}$$" % (body, caption)
+    caption = rf"\text{{{derivation.model.activation}, }} n = {derivation.n}"
+    return f"$$\\begin{{aligned}}\n{body} \\\\\n&{caption}\n\\end{{aligned}}$$"
 
 
 __all__ = ["FORMATS", "DerivationPrinter", "InOrder", "canonical_command", "document", "summary"]

@@ -38,7 +38,7 @@ def compile_pdf(tex: str, directory: Path) -> tuple[subprocess.CompletedProcess,
     source.write_text(tex, encoding="utf-8")
     run = subprocess.run(
         [_tool("pdflatex"), "-halt-on-error", "-interaction=nonstopmode", source.name],
-        cwd=directory, capture_output=True, text=True, timeout=120,
+        cwd=directory, capture_output=True, text=True, timeout=120, check=False,
     )
     log = (directory / "doc.log").read_text(encoding="utf-8", errors="replace")
     pdf = directory / "doc.pdf"
@@ -55,7 +55,8 @@ def render_katex(markdown: str) -> subprocess.CompletedProcess:
         "npm's katex is not installed: run tests/install-tools.sh (npm install --prefix tests/js)"
     )
     return subprocess.run(
-        [_tool("node"), str(JS / "render_katex.js")], input=markdown, capture_output=True, text=True, timeout=120
+        [_tool("node"), str(JS / "render_katex.js")], input=markdown, capture_output=True, text=True, timeout=120,
+        check=False,
     )
 
 
@@ -81,7 +82,7 @@ def test_tex_compiles_without_overfull_lines_and_reads(tmp_path, activation, ste
 def test_compile_check_catches_overfull_and_empty_output(tmp_path):
     """Negative control: a one-line sum too wide for the page is reported, as the tests above require."""
     too_wide = " + ".join(f"x_{{{index}}}" for index in range(200))
-    tex = "\\documentclass{article}\n\\begin{document}\n\\[ %s \\]\n\\end{document}\n" % too_wide
+    tex = "\\documentclass{article}\n\\begin{document}\n\\[ " + too_wide + " \\]\n\\end{document}\n"
     run, log, _ = compile_pdf(tex, tmp_path)
     assert run.returncode == 0 and "Overfull \\hbox" in log
     run, log, text = compile_pdf("\\documentclass{article}\n\\begin{document}\n\\end{document}\n", tmp_path)
@@ -181,7 +182,7 @@ def test_terms_are_labelled_short_and_long_term():
 def test_long_sums_list_first_three_and_last_terms():
     text = document(derive(50, "tanh"), "tex")
     for j in (50, 49, 48, 1):
-        assert r"\frac{\partial^{+} o_{%d}}{\partial w_h}" % j in text
+        assert rf"\frac{{\partial^{{+}} o_{{{j}}}}}{{\partial w_h}}" in text
     assert r"\frac{\partial^{+} o_{47}}{\partial w_h}" not in text
     assert r"\text{(46 long-term terms, } j = 47, \ldots, 2\text{)}" in text
 
