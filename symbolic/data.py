@@ -128,17 +128,18 @@ class _Builder:
         self.count += 1
 
     def build(self, name: str, vocabulary: tuple[str, ...], renumber: np.ndarray | None = None) -> Dataset:
+        """The buckets, as NumPy views of the collected arrays (no copies)."""
         dataset = Dataset(name, vocabulary)
         for length in sorted(self.groups):
-            ids, labels, order = self.groups[length]
+            ids, labels, order = self.groups.pop(length)
             matrix = np.frombuffer(ids, dtype=np.int32).reshape(-1, length)
-            matrix = renumber[matrix] if renumber is not None else matrix.copy()
+            if renumber is not None:
+                matrix = matrix.copy() if not matrix.flags.writeable else matrix
+                for start in range(0, len(matrix), 65536):  # in place, a block at a time
+                    block = matrix[start : start + 65536]
+                    block[...] = renumber[block]
             dataset.buckets.append(
-                Bucket(
-                    matrix,
-                    np.frombuffer(labels, dtype=np.int8).copy(),
-                    np.frombuffer(order, dtype=np.int64).copy(),
-                )
+                Bucket(matrix, np.frombuffer(labels, dtype=np.int8), np.frombuffer(order, dtype=np.int64))
             )
         return dataset
 
