@@ -91,13 +91,20 @@ def _pdf(tex_path: Path) -> tuple[Path | None, str]:
 
 def _check(module_path: Path) -> tuple[str, str, int]:
     """``bptt check FILE`` as a user would run it, as text and as JSON (both runs in parallel)."""
-    command = [sys.executable, "-m", "symbolic", "check", str(module_path)]
+    # Run beside the module with its bare name, so the report names it as a reader would.
+    command = [sys.executable, "-m", "symbolic", "check", module_path.name]
     environment = dict(os.environ)
     # The child must import this very package, also when it is run from a checkout.
     package_root = str(Path(__file__).resolve().parent.parent)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
     runs = [
-        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+        subprocess.Popen(
+            command + extra,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=environment,
+            cwd=module_path.parent,
+        )
         for extra in ([], ["--json"])
     ]
     outputs = []
