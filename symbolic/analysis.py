@@ -359,12 +359,14 @@ def table(analysis: Analysis) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pyplot():
+def pyplot(needed_by: str = "--plot"):
     """matplotlib.pyplot on the Agg backend, imported only when a plot is asked for."""
     try:
         import matplotlib
     except ImportError:
-        raise UsageError("--plot needs matplotlib, which is not installed: pip install bptt[plot]") from None
+        raise UsageError(
+            f"{needed_by} needs matplotlib, which is not installed: pip install bptt[plot]"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

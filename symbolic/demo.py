@@ -131,7 +131,7 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
     from .model import Model
 
     stream = stream or sys.stdout
-    analysis.pyplot()  # fail early, in one line, without matplotlib
+    analysis.pyplot("bptt demo (its plots)")  # fail early, in one line, without matplotlib
     directory = _prepare(out)
     written: list[Written] = []
 
