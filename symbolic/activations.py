@@ -92,7 +92,9 @@ def _sup_abs(expr: sp.Expr, z: sp.Symbol) -> sp.Expr:
         return best
     if expr.is_number:
         return sp.Abs(expr)
-    return sp.calculus.util.maximum(sp.Abs(expr), z, sp.S.Reals)
+    # sup|g| = max(|inf g|, |sup g|) over g's range: several times faster than maximizing |g|.
+    values = sp.calculus.util.function_range(expr, z, sp.S.Reals)
+    return sp.Max(sp.Abs(values.inf), sp.Abs(values.sup))
 
 
 @dataclass(frozen=True)
