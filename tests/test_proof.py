@@ -50,3 +50,10 @@ def test_prove_report_and_format():
     assert report.passed
     text = proof.format_report(report)
     assert "PROVED" in text and "induction" in text.lower()
+
+
+def test_large_n_proves_the_exact_identity_at_small_n():
+    derivation = derive(20, "sigmoid")
+    check = proof.exact(derivation)
+    assert check.passed and "n = 1..6" in check.name, check
+    assert not proof.exact(derivation, drop_gap=1).passed
