@@ -13,6 +13,7 @@ finite difference stay on one branch.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -60,14 +61,24 @@ def load_module(path: str | Path) -> types.ModuleType:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path} does not exist or is not a file: give a module made by 'bptt codegen'")
-    spec = importlib.util.spec_from_file_location("bptt_checked_module", path)
+    # A name stable for this file and registered in sys.modules: the kernels of a Numba module,
+    # loaded from Numba's on-disk cache, find their module's globals by importing that name.
+    name = "bptt_checked_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UsageError(f"{path} cannot be imported as a Python module: give a .py file")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except SyntaxError as error:
         raise UsageError(f"{path} has a syntax error at line {error.lineno}: regenerate it") from None
+    except ModuleNotFoundError as error:
+        if error.name == "numba":
+            raise UsageError(
+                f"{path} is a Numba module and Numba is not installed: pip install bptt[fast]"
+            ) from None
+        raise UsageError(f"{path} fails on import (ModuleNotFoundError: {error}): regenerate it") from None
     except Exception as error:  # noqa: BLE001 - whatever the file raises on import is the user's file
         raise UsageError(f"{path} fails on import ({type(error).__name__}: {error}): regenerate it") from None
     missing = [name for name in INTERFACE if not hasattr(module, name)]

@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="unrolled (straight-line code for exactly N steps; default for N <= 64) or loop "
         "(any length; default above 64)",
     )
+    codegen.add_argument(
+        "--backend", "-b", default="numpy", metavar="numpy|numba",
+        help="numpy (default; imports only NumPy) or numba (loops over time and batch compiled with "
+        "Numba, same interface; needs pip install bptt[fast])",
+    )
     _output_options(codegen, "module")
     codegen.set_defaults(handler=_codegen)
 
@@ -155,14 +160,15 @@ def _derive(args) -> int:
 
 
 def _codegen(args) -> int:
-    from .codegen import generate
+    from .codegen import generate, resolve_backend
 
     model = _model(args)
+    resolve_backend(args.backend)  # an unknown backend or a missing Numba fails before any work
     if args.output:
         from .files import check_target
 
         check_target(args.output, args.force)
-    _write_or_print(generate(model, mode=args.mode, output=args.output), args)
+    _write_or_print(generate(model, mode=args.mode, output=args.output, backend=args.backend), args)
     return 0
 
 

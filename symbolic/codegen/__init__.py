@@ -1,4 +1,5 @@
-"""Code generation: the derivation rendered as a NumPy module through ``templates/numpy``.
+"""Code generation: the derivation rendered as a NumPy module through ``templates/numpy``, or as a
+Numba-compiled module through ``templates/numba`` (``backend="numba"``, needs ``bptt[fast]``).
 
 >>> from symbolic.model import Model
 >>> module = load(Model(steps=3, activation="tanh"))
@@ -7,18 +8,26 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import importlib.util
+import os
 import shlex
+import sys
+import tempfile
 import types
 from functools import lru_cache
+from pathlib import Path
 
 from ..derive import Derivation
 from ..errors import UsageError
 from ..files import MARKER
 from ..model import VOCABULARY, Model
-from ..templating import render
-from . import numpy_backend
+from ..templating import render, templates_dir
+from . import numba_backend, numpy_backend
 
 MODES = ("unrolled", "loop")
+BACKENDS = ("numpy", "numba")
 #: Above this n the default mode is ``loop``.
 DEFAULT_UNROLLED_LIMIT = 64
 #: Largest n for which straight-line code is written at all (its size grows linearly in n).
@@ -39,40 +48,138 @@ def resolve_mode(model: Model, mode: str | None) -> str:
     return mode
 
 
-def command(model: Model, mode: str, output: str | None = None) -> str:
+def resolve_backend(backend: str) -> str:
+    """The backend, checked: a known name, and for ``numba`` an importable Numba."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "numba" and importlib.util.find_spec("numba") is None:
+        raise UsageError("--backend numba needs Numba, which is not installed: pip install bptt[fast]")
+    return backend
+
+
+def command(model: Model, mode: str, output: str | None = None, backend: str = "numpy") -> str:
     """The canonical command line that generates this module (written into its header)."""
     words = ["bptt", "codegen", "--steps", str(model.steps), "--activation", model.activation]
     if model.inputs != len(VOCABULARY):
         words += ["--inputs", str(model.inputs)]
     words += ["--mode", mode]
+    if backend != "numpy":
+        words += ["--backend", backend]
     if output is not None:
         words += ["-o", str(output)]
     return shlex.join(words)
 
 
-def generate(model: Model, mode: str | None = None, output: str | None = None) -> str:
-    """The source of the NumPy module for ``model`` (``output`` only names the file in the header)."""
+def generate(model: Model, mode: str | None = None, output: str | None = None, backend: str = "numpy") -> str:
+    """The source of the module for ``model`` (``output`` only names the file in the header)."""
+    backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
     derivation = Derivation(model)
-    context = numpy_backend.context(derivation, mode, command(model, mode, output))
-    source = render("numpy", "module.py.j2", **context)
+    if backend == "numba":
+        context = numba_backend.context(derivation, mode, command(model, mode, output, backend))
+        source = _numba_environment().get_template("module.py.j2").render(**context)
+    else:
+        context = numpy_backend.context(derivation, mode, command(model, mode, output))
+        source = render("numpy", "module.py.j2", **context)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
 
+@lru_cache(maxsize=1)
+def _numba_environment():
+    """``templates/numba`` first, then ``templates/`` itself so ``numpy/macros.j2`` can be imported."""
+    import jinja2
+
+    root = templates_dir()
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(root / "numba"), str(root)]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def cache_directories() -> list[Path]:
+    """Where Numba modules are written so ``cache=True`` has a real file: ``$BPTT_CACHE_DIR``, the
+    user cache (``$XDG_CACHE_HOME/bptt`` or ``~/.cache/bptt``), then a per-user temporary one."""
+    candidates = []
+    if os.environ.get("BPTT_CACHE_DIR"):
+        candidates.append(Path(os.environ["BPTT_CACHE_DIR"]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    candidates.append(Path(base) / "bptt")
+    user = getattr(os, "getuid", lambda: "user")()
+    candidates.append(Path(tempfile.gettempdir()) / f"bptt-cache-{user}")
+    return candidates
+
+
+def _cached_file(name: str, source: str) -> Path | None:
+    """The source written to ``<cache>/numba/<name>_<hash>.py`` in the first writable cache directory."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    for directory in cache_directories():
+        target = directory / "numba" / f"{name}_{digest}.py"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.is_file() or target.read_text() != source:
+                scratch = target.with_suffix(f".{os.getpid()}.tmp")
+                scratch.write_text(source)
+                os.replace(scratch, target)
+            if os.access(target.parent, os.W_OK):
+                return target
+        except OSError:
+            continue
+    return None
+
+
+def _without_disk_cache(source: str) -> str:
+    """The module with ``cache=False`` in its ``@njit`` decorators (no writable directory anywhere)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "cache":
+            node.value = ast.Constant(False)
+    return ast.unparse(tree)
+
+
 @lru_cache(maxsize=64)
-def _load(model: Model, mode: str) -> types.ModuleType:
+def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
     name = f"bptt_generated_{model.activation}_{mode}" + (f"_{model.steps}" if mode == "unrolled" else "")
+    source = generate(model, mode, backend=backend)
+    if backend == "numba":
+        name += "_numba"
+        path = _cached_file(name, source)
+        if path is not None:  # a real file, so Numba's cache=True has somewhere to write
+            # Registered under its file's name (source hash included): kernels loaded from Numba's
+            # cache find their module's globals by importing that name.
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+            return module
+        source = _without_disk_cache(source)
     module = types.ModuleType(name)
     module.__file__ = f"<{name}>"
-    source = generate(model, mode)
     exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our own generated source
     return module
 
 
-def load(model: Model, mode: str | None = None) -> types.ModuleType:
-    """The generated module for ``model``, compiled and imported in memory (cached per model and mode)."""
-    return _load(model, resolve_mode(model, mode))
+def load(model: Model, mode: str | None = None, backend: str = "numpy") -> types.ModuleType:
+    """The generated module for ``model``, compiled and imported (cached per model, mode and backend).
+
+    NumPy modules are executed in memory; Numba modules are written to a cache directory first
+    (see ``cache_directories``) so that their compiled kernels are cached on disk between runs.
+    """
+    return _load(model, resolve_mode(model, mode), resolve_backend(backend))
 
 
-__all__ = ["MODES", "UNROLLED_LIMIT", "command", "generate", "load", "resolve_mode"]
+__all__ = [
+    "BACKENDS",
+    "MODES",
+    "UNROLLED_LIMIT",
+    "cache_directories",
+    "command",
+    "generate",
+    "load",
+    "resolve_backend",
+    "resolve_mode",
+]

@@ -134,16 +134,13 @@ def _linear_coefficient(expr: sp.Expr, symbol: sp.Symbol) -> sp.Expr | None:
     return coefficient
 
 
-def context(derivation: Derivation, mode: str, command: str) -> dict:
-    """Everything the templates place: names, printed expressions, formulas. No SymPy objects."""
-    model = derivation.model
-    u = derivation.unrolled
-    f = u.activation
-    step = u.step
-    gate = sp.Symbol("gate")
+def factored(derivation: Derivation) -> dict:
+    """The local derivatives with f′(a_t) as a shared factor (SymPy expressions, for every backend).
 
-    # -- the local derivatives, from the derivation, with f′(a_t) as a shared factor -------------
-    local = {step.o: "o_t", step.o_prev: "o_prev"}
+    "shared" is f′(a_t) (1 when it is a number), "jacobian" and "immediate_h" are ∂o_t/∂o_(t−1)
+    and ∂⁺o_t/∂w_h divided by it, "coefficient_i" the c of ∂⁺o_t/∂w_i[d] = c·f′(a_t)·x_t_d.
+    """
+    step = derivation.unrolled.step
     derivative = derivation.step_derivative
     shared = derivative if not derivative.is_number else sp.S.One
     jacobian = _factor_out(derivation.step_jacobian, shared)
@@ -155,6 +152,48 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
     if len(coefficients) != 1 or None in coefficients:
         raise NotImplementedError("∂⁺o_t/∂w_i is not (coefficient)·x_t: not supported yet")
     (coefficient_i,) = coefficients
+    return {
+        "derivative": derivative,
+        "shared": shared,
+        "jacobian": jacobian,
+        "immediate_h": immediate_h,
+        "coefficient_i": coefficient_i,
+    }
+
+
+def docstring_formulas(derivation: Derivation) -> dict:
+    """The plain one-line formulas of the module docstring (shared by every backend)."""
+    u = derivation.unrolled
+    step = u.step
+    local = {step.o: "o_t", step.o_prev: "o_prev"}
+    output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
+    return {
+        "step": text(
+            u.activation.apply(step.a), {**local, **{xd: f"x_t_{d}" for d, xd in enumerate(step.x, 1)}}
+        ),
+        "derivative": text(derivation.step_derivative, local),
+        "jacobian": text(derivation.step_jacobian, local),
+        "immediate_h": text(derivation.step_immediate["w_h"][0], local),
+        "immediate_i": text(derivation.step_immediate["w_i"][0], {**local, step.x[0]: "x_t_d"}),
+        "output_factor": text(derivation.output_factor, output),
+        "dL_dw_o": text(derivation.dL_dw_o, output),
+    }
+
+
+def context(derivation: Derivation, mode: str, command: str) -> dict:
+    """Everything the templates place: names, printed expressions, formulas. No SymPy objects."""
+    model = derivation.model
+    u = derivation.unrolled
+    f = u.activation
+    step = u.step
+    gate = sp.Symbol("gate")
+
+    # -- the local derivatives, from the derivation, with f′(a_t) as a shared factor -------------
+    local = {step.o: "o_t", step.o_prev: "o_prev"}
+    pieces = factored(derivation)
+    derivative, shared = pieces["derivative"], pieces["shared"]
+    jacobian, immediate_h = pieces["jacobian"], pieces["immediate_h"]
+    coefficient_i = pieces["coefficient_i"]
     derivative_name = sp.Symbol("derivative")
     uses_derivative = shared != 1
 
@@ -190,15 +229,7 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
     dL_dw_o_code = code(derivation.dL_dw_o, output)
 
     # -- formulas for the docstrings ----------------------------------------------------------------
-    formulas = {
-        "step": text(f.apply(step.a), {**local, **{xd: f"x_t_{d}" for d, xd in enumerate(step.x, 1)}}),
-        "derivative": text(derivative, local),
-        "jacobian": text(derivation.step_jacobian, local),
-        "immediate_h": text(derivation.step_immediate["w_h"][0], local),
-        "immediate_i": text(derivation.step_immediate["w_i"][0], {**local, step.x[0]: "x_t_d"}),
-        "output_factor": text(derivation.output_factor, output),
-        "dL_dw_o": text(derivation.dL_dw_o, output),
-    }
+    formulas = docstring_formulas(derivation)
     terms = []
     if mode == "unrolled" and derivation.n <= 4:
         for term in derivation.terms():

@@ -1,0 +1,91 @@
+"""The Numba backend: a scalar SymPy printer and the plain context for ``templates/numba``.
+
+The same derivation as the NumPy backend (step_jacobian, step_immediate, step_derivative,
+output_factor, dL_dw_o), printed for scalars inside compiled loops: the kernels walk the sequences
+of a block in lockstep, forward storing o_t, then backward carrying δ_t = δ_(t+1) ∂o_(t+1)/∂o_t
+from t = n down — the cumulative product of the Σ/Π formula, one factor per step.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..derive import Derivation
+from . import numpy_backend
+from .numpy_backend import NumPyCodePrinter
+
+#: Sequences of one block, run in lockstep so independent steps overlap (bench/bench_backends.py).
+BLOCK = 16
+#: From this batch size on the blocks run on Numba's threads (bench/bench_backends.py).
+PARALLEL_BATCH = 64
+
+
+class NumbaScalarPrinter(NumPyCodePrinter):
+    """NumPy's printer for scalar code in ``@njit`` functions: ``np.tanh``, ``np.exp`` work on
+    scalars (float64 and complex128) there; ReLU and Heaviside become small compiled helpers,
+    written on the real part so a complex step does not stop the compilation."""
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.helpers: set[str] = set()
+
+    def _print_relu(self, expr):
+        self.helpers.add("relu")
+        return f"_relu({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        self.helpers.add("heaviside")
+        value, at_zero = expr.args if len(expr.args) == 2 else (expr.args[0], sp.S.Half)
+        return f"_heaviside({self._print(value)}, {self._print(sp.Float(at_zero))})"
+
+
+def context(derivation: Derivation, mode: str, command: str) -> dict:
+    """Everything ``templates/numba/module.py.j2`` places. No SymPy objects."""
+    model = derivation.model
+    u = derivation.unrolled
+    step = u.step
+    printer = NumbaScalarPrinter()
+
+    def code(expr, names=None):
+        if names:
+            expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
+        return printer.doprint(expr)
+
+    pieces = numpy_backend.factored(derivation)
+    uses_derivative = pieces["shared"] != 1
+    derivative_name, delta, gate = sp.Symbol("derivative"), sp.Symbol("delta"), sp.Symbol("gate")
+
+    def with_derivative(expr):
+        return expr * derivative_name if uses_derivative else expr
+
+    local = {step.o: "o_t", step.o_prev: "o_prev"}
+    projection = sp.Symbol("projection_t")
+    recurrent = sp.expand(step.a - sp.Add(*(w * xd for w, xd in zip(u.w_i, step.x))))
+    output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
+    logit_code = code(u.logit, output)
+    # The docstring formulas are the NumPy backend's, so the two modules read alike.
+    formulas = numpy_backend.docstring_formulas(derivation)
+    result = {
+        "command": command,
+        "mode": mode,
+        "steps": derivation.n if mode == "unrolled" else None,
+        "activation": model.activation,
+        "input_size": model.inputs,
+        "block": BLOCK,
+        "parallel_batch": PARALLEL_BATCH,
+        "loop_step": code(u.activation.apply(projection + recurrent), local),
+        "derivative_code": code(pieces["derivative"], local) if uses_derivative else None,
+        "jacobian_code": code(with_derivative(pieces["jacobian"]), local),
+        "gate_code": code(with_derivative(delta)),
+        "term_h_code": code(gate * pieces["immediate_h"], local),
+        "gate_i_code": code(gate * pieces["coefficient_i"], local),
+        "logit_code": logit_code,
+        "output_code": code(u.output_definition, output),
+        "output_factor_code": code(derivation.output_factor, output),
+        "dL_dw_o_code": code(derivation.dL_dw_o, output),
+        "backward": {"logit_code": logit_code},
+        "formulas": formulas,
+    }
+    result["uses_relu"] = "relu" in printer.helpers
+    result["uses_heaviside"] = "heaviside" in printer.helpers
+    return result
