@@ -75,12 +75,11 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
     derivation = Derivation(model)
+    context = numpy_backend.context(derivation, mode, command(model, mode, output))
+    source = render("numpy", "module.py.j2", **context)
     if backend == "numba":
-        context = numba_backend.context(derivation, mode, command(model, mode, output, backend))
+        context = numba_backend.context(derivation, mode, command(model, mode, output, backend), source)
         source = _numba_environment().get_template("module.py.j2").render(**context)
-    else:
-        context = numpy_backend.context(derivation, mode, command(model, mode, output))
-        source = render("numpy", "module.py.j2", **context)
     assert MARKER in source.split("\n", 3)[0]
     return source
 

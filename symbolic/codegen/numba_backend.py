@@ -8,6 +8,8 @@ from t = n down — the cumulative product of the Σ/Π formula, one factor per 
 
 from __future__ import annotations
 
+import ast
+
 import sympy as sp
 
 from ..derive import Derivation
@@ -39,8 +41,35 @@ class NumbaScalarPrinter(NumPyCodePrinter):
         return f"_heaviside({self._print(value)}, {self._print(sp.Float(at_zero))})"
 
 
-def context(derivation: Derivation, mode: str, command: str) -> dict:
-    """Everything ``templates/numba/module.py.j2`` places. No SymPy objects."""
+#: The NumPy module's functions that validate the arguments; the Numba module copies them.
+VALIDATION = ("_inputs", "_labels")
+
+
+def validation(numpy_source: str) -> str:
+    """The NumPy module's validation functions and the module functions they call, verbatim, so
+    both backends accept and reject exactly the same arguments with the same messages."""
+    tree = ast.parse(numpy_source)
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    wanted, pending = set(), list(VALIDATION)
+    while pending:
+        name = pending.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        calls = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
+        pending.extend(sorted(calls & set(functions)))
+    return "\n\n\n".join(
+        ast.get_source_segment(numpy_source, node)
+        for node in tree.body
+        if getattr(node, "name", None) in wanted
+    )
+
+
+def context(derivation: Derivation, mode: str, command: str, numpy_source: str) -> dict:
+    """Everything ``templates/numba/module.py.j2`` places. No SymPy objects.
+
+    ``numpy_source`` is the NumPy module for the same model and mode, whose validation is reused.
+    """
     model = derivation.model
     u = derivation.unrolled
     step = u.step
@@ -85,6 +114,7 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
         "dL_dw_o_code": code(derivation.dL_dw_o, output),
         "backward": {"logit_code": logit_code},
         "formulas": formulas,
+        "validation": validation(numpy_source),
     }
     result["uses_relu"] = "relu" in printer.helpers
     result["uses_heaviside"] = "heaviside" in printer.helpers

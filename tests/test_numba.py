@@ -1,0 +1,269 @@
+"""The Numba backend: the same gradient checks as the NumPy modules (finite differences, complex
+step), agreement with the NumPy backend, one validation for both, bptt check, the on-disk cache.
+
+Compiling costs about a second per kernel and dtype, so each module is loaded once per test session
+(``load`` caches per model, mode and backend) and the unrolled modules, whose kernels are those of
+loop mode behind a fixed-length check, are compiled for fewer lengths than the loop ones."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import warnings
+
+import numpy as np
+import pytest
+
+from symbolic.activations import ACTIVATIONS
+from symbolic.check import run_check
+from symbolic.codegen import _load, generate, load
+from symbolic.errors import UsageError
+from symbolic.model import Model
+
+from .conftest import ACTIVATION_NAMES, ROOT
+from .test_codegen import numerical_gradient, point, reference_forward, relative
+
+pytest.importorskip("numba")
+
+STEPS = (1, 3, 10, 50)
+# Loop modules: one per activation, every length. Unrolled: every activation at n = 3, tanh at every n.
+CASES = [(a, "loop", n) for a in ACTIVATION_NAMES for n in STEPS]
+CASES += [(a, "unrolled", 3) for a in ACTIVATION_NAMES]
+CASES += [("tanh", "unrolled", n) for n in STEPS if n != 3]
+
+
+def numba_module(activation, mode, steps):
+    return load(Model(steps=steps, activation=activation), mode, backend="numba")
+
+
+def numpy_module(activation, mode, steps):
+    return load(Model(steps=steps, activation=activation), mode)
+
+
+@pytest.mark.parametrize(("activation", "mode", "steps"), CASES)
+def test_gradient_matches_finite_differences_and_complex_step(activation, mode, steps):
+    module = numba_module(activation, mode, steps)
+    args = point(activation, steps, seed=steps)
+    _, dw_i, dw_h, dw_o = module.loss_and_grad(*args)
+    assert isinstance(dw_h, float) and isinstance(dw_o, float) and dw_i.shape == (3,)
+    methods = {"finite": 1e-6}
+    if ACTIVATIONS[activation].analytic:
+        methods["complex"] = 1e-10  # complex128 flows through the compiled kernels
+    for method, tolerance in methods.items():
+        want = numerical_gradient(module, args, method)
+        for got, expected in zip((dw_i, dw_h, dw_o), want):
+            assert relative(got, expected) < tolerance, (method, got, expected)
+
+
+@pytest.mark.parametrize(("activation", "mode", "steps"), CASES)
+def test_agrees_with_the_numpy_backend(activation, mode, steps):
+    fast, reference = numba_module(activation, mode, steps), numpy_module(activation, mode, steps)
+    x, y, w_i, w_h, w_o = point(activation, steps, batch=3, seed=11)
+    for got, want in zip(
+        fast.loss_and_grad(x, y, w_i, w_h, w_o), reference.loss_and_grad(x, y, w_i, w_h, w_o)
+    ):
+        assert relative(got, want) < 1e-13
+    assert relative(fast.loss(x, y, w_i, w_h, w_o), reference.loss(x, y, w_i, w_h, w_o)) < 1e-13
+    assert relative(fast.forward(x, w_i, w_h, w_o), reference.forward(x, w_i, w_h, w_o)) < 1e-13
+    assert (fast.STEPS, fast.MODE, fast.ACTIVATION, fast.INPUT_SIZE) == (
+        reference.STEPS,
+        reference.MODE,
+        reference.ACTIVATION,
+        reference.INPUT_SIZE,
+    )
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_bptt_terms_equal_the_numpy_backends(activation):
+    fast, reference = numba_module(activation, "loop", 10), numpy_module(activation, "loop", 10)
+    x, y, w_i, w_h, w_o = point(activation, 10, batch=3, seed=3)
+    got, want = fast.bptt_terms(x, y, w_i, w_h, w_o), reference.bptt_terms(x, y, w_i, w_h, w_o)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        assert np.allclose(got[name], want[name], rtol=1e-13, atol=1e-15), name
+    assert np.allclose(got["states"], reference_forward(x, w_i, w_h, activation)[:, 1:], rtol=1e-13)
+
+
+def test_parallel_blocks_agree_with_serial_and_numpy():
+    """A batch wide enough for prange: several blocks, a partial last one, the same sums bit for bit."""
+    module = numba_module("tanh", "loop", 50)
+    batch = module._PARALLEL_BATCH + module._BLOCK + 5
+    x, y, w_i, w_h, w_o = point("tanh", 50, batch=3, seed=5)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(batch, 50, 3))
+    y = rng.integers(0, 2, size=batch).astype(float)
+    parallel = module.loss_and_grad(x, y, w_i, w_h, w_o)
+    reference = numpy_module("tanh", "loop", 50).loss_and_grad(x, y, w_i, w_h, w_o)
+    for got, want in zip(parallel, reference):
+        assert relative(got, want) < 1e-13
+    arguments = module._compiled_arguments(x, y, w_i, w_h, w_o)
+    sums = {}
+    for name, kernel in (("serial", module._gradients_serial), ("parallel", module._gradients_parallel)):
+        losses = np.empty(batch)
+        sums[name] = np.zeros((module._blocks(batch), 5))
+        kernel(*arguments, losses, sums[name])
+    assert np.array_equal(sums["serial"], sums["parallel"])  # each block owns its row: deterministic
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "loop"])
+def test_shapes_and_errors_are_the_numpy_backends(mode):
+    fast, reference = numba_module("tanh", mode, 3), numpy_module("tanh", mode, 3)
+    x, y, w_i, w_h, w_o = point("tanh", 3)
+    assert fast.forward(x, w_i, w_h, w_o).shape == (3,)
+    assert isinstance(fast.loss(x, y, w_i, w_h, w_o), float)
+    single = fast.loss_and_grad(x[0], y[0], w_i, w_h, w_o)  # (N, D) is a batch of one
+    assert single[0] == pytest.approx(fast.loss(x[:1], y[:1], w_i, w_h, w_o), rel=1e-15)
+    assert fast.loss_and_grad(x.astype(int), y, w_i, w_h, w_o)[0] == pytest.approx(
+        reference.loss_and_grad(x.astype(int), y, w_i, w_h, w_o)[0], rel=1e-14
+    )
+    bad = [
+        (x[..., :2], y, w_i, w_h, w_o),
+        (x, y, w_i[:2], w_h, w_o),
+        (x, y[:2], w_i, w_h, w_o),
+        (x, y, w_i, np.ones(2), w_o),
+        (x, y, w_i, w_h, np.ones(2)),
+        (x, y + 2, w_i, w_h, w_o),
+        (x[:, :0], y, w_i, w_h, w_o),
+        (np.zeros((3, 4, 3)), y, w_i, w_h, w_o),
+    ]
+    for args in bad:
+        for function in ("loss_and_grad", "loss", "bptt_terms"):
+            outcomes = []
+            for module in (fast, reference):
+                try:
+                    getattr(module, function)(*args)
+                    outcomes.append(None)
+                except ValueError as error:
+                    outcomes.append(str(error))
+            assert outcomes[0] == outcomes[1], (function, outcomes)
+            assert mode == "loop" and args[0].shape == (3, 4, 3) or outcomes[0] is not None
+
+
+def _helpers(source: str) -> dict:
+    tree = ast.parse(source)
+    return {
+        node.name: ast.dump(node)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name in ("_inputs", "_labels")
+    }
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "loop"])
+def test_validation_is_the_numpy_backends(mode):
+    """Both backends validate with the same functions; if the NumPy ones change, move them into
+    templates/numpy/macros.j2 and import them in templates/numba/module.py.j2."""
+    model = Model(steps=4, activation="sigmoid")
+    numba_helpers = _helpers(generate(model, mode, backend="numba"))
+    assert set(numba_helpers) == {"_inputs", "_labels"}
+    assert numba_helpers == _helpers(generate(model, mode))
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_no_warnings_and_exact_loss_for_huge_logits(activation):
+    module = numba_module(activation, "loop", 3)
+    x = np.ones((4, 3, 3))
+    y = np.array([0.0, 1.0, 0.0, 1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for w_o in (1e4, -1e4):
+            o_n = reference_forward(x, np.full(3, 0.5), 0.5, activation)[:, -1]
+            z = w_o * o_n
+            loss, dw_i, dw_h, dw_o = module.loss_and_grad(x, y, np.full(3, 0.5), 0.5, w_o)
+            want = np.mean(np.maximum(z, 0) - y * z)
+            assert loss == pytest.approx(want, rel=1e-15) and np.isfinite(loss)
+            assert np.all(np.isfinite(dw_i)) and np.isfinite(dw_h) and np.isfinite(dw_o)
+        if ACTIVATIONS[activation].analytic:  # complex step at a huge logit
+            assert np.isfinite(module.loss(x, y, np.full(3, 0.5), 0.5 + 1e-20j, 1e4))
+
+
+def test_header_and_imports():
+    numba_source = generate(Model(steps=5), "loop", "out/fast.py", backend="numba")
+    assert numba_source.splitlines()[1] == (
+        "#   bptt codegen --steps 5 --activation tanh --mode loop --backend numba -o out/fast.py"
+    )
+    assert "--backend" not in generate(Model(steps=5), "loop", "out/model.py").splitlines()[1]
+    tree = ast.parse(numba_source)
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "numba" in imported
+    decorators = [
+        ast.unparse(d) for node in tree.body if isinstance(node, ast.FunctionDef) for d in node.decorator_list
+    ]
+    assert decorators and all(d.startswith("njit(cache=True") and "fastmath" not in d for d in decorators)
+
+
+def test_without_numba_the_backend_is_a_one_line_usage_error(monkeypatch, capsys):
+    from symbolic.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a)
+    )
+    with pytest.raises(UsageError, match=r"pip install bptt\[fast\]"):
+        generate(Model(steps=3), backend="numba")
+    assert main(["codegen", "--steps", "3", "--backend", "numba"]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "pip install bptt[fast]" in error
+    assert main(["codegen", "--steps", "3", "--backend", "fortran"]) == 2
+    assert "numpy, numba" in capsys.readouterr().err
+
+
+def test_bptt_check_passes_numba_modules_and_rejects_a_tampered_one(tmp_path, capsys):
+    source = generate(Model(steps=4, activation="tanh"), "loop", backend="numba")
+    good = tmp_path / "fast.py"
+    good.write_text(source)
+    assert run_check(good) == 0
+    report = capsys.readouterr().out
+    assert "complex step" in report and "passed" in report
+    tamper = ("sums[block, size] += gate * o_prev", "sums[block, size] += 1.001 * gate * o_prev")
+    assert source.count(tamper[0]) == 1
+    bad = tmp_path / "tampered.py"
+    bad.write_text(source.replace(*tamper))
+    assert run_check(bad) == 1
+    assert "FAIL" in capsys.readouterr().out
+    assert run_check(good) == 0  # again, now from Numba's on-disk cache beside the file
+    assert list((tmp_path / "__pycache__").glob("fast.*.nbi"))
+
+
+def test_load_writes_a_cached_file_and_falls_back_without_one(tmp_path, monkeypatch):
+    model = Model(steps=2, activation="identity")
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path / "cache"))
+    module = _load.__wrapped__(model, "loop", "numba")
+    assert module.__file__.startswith(str(tmp_path / "cache"))
+    args = point("identity", 2)
+    want = numpy_module("identity", "loop", 2).loss_and_grad(*args)
+    assert relative(module.loss_and_grad(*args)[2], want[2]) < 1e-13
+    assert list((tmp_path / "cache" / "numba" / "__pycache__").glob("*.nbi"))
+    # nowhere writable (a file where the directories should be): compiled without a disk cache
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setattr("symbolic.codegen.cache_directories", lambda: [blocker / "a", blocker / "b"])
+    memory = _load.__wrapped__(model, "loop", "numba")
+    assert memory.__file__.startswith("<")
+    assert relative(memory.loss_and_grad(*args)[2], want[2]) < 1e-13
+
+
+def test_generated_source_passes_ruff(tmp_path):
+    import subprocess
+    import sys
+
+    for activation in ACTIVATION_NAMES:
+        for mode in ("unrolled", "loop"):
+            path = tmp_path / f"rnn_{activation}_{mode}_numba.py"
+            path.write_text(generate(Model(steps=4, activation=activation), mode, backend="numba"))
+            for command in (["check"], ["format", "--check"]):
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ruff",
+                        *command,
+                        "--config",
+                        str(ROOT / "pyproject.toml"),
+                        str(path),
+                    ],
+                    check=False,
+                    capture_output=True,
+                    text=True,
+                )
+                assert result.returncode == 0, result.stdout + result.stderr
