@@ -18,8 +18,9 @@ from .numpy_backend import NumPyCodePrinter
 
 #: Sequences of one block, run in lockstep so independent steps overlap (bench/bench_backends.py).
 BLOCK = 16
-#: From this batch size on the blocks run on Numba's threads (bench/bench_backends.py).
-PARALLEL_BATCH = 64
+#: From this batch size on the blocks run on Numba's threads: below it the thread launch costs more than
+#: it saves (measured with bench/bench_backends.py on a shared 2-CPU machine, where it rarely pays).
+PARALLEL_BATCH = 4096
 
 
 class NumbaScalarPrinter(NumPyCodePrinter):
