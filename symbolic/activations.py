@@ -7,14 +7,14 @@ to confirm that the derivative written with the output is the true derivative.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import sympy as sp
 
 
-class sigmoid(sp.Function):  # noqa: N801 - SymPy functions are lower case
+class sigmoid(sp.Function):
     """The logistic function σ(z) = 1/(1 + e^{−z}), with σ′ = σ(1 − σ) written with itself."""
 
     @classmethod
@@ -40,10 +40,10 @@ class sigmoid(sp.Function):  # noqa: N801 - SymPy functions are lower case
         return self.args[0].is_real
 
     def _latex(self, printer):
-        return r"\sigma\left(%s\right)" % printer._print(self.args[0])
+        return rf"\sigma\left({printer._print(self.args[0])}\right)"
 
 
-class relu(sp.Function):  # noqa: N801
+class relu(sp.Function):
     """max(0, z), with ReLU′ = H(ReLU(z)) written with the output (H(0) = 0: the kink counts as off)."""
 
     @classmethod
@@ -71,7 +71,7 @@ class relu(sp.Function):  # noqa: N801
         return True if self.args[0].is_real else None
 
     def _latex(self, printer):
-        return r"\operatorname{ReLU}\left(%s\right)" % printer._print(self.args[0])
+        return rf"\operatorname{{ReLU}}\left({printer._print(self.args[0])}\right)"
 
 
 def _sup_abs(expr: sp.Expr, z: sp.Symbol) -> sp.Expr:

@@ -57,7 +57,7 @@ class Partial(sp.Expr):
 
     def _latex(self, printer):
         mark = "^{+}" if self.immediate else ""
-        return r"\frac{\partial%s %s}{\partial %s}" % (mark, printer._print(self.of), printer._print(self.wrt))
+        return rf"\frac{{\partial{mark} {printer._print(self.of)}}}{{\partial {printer._print(self.wrt)}}}"
 
     def _sympystr(self, printer):
         mark = "+" if self.immediate else ""

@@ -31,7 +31,7 @@ class Step:
     x: tuple[sp.Symbol, ...]  # x_{t,1} … x_{t,D}
     a: sp.Expr
 
-    def at(self, unrolled: "Unrolled", t: int) -> dict:
+    def at(self, unrolled: Unrolled, t: int) -> dict:
         """The substitution that turns this generic step into timestep t of ``unrolled``."""
         mapping = {self.o: unrolled.state(t), self.o_prev: unrolled.state(t - 1)}
         mapping.update(zip(self.x, unrolled.x[t - 1]))

@@ -26,6 +26,7 @@ def run_bptt(*args: str, cwd: Path | None = None, env: dict | None = None) -> su
         capture_output=True,
         text=True,
         timeout=600,
+        check=False,
     )
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from symbolic import derive
-from symbolic import proof
+from symbolic import derive, proof
 
 from .conftest import ACTIVATION_NAMES
 
