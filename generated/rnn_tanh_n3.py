@@ -59,6 +59,11 @@ def _softplus(z: np.ndarray) -> np.ndarray:
     return np.where(positive, z, 0) + np.log1p(np.exp(np.where(positive, -z, z)))
 
 
+def _cross_entropy(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """−y log σ(z) − (1 − y) log(1 − σ(z)) = y softplus(−z) + (1 − y) softplus(z), per sequence."""
+    return y * _softplus(-z) + (1 - y) * _softplus(z)
+
+
 def _suffix_products(chain: np.ndarray) -> np.ndarray:
     """Cumulative product down axis 0, read backwards: row j is Π_(i=0..n-1-j) chain[i].
 
@@ -72,14 +77,28 @@ def _suffix_products(chain: np.ndarray) -> np.ndarray:
     return chain[::-1]
 
 
+def _numbers(name: str, value: npt.ArrayLike) -> np.ndarray:
+    """``value`` as an array of finite numbers (bool, integer, float or complex), else a ValueError."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:  # ragged nested lists
+        raise ValueError(f"{name} must be an array of numbers: {error}") from None
+    if array.dtype.kind not in "biufc":
+        raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite: it holds NaN or infinite values")
+    return array
+
+
 def _inputs(
     x: npt.ArrayLike,
     w_i: npt.ArrayLike,
     w_h: complex,
     w_o: complex,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """x as (B, n, D) (one (n, D) sequence is a batch of one), w_i as (D,); shapes checked."""
-    x = np.asarray(x)
+    """x as (B, n, D) (one (n, D) sequence is a batch of one), w_i as (D,); shapes, dtypes and
+    finiteness checked (complex values pass, for the complex step)."""
+    x = _numbers("x", x)
     if x.ndim == 2:
         x = x[np.newaxis]
     if x.ndim != 3 or x.shape[1:] != (STEPS, INPUT_SIZE) or x.shape[0] == 0:
@@ -88,25 +107,24 @@ def _inputs(
             f"got {x.shape}: this module is unrolled for exactly {STEPS} steps "
             "(generate it with --mode loop for other lengths)"
         )
-    w_i = np.asarray(w_i)
+    w_i = _numbers("w_i", w_i)
     if w_i.shape != (INPUT_SIZE,):
         raise ValueError(f"w_i must have shape ({INPUT_SIZE},), got {w_i.shape}")
-    if np.ndim(w_h) != 0:
-        raise ValueError(f"w_h must be a float (shape ()), got shape {np.shape(w_h)}")
-    if np.ndim(w_o) != 0:
-        raise ValueError(f"w_o must be a float (shape ()), got shape {np.shape(w_o)}")
+    for name, weight in (("w_h", w_h), ("w_o", w_o)):
+        if _numbers(name, weight).ndim != 0:
+            raise ValueError(f"{name} must be a float, got shape {np.shape(weight)}")
     return x, w_i
 
 
 def _labels(y: npt.ArrayLike, batch: int) -> np.ndarray:
-    """y as (B,), values in [0, 1]."""
-    y = np.asarray(y)
+    """y as (B,), finite values in [0, 1]."""
+    y = _numbers("y", y)
     if y.ndim == 0 and batch == 1:
         y = y.reshape(1)
     if y.shape != (batch,):
         raise ValueError(f"y must have shape ({batch},), got {y.shape}")
     if np.isrealobj(y) and not np.all((y >= 0) & (y <= 1)):
-        raise ValueError("y must hold values in [0, 1]")
+        raise ValueError("y must hold values in [0, 1] (probabilities of label 1)")
     return y
 
 
@@ -144,13 +162,14 @@ def loss(
 ) -> float:
     """Mean binary cross-entropy, through softplus so it stays finite for any logit.
 
-    With z = w_o o_n:  −y log σ(z) − (1 − y) log(1 − σ(z)) = softplus(z) − y z.
+    With z = w_o o_n:  −y log σ(z) − (1 − y) log(1 − σ(z)) = y softplus(−z) + (1 − y) softplus(z),
+    two non-negative terms, so a confident right answer (large |z|) loses no digits to cancellation.
     """
     x, w_i = _inputs(x, w_i, w_h, w_o)
     y = _labels(y, x.shape[0])
     o_n = _states(x, w_i, w_h)[-1]
     z = o_n * w_o
-    return np.mean(_softplus(z) - y * z).item()
+    return np.mean(_cross_entropy(z, y)).item()
 
 
 def loss_and_grad(
@@ -191,7 +210,7 @@ def loss_and_grad(
     dw_h = np.sum(gate * o_prev) / batch
     dw_i = gate.T.ravel() @ x.reshape(-1, INPUT_SIZE) / batch
     dw_o = np.sum(-o_n * (y - y_hat)) / batch
-    loss_value = np.mean(_softplus(z) - y * z)
+    loss_value = np.mean(_cross_entropy(z, y))
     return loss_value.item(), dw_i, dw_h.item(), dw_o.item()
 
 

@@ -46,6 +46,8 @@ DEFAULT_W_H = 0.5
 DEFAULT_W_I = (0.5, 0.5, 0.5)
 DEFAULT_W_O = 1.0
 DEFAULT_SEED = 0
+#: Longest sequence analysed: the terms are kept per step (a few arrays of n floats) and tabulated.
+STEPS_LIMIT = 100_000
 
 
 # -- the symbolic bound ----------------------------------------------------------------------------
@@ -250,7 +252,13 @@ def analyze(
             raise UsageError(
                 "give the number of steps (--steps N) or an input sequence (--input cat,mat,...)"
             )
-        words = random_words(Model(steps=steps).steps, seed)
+        steps = Model(steps=steps).steps
+        if steps > STEPS_LIMIT:  # checked before drawing the words: 10^9 of them would exhaust memory
+            raise UsageError(
+                f"--steps {steps} is too long to analyze (limit {STEPS_LIMIT}; far fewer steps already "
+                f"show whether the long-term terms vanish or explode): choose --steps {STEPS_LIMIT} or fewer"
+            )
+        words = random_words(steps, seed)
     elif steps is not None and int(steps) != len(words):
         raise UsageError(
             f"--steps {steps} does not match the {len(words)} words of --input: drop one of them"
@@ -267,7 +275,14 @@ def analyze(
         if not np.all(np.isfinite(value)):
             raise UsageError(f"{name} must be finite, got {value!r}")
     if loader is None:
-        from .codegen import load as loader
+        from .codegen import DEFAULT_UNROLLED_LIMIT, load
+
+        if model.steps > DEFAULT_UNROLLED_LIMIT:
+            # Loop code is the same for every n: generate it from one step, not n unrolled ones.
+            def loader(model):
+                return load(Model(steps=1, activation=model.activation, inputs=model.inputs), "loop")
+        else:
+            loader = load
     module = loader(model)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         y_hat = float(np.asarray(module.forward(x, w_i, float(w_h), float(w_o)))[0])

@@ -32,6 +32,19 @@ def _common_model_options(parser: argparse.ArgumentParser, steps_default: str | 
         "--inputs", default="3", metavar="D",
         help="input size D (default: 3, the notes' one-hot vocabulary cat, mat, rat)",
     )
+    _shape_options(parser)
+
+
+def _shape_options(parser: argparse.ArgumentParser) -> None:
+    """--hidden and --cell, shared by derive, codegen, analyze and train (checked by Model)."""
+    parser.add_argument(
+        "--hidden", default="1", metavar="H",
+        help="hidden size H (default: 1, the notes' scalar state; larger sizes are not supported yet)",
+    )
+    parser.add_argument(
+        "--cell", default="rnn", metavar="CELL",
+        help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default; lstm is planned)",
+    )
 
 
 def _output_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -123,7 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _model(args):
     from .model import Model
 
-    return Model(steps=args.steps, activation=args.activation, inputs=args.inputs)
+    return Model(
+        steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden, cell=args.cell
+    )
+
+
+def _check_shape(args) -> None:
+    """analyze and train: refuse an unsupported --hidden, --cell or --activation before any work."""
+    from .model import Model
+
+    Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell)
 
 
 def _write_or_print(text: str, args) -> None:
@@ -199,6 +221,7 @@ def _story_commands(commands) -> None:
         help="sequence length n (required unless --input gives the sequence)",
     )
     analyze.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP)
+    _shape_options(analyze)
     analyze.add_argument("--w-h", default="0.5", metavar="V", help="recurrent weight w_h (default: 0.5)")
     analyze.add_argument(
         "--w-i", default="0.5,0.5,0.5", metavar="a,b,c",
@@ -245,6 +268,7 @@ def _story_commands(commands) -> None:
     train.add_argument("--epochs", "-e", default="200", metavar="E", help="number of epochs (default: 200)")
     train.add_argument("--lr", default="0.5", metavar="η", help="learning rate η (default: 0.5)")
     train.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP)
+    _shape_options(train)
     train.add_argument(
         "--init", default="normal", metavar="normal|identity|zeros",
         help="initial weights: normal (w_i, w_o ~ N(0,1), w_h ~ N(0,0.25); default), identity "
@@ -327,6 +351,7 @@ def _analyze(args) -> int:
 
     from .analysis import analyze, plot, table
 
+    _check_shape(args)
     words = None
     if args.input is not None:
         words = [word for word in args.input.replace(",", " ").split()]
@@ -358,6 +383,7 @@ def _train(args) -> int:
 
     from . import data, train
 
+    _check_shape(args)
     config = train.Config(
         epochs=_int_option(args.epochs, "--epochs", minimum=1),
         lr=_float_option(args.lr, "--lr", positive=True),

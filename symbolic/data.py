@@ -186,9 +186,22 @@ def long_held_out() -> Dataset:
 # -- CSV -------------------------------------------------------------------------------------------
 
 
+#: Longest line read from a CSV; a longer one (say a 100 MB file without line breaks) is refused
+#: after reading this much, instead of being held in memory whole.
+MAX_LINE_BYTES = 1 << 20
+
+
 def _decoded_lines(path: str, stream) -> Iterator[str]:
     """The file's lines decoded as UTF-8 one at a time; a bad byte names its line."""
-    for number, raw in enumerate(stream, start=1):
+    # readline with a limit, so an endless line is cut off; plain iteration for a bare line iterator.
+    reader = getattr(stream, "readline", None)
+    lines = iter(lambda: reader(MAX_LINE_BYTES + 1), b"") if reader else iter(stream)
+    for number, raw in enumerate(lines, start=1):
+        if len(raw) > MAX_LINE_BYTES:
+            raise UsageError(
+                f"{path}, line {number}: longer than {MAX_LINE_BYTES // (1 << 20)} MB: give one sequence "
+                "per line (text,label)"
+            )
         try:
             line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError:

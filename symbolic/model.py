@@ -12,22 +12,24 @@ from .activations import ACTIVATIONS
 from .errors import UsageError
 
 CELLS = ("rnn",)
+#: Cells the command line names but this version cannot derive yet.
+PLANNED_CELLS = ("lstm",)
 #: The notes' one-hot vocabulary; its size is the default input size D.
 VOCABULARY = ("cat", "mat", "rat")
 
 
-def _positive_int(value, name: str, flag: str) -> int:
+def _positive_int(value, name: str, flag: str, example: int = 3) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             text = str(value).strip()
             as_int = int(text)
         except (TypeError, ValueError):
             raise UsageError(
-                f"{name} must be a positive whole number, got {value!r}: pass e.g. {flag} 3"
+                f"{name} must be a positive whole number, got {value!r}: pass e.g. {flag} {example}"
             ) from None
         value = as_int
     if value < 1:
-        raise UsageError(f"{name} must be a positive whole number, got {value}: pass e.g. {flag} 3")
+        raise UsageError(f"{name} must be a positive whole number, got {value}: pass e.g. {flag} {example}")
     return value
 
 
@@ -44,10 +46,15 @@ class Model:
     def __post_init__(self):
         object.__setattr__(self, "steps", _positive_int(self.steps, "the number of steps", "--steps"))
         object.__setattr__(self, "inputs", _positive_int(self.inputs, "the input size", "--inputs"))
-        object.__setattr__(self, "hidden", _positive_int(self.hidden, "the hidden size", "--hidden"))
+        object.__setattr__(self, "hidden", _positive_int(self.hidden, "the hidden size", "--hidden", 1))
         if self.activation not in ACTIVATIONS:
             known = ", ".join(ACTIVATIONS)
             raise UsageError(f"unknown activation {self.activation!r}: choose one of {known}")
+        if self.cell in PLANNED_CELLS:
+            raise UsageError(
+                f"cell {self.cell!r} is not supported yet: this version derives the notes' plain RNN, "
+                "use --cell rnn"
+            )
         if self.cell not in CELLS:
             raise UsageError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         if self.hidden != 1:

@@ -193,7 +193,9 @@ class Modules:
                 model = Model(steps=length, activation=self._activation, inputs=self._inputs)
                 self._cache[key] = self._loader(model, mode="unrolled")
             else:
-                model = Model(steps=max(length, 1), activation=self._activation, inputs=self._inputs)
+                # Loop code is the same for every length: derive it from one step, so a data set of
+                # very long sequences does not unroll them symbolically.
+                model = Model(steps=1, activation=self._activation, inputs=self._inputs)
                 self._cache[key] = self._loader(model, mode="loop")
         return self._cache[key]
 

@@ -13,6 +13,8 @@ COMMANDS = [
      ["codegen", "--mode", "unrolled", "--activation", "sigmoid", "--steps", "3"]),
     (["codegen", "--steps", "5", "--activation", "tanh", "--mode", "loop"],
      ["codegen", "--mode", "loop", "--steps", "5", "--activation", "tanh"]),
+    (["analyze", "--steps", "12", "--activation", "relu", "--w-h", "1.5", "--json"],
+     ["analyze", "--json", "--w-h", "1.5", "-a", "relu", "-n", "12"]),
 ]
 
 
