@@ -295,3 +295,10 @@ def test_the_committed_generated_module_validates_too():
         namespace["loss"](np.full((1, 3, 3), np.nan), Y, W_I, 0.5, 1.0)
     with pytest.raises(ValueError, match="y must hold values"):
         namespace["loss"](X, np.array([3.0]), W_I, 0.5, 1.0)
+
+
+def test_loop_code_for_a_billion_steps_is_generated(bptt):
+    """Loop code does not depend on n: 10^9 steps is a valid request, answered at once."""
+    result = bptt("codegen", "--steps", HUGE, "--mode", "loop")
+    assert result.returncode == 0, result.stderr
+    assert "STEPS: int | None = None" in result.stdout or "STEPS = None" in result.stdout

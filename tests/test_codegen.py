@@ -295,3 +295,15 @@ def test_committed_modules_have_correct_gradients(name):
     report = check_module(module, name)
     assert report.passed and set(report.errors) == {"finite differences", "complex step"}
     assert "j = 3 (short-term)" in (ROOT / "generated" / name).read_text() or module.MODE == "loop"
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_loop_module_from_one_step_equals_module_from_all_steps(activation):
+    """generate() derives loop code from one generic step; rendering from all n gives the same bytes."""
+    from symbolic.codegen import command, numpy_backend
+    from symbolic.derive import Derivation
+    from symbolic.templating import render
+
+    model = Model(steps=6, activation=activation)
+    full = numpy_backend.context(Derivation(model), "loop", command(model, "loop", None))
+    assert generate(model, mode="loop") == render("numpy", "module.py.j2", **full)

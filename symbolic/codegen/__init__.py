@@ -16,6 +16,7 @@ import shlex
 import sys
 import tempfile
 import types
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -74,7 +75,9 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     """The source of the module for ``model`` (``output`` only names the file in the header)."""
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
-    derivation = Derivation(model)
+    # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
+    # (a test confirms the module is the same as one derived from all n).
+    derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
     context = numpy_backend.context(derivation, mode, command(model, mode, output))
     source = render("numpy", "module.py.j2", **context)
     if backend == "numba":
