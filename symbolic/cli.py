@@ -39,7 +39,11 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
     """--hidden and --cell, shared by derive, codegen, analyze and train (checked by Model)."""
     parser.add_argument(
         "--hidden", default="1", metavar="H",
-        help="hidden size H (default: 1, the notes' scalar state; larger sizes are not supported yet)",
+        help="hidden size H (default: 1, the notes' scalar state)",
+    )
+    parser.add_argument(
+        "--bias", action="store_true",
+        help="add biases: b_h inside f and b_o in the output logit (the notes' model has none)",
     )
     parser.add_argument(
         "--cell", default="rnn", metavar="CELL",
@@ -137,7 +141,8 @@ def _model(args):
     from .model import Model
 
     return Model(
-        steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden, cell=args.cell
+        steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden, cell=args.cell,
+        bias=args.bias,
     )
 
 
@@ -145,7 +150,9 @@ def _check_shape(args) -> None:
     """analyze and train: refuse an unsupported --hidden, --cell or --activation before any work."""
     from .model import Model
 
-    Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell)
+    Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias).require_scalar(
+        f"bptt {args.command}"
+    )
 
 
 def _write_or_print(text: str, args) -> None:

@@ -105,6 +105,7 @@ class Derivation:
     """Everything derived for one model; expressions are SymPy objects, nothing is printed here."""
 
     def __init__(self, model: Model):
+        model.require_scalar("this derivation")
         if model.steps > UNROLL_LIMIT:
             raise UsageError(
                 f"--steps {model.steps} is too many to unroll symbolically (limit {UNROLL_LIMIT}): the "

@@ -42,6 +42,8 @@ class Model:
     inputs: int = len(VOCABULARY)
     hidden: int = 1
     cell: str = "rnn"
+    #: Biases b_h (inside f) and b_o (in the output logit); off in the notes' model.
+    bias: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "steps", _positive_int(self.steps, "the number of steps", "--steps"))
@@ -57,8 +59,20 @@ class Model:
             )
         if self.cell not in CELLS:
             raise UsageError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        object.__setattr__(self, "bias", bool(self.bias))
+
+    @property
+    def scalar(self) -> bool:
+        """The notes' model exactly: one hidden unit, no biases."""
+        return self.hidden == 1 and not self.bias
+
+    def require_scalar(self, what: str = "this version") -> Model:
+        """Refuse hidden size > 1 or biases in a stage that handles only the notes' scalar model."""
         if self.hidden != 1:
             raise UsageError(
-                f"hidden size {self.hidden} is not supported yet: this version derives the notes' "
+                f"hidden size {self.hidden} is not supported yet: {what} handles the notes' "
                 "scalar model, use --hidden 1"
             )
+        if self.bias:
+            raise UsageError(f"--bias is not supported yet: {what} handles the notes' bias-free model")
+        return self
