@@ -29,6 +29,10 @@ from .errors import UsageError
 #: Worst relative error accepted, per method. A 0.1% error in any parameter is far beyond both.
 TOLERANCES = {"finite differences": 1e-6, "complex step": 1e-10}
 PARAMETERS = ("w_i", "w_h", "w_o")
+#: A matrix module's parameters (hidden size H, optional biases), in the order of its gradients.
+MATRIX_PARAMETERS = ("w_i", "w_h", "w_o", "b_h", "b_o")
+#: Entries of one parameter checked numerically at most (drawn at random beyond that).
+MAX_ENTRIES = 48
 INTERFACE = ("loss", "loss_and_grad", "ACTIVATION", "INPUT_SIZE", "STEPS")
 #: Sequence length used for modules that accept any length (loop mode).
 LOOP_STEPS = 7
@@ -46,6 +50,8 @@ class Report:
     errors: dict = field(default_factory=dict)
     tolerances: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
+    hidden: int = 1
+    bias: bool = False
 
     @property
     def passed(self) -> bool:
@@ -88,6 +94,103 @@ def load_module(path: str | Path) -> types.ModuleType:
             "(make one with 'bptt codegen')"
         )
     return module
+
+
+def _is_matrix(module) -> bool:
+    """A module for hidden size H (or biases): weights as matrices, gradients in MATRIX_PARAMETERS."""
+    return hasattr(module, "HIDDEN_SIZE")
+
+
+def _shapes(module) -> dict[str, tuple[int, ...]]:
+    """Parameter name → shape of a matrix module."""
+    hidden, size = int(module.HIDDEN_SIZE), int(module.INPUT_SIZE)
+    shapes = {"w_i": (hidden, size), "w_h": (hidden, hidden), "w_o": (hidden,)}
+    if getattr(module, "BIAS", False):
+        shapes.update(b_h=(hidden,), b_o=())
+    return shapes
+
+
+def _matrix_cases(module, rng: np.random.Generator, analytic: bool):
+    """(x, y, parameters) test points of a matrix module: one-hot and dense batches."""
+    steps = module.STEPS or LOOP_STEPS
+    size, hidden = int(module.INPUT_SIZE), int(module.HIDDEN_SIZE)
+    scales = {"w_i": 1.5, "w_h": 1.2 / np.sqrt(hidden), "w_o": 2.0 / np.sqrt(hidden), "b_h": 0.5, "b_o": 0.5}
+    for dense in (False, True, False, True):
+        batch = 3
+        for _ in range(1000):
+            if dense:
+                x = rng.normal(size=(batch, steps, size))
+            else:
+                x = np.eye(size)[rng.integers(0, size, size=(batch, steps))]
+            y = rng.integers(0, 2, size=batch).astype(float)
+            y[0], y[-1] = 0.0, 1.0
+            parameters = {
+                name: rng.uniform(-scales[name], scales[name], size=shape)
+                for name, shape in _shapes(module).items()
+            }
+            if "b_o" in parameters:
+                parameters["b_o"] = float(parameters["b_o"])
+            if analytic or _matrix_away_from_kink(x, parameters):
+                break
+        yield x, y, parameters
+
+
+def _matrix_away_from_kink(x, parameters) -> bool:
+    """True when every pre-activation of a ReLU recursion is at least KINK_MARGIN from 0."""
+    w_i, w_h = parameters["w_i"], parameters["w_h"]
+    b_h = parameters.get("b_h", 0.0)
+    o_prev = np.zeros((x.shape[0], w_h.shape[0]))
+    for t in range(x.shape[1]):
+        a = x[:, t] @ w_i.T + o_prev @ w_h.T + b_h
+        if np.min(np.abs(a)) < KINK_MARGIN:
+            return False
+        o_prev = np.maximum(a, 0.0)
+    return True
+
+
+def _matrix_numerical(module, case, method: str, rng: np.random.Generator) -> dict:
+    """Per parameter: (flat indices checked, the numerical derivative at each)."""
+    x, y, parameters = case
+
+    def derivative(shifted):
+        if method == "complex step":
+            h = 1e-20
+            return np.imag(shifted(1j * h)) / h
+        h = 1e-6
+        return (shifted(h) - shifted(-h)) / (2 * h)
+
+    result = {}
+    for name, value in parameters.items():
+        value = np.asarray(value, dtype=float)
+        indices = np.arange(value.size)
+        if value.size > MAX_ENTRIES:
+            indices = np.sort(rng.choice(value.size, size=MAX_ENTRIES, replace=False))
+
+        def shifted(step, index, name=name, value=value):
+            moved = value.astype(complex if np.iscomplexobj(step) else float).ravel()
+            moved[index] += step
+            return module.loss(x, y, **{**parameters, name: moved.reshape(value.shape)})
+
+        result[name] = (indices, np.array([derivative(lambda s, i=i: shifted(s, i)) for i in indices]))
+    return result
+
+
+def _check_matrix(module, report: Report, methods, rng, analytic: bool, path) -> None:
+    names = list(_shapes(module))
+    report.hidden, report.bias = int(module.HIDDEN_SIZE), bool(getattr(module, "BIAS", False))
+    report.errors = {method: dict.fromkeys(names, 0.0) for method in methods}
+    for case in _matrix_cases(module, rng, analytic):
+        report.cases += 1
+        x, y, parameters = case
+        try:
+            _, *gradients = module.loss_and_grad(x, y, **parameters)
+        except Exception as error:  # noqa: BLE001 - a broken module is the user's file, not our bug
+            raise UsageError(f"{path}: loss_and_grad fails ({type(error).__name__}: {error})") from None
+        got = dict(zip(names, gradients))
+        for method in methods:
+            for name, (indices, want) in _matrix_numerical(module, case, method, rng).items():
+                error = _relative(np.ravel(got[name])[indices], want)
+                report.errors[method][name] = max(report.errors[method][name], error)
 
 
 def _cases(module, rng: np.random.Generator, analytic: bool):
@@ -169,6 +272,9 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     )
     if not analytic:
         report.skipped["complex step"] = f"activation {name!r} is not analytic"
+    if _is_matrix(module):
+        _check_matrix(module, report, methods, rng, analytic, path)
+        return report
     report.errors = {method: dict.fromkeys(PARAMETERS, 0.0) for method in methods}
     for case in _cases(module, rng, analytic):
         report.cases += 1
@@ -187,16 +293,21 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
 
 
 def format_report(report: Report) -> str:
+    parameters = list(next(iter(report.errors.values()), {})) or list(PARAMETERS)
+    shape = ""
+    if report.hidden != 1 or report.bias:
+        shape = f", H = {report.hidden}" + (", with biases" if report.bias else "")
+    title = f"{report.path}: activation {report.activation}, n = {report.steps}{shape}"
     lines = [
-        f"{report.path}: activation {report.activation}, n = {report.steps}, {report.cases} random batches",
-        f"  {'method':<20}" + "".join(f"{p:>12}" for p in PARAMETERS) + f"{'tolerance':>12}  result",
+        f"{title}, {report.cases} random batches",
+        f"  {'method':<20}" + "".join(f"{p:>12}" for p in parameters) + f"{'tolerance':>12}  result",
     ]
     for method, worst in report.errors.items():
         tolerance = report.tolerances[method]
         ok = all(error <= tolerance for error in worst.values())
         lines.append(
             f"  {method:<20}"
-            + "".join(f"{worst[p]:>12.2e}" for p in PARAMETERS)
+            + "".join(f"{worst[p]:>12.2e}" for p in parameters)
             + f"{tolerance:>12.0e}  {'ok' if ok else 'FAIL'}"
         )
     for method, reason in report.skipped.items():

@@ -44,8 +44,9 @@ ROWS = [
     ],
     *[
         ([command, *extra, "--hidden", "2"], "hidden size 2 is not supported yet")
-        for command, extra in (("derive", []), ("codegen", []), ("analyze", ["-n", "3"]), ("train", []))
+        for command, extra in (("derive", []), ("analyze", ["-n", "3"]), ("train", []))
     ],
+    (["codegen", "--hidden", "2", "--backend", "numba"], "numba backend supports hidden size 1 without biases"),
     (["derive", "--inputs", "0"], "input size must be a positive whole number"),
     (["codegen", "--inputs", "0"], "input size must be a positive whole number"),
     (["derive", "--cell", "gru"], "unknown cell 'gru'"),

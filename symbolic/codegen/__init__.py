@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..files import MARKER
 from ..model import VOCABULARY, Model
 from ..templating import render, templates_dir
-from . import numba_backend, numpy_backend
+from . import matrix_backend, numba_backend, numpy_backend
 
 MODES = ("unrolled", "loop")
 BACKENDS = ("numpy", "numba")
@@ -63,6 +63,10 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
     words = ["bptt", "codegen", "--steps", str(model.steps), "--activation", model.activation]
     if model.inputs != len(VOCABULARY):
         words += ["--inputs", str(model.inputs)]
+    if model.hidden != 1:
+        words += ["--hidden", str(model.hidden)]
+    if model.bias:
+        words += ["--bias"]
     words += ["--mode", mode]
     if backend != "numpy":
         words += ["--backend", backend]
@@ -75,6 +79,16 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     """The source of the module for ``model`` (``output`` only names the file in the header)."""
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
+    if not model.scalar:
+        # Hidden size H > 1 or biases: the matrix BPTT of MatrixDerivation (templates/numpy/matrix.py.j2).
+        if backend != "numpy":
+            raise UsageError(
+                "the numba backend supports hidden size 1 without biases for now: use --backend numpy"
+            )
+        context = matrix_backend.context(model, mode, command(model, mode, output))
+        source = render("numpy", "matrix.py.j2", **context)
+        assert MARKER in source.split("\n", 3)[0]
+        return source
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
     # (a test confirms the module is the same as one derived from all n).
     derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
@@ -146,6 +160,8 @@ def _without_disk_cache(source: str) -> str:
 @lru_cache(maxsize=64)
 def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
     name = f"bptt_generated_{model.activation}_{mode}" + (f"_{model.steps}" if mode == "unrolled" else "")
+    if not model.scalar:
+        name += f"_h{model.hidden}" + ("_bias" if model.bias else "")
     source = generate(model, mode, backend=backend)
     if backend == "numba":
         name += "_numba"

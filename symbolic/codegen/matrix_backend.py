@@ -1,0 +1,122 @@
+"""The NumPy backend for a hidden state of size H (or biases): the context for ``templates/numpy/matrix.py.j2``.
+
+The matrix BPTT of ``MatrixDerivation``, batched over the sequences and time-major inside
+(o[t] is a (B, H) block):
+
+    a_t = W_i x_t + W_h o_(t−1) (+ b_h),  o_t = f(a_t),  ŷ = σ(w_oᵀ o_n (+ b_o))
+    δ_n = (ŷ − y) w_o,  gate_t = f′(a_t) ⊙ δ_t = ∂L/∂a_t,  δ_(t−1) = W_hᵀ gate_t
+    ∂L/∂W_h = Σ_t gate_t o_(t−1)ᵀ,  ∂L/∂W_i = Σ_t gate_t x_tᵀ,  ∂L/∂b_h = Σ_t gate_t
+
+The elementwise pieces are printed by SymPy from the derivation of one hidden unit (the matrix
+formulas act entry by entry there): the step o_t = f(a_t) with the activation applied to the
+derivation's pre-activation, f′(a_t) written with the stored output (``derivative(t)``), the
+residual ŷ − y of δ_n and the logit. A row of states times W_hᵀ prints as ``o @ w_h.T`` (a batch of
+row vectors), so the recursion is one matrix product per step for all sequences at once.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from ..derive_matrix import MatrixDerivation
+from ..model import Model
+from .numpy_backend import NumPyCodePrinter, text
+
+
+class RowsTimesTransposed(sp.Function):
+    """A batch of row vectors times a matrix transposed: ``rows @ matrix.T`` (W_h o for each row o)."""
+
+    is_commutative = True
+
+
+class MatrixCodePrinter(NumPyCodePrinter):
+    """The NumPy printer, with W_h o_(t−1) for a batch of states written as one matrix product."""
+
+    def _print_RowsTimesTransposed(self, expr):
+        rows, matrix = expr.args
+        return f"{self._print(rows)} @ {self._print(matrix)}.T"
+
+
+_PRINTER = MatrixCodePrinter()
+
+
+def code(expr: sp.Expr, names: dict | None = None) -> str:
+    if names:
+        expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
+    return _PRINTER.doprint(expr)
+
+
+def _unit(model: Model) -> MatrixDerivation:
+    """The matrix derivation of one hidden unit and one input over two steps: its entries are the
+    elementwise formulas every (t, h) of the generated code evaluates."""
+    return MatrixDerivation(2, model.activation, hidden=1, inputs=1, bias=model.bias)
+
+
+def _step(unit: MatrixDerivation, t: int, projection: sp.Expr, previous: sp.Expr | None) -> sp.Expr:
+    """f(a_t) with the input part W_i x_t (+ b_h) hoisted as ``projection`` and W_h o_(t−1) as a
+    batched product with ``previous`` (absent at t = 1, where o_0 = 0)."""
+    a = unit.preactivation(min(t, 2))[0]
+    state = unit.state(min(t, 2) - 1)[0]
+    recurrent = unit.W_h[0, 0] * state
+    inputs = sp.expand(a - recurrent)
+    assert not (inputs.free_symbols & set(unit.o[0])), "the input part must not involve the states"
+    rewritten = projection + (RowsTimesTransposed(previous, sp.Symbol("w_h")) if recurrent != 0 else 0)
+    return unit.activation.apply(rewritten)
+
+
+def context(model: Model, mode: str, command: str) -> dict:
+    """Everything ``matrix.py.j2`` places: names, printed expressions, formulas. No SymPy objects."""
+    unit = _unit(model)
+    steps = model.steps
+    o_symbol = unit.o[1][0]  # o_t of the unit, at t = 2
+    derivative = unit.derivative(2)[0]
+    uses_derivative = not derivative.is_number
+    if derivative.is_number and derivative != 1:
+        raise NotImplementedError("a constant f′ other than 1 is not supported")
+    states = sp.IndexedBase("o")
+    t = sp.Symbol("t")
+
+    def gate_at(index, delta):
+        """f′(a_t) ⊙ δ_t with f′ read from the stored o[index]."""
+        return code(derivative.xreplace({o_symbol: states[index]}) * sp.Symbol(delta))
+
+    # -- forward ----------------------------------------------------------------------------------
+    loop_step = code(_step(unit, 2, sp.Symbol("projection_t"), sp.Symbol("o_prev")))
+    rows = sp.IndexedBase("projection")
+    unrolled_steps = []
+    if mode == "unrolled":
+        for step in range(1, steps + 1):
+            previous = sp.Symbol(f"o_{step - 1}") if step > 1 else None
+            unrolled_steps.append(
+                {"t": step, "name": f"o_{step}", "code": code(_step(unit, step, rows[step - 1], previous))}
+            )
+
+    # -- output and backward ----------------------------------------------------------------------
+    residual = sp.cancel(unit.deltas[-1][0] / unit.w_o[0])  # δ_n = (ŷ − y) w_o
+    output = {unit.y_hat: "y_hat", unit.y: "y"}
+    backward_steps = []
+    if mode == "unrolled":
+        for step in range(steps, 0, -1):
+            backward_steps.append({"t": step, "index": step - 1, "gate": gate_at(step, f"delta_{step}")})
+    local = {o_symbol: "o_t"}
+    return {
+        "command": command,
+        "mode": mode,
+        "steps": steps if mode == "unrolled" else None,
+        "activation": model.activation,
+        "input_size": model.inputs,
+        "hidden_size": model.hidden,
+        "bias": model.bias,
+        "loop_step": loop_step,
+        "unrolled_steps": unrolled_steps,
+        "backward_steps": backward_steps,
+        "output_factor_code": code(residual, output),
+        "derivative_code": code(derivative, local) if uses_derivative else None,
+        "gate_loop": gate_at(t + 1, "delta"),
+        "gate_first": gate_at(1, "delta"),
+        "formulas": {
+            "step": text(unit.activation.apply(sp.Symbol("a_t"))),
+            "derivative": text(derivative, local),
+            "output_factor": text(residual, output),
+        },
+    }
