@@ -285,7 +285,7 @@ def test_unrolled_code_grows_linearly_and_has_no_batch_loop():
     def lines(n):
         return len(generate(Model(steps=n, hidden=4), "unrolled").splitlines())
 
-    assert lines(40) - lines(20) == lines(60) - lines(40) == 20 * 5  # forward + 2 backward lines per step, ×2
+    assert lines(40) - lines(20) == lines(60) - lines(40) == 20 * 3  # one forward line and one backward line per step (twice)
     source = generate(Model(steps=4, hidden=4, bias=True), "loop")
     loops = [line.strip() for line in source.splitlines() if line.strip().startswith("for ")]
     assert all(

@@ -29,12 +29,23 @@ class RowsTimesTransposed(sp.Function):
     is_commutative = True
 
 
+class RowsTimes(sp.Function):
+    """A batch of row vectors times a matrix: ``(rows @ matrix)`` (W_hᵀ g for each row g)."""
+
+    is_commutative = True
+
+
 class MatrixCodePrinter(NumPyCodePrinter):
     """The NumPy printer, with W_h o_(t−1) for a batch of states written as one matrix product."""
 
     def _print_RowsTimesTransposed(self, expr):
         rows, matrix = expr.args
         return f"{self._print(rows)} @ {self._print(matrix)}.T"
+
+    def _print_RowsTimes(self, expr):
+        # Parenthesized: * and @ bind equally in Python, so f′ * (g @ W) must not become (f′ * g) @ W.
+        rows, matrix = expr.args
+        return f"({self._print(rows)} @ {self._print(matrix)})"
 
 
 _PRINTER = MatrixCodePrinter()
@@ -78,7 +89,7 @@ def context(model: Model, mode: str, command: str) -> dict:
 
     def gate_at(index, delta):
         """f′(a_t) ⊙ δ_t with f′ read from the stored o[index]."""
-        return code(derivative.xreplace({o_symbol: states[index]}) * sp.Symbol(delta))
+        return code(derivative.xreplace({o_symbol: states[index]}) * delta)
 
     # -- forward ----------------------------------------------------------------------------------
     loop_step = code(_step(unit, 2, sp.Symbol("projection_t"), sp.Symbol("o_prev")))
@@ -86,10 +97,9 @@ def context(model: Model, mode: str, command: str) -> dict:
     unrolled_steps = []
     if mode == "unrolled":
         for step in range(1, steps + 1):
-            previous = sp.Symbol(f"o_{step - 1}") if step > 1 else None
-            unrolled_steps.append(
-                {"t": step, "name": f"o_{step}", "code": code(_step(unit, step, rows[step - 1], previous))}
-            )
+            # o[t − 1] read back from the array: no name keeps a (B, H) temporary alive until the end.
+            previous = states[step - 1] if step > 1 else None
+            unrolled_steps.append({"t": step, "code": code(_step(unit, step, rows[step - 1], previous))})
 
     # -- output and backward ----------------------------------------------------------------------
     residual = sp.cancel(unit.deltas[-1][0] / unit.w_o[0])  # δ_n = (ŷ − y) w_o
@@ -97,7 +107,13 @@ def context(model: Model, mode: str, command: str) -> dict:
     backward_steps = []
     if mode == "unrolled":
         for step in range(steps, 0, -1):
-            backward_steps.append({"t": step, "index": step - 1, "gate": gate_at(step, f"delta_{step}")})
+            # δ_t = W_hᵀ gate_(t+1) written inline, so each step leaves only its row of gate behind.
+            delta = (
+                sp.Symbol("delta")
+                if step == steps
+                else RowsTimes(sp.IndexedBase("gate")[step], sp.Symbol("w_h"))
+            )
+            backward_steps.append({"t": step, "index": step - 1, "gate": gate_at(step, delta)})
     local = {o_symbol: "o_t"}
     return {
         "command": command,
@@ -112,8 +128,8 @@ def context(model: Model, mode: str, command: str) -> dict:
         "backward_steps": backward_steps,
         "output_factor_code": code(residual, output),
         "derivative_code": code(derivative, local) if uses_derivative else None,
-        "gate_loop": gate_at(t + 1, "delta"),
-        "gate_first": gate_at(1, "delta"),
+        "gate_loop": gate_at(t + 1, sp.Symbol("delta")),
+        "gate_first": gate_at(1, sp.Symbol("delta")),
         "formulas": {
             "step": text(unit.activation.apply(sp.Symbol("a_t"))),
             "derivative": text(derivative, local),
