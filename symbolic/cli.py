@@ -176,14 +176,27 @@ def _derive(args) -> int:
         from .files import check_target
 
         check_target(args.output, args.force)
-    derivation = Derivation(model)
+    if model.scalar:
+        derivation = Derivation(model)
+    else:  # hidden size H > 1 or biases: the matrix form (display formulas for any size)
+        from .derive_matrix import MatrixDerivation
+
+        derivation = MatrixDerivation(model.steps, model.activation, model.hidden, model.inputs, model.bias)
+        if args.verify:
+            from .proof import check_matrix_size
+
+            check_matrix_size(derivation)  # refuse before writing anything
     if args.output or not args.verify:
         _write_or_print(document(derivation, args.format), args)
     if args.verify:
-        from .proof import format_report, prove
+        from .proof import format_matrix_report, format_report, prove, prove_matrix
 
-        report = prove(derivation)
-        print(format_report(report))
+        if model.scalar:
+            report = prove(derivation)
+            print(format_report(report))
+        else:
+            report = prove_matrix(derivation)
+            print(format_matrix_report(report))
         return 0 if report.passed else 1
     return 0
 

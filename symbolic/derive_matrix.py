@@ -32,7 +32,7 @@ EXPANDED_LIMIT = 4
 
 @dataclass(frozen=True)
 class Formulas:
-    """The matrix BPTT formulas with matrix symbols, for typesetting."""
+    """The matrix BPTT formulas with matrix symbols, for typesetting (any size: nothing explicit)."""
 
     delta_n: sp.Expr
     delta_t: sp.Expr
@@ -42,7 +42,12 @@ class Formulas:
     dw_o: sp.Expr
     db_h: sp.Expr | None
     db_o: sp.Expr | None
+    #: Short name → matrix symbol (W_i, W_h, w_o, b_h, x_t, o_t, o_{t−1}, o_n, δ_t, f′(a_k), …).
     symbols: dict
+    #: Matrix symbol → its LaTeX (bold vectors, f′(a_t) for the derivative vectors).
+    names: dict
+    #: The derivative vectors f′(a_·), written first in a Hadamard product.
+    derivative_vectors: tuple
 
 
 def _vector(name: str, size: int) -> sp.Matrix:
@@ -54,22 +59,58 @@ class MatrixDerivation:
 
     def __init__(self, steps: int, activation: str = "tanh", hidden: int = 2, inputs: int = 2,
                  bias: bool = False):
-        if steps * hidden * hidden > EXPLICIT_LIMIT:
-            raise UsageError(
-                f"n·H² = {steps * hidden * hidden} is too large to derive elementwise (limit "
-                f"{EXPLICIT_LIMIT}): the matrix formulas hold for every size; generate code instead"
-            )
         self.n, self.H, self.D, self.bias = steps, hidden, inputs, bias
         self.activation = ACTIVATIONS[activation]
-        H, D = hidden, inputs
-        self.W_i = sp.Matrix(H, D, lambda r, c: sp.Symbol(f"W_i_{r + 1}_{c + 1}"))
-        self.W_h = sp.Matrix(H, H, lambda r, c: sp.Symbol(f"W_h_{r + 1}_{c + 1}"))
-        self.w_o = _vector("w_o", H)
-        self.b_h = _vector("b_h", H) if bias else sp.zeros(H, 1)
-        self.b_o = sp.Symbol("b_o") if bias else sp.S.Zero
         self.y, self.y_hat = sp.Symbol("y"), sp.Symbol("y_hat")
-        self.x = [_vector(f"x_{t}", D) for t in range(1, steps + 1)]
-        self.o = [_vector(f"o_{t}", H) for t in range(1, steps + 1)]
+
+    # The explicit matrices are built on first use only: the display formulas (``formulas``) need
+    # none of them, so a document for H = 128, n = 1000 costs no more than one for H = 2.
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the explicit matrices of scalar symbols can be built (n·H² ≤ EXPLICIT_LIMIT)."""
+        return self.n * self.H * self.H <= EXPLICIT_LIMIT
+
+    def _require_explicit(self) -> None:
+        if not self.explicit:
+            raise UsageError(
+                f"n·H² = {self.n * self.H * self.H} is too large to derive elementwise (limit "
+                f"{EXPLICIT_LIMIT}): the matrix formulas hold for every size; generate code instead"
+            )
+
+    @cached_property
+    def W_i(self) -> sp.Matrix:
+        self._require_explicit()
+        return sp.Matrix(self.H, self.D, lambda r, c: sp.Symbol(f"W_i_{r + 1}_{c + 1}"))
+
+    @cached_property
+    def W_h(self) -> sp.Matrix:
+        self._require_explicit()
+        return sp.Matrix(self.H, self.H, lambda r, c: sp.Symbol(f"W_h_{r + 1}_{c + 1}"))
+
+    @cached_property
+    def w_o(self) -> sp.Matrix:
+        self._require_explicit()
+        return _vector("w_o", self.H)
+
+    @cached_property
+    def b_h(self) -> sp.Matrix:
+        self._require_explicit()
+        return _vector("b_h", self.H) if self.bias else sp.zeros(self.H, 1)
+
+    @property
+    def b_o(self) -> sp.Expr:
+        return sp.Symbol("b_o") if self.bias else sp.S.Zero
+
+    @cached_property
+    def x(self) -> list[sp.Matrix]:
+        self._require_explicit()
+        return [_vector(f"x_{t}", self.D) for t in range(1, self.n + 1)]
+
+    @cached_property
+    def o(self) -> list[sp.Matrix]:
+        self._require_explicit()
+        return [_vector(f"o_{t}", self.H) for t in range(1, self.n + 1)]
 
     # -- the model ---------------------------------------------------------------------------------
 
@@ -165,25 +206,32 @@ class MatrixDerivation:
 
     @cached_property
     def formulas(self) -> Formulas:
+        """δ_n = (ŷ − y) w_o, δ_t = W_hᵀ (f′(a_{t+1}) ⊙ δ_{t+1}), diag(f′(a_k)) W_h and the summands
+        of the gradients, with SymPy's matrix symbols of the right shapes."""
         H, D = self.H, self.D
-        W_i, W_h = sp.MatrixSymbol("W_i", H, D), sp.MatrixSymbol("W_h", H, H)
-        w_o, x_t = sp.MatrixSymbol("w_o", H, 1), sp.MatrixSymbol("x_t", D, 1)
-        o_prev = sp.MatrixSymbol("o_{t-1}", H, 1)
-        delta_t, delta_next = sp.MatrixSymbol(r"\delta_t", H, 1), sp.MatrixSymbol(r"\delta_{t+1}", H, 1)
-        fprime_t = sp.MatrixSymbol(r"f'(a_t)", H, 1)
-        fprime_next = sp.MatrixSymbol(r"f'(a_{t+1})", H, 1)
-        fprime_k = sp.MatrixSymbol(r"f'(a_k)", H, 1)
-        o_n = sp.MatrixSymbol("o_n", H, 1)
+        shapes = {"W_i": (H, D), "W_h": (H, H), "x_t": (D, 1)}
+        latex = {
+            "W_i": "W_{i}", "W_h": "W_{h}", "w_o": r"\mathbf{w}_{o}", "b_h": r"\mathbf{b}_{h}",
+            "x_t": r"\mathbf{x}_{t}", "o_0": r"\mathbf{o}_{0}", "o_t": r"\mathbf{o}_{t}",
+            "o_prev": r"\mathbf{o}_{t-1}", "o_n": r"\mathbf{o}_{n}", "o_k": r"\mathbf{o}_{k}",
+            "o_k-1": r"\mathbf{o}_{k-1}", "delta_n": r"\boldsymbol{\delta}_{n}",
+            "delta_t": r"\boldsymbol{\delta}_{t}", "delta_t+1": r"\boldsymbol{\delta}_{t+1}",
+            "f'(a_t)": r"f'\left(\mathbf{a}_{t}\right)", "f'(a_t+1)": r"f'\left(\mathbf{a}_{t+1}\right)",
+            "f'(a_k)": r"f'\left(\mathbf{a}_{k}\right)",
+        }
+        s = {name: sp.MatrixSymbol(name, *shapes.get(name, (H, 1))) for name in latex}
         residual = self.y_hat - self.y
-        gate = sp.HadamardProduct(fprime_t, delta_t)
+        gate = sp.HadamardProduct(s["f'(a_t)"], s["delta_t"])
         return Formulas(
-            delta_n=residual * w_o,
-            delta_t=W_h.T * sp.HadamardProduct(fprime_next, delta_next),
-            jacobian=sp.DiagMatrix(fprime_k) * W_h,
-            dW_h=gate * o_prev.T,
-            dW_i=gate * x_t.T,
-            dw_o=residual * o_n,
+            delta_n=residual * s["w_o"],
+            delta_t=s["W_h"].T * sp.HadamardProduct(s["f'(a_t+1)"], s["delta_t+1"]),
+            jacobian=sp.DiagMatrix(s["f'(a_k)"]) * s["W_h"],
+            dW_h=gate * s["o_prev"].T,
+            dW_i=gate * s["x_t"].T,
+            dw_o=residual * s["o_n"],
             db_h=gate if self.bias else None,
             db_o=residual if self.bias else None,
-            symbols={"W_i": W_i, "W_h": W_h, "w_o": w_o},
+            symbols=s,
+            names={s[name]: tex for name, tex in latex.items()} | {self.y_hat: r"\hat{y}"},
+            derivative_vectors=(s["f'(a_t)"], s["f'(a_t+1)"], s["f'(a_k)"]),
         )

@@ -19,6 +19,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
+from .activations import sigmoid
 from .derive import EXPANDED_LIMIT, Derivation, Partial
 from .files import MARKER
 from .model import VOCABULARY
@@ -485,6 +486,275 @@ def _context(derivation: Derivation, fmt: str, command: str | None) -> dict:
     }
 
 
+# -- hidden size H > 1 or biases: the matrix form ---------------------------------------------------
+
+#: Up to this H·n the δ recursion is also written out element by element.
+ELEMENTWISE_LIMIT = 8
+
+
+class InOrderSum(sp.Expr):
+    """A sum of matrix terms displayed in the order given (W_i x_t + W_h o_{t−1} + b_h); display only."""
+
+    def __new__(cls, *terms):
+        return sp.Expr.__new__(cls, *terms)
+
+
+class Norm(sp.Expr):
+    """‖A‖, the spectral norm; display only."""
+
+
+class SigmaMax(sp.Expr):
+    """σ_max(A), the largest singular value; display only."""
+
+
+class MatrixPrinter(DerivationPrinter):
+    """The derivation printer for matrix expressions.
+
+    - ``diag(v)`` for SymPy's DiagMatrix, ``⊙`` for the Hadamard product with the derivative
+      vectors f′(a_t) first (SymPy sorts the factors; the notes write f′ ⊙ δ);
+    - :class:`InOrderSum`, :class:`Norm` and :class:`SigmaMax` for the displays.
+    """
+
+    def __init__(self, names: dict, leading: set):
+        super().__init__(names)
+        self.leading = leading
+
+    def _print_DiagMatrix(self, expr):
+        return rf"\operatorname{{diag}}\left({self._print(expr.args[0])}\right)"
+
+    def _print_HadamardProduct(self, expr):
+        factors = sorted(expr.args, key=lambda factor: factor not in self.leading)
+        return r" \odot ".join(self.parenthesize(factor, PRECEDENCE["Mul"], strict=True) for factor in factors)
+
+    def _print_InOrderSum(self, expr):
+        return " + ".join(self._print(term) for term in expr.args)
+
+    def _print_Norm(self, expr):
+        return rf"\left\| {self._print(expr.args[0])} \right\|"
+
+    def _print_SigmaMax(self, expr):
+        return rf"\sigma_{{\max}}\left({self._print(expr.args[0])}\right)"
+
+
+def matrix_command(derivation, fmt: str) -> str:
+    """``bptt derive --steps N --activation A --hidden H [--bias] [--inputs D] --format F``."""
+    parts = ["bptt derive", f"--steps {derivation.n}", f"--activation {derivation.activation.name}",
+             f"--hidden {derivation.H}"]
+    if derivation.bias:
+        parts.append("--bias")
+    if derivation.D != len(VOCABULARY):
+        parts.append(f"--inputs {derivation.D}")
+    parts.append(f"--format {fmt}")
+    return " ".join(parts)
+
+
+class MatrixTypesetter:
+    """Prints the pieces of a :class:`~symbolic.derive_matrix.MatrixDerivation`.
+
+    The general formulas come from ``derivation.formulas`` (matrix symbols, any size); the
+    elementwise δ's come from the explicit matrices and are built only for H·n ≤ ELEMENTWISE_LIMIT.
+    """
+
+    def __init__(self, derivation):
+        self.derivation = d = derivation
+        self.formulas = formulas = d.formulas
+        self.names = dict(formulas.names)
+        self.printer = MatrixPrinter(self.names, set(formulas.derivative_vectors))
+        self.loss = sp.Symbol("L")
+        self.f = d.activation
+
+    def _symbol(self, name: str, tex: str) -> sp.Symbol:
+        symbol = sp.Symbol(name)
+        self.names[symbol] = tex
+        return symbol
+
+    def tex(self, expr) -> str:
+        return self.printer.doprint(expr)
+
+    def partial(self, of, wrt) -> str:
+        return self.tex(Partial(of, wrt))
+
+    # -- the model -------------------------------------------------------------------------------
+
+    def model_rows(self) -> list[tuple[str, str, str]]:
+        d, s = self.derivation, self.formulas.symbols
+        terms = [s["W_i"] * s["x_t"], s["W_h"] * s["o_prev"]] + ([s["b_h"]] if d.bias else [])
+        a_t = self._symbol("a_t (vector)", r"\mathbf{a}_{t}")
+        logit = self._symbol("z", self.logit())
+        return [
+            (self.tex(s["o_0"]), r"\mathbf{0}", ""),
+            (self.tex(a_t), self.tex(InOrderSum(*terms)), r"t = 1, \ldots, n"),
+            (self.tex(s["o_t"]), self.tex(self.f.apply(a_t)), r"\text{elementwise}"),
+            (self.tex(d.y_hat), self.tex(sigmoid(logit)), ""),
+        ]
+
+    def logit(self) -> str:
+        """z = w_oᵀ o_n (+ b_o)."""
+        s = self.formulas.symbols
+        terms = [s["w_o"].T * s["o_n"]] + ([self.derivation.b_o] if self.derivation.bias else [])
+        return self.tex(InOrderSum(*terms))
+
+    def shapes(self) -> str:
+        d, s = self.derivation, self.formulas.symbols
+        spaces = [(s["W_i"], rf"\mathbb{{R}}^{{{d.H} \times {d.D}}}"), (s["W_h"], rf"\mathbb{{R}}^{{{d.H} \times {d.H}}}"),
+                  (s["w_o"], rf"\mathbb{{R}}^{{{d.H}}}")]
+        if d.bias:
+            spaces += [(s["b_h"], rf"\mathbb{{R}}^{{{d.H}}}"), (d.b_o, r"\mathbb{R}")]
+        return ", ".join(f"{self.tex(symbol)} \\in {space}" for symbol, space in spaces)
+
+    def loss_rhs(self) -> str:
+        d = self.derivation
+        return self.tex(-d.y * sp.log(d.y_hat) - (1 - d.y) * sp.log(1 - d.y_hat))
+
+    # -- local derivatives -------------------------------------------------------------------------
+
+    def local_rows(self) -> list[tuple[str, str]]:
+        """f′(a_{t,h}) with the output, the Jacobian diag(f′(a_k)) W_h, and ∂L/∂z = ŷ − y."""
+        d, s = self.derivation, self.formulas
+        a_tr = self._symbol("a_(t,r)", "a_{t,r}")
+        o_tr = self._symbol("o_(t,r)", "o_{t,r}")
+        logit = self._symbol("z (logit)", "z")
+        return [
+            (rf"f'\left({self.tex(a_tr)}\right)", self.tex(self.f.derivative_from_output(o_tr))),
+            (self.partial(s.symbols["o_k"], s.symbols["o_k-1"]), self.tex(s.jacobian)),
+            (self.partial(self.loss, logit), self.tex(d.y_hat - d.y)),
+        ]
+
+    def scalar_jacobian(self) -> str:
+        """For H = 1: diag(f′(a_k)) W_h is the notes' factor f′(a_k) w_h, written with o_k."""
+        o_k = self._symbol("o_(k)", "o_{k}")
+        w_h = self._symbol("w_h (scalar)", "w_{h}")
+        return self.tex(InOrder(self.f.derivative_from_output(o_k), w_h))
+
+    # -- the δ recursion and the gradients ---------------------------------------------------------
+
+    def delta_rows(self) -> list[tuple[str, str, str]]:
+        s = self.formulas
+        return [
+            (self.tex(s.symbols["delta_n"]), self.tex(s.delta_n), ""),
+            (self.tex(s.symbols["delta_t"]), self.tex(s.delta_t), r"t = n-1, \ldots, 1"),
+        ]
+
+    def product_rows(self) -> list[tuple[str, str]]:
+        """δ_t = (∂o_n/∂o_t)ᵀ δ_n with ∂o_n/∂o_t = Π_{k=t+1}^{n} diag(f′(a_k)) W_h."""
+        s = self.formulas
+        k, t, n = sp.symbols("k t n")
+        jacobians = self.partial(s.symbols["o_n"], s.symbols["o_t"])
+        return [
+            (self.tex(s.symbols["delta_t"]), rf"\left({jacobians}\right)^{{T}} {self.tex(s.symbols['delta_n'])}"),
+            (jacobians, self.tex(sp.Product(s.jacobian, (k, t + 1, n)))),
+        ]
+
+    def gradient_rows(self) -> list[tuple[str, str]]:
+        s, t, n = self.formulas, sp.Symbol("t"), sp.Symbol("n")
+        rows = [
+            (self.partial(self.loss, s.symbols["W_h"]), self.tex(sp.Sum(s.dW_h, (t, 1, n)))),
+            (self.partial(self.loss, s.symbols["W_i"]), self.tex(sp.Sum(s.dW_i, (t, 1, n)))),
+            (self.partial(self.loss, s.symbols["w_o"]), self.tex(s.dw_o)),
+        ]
+        if self.derivation.bias:
+            rows += [
+                (self.partial(self.loss, s.symbols["b_h"]), self.tex(sp.Sum(s.db_h, (t, 1, n)))),
+                (self.partial(self.loss, self.derivation.b_o), self.tex(s.db_o)),
+            ]
+        return rows
+
+    def elementwise_gradient(self) -> str:
+        """∂L/∂(W_h)_{r,c} = Σ_t f′(a_{t,r}) δ_{t,r} o_{t−1,c}."""
+        t, n = sp.Symbol("t"), sp.Symbol("n")
+        w = self._symbol("W_h (r,c)", r"\left(W_{h}\right)_{r,c}")
+        f_prime = self._symbol("f'(a_(t,r))", r"f'\left(a_{t,r}\right)")
+        delta = self._symbol("delta_(t,r)", r"\delta_{t,r}")
+        o = self._symbol("o_(t-1,c)", r"o_{t-1,c}")
+        return self.partial(self.loss, w) + " = " + self.tex(sp.Sum(InOrder(f_prime, delta, o), (t, 1, n)))
+
+    # -- vanishing and exploding -----------------------------------------------------------------
+
+    def bound(self) -> dict:
+        """‖Π_{k=j+1}^{n} diag(f′(a_k)) W_h‖ ≤ (γ σ_max(W_h))^{n−j} (Pascanu, Mikolov & Bengio 2013)."""
+        s = self.formulas
+        k, j, n = sp.symbols("k j n")
+        gamma = self._symbol("gamma", r"\gamma")
+        W_h = s.symbols["W_h"]
+        product = Norm(sp.Product(s.jacobian, (k, j + 1, n)))
+        factors = sp.Product(InOrder(Norm(sp.DiagMatrix(s.symbols["f'(a_k)"])), Norm(W_h)), (k, j + 1, n))
+        value = self.f.gamma
+        return {
+            "rows": [
+                (self.tex(product), self.tex(factors)),
+                ("", self.tex((gamma * SigmaMax(W_h)) ** (n - j))),
+            ],
+            "gamma": self.tex(gamma),
+            "gamma_value": self.tex(value),
+            "sigma_max": self.tex(SigmaMax(W_h)),
+            "threshold": self.tex(1 / value),
+            "sup": r"\sup_{z} \left|f'(z)\right|",
+        }
+
+    # -- the elementwise δ's for small sizes -----------------------------------------------------
+
+    def elementwise_deltas(self) -> dict:
+        """δ_{t,r} written out: δ_{n,r} = (ŷ − y) w_{o,r}, δ_{t,r} = Σ_c (W_h)_{c,r} f′(a_{t+1,c}) δ_{t+1,c}.
+
+        Each row is checked: substituting the rows into one another gives the derivation's δ_t.
+        """
+        d = self.derivation
+        if d.H * d.n > ELEMENTWISE_LIMIT:
+            return {"shown": False, "limit": ELEMENTWISE_LIMIT, "size": d.H * d.n, "rows": []}
+        for r in range(d.H):
+            self.names[d.w_o[r]] = f"w_{{o,{r + 1}}}"
+            for c in range(d.H):
+                self.names[d.W_h[r, c]] = rf"\left(W_{{h}}\right)_{{{r + 1},{c + 1}}}"
+            for t in range(1, d.n + 1):
+                self.names[d.o[t - 1][r]] = f"o_{{{t},{r + 1}}}"
+        deltas = [sp.Matrix(d.H, 1, lambda r, _, t=t: self._symbol(f"delta_{t}_{r + 1}", rf"\delta_{{{t},{r + 1}}}"))
+                  for t in range(1, d.n + 1)]
+        residual = d.y_hat - d.y
+        rows, values = [], {}
+        for r in range(d.H):
+            rows.append((self.tex(deltas[-1][r]), self.tex(InOrder(residual, d.w_o[r]))))
+            values[deltas[-1][r]] = residual * d.w_o[r]
+        for t in range(d.n - 1, 0, -1):
+            f_prime = d.derivative(t + 1)
+            for r in range(d.H):
+                terms = [InOrder(d.W_h[c, r], f_prime[c], deltas[t][c]) for c in range(d.H)]
+                rows.append((self.tex(deltas[t - 1][r]), " + ".join(self.tex(term) for term in terms)))
+                values[deltas[t - 1][r]] = sp.Add(*(term.value for term in terms)).xreplace(values)
+        for t in range(1, d.n + 1):
+            for r in range(d.H):
+                assert sp.expand(values[deltas[t - 1][r]] - d.deltas[t - 1][r]) == 0
+        return {"shown": True, "limit": ELEMENTWISE_LIMIT, "size": d.H * d.n, "rows": rows}
+
+
+def _matrix_context(derivation, fmt: str, command: str | None) -> dict:
+    typesetter = MatrixTypesetter(derivation)
+    activation = derivation.activation
+    return {
+        "fmt": fmt,
+        "marker": MARKER,
+        "command": command or matrix_command(derivation, fmt),
+        "n": derivation.n,
+        "hidden": derivation.H,
+        "inputs": derivation.D,
+        "bias": derivation.bias,
+        "activation": activation.name,
+        "activation_tex": activation.latex_name,
+        "heaviside": activation.derivative_from_output(sp.Symbol("o")).has(sp.Heaviside),
+        "model_rows": typesetter.model_rows(),
+        "shapes": typesetter.shapes(),
+        "logit": typesetter.logit(),
+        "loss": typesetter.loss_rhs(),
+        "local": typesetter.local_rows(),
+        "scalar_jacobian": typesetter.scalar_jacobian(),
+        "deltas": typesetter.delta_rows(),
+        "products": typesetter.product_rows(),
+        "gradients": typesetter.gradient_rows(),
+        "elementwise_gradient": typesetter.elementwise_gradient(),
+        "bound": typesetter.bound(),
+        "elementwise": typesetter.elementwise_deltas(),
+    }
+
+
 def document(derivation: Derivation, fmt: str = "tex", command: str | None = None) -> str:
     """The whole derivation as a standalone LaTeX document (``tex``) or a Markdown page (``md``).
 
@@ -493,6 +763,9 @@ def document(derivation: Derivation, fmt: str = "tex", command: str | None = Non
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if not isinstance(derivation, Derivation):  # a MatrixDerivation: hidden size H > 1 or biases
+        template = {"tex": "matrix.tex.j2", "md": "matrix.md.j2"}[fmt]
+        return render("latex", template, **_matrix_context(derivation, fmt, command))
     template = {"tex": "document.tex.j2", "md": "page.md.j2"}[fmt]
     return render("latex", template, **_context(derivation, fmt, command))
 

@@ -42,9 +42,11 @@ ROWS = [
         for command, extra in (("derive", []), ("codegen", []), ("analyze", ["-n", "3"]), ("train", []))
         for value in ("0", "-1")
     ],
+    (["derive", "--hidden", "128", "--steps", "1000", "--verify"], "too large to verify at 60 digits"),
+    (["derive", "--hidden", "128", "--steps", "1000", "--verify", "-o", "doc.tex"], "too large to verify"),
     *[
         ([command, *extra, "--hidden", "2"], "hidden size 2 is not supported yet")
-        for command, extra in (("derive", []), ("analyze", ["-n", "3"]), ("train", []))
+        for command, extra in (("analyze", ["-n", "3"]), ("train", []))
     ],
     (["codegen", "--hidden", "2", "--backend", "numba"], "numba backend supports hidden size 1 without biases"),
     (["derive", "--inputs", "0"], "input size must be a positive whole number"),
