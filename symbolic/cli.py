@@ -146,13 +146,11 @@ def _model(args):
     )
 
 
-def _check_shape(args) -> None:
-    """analyze and train: refuse an unsupported --hidden, --cell or --activation before any work."""
+def _check_shape(args):
+    """analyze and train: check --hidden, --cell, --bias and --activation before any work."""
     from .model import Model
 
-    Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias).require_scalar(
-        f"bptt {args.command}"
-    )
+    return Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias)
 
 
 def _write_or_print(text: str, args) -> None:
@@ -233,7 +231,13 @@ def _story_commands(commands) -> None:
             "do_k/do_(k-1) and their product for every gap n - j. Prints the bound "
             "|do_k/do_(k-1)| <= gamma*|w_h| derived by SymPy (gamma = sup|f'|) and the regime: "
             "vanishing when gamma*|w_h| < 1 (guaranteed), otherwise from the geometric mean m of the "
-            "measured |factors|: m < 0.95 vanishing, m > 1.05 exploding, else stable."
+            "measured |factors|: m < 0.95 vanishing, m > 1.05 exploding, else stable. "
+            "With --hidden H > 1 (or --bias) the factor is the matrix diag(f'(a_k)) W_h: it reports the "
+            "singular values of W_h, the condition of Pascanu, Mikolov & Bengio (2013) (sigma_max(W_h) < "
+            "1/gamma is sufficient for vanishing, > 1/gamma necessary for exploding), and the spectral "
+            "norms of the Jacobian products per gap next to the bound (gamma*sigma_max)^gap; the regime "
+            "is judged the same way from gamma*sigma_max and the product's growth per step "
+            "m = ||product over n-1 steps||^(1/(n-1))."
         ),
     )
     analyze.add_argument(
@@ -242,24 +246,37 @@ def _story_commands(commands) -> None:
     )
     analyze.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP)
     _shape_options(analyze)
-    analyze.add_argument("--w-h", default="0.5", metavar="V", help="recurrent weight w_h (default: 0.5)")
-    analyze.add_argument(
-        "--w-i", default="0.5,0.5,0.5", metavar="a,b,c",
-        help="input weights w_i, one per word cat,mat,rat (default: 0.5,0.5,0.5)",
+    recurrent = analyze.add_mutually_exclusive_group()
+    recurrent.add_argument(
+        "--w-h", default=None, metavar="V", help="recurrent weight w_h of the scalar model (default: 0.5)"
     )
-    analyze.add_argument("--w-o", default="1", metavar="V", help="output weight w_o (default: 1)")
+    recurrent.add_argument(
+        "--w-h-scale", default=None, metavar="S",
+        help="set the recurrent matrix W_h = S*Q, Q a random orthogonal HxH matrix drawn with --seed, so "
+        "every singular value of W_h is |S| (default: 0.5; for H = 1, w_h = S). With --hidden H > 1 "
+        "(or --bias), W_i ~ N(0, 0.5^2), w_o ~ N(0, 1/H) and b_h ~ N(0, 0.1^2) are drawn with --seed too",
+    )
+    analyze.add_argument(
+        "--w-i", default=None, metavar="a,b,c",
+        help="input weights w_i of the scalar model, one per word cat,mat,rat (default: 0.5,0.5,0.5)",
+    )
+    analyze.add_argument(
+        "--w-o", default=None, metavar="V", help="output weight w_o of the scalar model (default: 1)"
+    )
     analyze.add_argument(
         "--input", default=None, metavar="WORDS",
         help="the sequence, words of the notes' vocabulary separated by commas, e.g. cat,mat,rat "
         "(default: a random sequence of --steps words drawn with --seed)",
     )
     analyze.add_argument(
-        "--seed", default="0", metavar="S", help="seed of the random input sequence (default: 0)"
+        "--seed", default="0", metavar="S",
+        help="seed of the random input sequence and of the drawn weights with --hidden H > 1 (default: 0)",
     )
     analyze.add_argument("--json", action="store_true", help="print the measurements as JSON")
     analyze.add_argument(
         "--plot", metavar="FILE.png", default=None,
-        help="also draw log|term_j| against the gap, with the bound's line (needs matplotlib)",
+        help="also draw log|term_j| against the gap, with the bound's line; with --hidden H > 1 the "
+        "Jacobian products' norms against the gap with the bound (needs matplotlib)",
     )
     analyze.set_defaults(handler=_analyze)
 
@@ -268,7 +285,8 @@ def _story_commands(commands) -> None:
         help="train the RNN by gradient descent with the generated gradients",
         description=(
             "Full-batch gradient descent with the notes' update rules w <- w - lr*dL/dw for w_i, w_h "
-            "and w_o, the gradients coming from the generated module's loss_and_grad. Reports the "
+            "and w_o (with --hidden H the matrices W_i, W_h, the vector w_o and, with --bias, b_h and "
+            "b_o), the gradients coming from the generated module's loss_and_grad. Reports the "
             "loss, the accuracy, each sentence's prediction and the learned weights. A run whose loss "
             "or gradient stops being finite, or whose weights are thrown beyond 1e6, is reported as "
             "diverged at that epoch (exit status 1)."
@@ -291,16 +309,19 @@ def _story_commands(commands) -> None:
     _shape_options(train)
     train.add_argument(
         "--init", default="normal", metavar="normal|identity|zeros",
-        help="initial weights: normal (w_i, w_o ~ N(0,1), w_h ~ N(0,0.25); default), identity "
-        "(w_h = 1, the notes' remedy for vanishing gradients) or zeros",
+        help="initial weights: normal (w_i, w_o ~ N(0,1), w_h ~ N(0,0.25); default; with --hidden H: "
+        "W_i ~ N(0,1), W_h ~ N(0,0.25/H), w_o ~ N(0,1/H), biases 0), identity (w_h = 1, W_h = I: the "
+        "notes' remedy for vanishing gradients, Le, Jaitly & Hinton 2015) or zeros",
     )
     train.add_argument(
-        "--init-w-h", default=None, metavar="V", help="start the recurrent weight w_h at V (overrides --init)"
+        "--init-w-h", default=None, metavar="V",
+        help="start the recurrent weight w_h at V (W_h = V*I with --hidden H; overrides --init)",
     )
     clipping = train.add_mutually_exclusive_group()
     clipping.add_argument(
         "--clip-norm", default=None, metavar="C",
-        help="clip the gradient by its norm: if ||g|| > C, g <- C g/||g|| (Pascanu, Mikolov & Bengio 2013)",
+        help="clip the gradient by its global norm over all parameters: if ||g|| > C, g <- C g/||g|| "
+        "(Pascanu, Mikolov & Bengio 2013)",
     )
     clipping.add_argument(
         "--clip-value", default=None, metavar="C", help="clip each gradient component to [-C, C]"
@@ -369,24 +390,39 @@ def _plot_target(path):
 def _analyze(args) -> int:
     import json
 
-    from .analysis import analyze, plot, table
+    from . import analysis
 
-    _check_shape(args)
+    model = _check_shape(args)
     words = None
     if args.input is not None:
         words = [word for word in args.input.replace(",", " ").split()]
     steps = None if args.steps is None else _int_option(args.steps, "--steps", minimum=1)
-    w_i = [_float_option(v, "--w-i") for v in args.w_i.split(",")]
+    seed = _int_option(args.seed, "--seed")
+    scale = None if args.w_h_scale is None else _float_option(args.w_h_scale, "--w-h-scale")
+    if model.scalar:
+        w_h = scale if scale is not None else _float_option(args.w_h or "0.5", "--w-h")
+        w_i = [_float_option(v, "--w-i") for v in (args.w_i or "0.5,0.5,0.5").split(",")]
+        w_o = _float_option(args.w_o or "1", "--w-o")
+    else:
+        given = [flag for flag, value in (("--w-h", args.w_h), ("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
+        if given:
+            raise UsageError(
+                f"{given[0]} sets a weight of the scalar model; with --hidden {model.hidden}"
+                f"{' and --bias' if model.bias else ''} set W_h with --w-h-scale S (W_h = S*Q, Q orthogonal) "
+                "and the other weights with --seed"
+            )
     plot_path = _plot_target(args.plot)
-    result = analyze(
-        steps=steps,
-        activation=args.activation,
-        w_h=_float_option(args.w_h, "--w-h"),
-        w_i=w_i,
-        w_o=_float_option(args.w_o, "--w-o"),
-        words=words,
-        seed=_int_option(args.seed, "--seed"),
-    )
+    if model.scalar:
+        result = analysis.analyze(
+            steps=steps, activation=args.activation, w_h=w_h, w_i=w_i, w_o=w_o, words=words, seed=seed
+        )
+        plot, table = analysis.plot, analysis.table
+    else:
+        result = analysis.analyze_matrix(
+            steps=steps, activation=args.activation, hidden=model.hidden, bias=model.bias,
+            w_h_scale=analysis.DEFAULT_W_H_SCALE if scale is None else scale, words=words, seed=seed,
+        )
+        plot, table = analysis.matrix_plot, analysis.matrix_table
     if plot_path:
         plot(result, plot_path)
     if args.json:
@@ -403,7 +439,7 @@ def _train(args) -> int:
 
     from . import data, train
 
-    _check_shape(args)
+    model = _check_shape(args)
     config = train.Config(
         epochs=_int_option(args.epochs, "--epochs", minimum=1),
         lr=_float_option(args.lr, "--lr", positive=True),
@@ -414,6 +450,8 @@ def _train(args) -> int:
         clip_value=None if args.clip_value is None else _float_option(args.clip_value, "--clip-value", True),
         seed=_int_option(args.seed, "--seed"),
         steps_from_data=args.steps_from_data,
+        hidden=model.hidden,
+        bias=model.bias,
     )
     plot_path = _plot_target(args.plot)
     dataset, held_out = data.load(args.data)

@@ -59,6 +59,9 @@ class Config:
     clip_value: float | None = None
     seed: int = DEFAULT_SEED
     steps_from_data: bool = False
+    #: Hidden size H and biases; H = 1 without biases is the notes' scalar model.
+    hidden: int = 1
+    bias: bool = False
 
     def __post_init__(self):
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -74,20 +77,61 @@ class Config:
                 raise UsageError(f"{flag} must be a positive number, got {value!r}")
         if self.init_w_h is not None and not math.isfinite(self.init_w_h):
             raise UsageError(f"--init-w-h must be a finite number, got {self.init_w_h!r}")
-        Model(steps=1, activation=self.activation)  # validates the activation name
+        # Validates the activation name and the hidden size.
+        model = Model(steps=1, activation=self.activation, hidden=self.hidden, bias=self.bias)
+        object.__setattr__(self, "hidden", model.hidden)
+
+    @property
+    def scalar(self) -> bool:
+        """The notes' model: one hidden unit, no biases (scalar weights, the notes' output)."""
+        return self.hidden == 1 and not self.bias
 
 
 @dataclass
 class Weights:
+    """The parameters: the notes' scalars (w_i (D,), w_h and w_o floats) for hidden size 1 without
+    biases, else W_i (H, D), W_h (H, H), w_o (H,) and, with biases, b_h (H,) and b_o (a float)."""
+
     w_i: np.ndarray
-    w_h: float
-    w_o: float
+    w_h: float | np.ndarray
+    w_o: float | np.ndarray
+    b_h: np.ndarray | None = None
+    b_o: float | None = None
+
+    def parameters(self) -> dict:
+        """Name → value in the order the generated ``loss_and_grad`` returns the gradients."""
+        named = {"w_i": self.w_i, "w_h": self.w_h, "w_o": self.w_o}
+        if self.b_h is not None:
+            named.update(b_h=self.b_h, b_o=self.b_o)
+        return named
+
+    def keywords(self) -> dict:
+        """The bias keyword arguments of the generated functions (none for a bias-free model)."""
+        return {} if self.b_h is None else {"b_h": self.b_h, "b_o": self.b_o}
+
+    def flat(self) -> np.ndarray:
+        return np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in self.parameters().values()])
+
+    def from_flat(self, flat: np.ndarray) -> Weights:
+        """Weights of the same shapes as these, filled from ``flat`` (floats stay floats)."""
+        values, start = [], 0
+        for value in self.parameters().values():
+            size = np.size(value)
+            if np.ndim(value) == 0:
+                values.append(float(flat[start]))
+            else:
+                values.append(np.asarray(flat[start : start + size]).reshape(np.shape(value)))
+            start += size
+        return Weights(*values)
 
     def as_dict(self) -> dict:
-        return {"w_i": [float(v) for v in self.w_i], "w_h": float(self.w_h), "w_o": float(self.w_o)}
+        return {
+            name: value.tolist() if isinstance(value, np.ndarray) else float(value)
+            for name, value in self.parameters().items()
+        }
 
     def finite(self) -> bool:
-        return bool(np.all(np.isfinite(self.w_i)) and math.isfinite(self.w_h) and math.isfinite(self.w_o))
+        return bool(np.all(np.isfinite(self.flat())))
 
 
 @dataclass
@@ -113,10 +157,7 @@ class Result:
             "loss": [_finite_or_none(v) for v in self.loss],
             "accuracy": _finite_or_none(self.accuracy),
             "predictions": self.predictions,
-            "weights": {
-                k: _finite_or_none(v) if not isinstance(v, list) else [_finite_or_none(x) for x in v]
-                for k, v in self.weights.as_dict().items()
-            },
+            "weights": {k: _finite_tree(v) for k, v in self.weights.as_dict().items()},
         }
         if self.train_accuracy is not None:
             out["train_accuracy"] = _finite_or_none(self.train_accuracy)
@@ -145,9 +186,22 @@ def _finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
+def _finite_tree(value):
+    """A number or (nested) list of numbers with non-finite numbers as null."""
+    return [_finite_tree(v) for v in value] if isinstance(value, list) else _finite_or_none(value)
+
+
 def initial_weights(config: Config, inputs: int) -> Weights:
     """normal: N(0, 1) for w_i and w_o, N(0, 0.5²) for w_h; identity: w_h = 1 (the notes'
-    remedy), the rest normal; zeros: everything 0. ``init_w_h`` overrides w_h."""
+    remedy), the rest normal; zeros: everything 0. ``init_w_h`` overrides w_h.
+
+    For hidden size H (or with biases) the same draws, scaled so that sizes do not grow with H:
+    W_i ~ N(0, 1) (H×D), W_h ~ N(0, 0.5²/H) (H×H, spectral radius about 0.5, the circular law),
+    w_o ~ N(0, 1/H), biases 0; identity: W_h = I (Le, Jaitly & Hinton 2015); ``init_w_h`` V sets
+    W_h = V·I. H = 1 draws the same numbers as the scalar model.
+    """
+    if not config.scalar:
+        return _initial_matrices(config, inputs)
     rng = np.random.default_rng(config.seed)
     w_i = rng.normal(0.0, 1.0, size=inputs)
     w_h = float(rng.normal(0.0, NORMAL_W_H_SCALE))
@@ -158,6 +212,23 @@ def initial_weights(config: Config, inputs: int) -> Weights:
         w_i, w_h, w_o = np.zeros(inputs), 0.0, 0.0
     if config.init_w_h is not None:
         w_h = float(config.init_w_h)
+    return Weights(w_i, w_h, w_o)
+
+
+def _initial_matrices(config: Config, inputs: int) -> Weights:
+    H = config.hidden
+    rng = np.random.default_rng(config.seed)
+    w_i = rng.normal(0.0, 1.0, size=(H, inputs))
+    w_h = rng.normal(0.0, NORMAL_W_H_SCALE / math.sqrt(H), size=(H, H))
+    w_o = rng.normal(0.0, 1.0 / math.sqrt(H), size=H)
+    if config.init == "identity":
+        w_h = np.eye(H)
+    elif config.init == "zeros":
+        w_i, w_h, w_o = np.zeros((H, inputs)), np.zeros((H, H)), np.zeros(H)
+    if config.init_w_h is not None:
+        w_h = float(config.init_w_h) * np.eye(H)
+    if config.bias:
+        return Weights(w_i, w_h, w_o, np.zeros(H), 0.0)
     return Weights(w_i, w_h, w_o)
 
 
@@ -177,10 +248,19 @@ class Modules:
     """The generated module for each sequence length: one loop-mode module for every length, or,
     with ``steps_from_data``, an unrolled module for each length found in the data."""
 
-    def __init__(self, activation: str, inputs: int, steps_from_data: bool, loader=None):
+    def __init__(
+        self,
+        activation: str,
+        inputs: int,
+        steps_from_data: bool,
+        loader=None,
+        hidden: int = 1,
+        bias: bool = False,
+    ):
         if loader is None:
             from .codegen import load as loader
         self._loader = loader
+        self._shape = {"hidden": hidden, "bias": bias}
         self._activation = activation
         self._inputs = inputs
         self._unrolled = steps_from_data
@@ -190,12 +270,12 @@ class Modules:
         key = length if self._unrolled else None
         if key not in self._cache:
             if self._unrolled:
-                model = Model(steps=length, activation=self._activation, inputs=self._inputs)
+                model = Model(steps=length, activation=self._activation, inputs=self._inputs, **self._shape)
                 self._cache[key] = self._loader(model, mode="unrolled")
             else:
                 # Loop code is the same for every length: derive it from one step, so a data set of
                 # very long sequences does not unroll them symbolically.
-                model = Model(steps=1, activation=self._activation, inputs=self._inputs)
+                model = Model(steps=1, activation=self._activation, inputs=self._inputs, **self._shape)
                 self._cache[key] = self._loader(model, mode="loop")
         return self._cache[key]
 
@@ -204,21 +284,28 @@ class Modules:
 
 
 def loss_and_grad(dataset: Dataset, weights: Weights, modules: Modules):
-    """Mean loss and gradient over the whole data set, from the generated ``loss_and_grad``."""
+    """Mean loss and gradient over the whole data set, from the generated ``loss_and_grad``:
+    (loss, ∂L/∂w_i, ∂L/∂w_h, ∂L/∂w_o[, ∂L/∂b_h, ∂L/∂b_o]) in the weights' shapes."""
+    loss, gradient = flat_loss_and_grad(dataset, weights, modules)
+    return (loss, *weights.from_flat(gradient).parameters().values())
+
+
+def flat_loss_and_grad(dataset: Dataset, weights: Weights, modules: Modules) -> tuple[float, np.ndarray]:
+    """Mean loss and the gradient flattened in the order of ``Weights.flat``."""
     total, loss = 0, 0.0
-    d_w_i, d_w_h, d_w_o = np.zeros_like(weights.w_i), 0.0, 0.0
+    gradient = np.zeros(weights.flat().size)
     D = len(dataset.vocabulary)
     for bucket in dataset.buckets:
         module = modules.for_length(bucket.length)
         for x, y in bucket.chunks(D):
             size = len(y)
-            value, g_i, g_h, g_o = module.loss_and_grad(x, y, weights.w_i, weights.w_h, weights.w_o)
+            value, *parts = module.loss_and_grad(
+                x, y, weights.w_i, weights.w_h, weights.w_o, **weights.keywords()
+            )
             loss += size * float(value)
-            d_w_i = d_w_i + size * np.asarray(g_i, dtype=float)
-            d_w_h += size * float(g_h)
-            d_w_o += size * float(g_o)
+            gradient = gradient + size * np.concatenate([np.ravel(np.asarray(p, dtype=float)) for p in parts])
             total += size
-    return loss / total, d_w_i / total, d_w_h / total, d_w_o / total
+    return loss / total, gradient / total
 
 
 def predict(dataset: Dataset, weights: Weights, modules: Modules) -> np.ndarray:
@@ -229,7 +316,7 @@ def predict(dataset: Dataset, weights: Weights, modules: Modules) -> np.ndarray:
         module = modules.for_length(bucket.length)
         start = 0
         for x, _ in bucket.chunks(D):
-            y_hat = module.forward(x, weights.w_i, weights.w_h, weights.w_o)
+            y_hat = module.forward(x, weights.w_i, weights.w_h, weights.w_o, **weights.keywords())
             out[bucket.order[start : start + len(x)]] = y_hat
             start += len(x)
     return out
@@ -272,7 +359,7 @@ def train(
 ) -> Result:
     """Run ``config.epochs`` steps of full-batch gradient descent on ``dataset``."""
     inputs = len(dataset.vocabulary)
-    modules = Modules(config.activation, inputs, config.steps_from_data, loader)
+    modules = Modules(config.activation, inputs, config.steps_from_data, loader, config.hidden, config.bias)
     weights = initial_weights(config, inputs)
     result = Result(config, dataset.name, dataset.vocabulary, weights)
     result.modes = {length: modules.mode(length) for length in dataset.lengths}
@@ -280,9 +367,8 @@ def train(
     # Overflow is how divergence shows up; it is detected and reported below, not warned about.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for epoch in range(1, config.epochs + 1):
-            loss, d_w_i, d_w_h, d_w_o = loss_and_grad(dataset, weights, modules)
+            loss, gradient = flat_loss_and_grad(dataset, weights, modules)
             result.loss.append(loss)
-            gradient = np.concatenate([d_w_i, [d_w_h, d_w_o]])
             if not math.isfinite(loss) or not np.all(np.isfinite(gradient)):
                 result.diverged_at = epoch
                 what = "the loss" if not math.isfinite(loss) else "the gradient"
@@ -291,13 +377,9 @@ def train(
                 break
             gradient, clipped = clip(gradient, config)
             result.clipped_epochs += clipped
-            # The notes' update rules (i)–(iii).
-            new = Weights(
-                weights.w_i - config.lr * gradient[:inputs],
-                float(weights.w_h - config.lr * gradient[inputs]),
-                float(weights.w_o - config.lr * gradient[inputs + 1]),
-            )
-            largest = max(np.max(np.abs(new.w_i), initial=0.0), abs(new.w_h), abs(new.w_o))
+            # The notes' update rules (i)–(iii), for every parameter at once.
+            new = weights.from_flat(weights.flat() - config.lr * gradient)
+            largest = float(np.max(np.abs(new.flat()), initial=0.0))
             if not new.finite() or largest > DIVERGENCE_LIMIT:
                 result.diverged_at = epoch
                 size = "non-finite" if not new.finite() else f"{largest:.3g}, beyond ±{DIVERGENCE_LIMIT:g}"
@@ -341,6 +423,7 @@ def summary(result: Result) -> str:
         f"data: {result.data}   activation: {config.activation}   init: {config.init}"
         + (f" (w_h = {config.init_w_h:g})" if config.init_w_h is not None else "")
         + f"   lr: {config.lr:g}   seed: {config.seed}"
+        + ("" if config.scalar else f"   hidden: {config.hidden}" + ("   bias" if config.bias else ""))
     ]
     if config.clip_norm is not None:
         lines.append(f"clipping: by norm at {config.clip_norm:g} (clipped in {result.clipped_epochs} epochs)")
@@ -359,10 +442,13 @@ def summary(result: Result) -> str:
         shown = [f"{v:.4g}" for v in result.loss[-5:]]
         lines.append(f"  last losses: {', '.join(shown)}")
         w = result.weights
-        lines.append(
-            f"  weights before the failing epoch: w_i = {_vector(w.w_i)}, w_h = {w.w_h:.6g}, "
-            f"w_o = {w.w_o:.6g}"
-        )
+        if config.scalar:
+            lines.append(
+                f"  weights before the failing epoch: w_i = {_vector(w.w_i)}, w_h = {w.w_h:.6g}, "
+                f"w_o = {w.w_o:.6g}"
+            )
+        else:
+            lines.append("  weights before the failing epoch: " + _norms(w))
         return "\n".join(lines) + "\n"
     first = result.loss[0]
     lines.append(f"epochs: {len(result.loss)}   loss: {first:.6g} → {result.final_loss:.6g}")
@@ -383,6 +469,9 @@ def summary(result: Result) -> str:
     if result.total_predictions > SHOWN_PREDICTIONS:
         lines.append(f"  … and {result.total_predictions - SHOWN_PREDICTIONS} more (--json lists them)")
     w = result.weights
+    if not config.scalar:
+        lines += _matrix_weights(w, result.vocabulary)
+        return "\n".join(lines) + "\n"
     names = (
         ", ".join(f"{word}: {v:.6g}" for word, v in zip(result.vocabulary, w.w_i))
         if len(result.vocabulary) <= 12
@@ -391,6 +480,41 @@ def summary(result: Result) -> str:
     lines.append(f"weights: w_i = [{names}]" if len(result.vocabulary) <= 12 else f"weights: w_i = {names}")
     lines.append(f"         w_h = {w.w_h:.6g}   w_o = {w.w_o:.6g}")
     return "\n".join(lines) + "\n"
+
+
+def _norms(weights: Weights) -> str:
+    """Each parameter's shape and Frobenius norm, e.g. ‖W_h‖ = 1.2 (4×4)."""
+    names = {"w_i": "W_i", "w_h": "W_h", "w_o": "w_o", "b_h": "b_h", "b_o": "b_o"}
+    parts = []
+    for name, value in weights.parameters().items():
+        shape = "×".join(str(n) for n in np.shape(value)) or "scalar"
+        parts.append(f"‖{names[name]}‖ = {float(np.linalg.norm(value)):.4g} ({shape})")
+    return ", ".join(parts)
+
+
+#: Largest hidden size whose matrices the text summary prints in full (the JSON always has them).
+SHOWN_HIDDEN = 8
+
+
+def _matrix_weights(weights: Weights, vocabulary) -> list[str]:
+    """The learned matrices: printed row by row for small H, else their shapes and norms."""
+    H = np.shape(weights.w_h)[0]
+    if H > SHOWN_HIDDEN or len(vocabulary) > 12:
+        return [f"weights: {_norms(weights)} (--json lists every entry)"]
+
+    def row(values):
+        return "[" + ", ".join(f"{v:8.4g}" for v in values) + "]"
+
+    lines = [f"weights: W_i ({H}×{len(vocabulary)}, columns {', '.join(vocabulary)}):"]
+    lines += [f"           {row(r)}" for r in weights.w_i]
+    lines.append(
+        f"         W_h ({H}×{H}, singular values {row(np.linalg.svd(weights.w_h, compute_uv=False))}):"
+    )
+    lines += [f"           {row(r)}" for r in weights.w_h]
+    lines.append(f"         w_o = {row(weights.w_o)}")
+    if weights.b_h is not None:
+        lines.append(f"         b_h = {row(weights.b_h)}   b_o = {weights.b_o:.6g}")
+    return lines
 
 
 def _vector(values) -> str:

@@ -44,10 +44,10 @@ ROWS = [
     ],
     (["derive", "--hidden", "128", "--steps", "1000", "--verify"], "too large to verify at 60 digits"),
     (["derive", "--hidden", "128", "--steps", "1000", "--verify", "-o", "doc.tex"], "too large to verify"),
-    *[
-        ([command, *extra, "--hidden", "2"], "hidden size 2 is not supported yet")
-        for command, extra in (("analyze", ["-n", "3"]), ("train", []))
-    ],
+    (["analyze", "-n", "3", "--hidden", "2", "--w-h", "1"], "--w-h sets a weight of the scalar model"),
+    (["analyze", "-n", "3", "--hidden", "2", "--w-h-scale", "x"], "--w-h-scale must be a number"),
+    (["analyze", "-n", "10", "--hidden", "2000"], "too large to analyze"),
+    (["train", "--hidden", "2", "--init-w-h", "nan"], "--init-w-h must be a finite number"),
     (["codegen", "--hidden", "2", "--backend", "numba"], "numba backend supports hidden size 1 without biases"),
     (["derive", "--inputs", "0"], "input size must be a positive whole number"),
     (["codegen", "--inputs", "0"], "input size must be a positive whole number"),
