@@ -13,11 +13,15 @@ from __future__ import annotations
 import argparse
 import sys
 import timeit
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved
 
 from symbolic.codegen import UNROLLED_LIMIT, load
 from symbolic.model import Model
@@ -137,19 +141,25 @@ def main(argv=None) -> int:
             x = np.eye(3)[rng.integers(0, 3, size=(batch, steps))]
             y = rng.integers(0, 2, size=batch).astype(float)
             w_i, w_h, w_o = rng.normal(size=3) * 0.5, 0.9, 1.5
-            hand = best(hand_loss_and_grad, x, y, w_i, w_h, w_o, repeat=repeat)
             reference = hand_loss_and_grad(x, y, w_i, w_h, w_o)
+            candidates = {"hand": partial(hand_loss_and_grad, x, y, w_i, w_h, w_o)}
             for mode, module in modules.items():
                 result = module.loss_and_grad(x, y, w_i, w_h, w_o)
                 assert np.allclose(result[1], reference[1]) and np.isclose(result[2], reference[2])
-                generated = best(module.loss_and_grad, x, y, w_i, w_h, w_o, repeat=repeat)
-                forward = best(module.forward, x, w_i, w_h, w_o, repeat=repeat)
+                candidates[mode] = partial(module.loss_and_grad, x, y, w_i, w_h, w_o)
+                candidates[f"{mode} forward"] = partial(module.forward, x, w_i, w_h, w_o)
+            for name, run in extra:
+                candidates[name] = partial(run, x, y, w_i, w_h, w_o)
+            times = interleaved(candidates, rounds=repeat)
+            hand = times["hand"]
+            for mode in modules:
+                generated, forward = times[mode], times[f"{mode} forward"]
                 print(
                     f"{batch:>6} {steps:>5} {hand * 1e3:>8.3f}ms  {mode:<9}{generated * 1e3:>8.3f}ms "
                     f"{generated / hand:>8.2f}x {generated / forward:>8.2f}x"
                 )
-            for name, run in extra:
-                timed = best(run, x, y, w_i, w_h, w_o, repeat=repeat)
+            for name, _ in extra:
+                timed = times[name]
                 print(
                     f"{batch:>6} {steps:>5} {hand * 1e3:>8.3f}ms  {name:<9}{timed * 1e3:>8.3f}ms "
                     f"{timed / hand:>8.2f}x {'':>9}"

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import timeit
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import interleaved
 
 from symbolic.codegen import load
 from symbolic.model import Model
@@ -74,12 +77,6 @@ def torch_loss_and_grad():
     return run
 
 
-def best(function, *args, repeat=5):
-    timer = timeit.Timer(lambda: function(*args))
-    number, _ = timer.autorange()
-    return min(timer.repeat(repeat=repeat, number=number)) / number
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, B <= 64 only")
@@ -116,19 +113,21 @@ def main(argv=None) -> int:
             w_h = rng.normal(size=(hidden, hidden)) * 0.9 / np.sqrt(hidden)
             w_o = rng.normal(size=hidden)
             reference = hand_loss_and_grad(x, y, w_i, w_h, w_o)
-            hand = best(hand_loss_and_grad, x, y, w_i, w_h, w_o, repeat=repeat)
-            cells = [f"{hidden:>4} {batch:>5} {hand * 1e3:>8.3f}ms"]
+            candidates = {"hand": partial(hand_loss_and_grad, x, y, w_i, w_h, w_o)}
             for mode, module in modules.items():
                 result = module.loss_and_grad(x, y, w_i, w_h, w_o)
                 for got, want in zip(result, reference):
                     assert np.allclose(got, want, rtol=1e-9, atol=1e-14), mode
-                timed = best(module.loss_and_grad, x, y, w_i, w_h, w_o, repeat=repeat)
-                cells.append(f"{timed * 1e3:>8.3f}ms {timed / hand:>5.2f}x")
+                candidates[mode] = partial(module.loss_and_grad, x, y, w_i, w_h, w_o)
             if run_torch is not None:
                 result = run_torch(x, y, w_i, w_h, w_o)
                 assert np.isclose(result[0], reference[0], rtol=1e-9)
                 assert np.allclose(result[2].numpy(), reference[2], rtol=1e-8, atol=1e-14)
-                timed = best(run_torch, x, y, w_i, w_h, w_o, repeat=repeat)
+                candidates["torch"] = partial(run_torch, x, y, w_i, w_h, w_o)
+            times = interleaved(candidates, rounds=repeat)
+            hand = times.pop("hand")
+            cells = [f"{hidden:>4} {batch:>5} {hand * 1e3:>8.3f}ms"]
+            for timed in times.values():
                 cells.append(f"{timed * 1e3:>8.3f}ms {timed / hand:>5.2f}x")
             print("  ".join(cells), flush=True)
     return 0

@@ -1,0 +1,25 @@
+"""Timing shared by the benchmark scripts: candidates measured in interleaved rounds.
+
+On a shared machine the speed drifts over seconds; timing each candidate in its own block lets
+that drift land on one of them. Here every round times each candidate once (the same number of
+calls each), and each candidate keeps its best round, so all see the same conditions.
+"""
+
+from __future__ import annotations
+
+import timeit
+
+
+def interleaved(candidates: dict, rounds: int = 7, budget: float = 0.2) -> dict:
+    """name → best seconds per call, for ``candidates`` (name → zero-argument callable)."""
+    numbers = {}
+    for name, call in candidates.items():
+        number, elapsed = timeit.Timer(call).autorange()
+        # autorange aims at 0.2 s per measurement; scale to the budget.
+        numbers[name] = max(1, int(number * budget / max(elapsed, 1e-9)))
+    best = {name: float("inf") for name in candidates}
+    for _ in range(rounds):
+        for name, call in candidates.items():
+            seconds = timeit.Timer(call).timeit(numbers[name]) / numbers[name]
+            best[name] = min(best[name], seconds)
+    return best
