@@ -412,15 +412,18 @@ def prove(derivation: Derivation, drop_gap: int | None = None) -> ProofReport:
 __all__ = ["Check", "ProofReport", "exact", "induction", "numeric", "prove", "sigmoid"]
 
 
-def format_report(report: ProofReport) -> str:
+SCALAR_HEADINGS = {
+    "induction": "1. By induction, for every n",
+    "exact": "2. Exact identity",
+    "numeric": "3. High-precision evaluation",
+}
+
+
+def format_report(report: ProofReport, title: str | None = None, headings: dict | None = None) -> str:
     """A readable account of what was proved and how."""
-    headings = {
-        "induction": "1. By induction, for every n",
-        "exact": "2. Exact identity",
-        "numeric": "3. High-precision evaluation",
-    }
-    lines = [f"Proof that the BPTT (Σ/Π) form equals ∂L/∂w — activation {report.activation}, n = {report.steps}"]
-    for strength, heading in headings.items():
+    title = title or "Proof that the BPTT (Σ/Π) form equals ∂L/∂w"
+    lines = [f"{title} — activation {report.activation}, n = {report.steps}"]
+    for strength, heading in (headings or SCALAR_HEADINGS).items():
         lines.append(heading)
         for check in report.by_strength(strength):
             mark = "ok  " if check.passed else "FAIL"
@@ -611,13 +614,4 @@ def format_matrix_report(report: ProofReport) -> str:
         "exact": "2. Exact identity, element by element",
         "numeric": "3. High-precision evaluation",
     }
-    lines = [f"Proof that the matrix BPTT formulas (δ recursion) equal ∂L/∂θ — activation {report.activation}, "
-             f"n = {report.steps}"]
-    for strength, heading in headings.items():
-        lines.append(heading)
-        for check in report.by_strength(strength):
-            mark = "ok  " if check.passed else "FAIL"
-            lines.append(f"   [{mark}] {check.name}: {check.detail}")
-    verdict = "PROVED" if report.passed else "DISAGREEMENT"
-    lines.append(f"{verdict}: {sum(c.passed for c in report.checks)} of {len(report.checks)} checks hold")
-    return "\n".join(lines) + "\n"
+    return format_report(report, "Proof that the matrix BPTT formulas (δ recursion) equal ∂L/∂θ", headings)

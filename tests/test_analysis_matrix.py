@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -25,6 +23,8 @@ from symbolic.codegen import load
 from symbolic.data import encode
 from symbolic.errors import UsageError
 from symbolic.model import VOCABULARY
+
+from .conftest import run_bptt as bptt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -235,17 +235,6 @@ def test_mistakes_are_usage_errors():
 # -- through the command line ----------------------------------------------------------------------
 
 
-def bptt(*arguments, cwd=None):
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-m", "symbolic", *arguments],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=120,
-    )
 
 
 def test_cli_table_json_and_plot(tmp_path):

@@ -8,13 +8,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from symbolic import demo
+
+from .conftest import run_bptt as bptt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,17 +37,6 @@ EXPECTED = [
 ]
 
 
-def bptt(*arguments, cwd=None):
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-m", "symbolic", *arguments],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import tracemalloc
 
@@ -16,6 +15,8 @@ import pytest
 
 from symbolic import cli, data, train
 from symbolic.errors import UsageError
+
+from .conftest import run_bptt as bptt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,18 +50,6 @@ def oracle_gradient(dataset, weights, activation="tanh", h=1e-6):
     return gradient
 
 
-def bptt(*arguments, cwd=None):
-    """The real command line, in a fresh interpreter."""
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-m", "symbolic", *arguments],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=120,
-    )
 
 
 def write_csv(path, text: str | bytes):

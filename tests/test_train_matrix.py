@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from symbolic import data, train
+
+from .conftest import run_bptt as bptt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,17 +51,6 @@ def oracle_gradient(dataset, weights, activation="tanh", h=1e-6):
     return gradient
 
 
-def bptt(*arguments, cwd=None):
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
-    return subprocess.run(
-        [sys.executable, "-m", "symbolic", *arguments],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=120,
-    )
 
 
 MIXED = data._from_rows(
