@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Render the derivation as a NumPy module (imports only NumPy): forward(x, w_i, w_h, w_o), "
             "loss(x, y, w_i, w_h, w_o) and loss_and_grad(x, y, w_i, w_h, w_o). 'unrolled' writes "
-            "straight-line code for exactly N steps; 'loop' works for any sequence length."
+            "straight-line code for exactly N steps; 'loop' works for any sequence length. With "
+            "--hidden H the weights are matrices (w_i (H, D), w_h (H, H), w_o (H,)); with --bias the "
+            "module takes b_h (H,) and b_o as keyword arguments and returns their gradients last."
         ),
     )
     _common_model_options(codegen)
