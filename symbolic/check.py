@@ -110,6 +110,17 @@ def _shapes(module) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _batch(rng: np.random.Generator, batch: int, steps: int, size: int, dense: bool):
+    """Inputs (one-hot words, or dense normal values) and labels with both classes present."""
+    if dense:
+        x = rng.normal(size=(batch, steps, size))
+    else:
+        x = np.eye(size)[rng.integers(0, size, size=(batch, steps))]
+    y = rng.integers(0, 2, size=batch).astype(float)
+    y[0], y[-1] = 0.0, 1.0
+    return x, y
+
+
 def _matrix_cases(module, rng: np.random.Generator, analytic: bool):
     """(x, y, parameters) test points of a matrix module: one-hot and dense batches."""
     steps = module.STEPS or LOOP_STEPS
@@ -118,12 +129,7 @@ def _matrix_cases(module, rng: np.random.Generator, analytic: bool):
     for dense in (False, True, False, True):
         batch = 3
         for _ in range(1000):
-            if dense:
-                x = rng.normal(size=(batch, steps, size))
-            else:
-                x = np.eye(size)[rng.integers(0, size, size=(batch, steps))]
-            y = rng.integers(0, 2, size=batch).astype(float)
-            y[0], y[-1] = 0.0, 1.0
+            x, y = _batch(rng, batch, steps, size, dense)
             parameters = {
                 name: rng.uniform(-scales[name], scales[name], size=shape)
                 for name, shape in _shapes(module).items()
@@ -200,12 +206,7 @@ def _cases(module, rng: np.random.Generator, analytic: bool):
     for dense in (False, True, False, True):
         batch = 3
         for _ in range(1000):
-            if dense:
-                x = rng.normal(size=(batch, steps, size))
-            else:
-                x = np.eye(size)[rng.integers(0, size, size=(batch, steps))]
-            y = rng.integers(0, 2, size=batch).astype(float)
-            y[0], y[-1] = 0.0, 1.0
+            x, y = _batch(rng, batch, steps, size, dense)
             w_i = rng.uniform(-1.5, 1.5, size=size)
             w_h = float(rng.uniform(-1.2, 1.2))
             w_o = float(rng.uniform(-2.0, 2.0))
