@@ -18,6 +18,8 @@ import pytest
 from symbolic.codegen import load
 from symbolic.model import Model
 
+from .test_codegen_matrix import point
+
 if os.environ.get("CI"):
     import torch  # CI installs the extra: a missing PyTorch fails there instead of skipping
 else:
@@ -57,22 +59,6 @@ def torch_loss_and_grad(x, y, parameters, activation, bias):
     return loss.item(), gradients
 
 
-def point(hidden, bias, steps, seed, batch=5, inputs=3):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(batch, steps, inputs))
-    y = rng.uniform(0, 1, size=batch)
-    y[0], y[-1] = 0.0, 1.0
-    parameters = {
-        "w_i": rng.uniform(-1, 1, size=(hidden, inputs)),
-        "w_h": rng.uniform(-1.2, 1.2, size=(hidden, hidden)) / np.sqrt(hidden),
-        "w_o": rng.uniform(-2, 2, size=hidden),
-    }
-    if bias:
-        parameters["b_h"] = rng.uniform(-0.5, 0.5, size=hidden)
-        parameters["b_o"] = float(rng.uniform(-0.5, 0.5))
-    return x, y, parameters
-
-
 def relative(got, want):
     got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
     return float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-300))
@@ -85,7 +71,7 @@ def test_equal_to_torch_rnn(activation, hidden, bias, mode):
     steps = 6
     module = load(Model(steps=steps, activation=activation, hidden=hidden, bias=bias), mode)
     for seed in range(3):
-        x, y, parameters = point(hidden, bias, steps, seed)
+        x, y, parameters = point(activation, hidden, bias, steps, batch=5, seed=seed)
         loss, *gradients = module.loss_and_grad(x, y, **parameters)
         want_loss, want = torch_loss_and_grad(x, y, parameters, activation, bias)
         got = dict(zip(parameters, gradients))
