@@ -47,7 +47,8 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cell", default="rnn", metavar="CELL",
-        help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default; lstm is planned)",
+        help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default), or lstm "
+        "(gates i, f, g, o with biases; sigmoid gates, tanh candidate and cell output)",
     )
 
 
@@ -139,12 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that handle ``--cell lstm``; the others refuse it in one line.
+LSTM_COMMANDS: set[str] = set()
+
+
+def _lstm_gate(model, args):
+    if model.lstm and args.command not in LSTM_COMMANDS:
+        model.require_rnn(f"bptt {args.command}")
+    return model
+
+
 def _model(args):
     from .model import Model
 
-    return Model(
-        steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden, cell=args.cell,
-        bias=args.bias,
+    return _lstm_gate(
+        Model(
+            steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden,
+            cell=args.cell, bias=args.bias,
+        ),
+        args,
     )
 
 
@@ -152,7 +166,9 @@ def _check_shape(args):
     """analyze and train: check --hidden, --cell, --bias and --activation before any work."""
     from .model import Model
 
-    return Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias)
+    return _lstm_gate(
+        Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias), args
+    )
 
 
 def _write_or_print(text: str, args) -> None:

@@ -2,6 +2,9 @@
 
 The notes' many-to-one RNN: o_0 = 0, o_t = f(w_i·x_t + w_h o_{t-1}), ŷ = σ(w_o o_n),
 L = −y log ŷ − (1 − y) log(1 − ŷ).
+
+``cell="lstm"``: the standard LSTM with forget gate (gates i, f, g, o; sigmoid gates, tanh candidate and
+cell output, gate biases always present), many-to-one with ŷ = σ(w_yᵀ h_n) and the same loss.
 """
 
 from __future__ import annotations
@@ -11,9 +14,7 @@ from dataclasses import dataclass
 from .activations import ACTIVATIONS
 from .errors import UsageError
 
-CELLS = ("rnn",)
-#: Cells the command line names but this version cannot derive yet.
-PLANNED_CELLS = ("lstm",)
+CELLS = ("rnn", "lstm")
 #: The notes' one-hot vocabulary; its size is the default input size D.
 VOCABULARY = ("cat", "mat", "rat")
 
@@ -52,22 +53,39 @@ class Model:
         if self.activation not in ACTIVATIONS:
             known = ", ".join(ACTIVATIONS)
             raise UsageError(f"unknown activation {self.activation!r}: choose one of {known}")
-        if self.cell in PLANNED_CELLS:
-            raise UsageError(
-                f"cell {self.cell!r} is not supported yet: this version derives the notes' plain RNN, "
-                "use --cell rnn"
-            )
         if self.cell not in CELLS:
             raise UsageError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
         object.__setattr__(self, "bias", bool(self.bias))
+        if self.cell == "lstm":
+            if self.activation != "tanh":
+                raise UsageError(
+                    f"--activation {self.activation} does not apply to --cell lstm: the LSTM's activations "
+                    "are fixed (sigmoid gates, tanh candidate and cell output); drop --activation"
+                )
+            if self.bias:
+                raise UsageError(
+                    "--bias does not apply to --cell lstm: the LSTM always has its gate biases "
+                    "b_i, b_f, b_g, b_o; drop --bias"
+                )
+
+    @property
+    def lstm(self) -> bool:
+        return self.cell == "lstm"
 
     @property
     def scalar(self) -> bool:
-        """The notes' model exactly: one hidden unit, no biases."""
-        return self.hidden == 1 and not self.bias
+        """The notes' model exactly: the plain RNN with one hidden unit and no biases."""
+        return self.cell == "rnn" and self.hidden == 1 and not self.bias
+
+    def require_rnn(self, what: str = "this version") -> Model:
+        """Refuse the LSTM in a stage that handles only the plain RNN."""
+        if self.lstm:
+            raise UsageError(f"--cell lstm is not supported by {what} yet: use --cell rnn")
+        return self
 
     def require_scalar(self, what: str = "this version") -> Model:
-        """Refuse hidden size > 1 or biases in a stage that handles only the notes' scalar model."""
+        """Refuse hidden size > 1, biases or the LSTM in a stage that handles only the notes' scalar model."""
+        self.require_rnn(what)
         if self.hidden != 1:
             raise UsageError(
                 f"hidden size {self.hidden} is not supported yet: {what} handles the notes' "

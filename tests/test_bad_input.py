@@ -52,8 +52,8 @@ ROWS = [
     (["derive", "--inputs", "0"], "input size must be a positive whole number"),
     (["codegen", "--inputs", "0"], "input size must be a positive whole number"),
     (["derive", "--cell", "gru"], "unknown cell 'gru'"),
-    (["codegen", "--cell", "lstm"], "cell 'lstm' is not supported yet"),
-    (["train", "--cell", "lstm"], "cell 'lstm' is not supported yet"),
+    (["codegen", "--cell", "lstm"], "--cell lstm is not supported by bptt codegen yet"),
+    (["train", "--cell", "lstm"], "--cell lstm is not supported by bptt train yet"),
     # unknown names
     *[
         ([command, *extra, "--activation", "softsign"], "unknown activation 'softsign'")
