@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that handle ``--cell lstm``; the others refuse it in one line.
-LSTM_COMMANDS: set[str] = set()
+LSTM_COMMANDS: set[str] = {"codegen"}
 
 
 def _lstm_gate(model, args):

@@ -52,7 +52,8 @@ ROWS = [
     (["derive", "--inputs", "0"], "input size must be a positive whole number"),
     (["codegen", "--inputs", "0"], "input size must be a positive whole number"),
     (["derive", "--cell", "gru"], "unknown cell 'gru'"),
-    (["codegen", "--cell", "lstm"], "--cell lstm is not supported by bptt codegen yet"),
+    (["codegen", "--cell", "lstm", "--steps", "300", "--mode", "unrolled"], "limited to n <= 256"),
+    (["codegen", "--cell", "lstm", "--activation", "relu"], "does not apply to --cell lstm"),
     (["train", "--cell", "lstm"], "--cell lstm is not supported by bptt train yet"),
     # unknown names
     *[

@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..files import MARKER
 from ..model import VOCABULARY, Model
 from ..templating import render, templates_dir
-from . import matrix_backend, numba_backend, numpy_backend
+from . import lstm_backend, matrix_backend, numba_backend, numpy_backend
 
 MODES = ("unrolled", "loop")
 BACKENDS = ("numpy", "numba")
@@ -61,6 +61,8 @@ def resolve_backend(backend: str) -> str:
 def command(model: Model, mode: str, output: str | None = None, backend: str = "numpy") -> str:
     """The canonical command line that generates this module (written into its header)."""
     words = ["bptt", "codegen", "--steps", str(model.steps), "--activation", model.activation]
+    if model.lstm:  # its activations are fixed
+        words = ["bptt", "codegen", "--cell", "lstm", "--steps", str(model.steps)]
     if model.inputs != len(VOCABULARY):
         words += ["--inputs", str(model.inputs)]
     if model.hidden != 1:
@@ -79,6 +81,8 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     """The source of the module for ``model`` (``output`` only names the file in the header)."""
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
+    if model.lstm:
+        return _generate_lstm(model, mode, output, backend)
     if not model.scalar:
         # Hidden size H > 1 or biases: the matrix BPTT of MatrixDerivation (templates/numpy/matrix.py.j2).
         if backend != "numpy":
@@ -97,6 +101,20 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     if backend == "numba":
         context = numba_backend.context(derivation, mode, command(model, mode, output, backend), source)
         source = _numba_environment().get_template("module.py.j2").render(**context)
+    assert MARKER in source.split("\n", 3)[0]
+    return source
+
+
+def _generate_lstm(model: Model, mode: str, output: str | None, backend: str) -> str:
+    """The LSTM module (templates/numpy/lstm.py.j2), from LSTMDerivation's unit formulas."""
+    if backend != "numpy":
+        raise UsageError("--cell lstm has no numba backend yet: use --backend numpy")
+    if mode == "unrolled" and model.steps > lstm_backend.UNROLLED_LIMIT:
+        raise UsageError(
+            f"--mode unrolled for --cell lstm writes about 16 lines per step and is limited to "
+            f"n <= {lstm_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
+        )
+    source = render("numpy", "lstm.py.j2", **lstm_backend.context(model, mode, command(model, mode, output)))
     assert MARKER in source.split("\n", 3)[0]
     return source
 
@@ -162,6 +180,8 @@ def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
     name = f"bptt_generated_{model.activation}_{mode}" + (f"_{model.steps}" if mode == "unrolled" else "")
     if not model.scalar:
         name += f"_h{model.hidden}" + ("_bias" if model.bias else "")
+    if model.lstm:
+        name = name.replace("bptt_generated_", "bptt_generated_lstm_", 1) + f"_d{model.inputs}"
     source = generate(model, mode, backend=backend)
     if backend == "numba":
         name += "_numba"
