@@ -48,7 +48,7 @@ ROWS = [
     (["analyze", "-n", "3", "--hidden", "2", "--w-h-scale", "x"], "--w-h-scale must be a number"),
     (["analyze", "-n", "10", "--hidden", "2000"], "too large to analyze"),
     (["train", "--hidden", "2", "--init-w-h", "nan"], "--init-w-h must be a finite number"),
-    (["codegen", "--hidden", "2", "--backend", "numba"], "numba backend supports hidden size 1 without biases"),
+    (["codegen", "--hidden", "2", "--backend", "fortran"], "unknown backend 'fortran'"),
     (["derive", "--inputs", "0"], "input size must be a positive whole number"),
     (["codegen", "--inputs", "0"], "input size must be a positive whole number"),
     (["derive", "--cell", "gru"], "unknown cell 'gru'"),

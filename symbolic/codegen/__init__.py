@@ -85,12 +85,11 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
         return _generate_lstm(model, mode, output, backend)
     if not model.scalar:
         # Hidden size H > 1 or biases: the matrix BPTT of MatrixDerivation (templates/numpy/matrix.py.j2).
-        if backend != "numpy":
-            raise UsageError(
-                "the numba backend supports hidden size 1 without biases for now: use --backend numpy"
-            )
         context = matrix_backend.context(model, mode, command(model, mode, output))
         source = render("numpy", "matrix.py.j2", **context)
+        if backend == "numba":  # templates/numba/matrix.py.j2, with the NumPy module's validation
+            context = numba_backend.matrix_context(model, mode, command(model, mode, output, backend), source)
+            source = _numba_environment().get_template("matrix.py.j2").render(**context)
         assert MARKER in source.split("\n", 3)[0]
         return source
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps

@@ -120,3 +120,77 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
     result["uses_relu"] = "relu" in printer.helpers
     result["uses_heaviside"] = "heaviside" in printer.helpers
     return result
+
+
+# -- hidden size H (or biases): templates/numba/matrix.py.j2 ------------------------------------
+
+#: Rows (sequences) of one chunk of the elementwise work of a step; the chunks of a step are shared
+#: among Numba's threads in the parallel kernels.
+ROWS = 64
+#: From this many entries per step (B·H) on the elementwise work runs on Numba's threads; the matrix
+#: products are BLAS's (threaded by BLAS itself) either way (measured with bench/bench_backends.py).
+PARALLEL_ENTRIES = 16384
+#: The weight gradients are summed over the rows of several steps at once, in one matrix product
+#: of about this many rows (so a batch of one sequence still makes one product, not n tiny ones).
+SPAN_ROWS = 4096
+
+
+def matrix_context(model, mode: str, command: str, numpy_source: str) -> dict:
+    """Everything ``templates/numba/matrix.py.j2`` places. No SymPy objects.
+
+    The elementwise formulas come from the matrix derivation of one hidden unit
+    (``matrix_backend._unit``, as for the NumPy matrix module): the step f(a_t) with a_t split into
+    its input part W_i x_t (+ b_h) and its recurrent part W_h o_(t−1), f′(a_t) written with the
+    stored o_t, and the residual ŷ − y of δ_n = (ŷ − y) w_o. ``numpy_source`` is the NumPy matrix
+    module for the same model and mode, whose validation is copied.
+    """
+    from . import matrix_backend
+
+    unit = matrix_backend._unit(model)
+    printer = NumbaScalarPrinter()
+    a = unit.preactivation(2)[0]
+    recurrent = unit.W_h[0, 0] * unit.state(1)[0]
+    inputs = sp.expand(a - recurrent)
+    assert not (inputs.free_symbols & set(unit.o[0])), "the input part must not involve the states"
+    projection, recurrent_name = sp.Symbol("projection_t"), sp.Symbol("recurrent_t")
+    step = unit.activation.apply(projection + recurrent_name)
+    o_t = unit.o[1][0]
+    derivative = unit.derivative(2)[0]
+    uses_derivative = not derivative.is_number
+    if derivative.is_number and derivative != 1:
+        raise NotImplementedError("a constant f′ other than 1 is not supported")
+    local = {o_t: "o_t"}
+    residual = sp.cancel(unit.deltas[-1][0] / unit.w_o[0])  # δ_n = (ŷ − y) w_o
+    output = {unit.y_hat: "y_hat", unit.y: "y"}
+
+    def code(expr, names=None):
+        if names:
+            expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
+        return printer.doprint(expr)
+
+    result = {
+        "command": command,
+        "mode": mode,
+        "steps": model.steps if mode == "unrolled" else None,
+        "activation": model.activation,
+        "input_size": model.inputs,
+        "hidden_size": model.hidden,
+        "bias": model.bias,
+        "rows": ROWS,
+        "parallel_entries": PARALLEL_ENTRIES,
+        "span_rows": SPAN_ROWS,
+        "step_code": code(step),
+        "gate_code": code(derivative * sp.Symbol("delta_t"), local),
+        "uses_derivative": uses_derivative,
+        "derivative_code": code(derivative, local) if uses_derivative else None,
+        "output_factor_code": code(residual, output),
+        "formulas": {
+            "step": numpy_backend.text(unit.activation.apply(sp.Symbol("a_t"))),
+            "derivative": numpy_backend.text(derivative, local),
+            "output_factor": numpy_backend.text(residual, output),
+        },
+        "validation": validation(numpy_source),
+    }
+    result["uses_relu"] = "relu" in printer.helpers
+    result["uses_heaviside"] = "heaviside" in printer.helpers
+    return result
