@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that handle ``--cell lstm``; the others refuse it in one line.
-LSTM_COMMANDS: set[str] = {"codegen"}
+LSTM_COMMANDS: set[str] = {"codegen", "analyze"}
 
 
 def _lstm_gate(model, args):
@@ -290,6 +290,16 @@ def _story_commands(commands) -> None:
         "--seed", default="0", metavar="S",
         help="seed of the random input sequence and of the drawn weights with --hidden H > 1 (default: 0)",
     )
+    analyze.add_argument(
+        "--forget-bias", default=None, metavar="B",
+        help="with --cell lstm: set every forget-gate bias b_f to B (default: init_params' own b_f = 1). "
+        "With --cell lstm the LSTM's weights are the generated module's init_params(--seed) (every entry "
+        "uniform in ±1/sqrt(H), b_f = 1); the report gives the spectral norms of dc_n/dc_j and dh_n/dh_j "
+        "per gap (blocks of the product of the state Jacobians d(h_t, c_t)/d(h_(t-1), c_(t-1)), from the "
+        "derivation's local partials), the carousel alone prod diag(f_k), and beside them the tanh RNN's "
+        "product |prod do_k/do_(k-1)| on the same words at the defaults above (--w-h, or --w-h-scale with "
+        "--hidden H > 1, set its recurrent weight)",
+    )
     analyze.add_argument("--json", action="store_true", help="print the measurements as JSON")
     analyze.add_argument(
         "--plot", metavar="FILE.png", default=None,
@@ -417,7 +427,9 @@ def _analyze(args) -> int:
     steps = None if args.steps is None else _int_option(args.steps, "--steps", minimum=1)
     seed = _int_option(args.seed, "--seed")
     scale = None if args.w_h_scale is None else _float_option(args.w_h_scale, "--w-h-scale")
-    if model.scalar:
+    if model.lstm:
+        pass  # the LSTM's weights come from --seed and --forget-bias (see _analyze_lstm)
+    elif model.scalar:
         w_h = scale if scale is not None else _float_option(args.w_h or "0.5", "--w-h")
         w_i = [_float_option(v, "--w-i") for v in (args.w_i or "0.5,0.5,0.5").split(",")]
         w_o = _float_option(args.w_o or "1", "--w-o")
@@ -429,6 +441,10 @@ def _analyze(args) -> int:
                 f"{' and --bias' if model.bias else ''} set W_h with --w-h-scale S (W_h = S*Q, Q orthogonal) "
                 "and the other weights with --seed"
             )
+    if model.lstm:
+        return _analyze_lstm(args, model, steps, words, seed, scale)
+    if args.forget_bias is not None:
+        raise UsageError("--forget-bias sets the LSTM's forget-gate bias: add --cell lstm or drop it")
     plot_path = _plot_target(args.plot)
     if model.scalar:
         result = analysis.analyze(
@@ -447,6 +463,39 @@ def _analyze(args) -> int:
         print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
     else:
         sys.stdout.write(table(result))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 0
+
+
+def _analyze_lstm(args, model, steps, words, seed, scale) -> int:
+    """bptt analyze --cell lstm: the LSTM's Jacobian products beside the tanh RNN's (analysis_lstm)."""
+    import json
+
+    from . import analysis_lstm
+
+    given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
+    if given:
+        raise UsageError(
+            f"{given[0]} sets a weight of the plain RNN; with --cell lstm the LSTM's weights come from "
+            "--seed (init_params) and --forget-bias: drop it"
+        )
+    if args.w_h is not None and model.hidden != 1:
+        raise UsageError(
+            f"--w-h sets the compared scalar RNN's w_h; with --hidden {model.hidden} use --w-h-scale S"
+        )
+    forget_bias = None if args.forget_bias is None else _float_option(args.forget_bias, "--forget-bias")
+    plot_path = _plot_target(args.plot)
+    result = analysis_lstm.analyze_lstm(
+        steps=steps, hidden=model.hidden, words=words, seed=seed, forget_bias=forget_bias,
+        rnn_w_h=None if args.w_h is None else _float_option(args.w_h, "--w-h"), rnn_w_h_scale=scale,
+    )
+    if plot_path:
+        analysis_lstm.plot(result, plot_path)
+    if args.json:
+        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(analysis_lstm.table(result))
     if plot_path:
         print(f"wrote {plot_path}", file=sys.stderr)
     return 0
