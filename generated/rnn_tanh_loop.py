@@ -33,6 +33,9 @@ INPUT_SIZE = 3
 MODE = "loop"
 # From this batch size on, the suffix product runs row by row (faster than np.cumprod).
 _WIDE_BATCH = 256
+# From this batch size on, the forward recursion updates o in place (for narrower batches the
+# out-of-place step is faster: the per-call cost of out= and += outweighs the saved copies).
+_IN_PLACE_BATCH = 16
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -122,9 +125,18 @@ def _states(x: np.ndarray, w_i: np.ndarray, w_h: complex) -> np.ndarray:
     projection = x.transpose(1, 0, 2) @ w_i
     steps, batch = projection.shape
     o = np.zeros((steps + 1, batch), np.result_type(projection, w_h))
+    if batch < _IN_PLACE_BATCH:
+        o_prev = o[0]
+        for t, projection_t in enumerate(projection, start=1):
+            o[t] = o_prev = np.tanh(o_prev * w_h + projection_t)
+        return o
+    # Wide batches: row t of o starts as w_i·x_t and becomes o_t where it lies (no temporaries).
+    o[1:] = projection
     o_prev = o[0]
-    for t, projection_t in enumerate(projection, start=1):
-        o[t] = o_prev = np.tanh(o_prev * w_h + projection_t)
+    for o_t in o[1:]:
+        o_t += o_prev * w_h
+        np.tanh(o_t, out=o_t)
+        o_prev = o_t
     return o
 
 

@@ -44,6 +44,9 @@ INPUT_SIZE = 3
 MODE = "unrolled"
 # From this batch size on, the suffix product runs row by row (faster than np.cumprod).
 _WIDE_BATCH = 256
+# From this batch size on, the forward recursion updates o in place (for narrower batches the
+# out-of-place step is faster: the per-call cost of out= and += outweighs the saved copies).
+_IN_PLACE_BATCH = 16
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -135,9 +138,21 @@ def _states(x: np.ndarray, w_i: np.ndarray, w_h: complex) -> np.ndarray:
     projection = x.transpose(1, 0, 2) @ w_i
     steps, batch = projection.shape
     o = np.zeros((steps + 1, batch), np.result_type(projection, w_h))
-    o[1] = o_1 = np.tanh(projection[0])
-    o[2] = o_2 = np.tanh(o_1 * w_h + projection[1])
-    o[3] = np.tanh(o_2 * w_h + projection[2])
+    if batch < _IN_PLACE_BATCH:
+        o[1] = o_1 = np.tanh(projection[0])
+        o[2] = o_2 = np.tanh(o_1 * w_h + projection[1])
+        o[3] = np.tanh(o_2 * w_h + projection[2])
+        return o
+    # Wide batches: row t of o starts as w_i·x_t and becomes o_t where it lies (no temporaries).
+    o[1:] = projection
+    o_1 = o[1]
+    np.tanh(o_1, out=o_1)
+    o_2 = o[2]
+    o_2 += o_1 * w_h
+    np.tanh(o_2, out=o_2)
+    o_3 = o[3]
+    o_3 += o_2 * w_h
+    np.tanh(o_3, out=o_3)
     return o
 
 

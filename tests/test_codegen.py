@@ -151,6 +151,36 @@ def test_bptt_terms_sum_to_the_gradient(activation, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_wide_batches_run_in_place_with_the_same_results(activation, mode, monkeypatch):
+    """From _IN_PLACE_BATCH sequences on, the forward recursion updates its array in place: the
+    results equal the out-of-place step's to the bit, the complex step still flows through, and
+    huge logits raise no NumPy warning."""
+    module = module_for(activation, mode, 10)
+    batch = module._IN_PLACE_BATCH + 3
+    x, _, w_i, w_h, w_o = point(activation, 10, batch=batch, seed=5)
+    y = np.arange(batch) % 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wide = module.bptt_terms(x, y, w_i, w_h, w_o)
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "_IN_PLACE_BATCH", batch + 1)
+            out_of_place = module.bptt_terms(x, y, w_i, w_h, w_o)
+        for key, value in out_of_place.items():
+            np.testing.assert_array_equal(wide[key], value, err_msg=key)
+        want = reference_forward(x, w_i, w_h, activation)[:, 1:]
+        assert relative(wide["states"], want) < 1e-14
+        _, dw_i, dw_h, _ = module.loss_and_grad(x, y, w_i, w_h, w_o)
+        for w_o_huge in (1e4, -1e4):
+            assert np.isfinite(module.loss_and_grad(x, y, w_i, w_h, w_o_huge)[0])
+        if ACTIVATIONS[activation].analytic:  # complex states through the in-place step
+            stepped = module.loss(x, y, w_i, w_h + 1e-20j, w_o)
+            assert relative(np.imag(stepped) / 1e-20, dw_h) < 1e-10
+            stepped = module.loss(x, y, w_i + 1e-20j * np.eye(3)[1], w_h, w_o)
+            assert relative(np.imag(stepped) / 1e-20, dw_i[1]) < 1e-10
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_shapes_and_errors(mode):
     module = module_for("tanh", mode, 3)
     x, y, w_i, w_h, w_o = point("tanh", 3)
@@ -240,7 +270,8 @@ def unrolled_lines(steps: int) -> int:
 
 def test_unrolled_code_grows_linearly():
     at_20, at_40, at_60 = unrolled_lines(20), unrolled_lines(40), unrolled_lines(60)
-    assert at_40 - at_20 == at_60 - at_40 == 20  # one forward line per step, nothing quadratic
+    # Four forward lines per step (one out of place, three in place), nothing quadratic.
+    assert at_40 - at_20 == at_60 - at_40 == 4 * 20
     loop = [len(generate(Model(steps=n), "loop").splitlines()) for n in (20, 40)]
     assert loop[0] == loop[1]
 

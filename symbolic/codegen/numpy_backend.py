@@ -20,6 +20,7 @@ import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import precedence
 
+from ..activations import Activation, relu
 from ..derive import Derivation
 
 
@@ -96,6 +97,24 @@ class NumPyCodePrinter(NumPyPrinter):
 _PRINTER = NumPyCodePrinter()
 
 
+class InPlacePrinter(NumPyCodePrinter):
+    """Prints f(o), for an activation f that is a NumPy ufunc, as the call writing f(o) over o."""
+
+    #: The activations printed here; ``in_place`` assigns any other back into the array.
+    ufuncs = (sp.tanh, relu)
+
+    def _print_tanh(self, expr):
+        target = self._print(expr.args[0])
+        return f"np.tanh({target}, out={target})"
+
+    def _print_relu(self, expr):
+        target = self._print(expr.args[0])
+        return f"np.maximum({target}, 0.0, out={target})"
+
+
+_IN_PLACE_PRINTER = InPlacePrinter()
+
+
 def code(expr: sp.Expr, names: dict | None = None) -> str:
     """Print ``expr`` as NumPy code, renaming symbols to the local variable names in ``names``."""
     if names:
@@ -107,6 +126,20 @@ def atom(expr: sp.Expr, names: dict | None = None) -> str:
     """Printed code safe to follow with ``.T`` or ``[…]``: parenthesized unless a bare name."""
     printed = code(expr, names)
     return printed if printed.isidentifier() else f"({printed})"
+
+
+def in_place(activation: Activation, target: str) -> str | None:
+    """The statement applying ``activation`` to the array named ``target`` where it lies, or None
+    when f is the identity (nothing to do)."""
+    array = sp.Symbol(target)
+    applied = activation.apply(array)
+    if applied == array:
+        return None
+    if isinstance(applied, InPlacePrinter.ufuncs):
+        return _IN_PLACE_PRINTER.doprint(applied)
+    # No ufunc to write through out= (the sigmoid helper selects between two branches): assign
+    # the result back into the array's memory.
+    return f"{target}[...] = {code(applied)}"
 
 
 def text(expr: sp.Expr, names: dict | None = None) -> str:
@@ -212,15 +245,27 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
     projection = sp.Symbol("projection_t")
     recurrent = sp.expand(step.a - sp.Add(*(w * xd for w, xd in zip(u.w_i, step.x))))
     loop_step = code(f.apply(projection + recurrent), {**local, projection: "projection_t"})
+    # The same step in place, for wide batches: o_t holds w_i·x_t, gets w_h o_(t−1) added, then f.
+    in_place_step = {"recurrent": code(recurrent, local), "activation": in_place(f, "o_t")}
     unrolled_steps = []
     if mode == "unrolled":
         rows = sp.IndexedBase("projection")
         for t in range(1, derivation.n + 1):
             inputs = sp.Add(*(w * xd for w, xd in zip(u.w_i, u.x[t - 1])))
             hidden_part = sp.expand(u.a[t - 1] - inputs)
+            name = str(u.o[t - 1])
             unrolled_steps.append(
-                {"t": t, "name": str(u.o[t - 1]), "code": code(f.apply(rows[t - 1] + hidden_part))}
+                {
+                    "t": t,
+                    "name": name,
+                    "code": code(f.apply(rows[t - 1] + hidden_part)),
+                    "recurrent": code(hidden_part) if hidden_part != 0 else None,
+                    "activation": in_place(f, name),
+                }
             )
+        for step in unrolled_steps:
+            # In place, the row gets a name when a later step reads it or this step changes it.
+            step["bind"] = bool(step["t"] < derivation.n or step["recurrent"] or step["activation"])
 
     # -- the output, from the derivation ----------------------------------------------------------
     output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
@@ -250,6 +295,7 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
         "input_size": model.inputs,
         "uses_sigmoid_activation": model.activation == "sigmoid",
         "loop_step": loop_step,
+        "in_place_step": in_place_step,
         "unrolled_steps": unrolled_steps,
         "derivative_code": code(derivative, local) if uses_derivative else None,
         "jacobian_code": jacobian_code,
