@@ -124,7 +124,8 @@ def _states(x: np.ndarray, w_i: np.ndarray, w_h: complex) -> np.ndarray:
     # along axis 0 so each step reads one contiguous row.
     projection = x.transpose(1, 0, 2) @ w_i
     steps, batch = projection.shape
-    o = np.zeros((steps + 1, batch), np.result_type(projection, w_h))
+    # At least float: integer inputs are valid, and the states are not integers.
+    o = np.zeros((steps + 1, batch), np.result_type(projection, w_h, 1.0))
     if batch < _IN_PLACE_BATCH:
         o_prev = o[0]
         for t, projection_t in enumerate(projection, start=1):

@@ -181,6 +181,19 @@ def test_wide_batches_run_in_place_with_the_same_results(activation, mode, monke
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_integer_inputs_give_the_float_results(mode):
+    """Integer x and weights are valid; the states must not be truncated to integers."""
+    module = module_for("tanh", mode, 3)
+    for batch in (2, module._IN_PLACE_BATCH + 1):
+        x = np.arange(batch * 9).reshape(batch, 3, 3) % 3
+        y = np.arange(batch) % 2
+        got = module.loss_and_grad(x, y, np.array([1, 0, -1]), 1, 2)
+        want = module.loss_and_grad(x.astype(float), y, np.array([1.0, 0.0, -1.0]), 1.0, 2.0)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_shapes_and_errors(mode):
     module = module_for("tanh", mode, 3)
     x, y, w_i, w_h, w_o = point("tanh", 3)
