@@ -9,6 +9,10 @@
 The inputs are random: one-hot and dense sequences, labels 0 and 1, weights of moderate size; for a
 non-analytic activation (ReLU) every pre-activation is kept away from the kink so both sides of a
 finite difference stay on one branch.
+
+LSTM modules (``CELL = "lstm"``) have the dict interface: ``loss(x, y, params)`` and
+``loss_and_grad(x, y, params) -> (loss, grads)`` keyed like ``PARAMS``; they are checked per parameter
+name, at most MAX_ENTRIES entries of each, with the five-point stencil for the finite differences.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ INTERFACE = ("loss", "loss_and_grad", "ACTIVATION", "INPUT_SIZE", "STEPS")
 LOOP_STEPS = 7
 #: For non-analytic activations, |pre-activation| stays above this (the FD step is far smaller).
 KINK_MARGIN = 1e-3
+#: The finite-difference step for LSTM modules, which use the five-point central stencil (error
+#: O(h⁴)): some LSTM gradients are small next to the loss (saturated gates, ∂L/∂U_· over a few steps
+#: from h_0 = 0), so the rounding error ε·L/h of a two-point 1e-6 step came within 4x of the tolerance;
+#: at h = 1e-3 rounding (~1e-13) and truncation (h⁴ L⁽⁵⁾/30 ~ 1e-13) both stay far below it.
+LSTM_FD_STEP = 1e-3
+#: For LSTM modules, finite differences are measured relative to at least this fraction of the largest
+#: gradient entry (see ``_check_lstm``); a 0.1% error stays visible down to gradients 1e-6 of the largest.
+FD_FLOOR = 1e-3
 
 
 @dataclass
@@ -52,6 +64,8 @@ class Report:
     skipped: dict = field(default_factory=dict)
     hidden: int = 1
     bias: bool = False
+    #: "rnn", or "lstm" for a module with the dict interface (CELL = "lstm")
+    cell: str = "rnn"
 
     @property
     def passed(self) -> bool:
@@ -99,6 +113,85 @@ def load_module(path: str | Path) -> types.ModuleType:
 def _is_matrix(module) -> bool:
     """A module for hidden size H (or biases): weights as matrices, gradients in MATRIX_PARAMETERS."""
     return hasattr(module, "HIDDEN_SIZE")
+
+
+def _is_lstm(module) -> bool:
+    """An LSTM module: parameters in a dict keyed like its PARAMS, gradients in a dict keyed alike."""
+    return getattr(module, "CELL", None) == "lstm"
+
+
+def _lstm_cases(module, rng: np.random.Generator):
+    """(x, y, params) test points of an LSTM module: one-hot and dense batches, parameters uniform
+    in ±scale with the forget-gate bias drawn around +1 as well as around 0."""
+    steps = module.STEPS or LOOP_STEPS
+    size, hidden = int(module.INPUT_SIZE), int(module.HIDDEN_SIZE)
+    shapes = {name: tuple(shape) for name, shape in module.PARAMS.items()}
+    scales = {"W": 2.0, "U": 2.0 / np.sqrt(hidden), "b": 1.0, "w": 3.0 / np.sqrt(hidden)}
+    for case, dense in enumerate((False, True, False, True)):
+        x, y = _batch(rng, 3, steps, size, dense)
+        params = {name: rng.uniform(-1, 1, size=shape) * scales[name[0]] for name, shape in shapes.items()}
+        if case % 2 and "b_f" in params:
+            params["b_f"] = params["b_f"] + 1.0
+        yield x, y, params
+
+
+def _lstm_numerical(module, case, method: str, rng: np.random.Generator) -> dict:
+    """Per parameter: (flat indices checked, the numerical derivative of ``loss`` at each)."""
+    x, y, params = case
+
+    def derivative(shifted):
+        if method == "complex step":
+            h = 1e-20
+            return np.imag(shifted(1j * h)) / h
+        # the five-point central stencil, error O(h⁴): a step large enough for rounding to stay small
+        h = LSTM_FD_STEP
+        return (8 * (shifted(h) - shifted(-h)) - (shifted(2 * h) - shifted(-2 * h))) / (12 * h)
+
+    result = {}
+    for name, value in params.items():
+        indices = np.arange(value.size)
+        if value.size > MAX_ENTRIES:
+            indices = np.sort(rng.choice(value.size, size=MAX_ENTRIES, replace=False))
+
+        def shifted(step, index, name=name, value=value):
+            moved = value.astype(complex if np.iscomplexobj(step) else float).ravel()
+            moved[index] += step
+            return module.loss(x, y, {**params, name: moved.reshape(value.shape)})
+
+        result[name] = (indices, np.array([derivative(lambda s, i=i: shifted(s, i)) for i in indices]))
+    return result
+
+
+def _check_lstm(module, report: Report, methods, rng, path) -> None:
+    names = list(module.PARAMS)
+    report.hidden, report.cell = int(module.HIDDEN_SIZE), "lstm"
+    report.errors = {method: dict.fromkeys(names, 0.0) for method in methods}
+    for case in _lstm_cases(module, rng):
+        report.cases += 1
+        x, y, params = case
+        try:
+            _, gradients = module.loss_and_grad(x, y, params)
+        except Exception as error:  # noqa: BLE001 - a broken module is the user's file, not our bug
+            raise UsageError(f"{path}: loss_and_grad fails ({type(error).__name__}: {error})") from None
+        missing = [name for name in names if name not in gradients]
+        if missing:
+            raise UsageError(f"{path}: loss_and_grad returns no gradient for {', '.join(missing)}: regenerate it")
+        for method in methods:
+            numerical = _lstm_numerical(module, case, method, rng)
+            # Finite differences carry an absolute rounding error of about ε·L/h whatever the size of
+            # the derivative, so a parameter whose gradient is tiny here (a saturated gate) is measured
+            # against a floor: FD_FLOOR times the largest gradient entry. The complex step has no such
+            # error and is measured against each parameter's own size.
+            largest = max(float(np.max(np.abs(want))) for _, want in numerical.values())
+            floor = FD_FLOOR * largest if method == "finite differences" else 0.0
+            for name, (indices, want) in numerical.items():
+                got = np.ravel(gradients[name])
+                if got.size != params[name].size:
+                    raise UsageError(
+                        f"{path}: the gradient {name} has {got.size} entries, the parameter {params[name].size}"
+                    )
+                error = _relative(got[indices], want, floor)
+                report.errors[method][name] = max(report.errors[method][name], error)
 
 
 def _shapes(module) -> dict[str, tuple[int, ...]]:
@@ -229,9 +322,9 @@ def _away_from_kink(x, w_i, w_h) -> bool:
     return True
 
 
-def _relative(got, want) -> float:
+def _relative(got, want, floor: float = 1e-8) -> float:
     got, want = np.atleast_1d(np.asarray(got, dtype=float)), np.atleast_1d(np.asarray(want, dtype=float))
-    scale = max(float(np.max(np.abs(want))), 1e-8)
+    scale = max(float(np.max(np.abs(want))), floor, 1e-8)
     return float(np.max(np.abs(got - want)) / scale)
 
 
@@ -273,6 +366,9 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     )
     if not analytic:
         report.skipped["complex step"] = f"activation {name!r} is not analytic"
+    if _is_lstm(module):
+        _check_lstm(module, report, methods, rng, path)
+        return report
     if _is_matrix(module):
         _check_matrix(module, report, methods, rng, analytic, path)
         return report
@@ -293,7 +389,31 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     return report
 
 
+def _format_lstm_report(report: Report) -> str:
+    """One row per parameter (an LSTM has 13), one column per method."""
+    methods = list(report.errors)
+    title = f"{report.path}: cell lstm, n = {report.steps}, H = {report.hidden}"
+    lines = [
+        f"{title}, {report.cases} random batches",
+        f"  {'parameter':<12}" + "".join(f"{method:>22}" for method in methods),
+    ]
+    for name in next(iter(report.errors.values()), {}):
+        lines.append(f"  {name:<12}" + "".join(f"{report.errors[m][name]:>22.2e}" for m in methods))
+    lines.append(f"  {'tolerance':<12}" + "".join(f"{report.tolerances[m]:>22.0e}" for m in methods))
+    results = []
+    for method in methods:
+        failed = [name for name, error in report.errors[method].items() if error > report.tolerances[method]]
+        results.append("FAIL " + ",".join(failed) if failed else "ok")
+    lines.append(f"  {'result':<12}" + "".join(f"{result:>22}" for result in results))
+    for method, reason in report.skipped.items():
+        lines.append(f"  {method:<20}skipped: {reason}")
+    lines.append("passed" if report.passed else "FAILED: a gradient disagrees beyond tolerance")
+    return "\n".join(lines)
+
+
 def format_report(report: Report) -> str:
+    if report.cell == "lstm":
+        return _format_lstm_report(report)
     parameters = list(next(iter(report.errors.values()), {})) or list(PARAMETERS)
     shape = ""
     if report.hidden != 1 or report.bias:
