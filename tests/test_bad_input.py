@@ -54,7 +54,11 @@ ROWS = [
     (["derive", "--cell", "gru"], "unknown cell 'gru'"),
     (["codegen", "--cell", "lstm", "--steps", "300", "--mode", "unrolled"], "limited to n <= 256"),
     (["codegen", "--cell", "lstm", "--activation", "relu"], "does not apply to --cell lstm"),
-    (["train", "--cell", "lstm"], "--cell lstm is not supported by bptt train yet"),
+    (["train", "--cell", "lstm", "--init", "identity"], "--init identity applies to the plain RNN"),
+    (["train", "--cell", "lstm", "--init-w-h", "1"], "--init-w-h sets the plain RNN's w_h"),
+    (["train", "--forget-bias", "5"], "--forget-bias sets the LSTM's forget-gate bias: add --cell lstm"),
+    (["analyze", "-n", "3", "--cell", "lstm", "--w-i", "1,1,1"], "--w-i sets a weight of the plain RNN"),
+    (["analyze", "-n", "3", "--cell", "lstm", "--bias"], "--bias does not apply to --cell lstm"),
     # unknown names
     *[
         ([command, *extra, "--activation", "softsign"], "unknown activation 'softsign'")
