@@ -393,8 +393,9 @@ def _story_commands(commands) -> None:
         description=(
             "Derive the notes' example (LaTeX, PDF when pdflatex is installed, Markdown), generate and "
             "check its NumPy module, analyse tanh at w_h = 0.5 (vanishing) and ReLU at w_h = 1.5 "
-            "(exploding) with plots, train on the notes' sentences with a log and a loss plot, then "
-            "list what was written."
+            "(exploding) with plots, train on the notes' sentences with a log and a loss plot, compare "
+            "the LSTM with the tanh RNN (analyze --cell lstm on the same words; train --data long with "
+            "each, at their defaults, one plot of both loss curves), then list what was written."
         ),
     )
     demo.add_argument(

@@ -722,3 +722,25 @@ def plot(result: Result, path: str) -> None:
     figure.tight_layout()
     save_figure(figure, path)
     plt.close(figure)
+
+
+def plot_comparison(results: dict, path) -> None:
+    """The loss per epoch of several runs (label → Result) on one log-scale plot, with their accuracies."""
+    from .analysis import pyplot, save_figure
+
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    for colour, (label, result) in enumerate(results.items()):
+        losses = np.asarray(result.loss, dtype=float)
+        epochs = np.arange(1, len(losses) + 1)
+        finite = np.isfinite(losses) & (losses > 0)
+        accuracy = "diverged" if result.diverged_at is not None else f"held-out accuracy {result.accuracy:.2f}"
+        axes.semilogy(epochs[finite], losses[finite], color=f"C{colour}", label=f"{label}: {accuracy}")
+    axes.set_title(f"bptt train: {next(iter(results.values())).data}")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("mean binary cross-entropy")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    save_figure(figure, path)
+    plt.close(figure)

@@ -33,6 +33,14 @@ EXPECTED = [
     "training_notes.txt",
     "training_notes.json",
     "training_loss.png",
+    "analysis_lstm_n20.txt",
+    "analysis_lstm_n20.json",
+    "analysis_lstm_n20.png",
+    "training_long_lstm.txt",
+    "training_long_lstm.json",
+    "training_long_rnn.txt",
+    "training_long_rnn.json",
+    "training_long.png",
     "index.md",
 ]
 
@@ -117,6 +125,26 @@ def test_demo_reports_tell_the_notes_story(demo_run):
     assert "accuracy: 1.000" in log and "cat mat rat" in log
     index = (out / "index.md").read_text(encoding="utf-8")
     assert "![" in index and "training_loss.png" in index
+
+
+def test_demo_compares_the_lstm_with_the_rnn(demo_run):
+    """Issue 7's demonstration: the LSTM learns the long dependency, the tanh RNN does not, and its cell
+    path keeps what the RNN's product loses, on the same words as the RNN analyses."""
+    out, _ = demo_run
+    lstm = json.loads((out / "training_long_lstm.json").read_text(encoding="utf-8"))
+    rnn = json.loads((out / "training_long_rnn.json").read_text(encoding="utf-8"))
+    assert lstm["cell"] == "lstm" and rnn["cell"] == "rnn" and rnn["activation"] == "tanh"
+    assert lstm["accuracy"] >= 0.95 and rnn["accuracy"] < 0.75
+    analysed = json.loads((out / "analysis_lstm_n20.json").read_text(encoding="utf-8"))
+    tanh = json.loads((out / "analysis_tanh_w_h_0.5.json").read_text(encoding="utf-8"))
+    assert analysed["input"] == tanh["input"] and analysed["steps"] == demo.ANALYSIS_STEPS
+    assert analysed["rnn"]["products"] == pytest.approx(tanh["products"], rel=1e-12)
+    assert analysed["cell_norms"][0] > 1e5 * tanh["products"][0]
+    assert "Command: bptt train --cell lstm --data long" in (out / "training_long_lstm.txt").read_text("utf-8")
+    index = (out / "index.md").read_text(encoding="utf-8")
+    assert "## LSTM against the plain RNN" in index
+    assert "![" in index and "analysis_lstm_n20.png" in index and "training_long.png" in index
+    assert f"held-out accuracy {lstm['accuracy']:.2f}" in index
 
 
 def test_demo_refuses_a_foreign_directory_and_a_file(tmp_path):
