@@ -11,4 +11,4 @@ from .errors import UsageError
 from .model import Model
 
 __version__ = "0.1.0"
-__all__ = ["Derivation", "Model", "UsageError", "derive", "__version__"]
+__all__ = ["Derivation", "Model", "UsageError", "__version__", "derive"]

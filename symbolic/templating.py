@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jinja2
@@ -17,7 +17,7 @@ def templates_dir() -> Path:
     raise RuntimeError(f"templates not found beside {here}: the installation is incomplete")
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment(folder: str) -> jinja2.Environment:
     """An environment for one template folder (``latex``, ``numpy``…); undefined names are errors."""
     return jinja2.Environment(
