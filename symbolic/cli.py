@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
             "loss(x, y, w_i, w_h, w_o) and loss_and_grad(x, y, w_i, w_h, w_o). 'unrolled' writes "
             "straight-line code for exactly N steps; 'loop' works for any sequence length. With "
             "--hidden H the weights are matrices (w_i (H, D), w_h (H, H), w_o (H,)); with --bias the "
-            "module takes b_h (H,) and b_o as keyword arguments and returns their gradients last."
+            "module takes b_h (H,) and b_o as keyword arguments and returns their gradients last. With "
+            "--cell lstm the module has a dict interface: PARAMS (W_i, W_f, W_g, W_o (H, D), U_· (H, H), "
+            "b_· (H,), w_y (H,); gates in torch.nn.LSTM's order), init_params(seed), forward(x, params), "
+            "states(x, params), loss(x, y, params) and loss_and_grad(x, y, params) -> (loss, grads)."
         ),
     )
     _common_model_options(codegen)
@@ -129,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Load a module with the generated interface and compare loss_and_grad with central finite "
             "differences and, for analytic activations, the complex step, on random inputs. Prints the "
-            "worst relative error per parameter; exits 1 beyond tolerance."
+            "worst relative error per parameter; exits 1 beyond tolerance. LSTM modules (--cell lstm) are "
+            "checked per parameter name, at most 48 sampled entries of each."
         ),
     )
     check.add_argument("module", metavar="FILE.py", help="the generated module to check")
