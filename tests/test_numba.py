@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -21,13 +23,14 @@ from symbolic.codegen import _load, generate, load
 from symbolic.errors import UsageError
 from symbolic.model import Model
 
+from . import test_codegen_matrix as matrix
 from .conftest import ACTIVATION_NAMES, ROOT
 from .test_codegen import numerical_gradient, point, reference_forward, relative
 
 if os.environ.get("CI"):
-    import numba  # noqa: F401  CI installs the extra: a missing Numba fails there instead of skipping
+    import numba  # CI installs the extra: a missing Numba fails there instead of skipping
 else:
-    pytest.importorskip("numba")
+    numba = pytest.importorskip("numba")
 
 STEPS = (1, 3, 10, 50)
 # Loop modules: one per activation, every length. Unrolled: every activation at n = 3, tanh at n = 50.
@@ -248,9 +251,6 @@ def test_load_writes_a_cached_file_and_falls_back_without_one(tmp_path, monkeypa
 
 
 def test_generated_source_passes_ruff(tmp_path):
-    import subprocess
-    import sys
-
     for activation in ACTIVATION_NAMES:
         for mode in ("unrolled", "loop"):
             path = tmp_path / f"rnn_{activation}_{mode}_numba.py"
@@ -271,3 +271,196 @@ def test_generated_source_passes_ruff(tmp_path):
                     text=True,
                 )
                 assert result.returncode == 0, result.stdout + result.stderr
+
+
+# -- hidden size H and biases (templates/numba/matrix.py.j2) ----------------------------------------
+
+MATRIX_STEPS = 5
+# Every activation with H = 2 and H = 8, both modes, with and without biases: 16 modules, not 32
+# (each compiles in seconds), paired so that each activation meets each H, mode and bias setting.
+MATRIX_CASES = [
+    (activation, mode, 2 if (mode == "loop") == bias else 8, bias)
+    for activation in ACTIVATION_NAMES
+    for mode in ("loop", "unrolled")
+    for bias in (False, True)
+]
+
+
+def matrix_modules(activation, mode, hidden, bias, steps=MATRIX_STEPS):
+    """(Numba module, NumPy module) for the same model and mode."""
+    model = Model(steps=steps, activation=activation, hidden=hidden, bias=bias)
+    return load(model, mode, backend="numba"), load(model, mode)
+
+
+@pytest.mark.parametrize(("activation", "mode", "hidden", "bias"), MATRIX_CASES)
+def test_matrix_module_agrees_with_numpy_and_the_numerical_gradients(activation, mode, hidden, bias):
+    fast, reference = matrix_modules(activation, mode, hidden, bias)
+    x, y, parameters = matrix.point(activation, hidden, bias, steps=MATRIX_STEPS, seed=hidden)
+    got = fast.loss_and_grad(x, y, **parameters)
+    want = reference.loss_and_grad(x, y, **parameters)
+    assert len(got) == len(want) == 1 + len(parameters)
+    assert isinstance(got[0], float) and (not bias or isinstance(got[-1], float))
+    for value, expected in zip(got, want):
+        assert np.shape(value) == np.shape(expected)
+        assert matrix.relative(value, expected) < 1e-12
+    assert matrix.relative(fast.loss(x, y, **parameters), reference.loss(x, y, **parameters)) < 1e-13
+    assert matrix.relative(fast.forward(x, **parameters), reference.forward(x, **parameters)) < 1e-13
+    gradients = dict(zip(parameters, got[1:]))
+    methods = {"finite": 1e-6}
+    if ACTIVATIONS[activation].analytic:
+        methods["complex"] = 1e-10  # complex128 flows through the compiled kernels and BLAS
+    for method, tolerance in methods.items():
+        numerical = matrix.numerical(fast, x, y, parameters, method)
+        for name in parameters:
+            assert matrix.relative(gradients[name], numerical[name]) < tolerance, (method, name)
+    constants = ("STEPS", "MODE", "ACTIVATION", "INPUT_SIZE", "HIDDEN_SIZE", "BIAS")
+    assert [getattr(fast, c) for c in constants] == [getattr(reference, c) for c in constants]
+
+
+@pytest.mark.parametrize(("activation", "bias"), [("tanh", True), ("relu", False)])
+def test_matrix_bptt_terms_equal_the_numpy_backends(activation, bias):
+    hidden = 2 if bias else 8  # modules of MATRIX_CASES (loop), already compiled
+    fast, reference = matrix_modules(activation, "loop", hidden, bias)
+    x, y, parameters = matrix.point(activation, hidden, bias, steps=MATRIX_STEPS, seed=4)
+    got, want = fast.bptt_terms(x, y, **parameters), reference.bptt_terms(x, y, **parameters)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        assert matrix.relative(got[name], want[name]) < 1e-12, name
+    states = matrix.reference_forward(x, parameters, activation)[:, 1:]
+    assert matrix.relative(got["states"], states) < 1e-13
+
+
+def test_matrix_parallel_kernels_agree_with_serial_and_numpy():
+    """Batches wide enough for the parallel kernels (partial last chunk), and a batch of one, whose
+    weight gradients are summed over one span of every step."""
+    fast, reference = matrix_modules("tanh", "loop", 8, False)
+    batch = fast._PARALLEL_ENTRIES // fast.HIDDEN_SIZE + fast._ROWS + 5
+    steps = fast._SPAN_ROWS // batch + 7  # several spans of one step
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(batch, steps, 3))
+    y = rng.integers(0, 2, size=batch).astype(float)
+    _, _, parameters = matrix.point("tanh", 8, False, steps=2)
+    assert fast._kernels(batch)[0] is fast._states_parallel or numba.get_num_threads() == 1
+    for got, want in zip(fast.loss_and_grad(x, y, **parameters), reference.loss_and_grad(x, y, **parameters)):
+        assert matrix.relative(got, want) < 1e-12
+    arguments = fast._compiled_arguments(
+        x, y, parameters["w_i"], parameters["w_h"], parameters["w_o"], None, None
+    )
+    x_t, _, w_i, w_h, _, b_h, _ = arguments
+    o_serial, o_parallel = fast._states_serial(x_t, w_i, w_h, b_h), fast._states_parallel(x_t, w_i, w_h, b_h)
+    assert np.array_equal(o_serial, o_parallel)  # each chunk owns its rows: deterministic
+    delta = rng.normal(size=(batch, 8))
+    serial = fast._backward_serial(x_t, o_serial, w_h, delta.copy(), 3)
+    parallel = fast._backward_parallel(x_t, o_serial, w_h, delta.copy(), 3)
+    for a, b in zip(serial, parallel):
+        assert np.array_equal(a, b)
+    single = matrix.point("tanh", 8, False, steps=steps, batch=1)
+    assert fast._span(1, steps) == steps
+    for got, want in zip(
+        fast.loss_and_grad(single[0], single[1], **single[2]),
+        reference.loss_and_grad(single[0], single[1], **single[2]),
+    ):
+        assert matrix.relative(got, want) < 1e-12
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "loop"])
+def test_matrix_shapes_and_errors_are_the_numpy_backends(mode):
+    bias = mode == "loop"
+    fast, reference = matrix_modules("tanh", mode, 2 if bias else 8, bias)
+    hidden = fast.HIDDEN_SIZE
+    x, y, parameters = matrix.point("tanh", hidden, bias, steps=MATRIX_STEPS)
+    single = fast.loss_and_grad(x[0], y[0], **parameters)  # (n, D) is a batch of one
+    assert single[0] == pytest.approx(fast.loss(x[:1], y[:1], **parameters), rel=1e-15)
+    integers = fast.loss_and_grad(x.astype(int), y, **parameters)[0]
+    assert integers == pytest.approx(reference.loss_and_grad(x.astype(int), y, **parameters)[0], rel=1e-14)
+    bad = [
+        {"x": x[..., :2]},
+        {"x": x[:, :0]},
+        {"x": np.zeros((3, MATRIX_STEPS + 1, 3))},
+        {"y": y[:2]},
+        {"y": y + 2},
+        {"w_i": np.zeros((hidden + 1, 3))},
+        {"w_h": np.zeros((hidden, hidden + 1))},
+        {"w_o": np.zeros((hidden, 1))},
+        {"w_h": np.full((hidden, hidden), np.nan)},
+    ]
+    if bias:
+        bad += [{"b_h": np.zeros(hidden + 1)}, {"b_o": np.zeros(2)}, {"b_h": None}, {"b_o": None}]
+    for change in bad:
+        arguments = {"x": x, "y": y, **parameters, **change}
+        arguments = {k: v for k, v in arguments.items() if v is not None}
+        for function in ("loss_and_grad", "loss", "bptt_terms"):
+            outcomes = []
+            for module in (fast, reference):
+                try:
+                    getattr(module, function)(**arguments)
+                    outcomes.append(None)
+                except ValueError as error:
+                    outcomes.append(str(error))
+            assert outcomes[0] == outcomes[1], (function, change, outcomes)
+            assert outcomes[0] is not None or (mode == "loop" and "x" in change and change["x"].shape[1] > 0)
+    if not bias:
+        with pytest.raises(TypeError):
+            fast.loss(x, y, **parameters, b_h=np.zeros(hidden))  # no biases in a bias-free module
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "loop"])
+def test_matrix_validation_and_signatures_are_the_numpy_backends(mode):
+    model = Model(steps=4, activation="sigmoid", hidden=3, bias=True)
+    fast, reference = ast.parse(generate(model, mode, backend="numba")), ast.parse(generate(model, mode))
+
+    def functions(tree, names):
+        return {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names}
+
+    helpers = ("_inputs", "_labels", "_numbers", "_weight")
+    assert {k: ast.dump(v) for k, v in functions(fast, helpers).items()} == {
+        k: ast.dump(v) for k, v in functions(reference, helpers).items()
+    }
+    public = ("forward", "loss", "loss_and_grad", "bptt_terms")
+    signatures = [
+        {k: ast.dump(v.args) + ast.dump(v.returns) for k, v in functions(t, public).items()}
+        for t in (fast, reference)
+    ]
+    assert signatures[0] == signatures[1] and len(signatures[0]) == 4
+
+
+def test_matrix_bptt_check_passes_and_rejects_a_tampered_module(tmp_path, capsys):
+    source = generate(Model(steps=4, activation="tanh", hidden=2, bias=True), "loop", backend="numba")
+    good = tmp_path / "fast_matrix.py"
+    good.write_text(source)
+    assert run_check(good) == 0
+    report = capsys.readouterr().out
+    assert "H = 2, with biases" in report and "complex step" in report and "passed" in report
+    tamper = ("dw_h += rows.T @", "dw_h += 1.001 * rows.T @")
+    assert source.count(tamper[0]) == 2  # the serial and the parallel kernel
+    bad = tmp_path / "tampered_matrix.py"
+    bad.write_text(source.replace(*tamper))
+    assert run_check(bad) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("activation", "mode", "hidden", "bias"), MATRIX_CASES[::3])
+def test_matrix_source_passes_ruff(activation, mode, hidden, bias, tmp_path):
+    path = tmp_path / f"rnn_{activation}_{mode}_h{hidden}_numba.py"
+    path.write_text(
+        generate(Model(steps=4, activation=activation, hidden=hidden, bias=bias), mode, backend="numba")
+    )
+    for command in (["check"], ["format", "--check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, "--config", str(ROOT / "pyproject.toml"), str(path)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_matrix_modules_without_scipy_are_a_one_line_usage_error(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
+    )
+    with pytest.raises(UsageError, match="needs SciPy: pip install scipy"):
+        generate(Model(steps=3, hidden=2), backend="numba")
+    assert generate(Model(steps=3, hidden=2)).startswith("# Generated by bptt")  # NumPy needs no SciPy
