@@ -25,7 +25,7 @@ from ..errors import UsageError
 from ..files import MARKER
 from ..model import VOCABULARY, Model
 from ..templating import render, templates_dir
-from . import lstm_backend, matrix_backend, numba_backend, numpy_backend
+from . import lstm_backend, matrix_backend, numba_backend, numba_lstm, numpy_backend
 
 MODES = ("unrolled", "loop")
 BACKENDS = ("numpy", "numba")
@@ -107,15 +107,17 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
 
 
 def _generate_lstm(model: Model, mode: str, output: str | None, backend: str) -> str:
-    """The LSTM module (templates/numpy/lstm.py.j2), from LSTMDerivation's unit formulas."""
-    if backend != "numpy":
-        raise UsageError("--cell lstm has no numba backend yet: use --backend numpy")
+    """The LSTM module (templates/numpy/lstm.py.j2; numba: templates/numba/lstm.py.j2), from
+    LSTMDerivation's unit formulas."""
     if mode == "unrolled" and model.steps > lstm_backend.UNROLLED_LIMIT:
         raise UsageError(
             f"--mode unrolled for --cell lstm writes about 16 lines per step and is limited to "
             f"n <= {lstm_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
     source = render("numpy", "lstm.py.j2", **lstm_backend.context(model, mode, command(model, mode, output)))
+    if backend == "numba":  # templates/numba/lstm.py.j2, with the NumPy LSTM module's constants and checks
+        context = numba_lstm.context(model, mode, command(model, mode, output, backend), source)
+        source = _numba_environment().get_template("lstm.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
