@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -221,6 +222,43 @@ def test_bptt_terms_sum_to_the_gradient(activation, mode):
         assert relative(gates.sum(axis=0), db_h) < 1e-12
 
 
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_wide_batches_sum_step_by_step_with_the_same_results(activation, mode, bias, monkeypatch):
+    """From _PER_STEP_ENTRIES entries per step (B·H) on, loss_and_grad sums the weight gradients
+    step by step: the same gradient as one product over all gates (forced by raising the
+    threshold), complex inputs included, integer inputs as floats, no NumPy warnings."""
+    hidden = 8
+    module = module_for(activation, mode, hidden, bias)
+    batch = -(-module._PER_STEP_ENTRIES // hidden)  # the narrowest wide batch
+    x, y, parameters = point(activation, hidden, bias, batch=batch, seed=11)
+    # Complex inputs (the complex step) for analytic activations only, as everywhere.
+    cases = [parameters]
+    if ACTIVATIONS[activation].analytic:
+        cases.append({**parameters, "w_h": parameters["w_h"] + 1e-20j})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wide = [module.loss_and_grad(x, y, **case) for case in cases]
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "_PER_STEP_ENTRIES", batch * hidden + 1)
+            narrow = [module.loss_and_grad(x, y, **case) for case in cases]
+    for got, want in zip(wide[0], narrow[0]):
+        assert relative(got, want) < 1e-13
+    for got, want in zip(wide[-1], narrow[-1]):
+        assert relative(np.real(got), np.real(want)) < 1e-13
+        assert relative(np.imag(got), np.imag(want)) < 1e-12
+    integers = {name: np.round(4 * np.asarray(value)).astype(int) for name, value in parameters.items()}
+    floats = {name: value.astype(float) for name, value in integers.items()}
+    x_integers = np.round(x).astype(int)
+    for size in (batch * hidden, 1):  # the in-place forward and both sums, then the narrow path
+        monkeypatch.setattr(module, "_PER_STEP_ENTRIES", size)
+        got = module.loss_and_grad(x_integers, y, **integers)
+        want = module.loss_and_grad(x_integers.astype(float), y, **floats)
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_shapes_and_errors():
     module = module_for("tanh", "loop", 2, True)
     x, y, parameters = point("tanh", 2, True)
@@ -285,11 +323,19 @@ def test_unrolled_code_grows_linearly_and_has_no_batch_loop():
     def lines(n):
         return len(generate(Model(steps=n, hidden=4), "unrolled").splitlines())
 
-    assert lines(40) - lines(20) == lines(60) - lines(40) == 20 * 3  # one forward line and one backward line per step (twice)
+    # Per step: three forward lines (in place), one gate in _gates, three lines in _gradient_sums.
+    assert lines(40) - lines(20) == lines(60) - lines(40) == 20 * 7
     source = generate(Model(steps=4, hidden=4, bias=True), "loop")
     loops = [line.strip() for line in source.splitlines() if line.strip().startswith("for ")]
     assert all(
-        "range(gate.shape[0]" in line or "enumerate(projection" in line or "in ((" in line for line in loops
+        line
+        in (
+            "for o_t in o[1:]:",
+            "for t in range(gate.shape[0] - 1, 0, -1):",
+            "for t in range(o.shape[0] - 1, 1, -1):",
+        )
+        or "in ((" in line
+        for line in loops
     ), loops
 
 
@@ -319,10 +365,10 @@ def test_check_passes_good_and_rejects_tampered(activation, hidden, bias, tmp_pa
     names = {"w_i", "w_h", "w_o"} | ({"b_h", "b_o"} if bias else set())
     assert all(set(errors) == names for errors in report.errors.values())
     assert ("complex step" in report.errors) == ACTIVATIONS[activation].analytic
-    marker = "dw_h = gate_rows.T @"
+    marker = "dw_h = sum_w_h / batch"
     assert source.count(marker) == 1
     tampered = tmp_path / "tampered.py"
-    tampered.write_text(source.replace(marker, "dw_h = 1.001 * gate_rows.T @"))
+    tampered.write_text(source.replace(marker, "dw_h = 1.001 * sum_w_h / batch"))
     report = check_module(load_module(tampered), str(tampered))
     assert not report.passed
     worst = report.errors["finite differences"]

@@ -20,7 +20,7 @@ import sympy as sp
 
 from ..derive_matrix import MatrixDerivation
 from ..model import Model
-from .numpy_backend import NumPyCodePrinter, text
+from .numpy_backend import NumPyCodePrinter, in_place, text
 
 
 class RowsTimesTransposed(sp.Function):
@@ -63,16 +63,31 @@ def _unit(model: Model) -> MatrixDerivation:
     return MatrixDerivation(2, model.activation, hidden=1, inputs=1, bias=model.bias)
 
 
-def _step(unit: MatrixDerivation, t: int, projection: sp.Expr, previous: sp.Expr | None) -> sp.Expr:
-    """f(a_t) with the input part W_i x_t (+ b_h) hoisted as ``projection`` and W_h o_(t−1) as a
-    batched product with ``previous`` (absent at t = 1, where o_0 = 0)."""
+#: From this many entries per step (B·H) on, the generated loss_and_grad sums the weight gradients
+#: step by step instead of keeping every gate for one product (measured with bench/bench_hidden.py:
+#: the per-step sums win from about B = 48 at H = 16 and B = 12 at H = 128, and lose at B = 1).
+PER_STEP_ENTRIES = 1024
+
+
+def _recurrent(unit: MatrixDerivation, t: int, previous: sp.Expr | None) -> sp.Expr:
+    """W_h o_(t−1) of the derivation's a_t, as a batched product with the rows ``previous``
+    (0 at t = 1, where o_0 = 0); what remains of a_t, W_i x_t (+ b_h), is hoisted out."""
     a = unit.preactivation(min(t, 2))[0]
     state = unit.state(min(t, 2) - 1)[0]
     recurrent = unit.W_h[0, 0] * state
     inputs = sp.expand(a - recurrent)
     assert not (inputs.free_symbols & set(unit.o[0])), "the input part must not involve the states"
-    rewritten = projection + (RowsTimesTransposed(previous, sp.Symbol("w_h")) if recurrent != 0 else 0)
-    return unit.activation.apply(rewritten)
+    return RowsTimesTransposed(previous, sp.Symbol("w_h")) if recurrent != 0 else sp.S.Zero
+
+
+def _in_place_step(unit: MatrixDerivation, t: int, name: str, previous: str | None) -> dict:
+    """The forward step on the row ``name`` of o, which holds W_i x_t (+ b_h): the statement's
+    right-hand side for ``name += W_h o_(t−1)`` (None at t = 1) and f applied in place."""
+    recurrent = _recurrent(unit, t, sp.Symbol(previous) if previous else None)
+    return {
+        "recurrent": code(recurrent) if recurrent != 0 else None,
+        "activation": in_place(unit.activation, name),
+    }
 
 
 def context(model: Model, mode: str, command: str) -> dict:
@@ -91,15 +106,23 @@ def context(model: Model, mode: str, command: str) -> dict:
         """f′(a_t) ⊙ δ_t with f′ read from the stored o[index]."""
         return code(derivative.xreplace({o_symbol: states[index]}) * delta)
 
-    # -- forward ----------------------------------------------------------------------------------
-    loop_step = code(_step(unit, 2, sp.Symbol("projection_t"), sp.Symbol("o_prev")))
-    rows = sp.IndexedBase("projection")
+    # -- forward, in place: row t of o holds W_i x_t (+ b_h) and becomes o_t -----------------------
+    in_place_step = _in_place_step(unit, 2, "o_t", "o_prev")
     unrolled_steps = []
     if mode == "unrolled":
         for step in range(1, steps + 1):
-            # o[t − 1] read back from the array: no name keeps a (B, H) temporary alive until the end.
-            previous = states[step - 1] if step > 1 else None
-            unrolled_steps.append({"t": step, "code": code(_step(unit, step, rows[step - 1], previous))})
+            # Names of rows of o (views): they hold no memory of their own.
+            name = f"o_{step}"
+            unrolled_steps.append(
+                {
+                    "t": step,
+                    "name": name,
+                    **_in_place_step(unit, step, name, f"o_{step - 1}" if step > 1 else None),
+                }
+            )
+        for step in unrolled_steps:
+            # The row gets a name when a later step reads it or this step changes it.
+            step["bind"] = bool(step["t"] < steps or step["recurrent"] or step["activation"])
 
     # -- output and backward ----------------------------------------------------------------------
     residual = sp.cancel(unit.deltas[-1][0] / unit.w_o[0])  # δ_n = (ŷ − y) w_o
@@ -114,6 +137,12 @@ def context(model: Model, mode: str, command: str) -> dict:
                 else RowsTimes(sp.IndexedBase("gate")[step], sp.Symbol("w_h"))
             )
             backward_steps.append({"t": step, "index": step - 1, "gate": gate_at(step, delta)})
+    # The same gates for the per-step sums, one at a time: δ_t = W_hᵀ gate_(t+1) from the last one.
+    sum_steps = []
+    if mode == "unrolled":
+        for step in range(steps, 0, -1):
+            delta = sp.Symbol("delta") if step == steps else RowsTimes(sp.Symbol("gate_t"), sp.Symbol("w_h"))
+            sum_steps.append({"index": step - 1, "gate": gate_at(step, delta)})
     local = {o_symbol: "o_t"}
     return {
         "command": command,
@@ -123,13 +152,16 @@ def context(model: Model, mode: str, command: str) -> dict:
         "input_size": model.inputs,
         "hidden_size": model.hidden,
         "bias": model.bias,
-        "loop_step": loop_step,
+        "per_step_entries": PER_STEP_ENTRIES,
+        "in_place_step": in_place_step,
         "unrolled_steps": unrolled_steps,
         "backward_steps": backward_steps,
+        "sum_steps": sum_steps,
         "output_factor_code": code(residual, output),
         "derivative_code": code(derivative, local) if uses_derivative else None,
         "gate_loop": gate_at(t + 1, sp.Symbol("delta")),
         "gate_first": gate_at(1, sp.Symbol("delta")),
+        "gate_step": gate_at(t, sp.Symbol("delta")),
         "formulas": {
             "step": text(unit.activation.apply(sp.Symbol("a_t"))),
             "derivative": text(derivative, local),
