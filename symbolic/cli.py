@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Commands that handle ``--cell lstm``; the others refuse it in one line.
-LSTM_COMMANDS: set[str] = {"codegen", "analyze", "train"}
+LSTM_COMMANDS: set[str] = {"derive", "codegen", "analyze", "train"}
 
 
 def _lstm_gate(model, args):
@@ -196,6 +196,8 @@ def _derive(args) -> int:
         from .files import check_target
 
         check_target(args.output, args.force)
+    if model.lstm:
+        return _derive_lstm(model, args)
     if model.scalar:
         derivation = Derivation(model)
     else:  # hidden size H > 1 or biases: the matrix form (display formulas for any size)
@@ -217,6 +219,27 @@ def _derive(args) -> int:
         else:
             report = prove_matrix(derivation)
             print(format_matrix_report(report))
+        return 0 if report.passed else 1
+    return 0
+
+
+def _derive_lstm(model, args) -> int:
+    """derive --cell lstm: the LSTM document, and with --verify the proof (symbolic/proof_lstm.py)."""
+    from .derive_lstm import LSTMDerivation
+    from .latex import document
+
+    derivation = LSTMDerivation(model)
+    if args.verify:
+        from .proof_lstm import check_lstm_size
+
+        check_lstm_size(derivation)  # refuse before writing anything
+    if args.output or not args.verify:
+        _write_or_print(document(derivation, args.format), args)
+    if args.verify:
+        from .proof_lstm import format_lstm_report, prove_lstm
+
+        report = prove_lstm(derivation)
+        print(format_lstm_report(report))
         return 0 if report.passed else 1
     return 0
 
