@@ -755,6 +755,301 @@ def _matrix_context(derivation, fmt: str, command: str | None) -> dict:
     }
 
 
+# -- the LSTM ---------------------------------------------------------------------------------------------
+
+#: Up to this n the cell-path recursion is also unrolled, δc_t for every t written out.
+LSTM_UNROLLED_LIMIT = 4
+
+
+class InOrderHadamard(sp.Expr):
+    """A Hadamard product displayed in the order given (δ first, then the local factors); display only."""
+
+    def __new__(cls, *factors):
+        return sp.Expr.__new__(cls, *factors)
+
+
+class Underbrace(sp.Expr):
+    """An expression with a label under a brace: plain text, then optionally math; display only."""
+
+    def __new__(cls, expr, text: str, math=None):
+        return sp.Expr.__new__(cls, expr, sp.Symbol(text), *([math] if math is not None else []))
+
+
+class LSTMPrinter(MatrixPrinter):
+    """The matrix printer for the LSTM: the vector of ones as 𝟏, ordered ⊙ products, underbraces."""
+
+    def __init__(self, names: dict):
+        super().__init__(names, set())
+
+    def _print_OneMatrix(self, expr):
+        return r"\mathbf{1}"
+
+    def _print_Identity(self, expr):
+        # For H = 1 SymPy turns the 1 × 1 vector of ones into Identity(1): the same 𝟏 here.
+        return r"\mathbf{1}" if expr.shape == (1, 1) else super()._print_Identity(expr)
+
+    def _print_InOrderHadamard(self, expr):
+        return r" \odot ".join(self.parenthesize(factor, PRECEDENCE["Mul"], strict=True) for factor in expr.args)
+
+    def _print_Underbrace(self, expr):
+        label = rf"\text{{{expr.args[1].name}}}"
+        if len(expr.args) > 2:
+            label += " " + self._print(expr.args[2])
+        return rf"\underbrace{{{self._print(expr.args[0])}}}_{{{label}}}"
+
+
+def lstm_command(derivation, fmt: str) -> str:
+    """``bptt derive --cell lstm --steps N --hidden H [--inputs D] --format F``."""
+    parts = ["bptt derive --cell lstm", f"--steps {derivation.n}", f"--hidden {derivation.H}"]
+    if derivation.D != len(VOCABULARY):
+        parts.append(f"--inputs {derivation.D}")
+    parts.append(f"--format {fmt}")
+    return " ".join(parts)
+
+
+class LSTMTypesetter:
+    """Prints the pieces of a :class:`~symbolic.derive_lstm.LSTMDerivation`.
+
+    Vector formulas come from ``derivation.formulas`` (matrix symbols, any size), the local
+    derivatives from the unit formulas; every display assembled here from pieces is checked equal to
+    the derived expression it shows.
+    """
+
+    def __init__(self, derivation):
+        from .derive_lstm import GATES, _hadamard
+
+        self.derivation = d = derivation
+        self.gates = GATES
+        self.formulas = formulas = d.formulas
+        self.symbols = formulas.symbols
+        self.names = dict(formulas.names)
+        unit = {
+            "c_t": "c_{t}", "c_prev": "c_{t-1}", "h_t": "h_{t}", "h_prev": "h_{t-1}", "x_t": "x_{t}",
+            "w_y": "w_{y}", "y": "y", "y_hat": r"\hat{y}", "z": "z", "h_n": "h_{n}",
+            "delta_h": r"\delta h_{t}", "delta_c": r"\delta c_{t}", "delta_c_next": r"\delta c_{t+1}",
+            "f_next": "f_{t+1}",
+        }
+        for gate in GATES:
+            unit |= {f"a_{gate}": f"a_{{{gate},t}}", f"{gate}_t": f"{gate}_{{t}}", f"W_{gate}": f"W_{{{gate}}}",
+                     f"U_{gate}": f"U_{{{gate}}}", f"b_{gate}": f"b_{{{gate}}}",
+                     f"delta_a_{gate}": rf"\delta a_{{{gate},t}}"}
+        for name, symbol in d.unit_symbols.items():
+            self.names[symbol] = unit[name]
+        self.printer = LSTMPrinter(self.names)
+        self.loss = sp.Symbol("L")
+        mapping = {symbol: self.symbols[name] for name, symbol in d.unit_symbols.items()
+                   if name in self.symbols and self.symbols[name].shape[1] == 1 and name != "x_t"}
+        mapping[d.tanh_c] = self.symbols["tanh_c_t"]
+        ones = sp.OneMatrix(d.H, 1)
+        self._vector = lambda expr: _hadamard(sp.sympify(expr), mapping, ones)
+
+    def _symbol(self, name: str, tex: str) -> sp.Symbol:
+        symbol = sp.Symbol(name)
+        self.names[symbol] = tex
+        return symbol
+
+    def tex(self, expr) -> str:
+        return self.printer.doprint(expr)
+
+    def partial(self, of, wrt) -> str:
+        return self.tex(Partial(of, wrt))
+
+    def _ordered(self, *unit_factors):
+        """A ⊙ product of unit factors, in the given order, as vectors; checked by the caller."""
+        factors = [self._vector(factor) for factor in unit_factors if factor != 1]
+        return factors[0] if len(factors) == 1 else InOrderHadamard(*factors)
+
+    # -- the model -----------------------------------------------------------------------------------
+
+    def model_rows(self) -> list[tuple[str, str, str]]:
+        d, s = self.derivation, self.symbols
+        gate = self._symbol("gate (dot)", r"\cdot")
+        a = self._symbol("a_(.,t)", r"\mathbf{a}_{\cdot,t}")
+        W = sp.MatrixSymbol("W_.", d.H, d.D)
+        U = sp.MatrixSymbol("U_.", d.H, d.H)
+        b = sp.MatrixSymbol("b_.", d.H, 1)
+        self.names.update({W: r"W_{\cdot}", U: r"U_{\cdot}", b: r"\mathbf{b}_{\cdot}"})
+        rows = [(self.tex(a), self.tex(InOrderSum(W * s["x_t"], U * s["h_prev"], b)),
+                 self.tex(gate) + r" \in \{i, f, g, o\}")]
+        for name in self.gates:
+            activation = d.activation[name]
+            a_gate = self._symbol(f"a_({name},t)", rf"\mathbf{{a}}_{{{name},t}}")
+            rows.append((self.tex(s[f"{name}_t"]), self.tex(activation.apply(a_gate)), r"\text{elementwise}"))
+        rows.append((self.tex(s["c_t"]), self.tex(InOrderSum(
+            InOrderHadamard(s["f_t"], s["c_prev"]), InOrderHadamard(s["i_t"], s["g_t"]))), ""))
+        tanh_c = self._symbol("tanh c_t (vector)", r"\tanh\left(\mathbf{c}_{t}\right)")
+        rows.append((self.tex(s["h_t"]), self.tex(InOrderHadamard(s["o_t"], tanh_c)), r"t = 1, \ldots, n"))
+        z = self._symbol("w_y^T h_n", self.tex(s["w_y"].T * s["h_n"]))
+        rows.append((self.tex(d.y_hat), self.tex(sigmoid(z)), ""))
+        return rows
+
+    def shapes(self) -> str:
+        d = self.derivation
+        spaces = [(r"W_{i}, W_{f}, W_{g}, W_{o}", rf"\mathbb{{R}}^{{{d.H} \times {d.D}}}"),
+                  (r"U_{i}, U_{f}, U_{g}, U_{o}", rf"\mathbb{{R}}^{{{d.H} \times {d.H}}}"),
+                  (r"\mathbf{b}_{i}, \mathbf{b}_{f}, \mathbf{b}_{g}, \mathbf{b}_{o}, \mathbf{w}_{y}",
+                   rf"\mathbb{{R}}^{{{d.H}}}")]
+        return [f"{names} \\in {space}" for names, space in spaces]
+
+    def torch_rows(self) -> list[tuple[str, str]]:
+        """The stacked blocks: weight_ih_l0 = [W_i; W_f; W_g; W_o] and so on, in the gate order."""
+        def stacked(kind):
+            return r"\begin{bmatrix} " + r" \\ ".join(f"{kind}_{{{gate}}}" for gate in self.gates) + r" \end{bmatrix}"
+        d = self.derivation
+        return [
+            ("weight_ih_l0", stacked("W"), rf"4 \cdot {d.H} \times {d.D}"),
+            ("weight_hh_l0", stacked("U"), rf"4 \cdot {d.H} \times {d.H}"),
+            ("bias_ih_l0 + bias_hh_l0", stacked(r"\mathbf{b}"), rf"4 \cdot {d.H}"),
+        ]
+
+    def loss_rhs(self) -> str:
+        d = self.derivation
+        return self.tex(-d.y * sp.log(d.y_hat) - (1 - d.y) * sp.log(1 - d.y_hat))
+
+    # -- the local derivatives ---------------------------------------------------------------------------
+
+    def local_rows(self) -> list[tuple[str, str]]:
+        """Gate derivatives with the outputs, the cell equations' partials, ∂L/∂z; all derived by sp.diff."""
+        d = self.derivation
+        rows = []
+        for gate in self.gates:
+            rows.append((self.partial(d.gate[gate], d.a[gate]), self.tex(d.gate_derivative[gate])))
+        c_prev = d.c_prev
+        rows.append((self.partial(d.c, c_prev), self.tex(d.cell_path)))
+        for gate in ("i", "f", "g"):
+            rows.append((self.partial(d.c, d.gate[gate]), self.tex(d.dc_dgate[gate])))
+        rows.append((self.partial(d.h, d.gate["o"]), self.tex(d.dh_do)))
+        rows.append((self.partial(d.h, d.c), self.tex(d.dh_dc)))
+        for gate in self.gates:
+            rows.append((self.partial(d.a[gate], d.h_prev), self.tex(sp.diff(d.preactivation[gate], d.h_prev))))
+        rows.append((self.partial(self.loss, d.z), self.tex(d.output_factor)))
+        return rows
+
+    # -- the backward recursion ----------------------------------------------------------------------------
+
+    def delta_rows(self) -> dict:
+        """δh_n, δc_t (the two paths under braces), δa_·,t per gate and δh_{t−1}; each checked."""
+        d, s, formulas = self.derivation, self.symbols, self.formulas
+        through_h = self._ordered(d.delta_h, d.dh_dc)
+        direct = self._ordered(d.delta_c_next, d.f_next)
+        assert sp.expand(d.delta_h * d.dh_dc + d.delta_c_next * d.f_next - d.delta_c_formula) == 0
+        delta_c = self.tex(Underbrace(through_h, "through ", s["h_t"])) + " + " + self.tex(
+            Underbrace(direct, "direct cell path"))
+        upstream = {"i": (d.delta_c, d.dc_dgate["i"]), "f": (d.delta_c, d.dc_dgate["f"]),
+                    "g": (d.delta_c, d.dc_dgate["g"]), "o": (d.delta_h, d.dh_do)}
+        gates = []
+        for gate in self.gates:
+            factors = (*upstream[gate], d.gate_derivative[gate])
+            assert sp.expand(sp.Mul(*factors) - d.delta_a[gate]) == 0, gate
+            gates.append((self.tex(s[f"delta_a_{gate}"]), self.tex(self._ordered(*factors))))
+        delta_h_prev = InOrderSum(*(s[f"U_{gate}"].T * s[f"delta_a_{gate}"] for gate in self.gates))
+        assert sp.MatAdd(*delta_h_prev.args) == formulas.delta_h_prev
+        return {
+            "delta_h_n": (self.tex(s["delta_h_n"]), self.tex(formulas.delta_h_n)),
+            "delta_c": (self.tex(s["delta_c"]), delta_c),
+            "gates": gates,
+            "delta_h_prev": (self.tex(s["delta_h_prev"]), self.tex(delta_h_prev)),
+        }
+
+    def gradient_rows(self) -> list[tuple[str, str]]:
+        s, formulas = self.symbols, self.formulas
+        t, n = sp.Symbol("t"), sp.Symbol("n")
+        rows = []
+        for family in ("W", "U", "b"):
+            for gate in self.gates:
+                name = f"{family}_{gate}"
+                rows.append((self.partial(self.loss, s[name]), self.tex(sp.Sum(formulas.gradients[name], (t, 1, n)))))
+        rows.append((self.partial(self.loss, s["w_y"]), self.tex(formulas.gradients["w_y"])))
+        return rows
+
+    # -- the two kinds of path and the constant error carousel -----------------------------------------------
+
+    def paths(self) -> dict:
+        """∂c_t/∂c_{t−1} = diag(f_t) and its product over a gap, next to the RNN's Jacobian product."""
+        d, s = self.derivation, self.symbols
+        k, j, n = sp.symbols("k j n")
+        f_k = sp.MatrixSymbol("f_k", d.H, 1)
+        self.names[f_k] = r"\mathbf{f}_{k}"
+        c_n = sp.MatrixSymbol("c_n", d.H, 1)
+        c_j = sp.MatrixSymbol("c_j", d.H, 1)
+        self.names.update({c_n: r"\mathbf{c}_{n}", c_j: r"\mathbf{c}_{j}"})
+        W_h = sp.MatrixSymbol("W_h", d.H, d.H)
+        f_prime = sp.MatrixSymbol("f'(a_k)", d.H, 1)
+        self.names.update({W_h: "W_{h}", f_prime: r"f'\left(\mathbf{a}_{k}\right)"})
+        forgets = InOrderHadamard(self._symbol("f_(j+1)", r"\mathbf{f}_{j+1}"), self._symbol("cdots", r"\cdots"),
+                                  self._symbol("f_(n)", r"\mathbf{f}_{n}"))
+        return {
+            "cell_jacobian": (self.partial(s["c_t"], s["c_prev"]), self.tex(self.formulas.cell_jacobian)),
+            "direct_product": (
+                self.tex(Partial(c_n, c_j)) + r"\Big|_{\text{direct}}",
+                self.tex(sp.Product(sp.DiagMatrix(f_k), (k, j + 1, n))),
+                r"\operatorname{diag}\left(" + self.tex(forgets) + r"\right)",
+            ),
+            "rnn_product": self.tex(sp.Product(InOrder(sp.DiagMatrix(f_prime), W_h), (k, j + 1, n))),
+        }
+
+    def unrolled(self) -> dict:
+        """For n ≤ LSTM_UNROLLED_LIMIT: δc_t for every t with the cell path unrolled, entry by entry,
+        δc_t = Σ_{k=t}^{n} (Π_{m=t+1}^{k} f_m) δh_k o_k (1 − tanh² c_k); checked against the recursion."""
+        d, n = self.derivation, self.derivation.n
+        if n > LSTM_UNROLLED_LIMIT:
+            return {"shown": False, "limit": LSTM_UNROLLED_LIMIT, "rows": []}
+        step = {}
+        for t in range(1, n + 1):
+            step[t] = {
+                "f": self._symbol(f"f_{t}", f"f_{{{t}}}"), "o": self._symbol(f"o_{t}", f"o_{{{t}}}"),
+                "c": self._symbol(f"c_{t}", f"c_{{{t}}}"),
+                "delta_h": self._symbol(f"delta_h_{t}", rf"\delta h_{{{t}}}"),
+                "delta_c": self._symbol(f"delta_c_{t}", rf"\delta c_{{{t}}}"),
+            }
+        # The recursion, step by step from the derived unit formula.
+        value, later = {}, (sp.S.Zero, sp.S.Zero)
+        for t in range(n, 0, -1):
+            value[t] = d.delta_c_formula.xreplace({
+                d.delta_h: step[t]["delta_h"], d.gate["o"]: step[t]["o"], d.c: step[t]["c"],
+                d.delta_c_next: later[0], d.f_next: later[1],
+            })
+            later = (value[t], step[t]["f"])
+        rows = []
+        for t in range(n, 0, -1):
+            terms = []
+            for k_ in range(t, n + 1):
+                local_k = d.dh_dc.xreplace({d.gate["o"]: step[k_]["o"], d.c: step[k_]["c"]})
+                forgets = [step[m]["f"] for m in range(t + 1, k_ + 1)]
+                terms.append((InOrder(*forgets, step[k_]["delta_h"], local_k), k_ - t))
+            total = sp.Add(*(term.value for term, _ in terms))
+            assert sp.expand(total - value[t]) == 0, t
+            printed = []
+            for term, gap in terms:
+                if gap == 0:
+                    printed.append(self.tex(Underbrace(term, "through ", self._symbol(f"h_{t}", f"h_{{{t}}}"))))
+                else:
+                    printed.append(self.tex(Underbrace(term, f"cell path, gap {gap}")))
+            rows.append((self.tex(step[t]["delta_c"]), printed))
+        return {"shown": True, "limit": LSTM_UNROLLED_LIMIT, "rows": rows}
+
+
+def _lstm_context(derivation, fmt: str, command: str | None) -> dict:
+    typesetter = LSTMTypesetter(derivation)
+    return {
+        "fmt": fmt,
+        "marker": MARKER,
+        "command": command or lstm_command(derivation, fmt),
+        "n": derivation.n,
+        "hidden": derivation.H,
+        "inputs": derivation.D,
+        "model_rows": typesetter.model_rows(),
+        "shapes": typesetter.shapes(),
+        "torch": typesetter.torch_rows(),
+        "loss": typesetter.loss_rhs(),
+        "local": typesetter.local_rows(),
+        "deltas": typesetter.delta_rows(),
+        "gradients": typesetter.gradient_rows(),
+        "paths": typesetter.paths(),
+        "unrolled": typesetter.unrolled(),
+    }
+
+
 def document(derivation: Derivation, fmt: str = "tex", command: str | None = None) -> str:
     """The whole derivation as a standalone LaTeX document (``tex``) or a Markdown page (``md``).
 
@@ -763,6 +1058,11 @@ def document(derivation: Derivation, fmt: str = "tex", command: str | None = Non
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    from .derive_lstm import LSTMDerivation
+
+    if isinstance(derivation, LSTMDerivation):
+        template = {"tex": "lstm.tex.j2", "md": "lstm.md.j2"}[fmt]
+        return render("latex", template, **_lstm_context(derivation, fmt, command))
     if not isinstance(derivation, Derivation):  # a MatrixDerivation: hidden size H > 1 or biases
         template = {"tex": "matrix.tex.j2", "md": "matrix.md.j2"}[fmt]
         return render("latex", template, **_matrix_context(derivation, fmt, command))
