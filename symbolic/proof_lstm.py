@@ -48,9 +48,9 @@ EXACT_STEPS = 3
 SYMBOLIC_STEPS = 2
 #: Random rational points of the exact check where it is not symbolic.
 EXACT_POINTS = 2
-#: The 60-digit check runs while points · P · n · 4H(H + D) stays below this (a few seconds):
+#: The 60-digit check runs while points · P · n · 4H(H + D) stays below this (about 10 s):
 #: mpmath differentiates the unrolled loss along each of the P parameters.
-NUMERIC_WORK_LIMIT = 400_000
+NUMERIC_WORK_LIMIT = 150_000
 
 
 # -- the independent oracle: the unrolled loss, differentiated by sp.diff -------------------------------

@@ -59,6 +59,11 @@ ROWS = [
     (["train", "--forget-bias", "5"], "--forget-bias sets the LSTM's forget-gate bias: add --cell lstm"),
     (["analyze", "-n", "3", "--cell", "lstm", "--w-i", "1,1,1"], "--w-i sets a weight of the plain RNN"),
     (["analyze", "-n", "3", "--cell", "lstm", "--bias"], "--bias does not apply to --cell lstm"),
+    (["derive", "--cell", "lstm", "--hidden", "64", "--steps", "100", "--verify"], "too large to verify at 60 digits"),
+    (["derive", "--cell", "lstm", "--hidden", "8", "--steps", "50", "--verify", "-o", "doc.tex"], "too large to verify"),
+    (["derive", "--cell", "lstm", "--activation", "sigmoid"], "does not apply to --cell lstm"),
+    (["derive", "--cell", "lstm", "--bias"], "--bias does not apply to --cell lstm"),
+    (["derive", "--cell", "lstm", "--format", "html"], "unknown format 'html'"),
     # unknown names
     *[
         ([command, *extra, "--activation", "softsign"], "unknown activation 'softsign'")
