@@ -1,0 +1,192 @@
+"""The LSTM's loss_and_grad: the NumPy LSTM module, the Numba LSTM module and PyTorch's nn.LSTM
+autograd (float64), measured in one run, each as a ratio to the Numba module.
+
+    python3 bench/bench_lstm.py [--quick] [--only rows|compile]
+
+Rows: H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3 (``--quick``: B <= 64). The candidates of a
+row are timed in interleaved rounds (bench/_timing.py) and each keeps its best round. Before timing,
+the three gradients are compared (the Numba module against the NumPy one to 1e-12, torch to 1e-9).
+Then the Numba module's first call in a fresh process with an empty kernel cache and with a warm one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _timing import interleaved
+
+from symbolic.codegen import load
+from symbolic.derive_lstm import GATES, parameter_shapes
+from symbolic.model import Model
+
+STEPS = 100
+INPUTS = 3
+
+
+def parameters(hidden: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Weights of torch's scale (uniform ±1/√H), forget bias +1."""
+    bound = 1 / np.sqrt(hidden)
+    params = {
+        name: rng.uniform(-bound, bound, size=shape)
+        for name, shape in parameter_shapes(hidden, INPUTS).items()
+    }
+    params["b_f"] += 1.0
+    return params
+
+
+def torch_loss_and_grad(hidden: int):
+    """nn.LSTM (float64, batch_first) plus w_y on h_n and the mean BCE with logits, by autograd;
+    returns (loss, grads) keyed like the modules' dict (torch's stacked gradients split by gate)."""
+    import torch
+
+    lstm = torch.nn.LSTM(INPUTS, hidden, batch_first=True).double()
+    w_y = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
+
+    def set_parameters(params):
+        with torch.no_grad():
+            lstm.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([params[f"W_{g}"] for g in GATES])))
+            lstm.weight_hh_l0.copy_(torch.from_numpy(np.concatenate([params[f"U_{g}"] for g in GATES])))
+            lstm.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([params[f"b_{g}"] for g in GATES])))
+            lstm.bias_hh_l0.zero_()
+            w_y.copy_(torch.from_numpy(params["w_y"]))
+
+    def run(x, y):
+        lstm.zero_grad(set_to_none=True)
+        w_y.grad = None
+        _, (h_n, _) = lstm(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(h_n[0] @ w_y, y)
+        loss.backward()
+        return loss
+
+    def grads(loss):
+        stacked = {"W": lstm.weight_ih_l0.grad, "U": lstm.weight_hh_l0.grad, "b": lstm.bias_ih_l0.grad}
+        result = {}
+        for family, gradient in stacked.items():
+            for k, gate in enumerate(GATES):
+                result[f"{family}_{gate}"] = gradient[k * hidden : (k + 1) * hidden].numpy()
+        result["w_y"] = w_y.grad.numpy()
+        return loss.item(), result
+
+    return set_parameters, run, grads, torch
+
+
+def relative(got: dict, want: dict) -> float:
+    return max(float(np.max(np.abs(got[k] - want[k])) / np.max(np.abs(want[k]))) for k in want)
+
+
+FIRST_CALL = """
+import time
+start = time.perf_counter()
+import numpy as np
+import numba
+from symbolic.codegen import load
+from symbolic.model import Model
+imported = time.perf_counter()
+module = load(Model(cell="lstm", steps=100, hidden={hidden}), "loop", backend="numba")
+loaded = time.perf_counter()
+rng = np.random.default_rng(0)
+params = module.init_params(0)
+module.loss_and_grad(rng.normal(size=(1, 100, 3)), np.array([1.0]), params)
+called = time.perf_counter()
+print(imported - start, loaded - imported, called - loaded, called - start)
+"""
+
+
+def first_call_seconds(cache_dir: str, hidden: int) -> list[float]:
+    """(imports, load, first call, total) seconds in a fresh process with the kernel cache in cache_dir."""
+    environment = {**os.environ, "BPTT_CACHE_DIR": cache_dir, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL.format(hidden=hidden)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [float(v) for v in result.stdout.strip().splitlines()[-1].split()]
+
+
+def rows(batches: tuple[int, ...]) -> None:
+    import numba
+
+    try:
+        set_parameters, run_torch, torch_grads, torch = torch_loss_and_grad(16)
+        threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    except ImportError:
+        torch, threads = None, "torch not installed: no torch column"
+    print(
+        f"n = {STEPS}, D = {INPUTS}, float64; Numba {numba.__version__}, {numba.get_num_threads()} threads; {threads}"
+    )
+    print("| H | B | Numba | NumPy / Numba | torch / Numba |\n|---:|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    for hidden in (16, 128):
+        model = Model(cell="lstm", steps=STEPS, hidden=hidden)
+        fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
+        if torch is not None:
+            set_parameters, run_torch, torch_grads, _ = torch_loss_and_grad(hidden)
+        for batch in batches:
+            x = rng.normal(size=(batch, STEPS, INPUTS))
+            y = rng.integers(0, 2, size=batch).astype(float)
+            params = parameters(hidden, rng)
+            want_loss, want = reference.loss_and_grad(x, y, params)
+            got_loss, got = fast.loss_and_grad(x, y, params)
+            assert abs(got_loss - want_loss) <= 1e-12 * want_loss and relative(got, want) < 1e-12
+            candidates = {
+                "numba": partial(fast.loss_and_grad, x, y, params),
+                "numpy": partial(reference.loss_and_grad, x, y, params),
+            }
+            if torch is not None:
+                set_parameters(params)
+                x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+                torch_loss, torch_result = torch_grads(run_torch(x_t, y_t))
+                assert abs(torch_loss - want_loss) <= 1e-9 * want_loss and relative(torch_result, want) < 1e-9
+                candidates["torch"] = partial(run_torch, x_t, y_t)
+            del want, got
+            times = interleaved(candidates, rounds=3 if batch * hidden >= 2**17 else 7)
+            numba_time = times.pop("numba")
+            cells = [f"{numba_time * 1e3:.3f} ms"] + [f"{t / numba_time:.2f}" for t in times.values()]
+            print(
+                f"| {hidden} | {batch} | " + " | ".join(cells) + (" | – |" if torch is None else " |"),
+                flush=True,
+            )
+
+
+def compile_times() -> None:
+    print(
+        "\nNumba LSTM module, first loss_and_grad in a fresh process (seconds): imports (NumPy, Numba, "
+        "bptt with SymPy), load (derivation, source, module), first call (compile, or load the cached kernels)"
+    )
+    print("| H | kernel cache | imports | load | first call | total |\n|---:|---|---:|---:|---:|---:|")
+    for hidden in (16, 128):
+        with tempfile.TemporaryDirectory() as cache:
+            cold = first_call_seconds(cache, hidden)
+            warm = min((first_call_seconds(cache, hidden) for _ in range(3)), key=lambda t: t[-1])
+        for name, times in (("cold", cold), ("warm", warm)):
+            print(f"| {hidden} | {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="B <= 64 only")
+    parser.add_argument("--only", choices=("rows", "compile"), default=None)
+    args = parser.parse_args(argv)
+    if args.only in (None, "rows"):
+        rows((1, 64) if args.quick else (1, 64, 4096))
+    if args.only in (None, "compile"):
+        compile_times()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
