@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Derive ∂L/∂w_i, ∂L/∂w_h and ∂L/∂w_o for n steps: the chain-rule (Σ/Π) form with its short- "
             "and long-term terms, the local derivatives, and the fully expanded result; print it as a "
             "LaTeX document or Markdown. With --verify, prove instead that the forms agree (by "
-            "induction for every n, exactly for small n, and at 60 digits) and print what was proved."
+            "induction for every n, exactly for small n, and at 60 digits) and print what was proved. "
+            "With --cell lstm: the LSTM's BPTT (δh, δc with the direct cell path f_(t+1) shown apart, δa per "
+            "gate, the gradients, the mapping to torch.nn.LSTM); --verify proves it against sp.diff of the "
+            "unrolled loss (exactly for one unit and n <= 3) and at 60 digits."
         ),
     )
     _common_model_options(derive)
