@@ -1,12 +1,15 @@
 """The NumPy and Numba backends against a hand-written NumPy BPTT (and JAX, PyTorch where installed).
 
-    python3 bench/bench_backends.py [--quick]
+    python3 bench/bench_backends.py [--quick] [--only scalar|hidden|compile|parallel]
 
-Scalar tanh model, float64, one-hot inputs. Each row times loss_and_grad for B sequences of N steps;
+float64, tanh. Scalar rows: the notes' model, N in {100, 1000} × B in {1, 100, 10 000}, one-hot inputs.
+Hidden rows: H in {16, 128} at N = 100, B in {1, 64, 4096}, D = 3, normal inputs, no biases; the hand
+BPTT and the PyTorch column (torch.nn.RNN) are bench/bench_hidden.py's. Each row times loss_and_grad;
 every column is a ratio to the Numba backend measured in the same run (> 1: slower than Numba).
-Times are the minimum over repeats (the machine may be shared). Then: Numba's first-call time
-(import + compile or cache load + first call) in a fresh process with a cold and with a warm cache,
-and the serial and parallel drivers side by side, which sets the module's _PARALLEL_BATCH.
+The candidates of a row are timed in interleaved rounds (bench/_timing.py), each keeping its best.
+Then: the first call in a fresh process (import, compile or cache load, first call) with a cold and
+a warm cache, and the serial and parallel kernels side by side, which set _PARALLEL_BATCH and
+_PARALLEL_ENTRIES of the generated modules.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_gradients import best, hand_loss_and_grad, optional_rows
+import bench_hidden
+from _timing import interleaved
+from bench_gradients import hand_loss_and_grad, optional_rows
 
 from symbolic.codegen import load
 from symbolic.model import Model
@@ -36,45 +42,53 @@ start = time.perf_counter()
 import numpy as np
 from symbolic.codegen import load
 from symbolic.model import Model
-module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
-x = np.eye(3)[np.random.default_rng(0).integers(0, 3, size=(4, 100))]
-module.loss_and_grad(x, np.array([0.0, 1.0, 1.0, 0.0]), np.array([0.1, 0.2, 0.3]), 0.9, 1.5)
-print(time.perf_counter() - start)
+imported = time.perf_counter()
+module = load(Model(steps=100, activation="tanh"{hidden}), "loop", backend="numba")
+loaded = time.perf_counter()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(4, 100, 3))
+w = {weights}
+module.loss_and_grad(x, np.array([0.0, 1.0, 1.0, 0.0]), *w)
+end = time.perf_counter()
+print(imported - start, loaded - imported, end - loaded, end - start)
 """
+SCALAR_WEIGHTS = "(np.array([0.1, 0.2, 0.3]), 0.9, 1.5)"
+MATRIX_WEIGHTS = "(rng.normal(size=(16, 3)), rng.normal(size=(16, 16)) / 4, rng.normal(size=16))"
 
 
-def first_call_seconds(cache_dir: str) -> float:
+def first_call_seconds(cache_dir: str, hidden: int = 1) -> list[float]:
+    """(imports, load, first call, total) seconds in a fresh process."""
+    code = FIRST_CALL.format(
+        hidden=f", hidden={hidden}" if hidden > 1 else "",
+        weights=MATRIX_WEIGHTS if hidden > 1 else SCALAR_WEIGHTS,
+    )
     environment = {**os.environ, "BPTT_CACHE_DIR": cache_dir, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", FIRST_CALL], env=environment, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
     )
-    return float(result.stdout.strip().splitlines()[-1])
+    return [float(v) for v in result.stdout.strip().splitlines()[-1].split()]
 
 
-def import_seconds() -> float:
-    """Python + NumPy + Numba import alone, to separate it from compiling."""
-    code = "import time; s = time.perf_counter(); import numpy, numba; print(time.perf_counter() - s)"
+def import_seconds(modules: str) -> float:
+    """Importing ``modules`` alone in a fresh process."""
+    code = f"import time; s = time.perf_counter(); import {modules}; print(time.perf_counter() - s)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(result.stdout.strip())
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, B ≤ 100 only")
-    args = parser.parse_args(argv)
-    batches = (1, 100) if args.quick else (1, 100, 10_000)
-    repeat = 3 if args.quick else 7
-    import numba
+def row(candidates: dict, repeat: int) -> str:
+    """One table row: Numba's time, then every other candidate as time and ratio to Numba."""
+    times = interleaved(candidates, rounds=repeat)
+    fast = times.pop("numba")
+    cells = " | ".join(f"{t * 1e3:.3f} ms ({t / fast:.2f}×)" for t in times.values())
+    return f"{fast * 1e3:.3f} ms | {cells} |"
 
-    rng = np.random.default_rng(0)
-    extra = [(name, factory()) for name, factory in optional_rows()]
+
+def scalar_rows(batches, repeat, extra) -> None:
     names = ["NumPy backend", "hand NumPy BPTT"] + [name for name, _ in extra]
-    print(
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Numba {numba.__version__} with {numba.get_num_threads()} threads, NumPy {np.__version__}\n"
-    )
     print("| N | B | Numba backend | " + " | ".join(f"{name} (× Numba)" for name in names) + " |")
     print("|---:|---:|---:|" + "---:|" * len(names))
+    rng = np.random.default_rng(0)
     for steps in (100, 1000):
         model = Model(steps=steps, activation="tanh")
         fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
@@ -85,40 +99,183 @@ def main(argv=None) -> int:
             want = hand_loss_and_grad(x, y, w_i, w_h, w_o)
             got = fast.loss_and_grad(x, y, w_i, w_h, w_o)
             assert np.allclose(got[1], want[1], rtol=1e-12) and np.isclose(got[2], want[2], rtol=1e-12)
-            numba_time = best(fast.loss_and_grad, x, y, w_i, w_h, w_o, repeat=repeat)
-            others = [
-                best(reference.loss_and_grad, x, y, w_i, w_h, w_o, repeat=repeat),
-                best(hand_loss_and_grad, x, y, w_i, w_h, w_o, repeat=repeat),
-            ] + [best(run, x, y, w_i, w_h, w_o, repeat=repeat) for _, run in extra]
-            cells = " | ".join(f"{t * 1e3:.3f} ms ({t / numba_time:.1f}×)" for t in others)
-            print(f"| {steps} | {batch} | {numba_time * 1e3:.3f} ms | {cells} |")
-    if not extra:
-        print("\n(JAX and PyTorch are not installed: no columns for them)")
+            arguments = (x, y, w_i, w_h, w_o)
+            candidates = {
+                "numba": partial(fast.loss_and_grad, *arguments),
+                "numpy": partial(reference.loss_and_grad, *arguments),
+                "hand": partial(hand_loss_and_grad, *arguments),
+            }
+            candidates.update({name: partial(run, *arguments) for name, run in extra})
+            print(f"| {steps} | {batch} | {row(candidates, repeat)}", flush=True)
 
-    with tempfile.TemporaryDirectory() as cache:
-        cold = first_call_seconds(cache)
-        warm = min(first_call_seconds(cache) for _ in range(3))
-    imports = min(import_seconds() for _ in range(3))
+
+def _jax_matrix():
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+
+    def loss(w_i, w_h, w_o, x, y):
+        projection = jnp.einsum("bnd,hd->nbh", x, w_i)
+
+        def step(o, p):
+            return jnp.tanh(p + o @ w_h.T), None
+
+        o_n, _ = jax.lax.scan(step, jnp.zeros((x.shape[0], w_h.shape[0])), projection)
+        z = o_n @ w_o
+        return jnp.mean(jnp.logaddexp(0, z) - y * z)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    return lambda x, y, w_i, w_h, w_o: jax.block_until_ready(value_and_grad(w_i, w_h, w_o, x, y))
+
+
+def hidden_rows(batches, repeat) -> None:
+    extra = []
+    for name, _ in optional_rows():
+        extra.append((name, _jax_matrix() if name == "jax" else bench_hidden.torch_loss_and_grad()))
+    names = ["NumPy backend", "hand NumPy BPTT"] + [name for name, _ in extra]
+    print("| H | B | Numba backend | " + " | ".join(f"{name} (× Numba)" for name in names) + " |")
+    print("|---:|---:|---:|" + "---:|" * len(names))
+    rng = np.random.default_rng(0)
+    steps = bench_hidden.STEPS
+    for hidden in (16, 128):
+        model = Model(steps=steps, activation="tanh", hidden=hidden)
+        fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
+        for batch in batches:
+            x = rng.normal(size=(batch, steps, bench_hidden.INPUTS))
+            y = rng.integers(0, 2, size=batch).astype(float)
+            w_i = rng.normal(size=(hidden, bench_hidden.INPUTS)) * 0.5
+            w_h = rng.normal(size=(hidden, hidden)) * 0.9 / np.sqrt(hidden)
+            w_o = rng.normal(size=hidden)
+            arguments = (x, y, w_i, w_h, w_o)
+            want = bench_hidden.hand_loss_and_grad(*arguments)
+            for got, expected in zip(fast.loss_and_grad(*arguments), want):
+                assert np.allclose(got, expected, rtol=1e-9, atol=1e-14)
+            candidates = {
+                "numba": partial(fast.loss_and_grad, *arguments),
+                "numpy": partial(reference.loss_and_grad, *arguments),
+                "hand": partial(bench_hidden.hand_loss_and_grad, *arguments),
+            }
+            candidates.update({name: partial(run, *arguments) for name, run in extra})
+            print(f"| {hidden} | {batch} | {row(candidates, repeat)}", flush=True)
+
+
+def compile_times() -> None:
+    imports = {name: min(import_seconds(name) for _ in range(3)) for name in ("numpy", "numba", "symbolic")}
     print(
-        f"\nNumba first call (fresh process: import, compile or load from cache, first loss_and_grad): "
-        f"cold cache {cold:.2f} s, warm cache {warm:.2f} s (of which importing NumPy and Numba {imports:.2f} s)"
+        "First call in a fresh process (seconds): imports (NumPy, bptt with SymPy), load (derivation, "
+        "source, module), first loss_and_grad (Numba: compile, or load its cache), total"
+    )
+    print("| model | cache | imports | load | first call | total |\n|---|---|---:|---:|---:|---:|")
+    for hidden in (1, 16):
+        with tempfile.TemporaryDirectory() as cache:
+            cold = first_call_seconds(cache, hidden)
+            warm = min((first_call_seconds(cache, hidden) for _ in range(3)), key=lambda t: t[-1])
+        label = "scalar, N = 100" if hidden == 1 else f"H = {hidden}, N = 100"
+        for name, times in (("cold", cold), ("warm", warm)):
+            print(f"| {label} | {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |")
+    print(
+        "Imports alone (fresh process, best of 3): "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in imports.items())
     )
 
+
+def _matrix_kernels(module, kind, batch, x_t, y, w_i, w_h, w_o, b_h, b_o):
+    """The compiled passes of a matrix module's loss_and_grad, with the serial or parallel kernels."""
+    o = getattr(module, f"_states_{kind}")(x_t, w_i, w_h, b_h)
+    _, residual = module._outputs(o[-1], y, w_o, b_o)
+    backward = getattr(module, f"_backward_{kind}")
+    return backward(x_t, o, w_h, residual[:, np.newaxis] * w_o, module._span(batch, x_t.shape[0]))
+
+
+def parallel_rows(repeat) -> None:
+    import numba
+
+    rng = np.random.default_rng(1)
     module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
     print(
-        f"\nSerial and parallel drivers, N = 100 ({numba.get_num_threads()} threads; "
+        f"\nScalar kernels, N = 100 ({numba.get_num_threads()} threads; "
         f"the module goes parallel from B = {module._PARALLEL_BATCH}):"
     )
     print("| B | serial | parallel | parallel / serial |\n|---:|---:|---:|---:|")
-    for batch in (16, 32, 64, 128, 1024, 10_000):
+    for batch in (256, 1024, 4096, 10_000, 100_000):
         x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
         y = rng.integers(0, 2, size=batch).astype(float)
         arguments = module._compiled_arguments(x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
-        times = []
-        for kernel in (module._gradients_serial, module._gradients_parallel):
-            losses, sums = np.empty(batch), np.zeros((module._blocks(batch), 5))
-            times.append(best(kernel, *arguments, losses, sums, repeat=repeat))
-        print(f"| {batch} | {times[0] * 1e3:.3f} ms | {times[1] * 1e3:.3f} ms | {times[1] / times[0]:.2f} |")
+        size = arguments[2].shape[0]
+        candidates = {
+            name: partial(kernel, *arguments, np.empty(batch), np.zeros((module._blocks(batch), size + 2)))
+            for name, kernel in (
+                ("serial", module._gradients_serial),
+                ("parallel", module._gradients_parallel),
+            )
+        }
+        times = interleaved(candidates, rounds=repeat)
+        print(
+            f"| {batch} | {times['serial'] * 1e3:.3f} ms | {times['parallel'] * 1e3:.3f} ms | "
+            f"{times['parallel'] / times['serial']:.2f} |",
+            flush=True,
+        )
+    print(
+        f"\nMatrix kernels, N = 100 (parallel from B·H = "
+        f"{load(Model(steps=100, hidden=16), 'loop', backend='numba')._PARALLEL_ENTRIES}):"
+    )
+    print("| H | B | serial | parallel | parallel / serial |\n|---:|---:|---:|---:|---:|")
+    for hidden, batch in ((16, 256), (16, 1024), (16, 4096), (128, 64), (128, 256), (128, 4096)):
+        module = load(Model(steps=100, activation="tanh", hidden=hidden), "loop", backend="numba")
+        x = rng.normal(size=(batch, 100, 3))
+        y = rng.integers(0, 2, size=batch).astype(float)
+        weights = (
+            rng.normal(size=(hidden, 3)),
+            rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
+            rng.normal(size=hidden),
+        )
+        x_t, y_c, w_i, w_h, w_o, b_h, b_o = module._compiled_arguments(x, y, *weights, None, None)
+
+        times = interleaved(
+            {
+                kind: partial(_matrix_kernels, module, kind, batch, x_t, y_c, w_i, w_h, w_o, b_h, b_o)
+                for kind in ("serial", "parallel")
+            },
+            rounds=repeat,
+        )
+        print(
+            f"| {hidden} | {batch} | {times['serial'] * 1e3:.3f} ms | {times['parallel'] * 1e3:.3f} ms | "
+            f"{times['parallel'] / times['serial']:.2f} |",
+            flush=True,
+        )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, small batches only")
+    parser.add_argument("--only", choices=("scalar", "hidden", "compile", "parallel"), default=None)
+    args = parser.parse_args(argv)
+    repeat = 3 if args.quick else 7
+    import numba
+
+    extra = [(name, factory()) for name, factory in optional_rows()]
+    threads = ""
+    if any(name == "torch" for name, _ in extra):
+        import torch
+
+        threads = f", PyTorch {torch.__version__} with {torch.get_num_threads()} threads"
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Numba {numba.__version__} with {numba.get_num_threads()} threads, NumPy {np.__version__}{threads}\n"
+    )
+    if not extra:
+        print("(JAX and PyTorch are not installed: no columns for them)\n")
+    if args.only in (None, "scalar"):
+        scalar_rows((1, 100) if args.quick else (1, 100, 10_000), repeat, extra)
+        print()
+    if args.only in (None, "hidden"):
+        hidden_rows((1, 64) if args.quick else (1, 64, 4096), repeat)
+        print()
+    if args.only in (None, "compile"):
+        compile_times()
+    if args.only in (None, "parallel"):
+        parallel_rows(repeat)
     return 0
 
 
