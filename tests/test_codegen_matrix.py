@@ -19,7 +19,6 @@ from symbolic.activations import ACTIVATIONS
 from symbolic.check import check_module, format_report, load_module
 from symbolic.codegen import generate, load
 from symbolic.derive_matrix import MatrixDerivation
-from symbolic.errors import UsageError
 from symbolic.model import Model
 
 from .conftest import ACTIVATION_NAMES, ROOT, run_bptt
@@ -351,8 +350,6 @@ def test_header_command_and_cli(tmp_path):
     assert "--steps 5 --activation tanh --hidden 3 --bias --mode unrolled -o m.py" in written
     checked = run_bptt("check", str(tmp_path / "m.py"))
     assert checked.returncode == 0 and "H = 3, with biases" in checked.stdout and "b_o" in checked.stdout
-    with pytest.raises(UsageError, match="numba backend supports hidden size 1 without biases"):
-        generate(Model(steps=3, hidden=2), "loop", backend="numba")
 
 
 @pytest.mark.parametrize(("activation", "hidden", "bias"), [("tanh", 8, True), ("relu", 2, False)])
