@@ -11,7 +11,9 @@ The elementwise pieces are printed by SymPy from the derivation of one hidden un
 formulas act entry by entry there): the step o_t = f(a_t) with the activation applied to the
 derivation's pre-activation, f′(a_t) written with the stored output (``derivative(t)``), the
 residual ŷ − y of δ_n and the logit. A row of states times W_hᵀ prints as ``o @ w_h.T`` (a batch of
-row vectors), so the recursion is one matrix product per step for all sequences at once.
+row vectors), so the recursion is one matrix product per step for all sequences at once, done in
+place: row t of o holds W_i x_t (+ b_h) and becomes o_t. The weight gradients are one product over
+all gates for narrow batches and sums accumulated step by step for wide ones (``PER_STEP_ENTRIES``).
 """
 
 from __future__ import annotations

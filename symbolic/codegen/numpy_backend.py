@@ -8,6 +8,9 @@ Every expression in the generated module is printed by SymPy from the derivation
   ``derivation.step_derivative``, ``step_jacobian`` and ``step_immediate``;
 * (∂L/∂ŷ)(∂ŷ/∂o_n) and ∂L/∂w_o from ``derivation.output_factor`` and ``dL_dw_o``.
 
+For wide batches the forward step also has an in-place form (``in_place``): o_t starts as
+w_i·x_t, gets w_h o_{t−1} added and f applied where it lies (``np.tanh(o_t, out=o_t)``).
+
 The structure of the Σ/Π formula shapes the code: δ_j = (∂L/∂ŷ)(∂ŷ/∂o_n) Π_{k=j+1..n} ∂o_k/∂o_{k−1}
 is a suffix (reversed cumulative) product, so the backward pass needs no Python loop, and each
 immediate partial is factored as f′(a_t) times what multiplies it, so both weights share one
