@@ -93,9 +93,9 @@ def test_bptt_terms_equal_the_numpy_backends(activation):
 
 
 def test_parallel_blocks_agree_with_serial_and_numpy():
-    """A batch wide enough for prange: several blocks, a partial last one, the same sums bit for bit."""
+    """Several blocks and a partial last one: the parallel kernel gives the serial one's sums bit for bit."""
     module = numba_module("tanh", "loop", 50)
-    batch = module._PARALLEL_BATCH + module._BLOCK + 5
+    batch = 3 * module._BLOCK + 5  # the parallel kernel called directly below: the threshold is far
     x, y, w_i, w_h, w_o = point("tanh", 50, batch=3, seed=5)
     rng = np.random.default_rng(5)
     x = rng.normal(size=(batch, 50, 3))
@@ -332,16 +332,18 @@ def test_matrix_bptt_terms_equal_the_numpy_backends(activation, bias):
 
 
 def test_matrix_parallel_kernels_agree_with_serial_and_numpy():
-    """Batches wide enough for the parallel kernels (partial last chunk), and a batch of one, whose
-    weight gradients are summed over one span of every step."""
+    """Several chunks and a partial last one: the parallel kernels give the serial ones' results bit
+    for bit; several spans of steps, and a batch of one summed over one span of every step."""
     fast, reference = matrix_modules("tanh", "loop", 8, False)
-    batch = fast._PARALLEL_ENTRIES // fast.HIDDEN_SIZE + fast._ROWS + 5
+    batch = 3 * fast._ROWS + 5  # the parallel kernels are called directly: their threshold is far
     steps = fast._SPAN_ROWS // batch + 7  # several spans of one step
     rng = np.random.default_rng(6)
     x = rng.normal(size=(batch, steps, 3))
     y = rng.integers(0, 2, size=batch).astype(float)
     _, _, parameters = matrix.point("tanh", 8, False, steps=2)
-    assert fast._kernels(batch)[0] is fast._states_parallel or numba.get_num_threads() == 1
+    assert fast._kernels(batch)[0] is fast._states_serial
+    wide = fast._kernels(fast._PARALLEL_ENTRIES // fast.HIDDEN_SIZE)[0]
+    assert wide is fast._states_parallel or numba.get_num_threads() == 1
     for got, want in zip(fast.loss_and_grad(x, y, **parameters), reference.loss_and_grad(x, y, **parameters)):
         assert matrix.relative(got, want) < 1e-12
     arguments = fast._compiled_arguments(

@@ -18,9 +18,10 @@ from .numpy_backend import NumPyCodePrinter
 
 #: Sequences of one block, run in lockstep so independent steps overlap (bench/bench_backends.py).
 BLOCK = 16
-#: From this batch size on the blocks run on Numba's threads: below it the thread launch costs more than
-#: it saves (measured with bench/bench_backends.py on a shared 2-CPU machine, where it rarely pays).
-PARALLEL_BATCH = 4096
+#: From this batch size on the blocks run on Numba's threads: below it the threads cost more than they
+#: save (bench/bench_backends.py on a shared, loaded 2-CPU machine: parallel / serial 1.08–1.34 at
+#: B = 4096–10 000, 0.98 at B = 100 000; the second core is rarely free there).
+PARALLEL_BATCH = 100_000
 
 
 class NumbaScalarPrinter(NumPyCodePrinter):
@@ -128,8 +129,10 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
 #: among Numba's threads in the parallel kernels.
 ROWS = 64
 #: From this many entries per step (B·H) on the elementwise work runs on Numba's threads; the matrix
-#: products are BLAS's (threaded by BLAS itself) either way (measured with bench/bench_backends.py).
-PARALLEL_ENTRIES = 16384
+#: products are BLAS's (threaded by BLAS itself) either way. Two barriers per step: on the loaded
+#: 2-CPU machine of bench/bench_backends.py the parallel kernels were 1.8–7.4× slower than the serial
+#: ones for every B·H from 4096 to 32 768, so only steps far wider than the benchmark's go parallel.
+PARALLEL_ENTRIES = 1 << 20
 #: The weight gradients are summed over the rows of several steps at once, in one matrix product
 #: of about this many rows (so a batch of one sequence still makes one product, not n tiny ones).
 SPAN_ROWS = 4096
