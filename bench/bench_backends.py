@@ -250,8 +250,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, small batches only")
     parser.add_argument("--only", choices=("scalar", "hidden", "compile", "parallel"), default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per row (default 7)")
     args = parser.parse_args(argv)
-    repeat = 3 if args.quick else 7
+    repeat = args.rounds or (3 if args.quick else 7)
     import numba
 
     extra = [(name, factory()) for name, factory in optional_rows()]
