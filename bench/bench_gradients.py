@@ -1,6 +1,6 @@
 """Generated loss_and_grad against a hand-written NumPy BPTT, measured in one run.
 
-    python3 bench/bench_gradients.py [--quick]
+    python3 bench/bench_gradients.py [--quick] [--cpu-time]
 
 Prints, for B sequences of N steps: the time of the hand loop, of the generated loss_and_grad in
 each mode (unrolled only where N is within its limit) and the ratio generated / hand, plus the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import timeit
 from functools import partial
 from pathlib import Path
@@ -126,7 +127,14 @@ def _torch_loss_and_grad():
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, B ≤ 100 only")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with this process's CPU time instead of the wall clock (for a busy shared machine; "
+        "run with OPENBLAS_NUM_THREADS=1, since the CPU time of every thread is summed)",
+    )
     args = parser.parse_args(argv)
+    clock = time.process_time if args.cpu_time else timeit.default_timer
     batches = (1, 100) if args.quick else (1, 100, 10_000)
     repeat = 3 if args.quick else 5
     rng = np.random.default_rng(0)
@@ -150,7 +158,7 @@ def main(argv=None) -> int:
                 candidates[f"{mode} forward"] = partial(module.forward, x, w_i, w_h, w_o)
             for name, run in extra:
                 candidates[name] = partial(run, x, y, w_i, w_h, w_o)
-            times = interleaved(candidates, rounds=repeat)
+            times = interleaved(candidates, rounds=repeat, clock=clock)
             hand = times["hand"]
             for mode in modules:
                 generated, forward = times[mode], times[f"{mode} forward"]
