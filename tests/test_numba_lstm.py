@@ -96,11 +96,12 @@ def test_complex_step_flows_through_and_loss_stays_complex():
     assert got.imag / step == pytest.approx(fast.loss_and_grad(x, y, params)[1]["U_f"][1, 2], rel=1e-12)
 
 
-def test_parallel_kernels_agree_with_serial_and_numpy():
-    """A batch wide enough for prange (B·H ≥ _PARALLEL_ENTRIES) with a partial last chunk."""
+def test_parallel_kernels_agree_with_serial_and_numpy(monkeypatch):
+    """The prange kernels on several chunks of sequences with a partial last one."""
     fast, reference = modules("loop", 4, 3)
-    batch = fast._PARALLEL_ENTRIES // 4 + fast._ROWS + 7
+    batch = 3 * fast._ROWS + 7
     x, y, params = point(4, 3, batch=batch, seed=7)
+    monkeypatch.setattr(fast, "_PARALLEL_ENTRIES", 4 * batch)  # wide enough for the threads
     if numba.get_num_threads() > 1:
         assert fast._kernels(batch)[0] is fast._forward_parallel
     loss, grads = fast.loss_and_grad(x, y, params)
