@@ -139,6 +139,9 @@ def _states(x: np.ndarray, w_i: np.ndarray, w_h: complex) -> np.ndarray:
     steps, batch = projection.shape
     # At least float: integer inputs are valid, and the states are not integers.
     o = np.zeros((steps + 1, batch), np.result_type(projection, w_h, 1.0))
+    # w_h as a 0-d array of the states' dtype: the same products, but cheaper per step than a
+    # Python number, which NumPy converts at every call.
+    w_h = np.asarray(w_h, o.dtype)
     if batch < _IN_PLACE_BATCH:
         o[1] = o_1 = np.tanh(projection[0])
         o[2] = o_2 = np.tanh(o_1 * w_h + projection[1])
