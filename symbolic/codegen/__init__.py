@@ -20,12 +20,10 @@ from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
-from ..derive import Derivation
+from .. import __version__
 from ..errors import UsageError
 from ..files import MARKER
 from ..model import VOCABULARY, Model
-from ..templating import render, templates_dir
-from . import lstm_backend, matrix_backend, numba_backend, numba_lstm, numpy_backend
 
 MODES = ("unrolled", "loop")
 BACKENDS = ("numpy", "numba")
@@ -79,6 +77,12 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
 
 def generate(model: Model, mode: str | None = None, output: str | None = None, backend: str = "numpy") -> str:
     """The source of the module for ``model`` (``output`` only names the file in the header)."""
+    # SymPy, Jinja2 and the derivation are imported here, not with the package: a Numba module
+    # found in the source cache (see _load) needs none of them.
+    from ..derive import Derivation
+    from ..templating import render
+    from . import matrix_backend, numba_backend, numpy_backend
+
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
     if model.lstm:
@@ -109,6 +113,9 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
 def _generate_lstm(model: Model, mode: str, output: str | None, backend: str) -> str:
     """The LSTM module (templates/numpy/lstm.py.j2; numba: templates/numba/lstm.py.j2), from
     LSTMDerivation's unit formulas."""
+    from ..templating import render
+    from . import lstm_backend, numba_lstm
+
     if mode == "unrolled" and model.steps > lstm_backend.UNROLLED_LIMIT:
         raise UsageError(
             f"--mode unrolled for --cell lstm writes about 16 lines per step and is limited to "
@@ -126,6 +133,8 @@ def _generate_lstm(model: Model, mode: str, output: str | None, backend: str) ->
 def _numba_environment():
     """``templates/numba`` first, then ``templates/`` itself so ``numpy/macros.j2`` can be imported."""
     import jinja2
+
+    from ..templating import templates_dir
 
     root = templates_dir()
     return jinja2.Environment(
@@ -178,6 +187,66 @@ def _without_disk_cache(source: str) -> str:
     return ast.unparse(tree)
 
 
+def _source_key(model: Model, mode: str, backend: str) -> str:
+    """A digest of everything a generated module's source depends on: the model, mode and backend,
+    this package's version and the contents of its modules and templates, and SymPy's version
+    (its printers write the code). Computed without importing SymPy or Jinja2."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(repr((model, mode, backend, __version__)).encode())
+    # templates/ beside the package in a checkout, symbolic/templates in a wheel (templating.templates_dir)
+    files = (
+        sorted(package.rglob("*.py"))
+        + sorted(package.rglob("*.j2"))
+        + sorted(package.parent.glob("templates/**/*.j2"))
+    )
+    sympy = importlib.util.find_spec("sympy")
+    if sympy is not None and sympy.origin:
+        files.append(Path(sympy.origin).with_name("release.py"))
+    for path in files:
+        digest.update(str(path.relative_to(path.parent.parent)).encode())
+        try:
+            digest.update(path.read_bytes())
+        except OSError:
+            digest.update(b"missing")
+    return digest.hexdigest()[:24]
+
+
+def _cached_source(key: str) -> Path | None:
+    """The module file recorded for ``key`` by an earlier ``_record_source``, if it is still there."""
+    for directory in cache_directories():
+        try:
+            target = directory / "numba" / (directory / "numba" / "sources" / key).read_text().strip()
+        except OSError:
+            continue
+        if target.is_file():
+            return target
+    return None
+
+
+def _record_source(key: str, path: Path) -> None:
+    """Remember that the source for ``key`` is the file ``path`` (best effort: a failure costs only
+    a regeneration next time)."""
+    record = path.parent / "sources" / key
+    try:
+        record.parent.mkdir(exist_ok=True)
+        scratch = record.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(path.name)
+        os.replace(scratch, record)
+    except OSError:
+        pass
+
+
+def _import_file(path: Path) -> types.ModuleType:
+    """Import a cached Numba module from its file."""
+    # Registered under its file's name (source hash included): kernels loaded from Numba's cache
+    # find their module's globals by importing that name.
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @lru_cache(maxsize=64)
 def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
     name = f"bptt_generated_{model.activation}_{mode}" + (f"_{model.steps}" if mode == "unrolled" else "")
@@ -185,18 +254,21 @@ def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
         name += f"_h{model.hidden}" + ("_bias" if model.bias else "")
     if model.lstm:
         name = name.replace("bptt_generated_", "bptt_generated_lstm_", 1) + f"_d{model.inputs}"
+    if backend == "numba":
+        # A module generated before, by this same code and templates, is imported from its file
+        # without deriving or rendering it again (no SymPy import: a fresh process loads in
+        # milliseconds plus Numba's own import).
+        key = _source_key(model, mode, backend)
+        cached = _cached_source(key)
+        if cached is not None:
+            return _import_file(cached)
     source = generate(model, mode, backend=backend)
     if backend == "numba":
         name += "_numba"
         path = _cached_file(name, source)
         if path is not None:  # a real file, so Numba's cache=True has somewhere to write
-            # Registered under its file's name (source hash included): kernels loaded from Numba's
-            # cache find their module's globals by importing that name.
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[path.stem] = module
-            spec.loader.exec_module(module)
-            return module
+            _record_source(key, path)
+            return _import_file(path)
         source = _without_disk_cache(source)
     module = types.ModuleType(name)
     module.__file__ = f"<{name}>"
