@@ -301,6 +301,7 @@ def test_shapes_and_errors():
         ("tanh", "unrolled", 2, True),
         ("relu", "loop", 3, False),
         ("identity", "loop", 1, True),
+        ("identity", "unrolled", 8, True),
         ("sigmoid", "unrolled", 4, False),
     ],
 )

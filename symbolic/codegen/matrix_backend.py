@@ -19,6 +19,7 @@ all gates for narrow batches and sums accumulated step by step for wide ones (``
 from __future__ import annotations
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 from ..derive_matrix import MatrixDerivation
 from ..model import Model
@@ -32,9 +33,12 @@ class RowsTimesTransposed(sp.Function):
 
 
 class RowsTimes(sp.Function):
-    """A batch of row vectors times a matrix: ``(rows @ matrix)`` (W_hᵀ g for each row g)."""
+    """A batch of row vectors times a matrix: ``rows @ matrix`` (W_hᵀ g for each row g)."""
 
     is_commutative = True
+    #: @ binds like *: as a factor of a product it is parenthesized (f′ * (g @ W), not
+    #: (f′ * g) @ W), alone it is not (ruff format removes redundant parentheses).
+    precedence = PRECEDENCE["Mul"]
 
 
 class MatrixCodePrinter(NumPyCodePrinter):
@@ -45,9 +49,8 @@ class MatrixCodePrinter(NumPyCodePrinter):
         return f"{self._print(rows)} @ {self._print(matrix)}.T"
 
     def _print_RowsTimes(self, expr):
-        # Parenthesized: * and @ bind equally in Python, so f′ * (g @ W) must not become (f′ * g) @ W.
         rows, matrix = expr.args
-        return f"({self._print(rows)} @ {self._print(matrix)})"
+        return f"{self._print(rows)} @ {self._print(matrix)}"
 
 
 _PRINTER = MatrixCodePrinter()
