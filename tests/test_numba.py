@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,13 @@ STEPS = (1, 3, 10, 50)
 CASES = [(a, "loop", n) for a in ACTIVATION_NAMES for n in STEPS]
 CASES += [(a, "unrolled", 3) for a in ACTIVATION_NAMES]
 CASES += [("tanh", "unrolled", 50)]
+
+
+def numba_index(directory, pattern):
+    """Numba's cache index files: beside the module, or under $NUMBA_CACHE_DIR when that is set."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return list(Path(os.environ["NUMBA_CACHE_DIR"]).rglob(pattern))
+    return list(directory.glob(pattern))
 
 
 def numba_module(activation, mode, steps):
@@ -111,6 +119,41 @@ def test_parallel_blocks_agree_with_serial_and_numpy():
         sums[name] = np.zeros((module._blocks(batch), 5))
         kernel(*arguments, losses, sums[name])
     assert np.array_equal(sums["serial"], sums["parallel"])  # each block owns its row: deterministic
+
+
+def test_wide_batches_vectorise_the_forward_pass_and_agree():
+    """From _VECTORISED_BATCH sequences on, loss_and_grad runs the NumPy module's forward pass and the
+    compiled backward pass, forward and loss the NumPy module's functions: the same results as the
+    compiled path and the NumPy backend; the serial and parallel backward drivers agree bit for bit."""
+    module, reference = numba_module("tanh", "loop", 10), numpy_module("tanh", "loop", 10)
+    batch = module._VECTORISED_BATCH + module._BLOCK // 2  # a partial last block
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(batch, 10, 3))
+    y = rng.integers(0, 2, size=batch).astype(float)
+    w_i, w_h, w_o = np.array([0.4, -0.3, 0.2]), 0.8, -1.3
+    assert (
+        module._vectorised(x)
+        and not module._vectorised(x[: -batch // 2])
+        and not module._vectorised(x.tolist())
+    )
+    wide = module.loss_and_grad(x, y, w_i, w_h, w_o)
+    assert isinstance(wide[2], float) and isinstance(wide[3], float)
+    for got, want in zip(wide, reference.loss_and_grad(x, y, w_i, w_h, w_o)):
+        assert relative(got, want) < 1e-13
+    assert np.array_equal(module.forward(x, w_i, w_h, w_o), reference.forward(x, w_i, w_h, w_o))
+    assert module.loss(x, y, w_i, w_h, w_o) == reference.loss(x, y, w_i, w_h, w_o)
+    arguments = module._compiled_arguments(x, y, w_i, w_h, w_o)
+    sums = {}
+    states = module._numpy_states(arguments[0], arguments[2], arguments[3])
+    for name, kernel, inputs in (
+        ("compiled", module._gradients_serial, arguments),
+        ("serial", module._backward_serial, (*arguments[:2], *arguments[3:], states)),
+        ("parallel", module._backward_parallel, (*arguments[:2], *arguments[3:], states)),
+    ):
+        sums[name] = np.zeros((module._blocks(batch), 5))
+        kernel(*inputs, np.empty(batch), sums[name])
+    assert np.array_equal(sums["serial"], sums["parallel"])
+    assert relative(sums["serial"].sum(axis=0), sums["compiled"].sum(axis=0)) < 1e-13
 
 
 @pytest.mark.parametrize("mode", ["unrolled", "loop"])
@@ -229,7 +272,7 @@ def test_bptt_check_passes_numba_modules_and_rejects_a_tampered_one(tmp_path, ca
     assert run_check(bad) == 1
     assert "FAIL" in capsys.readouterr().out
     assert run_check(good) == 0  # again, now from Numba's on-disk cache beside the file
-    assert list((tmp_path / "__pycache__").glob("fast.*.nbi"))
+    assert numba_index(tmp_path / "__pycache__", "fast.*.nbi")
 
 
 def test_load_writes_a_cached_file_and_falls_back_without_one(tmp_path, monkeypatch):
@@ -240,7 +283,7 @@ def test_load_writes_a_cached_file_and_falls_back_without_one(tmp_path, monkeypa
     args = point("identity", 2)
     want = numpy_module("identity", "loop", 2).loss_and_grad(*args)
     assert relative(module.loss_and_grad(*args)[2], want[2]) < 1e-13
-    assert list((tmp_path / "cache" / "numba" / "__pycache__").glob("*.nbi"))
+    assert numba_index(tmp_path / "cache" / "numba" / "__pycache__", "*.nbi")
     # nowhere writable (a file where the directories should be): compiled without a disk cache
     blocker = tmp_path / "blocker"
     blocker.write_text("")
@@ -364,6 +407,25 @@ def test_matrix_parallel_kernels_agree_with_serial_and_numpy():
         reference.loss_and_grad(single[0], single[1], **single[2]),
     ):
         assert matrix.relative(got, want) < 1e-12
+
+
+def test_matrix_wide_steps_run_the_numpy_modules_functions():
+    """From _VECTORISED_ENTRIES entries per step (B·H) on, forward, loss and loss_and_grad are the NumPy
+    matrix module's functions, copied: the NumPy backend's results bit for bit; narrower steps and
+    other argument types run compiled."""
+    fast, reference = matrix_modules("tanh", "loop", 2, True)
+    batch = fast._VECTORISED_ENTRIES // fast.HIDDEN_SIZE
+    x, y, parameters = matrix.point("tanh", 2, True, steps=MATRIX_STEPS, batch=batch, seed=9)
+    assert fast._vectorised(x) and not fast._vectorised(x[1:]) and not fast._vectorised(x.tolist())
+    for got, want in zip(fast.loss_and_grad(x, y, **parameters), reference.loss_and_grad(x, y, **parameters)):
+        assert np.array_equal(got, want)
+    assert fast.loss(x, y, **parameters) == reference.loss(x, y, **parameters)
+    assert np.array_equal(fast.forward(x, **parameters), reference.forward(x, **parameters))
+    compiled = fast.loss_and_grad(x.tolist(), y, **parameters)  # a list is validated and run compiled
+    for got, want in zip(compiled, reference.loss_and_grad(x, y, **parameters)):
+        assert matrix.relative(got, want) < 1e-12
+    with pytest.raises(ValueError, match="finite"):
+        fast.loss_and_grad(np.where(x > 1, np.nan, x), y, **parameters)  # the same validation
 
 
 @pytest.mark.parametrize("mode", ["unrolled", "loop"])

@@ -282,7 +282,12 @@ def load(model: Model, mode: str | None = None, backend: str = "numpy") -> types
     NumPy modules are executed in memory; Numba modules are written to a cache directory first
     (see ``cache_directories``) so that their compiled kernels are cached on disk between runs.
     """
-    return _load(model, resolve_mode(model, mode), resolve_backend(backend))
+    mode, backend = resolve_mode(model, mode), resolve_backend(backend)
+    if mode == "loop" and backend == "numba":
+        # A loop module is the same for every n but for the command in its header: one module (one
+        # file, one set of compiled kernels) serves every sequence length.
+        model = replace(model, steps=1)
+    return _load(model, mode, backend)
 
 
 __all__ = [

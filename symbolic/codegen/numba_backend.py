@@ -4,6 +4,12 @@ The same derivation as the NumPy backend (step_jacobian, step_immediate, step_de
 output_factor, dL_dw_o), printed for scalars inside compiled loops: the kernels walk the sequences
 of a block in lockstep, forward storing o_t, then backward carrying δ_t = δ_(t+1) ∂o_(t+1)/∂o_t
 from t = n down — the cumulative product of the Σ/Π formula, one factor per step.
+
+Wide calls take a vectorised path instead, chosen per call: compiled code calls libm's f once per
+value (tanh about 38 ns, against 1.7 ns for NumPy's SIMD np.tanh on the benchmark machine), so from
+``VECTORISED_BATCH`` sequences (scalar model: NumPy's forward pass, compiled backward pass, which
+needs no f) and ``VECTORISED_ENTRIES`` entries per step (matrix model: the NumPy module's functions)
+on, the module runs the NumPy module's own code, copied into it by ``vectorised``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ BLOCK = 16
 #: save (bench/bench_backends.py on a shared, loaded 2-CPU machine: parallel / serial 1.08–1.34 at
 #: B = 4096–10 000, 0.98 at B = 100 000; the second core is rarely free there).
 PARALLEL_BATCH = 100_000
+#: From this batch size on the forward pass is the NumPy module's (SIMD f over the whole batch) and only
+#: the backward pass is compiled; forward and loss are the NumPy module's functions there.
+VECTORISED_BATCH = 256
 
 
 class NumbaScalarPrinter(NumPyCodePrinter):
@@ -67,6 +76,70 @@ def validation(numpy_source: str) -> str:
     )
 
 
+#: The vectorised path's functions are the NumPy module's, renamed with this prefix
+#: (``loss_and_grad`` → ``_numpy_loss_and_grad``, ``_states`` → ``_numpy_states``).
+PREFIX = "_numpy_"
+
+
+def _closure(functions: dict, roots) -> set[str]:
+    """``roots`` and every module function they call, transitively."""
+    wanted, pending = set(), list(roots)
+    while pending:
+        name = pending.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        calls = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
+        pending.extend(sorted(calls & set(functions)))
+    return wanted
+
+
+def _with_comments(lines: list[str], node: ast.stmt) -> str:
+    """A top-level statement's source with the comment lines right above it."""
+    first = node.lineno - 1
+    while first > 0 and lines[first - 1].startswith("#"):
+        first -= 1
+    return "\n".join(lines[first : node.end_lineno])
+
+
+def vectorised(numpy_source: str, roots: tuple[str, ...]) -> str:
+    """The NumPy module's functions ``roots`` and the module functions and private constants they
+    use, verbatim but for their names: each gets ``PREFIX`` (its calls too, found as name tokens,
+    so docstrings and comments are untouched). The validation functions, which the Numba module
+    copies under their own names, are shared, not copied twice."""
+    import io
+    import tokenize
+
+    tree = ast.parse(numpy_source)
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    shared = _closure(functions, VALIDATION)
+    wanted = _closure(functions, roots) - shared
+    renamed = {name: PREFIX + name.lstrip("_") for name in wanted}
+    used = {n.id for name in wanted for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
+    constants = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Name) and t.id.startswith("_") and t.id in used for t in node.targets)
+    ]
+    lines = numpy_source.splitlines()
+    pieces = [_with_comments(lines, node) for node in constants]
+    pieces += [_with_comments(lines, node) for node in tree.body if getattr(node, "name", None) in wanted]
+    text = "\n\n\n".join(pieces)
+    edits, previous = [], None
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.NAME and token.string in renamed and previous != ".":
+            edits.append(token.start)
+        if token.type not in (tokenize.NL, tokenize.COMMENT):
+            previous = token.string
+    out = text.splitlines()
+    for row, column in reversed(edits):
+        line = out[row - 1]
+        name = line[column:].split("(", 1)[0].split()[0].rstrip(":,)")
+        out[row - 1] = line[:column] + renamed[name] + line[column + len(name) :]
+    return "\n".join(out)
+
+
 def context(derivation: Derivation, mode: str, command: str, numpy_source: str) -> dict:
     """Everything ``templates/numba/module.py.j2`` places. No SymPy objects.
 
@@ -104,6 +177,7 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
         "input_size": model.inputs,
         "block": BLOCK,
         "parallel_batch": PARALLEL_BATCH,
+        "vectorised_batch": VECTORISED_BATCH,
         "loop_step": code(u.activation.apply(projection + recurrent), local),
         "derivative_code": code(pieces["derivative"], local) if uses_derivative else None,
         "jacobian_code": code(with_derivative(pieces["jacobian"]), local),
@@ -117,6 +191,7 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
         "backward": {"logit_code": logit_code},
         "formulas": formulas,
         "validation": validation(numpy_source),
+        "vectorised": vectorised(numpy_source, ("forward", "loss", "_states")),
     }
     result["uses_relu"] = "relu" in printer.helpers
     result["uses_heaviside"] = "heaviside" in printer.helpers
@@ -133,6 +208,11 @@ ROWS = 64
 #: 2-CPU machine of bench/bench_backends.py the parallel kernels were 1.8–7.4× slower than the serial
 #: ones for every B·H from 4096 to 32 768, so only steps far wider than the benchmark's go parallel.
 PARALLEL_ENTRIES = 1 << 20
+#: From this many entries per step (B·H) on, forward, loss and loss_and_grad take the vectorised
+#: path, the NumPy module's own functions (NumPy's SIMD tanh and BLAS over the whole batch): the
+#: compiled loops call libm's scalar f per entry (tanh: about 38 ns against 1.7 ns for np.tanh on the
+#: benchmark machine), which only the saved per-step overhead makes up for on narrow steps.
+VECTORISED_ENTRIES = 256
 #: The weight gradients are summed over the rows of several steps at once, in one matrix product
 #: of about this many rows (so a batch of one sequence still makes one product, not n tiny ones).
 SPAN_ROWS = 4096
@@ -182,6 +262,7 @@ def matrix_context(model, mode: str, command: str, numpy_source: str) -> dict:
         "rows": ROWS,
         "parallel_entries": PARALLEL_ENTRIES,
         "span_rows": SPAN_ROWS,
+        "vectorised_entries": VECTORISED_ENTRIES,
         "step_code": code(step),
         "gate_code": code(derivative * sp.Symbol("delta_t"), local),
         "uses_derivative": uses_derivative,
@@ -193,6 +274,7 @@ def matrix_context(model, mode: str, command: str, numpy_source: str) -> dict:
             "output_factor": numpy_backend.text(residual, output),
         },
         "validation": validation(numpy_source),
+        "vectorised": vectorised(numpy_source, ("forward", "loss", "loss_and_grad")),
     }
     result["uses_relu"] = "relu" in printer.helpers
     result["uses_heaviside"] = "heaviside" in printer.helpers
