@@ -92,8 +92,6 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
         context = matrix_backend.context(model, mode, command(model, mode, output))
         source = render("numpy", "matrix.py.j2", **context)
         if backend == "numba":  # templates/numba/matrix.py.j2, with the NumPy module's validation
-            if importlib.util.find_spec("scipy") is None:  # Numba's np.dot calls BLAS through SciPy
-                raise UsageError("--backend numba with --hidden or --bias needs SciPy: pip install scipy")
             context = numba_backend.matrix_context(model, mode, command(model, mode, output, backend), source)
             source = _numba_environment().get_template("matrix.py.j2").render(**context)
         assert MARKER in source.split("\n", 3)[0]

@@ -203,18 +203,20 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
 #: Rows (sequences) of one chunk of the elementwise work of a step; the chunks of a step are shared
 #: among Numba's threads in the parallel kernels.
 ROWS = 64
-#: From this many entries per step (B·H) on the elementwise work runs on Numba's threads; the matrix
-#: products are BLAS's (threaded by BLAS itself) either way. Two barriers per step: on the loaded
-#: 2-CPU machine of bench/bench_backends.py the parallel kernels were 1.8–7.4× slower than the serial
-#: ones for every B·H from 4096 to 32 768, so only steps far wider than the benchmark's go parallel.
+#: From this many entries per step (B·H) on the elementwise work runs on Numba's threads. Two barriers
+#: per step: on the loaded 2-CPU machine of bench/bench_backends.py the parallel kernels were 1.8–7.4×
+#: slower than the serial ones for every B·H from 4096 to 32 768, so only steps far wider than the
+#: benchmark's go parallel (in practice only list inputs: arrays that wide take the vectorised path).
 PARALLEL_ENTRIES = 1 << 20
 #: From this many entries per step (B·H) on, forward, loss and loss_and_grad take the vectorised
 #: path, the NumPy module's own functions (NumPy's SIMD tanh and BLAS over the whole batch): the
 #: compiled loops call libm's scalar f per entry (tanh: about 38 ns against 1.7 ns for np.tanh on the
-#: benchmark machine), which only the saved per-step overhead makes up for on narrow steps.
+#: benchmark machine), which only the saved per-step overhead makes up for on narrow steps. Measured
+#: (bench/bench_backends.py, N = 100): compiled 1.5–6× faster at B·H = 16, even from about 32 to 4096.
+#: Below it the compiled path computes its products in compiled loops too, without BLAS.
 VECTORISED_ENTRIES = 256
-#: The weight gradients are summed over the rows of several steps at once, in one matrix product
-#: of about this many rows (so a batch of one sequence still makes one product, not n tiny ones).
+#: The weight gradients are summed over the rows of several steps at once, about this many rows
+#: per call (so a batch of one sequence still makes one sum over all its steps, not n tiny ones).
 SPAN_ROWS = 4096
 
 
