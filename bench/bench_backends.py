@@ -1,6 +1,6 @@
 """The NumPy and Numba backends against a hand-written NumPy BPTT (and JAX, PyTorch where installed).
 
-    python3 bench/bench_backends.py [--quick] [--only scalar|hidden|compile|parallel]
+    python3 bench/bench_backends.py [--quick] [--only scalar|hidden|compile|parallel|paths]
 
 float64, tanh. Scalar rows: the notes' model, N in {100, 1000} × B in {1, 100, 10 000}, one-hot inputs.
 Hidden rows: H in {16, 128} at N = 100, B in {1, 64, 4096}, D = 3, normal inputs, no biases; the hand
@@ -9,7 +9,8 @@ every column is a ratio to the Numba backend measured in the same run (> 1: slow
 The candidates of a row are timed in interleaved rounds (bench/_timing.py), each keeping its best.
 Then: the first call in a fresh process (import, compile or cache load, first call) with a cold and
 a warm cache, and the serial and parallel kernels side by side, which set _PARALLEL_BATCH and
-_PARALLEL_ENTRIES of the generated modules.
+_PARALLEL_ENTRIES of the generated modules; ``paths``: the compiled and the vectorised path of the
+same module side by side, which set _VECTORISED_BATCH and _VECTORISED_ENTRIES.
 """
 
 from __future__ import annotations
@@ -246,10 +247,82 @@ def parallel_rows(repeat) -> None:
         )
 
 
+def _forced(module, threshold: str, value: int, call):
+    """``call`` with the module's path threshold set to ``value`` (0: always vectorised)."""
+
+    def run():
+        setattr(module, threshold, value)
+        return call()
+
+    return run
+
+
+def path_rows(repeat) -> None:
+    """Compiled against vectorised path per call size: the thresholds of the generated modules."""
+    rng = np.random.default_rng(2)
+    module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
+    threshold = module._VECTORISED_BATCH
+    print(f"\nScalar model, N = 100 (vectorised forward pass from B = {threshold}):")
+    print("| B | compiled | vectorised forward | vectorised / compiled |\n|---:|---:|---:|---:|")
+    for batch in (16, 64, 128, 256, 1000, 10_000):
+        x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
+        y = rng.integers(0, 2, size=batch).astype(float)
+        call = partial(module.loss_and_grad, x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
+        times = interleaved(
+            {
+                "compiled": _forced(module, "_VECTORISED_BATCH", 1 << 62, call),
+                "vectorised": _forced(module, "_VECTORISED_BATCH", 0, call),
+            },
+            rounds=repeat,
+        )
+        module._VECTORISED_BATCH = threshold
+        print(
+            f"| {batch} | {times['compiled'] * 1e3:.3f} ms | {times['vectorised'] * 1e3:.3f} ms | "
+            f"{times['vectorised'] / times['compiled']:.2f} |",
+            flush=True,
+        )
+    print("\nMatrix model, N = 100 (the NumPy module's functions from B·H = 256):")
+    print("| H | B | B·H | compiled | vectorised | vectorised / compiled |\n|---:|---:|---:|---:|---:|---:|")
+    for hidden, batch in (
+        (16, 1),
+        (16, 4),
+        (16, 8),
+        (16, 12),
+        (16, 16),
+        (16, 64),
+        (128, 1),
+        (128, 2),
+        (128, 8),
+    ):
+        module = load(Model(steps=100, activation="tanh", hidden=hidden), "loop", backend="numba")
+        x = rng.normal(size=(batch, 100, 3))
+        y = rng.integers(0, 2, size=batch).astype(float)
+        weights = (
+            rng.normal(size=(hidden, 3)),
+            rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
+            rng.normal(size=hidden),
+        )
+        call = partial(module.loss_and_grad, x, y, *weights)
+        threshold = module._VECTORISED_ENTRIES
+        times = interleaved(
+            {
+                "compiled": _forced(module, "_VECTORISED_ENTRIES", 1 << 62, call),
+                "vectorised": _forced(module, "_VECTORISED_ENTRIES", 0, call),
+            },
+            rounds=repeat,
+        )
+        module._VECTORISED_ENTRIES = threshold
+        print(
+            f"| {hidden} | {batch} | {hidden * batch} | {times['compiled'] * 1e3:.3f} ms | "
+            f"{times['vectorised'] * 1e3:.3f} ms | {times['vectorised'] / times['compiled']:.2f} |",
+            flush=True,
+        )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, small batches only")
-    parser.add_argument("--only", choices=("scalar", "hidden", "compile", "parallel"), default=None)
+    parser.add_argument("--only", choices=("scalar", "hidden", "compile", "parallel", "paths"), default=None)
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per row (default 7)")
     args = parser.parse_args(argv)
     repeat = args.rounds or (3 if args.quick else 7)
@@ -277,6 +350,8 @@ def main(argv=None) -> int:
         compile_times()
     if args.only in (None, "parallel"):
         parallel_rows(repeat)
+    if args.only in (None, "paths"):
+        path_rows(repeat)
     return 0
 
 
