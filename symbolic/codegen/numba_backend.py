@@ -61,14 +61,7 @@ def validation(numpy_source: str) -> str:
     both backends accept and reject exactly the same arguments with the same messages."""
     tree = ast.parse(numpy_source)
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    wanted, pending = set(), list(VALIDATION)
-    while pending:
-        name = pending.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        calls = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
-        pending.extend(sorted(calls & set(functions)))
+    wanted = function_closure(functions, VALIDATION)
     return "\n\n\n".join(
         ast.get_source_segment(numpy_source, node)
         for node in tree.body
@@ -81,7 +74,7 @@ def validation(numpy_source: str) -> str:
 PREFIX = "_numpy_"
 
 
-def _closure(functions: dict, roots) -> set[str]:
+def function_closure(functions: dict, roots) -> set[str]:
     """``roots`` and every module function they call, transitively."""
     wanted, pending = set(), list(roots)
     while pending:
@@ -112,8 +105,8 @@ def vectorised(numpy_source: str, roots: tuple[str, ...]) -> str:
 
     tree = ast.parse(numpy_source)
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    shared = _closure(functions, VALIDATION)
-    wanted = _closure(functions, roots) - shared
+    shared = function_closure(functions, VALIDATION)
+    wanted = function_closure(functions, roots) - shared
     renamed = {name: PREFIX + name.lstrip("_") for name in wanted}
     used = {n.id for name in wanted for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
     constants = [

@@ -28,7 +28,7 @@ import sympy as sp
 from ..derive_lstm import GATES, LSTMDerivation
 from ..model import Model
 from . import lstm_backend
-from .numba_backend import NumbaScalarPrinter
+from .numba_backend import NumbaScalarPrinter, function_closure
 
 #: Sequences per chunk of the elementwise work of one step (the unit of the parallel loops).
 ROWS = 64
@@ -56,14 +56,7 @@ def copied(numpy_source: str) -> dict[str, str]:
     tree = ast.parse(numpy_source)
     lines = numpy_source.splitlines()
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    wanted, pending = set(), list(COPIED_FUNCTIONS)
-    while pending:
-        name = pending.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        calls = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
-        pending.extend(sorted(calls & set(functions)))
+    wanted = function_closure(functions, COPIED_FUNCTIONS)
     constants = []
     for node in tree.body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
