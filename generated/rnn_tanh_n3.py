@@ -68,16 +68,17 @@ def _cross_entropy(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _suffix_products(chain: np.ndarray) -> np.ndarray:
-    """Cumulative product down axis 0, read backwards: row j is Π_(i=0..n-1-j) chain[i].
+    """Suffix products down axis 0: row j becomes Π_(i=j..n-1) chain[i].
 
-    np.cumprod for narrow batches; for wide ones an in-place product row by row, which makes
-    one pass over memory and beats cumprod there (a measured choice, see bench/).
+    np.cumprod of the reversed rows for narrow batches; for wide ones an in-place product row by
+    row from the last, which makes one pass over memory, beats cumprod there (a measured choice,
+    see bench/) and leaves the result in chain's own contiguous rows.
     """
     if chain.shape[1] < _WIDE_BATCH:
-        return np.cumprod(chain, axis=0)[::-1]
-    for row in range(1, chain.shape[0]):
-        np.multiply(chain[row], chain[row - 1], out=chain[row])
-    return chain[::-1]
+        return np.cumprod(chain[::-1], axis=0)[::-1]
+    for row in range(chain.shape[0] - 2, -1, -1):
+        np.multiply(chain[row], chain[row + 1], out=chain[row])
+    return chain
 
 
 def _numbers(name: str, value: npt.ArrayLike) -> np.ndarray:
@@ -217,16 +218,16 @@ def loss_and_grad(
     output_factor = -w_o * (y - y_hat)
     # f′(a_t) written with the stored output o_t
     derivative = 1 - o_t**2
-    # jacobian[k - 1] = ∂o_k/∂o_(k-1) (row 0, k = 1, is not used)
-    jacobian = np.broadcast_to(derivative * w_h, o_t.shape)
-    # δ_j = output_factor · Π_(k=j+1..n) ∂o_k/∂o_(k-1): a cumulative product from j = n down
-    chain = np.empty(o_t.shape, dtype=np.result_type(jacobian, output_factor))
-    chain[0] = output_factor
-    chain[1:] = jacobian[:0:-1]
+    # chain[j - 1] = ∂o_(j+1)/∂o_j for j < n and chain[n - 1] = output_factor, so its suffix
+    # products are δ_j = output_factor · Π_(k=j+1..n) ∂o_k/∂o_(k-1), from j = n down
+    chain = np.empty(o_t.shape, dtype=np.result_type(o_t, w_h, output_factor))
+    chain[-1] = output_factor
+    np.multiply(derivative[1:], w_h, out=chain[:-1])
     delta = _suffix_products(chain)
-    gate = delta * derivative
+    # δ_j f′(a_j), written over δ_j, which is not needed again
+    gate = np.multiply(delta, derivative, out=delta)
     batch = x.shape[0]
-    dw_h = np.sum(gate * o_prev) / batch
+    dw_h = gate.ravel() @ o_prev.ravel() / batch
     dw_i = gate.T.ravel() @ x.reshape(-1, INPUT_SIZE) / batch
     dw_o = np.sum(-o_n * (y - y_hat)) / batch
     loss_value = np.mean(_cross_entropy(z, y))
@@ -258,12 +259,13 @@ def bptt_terms(
     output_factor = -w_o * (y - y_hat)
     # f′(a_t) written with the stored output o_t
     derivative = 1 - o_t**2
+    # chain[j - 1] = ∂o_(j+1)/∂o_j for j < n and chain[n - 1] = output_factor, so its suffix
+    # products are δ_j = output_factor · Π_(k=j+1..n) ∂o_k/∂o_(k-1), from j = n down
     # jacobian[k - 1] = ∂o_k/∂o_(k-1) (row 0, k = 1, is not used)
     jacobian = np.broadcast_to(derivative * w_h, o_t.shape)
-    # δ_j = output_factor · Π_(k=j+1..n) ∂o_k/∂o_(k-1): a cumulative product from j = n down
     chain = np.empty(o_t.shape, dtype=np.result_type(jacobian, output_factor))
-    chain[0] = output_factor
-    chain[1:] = jacobian[:0:-1]
+    chain[-1] = output_factor
+    chain[:-1] = jacobian[1:]
     delta = _suffix_products(chain)
     gate = delta * derivative
     return {

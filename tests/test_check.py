@@ -13,7 +13,7 @@ from symbolic.model import Model
 
 from .conftest import ACTIVATION_NAMES, ROOT, run_bptt
 
-TAMPER = ("dw_h = np.sum(", "dw_h = 1.001 * np.sum(")
+TAMPER = ("    dw_h = ", "    dw_h = 1.001 * ")
 
 
 def write_module(tmp_path, activation="tanh", mode="loop", steps=4, tamper=False):

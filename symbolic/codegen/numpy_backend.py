@@ -170,6 +170,36 @@ def _linear_coefficient(expr: sp.Expr, symbol: sp.Symbol) -> sp.Expr | None:
     return coefficient
 
 
+def _chain(jacobian: sp.Expr, names: dict) -> tuple[str, str]:
+    """The statement filling chain[:-1] with ∂o_k/∂o_(k−1) for k = 2..n, and the arguments of
+    np.result_type that give the chain's dtype.
+
+    ``jacobian`` is written with the stored arrays (``derivative``, o_t, o_(t−1)), each read from
+    its row 1 on (k = 2). A product of two factors is written by np.multiply straight into the
+    chain (no temporary the size of the states)."""
+    arrays = {"derivative", *names.values()}
+    expr = sp.sympify(jacobian).xreplace({old: sp.Symbol(new) for old, new in names.items()})
+    from_k2 = expr.xreplace({s: sp.Symbol(f"{s}[1:]") for s in expr.free_symbols if str(s) in arrays})
+    if from_k2.is_Mul and len(from_k2.args) == 2:
+        first, second = (code(factor) for factor in from_k2.args)
+        statement = f"np.multiply({first}, {second}, out=chain[:-1])"
+    else:
+        statement = f"chain[:-1] = {code(from_k2)}"
+    # The states' dtype and every other name the factor reads (w_h, say).
+    others = sorted(str(s) for s in expr.free_symbols if str(s) not in arrays)
+    return statement, ", ".join(["o_t", *others])
+
+
+def _sum_of_products(expr: sp.Expr, names: dict) -> str:
+    """Σ over all entries of ``expr``: a dot product of the two raveled arrays when expr is a
+    product of two names (no temporary product array), else np.sum of the printed expression."""
+    expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
+    if expr.is_Mul and len(expr.args) == 2 and all(arg.is_Symbol for arg in expr.args):
+        first, second = sorted(str(arg) for arg in expr.args)
+        return f"{first}.ravel() @ {second}.ravel()"
+    return f"np.sum({code(expr)})"
+
+
 def factored(derivation: Derivation) -> dict:
     """The local derivatives with f′(a_t) as a shared factor (SymPy expressions, for every backend).
 
@@ -238,6 +268,10 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
 
     jacobian_code = code(with_derivative(jacobian), local)
     gate_code = code(sp.Symbol("delta") * (derivative_name if uses_derivative else 1))
+    chain_code, chain_dtype = _chain(with_derivative(jacobian), local)
+    # In loss_and_grad δ_t is not needed after the gate, so the gate is written over it (δ has the
+    # chain's dtype, which holds f′(a_t)'s: real states with a complex w_o give a complex δ).
+    gate_in_place_code = "np.multiply(delta, derivative, out=delta)" if uses_derivative else None
     term_h_code = code(gate * immediate_h, local)
     gate_i = gate * coefficient_i
     gate_i_code = code(gate_i, local)
@@ -316,7 +350,11 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
             "derivative_code": code(derivative, local) if uses_derivative else None,
             "jacobian_code": jacobian_code,
             "gate_code": gate_code,
+            "chain_code": chain_code,
+            "chain_dtype": chain_dtype,
+            "gate_in_place_code": gate_in_place_code,
         },
+        "dw_h_code": _sum_of_products(gate * immediate_h, local),
         "dL_dw_o_code": dL_dw_o_code,
         "formulas": formulas,
         "terms": terms,
