@@ -10,7 +10,8 @@ The candidates of a row are timed in interleaved rounds (bench/_timing.py), each
 Then: the first call in a fresh process (import, compile or cache load, first call) with a cold and
 a warm cache, and the serial and parallel kernels side by side, which set _PARALLEL_BATCH and
 _PARALLEL_ENTRIES of the generated modules; ``paths``: the compiled and the vectorised path of the
-same module side by side, which set _VECTORISED_BATCH and _VECTORISED_ENTRIES.
+same module side by side (the scalar module's wide path), which set _VECTORISED_BATCH and
+_VECTORISED_ENTRIES.
 """
 
 from __future__ import annotations
@@ -202,16 +203,18 @@ def parallel_rows(repeat) -> None:
     for batch in (256, 1024, 4096, 10_000, 100_000):
         x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
         y = rng.integers(0, 2, size=batch).astype(float)
-        arguments = module._compiled_arguments(x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
-        size = arguments[2].shape[0]
-        candidates = {
-            name: partial(kernel, *arguments, np.empty(batch), np.zeros((module._blocks(batch), size + 2)))
-            for name, kernel in (
-                ("serial", module._gradients_serial),
-                ("parallel", module._gradients_parallel),
-            )
-        }
-        times = interleaved(candidates, rounds=repeat)
+        # loss_and_grad itself (the wide path from _VECTORISED_BATCH on) with its kernels' serial or
+        # parallel drivers
+        call = partial(module.loss_and_grad, x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
+        threshold = module._PARALLEL_BATCH
+        times = interleaved(
+            {
+                "serial": _forced(module, "_PARALLEL_BATCH", 1 << 62, call),
+                "parallel": _forced(module, "_PARALLEL_BATCH", 0, call),
+            },
+            rounds=repeat,
+        )
+        module._PARALLEL_BATCH = threshold
         print(
             f"| {batch} | {times['serial'] * 1e3:.3f} ms | {times['parallel'] * 1e3:.3f} ms | "
             f"{times['parallel'] / times['serial']:.2f} |",
@@ -248,7 +251,7 @@ def parallel_rows(repeat) -> None:
 
 
 def _forced(module, threshold: str, value: int, call):
-    """``call`` with the module's path threshold set to ``value`` (0: always vectorised)."""
+    """``call`` with the module's threshold ``threshold`` set to ``value`` (0: always above it)."""
 
     def run():
         setattr(module, threshold, value)
@@ -262,8 +265,8 @@ def path_rows(repeat) -> None:
     rng = np.random.default_rng(2)
     module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
     threshold = module._VECTORISED_BATCH
-    print(f"\nScalar model, N = 100 (vectorised forward pass from B = {threshold}):")
-    print("| B | compiled | vectorised forward | vectorised / compiled |\n|---:|---:|---:|---:|")
+    print(f"\nScalar model, N = 100 (the wide path from B = {threshold}):")
+    print("| B | compiled | wide path | wide / compiled |\n|---:|---:|---:|---:|")
     for batch in (16, 64, 128, 256, 1000, 10_000):
         x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
         y = rng.integers(0, 2, size=batch).astype(float)

@@ -121,39 +121,54 @@ def test_parallel_blocks_agree_with_serial_and_numpy():
     assert np.array_equal(sums["serial"], sums["parallel"])  # each block owns its row: deterministic
 
 
-def test_wide_batches_vectorise_the_forward_pass_and_agree():
-    """From _VECTORISED_BATCH sequences on, loss_and_grad runs the NumPy module's forward pass and the
-    compiled backward pass, forward and loss the NumPy module's functions: the same results as the
-    compiled path and the NumPy backend; the serial and parallel backward drivers agree bit for bit."""
+def test_wide_batches_take_the_wide_path_and_agree():
+    """From _VECTORISED_BATCH sequences on, forward, loss and loss_and_grad take the wide path
+    (compiled w_i·x_t, NumPy's f per row, compiled backward sweeps): the same results as the
+    compiled path and the NumPy backend; serial and parallel drivers agree bit for bit."""
     module, reference = numba_module("tanh", "loop", 10), numpy_module("tanh", "loop", 10)
-    batch = module._VECTORISED_BATCH + module._BLOCK // 2  # a partial last block
+    batch = module._VECTORISED_BATCH + 3
     rng = np.random.default_rng(8)
     x = rng.normal(size=(batch, 10, 3))
     y = rng.integers(0, 2, size=batch).astype(float)
     w_i, w_h, w_o = np.array([0.4, -0.3, 0.2]), 0.8, -1.3
-    assert (
-        module._vectorised(x)
-        and not module._vectorised(x[: -batch // 2])
-        and not module._vectorised(x.tolist())
-    )
-    wide = module.loss_and_grad(x, y, w_i, w_h, w_o)
+    calls = []
+    wide_states = module._wide_states
+    try:
+        module._wide_states = lambda *a: calls.append(len(a[0])) or wide_states(*a)
+        wide = module.loss_and_grad(x, y, w_i, w_h, w_o)
+        forward, loss = module.forward(x, w_i, w_h, w_o), module.loss(x, y, w_i, w_h, w_o)
+        module.loss_and_grad(x[:-4], y[:-4], w_i, w_h, w_o)  # one below: the compiled path
+        module.forward(x.tolist(), w_i, w_h, w_o)  # lists are wide batches too
+    finally:
+        module._wide_states = wide_states
+    assert calls == [batch, batch, batch, batch]
     assert isinstance(wide[2], float) and isinstance(wide[3], float)
     for got, want in zip(wide, reference.loss_and_grad(x, y, w_i, w_h, w_o)):
         assert relative(got, want) < 1e-13
-    assert np.array_equal(module.forward(x, w_i, w_h, w_o), reference.forward(x, w_i, w_h, w_o))
-    assert module.loss(x, y, w_i, w_h, w_o) == reference.loss(x, y, w_i, w_h, w_o)
+    assert relative(forward, reference.forward(x, w_i, w_h, w_o)) < 1e-14
+    assert relative(loss, reference.loss(x, y, w_i, w_h, w_o)) < 1e-14
+    # the same gradient as the compiled path of the same module
     arguments = module._compiled_arguments(x, y, w_i, w_h, w_o)
-    sums = {}
-    states = module._numpy_states(arguments[0], arguments[2], arguments[3])
-    for name, kernel, inputs in (
-        ("compiled", module._gradients_serial, arguments),
-        ("serial", module._backward_serial, (*arguments[:2], *arguments[3:], states)),
-        ("parallel", module._backward_parallel, (*arguments[:2], *arguments[3:], states)),
-    ):
-        sums[name] = np.zeros((module._blocks(batch), 5))
-        kernel(*inputs, np.empty(batch), sums[name])
-    assert np.array_equal(sums["serial"], sums["parallel"])
-    assert relative(sums["serial"].sum(axis=0), sums["compiled"].sum(axis=0)) < 1e-13
+    compiled = np.zeros((module._blocks(batch), 5))
+    module._gradients_serial(*arguments, np.empty(batch), compiled)
+    total = compiled.sum(axis=0) / batch
+    assert relative(wide[1], total[:3]) < 1e-13 and relative(wide[2], total[3]) < 1e-13
+    # serial and parallel drivers over several blocks: each block writes its own columns, so they
+    # agree exactly
+    batch = 2 * module._WIDE_BLOCK + 5
+    x = rng.normal(size=(batch, 10, 3))
+    y = rng.integers(0, 2, size=batch).astype(float)
+    x64, y64, w_i64, w_h64, w_o64 = module._compiled_arguments(x, y, w_i, w_h, w_o)
+    runs = {}
+    for name in ("serial", "parallel"):
+        o = np.zeros((11, batch))
+        getattr(module, f"_project_{name}")(x64, w_i64, o)
+        losses, sums, gates = np.empty(batch), np.zeros((2, batch)), np.empty((10, batch))
+        states = module._wide_states(x64, w_i64, w_h64)
+        getattr(module, f"_wide_backward_{name}")(y64, w_h64, w_o64, states, losses, sums, gates)
+        runs[name] = (o, losses, sums, gates)
+    for serial, parallel in zip(runs["serial"], runs["parallel"]):
+        assert np.array_equal(serial, parallel)
 
 
 @pytest.mark.parametrize("mode", ["unrolled", "loop"])

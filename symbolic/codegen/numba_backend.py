@@ -28,9 +28,11 @@ BLOCK = 16
 #: save (bench/bench_backends.py on a shared, loaded 2-CPU machine: parallel / serial 1.08–1.34 at
 #: B = 4096–10 000, 0.98 at B = 100 000; the second core is rarely free there).
 PARALLEL_BATCH = 100_000
-#: From this batch size on the forward pass is the NumPy module's (SIMD f over the whole batch) and only
-#: the backward pass is compiled; forward and loss are the NumPy module's functions there.
+#: From this batch size on the wide path runs: w_i·x_t compiled, the recursion with NumPy's SIMD f over
+#: the whole batch per step, the backward pass compiled as one sweep over the batch per step.
 VECTORISED_BATCH = 256
+#: Sequences per block of the wide path's kernels (blocks are what Numba's threads share).
+WIDE_BLOCK = 4096
 
 
 class NumbaScalarPrinter(NumPyCodePrinter):
@@ -70,8 +72,16 @@ def validation(numpy_source: str) -> str:
 
 
 #: The vectorised path's functions are the NumPy module's, renamed with this prefix
-#: (``loss_and_grad`` → ``_numpy_loss_and_grad``, ``_states`` → ``_numpy_states``).
+#: (``loss_and_grad`` → ``_numpy_loss_and_grad``, ``_sigmoid`` → ``_numpy_sigmoid``).
 PREFIX = "_numpy_"
+
+
+class WidePrinter(NumPyCodePrinter):
+    """The NumPy printer for the array code of a Numba module's wide path, where the NumPy module's
+    sigmoid helper is copied as ``_numpy_sigmoid`` (``_sigmoid`` is the compiled scalar one)."""
+
+    def _print_sigmoid(self, expr):
+        return f"{PREFIX}sigmoid({self._print(expr.args[0])})"
 
 
 def function_closure(functions: dict, roots) -> set[str]:
@@ -160,6 +170,11 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
     recurrent = sp.expand(step.a - sp.Add(*(w * xd for w, xd in zip(u.w_i, step.x))))
     output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
     logit_code = code(u.logit, output)
+    wide = WidePrinter()
+
+    def wide_code(expr, names):
+        return wide.doprint(sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()}))
+
     # The docstring formulas are the NumPy backend's, so the two modules read alike.
     formulas = numpy_backend.docstring_formulas(derivation)
     result = {
@@ -184,7 +199,15 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
         "backward": {"logit_code": logit_code},
         "formulas": formulas,
         "validation": validation(numpy_source),
-        "vectorised": vectorised(numpy_source, ("forward", "loss", "_states")),
+        "vectorised": vectorised(numpy_source, ("_sigmoid", "_cross_entropy")),
+        "prefix": PREFIX,
+        "wide_block": WIDE_BLOCK,
+        "wide_step": {
+            "recurrent": wide_code(recurrent, local),
+            "activation": numpy_backend.in_place(u.activation, "o_t", wide),
+        },
+        "wide_logit_code": wide_code(u.logit, output),
+        "wide_output_code": wide_code(u.output_definition, output),
     }
     result["uses_relu"] = "relu" in printer.helpers
     result["uses_heaviside"] = "heaviside" in printer.helpers

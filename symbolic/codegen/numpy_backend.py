@@ -131,9 +131,10 @@ def atom(expr: sp.Expr, names: dict | None = None) -> str:
     return printed if printed.isidentifier() else f"({printed})"
 
 
-def in_place(activation: Activation, target: str) -> str | None:
+def in_place(activation: Activation, target: str, printer: NumPyPrinter | None = None) -> str | None:
     """The statement applying ``activation`` to the array named ``target`` where it lies, or None
-    when f is the identity (nothing to do)."""
+    when f is the identity (nothing to do). ``printer`` prints an f that is no ufunc (the sigmoid
+    helper) when the module names its helpers otherwise."""
     array = sp.Symbol(target)
     applied = activation.apply(array)
     if applied == array:
@@ -142,7 +143,7 @@ def in_place(activation: Activation, target: str) -> str | None:
         return _IN_PLACE_PRINTER.doprint(applied)
     # No ufunc to write through out= (the sigmoid helper selects between two branches): assign
     # the result back into the array's memory.
-    return f"{target}[...] = {code(applied)}"
+    return f"{target}[...] = {(printer or _PRINTER).doprint(applied)}"
 
 
 def text(expr: sp.Expr, names: dict | None = None) -> str:
