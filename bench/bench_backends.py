@@ -163,10 +163,13 @@ def hidden_rows(batches, repeat) -> None:
 
 
 def compile_times() -> None:
-    imports = {name: min(import_seconds(name) for _ in range(3)) for name in ("numpy", "numba", "symbolic")}
+    imports = {
+        name: min(import_seconds(name) for _ in range(3)) for name in ("numpy", "numba", "symbolic", "sympy")
+    }
     print(
-        "First call in a fresh process (seconds): imports (NumPy, bptt with SymPy), load (derivation, "
-        "source, module), first loss_and_grad (Numba: compile, or load its cache), total"
+        "First call in a fresh process (seconds): imports (NumPy, bptt without SymPy), load (cold: "
+        "derivation with SymPy, source, module; warm: the cached source, so Numba's import), first "
+        "loss_and_grad (Numba: compile, or load its cache), total"
     )
     print("| model | cache | imports | load | first call | total |\n|---|---|---:|---:|---:|---:|")
     for hidden in (1, 16):

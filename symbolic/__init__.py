@@ -6,9 +6,47 @@
     -w_o*(y - y_hat)
 """
 
-from .derive import Derivation, derive
+from __future__ import annotations
+
+import sys
+import types
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from .errors import UsageError
 from .model import Model
 
+if TYPE_CHECKING:
+    from .derive import Derivation, derive
+
 __version__ = "0.1.0"
 __all__ = ["Derivation", "Model", "UsageError", "__version__", "derive"]
+
+#: Public names whose module imports SymPy, imported on first use (PEP 562): ``import symbolic``, the
+#: command line's start and a cached Numba module's load need no SymPy.
+_LAZY = {"Derivation": "derive", "derive": "derive"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """The package, whose ``derive`` stays the function: importing the submodule ``symbolic.derive``
+    binds it on the package under the same name, which here binds the submodule's function instead."""
+
+    def __setattr__(self, name, value):
+        if name == "derive" and isinstance(value, types.ModuleType):
+            value = value.derive
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

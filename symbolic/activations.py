@@ -1,6 +1,7 @@
 """One table of activations: f, f′ written with the output o = f(a), γ = sup|f′|, analytic?
 
-Adding an activation means adding one entry to ``ACTIVATIONS``. Each entry also carries an
+Adding an activation means adding one entry to ``ACTIVATIONS`` (and its name to
+``model.ACTIVATION_NAMES``, which validates models without importing SymPy). Each entry also carries an
 independent closed form of f (plain SymPy, no custom classes), which the tests and the proof use
 to confirm that the derivative written with the output is the true derivative.
 """
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import sympy as sp
+
+from .model import ACTIVATION_NAMES
 
 
 class sigmoid(sp.Function):
@@ -155,3 +158,7 @@ ACTIVATIONS: dict[str, Activation] = {
         ),
     )
 }
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES, (
+    f"model.ACTIVATION_NAMES {ACTIVATION_NAMES} must list the activations of ACTIVATIONS, in order: "
+    f"{tuple(ACTIVATIONS)}"
+)

@@ -9,10 +9,10 @@ import argparse
 import sys
 
 from . import __version__
-from .activations import ACTIVATIONS
 from .errors import UsageError
+from .model import ACTIVATION_NAMES
 
-ACTIVATION_HELP = f"activation f: {', '.join(ACTIVATIONS)} (default: tanh)"
+ACTIVATION_HELP = f"activation f: {', '.join(ACTIVATION_NAMES)} (default: tanh)"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .activations import ACTIVATIONS
 from .errors import UsageError
 
+#: The names of activations.ACTIVATIONS, in its order (activations.py asserts the two agree). Kept here
+#: as plain strings so that validating a Model, and loading a cached Numba module, imports no SymPy.
+ACTIVATION_NAMES = ("tanh", "sigmoid", "relu", "identity")
 CELLS = ("rnn", "lstm")
 #: The notes' one-hot vocabulary; its size is the default input size D.
 VOCABULARY = ("cat", "mat", "rat")
@@ -50,8 +52,8 @@ class Model:
         object.__setattr__(self, "steps", _positive_int(self.steps, "the number of steps", "--steps"))
         object.__setattr__(self, "inputs", _positive_int(self.inputs, "the input size", "--inputs"))
         object.__setattr__(self, "hidden", _positive_int(self.hidden, "the hidden size", "--hidden", 1))
-        if self.activation not in ACTIVATIONS:
-            known = ", ".join(ACTIVATIONS)
+        if self.activation not in ACTIVATION_NAMES:
+            known = ", ".join(ACTIVATION_NAMES)
             raise UsageError(f"unknown activation {self.activation!r}: choose one of {known}")
         if self.cell not in CELLS:
             raise UsageError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
