@@ -64,7 +64,16 @@ def first_call_seconds(cache_dir: str, hidden: int = 1) -> list[float]:
         hidden=f", hidden={hidden}" if hidden > 1 else "",
         weights=MATRIX_WEIGHTS if hidden > 1 else SCALAR_WEIGHTS,
     )
-    environment = {**os.environ, "BPTT_CACHE_DIR": cache_dir, "PYTHONPATH": str(ROOT)}
+    # Every cache directory bptt reads (codegen.cache_directories) inside cache_dir: a module found in
+    # the user's own cache would make the cold row warm.
+    environment = {
+        **os.environ,
+        "BPTT_CACHE_DIR": cache_dir,
+        "XDG_CACHE_HOME": os.path.join(cache_dir, "xdg"),
+        "TMPDIR": os.path.join(cache_dir, "tmp"),
+        "PYTHONPATH": str(ROOT),
+    }
+    os.makedirs(environment["TMPDIR"], exist_ok=True)
     result = subprocess.run(
         [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
     )
@@ -74,7 +83,10 @@ def first_call_seconds(cache_dir: str, hidden: int = 1) -> list[float]:
 def import_seconds(modules: str) -> float:
     """Importing ``modules`` alone in a fresh process."""
     code = f"import time; s = time.perf_counter(); import {modules}; print(time.perf_counter() - s)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's bptt, not an installed one
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True
+    )
     return float(result.stdout.strip())
 
 
