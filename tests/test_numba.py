@@ -535,7 +535,10 @@ def test_matrix_source_passes_ruff(activation, mode, hidden, bias, tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_matrix_modules_need_no_scipy(monkeypatch):
+@pytest.mark.parametrize(
+    "model", [Model(steps=3, hidden=2, bias=True), Model(steps=3, cell="lstm", hidden=2)], ids=["matrix", "lstm"]
+)
+def test_kernels_call_no_blas(model, monkeypatch):
     """The compiled kernels compute their products in loops: no np.dot or @ (which Numba hands to BLAS
     through SciPy) in any @njit function, so SciPy is not needed and not imported on the first call."""
     real = importlib.util.find_spec
@@ -543,7 +546,7 @@ def test_matrix_modules_need_no_scipy(monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
     )
     for mode in ("loop", "unrolled"):
-        tree = ast.parse(generate(Model(steps=3, hidden=2, bias=True), mode, backend="numba"))
+        tree = ast.parse(generate(model, mode, backend="numba"))
         kernels = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.decorator_list]
         assert len(kernels) > 10
         for kernel in kernels:
@@ -551,3 +554,30 @@ def test_matrix_modules_need_no_scipy(monkeypatch):
             assert "np.dot" not in source and not any(isinstance(n, ast.MatMult) for n in ast.walk(kernel)), (
                 kernel.name
             )
+
+
+NO_SCIPY = """
+import sys
+sys.modules["scipy"] = None  # as if SciPy were not installed: Numba's BLAS (np.dot) is unavailable
+import numpy as np
+from symbolic.codegen import load
+from symbolic.model import Model
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(3, 4, 3)), np.array([0.0, 1.0, 1.0])
+scalar = load(Model(steps=4), "loop", backend="numba")
+print(scalar.loss_and_grad(x, y, rng.normal(size=3), 0.7, 1.2)[0])
+matrix = load(Model(steps=4, hidden=2), "loop", backend="numba")
+print(matrix.loss_and_grad(x, y, rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), rng.normal(size=2))[0])
+lstm = load(Model(steps=4, cell="lstm", hidden=2), "loop", backend="numba")
+print(lstm.loss_and_grad(x, y, lstm.init_params(0))[0])
+"""
+
+
+def test_every_numba_module_runs_without_scipy():
+    """With SciPy unimportable, the scalar, matrix and LSTM Numba modules compile (or load) and run:
+    none needs BLAS, so the `fast` extra needs no SciPy and the first call does not import it."""
+    result = subprocess.run(
+        [sys.executable, "-c", NO_SCIPY], capture_output=True, text=True, check=False, cwd=ROOT, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.split()) == 3

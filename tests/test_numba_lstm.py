@@ -121,6 +121,29 @@ def test_parallel_kernels_agree_with_serial_and_numpy(monkeypatch):
             assert np.array_equal(got, want)
 
 
+def test_wide_steps_run_the_numpy_modules_functions():
+    """From _VECTORISED_ENTRIES entries per step (B·H) on, forward, states, loss and loss_and_grad are
+    the NumPy LSTM module's own functions: its numbers exactly, and the compiled path's to rounding."""
+    fast, reference = modules("loop", 4, 3)
+    batch = fast._VECTORISED_ENTRIES // 4
+    x, y, params = point(4, 3, batch=batch, seed=11)
+    assert fast._vectorised(x) and not fast._vectorised(x[1:]) and not fast._vectorised(x.tolist())
+    loss, grads = fast.loss_and_grad(x, y, params)
+    want_loss, want_grads = reference.loss_and_grad(x, y, params)
+    assert loss == want_loss
+    for name, want in want_grads.items():
+        assert np.array_equal(grads[name], want), name
+    assert np.array_equal(fast.forward(x, params), reference.forward(x, params))
+    assert fast.loss(x, y, params) == reference.loss(x, y, params)
+    states, want_states = fast.states(x, params), reference.states(x, params)
+    assert all(np.array_equal(states[name], want) for name, want in want_states.items())
+    # the same batch as a list takes the compiled path: the same gradient to rounding
+    compiled_loss, compiled = fast.loss_and_grad(x.tolist(), y, params)
+    assert compiled_loss == pytest.approx(loss, rel=1e-13)
+    for name, want in grads.items():
+        assert relative(compiled[name], want) < 1e-12, name
+
+
 @pytest.mark.parametrize("mode", ["unrolled", "loop"])
 def test_interface_constants_and_errors_are_the_numpy_modules(mode):
     fast, reference = modules(mode, 4, 3)
@@ -224,9 +247,12 @@ def test_bptt_check_passes_the_module_and_rejects_a_tampered_one(tmp_path, capsy
     assert run_check(good) == 0
     report = capsys.readouterr().out
     assert "cell lstm" in report and "complex step" in report and "passed" in report
-    assert source.count(TAMPER[0]) == 1
+    # once in the NumPy module's loss_and_grad (the vectorised path's copy), last in the compiled one,
+    # which the check's small batches run: that one is tampered with
+    assert source.count(TAMPER[0]) == 2
+    head, _, tail = source.rpartition(TAMPER[0])
     bad = tmp_path / "lstm_tampered.py"
-    bad.write_text(source.replace(*TAMPER))
+    bad.write_text(head + TAMPER[1] + tail)
     assert run_check(bad) == 1
     assert "FAIL U_f" in capsys.readouterr().out
     assert list((tmp_path / "__pycache__").glob("lstm_fast.*.nbi"))  # kernels cached beside the file

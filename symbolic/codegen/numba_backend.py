@@ -105,24 +105,29 @@ def _with_comments(lines: list[str], node: ast.stmt) -> str:
     return "\n".join(lines[first : node.end_lineno])
 
 
-def vectorised(numpy_source: str, roots: tuple[str, ...]) -> str:
+def vectorised(
+    numpy_source: str, roots: tuple[str, ...], shared_roots: tuple[str, ...] = VALIDATION, constants: bool = True
+) -> str:
     """The NumPy module's functions ``roots`` and the module functions and private constants they
     use, verbatim but for their names: each gets ``PREFIX`` (its calls too, found as name tokens,
-    so docstrings and comments are untouched). The validation functions, which the Numba module
-    copies under their own names, are shared, not copied twice."""
+    so docstrings and comments are untouched). The functions of ``shared_roots`` (the validation),
+    which the Numba module copies under their own names, are shared, not copied twice; so are the
+    constants when ``constants`` is false (a module that copies all of them already)."""
     import io
     import tokenize
 
     tree = ast.parse(numpy_source)
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    shared = function_closure(functions, VALIDATION)
+    shared = function_closure(functions, shared_roots)
     wanted = function_closure(functions, roots) - shared
     renamed = {name: PREFIX + name.lstrip("_") for name in wanted}
+    assert len(set(renamed.values())) == len(renamed), f"two copied functions get one name: {renamed}"
     used = {n.id for name in wanted for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
     constants = [
         node
         for node in tree.body
-        if isinstance(node, ast.Assign)
+        if constants
+        and isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Name) and t.id.startswith("_") and t.id in used for t in node.targets)
     ]
     lines = numpy_source.splitlines()
