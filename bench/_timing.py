@@ -2,7 +2,8 @@
 
 On a shared machine the speed drifts over seconds; timing each candidate in its own block lets
 that drift land on one of them. Here every round times each candidate once (the same number of
-calls each), and each candidate keeps its best round, so all see the same conditions.
+calls each, starting with a different candidate each round), and each candidate keeps its best
+round, so all see the same conditions.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ def interleaved(candidates: dict, rounds: int = 7, budget: float = 0.2, clock=ti
         # autorange aims at 0.2 s per measurement; scale to the budget.
         numbers[name] = max(1, int(number * budget / max(elapsed, 1e-9)))
     best = {name: float("inf") for name in candidates}
-    for _ in range(rounds):
-        for name, call in candidates.items():
+    order = list(candidates.items())
+    for round_ in range(rounds):
+        # Each round starts with the next candidate, so no candidate always runs right after the
+        # same other one (whose freed memory or warmed caches it would inherit).
+        shift = round_ % len(order)
+        for name, call in order[shift:] + order[:shift]:
             seconds = timeit.Timer(call, timer=clock).timeit(numbers[name]) / numbers[name]
             best[name] = min(best[name], seconds)
     return best
