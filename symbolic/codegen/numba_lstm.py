@@ -38,10 +38,11 @@ from .numba_backend import NumbaScalarPrinter, function_closure, vectorised
 #: Sequences per chunk of the elementwise work of one step (the unit of the parallel loops).
 ROWS = 64
 #: From this many entries per step (B·H) on, the elementwise work of a step runs on Numba's
-#: threads in chunks of ROWS sequences; the matrix products are BLAS's either way. Measured with
-#: bench/bench_lstm.py on the shared 2-core machine: at B·H = 65 536 the parallel kernels were
-#: slower than the serial ones (forward 3.9 s against 2.6 s, backward 8.9 s against 2.4 s), so
-#: they are kept for much wider steps only.
+#: threads in chunks of ROWS sequences (the matrix products stay serial). Measured with
+#: bench/bench_lstm.py on the shared 2-core machine, when the products were still BLAS's: at
+#: B·H = 65 536 the parallel kernels were slower than the serial ones (forward 3.9 s against 2.6 s,
+#: backward 8.9 s against 2.4 s), so they are kept for much wider steps only; arrays that wide take
+#: the vectorised path (VECTORISED_ENTRIES), so in practice only list inputs reach them.
 PARALLEL_ENTRIES = 1 << 20
 #: The weight gradients are summed over the rows (sequences × steps) of several steps at once, in
 #: one matrix product of about this many rows.
