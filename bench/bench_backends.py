@@ -221,15 +221,7 @@ def parallel_rows(repeat) -> None:
         # loss_and_grad itself (the wide path from _VECTORISED_BATCH on) with its kernels' serial or
         # parallel drivers
         call = partial(module.loss_and_grad, x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
-        threshold = module._PARALLEL_BATCH
-        times = interleaved(
-            {
-                "serial": _forced(module, "_PARALLEL_BATCH", 1 << 62, call),
-                "parallel": _forced(module, "_PARALLEL_BATCH", 0, call),
-            },
-            rounds=repeat,
-        )
-        module._PARALLEL_BATCH = threshold
+        times = _either_side(module, "_PARALLEL_BATCH", call, repeat, "serial", "parallel")
         print(
             f"| {batch} | {times['serial'] * 1e3:.3f} ms | {times['parallel'] * 1e3:.3f} ms | "
             f"{times['parallel'] / times['serial']:.2f} |",
@@ -275,25 +267,30 @@ def _forced(module, threshold: str, value: int, call):
     return run
 
 
+def _either_side(module, threshold: str, call, repeat: int, below: str, above: str) -> dict:
+    """``call`` timed (interleaved) with the module's ``threshold`` out of reach (name ``below``) and
+    at 0 (name ``above``), so the same call takes either path; the threshold is restored after."""
+    saved = getattr(module, threshold)
+    try:
+        return interleaved(
+            {below: _forced(module, threshold, 1 << 62, call), above: _forced(module, threshold, 0, call)},
+            rounds=repeat,
+        )
+    finally:
+        setattr(module, threshold, saved)
+
+
 def path_rows(repeat) -> None:
     """Compiled against vectorised path per call size: the thresholds of the generated modules."""
     rng = np.random.default_rng(2)
     module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
-    threshold = module._VECTORISED_BATCH
-    print(f"\nScalar model, N = 100 (the wide path from B = {threshold}):")
+    print(f"\nScalar model, N = 100 (the wide path from B = {module._VECTORISED_BATCH}):")
     print("| B | compiled | wide path | wide / compiled |\n|---:|---:|---:|---:|")
     for batch in (16, 64, 128, 256, 1000, 10_000):
         x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
         y = rng.integers(0, 2, size=batch).astype(float)
         call = partial(module.loss_and_grad, x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
-        times = interleaved(
-            {
-                "compiled": _forced(module, "_VECTORISED_BATCH", 1 << 62, call),
-                "vectorised": _forced(module, "_VECTORISED_BATCH", 0, call),
-            },
-            rounds=repeat,
-        )
-        module._VECTORISED_BATCH = threshold
+        times = _either_side(module, "_VECTORISED_BATCH", call, repeat, "compiled", "vectorised")
         print(
             f"| {batch} | {times['compiled'] * 1e3:.3f} ms | {times['vectorised'] * 1e3:.3f} ms | "
             f"{times['vectorised'] / times['compiled']:.2f} |",
@@ -321,15 +318,7 @@ def path_rows(repeat) -> None:
             rng.normal(size=hidden),
         )
         call = partial(module.loss_and_grad, x, y, *weights)
-        threshold = module._VECTORISED_ENTRIES
-        times = interleaved(
-            {
-                "compiled": _forced(module, "_VECTORISED_ENTRIES", 1 << 62, call),
-                "vectorised": _forced(module, "_VECTORISED_ENTRIES", 0, call),
-            },
-            rounds=repeat,
-        )
-        module._VECTORISED_ENTRIES = threshold
+        times = _either_side(module, "_VECTORISED_ENTRIES", call, repeat, "compiled", "vectorised")
         print(
             f"| {hidden} | {batch} | {hidden * batch} | {times['compiled'] * 1e3:.3f} ms | "
             f"{times['vectorised'] * 1e3:.3f} ms | {times['vectorised'] / times['compiled']:.2f} |",
