@@ -1,0 +1,312 @@
+"""The public spec API: a recurrent cell written as per-unit equations, and nothing else.
+
+A cell names its states, its parameters with shapes in H (hidden size) and D (input size), and the
+equations of one step, written per unit with SymPy:
+
+    >>> from symbolic.cells.spec import Cell, sigmoid, tanh
+    >>> cell = Cell("mgu", readout="w_y")                 # a minimal gated unit
+    >>> x, h = cell.input(), cell.state("h")              # x_t, and h as h_(t-1)
+    >>> W_f, U_f, b_f = cell.matrix("W_f", "H", "D"), cell.matrix("U_f", "H", "H"), cell.vector("b_f")
+    >>> W_h, U_h, b_h = cell.matrix("W_h", "H", "D"), cell.matrix("U_h", "H", "H"), cell.vector("b_h")
+    >>> f = cell.let("f", sigmoid(W_f @ x + U_f @ h + b_f))
+    >>> n = cell.let("n", tanh(W_h @ x + U_h @ (f * h) + b_h))
+    >>> cell.update(h, (1 - f) * h + f * n)
+
+What an equation may hold: linear maps ``M @ v`` (v is the input, a state's previous value, or an
+elementwise expression of this step), per-unit vectors (biases, IndRNN's u), the activations of
+``activations.ACTIVATIONS`` (tanh, sigmoid, relu, identity), sums, products and integer powers. Every
+product is elementwise (⊙). The readout is the notes' many-to-one ŷ = σ(w_yᵀ s_n) with binary
+cross-entropy, where s is the first state declared (or ``readout_state``).
+
+A cell file is Python: ``load_cell(path)`` runs it and takes its ``CELL``. Derivatives, loops and
+templates never appear in a cell: the engine (``symbolic.engine``) derives everything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..activations import relu, sigmoid
+from ..errors import UsageError
+
+tanh = sp.tanh
+
+
+def identity(z):
+    """The identity activation (for symmetry with the table; it is just z)."""
+    return z
+
+
+#: The elementwise functions an equation may apply, by SymPy function class → activation name.
+FUNCTIONS = {sp.tanh: "tanh", sigmoid: "sigmoid", relu: "relu"}
+SIZES = ("H", "D")
+#: Names the generated modules use for themselves; a cell may not take them.
+RESERVED = ("x", "x_t", "y", "y_hat", "t", "p", "np", "params", "grads", "batch", "steps", "logit",
+            "residual", "values", "dtype", "projection", "recurrent")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+
+
+class Matrix(sp.Symbol):
+    """A weight matrix of a cell; apply it with ``M @ v``. Elementwise use of it is an error."""
+
+    def __matmul__(self, operand):
+        cell = getattr(self, "_cell", None)
+        return cell._apply(self, operand)
+
+    def __rmatmul__(self, other):
+        raise UsageError(f"{other} @ {self}: a cell's matrix comes first, as in {self} @ h")
+
+
+@dataclass(frozen=True)
+class Application:
+    """One linear map applied per unit: (M v)_j, a symbol in the unit equations."""
+
+    symbol: sp.Symbol
+    matrix: str
+    #: "x", a state's previous value "s_prev", or an equation of this step
+    operand: str
+
+
+@dataclass(frozen=True)
+class Equation:
+    """``name = expr`` of one step; ``state`` names the state it updates (None: an intermediate)."""
+
+    name: str
+    symbol: sp.Symbol
+    expr: sp.Expr
+    state: str | None = None
+
+
+class Cell:
+    """A recurrent cell as data: states, parameters with shapes, per-unit equations, a readout."""
+
+    def __init__(self, name: str, readout: str = "w_y", readout_bias: str | None = None,
+                 readout_state: str | None = None, description: str = "", positional: tuple = ()):
+        self.name = _checked_name(name, "cell name")
+        self.description = description
+        self.readout = _checked_name(readout, "readout weight")
+        self.readout_bias = readout_bias
+        self.readout_state = readout_state
+        #: Parameter names of an optional positional ``loss_and_grad(x, y, *params)`` form.
+        self.positional = tuple(positional)
+        self.input_symbol = sp.Symbol("x_t")
+        self.states: dict[str, sp.Symbol] = {}   # state name → its previous value's symbol
+        self.matrices: dict[str, tuple[str, str]] = {}
+        self.vectors: dict[str, sp.Symbol] = {}
+        self.applications: list[Application] = []
+        self.equations: list[Equation] = []
+        self._names: set[str] = set(RESERVED) | {self.readout}
+        if readout_bias:
+            self._names.add(_checked_name(readout_bias, "readout bias"))
+
+    # -- declarations ---------------------------------------------------------------------------------
+
+    def input(self) -> sp.Symbol:
+        """x_t, the input at this step (size D); it may only be used as ``M @ x``."""
+        return self.input_symbol
+
+    def state(self, name: str) -> sp.Symbol:
+        """A state (size H); the symbol returned is its previous value s_(t−1). States start at 0."""
+        self._claim(name, "state")
+        symbol = sp.Symbol(f"{name}_prev")
+        self.states[name] = symbol
+        return symbol
+
+    def matrix(self, name: str, rows: str = "H", columns: str = "H") -> Matrix:
+        """A weight matrix of shape (rows, columns), each "H" or "D"."""
+        self._claim(name, "parameter")
+        for size in (rows, columns):
+            if size not in SIZES:
+                raise UsageError(f"matrix {name}: shape entries are 'H' or 'D', got {size!r}")
+        if rows != "H":
+            raise UsageError(f"matrix {name} has {rows} rows: a cell's matrices map into the H units, use ('H', ...)")
+        symbol = Matrix(name)
+        symbol._cell = self
+        self.matrices[name] = (rows, columns)
+        return symbol
+
+    def vector(self, name: str) -> sp.Symbol:
+        """A per-unit parameter of shape (H,): a bias, or IndRNN's u in u ⊙ h."""
+        self._claim(name, "parameter")
+        symbol = sp.Symbol(name)
+        self.vectors[name] = symbol
+        return symbol
+
+    # -- equations ------------------------------------------------------------------------------------
+
+    def let(self, name: str, expr) -> sp.Symbol:
+        """An intermediate value of this step (a gate, a candidate): ``name = expr``, per unit."""
+        self._claim(name, "equation")
+        symbol = sp.Symbol(name)
+        self.equations.append(Equation(name, symbol, self._checked(name, expr)))
+        return symbol
+
+    def update(self, state, expr) -> sp.Symbol:
+        """The state's new value s_t = expr (per unit)."""
+        name = self._state_name(state)
+        if any(eq.state == name for eq in self.equations):
+            raise UsageError(f"state {name!r} is updated twice: give each state one update")
+        symbol = sp.Symbol(name)
+        self.equations.append(Equation(name, symbol, self._checked(name, expr), state=name))
+        return symbol
+
+    def new(self, state) -> sp.Symbol:
+        """The state's value s_t at this step, once updated (LSTM: h_t = o ⊙ tanh(c_t))."""
+        name = self._state_name(state)
+        for eq in self.equations:
+            if eq.state == name:
+                return eq.symbol
+        raise UsageError(f"state {name!r} is used as updated before its update: write update({name}, ...) first")
+
+    # -- what the engine reads -------------------------------------------------------------------------
+
+    @property
+    def parameters(self) -> dict[str, tuple[str, ...]]:
+        """Parameter name → shape in "H"/"D", in declaration order, then the readout."""
+        shapes: dict[str, tuple[str, ...]] = {}
+        for name in self._order:
+            if name in self.matrices:
+                shapes[name] = self.matrices[name]
+            elif name in self.vectors:
+                shapes[name] = ("H",)
+        shapes[self.readout] = ("H",)
+        if self.readout_bias:
+            shapes[self.readout_bias] = ()
+        return shapes
+
+    @property
+    def output_state(self) -> str:
+        return self.readout_state or next(iter(self.states), "")
+
+    def validate(self) -> Cell:
+        """Every state updated, the readout state exists, something recurrent; else one UsageError."""
+        if not self.states:
+            raise UsageError(f"cell {self.name!r} declares no state: add one with cell.state('h')")
+        for name in self.states:
+            if not any(eq.state == name for eq in self.equations):
+                raise UsageError(f"state {name!r} has no update: add cell.update({name}, ...)")
+        if self.output_state not in self.states:
+            raise UsageError(f"readout state {self.output_state!r} is not a state: name one of {', '.join(self.states)}")
+        uses = set()
+        for eq in self.equations:
+            uses |= eq.expr.free_symbols
+        uses |= {sp.Symbol(a.operand) for a in self.applications}
+        for name in self.positional:
+            if name not in self.parameters:
+                raise UsageError(f"positional parameter {name!r} is not a parameter of cell {self.name!r}")
+        used_parameters = {str(s) for s in uses} | {a.matrix for a in self.applications}
+        for name in list(self.matrices) + list(self.vectors):
+            if name not in used_parameters:
+                raise UsageError(f"parameter {name!r} of cell {self.name!r} is never used: use it or remove it")
+        return self
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    @property
+    def _order(self) -> list[str]:
+        return self.__dict__.setdefault("_declared", [])
+
+    def _claim(self, name: str, kind: str) -> None:
+        _checked_name(name, kind)
+        if name in self._names or f"{name}_prev" in self._names:
+            raise UsageError(f"{kind} name {name!r} is already taken in cell {self.name!r}: choose another name")
+        self._names.add(name)
+        self._order.append(name)
+
+    def _state_name(self, state) -> str:
+        for name, symbol in self.states.items():
+            if state == symbol or state == name:
+                return name
+        raise UsageError(f"{state} is not a state of cell {self.name!r}: declare it with cell.state(...)")
+
+    def _apply(self, matrix: Matrix, operand) -> sp.Symbol:
+        """``M @ v`` as the per-unit symbol (M v)_j; v a name the cell knows, or an expression of
+        this step, which becomes an intermediate of its own."""
+        name = str(matrix)
+        rows, columns = self.matrices[name]
+        operand = sp.sympify(operand)
+        if operand == self.input_symbol:
+            source, size = "x", "D"
+        elif operand in self.states.values():
+            source, size = str(operand), "H"   # s_prev: the state's value at t − 1
+        elif any(operand == eq.symbol for eq in self.equations):
+            source, size = str(operand), "H"
+        else:
+            source = f"{name}_arg"
+            self.let(source, operand)
+            size = "H"
+        if columns != size:
+            raise UsageError(
+                f"matrix {name} has shape ({rows}, {columns}) but is applied to {source} of size {size}: "
+                f"declare it ({rows}, {size})"
+            )
+        for application in self.applications:
+            if application.matrix == name and application.operand == source:
+                return application.symbol
+        symbol = sp.Symbol(f"{name}@{source}")
+        self.applications.append(Application(symbol, name, source))
+        return symbol
+
+    def _known(self) -> dict[sp.Symbol, str]:
+        known = {self.input_symbol: "input"}
+        known |= {symbol: "state" for symbol in self.states.values()}
+        known |= {symbol: "vector" for symbol in self.vectors.values()}
+        known |= {a.symbol: "application" for a in self.applications}
+        known |= {eq.symbol: "equation" for eq in self.equations}
+        return known
+
+    def _checked(self, name: str, expr) -> sp.Expr:
+        try:
+            expr = sp.sympify(expr)
+        except (sp.SympifyError, TypeError) as error:
+            raise UsageError(f"equation {name!r} is not a SymPy expression ({error}): build it from the cell's symbols") from None
+        known = self._known()
+        for symbol in sorted(expr.free_symbols, key=str):
+            if isinstance(symbol, Matrix):
+                raise UsageError(
+                    f"equation {name!r} uses the matrix {symbol} elementwise: apply it with {symbol} @ operand"
+                )
+            if symbol == self.input_symbol:
+                raise UsageError(
+                    f"equation {name!r} uses the input x elementwise: apply a matrix to it, e.g. W @ x"
+                )
+            if symbol not in known:
+                raise UsageError(
+                    f"equation {name!r} uses {symbol}, which is neither a state, an input, a parameter nor "
+                    "an earlier equation: declare it first"
+                )
+        for node in sp.preorder_traversal(expr):
+            if isinstance(node, sp.Function) and not isinstance(node, tuple(FUNCTIONS)):
+                known_functions = ", ".join(FUNCTIONS.values())
+                raise UsageError(
+                    f"equation {name!r} applies {node.func}, which is not an activation of the table "
+                    f"({known_functions}, identity): use one of those"
+                )
+            if isinstance(node, sp.Pow) and not (node.exp.is_Integer and node.exp > 0):
+                raise UsageError(
+                    f"equation {name!r} has the power {node}: only positive integer powers are elementwise "
+                    "polynomials; rewrite it"
+                )
+            if isinstance(node, (sp.MatrixBase, sp.MatrixExpr)):
+                raise UsageError(f"equation {name!r} is a matrix expression: write it per unit")
+            if node.is_Number and not node.is_real:
+                raise UsageError(f"equation {name!r} has the number {node}: coefficients must be real")
+        if expr.is_Number:
+            raise UsageError(f"equation {name!r} is the constant {expr}: it must depend on the step's values")
+        return expr
+
+
+def _checked_name(name, kind: str) -> str:
+    if (not isinstance(name, str) or not _NAME.match(name) or name.endswith("_prev")
+            or name.startswith(("delta", "grad_", "d_"))):
+        raise UsageError(
+            f"{kind} {name!r} is not a usable name: letters and digits joined by single underscores, "
+            "not ending in _prev, not starting with delta, grad_ or d_"
+        )
+    return name
+
+
+__all__ = ["Application", "Cell", "Equation", "Matrix", "identity", "relu", "sigmoid", "tanh"]

@@ -1,0 +1,666 @@
+"""The generic BPTT derivation over a cell: one rule for local partials, one for linear maps, one for time.
+
+Given a cell's per-unit equations (``symbolic.cells.spec``), the engine
+
+1. normalises them into **nodes**: each activation f(·) becomes a node of its own whose derivative is
+   written with its stored output (tanh: 1 − v², σ: v(1 − v), the entries of ``activations.ACTIVATIONS``),
+   and each activation's argument, when it is more than a name, becomes a pre-activation node a_v;
+2. takes the **local partials** ∂v/∂u of every node by ``sp.diff`` (for an activation, f′ from the table,
+   checked against ``sp.diff``);
+3. runs **reverse accumulation through one step**: δv = δv_in + Σ_(w uses v) δw ∂w/∂v, from the last
+   node back, where δv_in is what step t + 1 sends to a state (and δs_n = (ŷ − y) w_y for the readout);
+4. applies **one transpose rule** to every linear map M u: δ(M u) flows back as Mᵀ δ(M u) into u, and
+   ∂L/∂M = Σ_t δ(M u)_t u_tᵀ;
+5. applies **one time rule**: what a step sends to s_(t−1) is δs_in of step t − 1; per-unit parameters
+   collect ∂L/∂b = Σ_t Σ_(w uses b) δw ∂w/∂b.
+
+Everything is per unit (SymPy scalars): linear maps appear as the symbols ``M@u``, so nothing symbolic
+grows with H or D. ``CellDerivation`` is plain data; ``evaluate`` runs it numerically (float64, or
+mpmath at any precision) as the reference implementation the proofs, the checker and the grader use.
+
+A derivation can be **mutated** (``mutate``) into one of the classic wrong BPTTs (long-term terms
+dropped, f′ missing, a direct path missing, Mᵀ written as M, the batch mean missing, the residual's
+sign flipped): the negative controls of the proof and the catalogue of ``bptt grade``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+import numpy as np
+import sympy as sp
+
+from .activations import ACTIVATIONS, sigmoid
+from .cells.spec import FUNCTIONS, Cell
+
+#: Digits of the high-precision evaluation.
+DIGITS = 60
+
+
+@dataclass(frozen=True)
+class Node:
+    """One value of a step: ``symbol = expr`` per unit.
+
+    ``activation``: the table name when expr = f(u) with u a symbol (then ∂v/∂u = f′ written with v);
+    ``state``: the state this node updates; ``auto``: made by the engine (a pre-activation or a lifted f).
+    """
+
+    name: str
+    symbol: sp.Symbol
+    expr: sp.Expr
+    activation: str | None = None
+    state: str | None = None
+    auto: bool = False
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A linear map applied per unit: ``symbol`` = (M u)_j with M the parameter ``matrix``."""
+
+    symbol: sp.Symbol
+    matrix: str
+    operand: str          # "x", a state's previous value "s_prev", or a node of this step
+    delta: sp.Symbol      # δ(M u), per unit
+
+
+@dataclass(frozen=True)
+class Adjoint:
+    """δ of one value of a step: an elementwise ``expr`` plus Mᵀ δ(M u) for each (M, δ) in ``transposed``."""
+
+    name: str
+    symbol: sp.Symbol
+    expr: sp.Expr
+    transposed: tuple = ()
+
+
+@dataclass(frozen=True)
+class CellDerivation:
+    """The BPTT of one cell, derived per unit; plain data (SymPy expressions and names)."""
+
+    cell: Cell
+    #: forward nodes in evaluation order
+    nodes: tuple
+    linears: tuple
+    #: state name → the symbol of its value at t − 1, and of its node at t
+    previous: dict
+    #: node name → {symbol u: ∂v/∂u} (immediate partials, stored values)
+    partials: dict
+    #: state name → δs_in, the adjoint step t + 1 sends to s_t
+    incoming: dict
+    #: adjoints in the order the backward step computes them (nodes, then linear maps, then previous states)
+    adjoints: tuple
+    #: state name → δs_(t−1) (the Adjoint sent back in time)
+    sent: dict
+    #: parameter name → ("outer", δ symbol, operand) for a matrix, ("sum", expr) for a per-unit vector
+    gradients: dict
+    #: ∂L/∂z written with ŷ and y (the residual ŷ − y), and the loss of the logit z
+    output_factor: sp.Expr
+    loss_of_logit: sp.Expr
+    symbols: dict
+    #: the rule changed by ``mutate`` (None: the exact derivation)
+    mutation: str | None = None
+    #: the transpose rule applied to linear maps (False only in the mutation "untransposed")
+    transpose: bool = True
+    #: gradients averaged over the batch (False only in the mutation "no_batch_mean")
+    batch_mean: bool = True
+
+    # -- what stages read ----------------------------------------------------------------------------
+
+    @property
+    def states(self) -> tuple:
+        return tuple(self.cell.states)
+
+    @property
+    def output_state(self) -> str:
+        return self.cell.output_state
+
+    @property
+    def parameters(self) -> dict:
+        return self.cell.parameters
+
+    def shapes(self, hidden: int, inputs: int) -> dict[str, tuple[int, ...]]:
+        """Parameter name → shape for hidden size H and input size D."""
+        sizes = {"H": hidden, "D": inputs}
+        return {name: tuple(sizes[s] for s in shape) for name, shape in self.parameters.items()}
+
+    @cached_property
+    def node(self) -> dict:
+        return {node.name: node for node in self.nodes}
+
+    @cached_property
+    def adjoint(self) -> dict:
+        return {adjoint.name: adjoint for adjoint in self.adjoints}
+
+    @cached_property
+    def state_jacobian(self) -> dict:
+        """(new state s', previous state s) → (direct, through) per unit: ∂s'_t/∂s_(t−1) =
+        diag(direct) + Σ_(M u) diag(∂s'/∂(M u)) M ∂u/∂s_(t−1); ``through`` maps each linear symbol to
+        ∂s'/∂(M u). ``direct`` is a path that skips every matrix (the LSTM's carousel f_t, the GRU's z)."""
+        totals = self.totals
+        result = {}
+        for state, node in self._state_nodes.items():
+            for source, previous in self.previous.items():
+                direct = totals[node.name].get(previous, sp.S.Zero)
+                # the maps whose operand moves with s_(t−1): s_(t−1) itself, or a node of this step
+                # that depends on it (Cho's U (r ⊙ h))
+                moving = {str(previous)} | {
+                    name for name, total in totals.items() if total.get(previous, 0) != 0
+                }
+                through = {
+                    linear.symbol: totals[node.name].get(linear.symbol, sp.S.Zero)
+                    for linear in self.linears
+                    if linear.operand in moving and totals[node.name].get(linear.symbol, sp.S.Zero) != 0
+                }
+                result[(state, source)] = (sp.factor_terms(direct), through)
+        return result
+
+    @cached_property
+    def totals(self) -> dict:
+        """node name → {leaf: d node/d leaf within one step} for the leaves: previous states, linear maps
+        and per-unit parameters (forward accumulation of the immediate partials)."""
+        totals: dict = {}
+        leaves = set(self.previous.values()) | {linear.symbol for linear in self.linears}
+        leaves |= set(self.symbols["vectors"].values())
+        for node in self.nodes:
+            total: dict = {}
+            for symbol, partial in self.partials[node.name].items():
+                if symbol in leaves:
+                    total[symbol] = total.get(symbol, sp.S.Zero) + partial
+                elif str(symbol) in totals:
+                    for leaf, inner in totals[str(symbol)].items():
+                        total[leaf] = total.get(leaf, sp.S.Zero) + partial * inner
+            totals[node.name] = {leaf: value for leaf, value in total.items() if value != 0}
+        return totals
+
+    @cached_property
+    def _state_nodes(self) -> dict:
+        return {node.state: node for node in self.nodes if node.state}
+
+    def state_node(self, state: str) -> Node:
+        return self._state_nodes[state]
+
+    def mutate(self, mutation: str) -> CellDerivation:
+        """A deliberately wrong derivation (see ``MUTATIONS``); raises ValueError where it does not apply."""
+        return _mutate(self, mutation)
+
+    def applicable_mutations(self) -> list[str]:
+        names = []
+        for name in MUTATIONS:
+            try:
+                self.mutate(name)
+            except ValueError:
+                continue
+            names.append(name)
+        return names
+
+
+# -- normalisation -------------------------------------------------------------------------------------
+
+
+def _activation_of(expr) -> str | None:
+    for function, name in FUNCTIONS.items():
+        if isinstance(expr, function):
+            return name
+    return None
+
+
+def _normalise(cell: Cell) -> list[Node]:
+    """The cell's equations as nodes: every activation its own node of a symbol argument."""
+    nodes: list[Node] = []
+    taken = {eq.name for eq in cell.equations} | set(cell.states) | set(cell.parameters)
+    taken |= {str(symbol) for symbol in cell.states.values()}
+
+    def fresh(base: str) -> str:
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        return name
+
+    def lift(expr, owner: str):
+        """expr with each activation application replaced by a node symbol (nodes appended)."""
+        if not expr.args:
+            return expr
+        if _activation_of(expr):
+            argument = lift(expr.args[0], owner)
+            if not argument.is_Symbol:
+                pre = fresh(f"a_{owner}")
+                nodes.append(Node(pre, sp.Symbol(pre), argument, auto=True))
+                argument = sp.Symbol(pre)
+            label = str(expr.args[0]) if expr.args[0].is_Symbol else owner
+            name = fresh(f"{_activation_of(expr)}_{label}")
+            nodes.append(Node(name, sp.Symbol(name), expr.func(argument), _activation_of(expr), auto=True))
+            return sp.Symbol(name)
+        return expr.func(*(lift(arg, owner) for arg in expr.args))
+
+    for eq in cell.equations:
+        expr = eq.expr
+        if _activation_of(expr):
+            argument = lift(expr.args[0], eq.name)
+            if not argument.is_Symbol:
+                pre = fresh(f"a_{eq.name}")
+                nodes.append(Node(pre, sp.Symbol(pre), argument, auto=True))
+                argument = sp.Symbol(pre)
+            nodes.append(Node(eq.name, eq.symbol, expr.func(argument), _activation_of(expr), eq.state))
+        else:
+            nodes.append(Node(eq.name, eq.symbol, lift(expr, eq.name), None, eq.state))
+    return nodes
+
+
+def _partials(node: Node) -> dict:
+    """∂v/∂u for every symbol u of the node's expression."""
+    if node.activation:
+        (argument,) = node.expr.args
+        activation = ACTIVATIONS[node.activation]
+        from_table = activation.derivative_from_output(node.symbol)
+        derived = sp.diff(node.expr, argument).xreplace({node.expr: node.symbol})
+        assert sp.expand(derived - from_table) == 0, (node.name, derived, from_table)
+        return {argument: from_table}
+    return {
+        symbol: sp.diff(node.expr, symbol)
+        for symbol in sorted(node.expr.free_symbols, key=sp.default_sort_key)
+    }
+
+
+# -- the derivation -------------------------------------------------------------------------------------
+
+
+def derive_cell(cell: Cell) -> CellDerivation:
+    """The exact BPTT of ``cell`` (validated), per unit."""
+    cell.validate()
+    nodes = _normalise(cell)
+    partials = {node.name: _partials(node) for node in nodes}
+    previous = dict(cell.states)
+    linears = tuple(
+        Linear(a.symbol, a.matrix, a.operand, sp.Symbol(f"delta_{a.matrix}@{a.operand}"))
+        for a in cell.applications
+    )
+    vectors = {name: sp.Symbol(name) for name in cell.vectors}
+    delta = {node.name: sp.Symbol(f"delta_{node.name}") for node in nodes}
+    incoming = {state: sp.Symbol(f"delta_{state}_in") for state in cell.states}
+
+    # Who uses what: symbol → [(node, ∂node/∂symbol)]
+    users: dict = {}
+    for node in nodes:
+        for symbol, partial in partials[node.name].items():
+            users.setdefault(symbol, []).append((node, partial))
+
+    # Reverse accumulation through one step. A δ that is a bare symbol is an alias, not a new value.
+    value: dict = {}
+
+    def through_users(symbol) -> sp.Expr:
+        return sp.Add(*(value[user.name] * partial for user, partial in users.get(symbol, ())))
+
+    adjoints: list[Adjoint] = []
+    linear_delta: dict = {}
+    operand_of: dict = {}
+    for linear in linears:
+        operand_of.setdefault(linear.operand, []).append(linear)
+
+    def linear_value(linear: Linear) -> sp.Expr:
+        """δ(M u): an alias of a node's δ where it is one, else an adjoint of its own."""
+        if linear.symbol not in linear_delta:
+            expr = through_users(linear.symbol)
+            expr = sp.factor_terms(expr) if expr != 0 else expr
+            if not (expr.is_Symbol or expr == 0):
+                adjoints.append(Adjoint(str(linear.delta), linear.delta, expr))
+                expr = linear.delta
+            linear_delta[linear.symbol] = expr
+        return linear_delta[linear.symbol]
+
+    for node in reversed(nodes):
+        transposed = tuple((linear.matrix, linear_value(linear)) for linear in operand_of.get(node.name, ()))
+        transposed = tuple((matrix, delta) for matrix, delta in transposed if delta != 0)
+        expr = through_users(node.symbol)
+        if node.state:
+            expr = incoming[node.state] + expr
+        expr = sp.factor_terms(expr) if expr != 0 else expr
+        if not transposed and (expr.is_Symbol or expr == 0):
+            value[node.name] = expr
+            continue
+        value[node.name] = delta[node.name]
+        adjoints.append(Adjoint(node.name, delta[node.name], expr, transposed))
+    for linear in linears:
+        linear_value(linear)
+    sent = {}
+    for state, symbol in previous.items():
+        direct = through_users(symbol)
+        transposed = tuple(
+            (linear.matrix, linear_delta[linear.symbol])
+            for linear in linears
+            if linear.operand == str(symbol) and linear_delta[linear.symbol] != 0
+        )
+        sent[state] = Adjoint(f"{state}_prev", sp.Symbol(f"delta_{state}_prev"),
+                              sp.factor_terms(direct) if direct != 0 else direct, transposed)
+
+    gradients: dict = {}
+    for name in cell.parameters:
+        if name in cell.matrices:
+            for linear in linears:
+                if linear.matrix == name:
+                    gradients.setdefault(name, []).append(("outer", linear_delta[linear.symbol], linear.operand))
+        elif name in vectors:
+            gradients[name] = [("sum", sp.factor_terms(through_users(vectors[name])))]
+    gradients = {name: tuple(terms) for name, terms in gradients.items()}
+
+    z, y, y_hat = sp.Symbol("z"), sp.Symbol("y"), sp.Symbol("y_hat")
+    loss_of_logit = -y * sp.log(sigmoid(z)) - (1 - y) * sp.log(1 - sigmoid(z))
+    output_factor = sp.expand(sp.diff(loss_of_logit, z).xreplace({sigmoid(z): y_hat}))
+
+    symbols = {"z": z, "y": y, "y_hat": y_hat, "delta": delta, "vectors": vectors,
+               "value": dict(value), "linear_delta": dict(linear_delta)}
+    return CellDerivation(
+        cell=cell, nodes=tuple(nodes), linears=linears, previous=previous, partials=partials,
+        incoming=incoming, adjoints=tuple(adjoints), sent=sent, gradients=gradients,
+        output_factor=output_factor, loss_of_logit=loss_of_logit, symbols=symbols,
+    )
+
+
+# -- mutations: the classic wrong BPTTs ---------------------------------------------------------------
+
+MUTATIONS = {
+    "truncated": "long-term terms dropped: nothing is sent back to s_(t−1) (BPTT truncated at one step)",
+    "no_activation_derivative": "f′ missing: the activations' derivatives are left out of the chain",
+    "derivative_wrong_step": "f′ evaluated at the wrong step: f′(o_(t−1)) where f′(o_t) belongs",
+    "no_direct_path": "a direct path missing: the elementwise path s_(t−1) → s_t (the LSTM's carousel "
+                      "δc_(t+1) ⊙ f_(t+1), the GRU's z ⊙ h) is left out",
+    "untransposed": "Mᵀ written as M: the δ recursion applies the recurrent matrix untransposed",
+    "no_batch_mean": "the mean over the batch missing: gradients B times too large",
+    "residual_sign": "a sign error in the residual: y − ŷ where ŷ − y belongs",
+}
+
+
+def _mutate(d: CellDerivation, mutation: str) -> CellDerivation:
+    if mutation not in MUTATIONS:
+        raise ValueError(f"unknown mutation {mutation!r}: one of {', '.join(MUTATIONS)}")
+    if mutation == "truncated":
+        sent = {state: replace(adjoint, expr=sp.S.Zero, transposed=()) for state, adjoint in d.sent.items()}
+        return replace(d, sent=sent, mutation=mutation)
+    if mutation == "no_batch_mean":
+        return replace(d, batch_mean=False, mutation=mutation)
+    if mutation == "residual_sign":
+        return replace(d, output_factor=-d.output_factor, mutation=mutation)
+    if mutation == "untransposed":
+        square = [linear for linear in d.linears if d.cell.matrices[linear.matrix] == ("H", "H")]
+        if not square:
+            raise ValueError("no square matrix to transpose")
+        return replace(d, transpose=False, mutation=mutation)
+    if mutation == "no_direct_path":
+        sent = {}
+        changed = False
+        for state, adjoint in d.sent.items():
+            if adjoint.expr != 0:
+                changed = True
+            sent[state] = replace(adjoint, expr=sp.S.Zero)
+        if not changed:
+            raise ValueError("no direct elementwise path between states")
+        return replace(d, sent=sent, mutation=mutation)
+    if mutation == "no_activation_derivative":
+        rules = {}
+        for node in d.nodes:
+            if node.activation and node.activation != "identity":
+                (argument,) = node.expr.args
+                rules[(node.name, argument)] = sp.S.One
+        if not rules:
+            raise ValueError("no activation with a derivative other than 1")
+        return _rederived(d, rules, mutation)
+    if mutation == "derivative_wrong_step":
+        rules = {}
+        for node in d.nodes:
+            if node.activation and node.state and node.activation != "identity":
+                (argument,) = node.expr.args
+                previous = d.previous[node.state]
+                rules[(node.name, argument)] = ACTIVATIONS[node.activation].derivative_from_output(previous)
+        if not rules:
+            raise ValueError("no state is an activation's output")
+        return _rederived(d, rules, mutation)
+    raise AssertionError(mutation)
+
+
+def _rederived(d: CellDerivation, rules: dict, mutation: str) -> CellDerivation:
+    """The derivation again with some local partials replaced: (node, symbol) → wrong partial."""
+    cell = d.cell
+    original = _partials
+
+    def patched(node):
+        partials = original(node)
+        return {symbol: rules.get((node.name, symbol), partial) for symbol, partial in partials.items()}
+
+    globals()["_partials"] = patched
+    try:
+        wrong = derive_cell(cell)
+    finally:
+        globals()["_partials"] = original
+    return replace(wrong, mutation=mutation)
+
+
+# -- numerical evaluation: the reference implementation ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Values:
+    """Mean loss, gradients (name → array of the parameter's shape) and the forward values."""
+
+    loss: object
+    gradients: dict
+    forward: dict = field(default_factory=dict)
+
+    def as_float(self) -> tuple[float, dict]:
+        return float(self.loss), {name: np.asarray(value, dtype=float) for name, value in self.gradients.items()}
+
+
+def evaluate(d: CellDerivation, params: dict, x, y, digits: int | None = None) -> Values:
+    """Loss and gradients by the derived recursion: float64 NumPy, or mpmath at ``digits`` digits.
+
+    ``params``: name → array of the shapes for some H (read from the readout weight) and D (from x);
+    ``x``: (B, n, D) or (n, D); ``y``: (B,) or a number. Exact inputs (ints, Fractions, SymPy rationals)
+    are converted exactly in the mpmath mode.
+    """
+    if digits is None:
+        return _evaluate(d, params, x, y, _Float64())
+    import mpmath
+
+    with mpmath.workdps(digits):
+        return _evaluate(d, params, x, y, _Mpmath())
+
+
+class _Float64:
+    dtype = float
+
+    def array(self, value):
+        return np.asarray(value, dtype=float)
+
+    def zeros(self, shape):
+        return np.zeros(shape)
+
+    def function(self, arguments, expr):
+        return sp.lambdify(arguments, expr, modules=[{"sigmoid": _np_sigmoid, "relu": _np_relu,
+                                                      "Heaviside": lambda v, h0=0.0: np.heaviside(v, h0)},
+                                                     "numpy"])
+
+    def log_sigmoid_loss(self, z, y):
+        return y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)
+
+    def sigmoid(self, z):
+        return _np_sigmoid(z)
+
+
+class _Mpmath:
+    dtype = object
+
+    def array(self, value):
+        return np.vectorize(_mp, otypes=[object])(np.asarray(value, dtype=object))
+
+    def zeros(self, shape):
+        import mpmath
+
+        return np.full(shape, mpmath.mpf(0), dtype=object)
+
+    def function(self, arguments, expr):
+        import mpmath
+
+        scalar = sp.lambdify(arguments, expr, modules=[{
+            "sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)),
+            "relu": lambda v: v if v > 0 else mpmath.mpf(0),
+            "Heaviside": lambda v, h0=0: mpmath.mpf(1) if v > 0 else (mpmath.mpf(h0) if v == 0 else mpmath.mpf(0)),
+        }, "mpmath"])
+        vectorised = np.frompyfunc(scalar, len(arguments), 1) if arguments else None
+
+        def apply(*values):
+            if not arguments:
+                return scalar()
+            return vectorised(*values)
+
+        return apply
+
+    def log_sigmoid_loss(self, z, y):
+        import mpmath
+
+        def one(zv, yv):
+            return yv * mpmath.log1p(mpmath.exp(-zv)) + (1 - yv) * mpmath.log1p(mpmath.exp(zv))
+
+        return np.frompyfunc(one, 2, 1)(z, y)
+
+    def sigmoid(self, z):
+        import mpmath
+
+        return np.frompyfunc(lambda v: 1 / (1 + mpmath.exp(-v)), 1, 1)(z)
+
+
+def _np_sigmoid(z):
+    z = np.asarray(z)
+    positive = np.real(z) > 0
+    e = np.exp(np.where(positive, -z, z))
+    return np.where(positive, 1 / (1 + e), e / (1 + e))
+
+
+def _np_relu(z):
+    return np.maximum(z, 0.0)
+
+
+def _mp(value):
+    import mpmath
+
+    if hasattr(value, "numerator") and hasattr(value, "denominator") and not isinstance(value, float):
+        return mpmath.mpf(int(value.numerator)) / int(value.denominator)
+    if isinstance(value, sp.Rational):
+        return mpmath.mpf(int(value.p)) / int(value.q)
+    if isinstance(value, sp.Basic):
+        return mpmath.mpf(sp.Float(value, mpmath.mp.dps + 5))
+    return mpmath.mpf(value)
+
+
+def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
+    cell = d.cell
+    x = numbers.array(x)
+    if x.ndim == 2:
+        x = x[np.newaxis]
+    batch, steps, _ = x.shape
+    p = {name: numbers.array(params[name]) for name in cell.parameters}
+    hidden = p[cell.readout].shape[0]
+    y = numbers.array(np.atleast_1d(np.asarray(y, dtype=object)))
+
+    # Forward: each node's value per step, (B, H); previous states start at 0.
+    node_functions = {node.name: numbers.function(sorted(node.expr.free_symbols, key=str), node.expr)
+                      for node in d.nodes}
+    node_arguments = {node.name: sorted(node.expr.free_symbols, key=str) for node in d.nodes}
+    zero = numbers.zeros((batch, hidden))
+    states = {state: [zero] for state in d.states}
+    history = []   # per step: symbol → value
+    for t in range(steps):
+        known = {d.previous[state]: states[state][-1] for state in d.states}
+        known |= {symbol: p[name] for name, symbol in d.symbols["vectors"].items()}
+        sources = {"x": x[:, t], **{str(d.previous[state]): known[d.previous[state]] for state in d.states}}
+
+        def apply_maps(operand):
+            for linear in d.linears:
+                if linear.operand == operand:
+                    known[linear.symbol] = sources[operand] @ p[linear.matrix].T
+
+        for operand in ("x", *(str(d.previous[state]) for state in d.states)):
+            apply_maps(operand)
+        for node in d.nodes:
+            arguments = [known[symbol] for symbol in node_arguments[node.name]]
+            known[node.symbol] = node_functions[node.name](*arguments) + zero   # (B, H) even for constants
+            sources[node.name] = known[node.symbol]
+            apply_maps(node.name)
+        for state in d.states:
+            states[state].append(known[d.state_node(state).symbol])
+        history.append(known)
+
+    z = states[d.output_state][-1] @ p[cell.readout]
+    if cell.readout_bias:
+        z = z + p[cell.readout_bias]
+    y_hat = numbers.sigmoid(z)
+    residual = numbers.function([d.symbols["y_hat"], d.symbols["y"]], d.output_factor)(y_hat, y)
+    total_loss = numbers.log_sigmoid_loss(z, y).sum()
+    gradients = {name: numbers.zeros(value.shape) for name, value in p.items()}
+    gradients[cell.readout] = residual @ states[d.output_state][-1]
+    if cell.readout_bias:
+        gradients[cell.readout_bias] = residual.sum()
+
+    # Backward: one step at a time, from t = n down.
+    adjoint_functions = {}
+    for adjoint in (*d.adjoints, *d.sent.values()):
+        arguments = sorted(adjoint.expr.free_symbols, key=str)
+        adjoint_functions[adjoint.name] = (arguments, numbers.function(arguments, adjoint.expr))
+    gradient_functions = {}
+    for name, terms in d.gradients.items():
+        for k, term in enumerate(terms):
+            if term[0] == "sum":
+                arguments = sorted(term[1].free_symbols, key=str)
+                gradient_functions[(name, k)] = (arguments, numbers.function(arguments, term[1]))
+            else:
+                arguments = sorted(term[1].free_symbols, key=str)
+                gradient_functions[(name, k)] = (arguments, numbers.function(arguments, term[1]))
+    sent = {state: zero for state in d.states}
+    sent[d.output_state] = residual[:, np.newaxis] * p[cell.readout]
+    for t in range(steps - 1, -1, -1):
+        known = dict(history[t])
+        known |= {d.incoming[state]: sent[state] for state in d.states}
+
+        def resolve(symbol):
+            return known[symbol]
+
+        for adjoint in d.adjoints:
+            arguments, function = adjoint_functions[adjoint.name]
+            value = function(*(resolve(s) for s in arguments)) + zero
+            for matrix, delta in adjoint.transposed:
+                value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
+            known[adjoint.symbol] = value
+        # gradients of this step
+        for name, terms in d.gradients.items():
+            for k, term in enumerate(terms):
+                arguments, function = gradient_functions[(name, k)]
+                value = function(*(resolve(s) for s in arguments)) + zero
+                if term[0] == "sum":
+                    gradients[name] = gradients[name] + value.sum(axis=0)
+                else:
+                    operand = term[2]
+                    source = x[:, t] if operand == "x" else history[t][sp.Symbol(operand)]
+                    gradients[name] = gradients[name] + value.T @ source
+        new_sent = {}
+        for state, adjoint in d.sent.items():
+            arguments, function = adjoint_functions[adjoint.name]
+            value = function(*(resolve(s) for s in arguments)) + zero
+            for matrix, delta in adjoint.transposed:
+                value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
+            new_sent[state] = value
+        sent = new_sent
+
+    scale = batch if d.batch_mean else 1
+    return Values(
+        loss=total_loss / batch,
+        gradients={name: value / scale for name, value in gradients.items()},
+        forward={"states": states, "steps": history},
+    )
+
+
+def _transpose_apply(delta, matrix, transpose: bool):
+    """Mᵀ δ per sequence (rows of δ): δ @ M; the mutation "untransposed" applies M instead: δ @ Mᵀ."""
+    return delta @ matrix if transpose else delta @ matrix.T
+
+
+__all__ = ["DIGITS", "MUTATIONS", "Adjoint", "CellDerivation", "Linear", "Node", "Values", "derive_cell",
+           "evaluate"]
