@@ -71,13 +71,20 @@ def _suffix_products(chain: np.ndarray) -> np.ndarray:
 
 
 def _numbers(name: str, value: npt.ArrayLike) -> np.ndarray:
-    """``value`` as an array of finite numbers (bool, integer, float or complex), else a ValueError."""
+    """``value`` as an array of finite numbers (bool, integer, float or complex), else a ValueError.
+
+    Bool, integer and float16 values become float64, so nothing is computed in them: an int8
+    product w_i·x_t would wrap around and a float16 sum overflow, silently. float32 stays float32
+    (float32 inputs compute in float32), wider floats and complex values (the complex step) stay.
+    """
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:  # ragged nested lists
         raise ValueError(f"{name} must be an array of numbers: {error}") from None
     if array.dtype.kind not in "biufc":
         raise ValueError(f"{name} must hold numbers, got dtype {array.dtype}")
+    if array.dtype.kind in "biu" or array.dtype == np.float16:
+        array = array.astype(np.float64)
     if not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite: it holds NaN or infinite values")
     return array
