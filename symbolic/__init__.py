@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from .derive import Derivation, derive
 
 __version__ = "0.1.0"
-__all__ = ["Derivation", "Model", "UsageError", "__version__", "derive"]
+__all__ = ["Derivation", "Model", "UsageError", "__version__", "cell", "derive", "derive_cell", "load_cell"]
 
 #: Public names whose module imports SymPy, imported on first use (PEP 562): ``import symbolic``, the
 #: command line's start and a cached Numba module's load need no SymPy.
-_LAZY = {"Derivation": "derive", "derive": "derive"}
+_LAZY = {"Derivation": "derive", "derive": "derive", "cell": "cells", "load_cell": "cells",
+         "derive_cell": "engine"}
 
 
 def __getattr__(name: str):
@@ -46,6 +47,8 @@ class _Package(types.ModuleType):
     def __setattr__(self, name, value):
         if name == "derive" and isinstance(value, types.ModuleType):
             value = value.derive
+        if name == "cells" and isinstance(value, types.ModuleType):
+            super().__setattr__("cell", value.cell)
         super().__setattr__(name, value)
 
 

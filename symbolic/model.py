@@ -3,12 +3,14 @@
 The notes' many-to-one RNN: o_0 = 0, o_t = f(w_i·x_t + w_h o_{t-1}), ŷ = σ(w_o o_n),
 L = −y log ŷ − (1 − y) log(1 − ŷ).
 
-``cell="lstm"``: the standard LSTM with forget gate (gates i, f, g, o; sigmoid gates, tanh candidate and
-cell output, gate biases always present), many-to-one with ŷ = σ(w_yᵀ h_n) and the same loss.
+``cell``: the recurrent cell, a built-in name (``rnn``, ``lstm``, ``gru``; see ``symbolic.cells``) or the
+path of a cell file (``mycell.py``, Python that defines ``CELL``); every cell is many-to-one with
+ŷ = σ(w_yᵀ s_n) and the same loss.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .errors import UsageError
@@ -16,7 +18,10 @@ from .errors import UsageError
 #: The names of activations.ACTIVATIONS, in its order (activations.py asserts the two agree). Kept here
 #: as plain strings so that validating a Model, and loading a cached Numba module, imports no SymPy.
 ACTIVATION_NAMES = ("tanh", "sigmoid", "relu", "identity")
-CELLS = ("rnn", "lstm")
+#: The built-in cells (symbolic/cells/); a path ending in .py names a user's cell file.
+CELLS = ("rnn", "lstm", "gru")
+#: Cells whose equations take --activation and --bias.
+CONFIGURABLE_CELLS = ("rnn",)
 #: The notes' one-hot vocabulary; its size is the default input size D.
 VOCABULARY = ("cat", "mat", "rat")
 
@@ -55,23 +60,40 @@ class Model:
         if self.activation not in ACTIVATION_NAMES:
             known = ", ".join(ACTIVATION_NAMES)
             raise UsageError(f"unknown activation {self.activation!r}: choose one of {known}")
-        if self.cell not in CELLS:
-            raise UsageError(f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}")
+        if not isinstance(self.cell, str) or (self.cell not in CELLS and not self.cell.endswith(".py")):
+            raise UsageError(
+                f"unknown cell {self.cell!r}: choose one of {', '.join(CELLS)}, or give a cell file ending in .py"
+            )
+        if self.cell.endswith(".py"):
+            if not os.path.isfile(self.cell):
+                raise UsageError(f"cell file {self.cell} does not exist: give the path of a .py file that defines CELL")
+            object.__setattr__(self, "cell", os.path.abspath(self.cell))
         object.__setattr__(self, "bias", bool(self.bias))
-        if self.cell == "lstm":
+        if self.cell not in CONFIGURABLE_CELLS:
             if self.activation != "tanh":
                 raise UsageError(
-                    f"--activation {self.activation} does not apply to --cell lstm: the LSTM's activations "
-                    "are fixed (sigmoid gates, tanh candidate and cell output); drop --activation"
+                    f"--activation {self.activation} does not apply to --cell {self.cell_name}: its "
+                    "activations are written in its equations; drop --activation"
                 )
             if self.bias:
                 raise UsageError(
-                    "--bias does not apply to --cell lstm: the LSTM always has its gate biases "
-                    "b_i, b_f, b_g, b_o; drop --bias"
+                    f"--bias does not apply to --cell {self.cell_name}: its biases are parameters of its "
+                    "equations; drop --bias"
                 )
 
     @property
+    def cell_name(self) -> str:
+        """The cell as the user named it: a built-in name or the file's name."""
+        return self.cell if self.cell in CELLS else os.path.basename(self.cell)
+
+    @property
+    def generic(self) -> bool:
+        """A cell with the dict interface, generated from the generic engine (every cell but the plain RNN)."""
+        return self.cell != "rnn"
+
+    @property
     def lstm(self) -> bool:
+        # kept while the LSTM's own stages are moved onto the engine
         return self.cell == "lstm"
 
     @property
@@ -80,9 +102,9 @@ class Model:
         return self.cell == "rnn" and self.hidden == 1 and not self.bias
 
     def require_rnn(self, what: str = "this version") -> Model:
-        """Refuse the LSTM in a stage that handles only the plain RNN."""
-        if self.lstm:
-            raise UsageError(f"--cell lstm is not supported by {what} yet: use --cell rnn")
+        """Refuse other cells in a stage that handles only the plain RNN."""
+        if self.cell != "rnn":
+            raise UsageError(f"--cell {self.cell_name} is not supported by {what} yet: use --cell rnn")
         return self
 
     def require_scalar(self, what: str = "this version") -> Model:
