@@ -32,6 +32,11 @@ UNROLL_LIMIT = 10_000
 PARAMETERS = ("w_i", "w_h", "w_o")
 
 
+class OutOfRange(UsageError, IndexError):
+    """An index outside its range (a timestep, a gap, a component of w_i): a ``UsageError`` that
+    ``except IndexError`` catches too, as for any Python sequence."""
+
+
 class Partial(sp.Expr):
     """An abstract partial derivative ∂of/∂wrt, or the immediate one ∂⁺of/∂wrt.
 
@@ -147,13 +152,13 @@ class Derivation:
         return {"w_i": u.w_i, "w_h": (u.w_h,), "w_o": (u.w_o,)}
 
     def jacobian(self, k: int) -> sp.Expr:
-        """∂o_k/∂o_{k−1}, k = 2..n."""
-        return self._instance(self.step_jacobian, k)
+        """∂o_k/∂o_{k−1} = f′(a_k) w_h for k = 1..n (the products of the BPTT sums use k = 2..n)."""
+        return self._instance(self.step_jacobian, self._timestep(k, "k", "jacobian"))
 
     def immediate(self, parameter: str, j: int, component: int = 0) -> sp.Expr:
         """∂⁺o_j/∂w for a component of w_h or w_i, with o_{j−1} held fixed (∂⁺o_1/∂w_h = 0)."""
-        self._check_hidden(parameter)
-        return self._instance(self.step_immediate[parameter][component], j)
+        component = self._component(parameter, component, hidden=True)
+        return self._instance(self.step_immediate[parameter][component], self._timestep(j, "j", "immediate"))
 
     def _instance(self, expr: sp.Expr, t: int) -> sp.Expr:
         return expr.xreplace(self.unrolled.step.at(self.unrolled, t))
@@ -167,6 +172,8 @@ class Derivation:
     def abstract_term(self, parameter: str, j: int, weight: sp.Expr | None = None) -> sp.Expr:
         """Term j with abstract partials, in chain-rule order, e.g. ∂L/∂ŷ ∂ŷ/∂o_3 ∂o_3/∂o_2 ∂⁺o_2/∂w."""
         u, n = self.unrolled, self.n
+        self._component(parameter, 0, hidden=True)
+        j = self._timestep(j, "j", "abstract_term")
         weight = u.w_h if weight is None else weight
         loss = sp.Symbol("L")
         factors = [Partial(loss, u.y_hat), Partial(u.y_hat, u.o[-1])]
@@ -176,12 +183,14 @@ class Derivation:
 
     def term(self, parameter: str, j: int, component: int = 0) -> sp.Expr:
         """Term j with the local derivatives substituted: (ŷ − y) w_o Π_k ∂o_k/∂o_{k−1} · ∂⁺o_j/∂w."""
-        self._check_hidden(parameter)
+        component = self._component(parameter, component, hidden=True)
+        j = self._timestep(j, "j", "term")
         product = sp.Mul(*(self.jacobian(k) for k in range(j + 1, self.n + 1)))
         return self.output_factor * product * self.immediate(parameter, j, component)
 
     def bptt(self, parameter: str, component: int = 0) -> sp.Expr:
         """The whole Σ/Π form for one weight component, multiplied out (o_k kept as symbols)."""
+        component = self._component(parameter, component)
         if parameter == "w_o":
             return self.dL_dw_o
         if self.n > MULTIPLIED_LIMIT:
@@ -198,6 +207,7 @@ class Derivation:
                 f"the fully expanded gradient is only built for n ≤ {EXPANDED_LIMIT} (it grows "
                 f"exponentially); n = {self.n} keeps the Σ/Π form"
             )
+        component = self._component(parameter, component)
         weight = self.parameters[parameter][component]
         return sp.diff(self._nested_loss, weight)
 
@@ -218,9 +228,40 @@ class Derivation:
             weight=self.unrolled.w_h if weight is None else weight,
         )
 
-    def _check_hidden(self, parameter: str) -> None:
-        if parameter not in ("w_h", "w_i"):
-            raise ValueError(f"{parameter!r} is not a hidden-state weight (w_h or w_i)")
+    def _timestep(self, t, name: str, method: str) -> int:
+        """``t`` as a timestep 1..n, else a one-line error naming the range."""
+        if isinstance(t, bool) or not hasattr(type(t), "__index__"):
+            raise UsageError(f"{method}({t!r}): the timestep {name} must be a whole number from 1 to {self.n}")
+        t = int(t)
+        if not 1 <= t <= self.n:
+            raise OutOfRange(
+                f"{method}({t}): the timestep {name} must be in 1..{self.n} (n = {self.n} steps), got {t}"
+            )
+        return t
+
+    def _component(self, parameter: str, component, hidden: bool = False) -> int:
+        """Check a parameter name (w_i, w_h, or w_o unless ``hidden``) and its component index."""
+        names = ("w_i", "w_h") if hidden else PARAMETERS
+        if parameter not in names:
+            if parameter == "w_o":
+                raise UsageError(
+                    "'w_o' is not a hidden-state weight (w_h or w_i): it has no BPTT terms; "
+                    "∂L/∂w_o is bptt('w_o') or .dL_dw_o"
+                )
+            raise UsageError(f"unknown parameter {parameter!r}: choose one of {', '.join(names)}")
+        size = len(self.parameters[parameter])
+        if isinstance(component, bool) or not hasattr(type(component), "__index__"):
+            raise UsageError(
+                f"the component of {parameter} must be a whole number from 0 to {size - 1}, got {component!r}"
+            )
+        component = int(component)
+        if not 0 <= component < size:
+            valid = "0" if size == 1 else f"0..{size - 1}"
+            raise OutOfRange(
+                f"component {component} of {parameter} does not exist: {parameter} has {size} "
+                f"component{'s' if size > 1 else ''} (index {valid})"
+            )
+        return component
 
     def _repr_latex_(self) -> str:
         from .latex import summary
@@ -233,4 +274,4 @@ def derive(steps: int = 3, activation: str = "tanh", inputs: int = 3) -> Derivat
     return Derivation(Model(steps=steps, activation=activation, inputs=inputs))
 
 
-__all__ = ["Derivation", "Partial", "Term", "derive", "sigmoid"]
+__all__ = ["Derivation", "OutOfRange", "Partial", "Term", "derive", "sigmoid"]
