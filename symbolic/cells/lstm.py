@@ -12,7 +12,9 @@ GATES = ("i", "f", "g", "o")
 
 
 def cell() -> Cell:
-    lstm = Cell("lstm", readout="w_y", readout_state="h",
+    # b_f = 1: the forget gate starts mostly open (f ≈ 0.73), so the cell path carries the gradient back
+    # over long gaps from the first update (Gers, Schmidhuber & Cummins 2000; Jozefowicz et al. 2015).
+    lstm = Cell("lstm", readout="w_y", readout_state="h", init={"b_f": 1.0},
                 description="the LSTM with forget gate (torch.nn.LSTM's gates i, f, g, o)")
     x, h, c = lstm.input(), lstm.state("h"), lstm.state("c")
     W = {gate: lstm.matrix(f"W_{gate}", "H", "D") for gate in GATES}

@@ -84,7 +84,8 @@ class Cell:
     """A recurrent cell as data: states, parameters with shapes, per-unit equations, a readout."""
 
     def __init__(self, name: str, readout: str = "w_y", readout_bias: str | None = None,
-                 readout_state: str | None = None, description: str = "", positional: tuple = ()):
+                 readout_state: str | None = None, description: str = "", positional: tuple = (),
+                 init: dict | None = None):
         self.name = _checked_name(name, "cell name")
         self.description = description
         self.readout = _checked_name(readout, "readout weight")
@@ -92,6 +93,8 @@ class Cell:
         self.readout_state = readout_state
         #: Parameter names of an optional positional ``loss_and_grad(x, y, *params)`` form.
         self.positional = tuple(positional)
+        #: Parameter name → the constant every entry starts at in init_params (others: uniform ±1/√H)
+        self.init = dict(init or {})
         self.input_symbol = sp.Symbol("x_t")
         self.states: dict[str, sp.Symbol] = {}   # state name → its previous value's symbol
         self.matrices: dict[str, tuple[str, str]] = {}
@@ -194,6 +197,9 @@ class Cell:
         for eq in self.equations:
             uses |= eq.expr.free_symbols
         uses |= {sp.Symbol(a.operand) for a in self.applications}
+        for name, value in self.init.items():
+            if name not in self.parameters or not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise UsageError(f"init sets {name!r} to {value!r}: name a parameter and give a number")
         for name in self.positional:
             if name not in self.parameters:
                 raise UsageError(f"positional parameter {name!r} is not a parameter of cell {self.name!r}")

@@ -1,0 +1,324 @@
+"""The generic backend over cells: the step of any cell laid out as array statements, for the module
+templates (``templates/numpy/cell.py.j2``; the Numba template reads the same per-unit expressions).
+
+Everything printed here comes from ``engine.CellDerivation``; nothing names a cell. The layout:
+
+* time on axis 0, the batch on axis 1: every per-step array is one contiguous (B, H) block;
+* the linear maps are **stacked by operand**, as torch.nn.LSTM stacks its gates: the maps of x_t are
+  one (G·H, D) matrix applied to every step at once before the recursion (``projection``); the maps of
+  a state s_(t−1) are one (G·H, H) matrix applied once per step; a map of a node of the step is
+  applied right after that node;
+* the backward step keeps δ(M u) of each operand group in one (n, B, G·H) array, so the transpose
+  rule δu += Σ_M Mᵀ δ(M u) is one product per group and step, and ∂L/∂M = Σ_t δ(M u)_t u_tᵀ is one
+  product per group at the end (a group whose δs are another group's, as the LSTM's W and U, shares
+  that group's array);
+* forward values the backward step reads are stored for every step ((n + 1, B, H), row 0 the initial
+  state), the others are temporaries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..engine import CellDerivation, derive_cell
+from .numpy_backend import code, text
+
+#: Largest n for which --mode unrolled writes straight-line code for a cell.
+UNROLLED_LIMIT = 256
+
+
+@dataclass
+class Group:
+    """The linear maps applied to one operand, stacked."""
+
+    operand: str          # "x", "s_prev" or a node name
+    label: str            # a name for the group in the module
+    size: str             # "D" or "H"
+    matrices: list        # parameter names, in stacking order
+    symbols: list         # the per-unit symbols M@u, same order
+    deltas: list          # δ(M u) per slot (a node's δ symbol, or the map's own)
+    array: str = ""       # the (n, B, G·H) array holding this group's δs
+    shared: bool = False  # the array is another group's (same δs in the same order)
+
+
+def _local(symbol) -> str:
+    """A Python name for a per-unit symbol: M@u → M_u."""
+    return str(symbol).replace("@", "_")
+
+
+def context(model, mode: str, command: str, derivation: CellDerivation | None = None) -> dict:
+    """Everything ``cell.py.j2`` places: names, shapes and printed statements. No SymPy objects."""
+    from ..cells import cell_of
+
+    d = derivation or derive_cell(cell_of(model))
+    cell = d.cell
+    H = model.hidden
+    steps = model.steps if mode == "unrolled" else None
+
+    groups: list[Group] = []
+    for linear in d.linears:
+        group = next((g for g in groups if g.operand == linear.operand), None)
+        if group is None:
+            if linear.operand == "x":
+                label, size = "x", "D"
+            else:
+                label, size = linear.operand, "H"
+            group = Group(linear.operand, label, size, [], [], [])
+            groups.append(group)
+        group.matrices.append(linear.matrix)
+        group.symbols.append(linear.symbol)
+        group.deltas.append(d.symbols["linear_delta"][linear.symbol])
+    groups.sort(key=lambda g: (g.operand != "x", g.operand not in {str(s) for s in d.previous.values()}))
+    homes: dict = {}
+    for group in groups:
+        twin = next((g for g in groups if g.array and not g.shared and g.deltas == group.deltas), None)
+        if twin is not None:
+            group.array, group.shared = twin.array, True
+            continue
+        group.array = f"delta_maps_{group.label}"
+        for k, delta in enumerate(group.deltas):
+            if delta != 0:
+                homes.setdefault(delta, (group.array, k))
+
+    def span(k: int) -> str:
+        return f"{k * H}:{(k + 1) * H}"
+
+    previous = {symbol: state for state, symbol in d.previous.items()}
+    vectors = set(d.symbols["vectors"].values())
+    # What the backward pass reads from the forward pass.
+    read = set()
+    for adjoint in (*d.adjoints, *d.sent.values()):
+        read |= adjoint.expr.free_symbols
+    for terms in d.gradients.values():
+        for term in terms:
+            read |= term[1].free_symbols
+    stored_set = {node.name for node in d.nodes if node.state or node.symbol in read}
+    # ∂L/∂M needs the operand of every step
+    stored_set |= {group.operand for group in groups if group.operand in {n.name for n in d.nodes}}
+    # the nodes in forward order, then the states first among equals so h[...] reads well
+    stored = [node.name for node in d.nodes if node.name in stored_set]
+    state_groups_read = {g.label for g in groups if g.operand != "x" and g.operand in {str(s) for s in previous}
+                         and set(g.symbols) & read}
+
+    def forward_names(t: str, t_prev: str, first: bool) -> dict:
+        names = {}
+        for symbol, state in previous.items():
+            names[symbol] = sp.S.Zero if first else sp.Symbol(f"{state}[{t_prev}]")
+        for node in d.nodes:
+            names[node.symbol] = sp.Symbol(f"{node.name}[{t}]" if node.name in stored_set else node.name)
+        for symbol in vectors:
+            names[symbol] = symbol
+        for group in groups:
+            for k, symbol in enumerate(group.symbols):
+                if first and group.operand in {str(s) for s in previous}:
+                    names[symbol] = sp.S.Zero
+                else:
+                    names[symbol] = sp.Symbol(_local(symbol))
+        return names
+
+    def printed(expr, names) -> str:
+        return code(expr.xreplace({old: new for old, new in names.items()}))
+
+    def forward_step(t, first: bool) -> dict:
+        t_text, t_prev = (str(t), str(t - 1)) if isinstance(t, int) else ("t", "t - 1")
+        names = forward_names(t_text, t_prev, first)
+        lines = []
+
+        def apply_group(group: Group, source: str, store_index: str | None):
+            targets = ", ".join(_local(s) for s in group.symbols)
+            product = f"{source} @ weights_{group.label}.T"
+            if store_index is not None:
+                lines.append(f"maps_{group.label}[{store_index}] = {product}")
+                product = f"maps_{group.label}[{store_index}]"
+            if len(group.symbols) == 1:
+                lines.append(f"{targets} = {product}")
+            else:
+                lines.append(f"{targets} = _split({product}, {len(group.symbols)})")
+
+        for group in groups:
+            if group.operand == "x":
+                apply_group_x = f"projection[{t_prev}]"
+                targets = ", ".join(_local(s) for s in group.symbols)
+                if len(group.symbols) == 1:
+                    lines.append(f"{targets} = {apply_group_x}")
+                else:
+                    lines.append(f"{targets} = _split({apply_group_x}, {len(group.symbols)})")
+            elif group.operand in {str(s) for s in previous} and not first:
+                state = previous[sp.Symbol(group.operand)]
+                apply_group(group, f"{state}[{t_prev}]", t_prev if group.label in state_groups_read else None)
+        for node in d.nodes:
+            target = names[node.symbol]
+            lines.append(f"{target} = {printed(node.expr, names)}")
+            for group in groups:
+                if group.operand == node.name:
+                    apply_group(group, str(target), None)
+        return {"t": t, "lines": lines}
+
+    def backward_names(t: str, t_prev: str, first: bool, last: bool) -> dict:
+        names = forward_names(t, t_prev, first)
+        for symbol, state in previous.items():
+            names[symbol] = sp.S.Zero if first else sp.Symbol(f"{state}[{t_prev}]")
+        for group in groups:
+            for k, symbol in enumerate(group.symbols):
+                if group.operand == "x":
+                    names[symbol] = sp.Symbol(f"projection[{t_prev}, :, {span(k)}]")
+                elif group.label in state_groups_read:
+                    names[symbol] = sp.S.Zero if first else sp.Symbol(f"maps_{group.label}[{t_prev}, :, {span(k)}]")
+        for state, symbol in d.incoming.items():
+            if last and state != d.output_state:
+                names[symbol] = sp.S.Zero
+            else:
+                names[symbol] = symbol
+        for adjoint in d.adjoints:
+            names[adjoint.symbol] = sp.Symbol(_local(adjoint.symbol))
+        return names
+
+    def backward_step(t, first: bool, last: bool) -> dict:
+        t_text, t_prev = (str(t), str(t - 1)) if isinstance(t, int) else ("t", "t - 1")
+        names = backward_names(t_text, t_prev, first, last)
+        lines = []
+        owners = {}
+        for group in groups:
+            if group.shared:
+                continue
+            views = [_local(delta) if homes.get(delta) == (group.array, k) else "_"
+                     for k, delta in enumerate(group.deltas)]
+            if any(view != "_" for view in views):
+                if len(views) == 1:
+                    lines.append(f"{views[0]} = {group.array}[{t_prev}]")
+                else:
+                    lines.append(f"{', '.join(views)} = _split({group.array}[{t_prev}], {len(views)})")
+            for view in views:
+                if view != "_":
+                    owners[view] = group
+        copies: dict = {}
+        for group in groups:
+            if group.shared:
+                continue
+            for k, delta in enumerate(group.deltas):
+                if delta == 0:
+                    lines.append(f"{group.array}[{t_prev}, :, {span(k)}] = 0")
+                elif homes.get(delta) != (group.array, k):
+                    copies.setdefault(delta, []).append(f"{group.array}[{t_prev}, :, {span(k)}] = {_local(delta)}")
+        for adjoint in d.adjoints:
+            expr = printed(adjoint.expr, names) if adjoint.expr != 0 else ""
+            if adjoint.transposed:
+                source = next(g for g in groups if g.operand == adjoint.name)
+                term = _transposed(source, t_prev)
+                expr = f"{expr} + {term}" if expr else term
+            assert expr and d.transpose, adjoint
+            target = _local(adjoint.symbol)
+            lines.append(f"{target}[...] = {expr}" if target in owners else f"{target} = {expr}")
+            # the same δ in a slot of another group (GRU: δa_r of W_r x and of U_r h)
+            lines.extend(copies.pop(adjoint.symbol, ()))
+        assert not copies, copies
+        for name, terms in d.gradients.items():
+            for term in terms:
+                if term[0] == "sum" and term[1] not in homes and term[1].xreplace(names) != 0:
+                    lines.append(f"grad_{name} += ({printed(term[1], names)}).sum(axis=0)")
+        sent = []
+        if not first:
+            for state, adjoint in d.sent.items():
+                expr = printed(adjoint.expr, names) if adjoint.expr != 0 else ""
+                if adjoint.transposed:
+                    group = next(g for g in groups if g.operand == str(d.previous[state]))
+                    term = _transposed(group, t_prev)
+                    expr = f"{expr} + {term}" if expr else term
+                sent.append((str(d.incoming[state]), expr or "0"))
+        statement = ""
+        if sent:
+            targets = ", ".join(target for target, _ in sent)
+            values = ", ".join(value for _, value in sent)
+            statement = f"{targets} = {values}" if len(sent) == 1 else f"{targets} = ({values})"
+        return {"t": t, "lines": lines, "sent": statement}
+
+    def _transposed(group: Group, t_prev: str) -> str:
+        return f"{group.array}[{t_prev}] @ weights_{group.label}"
+
+    if mode == "unrolled":
+        forward_steps = [forward_step(t, first=t == 1) for t in range(1, steps + 1)]
+        backward_steps = [backward_step(t, first=t == 1, last=t == steps) for t in range(steps, 0, -1)]
+    else:
+        forward_steps = [forward_step(None, first=False)]
+        backward_steps = [backward_step(None, first=False, last=False)]
+
+    # Gradients at the end: one product per group (rows of every matrix of the group), sums of homed δs.
+    finals = []
+    for group in groups:
+        if group.operand == "x":
+            operand = "x.transpose(1, 0, 2).reshape(-1, INPUT_SIZE)"
+        elif group.operand in {str(s) for s in previous}:
+            operand = f"{previous[sp.Symbol(group.operand)]}[:-1].reshape(-1, HIDDEN_SIZE)"
+        else:
+            operand = f"{group.operand}[1:].reshape(-1, HIDDEN_SIZE)"
+        rows = f"{group.array}.reshape(-1, {len(group.matrices) * H}).T"
+        targets = ", ".join(f'grads["{name}"]' for name in group.matrices)
+        if len(group.matrices) == 1:
+            finals.append(f"{targets} = {rows} @ {operand} / batch")
+        else:
+            finals.append(f"{targets} = _rows({rows} @ {operand} / batch, {len(group.matrices)})")
+    for name, terms in d.gradients.items():
+        for term in terms:
+            if term[0] == "sum" and term[1] in homes:
+                array, k = homes[term[1]]
+                finals.append(f'grads["{name}"] = {array}[:, :, {span(k)}].sum(axis=(0, 1)) / batch')
+
+    names_out = {symbol: sp.Symbol(str(symbol)) for symbol in d.symbols["vectors"].values()}
+    y_hat, y = d.symbols["y_hat"], d.symbols["y"]
+    return {
+        "command": command,
+        "mode": mode,
+        "cell": cell.name,
+        "description": cell.description or f"the cell {cell.name}",
+        "steps": steps,
+        "input_size": model.inputs,
+        "hidden_size": H,
+        "states": list(d.states),
+        "output_state": d.output_state,
+        "parameters": [{"name": name, "shape": shape} for name, shape in d.shapes(H, model.inputs).items()],
+        "readout": cell.readout,
+        "readout_bias": cell.readout_bias,
+        "init": [{"name": name, "value": repr(float(value))} for name, value in getattr(cell, "init", {}).items()],
+        "vectors": sorted(str(s) for s in d.symbols["vectors"].values()),
+        "groups": [
+            {"label": g.label, "matrices": g.matrices, "count": len(g.matrices), "array": g.array, "shared": g.shared,
+             "stored": g.label in state_groups_read, "operand": g.operand}
+            for g in groups
+        ],
+        "stored": stored,
+        "incoming": [{"state": state, "name": str(symbol)} for state, symbol in d.incoming.items()],
+        "accumulated": [name for name, terms in d.gradients.items() for term in terms
+                        if term[0] == "sum" and term[1] not in homes],
+        "forward_steps": forward_steps,
+        "backward_steps": backward_steps,
+        "finals": finals,
+        "output_factor_code": code(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})),
+        "equations": [f"{eq.name}{'_t' if eq.state else ''} = {text(eq.expr, _display_names(d))}" for eq in cell.equations],
+        "adjoint_formulas": [f"δ{a.name} = {text(a.expr, _display_names(d))}"
+                             + "".join(f" + {m}ᵀ δ({m} {a.name})" for m, _ in a.transposed)
+                             for a in d.adjoints],
+        "sent_formulas": [_sent_formula(d, state, a) for state, a in d.sent.items()],
+        "names_out": names_out,
+    }
+
+
+def _sent_formula(d: CellDerivation, state: str, adjoint) -> str:
+    terms = [text(adjoint.expr, _display_names(d))] if adjoint.expr != 0 else []
+    terms += [f"{matrix}ᵀ δ({matrix} {state}_(t-1))" for matrix, _ in adjoint.transposed]
+    return f"δ{state}_(t-1) = {' + '.join(terms) or '0'}"
+
+
+def _display_names(d: CellDerivation) -> dict:
+    names = {symbol: f"{state}_(t-1)" for state, symbol in d.previous.items()}
+    names |= {symbol: f"δ{state}_(t+1→t)" for state, symbol in d.incoming.items()}
+    for adjoint in d.adjoints:
+        names[adjoint.symbol] = f"δ{adjoint.name}"
+    for linear in d.linears:
+        operand = linear.operand.replace("_prev", "_(t-1)") if linear.operand != "x" else "x_t"
+        names[linear.symbol] = f"({linear.matrix} {operand})"
+    return names
+
+
+__all__ = ["UNROLLED_LIMIT", "context"]
