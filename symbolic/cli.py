@@ -181,8 +181,8 @@ def _check_shape(args):
 def _write_or_print(text: str, args) -> None:
     from .files import check_target, write_atomic
 
-    if args.output:
-        write_atomic(check_target(args.output, args.force), text)
+    if args.output:  # main() turned -o - and -o /dev/stdout into None
+        write_atomic(check_target(args.output, args.force, example=_example_name(args)), text)
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -198,7 +198,7 @@ def _derive(args) -> int:
     if args.output:
         from .files import check_target
 
-        check_target(args.output, args.force)
+        check_target(args.output, args.force, example=_example_name(args))
     if model.lstm:
         return _derive_lstm(model, args)
     if model.scalar:
@@ -255,7 +255,7 @@ def _codegen(args) -> int:
     if args.output:
         from .files import check_target
 
-        check_target(args.output, args.force)
+        check_target(args.output, args.force, example=_example_name(args))
     _write_or_print(generate(model, mode=args.mode, output=args.output, backend=args.backend), args)
     return 0
 
@@ -467,15 +467,14 @@ def _plot_target(path):
 
     if not str(path).lower().endswith(".png"):
         raise UsageError(f"--plot writes a PNG image: give a file name ending in .png, got {path!r}")
-    check_target(path)
+    check_target(path, option="--plot", example="plot.png")  # no --force: a foreign file is refused
     pyplot()
     return path
 
 
 def _analyze(args) -> int:
-    import json
-
     from . import analysis
+    from .files import json_text
 
     model = _check_shape(args)
     words = None
@@ -517,7 +516,7 @@ def _analyze(args) -> int:
     if plot_path:
         plot(result, plot_path)
     if args.json:
-        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+        print(json_text(result.as_json()))
     else:
         sys.stdout.write(table(result))
     if plot_path:
@@ -527,9 +526,8 @@ def _analyze(args) -> int:
 
 def _analyze_lstm(args, model, steps, words, seed, scale) -> int:
     """bptt analyze --cell lstm: the LSTM's Jacobian products beside the tanh RNN's (analysis_lstm)."""
-    import json
-
     from . import analysis_lstm
+    from .files import json_text
 
     given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
     if given:
@@ -550,7 +548,7 @@ def _analyze_lstm(args, model, steps, words, seed, scale) -> int:
     if plot_path:
         analysis_lstm.plot(result, plot_path)
     if args.json:
-        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+        print(json_text(result.as_json()))
     else:
         sys.stdout.write(analysis_lstm.table(result))
     if plot_path:
@@ -559,9 +557,8 @@ def _analyze_lstm(args, model, steps, words, seed, scale) -> int:
 
 
 def _train(args) -> int:
-    import json
-
     from . import data, train
+    from .files import json_text
 
     if args.hidden is None:
         args.hidden = str(train.LSTM_DEFAULTS["hidden"]) if args.cell == "lstm" else "1"
@@ -589,7 +586,7 @@ def _train(args) -> int:
     if plot_path:
         train.plot(result, plot_path)
     if args.json:
-        print(json.dumps(result.as_json(), indent=2, ensure_ascii=False))
+        print(json_text(result.as_json()))
     else:
         sys.stdout.write(train.summary(result))
     if plot_path:
@@ -604,22 +601,41 @@ def _demo(args) -> int:
     return 0
 
 
+def _example_name(args) -> str:
+    """A file name for messages about -o: out.tex, out.md or out.py."""
+    return "out.py" if args.command == "codegen" else f"out.{getattr(args, 'format', 'tex')}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        if not getattr(args, "handler", None):
-            parser.print_help()
+    """Run one command; the exit status is the run's own (0, or 1 for a failed check, proof or
+    training), 2 for a usage mistake, 130 when interrupted. A closed or full standard output is a
+    usage mistake; a reader that went away (``| head -1``) only cuts the output short."""
+    from .files import guarded_streams
+
+    with guarded_streams() as streams:
+        try:
+            try:
+                parser = build_parser()
+                args = parser.parse_args(argv)
+                if not getattr(args, "handler", None):
+                    parser.print_help()
+                    status = 2
+                else:
+                    from .files import is_stdout
+
+                    if is_stdout(getattr(args, "output", None)):
+                        args.output = None  # -o - and -o /dev/stdout: print, as without -o
+                    status = args.handler(args)
+            except SystemExit as exit:  # --help and --version
+                status = exit.code if isinstance(exit.code, int) else 0
+            streams.finish()  # inside the try: a full standard output is reported, not ignored
+            return status
+        except UsageError as error:
+            print(f"bptt: error: {error}", file=sys.stderr)
             return 2
-        return args.handler(args)
-    except UsageError as error:
-        print(f"bptt: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bptt: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0
+        except KeyboardInterrupt:
+            print("bptt: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .files import MARKER, write_atomic
+from .files import MARKER, non_regular, write_atomic
 
 #: Marks a directory made by ``bptt demo``; only such a directory (or an empty one) is written into.
 DIRECTORY_MARKER = ".bptt-demo"
@@ -42,6 +42,28 @@ class Written:
     what: str
 
 
+DERIVATION_STEM = f"derivation_{ACTIVATION}_n{STEPS}"
+MODULE_NAME = f"rnn_{ACTIVATION}_n{STEPS}.py"
+LSTM_ANALYSIS_STEM = f"analysis_lstm_n{ANALYSIS_STEPS}"
+
+
+def _analysis_stem(activation: str, w_h: float) -> str:
+    return f"analysis_{activation}_w_h_{w_h:g}"
+
+
+def planned_names() -> list[str]:
+    """Every file ``bptt demo`` may write (run() writes no other), so each is checked before the work."""
+    module_stem = Path(MODULE_NAME).stem
+    names = [DIRECTORY_MARKER, *(f"{DERIVATION_STEM}.{suffix}" for suffix in ("tex", "md", "pdf"))]
+    names += [MODULE_NAME, f"check_{module_stem}.txt", f"check_{module_stem}.json"]
+    for activation, w_h, _ in ANALYSES:
+        names += [f"{_analysis_stem(activation, w_h)}.{suffix}" for suffix in ("txt", "json", "png")]
+    names += ["training_notes.txt", "training_notes.json", "training_loss.png"]
+    names += [f"{LSTM_ANALYSIS_STEM}.{suffix}" for suffix in ("txt", "json", "png")]
+    names += [f"training_long_{cell}.{suffix}" for cell in ("lstm", "rnn") for suffix in ("txt", "json")]
+    return [*names, "training_long.png", "index.md"]
+
+
 def _prepare(out: str | os.PathLike) -> Path:
     directory = Path(out)
     if directory.exists() and not directory.is_dir():
@@ -50,6 +72,12 @@ def _prepare(out: str | os.PathLike) -> Path:
         raise UsageError(
             f"{directory} is not empty and was not made by bptt demo: choose another --out or empty it"
         )
+    for name in planned_names() if directory.is_dir() else ():
+        kind = non_regular(directory / name)
+        if kind is not None:  # refused now, not after minutes of work when the file is due
+            raise UsageError(
+                f"{directory / name} is a {kind} where bptt demo writes a file: remove it or choose another --out"
+            )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -100,6 +128,7 @@ def _check(module_path: Path) -> tuple[str, str, int]:
     # The child must import this very package, also when it is run from a checkout.
     package_root = str(Path(__file__).resolve().parent.parent)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, environment.get("PYTHONPATH")]))
+    environment["PYTHONIOENCODING"] = "utf-8"  # the report goes into a UTF-8 file, symbols and all
     runs = [
         subprocess.Popen(
             command + extra,
@@ -138,8 +167,14 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
     directory = _prepare(out)
     written: list[Written] = []
 
+    planned = set(planned_names())
+
+    def target(name: str) -> Path:
+        assert name in planned, name  # planned_names() must list it, or _prepare did not check it
+        return directory / name
+
     def write(name: str, content, what: str) -> Path:
-        path = directory / name
+        path = target(name)
         write_atomic(path, content)
         written.append(Written(path, what))
         return path
@@ -147,7 +182,7 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
     # 1. The derivation.
     model = Model(steps=STEPS, activation=ACTIVATION)
     derivation = Derivation(model)
-    stem = f"derivation_{ACTIVATION}_n{STEPS}"
+    stem = DERIVATION_STEM
     tex = write(f"{stem}.tex", document(derivation, "tex"), "the derivation as a LaTeX document")
     write(f"{stem}.md", document(derivation, "md"), "the derivation as Markdown (KaTeX math)")
     pdf, note = _pdf(tex)
@@ -158,7 +193,7 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
         notes.append(note)
 
     # 2. The generated module and its check.
-    module_name = f"rnn_{ACTIVATION}_n{STEPS}.py"
+    module_name = MODULE_NAME
     module_path = write(
         module_name,
         generate(model, mode="unrolled", output=module_name),
@@ -179,7 +214,7 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
     for activation, w_h, expected in ANALYSES:
         result = analysis.analyze(activation=activation, w_h=w_h, words=words)
         regimes[activation] = result.regime
-        stem = f"analysis_{activation}_w_h_{w_h:g}"
+        stem = _analysis_stem(activation, w_h)
         command = f"bptt analyze --steps {ANALYSIS_STEPS} --activation {activation} --w-h {w_h:g}"
         write(
             f"{stem}.txt",
@@ -191,7 +226,7 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
             json.dumps(result.as_json(), indent=2, ensure_ascii=False) + "\n",
             "the same measurements as JSON",
         )
-        path = directory / f"{stem}.png"
+        path = target(f"{stem}.png")
         analysis.plot(result, path)
         written.append(
             Written(path, f"log|term_j| against the gap with the bound (γ|w_h|)^gap = {w_h:g}^gap")
@@ -212,12 +247,12 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
         json.dumps(result.as_json(), indent=2, ensure_ascii=False) + "\n",
         "the training run as JSON",
     )
-    path = directory / "training_loss.png"
+    path = target("training_loss.png")
     train.plot(result, path)
     written.append(Written(path, "the loss curve"))
 
     # 5. The LSTM against the plain RNN.
-    story = _lstm_comparison(write, written, directory, words)
+    story = _lstm_comparison(write, target, written, words)
 
     # 6. The index.
     write("index.md", _index(written, notes, directory, story), "this list, with the plots shown")
@@ -230,13 +265,13 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
     return written
 
 
-def _lstm_comparison(write, written: list[Written], directory: Path, words: list[str]) -> list[str]:
+def _lstm_comparison(write, target, written: list[Written], words: list[str]) -> list[str]:
     """analyze --cell lstm on the analyses' words, and train --data long for the LSTM and the RNN;
     returns the index's paragraph about it."""
     from . import analysis_lstm, data, train
 
     result = analysis_lstm.analyze_lstm(words=words)
-    stem = f"analysis_lstm_n{len(words)}"
+    stem = LSTM_ANALYSIS_STEM
     command = f"bptt analyze --cell lstm --steps {len(words)}"
     write(
         f"{stem}.txt",
@@ -248,7 +283,7 @@ def _lstm_comparison(write, written: list[Written], directory: Path, words: list
         json.dumps(result.as_json(), indent=2, ensure_ascii=False) + "\n",
         "the same measurements as JSON",
     )
-    path = directory / f"{stem}.png"
+    path = target(f"{stem}.png")
     analysis_lstm.plot(result, path)
     written.append(Written(path, "the LSTM's cell path against the RNN's product, per gap (log scale)"))
 
@@ -268,7 +303,7 @@ def _lstm_comparison(write, written: list[Written], directory: Path, words: list
             json.dumps(run.as_json(), indent=2, ensure_ascii=False) + "\n",
             "the training run as JSON",
         )
-    path = directory / "training_long.png"
+    path = target("training_long.png")
     train.plot_comparison({"LSTM": runs["lstm"], "tanh RNN": runs["rnn"]}, path)
     written.append(Written(path, "loss curves of both runs on --data long"))
     gap = result.steps - 1

@@ -45,7 +45,7 @@ def test_rendering_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch, 
     _only_old_file(tmp_path)
 
 
-def test_a_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch):
+def test_a_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch, capsys):
     target = tmp_path / "out.txt"
     target.write_text(OLD)
     real_fdopen = os.fdopen
@@ -66,9 +66,12 @@ def test_a_write_that_fails_midway_leaves_the_old_file(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(symbolic.files.os, "fdopen", lambda *a, **k: HalfWriting(real_fdopen(*a, **k)))
-    with pytest.raises(OSError, match="No space"):
-        main(["codegen", "--steps", "2", "-o", str(target)])
+    # A full disk is the user's to fix: one line naming it, exit 2, the old file as it was.
+    assert main(["codegen", "--steps", "2", "-o", str(target)]) == 2
     _only_old_file(tmp_path)
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "No space left on device (the file is unchanged)" in error
+    assert "free some space" in error and "Traceback" not in error
 
 
 def test_an_interrupt_before_the_rename_leaves_the_old_file(tmp_path, monkeypatch, capsys):
@@ -102,3 +105,88 @@ def test_a_plot_that_fails_midway_leaves_the_old_plot(tmp_path, monkeypatch):
     with pytest.raises(Boom):
         main(["analyze", "--steps", "5", "--plot", str(target)])
     _only_old_file(tmp_path, "out.png")
+
+
+# -- write_atomic alone: a full disk, the umask, long names, what it must never replace ---------------
+
+
+def _no_temporary(directory, *names):
+    assert sorted(p.name for p in directory.iterdir()) == sorted(names)
+
+
+@pytest.mark.parametrize("failing", ["write", "fsync"])
+def test_a_full_disk_is_a_usage_error_and_leaves_nothing(tmp_path, monkeypatch, failing):
+    """ENOSPC while writing or, on file systems that report it late, at fsync: a UsageError, the old
+    file as it was (or no file at all) and no temporary file."""
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if failing == "fsync":
+        monkeypatch.setattr(symbolic.files.os, "fsync", no_space)
+    else:
+        real_fdopen = os.fdopen
+
+        class Full:
+            def __init__(self, stream):
+                self.stream = stream
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.stream.close()
+
+            def write(self, data):
+                no_space()
+
+        monkeypatch.setattr(symbolic.files.os, "fdopen", lambda *a, **k: Full(real_fdopen(*a, **k)))
+    old = tmp_path / "out.txt"
+    old.write_text(OLD)
+    with pytest.raises(symbolic.files.UsageError, match=r"No space left on device \(the file is unchanged\)"):
+        symbolic.files.write_atomic(old, "new text")
+    with pytest.raises(symbolic.files.UsageError, match=r"\(nothing was written\): free some space"):
+        symbolic.files.write_atomic(tmp_path / "new.txt", "new text")
+    _only_old_file(tmp_path)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_new_file_respects_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        symbolic.files.write_atomic(tmp_path / "new.txt", "text")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+    kept = tmp_path / "kept.txt"
+    kept.write_text(OLD)
+    kept.chmod(0o640)
+    symbolic.files.write_atomic(kept, "text")
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "text"
+
+
+def test_a_name_that_fits_still_fits_with_the_temporary_suffix(tmp_path):
+    """A 255-byte name: the temporary name beside it keeps only a prefix of it, so it fits too."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    name = "n" * limit
+    symbolic.files.write_atomic(tmp_path / name, "text")
+    _no_temporary(tmp_path, name)
+
+
+def test_a_symbolic_link_is_written_through(tmp_path):
+    real = tmp_path / "real.txt"
+    real.write_text(OLD)
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    symbolic.files.write_atomic(tmp_path / "link.txt", "new")
+    assert (tmp_path / "link.txt").is_symlink() and real.read_text() == "new"
+    _no_temporary(tmp_path, "real.txt", "link.txt")
+
+
+def test_write_atomic_never_replaces_a_fifo_or_a_directory(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "adir").mkdir()
+    for name, kind in (("fifo", "named pipe"), ("adir", "directory")):
+        with pytest.raises(symbolic.files.UsageError, match=kind):
+            symbolic.files.write_atomic(tmp_path / name, "text")
+    assert (tmp_path / "fifo").is_fifo() and (tmp_path / "adir").is_dir()
+    _no_temporary(tmp_path, "fifo", "adir")
