@@ -59,8 +59,8 @@ def resolve_backend(backend: str) -> str:
 def command(model: Model, mode: str, output: str | None = None, backend: str = "numpy") -> str:
     """The canonical command line that generates this module (written into its header)."""
     words = ["bptt", "codegen", "--steps", str(model.steps), "--activation", model.activation]
-    if model.lstm:  # its activations are fixed
-        words = ["bptt", "codegen", "--cell", "lstm", "--steps", str(model.steps)]
+    if model.generic:  # its activations are in its equations
+        words = ["bptt", "codegen", "--cell", model.cell_name, "--steps", str(model.steps)]
     if model.inputs != len(VOCABULARY):
         words += ["--inputs", str(model.inputs)]
     if model.hidden != 1:
@@ -85,8 +85,8 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
 
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
-    if model.lstm:
-        return _generate_lstm(model, mode, output, backend)
+    if model.generic:
+        return _generate_cell(model, mode, output, backend)
     if not model.scalar:
         # Hidden size H > 1 or biases: the matrix BPTT of MatrixDerivation (templates/numpy/matrix.py.j2).
         context = matrix_backend.context(model, mode, command(model, mode, output))
@@ -108,20 +108,27 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     return source
 
 
-def _generate_lstm(model: Model, mode: str, output: str | None, backend: str) -> str:
-    """The LSTM module (templates/numpy/lstm.py.j2; numba: templates/numba/lstm.py.j2), from
-    LSTMDerivation's unit formulas."""
+def _generate_cell(model: Model, mode: str, output: str | None, backend: str) -> str:
+    """The module of any cell (templates/numpy/cell.py.j2; numba: templates/numba/cell.py.j2), from
+    the generic engine's derivation of the cell's equations."""
     from ..templating import render
-    from . import lstm_backend, numba_lstm
+    from . import cell_backend
 
-    if mode == "unrolled" and model.steps > lstm_backend.UNROLLED_LIMIT:
+    if mode == "unrolled" and model.steps > cell_backend.UNROLLED_LIMIT:
         raise UsageError(
-            f"--mode unrolled for --cell lstm writes about 16 lines per step and is limited to "
-            f"n <= {lstm_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
+            f"--mode unrolled for --cell {model.cell_name} writes the lines of every step and is limited to "
+            f"n <= {cell_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
-    source = render("numpy", "lstm.py.j2", **lstm_backend.context(model, mode, command(model, mode, output)))
-    if backend == "numba":  # templates/numba/lstm.py.j2, with the NumPy LSTM module's constants and checks
-        context = numba_lstm.context(model, mode, command(model, mode, output, backend), source)
+    source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output)))
+    if backend == "numba":
+        # TEMPORARY until the generic Numba backend (numba_cells) lands: the old LSTM kernels, which
+        # copy functions of the old NumPy LSTM module
+        from . import lstm_backend, numba_lstm
+
+        if not model.lstm:
+            raise UsageError(f"--backend numba does not support --cell {model.cell_name} yet: use --backend numpy")
+        old = render("numpy", "lstm.py.j2", **lstm_backend.context(model, mode, command(model, mode, output)))
+        context = numba_lstm.context(model, mode, command(model, mode, output, backend), old)
         source = _numba_environment().get_template("lstm.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]
     return source
@@ -250,8 +257,9 @@ def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
     name = f"bptt_generated_{model.activation}_{mode}" + (f"_{model.steps}" if mode == "unrolled" else "")
     if not model.scalar:
         name += f"_h{model.hidden}" + ("_bias" if model.bias else "")
-    if model.lstm:
-        name = name.replace("bptt_generated_", "bptt_generated_lstm_", 1) + f"_d{model.inputs}"
+    if model.generic:
+        tag = model.cell if model.cell.isidentifier() else "cell_" + hashlib.sha256(model.cell.encode()).hexdigest()[:12]
+        name = name.replace("bptt_generated_", f"bptt_generated_{tag}_", 1) + f"_d{model.inputs}"
     if backend == "numba":
         # A module generated before, by this same code and templates, is imported from its file
         # without deriving or rendering it again (no SymPy import: a fresh process loads in

@@ -18,10 +18,12 @@ Everything printed here comes from ``engine.CellDerivation``; nothing names a ce
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sympy as sp
 
+from ..activations import ACTIVATIONS
 from ..engine import CellDerivation, derive_cell
 from .numpy_backend import code, text
 
@@ -265,6 +267,19 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 array, k = homes[term[1]]
                 finals.append(f'grads["{name}"] = {array}[:, :, {span(k)}].sum(axis=(0, 1)) / batch')
 
+    def bindings(lines: list[str]) -> list[str]:
+        """The parameter arrays a function's lines use, bound to local names."""
+        text_ = "\n".join(lines)
+        bound = [f'weights_{g.label} = weights["{g.label}"]' for g in groups
+                 if re.search(rf"\bweights_{re.escape(g.label)}\b", text_)]
+        bound += [f'{name} = p["{name}"]' for name in sorted(str(s) for s in d.symbols["vectors"].values())
+                  if re.search(rf"\b{re.escape(name)}\b", text_)]
+        if any(line.startswith("weights_") for line in bound):
+            bound.insert(0, "weights = _weights(p)")
+        return bound
+
+    forward_lines = [line for step in forward_steps for line in step["lines"]]
+    backward_lines = [line for step in backward_steps for line in (*step["lines"], step["sent"])]
     names_out = {symbol: sp.Symbol(str(symbol)) for symbol in d.symbols["vectors"].values()}
     y_hat, y = d.symbols["y_hat"], d.symbols["y"]
     return {
@@ -281,7 +296,10 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "readout": cell.readout,
         "readout_bias": cell.readout_bias,
         "init": [{"name": name, "value": repr(float(value))} for name, value in getattr(cell, "init", {}).items()],
-        "vectors": sorted(str(s) for s in d.symbols["vectors"].values()),
+        "activations": sorted({node.activation for node in d.nodes if node.activation}),
+        "analytic": all(ACTIVATIONS[node.activation].analytic for node in d.nodes if node.activation),
+        "forward_bindings": bindings(forward_lines),
+        "backward_bindings": bindings(backward_lines),
         "groups": [
             {"label": g.label, "matrices": g.matrices, "count": len(g.matrices), "array": g.array, "shared": g.shared,
              "stored": g.label in state_groups_read, "operand": g.operand}
