@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
             "and long-term terms, the local derivatives, and the fully expanded result; print it as a "
             "LaTeX document or Markdown. With --verify, prove instead that the forms agree (by "
             "induction for every n, exactly for small n, and at 60 digits) and print what was proved. "
-            "With --cell lstm: the LSTM's BPTT (δh, δc with the direct cell path f_(t+1) shown apart, δa per "
-            "gate, the gradients, the mapping to torch.nn.LSTM); --verify proves it against sp.diff of the "
-            "unrolled loss (exactly for one unit and n <= 3) and at 60 digits."
+            "With --cell C (lstm, gru, or a cell file): the cell's BPTT derived from its equations (the model "
+            "with ⊙, the local derivatives, the δ recursion with what step t+1 sends back, the gradient sums, "
+            "and the state-to-state Jacobian with any direct path, such as the LSTM's diag(f_t), shown apart); "
+            "--verify proves it against sp.diff of the unrolled loss."
         ),
     )
     _common_model_options(derive)
@@ -199,8 +200,8 @@ def _derive(args) -> int:
         from .files import check_target
 
         check_target(args.output, args.force, example=_example_name(args))
-    if model.lstm:
-        return _derive_lstm(model, args)
+    if model.generic:
+        return _derive_cell(model, args)
     if model.scalar:
         derivation = Derivation(model)
     else:  # hidden size H > 1 or biases: the matrix form (display formulas for any size)
@@ -226,25 +227,41 @@ def _derive(args) -> int:
     return 0
 
 
-def _derive_lstm(model, args) -> int:
-    """derive --cell lstm: the LSTM document, and with --verify the proof (symbolic/proof_lstm.py)."""
+def _derive_cell(model, args) -> int:
+    """derive --cell C for every cell but the plain RNN: the generic document (symbolic/typeset.py), and
+    with --verify the proof, run first so that a refusal (a size too large) writes nothing."""
+    from .typeset import document
+
+    report = _prove_cell(model) if args.verify else None
+    if args.output or not args.verify:
+        _write_or_print(document(model, args.format), args)
+    if report is not None:
+        passed, text = report
+        print(text)
+        return 0 if passed else 1
+    return 0
+
+
+def _prove_cell(model) -> tuple[bool, str]:
+    """(passed, printed report): symbolic.oracle.verify(model) when the generic proof is there (its
+    report has .passed and prints as the proof), else the LSTM's own proof."""
+    from importlib import import_module
+    from importlib.util import find_spec
+
+    oracle = import_module(f"{__package__}.oracle") if find_spec(f"{__package__}.oracle") else None
+    if oracle is not None and hasattr(oracle, "verify"):
+        report = oracle.verify(model)
+        text = oracle.format_report(report) if hasattr(oracle, "format_report") else str(report)
+        return report.passed, text
+    if not model.lstm:
+        raise UsageError(f"--verify does not support --cell {model.cell_name} yet: drop --verify")
     from .derive_lstm import LSTMDerivation
-    from .latex import document
+    from .proof_lstm import check_lstm_size, format_lstm_report, prove_lstm
 
     derivation = LSTMDerivation(model)
-    if args.verify:
-        from .proof_lstm import check_lstm_size
-
-        check_lstm_size(derivation)  # refuse before writing anything
-    if args.output or not args.verify:
-        _write_or_print(document(derivation, args.format), args)
-    if args.verify:
-        from .proof_lstm import format_lstm_report, prove_lstm
-
-        report = prove_lstm(derivation)
-        print(format_lstm_report(report))
-        return 0 if report.passed else 1
-    return 0
+    check_lstm_size(derivation)
+    report = prove_lstm(derivation)
+    return report.passed, format_lstm_report(report)
 
 
 def _codegen(args) -> int:
@@ -412,6 +429,11 @@ def _story_commands(commands) -> None:
     )
     train.add_argument("--seed", default="0", metavar="S", help="seed of the initial weights (default: 0)")
     train.add_argument("--json", action="store_true", help="print the run as JSON (no progress bar)")
+    train.add_argument(
+        "--progress", action="store_true",
+        help="one line per epoch on stderr (epoch, loss, seconds), also with --json (default: a bar on a "
+        "terminal without --json, otherwise lines only once an epoch takes a second or more)",
+    )
     train.add_argument(
         "--plot", metavar="FILE.png", default=None, help="also draw the loss curve (needs matplotlib)"
     )
@@ -581,7 +603,7 @@ def _train(args) -> int:
     )
     plot_path = _plot_target(args.plot)
     dataset, held_out = data.load(args.data)
-    progress = sys.stderr.isatty() and not args.json
+    progress = "lines" if args.progress else "bar" if sys.stderr.isatty() and not args.json else "slow"
     result = train.train(dataset, config, held_out=held_out, progress=progress)
     if plot_path:
         train.plot(result, plot_path)

@@ -50,13 +50,18 @@ class Bucket:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def chunks(self, vocabulary_size: int, max_elements: int = CHUNK_ELEMENTS):
+    def chunks(self, vocabulary_size: int, max_elements: int | None = None):
         """Yield (x one-hot (b, N, D), y (b,)) for consecutive slices of this bucket."""
-        per_sequence = max(1, self.length * vocabulary_size)
-        size = max(1, max_elements // per_sequence)
+        for ids, labels in self.id_chunks(vocabulary_size, max_elements):
+            yield one_hot(ids, vocabulary_size), labels
+
+    def id_chunks(self, width: int, max_elements: int | None = None):
+        """Yield (ids (b, N), y (b,)) for consecutive slices of at most ``max_elements`` // (N·width)
+        sequences (at least one): ``width`` floats per word are what the caller makes of each id."""
+        max_elements = CHUNK_ELEMENTS if max_elements is None else max_elements
+        size = max(1, max_elements // max(1, self.length * width))
         for start in range(0, len(self), size):
-            ids = self.ids[start : start + size]
-            yield one_hot(ids, vocabulary_size), self.labels[start : start + size].astype(float)
+            yield self.ids[start : start + size], self.labels[start : start + size].astype(float)
 
 
 @dataclass

@@ -19,6 +19,13 @@ with the bias-corrected m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ).
 (``init_params``, ``loss_and_grad(x, y, params)``); its defaults (``LSTM_DEFAULTS``) differ from the
 RNN's, see there for why.
 
+Large vocabularies: a one-hot x_t only selects a column of W_i, so W_i x_t = W_i[:, word_t]. From
+``PROJECTED_FROM`` words on, the plain RNN's generated module is the one for a small input size D′
+(2 for the scalar model, H otherwise), fed the projections instead of the one-hot vectors (see
+``Projection``): its forward pass is the same arithmetic, and ∂L/∂W_i[:, d] is the sum of the gates
+f′(a_t) ⊙ δ_t over the positions holding word d. Nothing that scales with D is derived, generated or
+allocated per word.
+
 A run is stopped and reported as diverged at epoch e when the loss or the gradient at e is not
 finite, or when the update of epoch e throws a weight beyond ±DIVERGENCE_LIMIT. The second rule is
 needed because an exploding gradient does not always reach inf by itself: with ReLU, w_h = 1.5 and 50
@@ -30,7 +37,9 @@ forward pass over 50 steps can overflow float64 (1e6^50 = 1e300).
 from __future__ import annotations
 
 import math
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -72,6 +81,14 @@ SHOWN_PREDICTIONS = 10
 #: A weight beyond ± this after an update means the run diverged (see the module docstring).
 DIVERGENCE_LIMIT = 1e6
 JSON_PREDICTIONS = 1000
+#: From this vocabulary size on the plain RNN is fed input projections, not one-hot vectors
+#: (module docstring); below it the one-hot path is as fast and the modules are the familiar ones.
+PROJECTED_FROM = 32
+#: Without --progress and off a terminal, one line per epoch once an epoch takes this long (s).
+SLOW_EPOCH_SECONDS = 1.0
+#: Copies of the parameters a training step holds at once (weights, their flat copy, the gradient
+#: and its chunk sum, the update, the new weights); Adam keeps two more (its moments).
+PARAMETER_COPIES = 6
 
 
 @dataclass(frozen=True)
@@ -345,6 +362,61 @@ def _initial_matrices(config: Config, inputs: int) -> Weights:
     return Weights(w_i, w_h, w_o)
 
 
+def parameter_count(config: Config, inputs: int) -> int:
+    """How many numbers the weights hold: the scalar model D + 2; hidden size H: H·D + H² + H (+ H + 1
+    with biases); the LSTM: 4(H·D + H² + H) + H."""
+    H, D = config.hidden, inputs
+    if config.lstm:
+        return 4 * (H * D + H * H + H) + H
+    if config.scalar:
+        return D + 2
+    return H * D + H * H + H + (H + 1 if config.bias else 0)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (MemAvailable on Linux), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _bytes(count: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB", "EB"):
+        if count < 1000 or unit == "EB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.3g} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def check_memory(config: Config, inputs: int, available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a model whose weights do not fit in memory: training
+    holds PARAMETER_COPIES float64 copies of them (two more with Adam)."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    copies = PARAMETER_COPIES + (2 if config.optimizer == "adam" else 0)
+    count = parameter_count(config, inputs)
+    needed = 8 * count * copies
+    if needed <= available:
+        return
+    H = config.hidden
+    largest = f"W_h alone is {H}×{H}" if H * H >= H * inputs else f"W_i alone is {H}×{inputs}"
+    if config.lstm:
+        largest = f"each of U_i, U_f, U_g, U_o is {H}×{H}" if H >= inputs else f"each W_· is {H}×{inputs}"
+    raise UsageError(
+        f"--hidden {H} needs about {_bytes(needed)} of memory to train ({count:.3g} weights, {largest}, "
+        f"{copies} copies of 8 bytes each) but {_bytes(available)} is available: choose a smaller --hidden"
+    )
+
+
 def clip(gradient: np.ndarray, config: Config) -> tuple[np.ndarray, bool]:
     """Clip the flat gradient by norm or by value as configured; say whether it changed."""
     if config.clip_norm is not None:
@@ -397,6 +469,63 @@ class Modules:
         return "unrolled" if self._unrolled else "loop"
 
 
+class Projection:
+    """The plain RNN's inputs as projections: the generated module for input size D′ is given
+    x′_t = W_i[:, word_t] (with W′_i = I) instead of one-hot x_t over D words.
+
+    Scalar model (D′ = 2): x′_t = (w_i[word_t], 1), w′_i = (1, 0), so w′_i·x′_t = w_i[word_t], and the
+    second entry of the module's per-step term δ_t f′(a_t) x′_t (``bptt_terms``) is the gate δ_t f′(a_t).
+    Hidden size H (D′ = H): x′_t = W_i[:, word_t], W′_i = I, gates f′(a_t) ⊙ δ_t from ``bptt_terms``.
+    Then ∂L/∂W_i[:, d] = mean over sequences of Σ_{t: word_t = d} gate_t, a scatter-add over the ids.
+    """
+
+    def __init__(self, scalar: bool, hidden: int, vocabulary_size: int):
+        self.scalar, self.hidden, self.vocabulary_size = scalar, hidden, vocabulary_size
+        self.width = 2 if scalar else hidden
+        #: Floats per word of a chunk: bptt_terms' per-step terms are D′ (scalar) or H×H wide.
+        self.chunk_width = 2 if scalar else hidden * hidden
+
+    def inputs(self, ids: np.ndarray, weights: Weights) -> tuple[np.ndarray, np.ndarray]:
+        """(x′ (b, N, D′), W′_i) for the module."""
+        if self.scalar:
+            x = np.empty(ids.shape + (2,))
+            x[..., 0] = np.asarray(weights.w_i)[ids]
+            x[..., 1] = 1.0
+            return x, np.array([1.0, 0.0])
+        return np.asarray(weights.w_i).T[ids], np.eye(self.hidden)
+
+    def loss_and_grad(self, module, ids, y, weights: Weights) -> tuple[float, list]:
+        x, w_i = self.inputs(ids, weights)
+        arguments = (x, y, w_i, weights.w_h, weights.w_o)
+        value, _, *rest = module.loss_and_grad(*arguments, **weights.keywords())
+        terms = module.bptt_terms(*arguments, **weights.keywords())
+        batch = len(ids)
+        if self.scalar:
+            gates = terms["terms_w_i"][..., 1]  # δ_t f′(a_t) · 1
+            dw_i = np.bincount(ids.ravel(), weights=gates.ravel(), minlength=self.vocabulary_size) / batch
+        else:
+            gates = terms["derivatives"] * terms["deltas"]  # f′(a_t) ⊙ δ_t, (b, N, H)
+            columns = np.zeros((self.vocabulary_size, self.hidden))
+            np.add.at(columns, ids.ravel(), gates.reshape(-1, self.hidden))
+            dw_i = columns.T / batch
+        return value, [dw_i, *rest]
+
+    def forward(self, module, ids, weights: Weights) -> np.ndarray:
+        x, w_i = self.inputs(ids, weights)
+        return module.forward(x, w_i, weights.w_h, weights.w_o, **weights.keywords())
+
+
+def projection_for(config: Config, vocabulary_size: int) -> Projection | None:
+    """The Projection for a plain RNN over at least PROJECTED_FROM words (and more words than the
+    projection is wide), else None (one-hot inputs)."""
+    if config.lstm or vocabulary_size < PROJECTED_FROM:
+        return None
+    projection = Projection(config.scalar, config.hidden, vocabulary_size)
+    # Per word the one-hot path does about H·D work, the projection about H² (its terms): only
+    # worth it for more words than twice its width.
+    return projection if vocabulary_size > 2 * projection.width else None
+
+
 def _module_loss_and_grad(module, x, y, weights) -> tuple[float, list]:
     """The generated ``loss_and_grad`` on one chunk: (loss, gradients in the weights' order)."""
     if isinstance(weights, LSTMWeights):
@@ -412,38 +541,53 @@ def _module_forward(module, x, weights) -> np.ndarray:
     return module.forward(x, weights.w_i, weights.w_h, weights.w_o, **weights.keywords())
 
 
-def loss_and_grad(dataset: Dataset, weights: Weights, modules: Modules):
+def loss_and_grad(dataset: Dataset, weights: Weights, modules: Modules, projection: Projection | None = None):
     """Mean loss and gradient over the whole data set, from the generated ``loss_and_grad``:
     (loss, ∂L/∂w_i, ∂L/∂w_h, ∂L/∂w_o[, ∂L/∂b_h, ∂L/∂b_o]) in the weights' shapes."""
-    loss, gradient = flat_loss_and_grad(dataset, weights, modules)
+    loss, gradient = flat_loss_and_grad(dataset, weights, modules, projection)
     return (loss, *weights.from_flat(gradient).parameters().values())
 
 
-def flat_loss_and_grad(dataset: Dataset, weights: Weights, modules: Modules) -> tuple[float, np.ndarray]:
+def _batches(bucket, dataset: Dataset, projection: Projection | None):
+    """(model input, y) chunks of a bucket: one-hot x, or the ids when the projection makes x′."""
+    if projection is None:
+        return bucket.chunks(len(dataset.vocabulary))
+    return bucket.id_chunks(projection.chunk_width)
+
+
+def flat_loss_and_grad(
+    dataset: Dataset, weights: Weights, modules: Modules, projection: Projection | None = None
+) -> tuple[float, np.ndarray]:
     """Mean loss and the gradient flattened in the order of ``Weights.flat``."""
     total, loss = 0, 0.0
     gradient = np.zeros(weights.flat().size)
-    D = len(dataset.vocabulary)
     for bucket in dataset.buckets:
         module = modules.for_length(bucket.length)
-        for x, y in bucket.chunks(D):
+        for x, y in _batches(bucket, dataset, projection):
             size = len(y)
-            value, parts = _module_loss_and_grad(module, x, y, weights)
+            if projection is None:
+                value, parts = _module_loss_and_grad(module, x, y, weights)
+            else:
+                value, parts = projection.loss_and_grad(module, x, y, weights)
             loss += size * float(value)
             gradient = gradient + size * np.concatenate([np.ravel(np.asarray(p, dtype=float)) for p in parts])
             total += size
     return loss / total, gradient / total
 
 
-def predict(dataset: Dataset, weights: Weights, modules: Modules) -> np.ndarray:
+def predict(
+    dataset: Dataset, weights: Weights, modules: Modules, projection: Projection | None = None
+) -> np.ndarray:
     """ŷ for every sequence, in the data set's order."""
-    D = len(dataset.vocabulary)
     out = np.full(dataset.size, np.nan)
     for bucket in dataset.buckets:
         module = modules.for_length(bucket.length)
         start = 0
-        for x, _ in bucket.chunks(D):
-            y_hat = _module_forward(module, x, weights)
+        for x, _ in _batches(bucket, dataset, projection):
+            if projection is None:
+                y_hat = _module_forward(module, x, weights)
+            else:
+                y_hat = projection.forward(module, x, weights)
             out[bucket.order[start : start + len(x)]] = y_hat
             start += len(x)
     return out
@@ -475,23 +619,51 @@ class Optimizer:
         return self.lr * first / (np.sqrt(second) + ADAM_EPSILON)
 
 
-class Progress:
-    """A one-line progress bar on stderr, redrawn in place; silent when disabled."""
+#: How ``train`` shows progress on stderr: a bar redrawn in place (a terminal), a line per epoch
+#: (--progress), a line per epoch once an epoch takes SLOW_EPOCH_SECONDS ("slow"), or nothing.
+PROGRESS_MODES = ("bar", "lines", "slow")
 
-    def __init__(self, total: int, enabled: bool, stream=None, width: int = 30):
-        self.total, self.enabled, self.width = total, enabled, width
+
+class Progress:
+    """Per-epoch progress on stderr (never stdout, which may hold --json): see PROGRESS_MODES.
+
+    ``mode`` True means "bar" and False or None nothing. A line reads
+    ``epoch 3/20  loss 0.693147  1.24 s`` (the time that epoch took).
+    """
+
+    def __init__(self, total: int, mode=None, stream=None, width: int = 30, slow: float | None = None):
+        self.total, self.width = total, width
+        self.mode = "bar" if mode is True else (mode or None)
+        if self.mode is not None and self.mode not in PROGRESS_MODES:
+            raise ValueError(f"unknown progress mode {mode!r}: one of {', '.join(PROGRESS_MODES)}")
         self.stream = stream or sys.stderr
+        self.slow = SLOW_EPOCH_SECONDS if slow is None else slow
+        self.drawn = False
+        self.started = time.perf_counter()
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode is not None
 
     def update(self, epoch: int, loss: float) -> None:
-        if not self.enabled:
+        now = time.perf_counter()
+        seconds, self.started = now - self.started, now
+        if self.mode is None:
             return
-        filled = int(self.width * epoch / self.total)
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\repoch {epoch:>{len(str(self.total))}}/{self.total} [{bar}] loss {loss:.4g}")
+        count = f"{epoch:>{len(str(self.total))}}/{self.total}"
+        if self.mode == "bar":
+            filled = int(self.width * epoch / self.total)
+            bar = "#" * filled + "." * (self.width - filled)
+            self.stream.write(f"\repoch {count} [{bar}] loss {loss:.4g}")
+            self.drawn = True
+        elif self.mode == "lines" or seconds >= self.slow:
+            if self.mode == "slow":
+                self.mode = "lines"  # once slow, every epoch gets its line
+            self.stream.write(f"epoch {count}  loss {loss:.6g}  {seconds:.3g} s\n")
         self.stream.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
 
@@ -500,23 +672,30 @@ def train(
     dataset: Dataset,
     config: Config = Config(),
     held_out: Dataset | None = None,
-    progress: bool = False,
+    progress: bool | str | None = False,
     loader=None,
 ) -> Result:
-    """Run ``config.epochs`` steps of full-batch gradient descent on ``dataset``."""
+    """Run ``config.epochs`` steps of full-batch gradient descent on ``dataset``.
+
+    ``progress``: a mode of PROGRESS_MODES (True: "bar"), shown on stderr."""
     inputs = len(dataset.vocabulary)
+    check_memory(config, inputs)
+    projection = projection_for(config, inputs)
     modules = Modules(
-        config.activation, inputs, config.steps_from_data, loader, config.hidden, config.bias, config.cell
+        config.activation, projection.width if projection else inputs, config.steps_from_data, loader,
+        config.hidden, config.bias, config.cell,
     )
     weights = initial_weights(config, inputs, modules)
     step = Optimizer(config, weights.flat().size)
     result = Result(config, dataset.name, dataset.vocabulary, weights)
     result.modes = {length: modules.mode(length) for length in dataset.lengths}
+    for length in dataset.lengths:  # generated before the first epoch, so epochs time training only
+        modules.for_length(length)
     bar = Progress(config.epochs, progress)
     # Overflow is how divergence shows up; it is detected and reported below, not warned about.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for epoch in range(1, config.epochs + 1):
-            loss, gradient = flat_loss_and_grad(dataset, weights, modules)
+            loss, gradient = flat_loss_and_grad(dataset, weights, modules, projection)
             result.loss.append(loss)
             if not math.isfinite(loss) or not np.all(np.isfinite(gradient)):
                 result.diverged_at = epoch
@@ -542,11 +721,11 @@ def train(
         bar.close()
         result.weights = weights
         if result.diverged_at is None:
-            result.final_loss, *_ = loss_and_grad(dataset, weights, modules)
-            train_probabilities = predict(dataset, weights, modules)
+            result.final_loss, *_ = loss_and_grad(dataset, weights, modules, projection)
+            train_probabilities = predict(dataset, weights, modules, projection)
             evaluated = held_out if held_out is not None else dataset
             probabilities = (
-                predict(held_out, weights, modules) if held_out is not None else train_probabilities
+                predict(held_out, weights, modules, projection) if held_out is not None else train_probabilities
             )
             result.accuracy = accuracy(evaluated, probabilities)
             if held_out is not None:
