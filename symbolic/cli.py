@@ -134,15 +134,26 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="check a generated module's gradients numerically",
         description=(
-            "Load a module with the generated interface and compare loss_and_grad with central finite "
-            "differences and, for analytic activations, the complex step, on random inputs. Prints the "
-            "worst relative error per parameter; exits 1 beyond tolerance. LSTM modules (--cell lstm) are "
-            "checked per parameter name, at most 48 sampled entries of each."
+            "Import FILE.py (so its top-level code runs, as with 'import') in a child process and compare "
+            "loss_and_grad with central finite differences and, for analytic activations, the complex "
+            "step, on random inputs. Prints the worst relative error per parameter; passes only when every "
+            "parameter was compared. Modules with the dict interface (CELL, PARAMS, init_params, e.g. "
+            "--cell lstm) are checked per parameter name, at most 48 sampled entries of each. Exit 0: "
+            "passed; 1: a gradient is wrong or cannot be compared (NaN, wrong shape, dtype, type or count); "
+            "2: the module cannot be checked (it raises, exits, crashes or exceeds --timeout). Anything the "
+            "module prints goes to stderr."
         ),
     )
-    check.add_argument("module", metavar="FILE.py", help="the generated module to check")
+    check.add_argument("module", metavar="FILE.py", help="the module to check (imported: its top-level code runs)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
-    check.add_argument("--seed", default="0", metavar="S", help="random seed for the test inputs (default: 0)")
+    check.add_argument(
+        "--seed", default="0", metavar="S", help="random seed for the test inputs, a whole number >= 0 (default: 0)"
+    )
+    check.add_argument(
+        "--timeout", default="60", metavar="SECONDS",
+        help="time limit for each call into the module (its import, loss, loss_and_grad), after which the "
+        "check stops with exit 2 (default: 60; a Numba module compiles on its first call)",
+    )
     check.set_defaults(handler=_check)
     _story_commands(commands)  # analyze, train, demo
     return parser
@@ -280,7 +291,7 @@ def _codegen(args) -> int:
 def _check(args) -> int:
     from .check import run_check
 
-    return run_check(args.module, as_json=args.json, seed=args.seed)
+    return run_check(args.module, as_json=args.json, seed=args.seed, timeout=args.timeout)
 
 
 # -- analyze, train, demo (symbolic/analysis.py, train.py, data.py, demo.py) ------------------------
