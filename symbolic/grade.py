@@ -659,7 +659,7 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int = 1, ac
         except Exception as error:  # whatever the graded function raises is its own
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             hint = (f" (grade calls it with n = {lengths_text}: if it takes one sequence length only, give it "
-                    f"with {steps_hint})") if steps is None and case.steps != 3 else ""
+                    f"with {steps_hint})") if steps is None else ""
             raise FunctionUnusable(
                 f"{name} raises {type(error).__name__} at {case.label()}: {first}{hint}"
             ) from error
