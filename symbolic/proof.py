@@ -1,10 +1,13 @@
 """Proofs that the BPTT (Σ/Π) form equals the gradient of the unrolled loss, at three strengths.
 
-1. ``induction``: for every n at once. SymPy checks the one-step chain rule
-   d o_t/dw = f′(a_t)(∂⁺a_t/∂w + w_h · d o_{t−1}/dw) with o_{t−1} and d o_{t−1}/dw free, the base case
-   t = 1, and that the Σ/Π sum T_n = Σ_j Π_{k=j+1}^{n} J_k p_j obeys the same recurrence
-   T_{n+1} = p_{n+1} + J_{n+1} T_n, with n a symbol. Then d o_n/dw = T_n for all n, and
-   ∂L/∂w = (ŷ − y) w_o T_n.
+1. ``induction``: for every n at once. SymPy checks, each against what the derivation holds: the
+   activation table's f and f′(o) against the closed form of f; the one-step chain rule
+   d o_t/dw = f′(a_t)(∂⁺a_t/∂w + w_h · d o_{t−1}/dw) with o_{t−1} and d o_{t−1}/dw free (the
+   derivation's J_t = ∂o_t/∂o_{t−1}, p_t = ∂⁺o_t/∂w and f′); the base case d o_1/dw = p_1; the
+   output factor (ŷ − y) w_o; and that the Σ/Π sum T_n = Σ_j Π_{k=j+1}^{n} J_k p_j obeys the same
+   recurrence T_{n+1} = p_{n+1} + J_{n+1} T_n, with n a symbol. Then d o_n/dw = T_n for all n, and
+   ∂L/∂w = (ŷ − y) w_o T_n. Each derivation-dependent step rejects a derivation that is wrong in
+   what it checks (tests/test_proof.py).
 2. ``exact``: for one small n, the multiplied-out Σ/Π form minus the derivative of the whole nest,
    with the nest written back in o_k, cancels to 0.
 3. ``numeric``: for any n, the Σ/Π form evaluated at random rational points with mpmath at 60 digits
@@ -25,7 +28,7 @@ import mpmath
 import sympy as sp
 from sympy.simplify.simplify import product_simplify, sum_simplify
 
-from .activations import ACTIVATIONS, sigmoid
+from .activations import ACTIVATIONS, Activation, sigmoid
 from .derive import EXPANDED_LIMIT, Derivation
 
 #: Exact identities are run up to this n (cancel on the back-substituted nest); above it, for n ≤ SMALL_N.
@@ -119,14 +122,18 @@ def sum_recurrence(drop_gap: int | None = None) -> Check:
     return Check("induction", "Σ/Π recurrence", held, detail)
 
 
-def activation_table(name: str) -> Check:
-    """The table's f′ (written with the output) is the derivative of the independent closed form."""
-    activation = ACTIVATIONS[name]
+def activation_table(activation: str | Activation) -> Check:
+    """The table's f′ (written with the output) is the derivative of the independent closed form.
+
+    ``activation`` is a name in ACTIVATIONS or an entry itself (the one a derivation used).
+    """
+    if isinstance(activation, str):
+        activation = ACTIVATIONS[activation]
     failures = []
     z = sp.Symbol("z")
     closed = activation.closed_form(z)
-    if name == "relu":
-        # Not analytic: check each side of the kink, and the H(0) = 0 convention at it.
+    if not activation.analytic:
+        # ReLU: not analytic, so check each side of the kink.
         for side in (sp.Symbol("z", positive=True), sp.Symbol("z", negative=True)):
             closed_side = activation.closed_form(side)
             if sp.simplify(activation.derivative_from_output(closed_side) - sp.diff(closed_side, side)) != 0:
@@ -147,52 +154,93 @@ def activation_table(name: str) -> Check:
     )
 
 
+def _hidden_weights(derivation: Derivation):
+    u = derivation.unrolled
+    for parameter, components in (("w_h", (u.w_h,)), ("w_i", u.w_i)):
+        for index, weight in enumerate(components):
+            yield parameter, index, weight
+
+
 def chain_rule_step(derivation: Derivation) -> Check:
-    """d o_t/dw = ∂⁺o_t/∂w + (∂o_t/∂o_{t−1}) d o_{t−1}/dw, with o_{t−1}(w) an arbitrary function."""
+    """d o_t/dw = ∂⁺o_t/∂w + (∂o_t/∂o_{t−1}) d o_{t−1}/dw = f′(a_t)(∂⁺a_t/∂w + w_h d o_{t−1}/dw),
+    with o_{t−1}(w) an arbitrary function, against the derivation's ∂⁺o_t/∂w, ∂o_t/∂o_{t−1} and f′."""
     u = derivation.unrolled
     step, f = u.step, u.activation
     failures = []
-    for parameter, components in (("w_h", (u.w_h,)), ("w_i", u.w_i)):
-        for index, weight in enumerate(components):
-            earlier = sp.Function("o_earlier")(weight)
-            slope = sp.Symbol("D")  # d o_{t−1}/dw, free
-            total = sp.diff(f.apply(step.a.xreplace({step.o_prev: earlier})), weight)
-            total = total.xreplace({sp.Derivative(earlier, weight): slope}).xreplace({earlier: step.o_prev})
-            total = total.xreplace({f.apply(step.a): step.o})
-            claimed = derivation.step_immediate[parameter][index] + derivation.step_jacobian * slope
-            if sp.expand(total - claimed) != 0:
-                failures.append(str(weight))
-            # Base case: o_0 = 0 is a constant, so d o_1/dw is the immediate partial alone.
-            first = sp.diff(u.definition(1), weight).xreplace({u.definition(1): u.o[0]})
-            if sp.expand(first - derivation.immediate(parameter, 1, index)) != 0:
-                failures.append(f"{weight} at t = 1")
+    for parameter, index, weight in _hidden_weights(derivation):
+        earlier = sp.Function("o_earlier")(weight)
+        slope = sp.Symbol("D")  # d o_{t−1}/dw, free
+        total = sp.diff(f.apply(step.a.xreplace({step.o_prev: earlier})), weight)
+        total = total.xreplace({sp.Derivative(earlier, weight): slope}).xreplace({earlier: step.o_prev})
+        total = total.xreplace({f.apply(step.a): step.o})
+        claimed = derivation.step_immediate[parameter][index] + derivation.step_jacobian * slope
+        if sp.expand(total - claimed) != 0:
+            failures.append(f"{weight} (∂⁺o_t/∂w + ∂o_t/∂o_(t-1)·D)")
+        # The same with the derivation's f′(a_t), written with the output: the notes' form.
+        factored = derivation.step_derivative * (sp.diff(step.a, weight) + u.w_h * slope)
+        if sp.expand(total - factored) != 0:
+            failures.append(f"{weight} (f′(a_t)(∂⁺a_t/∂w + w_h·D))")
     return Check(
         "induction",
         "chain-rule step",
         not failures,
-        "d o_t/dw = f′(a_t)(∂⁺a_t/∂w + w_h d o_(t-1)/dw) and d o_1/dw = ∂⁺o_1/∂w, for w_h and each w_i"
+        "d o_t/dw = ∂⁺o_t/∂w + (∂o_t/∂o_(t-1)) d o_(t-1)/dw = f′(a_t)(∂⁺a_t/∂w + w_h d o_(t-1)/dw), "
+        "for w_h and each w_i"
         if not failures
         else f"fails for {', '.join(failures)}",
     )
 
 
+def base_case(derivation: Derivation) -> Check:
+    """d o_1/dw = ∂⁺o_1/∂w: o_0 = 0 is a constant, so the first step has only the immediate partial."""
+    u = derivation.unrolled
+    failures = []
+    for parameter, index, weight in _hidden_weights(derivation):
+        first = sp.diff(u.definition(1), weight).xreplace({u.definition(1): u.o[0]})
+        if sp.expand(first - derivation.immediate(parameter, 1, index)) != 0:
+            failures.append(str(weight))
+    return Check(
+        "induction",
+        "base case",
+        not failures,
+        "d o_1/dw = ∂⁺o_1/∂w (o_0 = 0), for w_h and each w_i"
+        if not failures
+        else f"d o_1/dw ≠ ∂⁺o_1/∂w for {', '.join(failures)}",
+    )
+
+
 def output_factor(derivation: Derivation) -> Check:
-    """(∂L/∂ŷ)(∂ŷ/∂o_n) = (ŷ − y) w_o, checked on the closed-form sigmoid."""
+    """(∂L/∂ŷ)(∂ŷ/∂o_n) = (ŷ − y) w_o and ∂L/∂w_o = (ŷ − y) o_n, checked on the closed-form sigmoid."""
     u = derivation.unrolled
     z = sp.Symbol("z")
     closed = 1 / (1 + sp.exp(-z))
     loss = -u.y * sp.log(closed) - (1 - u.y) * sp.log(1 - closed)
     dL_dz = sp.simplify(sp.diff(loss, z) - (closed - u.y))
     derived = derivation.output_factor.xreplace({u.y_hat: closed}) - (closed - u.y) * u.w_o
-    held = dL_dz == 0 and sp.simplify(derived) == 0
-    return Check("induction", "sigmoid + cross-entropy", held, "(∂L/∂ŷ)(∂ŷ/∂o_n) = (ŷ − y) w_o")
+    derived_w_o = derivation.dL_dw_o.xreplace({u.y_hat: closed}) - (closed - u.y) * u.o[-1]
+    failures = [
+        name
+        for name, difference in (("(∂L/∂ŷ)(∂ŷ/∂o_n)", derived), ("∂L/∂w_o", derived_w_o))
+        if sp.simplify(difference) != 0
+    ]
+    if dL_dz != 0:  # pragma: no cover - SymPy's calculus, not the derivation
+        failures.append("dL/dz")
+    return Check(
+        "induction",
+        "sigmoid + cross-entropy",
+        not failures,
+        "(∂L/∂ŷ)(∂ŷ/∂o_n) = (ŷ − y) w_o and ∂L/∂w_o = (ŷ − y) o_n"
+        if not failures
+        else f"the derivation's {' and '.join(failures)} differ from dL/dz = σ(z) − y",
+    )
 
 
 def induction(derivation: Derivation, drop_gap: int | None = None) -> list[Check]:
-    """The proof for every n at once (strength 1)."""
+    """The proof for every n at once (strength 1); the Σ/Π recurrence comes last."""
     return [
-        activation_table(derivation.model.activation),
+        activation_table(derivation.unrolled.activation),
         chain_rule_step(derivation),
+        base_case(derivation),
         output_factor(derivation),
         sum_recurrence(drop_gap),
     ]

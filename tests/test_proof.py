@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+import sympy as sp
 
 from symbolic import derive, proof
+from symbolic.activations import ACTIVATIONS
 
 from .conftest import ACTIVATION_NAMES
 
@@ -56,3 +60,144 @@ def test_large_n_proves_the_exact_identity_at_small_n():
     check = proof.exact(derivation)
     assert check.passed and "n = 1..6" in check.name, check
     assert not proof.exact(derivation, drop_gap=1).passed
+
+
+# -- negative controls for each step of the induction that depends on the derivation ---------------
+#
+# Each test feeds a derivation that is wrong in exactly what one step checks and expects that step
+# (and only the steps that read the wrong piece) to fail. Where the wrong piece enters the Σ/Π form,
+# the exact identity confirms independently that the derivation really is wrong.
+
+INDUCTION = ["activation table", "chain-rule step", "base case", "sigmoid + cross-entropy", "Σ/Π recurrence"]
+
+
+def failing(checks) -> set[str]:
+    return {check.name for check in checks if not check.passed}
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_induction_has_its_five_steps(activation):
+    checks = proof.induction(derive(2, activation))
+    assert [c.name for c in checks] == INDUCTION
+    assert failing(checks) == set()
+
+
+def wrong_jacobians(derivation):
+    """Plausible mistakes in ∂o_t/∂o_(t−1) = f′(a_t) w_h, each different for every activation."""
+    u, jacobian = derivation.unrolled, derivation.step_jacobian
+    return {
+        "without w_h": jacobian / u.w_h,
+        "sign": -jacobian,
+        "w_i for w_h": jacobian.xreplace({u.w_h: u.w_i[0]}),
+    }
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("mistake", ["without w_h", "sign", "w_i for w_h"])
+def test_chain_rule_step_rejects_a_wrong_step_jacobian(activation, mistake):
+    derivation = derive(2, activation)
+    derivation.step_jacobian = wrong_jacobians(derivation)[mistake]
+    assert failing(proof.induction(derivation)) == {"chain-rule step"}
+    assert not proof.exact(derivation).passed  # the wrong Jacobian really gives a wrong gradient
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("mistake", ["w_h: o_t for o_(t-1)", "w_i: components reversed"])
+def test_chain_rule_step_rejects_a_wrong_immediate_partial(activation, mistake):
+    derivation = derive(2, activation)
+    step, immediate = derivation.unrolled.step, dict(derivation.step_immediate)
+    if mistake.startswith("w_h"):
+        immediate["w_h"] = (immediate["w_h"][0].xreplace({step.o_prev: step.o}),)
+    else:
+        immediate["w_i"] = immediate["w_i"][::-1]
+    derivation.step_immediate = immediate
+    # The base case reads the same (wrong) partial at t = 1.
+    assert failing(proof.induction(derivation)) == {"chain-rule step", "base case"}
+    assert not proof.exact(derivation).passed
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("mistake", ["o_0 left as a symbol", "x_2 at t = 1"])
+def test_base_case_rejects_a_wrong_first_step(activation, mistake):
+    """∂⁺o_1/∂w wrong, every later step right: only the base case can see it."""
+    derivation = derive(2, activation)
+    u, step, right = derivation.unrolled, derivation.unrolled.step, derivation.immediate
+    o_0 = sp.Symbol("o_0")
+
+    def immediate(parameter, j, component=0):
+        if j != 1:
+            return right(parameter, j, component)
+        generic = derivation.step_immediate[parameter][component]
+        if mistake == "o_0 left as a symbol":  # the instance at t = 1 forgets o_0 = 0
+            return generic.xreplace({step.o: u.o[0], step.o_prev: o_0, **dict(zip(step.x, u.x[0]))})
+        return generic.xreplace({step.o: u.o[0], step.o_prev: 0, **dict(zip(step.x, u.x[1]))})
+
+    derivation.immediate = immediate
+    checks = proof.induction(derivation)
+    assert failing(checks) == {"base case"}
+    assert "d o_1/dw ≠ ∂⁺o_1/∂w for" in checks[2].detail
+    assert not proof.exact(derivation).passed
+
+
+WRONG_DERIVATIVES = {
+    "tanh": lambda o: 1 - o,  # 1 − o instead of 1 − o²
+    "sigmoid": lambda o: 1 - o**2,  # tanh's
+    "relu": lambda o: sp.S.One,  # forgets the kink
+    "identity": lambda o: o,
+}
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_activation_table_rejects_a_wrong_derivative_from_output(activation, monkeypatch):
+    entry = ACTIVATIONS[activation]
+    wrong = replace(entry, derivative_from_output=WRONG_DERIVATIVES[activation])
+    assert proof.activation_table(entry).passed
+    assert not proof.activation_table(wrong).passed
+    monkeypatch.setitem(ACTIVATIONS, activation, wrong)  # a derivation made with the wrong entry
+    derivation = derive(2, activation)
+    assert derivation.step_derivative == WRONG_DERIVATIVES[activation](derivation.unrolled.step.o)
+    # The chain-rule step also compares the derivation's f′ with d o_t/dw.
+    assert failing(proof.induction(derivation)) == {"activation table", "chain-rule step"}
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_activation_table_rejects_a_wrong_function(activation):
+    entry = ACTIVATIONS[activation]
+    wrong = replace(entry, apply=sp.sinh if activation == "tanh" else (lambda z: 1 / (1 + sp.exp(z))))
+    check = proof.activation_table(wrong)
+    assert not check.passed and check.detail == "disagree: ['f']"
+
+
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+@pytest.mark.parametrize("mistake", ["without w_o", "sign", "σ′ not cancelled"])
+def test_output_factor_rejects_a_wrong_output_factor(activation, mistake):
+    derivation = derive(2, activation)
+    u, factor = derivation.unrolled, derivation.output_factor
+    derivation.output_factor = {
+        "without w_o": factor / u.w_o,
+        "sign": -factor,
+        "σ′ not cancelled": factor * u.y_hat * (1 - u.y_hat),
+    }[mistake]
+    checks = proof.induction(derivation)
+    assert failing(checks) == {"sigmoid + cross-entropy"}
+    assert "(∂L/∂ŷ)(∂ŷ/∂o_n)" in checks[3].detail
+    assert not proof.exact(derivation).passed
+
+
+def test_output_factor_rejects_a_wrong_dL_dw_o():
+    derivation = derive(2)
+    u = derivation.unrolled
+    derivation.dL_dw_o = (u.y_hat - u.y) * u.w_o  # the output factor, not ∂L/∂w_o
+    checks = proof.induction(derivation)
+    assert failing(checks) == {"sigmoid + cross-entropy"} and "∂L/∂w_o" in checks[3].detail
+    assert not proof.exact(derivation).passed
+
+
+def test_report_names_the_failing_step():
+    derivation = derive(2)
+    derivation.step_jacobian = wrong_jacobians(derivation)["without w_h"]
+    report = proof.prove(derivation)
+    text = proof.format_report(report)
+    assert not report.passed
+    assert "[FAIL] chain-rule step" in text and "DISAGREEMENT" in text
+    assert f"of {len(report.checks)} checks hold" in text
