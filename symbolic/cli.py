@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "check stops with exit 2 (default: 60; a Numba module compiles on its first call)",
     )
     check.set_defaults(handler=_check)
+    _grade_command(commands)
     _story_commands(commands)  # analyze, train, demo
     return parser
 
@@ -292,6 +293,58 @@ def _check(args) -> int:
     from .check import run_check
 
     return run_check(args.module, as_json=args.json, seed=args.seed, timeout=args.timeout)
+
+
+# -- grade (symbolic/grade.py) ---------------------------------------------------------------------
+
+
+def _grade_command(commands) -> None:
+    grade = commands.add_parser(
+        "grade",
+        help="grade anyone's BPTT against the exact derivation and name the mistake",
+        description=(
+            "Import FILE.py (its top-level code runs) and grade its function loss_and_grad: the loss and "
+            "every gradient entry against the exact recursion (float64, and 60 digits where float64 cannot "
+            "decide) at n = 1..4, B = 1, 2, 5 and the notes' three sentences; where it goes wrong in time "
+            "(n = 1 is the short-term term alone); and the known mistake it matches (long-term terms "
+            "dropped, f′ missing or at the wrong step, the total derivative for the immediate partial, W_h "
+            "for W_hᵀ, the batch mean, the carousel or another direct path, the sign of ŷ − y). Exit 0 "
+            "right, 1 wrong, 2 when the function cannot be graded (missing, wrong signature, raises)."
+        ),
+        epilog=(
+            "Interface: the plain RNN as loss_and_grad(x, y, w_i, w_h, w_o) -> (loss, dw_i, dw_h, dw_o) with "
+            "x (B, n, D), y (B,), at H = 1 w_i (D,) and w_h, w_o numbers, for --hidden H w_i (H, D), "
+            "w_h (H, H), w_o (H,), with --bias also b_h=, b_o= (returning db_h, db_o); every other cell as "
+            "loss_and_grad(x, y, params) -> (loss, grads), dicts keyed by parameter name."
+        ),
+    )
+    grade.add_argument("file", metavar="FILE.py", help="the Python file to grade (imported: its top-level code runs)")
+    grade.add_argument(
+        "--cell", default="rnn", metavar="C",
+        help="the cell it implements: rnn (default), lstm, gru, or a cell file ending in .py",
+    )
+    grade.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP + " (rnn only)")
+    grade.add_argument("--hidden", default="1", metavar="H", help="hidden size H (default: 1, the notes' model)")
+    grade.add_argument("--inputs", default="3", metavar="D", help="input size D (default: 3, the notes' one-hot words)")
+    grade.add_argument("--bias", action="store_true", help="the RNN with biases b_h and b_o")
+    grade.add_argument("--function", default="loss_and_grad", metavar="NAME",
+                       help="the function to grade (default: loss_and_grad)")
+    grade.add_argument(
+        "--steps", "-n", default=None, metavar="N",
+        help="grade at this sequence length only, for a function that takes one length (default: n = 1..4, "
+        "which localises a mistake in time)",
+    )
+    grade.add_argument("--seed", default="0", metavar="S", help="random seed of the graded points (default: 0)")
+    grade.add_argument("--json", action="store_true", help="print the findings as JSON")
+    grade.set_defaults(handler=_grade)
+
+
+def _grade(args) -> int:
+    from .grade import run_grade
+
+    return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
+                     function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
+                     inputs=args.inputs, seed=args.seed)
 
 
 # -- analyze, train, demo (symbolic/analysis.py, train.py, data.py, demo.py) ------------------------
