@@ -542,9 +542,9 @@ class Report:
             f"model: {self.model}",
             f"{len(self.cases)} cases: n = {', '.join(map(str, lengths))} × B = {', '.join(map(str, batches))} "
             "at random points" + (", and the notes' three sentences (n = 3)" if notes else ""),
-            f"tolerance: an entry g is right when |g − g_exact| ≤ {RELATIVE:.0e} · max(|g_exact|, {FLOOR:.0e} · s), "
-            "s the case's largest |entry| (float64 rounding stays near 1e-15); errors up to "
-            f"{UNDECIDED:.0e} are re-judged against the exact value at {DIGITS} digits"
+            f"tolerance: an entry g is right when |g − g_exact| ≤ {RELATIVE:.0e} · max(|g_exact|, {FLOOR:.0e} · s),",
+            "  s the case's largest |entry| (float64 rounding stays near 1e-15); errors up to "
+            f"{UNDECIDED:.0e} are re-judged at {DIGITS} digits"
             + (f" ({decided} case{'s' if decided != 1 else ''} so judged)" if decided else ""),
             "",
         ]
@@ -857,7 +857,7 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=1, function="loss_and_
                                 inputs=inputs, seed=seed, name=function, steps_hint="--steps N")
     report.source = str(path)
     if as_json:
-        print(json.dumps(report.as_data(), indent=2, ensure_ascii=False))
+        print(json.dumps(report.as_data(), indent=2))
     else:
         print(report.format())
     return 0 if report.passed else 1

@@ -247,3 +247,27 @@ def test_cli_unusable_input_exits_2(tmp_path):
 
     result = run_bptt("grade", str(raising), "--function", "backward")
     assert result.returncode == 2 and "has no function backward (it defines loss_and_grad)" in result.stderr
+
+
+# -- the README's worked example ---------------------------------------------------------------------
+
+
+def test_readme_worked_example_is_what_grade_prints():
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    source = (root / "docs" / "grading" / "notes_by_hand.py").read_text(encoding="utf-8")
+    code = source[source.index("def loss_and_grad"):source.index("    return loss, dw_i, dw_h, dw_o")]
+    assert code in readme
+    report = grade_function(load_function(root / "docs" / "grading" / "notes_by_hand.py"))
+    report.source = "docs/grading/notes_by_hand.py"
+    assert f"$ bptt grade docs/grading/notes_by_hand.py\n{report.format()}\n```" in readme
+    assert report.mistake == "total_derivative"
+
+
+def test_readme_worked_example_fixed_passes(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    source = (root / "docs" / "grading" / "notes_by_hand.py").read_text(encoding="utf-8")
+    fixed = source.replace(" + w_h * do_dw_i[-1]", "").replace(" + w_h * do_dw_h[-1]", "")
+    assert fixed != source
+    (tmp_path / "fixed.py").write_text(fixed, encoding="utf-8")
+    assert_bptt(load_function(tmp_path / "fixed.py"))
