@@ -123,6 +123,39 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     def printed(expr, names) -> str:
         return code(expr.xreplace({old: new for old, new in names.items()}))
 
+    # Biases folded into the projection: a vector v added (coefficient 1) to a map of x in a node
+    # becomes part of that slot of projection = x Wᵀ + b, computed for every step at once.
+    x_group = next(g for g in groups if g.operand == "x")
+    node_exprs = {node.name: node.expr for node in d.nodes}
+    folded: dict = {}
+    for k, symbol in enumerate(x_group.symbols):
+        if symbol in read:
+            continue   # the backward pass reads (W x)_t alone
+        for node in d.nodes:
+            terms = sp.Add.make_args(node_exprs[node.name])
+            if symbol not in terms:
+                continue
+            vector = next((term for term in terms if term in vectors and term not in folded.values()), None)
+            if vector is not None:
+                folded[k] = vector
+                node_exprs[node.name] = node_exprs[node.name] - vector
+            break
+    # Pre-activations that are exactly (W x + b)_k + (U s)_k for k = 0..m−1 are one stacked sum.
+    stacked = None
+    state_operands = {str(s) for s in previous}
+    for group in groups:
+        if group.operand not in state_operands:
+            continue
+        members = []
+        for k, (x_symbol, s_symbol) in enumerate(zip(x_group.symbols, group.symbols)):
+            node = next((n for n in d.nodes if node_exprs[n.name] == x_symbol + s_symbol), None)
+            if node is None or node.name in stored_set or node.state:
+                break
+            members.append(node.name)
+        if len(members) >= 2:
+            stacked = (group, members)
+            break
+
     def forward_step(t, first: bool) -> dict:
         t_text, t_prev = (str(t), str(t - 1)) if isinstance(t, int) else ("t", "t - 1")
         names = forward_names(t_text, t_prev, first)
@@ -134,25 +167,56 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             if store_index is not None:
                 lines.append(f"maps_{group.label}[{store_index}] = {product}")
                 product = f"maps_{group.label}[{store_index}]"
+            elif stacked and stacked[0] is group:
+                lines.append(f"maps_{group.label} = {product}")
+                product = f"maps_{group.label}"
+            if stacked and stacked[0] is group:
+                unused = len(stacked[1])
+                rest = group.symbols[unused:]
+                if rest:
+                    lines.append(f"{', '.join(_local(s) for s in rest)}{',' if len(rest) == 1 else ''} = "
+                                 f"_split({product}, {len(group.symbols)})[{unused}:]")
+                return
             if len(group.symbols) == 1:
                 lines.append(f"{targets} = {product}")
             else:
                 lines.append(f"{targets} = _split({product}, {len(group.symbols)})")
 
+        skip = set()
         for group in groups:
             if group.operand == "x":
-                apply_group_x = f"projection[{t_prev}]"
-                targets = ", ".join(_local(s) for s in group.symbols)
-                if len(group.symbols) == 1:
-                    lines.append(f"{targets} = {apply_group_x}")
-                else:
-                    lines.append(f"{targets} = _split({apply_group_x}, {len(group.symbols)})")
-            elif group.operand in {str(s) for s in previous} and not first:
+                source = f"projection[{t_prev}]"
+                members = stacked[1] if stacked else []
+                targets = [_local(s) for s in group.symbols]
+                if members:
+                    targets[: len(members)] = ["_"] * len(members)
+                if any(target != "_" for target in targets):
+                    if len(targets) == 1:
+                        lines.append(f"{targets[0]} = {source}")
+                    else:
+                        lines.append(f"{', '.join(targets)} = _split({source}, {len(targets)})")
+            elif group.operand in state_operands and not first:
                 state = previous[sp.Symbol(group.operand)]
                 apply_group(group, f"{state}[{t_prev}]", t_prev if group.label in state_groups_read else None)
+        if stacked:
+            group, members = stacked
+            width = f"{len(members)} * HIDDEN_SIZE"
+            projection = f"projection[{t_prev}]"
+            if len(members) < len(x_group.symbols):
+                projection = f"projection[{t_prev}, :, :{width}]"
+            if first:
+                total = projection
+            else:
+                source = f"maps_{group.label}[{t_prev}]" if group.label in state_groups_read else f"maps_{group.label}"
+                if len(members) < len(group.symbols):
+                    source = f"{source}[:, :{width}]"
+                total = f"{projection} + {source}"
+            lines.append(f"{', '.join(members)} = _split({total}, {len(members)})")
+            skip = set(members)
         for node in d.nodes:
             target = names[node.symbol]
-            lines.append(f"{target} = {printed(node.expr, names)}")
+            if node.name not in skip:
+                lines.append(f"{target} = {printed(node_exprs[node.name], names)}")
             for group in groups:
                 if group.operand == node.name:
                     apply_group(group, str(target), None)
@@ -261,11 +325,16 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             finals.append(f"{targets} = {rows} @ {operand} / batch")
         else:
             finals.append(f"{targets} = _rows({rows} @ {operand} / batch, {len(group.matrices)})")
+    summed = set()
     for name, terms in d.gradients.items():
         for term in terms:
             if term[0] == "sum" and term[1] in homes:
                 array, k = homes[term[1]]
-                finals.append(f'grads["{name}"] = {array}[:, :, {span(k)}].sum(axis=(0, 1)) / batch')
+                if array not in summed:   # one pass over each δ array for all its per-unit parameters
+                    width = next(len(g.deltas) for g in groups if g.array == array)
+                    finals.append(f"sums_{array} = {array}.reshape(-1, {width * H}).sum(axis=0) / batch")
+                    summed.add(array)
+                finals.append(f'grads["{name}"] = sums_{array}[{span(k)}]')
 
     def bindings(lines: list[str]) -> list[str]:
         """The parameter arrays a function's lines use, bound to local names."""
@@ -299,6 +368,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "activations": sorted({node.activation for node in d.nodes if node.activation}),
         "analytic": all(ACTIVATIONS[node.activation].analytic for node in d.nodes if node.activation),
         "forward_bindings": bindings(forward_lines),
+        "projection_bias": [str(folded[k]) if k in folded else None for k in range(len(x_group.symbols))],
         "backward_bindings": bindings(backward_lines),
         "groups": [
             {"label": g.label, "matrices": g.matrices, "count": len(g.matrices), "array": g.array, "shared": g.shared,
