@@ -551,17 +551,20 @@ def _mp(value):
     return mpmath.mpf(value)
 
 
-def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
-    cell = d.cell
+def forward_values(d: CellDerivation, params: dict, x) -> tuple[list, dict]:
+    """The forward recursion in float64: per step t = 1..n a dict symbol → (B, H) value (every node,
+    linear map, previous state and per-unit parameter of the step), and state → [s_0, …, s_n]."""
+    numbers = _Float64()
+    p = {name: numbers.array(params[name]) for name in d.cell.parameters}
     x = numbers.array(x)
     if x.ndim == 2:
         x = x[np.newaxis]
-    batch, steps, _ = x.shape
-    p = {name: numbers.array(params[name]) for name in cell.parameters}
-    hidden = p[cell.readout].shape[0]
-    y = numbers.array(np.atleast_1d(np.asarray(y, dtype=object)))
+    return _forward(d, p, x, numbers)
 
-    # Forward: each node's value per step, (B, H); previous states start at 0.
+
+def _forward(d: CellDerivation, p: dict, x, numbers) -> tuple[list, dict]:
+    batch, steps, _ = x.shape
+    hidden = p[d.cell.readout].shape[0]
     node_functions = {node.name: numbers.function(sorted(node.expr.free_symbols, key=str), node.expr)
                       for node in d.nodes}
     node_arguments = {node.name: sorted(node.expr.free_symbols, key=str) for node in d.nodes}
@@ -588,6 +591,20 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
         for state in d.states:
             states[state].append(known[d.state_node(state).symbol])
         history.append(known)
+    return history, states
+
+
+def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
+    cell = d.cell
+    x = numbers.array(x)
+    if x.ndim == 2:
+        x = x[np.newaxis]
+    batch, steps, _ = x.shape
+    p = {name: numbers.array(params[name]) for name in cell.parameters}
+    hidden = p[cell.readout].shape[0]
+    y = numbers.array(np.atleast_1d(np.asarray(y, dtype=object)))
+    zero = numbers.zeros((batch, hidden))
+    history, states = _forward(d, p, x, numbers)
 
     z = states[d.output_state][-1] @ p[cell.readout]
     if cell.readout_bias:
