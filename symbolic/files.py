@@ -269,12 +269,14 @@ ASCII_FALLBACKS = {
     "Π": "Prod",
     "∏": "Prod",
     "⊙": "*",
+    "⊗": "(x)",
+    "⊕": "(+)",
+    "∇": "grad",
     "·": "*",
     "×": "x",
     "−": "-",
     "–": "-",
     "—": "--",
-    "′": "'",
     "″": "''",
     "≤": "<=",
     "≥": ">=",
@@ -294,6 +296,10 @@ ASCII_FALLBACKS = {
     "½": "1/2",
     "𝟏": "1",
     "\u0302": "_hat",
+    "∘": "o",
+    "⟨": "<",
+    "⟩": ">",
+    **dict.fromkeys("‘’‚‛“”„‟′", "'"),  # quotes become ' (never ", which JSON would need escaped)
 }
 SUPERSCRIPTS = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻⁽⁾ᵀᵗ", "0123456789+-()Tt"))
 SUBSCRIPTS = dict(zip("₀₁₂₃₄₅₆₇₈₉₊₋₍₎", "0123456789+-()"))
@@ -324,7 +330,10 @@ def _one_fallback(character: str) -> str:
         if name.startswith(start):
             return case(name[len(start) :].split()[0])
     decomposed = unicodedata.normalize("NFKD", character).encode("ascii", "ignore").decode()
-    return decomposed or "?"
+    if decomposed:
+        return decomposed
+    # Any other symbol by its Unicode name, e.g. <n-ary circled times operator>: readable, never "?".
+    return f"<{name.lower()}>" if name else "?"
 
 
 def _encode_fallback(error: UnicodeError) -> tuple[str, int]:
