@@ -120,16 +120,11 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str) ->
             f"n <= {cell_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
     source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output)))
-    if backend == "numba":
-        # TEMPORARY until the generic Numba backend (numba_cells) lands: the old LSTM kernels, which
-        # copy functions of the old NumPy LSTM module
-        from . import lstm_backend, numba_lstm
+    if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions
+        from . import numba_cells
 
-        if not model.lstm:
-            raise UsageError(f"--backend numba does not support --cell {model.cell_name} yet: use --backend numpy")
-        old = render("numpy", "lstm.py.j2", **lstm_backend.context(model, mode, command(model, mode, output)))
-        context = numba_lstm.context(model, mode, command(model, mode, output, backend), old)
-        source = _numba_environment().get_template("lstm.py.j2").render(**context)
+        context = numba_cells.context(model, mode, command(model, mode, output, backend), source)
+        source = _numba_environment().get_template("cell.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
