@@ -6,6 +6,7 @@ Every mistake a user can make surfaces as one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from . import __version__
@@ -216,6 +217,8 @@ def _derive(args) -> int:
         return _derive_cell(model, args)
     if model.scalar:
         derivation = Derivation(model)
+        if args.verify:
+            derivation.require_components("--verify")  # refuse a large --inputs before writing anything
     else:  # hidden size H > 1 or biases: the matrix form (display formulas for any size)
         from .derive_matrix import MatrixDerivation
 
@@ -402,14 +405,18 @@ def _story_commands(commands) -> None:
         help="seed of the random input sequence and of the drawn weights with --hidden H > 1 (default: 0)",
     )
     analyze.add_argument(
+        "--set", action="append", default=[], metavar="NAME=V", dest="settings",
+        help="with --cell C (any cell but rnn): set every entry of the cell's per-unit parameter NAME to V "
+        "(repeatable). The cell's weights are the generated module's init_params(--seed) (uniform in "
+        "±1/sqrt(H), and the cell's own choices such as the LSTM's b_f = 1); the report gives, per state s, "
+        "the spectral norm of ds_n/ds_j per gap (blocks of the product of the state Jacobians, from the "
+        "derivation's local partials), each direct path alone (the LSTM's carousel prod diag(f_k), the GRU's "
+        "prod diag(z_k)), and beside them the tanh RNN's product |prod do_k/do_(k-1)| on the same words at "
+        "the defaults above (--w-h, or --w-h-scale with --hidden H > 1, set its recurrent weight)",
+    )
+    analyze.add_argument(
         "--forget-bias", default=None, metavar="B",
-        help="with --cell lstm: set every forget-gate bias b_f to B (default: init_params' own b_f = 1). "
-        "With --cell lstm the LSTM's weights are the generated module's init_params(--seed) (every entry "
-        "uniform in ±1/sqrt(H), b_f = 1); the report gives the spectral norms of dc_n/dc_j and dh_n/dh_j "
-        "per gap (blocks of the product of the state Jacobians d(h_t, c_t)/d(h_(t-1), c_(t-1)), from the "
-        "derivation's local partials), the carousel alone prod diag(f_k), and beside them the tanh RNN's "
-        "product |prod do_k/do_(k-1)| on the same words at the defaults above (--w-h, or --w-h-scale with "
-        "--hidden H > 1, set its recurrent weight)",
+        help="the same as --set b_f=B: every forget-gate bias of a cell that has one (--cell lstm)",
     )
     analyze.add_argument("--json", action="store_true", help="print the measurements as JSON")
     analyze.add_argument(
@@ -569,8 +576,8 @@ def _analyze(args) -> int:
     steps = None if args.steps is None else _int_option(args.steps, "--steps", minimum=1)
     seed = _int_option(args.seed, "--seed")
     scale = None if args.w_h_scale is None else _float_option(args.w_h_scale, "--w-h-scale")
-    if model.lstm:
-        pass  # the LSTM's weights come from --seed and --forget-bias (see _analyze_lstm)
+    if model.generic:
+        pass  # the cell's weights come from --seed and --set (see _analyze_cell)
     elif model.scalar:
         w_h = scale if scale is not None else _float_option(args.w_h or "0.5", "--w-h")
         w_i = [_float_option(v, "--w-i") for v in (args.w_i or "0.5,0.5,0.5").split(",")]
@@ -583,10 +590,12 @@ def _analyze(args) -> int:
                 f"{' and --bias' if model.bias else ''} set W_h with --w-h-scale S (W_h = S*Q, Q orthogonal) "
                 "and the other weights with --seed"
             )
-    if model.lstm:
-        return _analyze_lstm(args, model, steps, words, seed, scale)
-    if args.forget_bias is not None:
-        raise UsageError("--forget-bias sets the LSTM's forget-gate bias: add --cell lstm or drop it")
+    if model.generic:
+        return _analyze_cell(args, model, steps, words, seed, scale)
+    if args.forget_bias is not None or args.settings:
+        flag = "--forget-bias" if args.forget_bias is not None else "--set"
+        raise UsageError(f"{flag} sets a per-unit parameter of a gated cell (b_f of --cell lstm): add --cell lstm "
+                         "(or another cell) or drop it")
     plot_path = _plot_target(args.plot)
     if model.scalar:
         result = analysis.analyze(
@@ -610,33 +619,50 @@ def _analyze(args) -> int:
     return 0
 
 
-def _analyze_lstm(args, model, steps, words, seed, scale) -> int:
-    """bptt analyze --cell lstm: the LSTM's Jacobian products beside the tanh RNN's (analysis_lstm)."""
-    from . import analysis_lstm
+def _settings(args) -> dict:
+    """--set NAME=V (repeatable) and --forget-bias B (the same as --set b_f=B) as {NAME: V}."""
+    settings = {}
+    for text in args.settings:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--set takes NAME=VALUE, got {text!r}: e.g. --set b_f=5")
+        settings[name.strip()] = _float_option(value, f"--set {name.strip()}")
+    if args.forget_bias is not None:
+        settings["b_f"] = _float_option(args.forget_bias, "--forget-bias")
+    for name, value in settings.items():
+        if not math.isfinite(value):
+            flag = "--forget-bias" if name == "b_f" and args.forget_bias is not None else f"--set {name}"
+            raise UsageError(f"{flag} must be a finite number, got {value!r}")
+    return settings
+
+
+def _analyze_cell(args, model, steps, words, seed, scale) -> int:
+    """bptt analyze --cell C: the cell's Jacobian products beside the tanh RNN's (cell_analysis)."""
+    from . import cell_analysis
     from .files import json_text
 
     given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
     if given:
         raise UsageError(
-            f"{given[0]} sets a weight of the plain RNN; with --cell lstm the LSTM's weights come from "
-            "--seed (init_params) and --forget-bias: drop it"
+            f"{given[0]} sets a weight of the plain RNN; with --cell {model.cell_name} the cell's weights come "
+            "from --seed (init_params) and --set NAME=V: drop it"
         )
     if args.w_h is not None and model.hidden != 1:
         raise UsageError(
             f"--w-h sets the compared scalar RNN's w_h; with --hidden {model.hidden} use --w-h-scale S"
         )
-    forget_bias = None if args.forget_bias is None else _float_option(args.forget_bias, "--forget-bias")
+    settings = _settings(args)
     plot_path = _plot_target(args.plot)
-    result = analysis_lstm.analyze_lstm(
-        steps=steps, hidden=model.hidden, words=words, seed=seed, forget_bias=forget_bias,
+    result = cell_analysis.analyze_cell(
+        model, steps=steps, words=words, seed=seed, settings=settings,
         rnn_w_h=None if args.w_h is None else _float_option(args.w_h, "--w-h"), rnn_w_h_scale=scale,
     )
     if plot_path:
-        analysis_lstm.plot(result, plot_path)
+        cell_analysis.plot(result, plot_path)
     if args.json:
         print(json_text(result.as_json()))
     else:
-        sys.stdout.write(analysis_lstm.table(result))
+        sys.stdout.write(cell_analysis.table(result))
     if plot_path:
         print(f"wrote {plot_path}", file=sys.stderr)
     return 0

@@ -268,14 +268,15 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
 def _lstm_comparison(write, target, written: list[Written], words: list[str]) -> list[str]:
     """analyze --cell lstm on the analyses' words, and train --data long for the LSTM and the RNN;
     returns the index's paragraph about it."""
-    from . import analysis_lstm, data, train
+    from . import cell_analysis, data, train
+    from .model import Model
 
-    result = analysis_lstm.analyze_lstm(words=words)
+    result = cell_analysis.analyze_cell(Model(cell="lstm"), words=words)
     stem = LSTM_ANALYSIS_STEM
     command = f"bptt analyze --cell lstm --steps {len(words)}"
     write(
         f"{stem}.txt",
-        _header(f"Command: {command}") + analysis_lstm.table(result),
+        _header(f"Command: {command}") + cell_analysis.table(result),
         "the LSTM's ‖∂c_n/∂c_j‖₂ and ‖∂h_n/∂h_j‖₂ per gap beside the tanh RNN's |Π ∂o_k/∂o_(k-1)|",
     )
     write(
@@ -284,7 +285,7 @@ def _lstm_comparison(write, target, written: list[Written], words: list[str]) ->
         "the same measurements as JSON",
     )
     path = target(f"{stem}.png")
-    analysis_lstm.plot(result, path)
+    cell_analysis.plot(result, path)
     written.append(Written(path, "the LSTM's cell path against the RNN's product, per gap (log scale)"))
 
     training, held_out = data.load("long")

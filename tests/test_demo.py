@@ -139,7 +139,7 @@ def test_demo_compares_the_lstm_with_the_rnn(demo_run):
     tanh = json.loads((out / "analysis_tanh_w_h_0.5.json").read_text(encoding="utf-8"))
     assert analysed["input"] == tanh["input"] and analysed["steps"] == demo.ANALYSIS_STEPS
     assert analysed["rnn"]["products"] == pytest.approx(tanh["products"], rel=1e-12)
-    assert analysed["cell_norms"][0] > 1e5 * tanh["products"][0]
+    assert analysed["norms"]["c"][0] > 1e5 * tanh["products"][0]
     assert "Command: bptt train --cell lstm --data long" in (out / "training_long_lstm.txt").read_text("utf-8")
     index = (out / "index.md").read_text(encoding="utf-8")
     assert "## LSTM against the plain RNN" in index
