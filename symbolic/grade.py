@@ -195,7 +195,9 @@ def _interface(d, hidden: int, inputs: int, name: str, fn) -> Interface:
     positional = tuple(cell.positional)
     keywords = tuple(p for p in positional if p in cell.vectors or p == cell.readout_bias)
     positional = tuple(p for p in positional if p not in keywords)
-    use_positional = bool(positional) and not _takes(fn, 3, ())
+    # the dict form for a function of (x, y, params) exactly; *args takes the positional form
+    use_positional = bool(positional) and (
+        _takes(fn, 2 + len(positional), keywords) or not _takes(fn, 3, ()))
     if use_positional and hidden == 1 and not keywords:
         # the notes' scalar model: w_i (D,), w_h and w_o numbers
         shapes = {p: tuple(size for size, symbol in zip(engine_shapes[p], cell.parameters[p]) if symbol != "H")
@@ -261,8 +263,10 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
     def point():
         return {name: rng.normal(0.0, SCALE, shape) for name, shape in shapes.items()}
 
+    # at one length only, more points stand in for the lengths not graded
+    batches = BATCHES if steps is None else BATCHES * len(LENGTHS)
     for n in lengths:
-        for batch in BATCHES:
+        for batch in batches:
             x = rng.normal(size=(batch, n, inputs))
             y = rng.integers(0, 2, size=batch).astype(float)
             cases.append(Case(n, batch, "random", x, y, point()))
@@ -583,7 +587,7 @@ class Report:
                 lines.append("no single known mistake explains every wrong parameter; per parameter: "
                              + "; ".join(f"{f.parameter}: {f.mistake}" for f in named))
             else:
-                lines.append("not a known mistake: it matches none of " + ", ".join(catalogue))
+                lines.append("not a known mistake: it matches none of " + ", ".join(mistakes()))
         return "\n".join(lines)
 
 
@@ -749,6 +753,10 @@ def _localise(findings: list[Finding], cases: list[Case], steps) -> str:
     wrong = [f for f in findings if not f.right and f.parameter != "loss"]
     if not wrong:
         return "the gradients are right, the loss is not"
+    loss = findings[0]
+    if not loss.right and loss.mistake is None:
+        return ("the loss is wrong too, so the forward pass is not the graded model's: check the cell, "
+                "the activation, the hidden size and the biases")
     failing = [c for c in cases if any(np.max(_relative(c.user, c.exact)[f.parameter], initial=0) > RELATIVE
                                        for f in wrong)]
     singles = [c for c in cases if c.batch == 1]

@@ -271,3 +271,16 @@ def test_readme_worked_example_fixed_passes(tmp_path):
     assert fixed != source
     (tmp_path / "fixed.py").write_text(fixed, encoding="utf-8")
     assert_bptt(load_function(tmp_path / "fixed.py"))
+
+
+def test_cli_json_stays_json_when_the_file_prints(tmp_path):
+    noisy = tmp_path / "noisy.py"
+    noisy.write_text(
+        f"import sys\nsys.path.insert(0, {str(GRADING)!r})\nprint('imported')\n"
+        "from rnn_wrong_sign import loss_and_grad as wrong\n\n"
+        "def loss_and_grad(*arguments):\n    print('called')\n    return wrong(*arguments)\n"
+    )
+    result = run_bptt("grade", str(noisy), "--json")
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["mistake"] == "residual_sign"
+    assert "imported" in result.stderr and "called" in result.stderr
