@@ -235,12 +235,7 @@ def load_module(path: str | Path) -> types.ModuleType:
         raise UsageError(f"{path} fails on import ({_one_line(error)}): regenerate it") from None
     if _WATCH is not None:
         _WATCH(b".")
-    missing = [name for name in INTERFACE if not hasattr(module, name)]
-    if missing:
-        raise UsageError(
-            f"{path} lacks {', '.join(missing)}: it does not have the generated interface "
-            "(make one with 'bptt codegen')"
-        )
+    _require_interface(module, path)
     return module
 
 
@@ -658,11 +653,16 @@ def _numerical(
     if value.size > MAX_ENTRIES:
         indices = np.sort(rng.choice(value.size, size=MAX_ENTRIES, replace=False))
     complex_step = method == "complex step"
+    # For the complex step every parameter is complex (zero imaginary parts but the one entry moved):
+    # a module may add one parameter's products into another's array in place, which NumPy refuses
+    # for complex into float64.
+    dtype = complex if complex_step else float
+    others = {other: np.asarray(given, dtype=dtype) for other, given in params.items()}
 
     def loss_at(step, index):
-        moved = value.astype(complex if complex_step else float)
+        moved = value.astype(dtype)
         moved.reshape(-1)[index] += step
-        result = interface.loss(x, y, {**params, name: moved})
+        result = interface.loss(x, y, {**others, name: moved})
         return _number(result, "loss", complex_allowed=complex_step)
 
     want = np.array(
@@ -766,6 +766,52 @@ def _check_case(interface: _Interface, case, methods, rng, report: Report, probl
             report.compared[method][name] += len(indices)
 
 
+def _require_interface(module, path) -> None:
+    """The names every module needs: INTERFACE, where a dict-interface module (CELL) may declare
+    ANALYTIC (and ACTIVATIONS) instead of one ACTIVATION."""
+    dict_interface = hasattr(module, "CELL")
+    missing = [
+        name
+        for name in INTERFACE
+        if not hasattr(module, name) and not (dict_interface and name == "ACTIVATION")
+    ]
+    if missing:
+        raise UsageError(
+            f"{path} lacks {', '.join(missing)}: it does not have the generated interface "
+            "(make one with 'bptt codegen')"
+        )
+
+
+def _analytic(module, path) -> tuple[str, bool, str]:
+    """(the activation(s) to name in the report, whether the complex step applies, why not).
+
+    A module's ANALYTIC (True when every function in it is analytic, so complex parameters flow
+    through) decides; otherwise its ACTIVATION, looked up in the activation table.
+    """
+    names = getattr(module, "ACTIVATION", None)
+    if names is None and isinstance(getattr(module, "ACTIVATIONS", None), (tuple, list)):
+        names = ", ".join(str(name) for name in module.ACTIVATIONS)
+    if hasattr(module, "ANALYTIC"):
+        analytic = module.ANALYTIC
+        if not isinstance(analytic, (bool, np.bool_)):
+            raise UsageError(
+                f"{path}: ANALYTIC must be True or False, got {_short(analytic)}: {_regenerate(path)}"
+            )
+        return str(names or "?"), bool(analytic), "the module declares ANALYTIC = False"
+    if names is None:
+        return "?", False, "the module declares neither ANALYTIC nor ACTIVATION"
+    if not isinstance(names, str):
+        raise UsageError(
+            f"{path}: ACTIVATION must name the activation, got {_short(names)}: {_regenerate(path)}"
+        )
+    from .activations import ACTIVATIONS  # here, not on import: it needs SymPy, the command does not
+
+    activation = ACTIVATIONS.get(names)
+    if activation is None:
+        return names, False, f"activation {names!r} is not one bptt knows to be analytic"
+    return names, activation.analytic, f"activation {names!r} is not analytic"
+
+
 def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     """Compare ``module.loss_and_grad`` with the numerical gradients on random inputs.
 
@@ -773,21 +819,8 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     ``UsageError``; whatever it returns that cannot be compared fails the report, named in
     ``report.problems``.
     """
-    from .activations import ACTIVATIONS  # here, not on import: it needs SymPy, the command does not
-
-    missing = [name for name in INTERFACE if not hasattr(module, name)]
-    if missing:
-        raise UsageError(
-            f"{path} lacks {', '.join(missing)}: it does not have the generated interface "
-            "(make one with 'bptt codegen')"
-        )
-    name = module.ACTIVATION
-    if not isinstance(name, str):
-        raise UsageError(
-            f"{path}: ACTIVATION must name the activation, got {_short(name)}: {_regenerate(path)}"
-        )
-    activation = ACTIVATIONS.get(name)
-    analytic = bool(activation and activation.analytic)
+    _require_interface(module, path)
+    name, analytic, reason = _analytic(module, path)
     methods = ["finite differences"] + (["complex step"] if analytic else [])
     rng = np.random.default_rng(seed)
     if hasattr(module, "CELL"):
@@ -811,8 +844,7 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     if isinstance(interface, _Dict):
         report.hidden, report.cell = interface.hidden, interface.cell
     if not analytic:
-        known = "is not analytic" if activation else "is not one bptt knows to be analytic"
-        report.skipped["complex step"] = f"activation {name!r} {known}"
+        report.skipped["complex step"] = reason
     problems = _Problems()
     for case in interface.cases(rng):
         report.cases += 1
