@@ -48,6 +48,11 @@ DEFAULT_W_O = 1.0
 DEFAULT_SEED = 0
 #: Longest sequence analysed: the terms are kept per step (a few arrays of n floats) and tabulated.
 STEPS_LIMIT = 100_000
+#: The largest float64. The generated code computes in float64; a value beyond this overflows to
+#: inf (nan where two infinities meet), so an exploding product over a long gap cannot be held.
+#: |Π| and the bound are kept as logarithms and never overflow; the terms are what float64 gave.
+FLOAT64_MAX = float(np.finfo(np.float64).max)
+LOG10_FLOAT64_MAX = math.log10(FLOAT64_MAX)
 
 
 # -- the symbolic bound ----------------------------------------------------------------------------
@@ -131,6 +136,7 @@ class Analysis:
     regime: str
     reason: str
     geometric_mean: float
+    states: np.ndarray | None = None  # (n,) o_t for t = 1..n
 
     @property
     def steps(self) -> int:
@@ -157,19 +163,44 @@ class Analysis:
 
     @property
     def norms_w_i(self) -> np.ndarray:
-        return np.linalg.norm(self.terms_w_i, axis=1)
+        return _norms(self.terms_w_i, axis=1)
 
     @property
     def shares(self) -> np.ndarray:
-        """‖term_j for w_i‖ / Σ_j ‖term_j for w_i‖: how much of the gradient each timestep carries."""
-        norms = self.norms_w_i
-        with np.errstate(invalid="ignore", over="ignore"):
-            total = norms.sum()
-            return norms / total if total > 0 and math.isfinite(total) else np.full_like(norms, np.nan)
+        """‖term_j for w_i‖ / Σ_j ‖term_j for w_i‖: how much of the gradient each timestep carries
+        (nan where that cannot be computed: a term overflowed)."""
+        return _shares(self.norms_w_i)
 
     @property
     def bound_value(self) -> float:
         return self.bound.value(self.w_h)
+
+    @property
+    def log10_bounds(self) -> np.ndarray:
+        """log10 (γ|w_h|)^gap for j = 1..n."""
+        return _log10_powers(self.bound_value, self.gaps)
+
+    @property
+    def overflow(self) -> dict | None:
+        """Where float64 overflowed (None if nowhere): the first step whose state o_t, and the first
+        gap whose |Π| does not fit, and the terms lost (count, smallest gap), with one sentence."""
+        n = self.steps
+        states = None if self.states is None else _first_lost_step(self.states)
+        too_large = np.flatnonzero(self.log10_products > LOG10_FLOAT64_MAX)
+        products = int(n - 1 - too_large.max()) if too_large.size else None
+        terms = {"w_h": _lost_terms(self.terms_w_h), "w_i": _lost_terms(self.terms_w_i)}
+        sums = _sums_overflow(self.terms_w_h, self.terms_w_i)
+        if states is None and products is None and not any(t["lost"] for t in terms.values()) and not sums:
+            return None
+        parts = []
+        if states is not None:
+            parts.append(f"the states o_t from step {states} on")
+        if products is not None:
+            parts.append(f"|Π| from gap {products} on (printed from its logarithm)")
+        parts += _lost_sentence(terms, n)
+        if sums:
+            parts.append("the sums")
+        return _overflow_json(parts, states_from_step=states, products_from_gap=products, terms=terms)
 
     def as_json(self) -> dict:
         return {
@@ -181,6 +212,7 @@ class Analysis:
             "y_hat": _number(self.y_hat),
             "factors": [_number(v) for v in self.factors],
             "products": [_number(v) for v in self.products],
+            "log10_products": [_number(v) for v in self.log10_products],
             "terms_w_h": [_number(v) for v in self.terms_w_h],
             "terms_w_i": [[_number(v) for v in row] for row in self.terms_w_i],
             "bound": {
@@ -193,6 +225,7 @@ class Analysis:
             "regime_reason": self.reason,
             "geometric_mean": _number(self.geometric_mean),
             "tolerance": TOLERANCE,
+            "overflow": self.overflow,
         }
 
 
@@ -200,6 +233,103 @@ def _number(value):
     """JSON has no inf/nan: a non-finite number becomes null."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+# -- float64 overflow: what could be computed, and saying where it could not -----------------------
+
+
+def _norms(values, axis) -> np.ndarray:
+    """Euclidean (Frobenius) norms over ``axis``, scaled by the largest |entry| so that squaring
+    entries near FLOAT64_MAX does not overflow; inf where an entry is infinite, nan where it is nan."""
+    values = np.abs(np.asarray(values, dtype=float))
+    largest = np.max(values, axis=axis, keepdims=True)
+    scale = np.where(np.isfinite(largest) & (largest > 0), largest, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.squeeze(scale, axis=axis) * np.sqrt(np.sum((values / scale) ** 2, axis=axis))
+
+
+def _shares(norms: np.ndarray) -> np.ndarray:
+    """norms / Σ norms, scaled first so the sum cannot overflow; nan where a norm is not finite."""
+    norms = np.asarray(norms, dtype=float)
+    if not norms.size or not np.all(np.isfinite(norms)) or not np.any(norms > 0):
+        return np.full(norms.shape, np.nan)
+    scaled = norms / norms.max()
+    return scaled / scaled.sum()
+
+
+def _log10_powers(base: float, gaps: np.ndarray) -> np.ndarray:
+    """log10 base^gap (−inf for base 0 and gap > 0), exact beyond float64."""
+    gaps = np.asarray(gaps, dtype=float)
+    if base == 0:
+        return np.where(gaps == 0, 0.0, -math.inf)
+    return gaps * math.log10(abs(base))
+
+
+def _first_lost_step(states) -> int | None:
+    """The first timestep t (1-based) whose state holds a non-finite value, or None."""
+    states = np.asarray(states, dtype=float)
+    lost = ~np.isfinite(states.reshape(states.shape[0], -1)).all(axis=1)
+    return int(np.argmax(lost)) + 1 if lost.any() else None
+
+
+def _lost_terms(terms) -> dict:
+    """How many terms (entry j − 1 = term j) hold a non-finite value, and the smallest such gap."""
+    terms = np.asarray(terms, dtype=float)
+    lost = ~np.isfinite(terms.reshape(terms.shape[0], -1)).all(axis=1)
+    n = terms.shape[0]
+    return {
+        "lost": int(lost.sum()),
+        "of": n,
+        "from_gap": int(n - 1 - np.flatnonzero(lost).max()) if lost.any() else None,
+    }
+
+
+def _lost_sentence(terms: dict, n: int) -> list[str]:
+    return [
+        f"{t['lost']} of {n} {name} terms (from gap {t['from_gap']})"
+        for name, t in terms.items()
+        if t["lost"]
+    ]
+
+
+def _sums_overflow(*term_arrays) -> bool:
+    """True when a gradient sum over j is not finite (a term overflowed, or the sum did)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return not all(np.all(np.isfinite(np.sum(np.asarray(t, dtype=float), axis=0))) for t in term_arrays)
+
+
+def _overflow_json(parts: list[str], **facts) -> dict:
+    places = ", in ".join(parts[:-1]) + (" and in " if len(parts) > 1 else "") + parts[-1]
+    message = (
+        f"float64 (largest {FLOAT64_MAX:.4g}) overflowed in {places}: those values read 'overflow' and "
+        "the shares '—'; every other number is as computed"
+    )
+    return {"dtype": "float64", "largest": FLOAT64_MAX, **facts, "message": message}
+
+
+def _cell(value: float, spec: str = ".4g") -> str:
+    """A measured number, or 'overflow' where float64 did not hold it."""
+    value = float(value)
+    return format(value, spec) if math.isfinite(value) else "overflow"
+
+
+def _share_cell(share: float) -> str:
+    return f"{share:.1%}" if math.isfinite(share) else "—"
+
+
+def _power_of_ten(log10: float) -> str:
+    """10^log10 written like '.4g', also beyond float64 (1.5^1999 is 4.8e+351); nan reads 'overflow'."""
+    if math.isnan(log10):
+        return "overflow"
+    if log10 == -math.inf:
+        return "0"
+    if abs(log10) < 300:
+        return f"{10.0**log10:.4g}"
+    exponent = math.floor(log10)
+    mantissa = 10.0 ** (log10 - exponent)
+    if float(f"{mantissa:.4g}") >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    return f"{mantissa:.4g}e{exponent:+03d}"
 
 
 def classify(factors: np.ndarray, bound_value: float, tolerance: float = TOLERANCE) -> tuple[str, str, float]:
@@ -307,6 +437,7 @@ def analyze(
         regime=regime,
         reason=reason,
         geometric_mean=mean,
+        states=np.asarray(terms["states"], dtype=float)[0],
     )
 
 
@@ -330,7 +461,7 @@ def table(analysis: Analysis) -> str:
         f"BPTT terms for n = {n}, activation {a.activation}, input: {words}",
         (
             f"weights: w_i = [{', '.join(f'{v:g}' for v in a.w_i)}], w_h = {a.w_h:g}, w_o = {a.w_o:g};"
-            f" ŷ = {a.y_hat:.4g}, analysed with y = {a.label}"
+            f" ŷ = {_cell(a.y_hat)}, analysed with y = {a.label}"
         ),
         "",
         (
@@ -343,6 +474,7 @@ def table(analysis: Analysis) -> str:
             f"  ⇒ |Π over a gap g| ≤ {a.bound_value:.6g}^g"
         ),
         f"regime: {a.regime} — {a.reason}",
+        *([f"overflow: {a.overflow['message']}"] if a.overflow else []),
         "",
         (
             "term j flows through timestep j; gap = n − j; Π = Π_(k=j+1..n) ∂o_k/∂o_(k-1); "
@@ -353,23 +485,22 @@ def table(analysis: Analysis) -> str:
         f"{'j':>5} {'gap':>5} {'|Π|':>11} {'bound^gap':>11} {'term w_h':>12} {'‖term w_i‖':>11} {'share':>7}"
     )
     lines += [header, "-" * len(header)]
-    products, norms, shares = a.products, a.norms_w_i, a.shares
-    with np.errstate(over="ignore"):
-        bounds = np.power(a.bound_value, a.gaps.astype(float))
+    products, bounds, norms, shares = a.log10_products, a.log10_bounds, a.norms_w_i, a.shares
     for gap in _rows_shown(n):
         i = n - 1 - gap  # index of term j = n − gap
         lines.append(
-            f"{i + 1:>5} {gap:>5} {products[i]:>11.4g} {bounds[i]:>11.4g} {a.terms_w_h[i]:>12.4g} "
-            f"{norms[i]:>11.4g} {shares[i]:>7.1%}"
+            f"{i + 1:>5} {gap:>5} {_power_of_ten(products[i]):>11} {_power_of_ten(bounds[i]):>11} "
+            f"{_cell(a.terms_w_h[i]):>12} {_cell(norms[i]):>11} {_share_cell(shares[i]):>7}"
         )
     if n > 30:
         lines.append(f"({n - len(_rows_shown(n))} rows left out; --json gives every term)")
-    gradient_h = float(np.sum(a.terms_w_h))
-    gradient_i = np.sum(a.terms_w_i, axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        gradient_h = float(np.sum(a.terms_w_h))
+        gradient_i = np.sum(a.terms_w_i, axis=0)
     lines += [
         "",
-        f"sums: ∂L/∂w_h = {gradient_h:.6g}, ∂L/∂w_i = [{', '.join(f'{v:.6g}' for v in gradient_i)}]",
-        f"short-term share of ∂L/∂w_i: {shares[-1]:.1%}",
+        f"sums: ∂L/∂w_h = {_cell(gradient_h, '.6g')}, ∂L/∂w_i = [{', '.join(_cell(v, '.6g') for v in gradient_i)}]",
+        f"short-term share of ∂L/∂w_i: {_share_cell(shares[-1])}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -401,50 +532,75 @@ def save_figure(figure, path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+#: Beyond 10^±LOG_AXIS_DECADES the plots draw log10 of the magnitudes on a linear axis: float64
+#: cannot hold 1.5^1999, and matplotlib's log axis overflows near 1e308 (its margins and ticks).
+LOG_AXIS_DECADES = 150
+
+
+def _log10_magnitudes(values) -> np.ndarray:
+    """log10 |values|; −inf for 0 and nan for a value float64 did not hold (neither is drawn)."""
+    values = np.abs(np.asarray(values, dtype=float))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.isfinite(values), np.log10(values), np.nan)
+
+
+def _draw_magnitudes(axes, gaps, series, ylabel: str) -> None:
+    """Plot each (log10 values, line options) against ``gaps``: on a log axis while every value lies
+    within 10^±LOG_AXIS_DECADES, else as log10 on a linear axis with ticks read as powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    kept = [(np.isfinite(logs), np.asarray(logs, dtype=float), options) for logs, options in series]
+    drawn = np.concatenate([logs[keep] for keep, logs, _ in kept]) if kept else np.array([])
+    wide = drawn.size and np.max(np.abs(drawn)) > LOG_AXIS_DECADES
+    for keep, logs, options in kept:
+        if wide:
+            axes.plot(gaps[keep], logs[keep], **options)
+        else:
+            axes.semilogy(gaps[keep], np.power(10.0, logs[keep]), **options)
+    if wide:
+        axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"$10^{{{value:.0f}}}$"))
+        ylabel = ylabel.replace("(log scale)", "(log scale, drawn from log10)")
+    axes.set_ylabel(ylabel)
+
+
 def plot(analysis: Analysis, path) -> None:
     """log|term_j| against the gap, with the bound's line (γ|w_h|)^gap scaled to the short-term term."""
     plt = pyplot()
     a = analysis
     gaps = a.gaps[::-1]  # 0..n−1
-    norms = a.norms_w_i[::-1]
-    terms_h = np.abs(a.terms_w_h[::-1])
-    products = a.products[::-1]
+    norms = _log10_magnitudes(a.norms_w_i[::-1])
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-
-    def positive(values):
-        values = np.asarray(values, dtype=float)
-        keep = np.isfinite(values) & (values > 0)
-        return gaps[keep], values[keep]
-
     marker = "o" if a.steps <= 40 else None
-    axes.semilogy(
-        *positive(norms), marker=marker, markersize=3, color="C0", label=r"$\|$term$_j$ for $w_i\|$"
-    )
-    axes.semilogy(
-        *positive(terms_h),
-        marker=marker,
-        markersize=3,
-        color="C1",
-        alpha=0.8,
-        label=r"$|$term$_j$ for $w_h|$",
-    )
-    axes.semilogy(
-        *positive(products),
-        color="C2",
-        linestyle=":",
-        label=r"$|\Pi_{k=j+1}^{n}\ \partial o_k/\partial o_{k-1}|$",
-    )
-    if norms[0] > 0 and math.isfinite(norms[0]):
-        with np.errstate(over="ignore", under="ignore"):
-            line = norms[0] * np.power(a.bound_value, gaps.astype(float))
-        axes.semilogy(
-            *positive(line),
-            color="C3",
-            linestyle="--",
-            label=rf"bound $(\gamma|w_h|)^{{gap}}$ = ${a.bound_value:.3g}^{{gap}}$ × short-term",
+    series = [
+        (norms, {"marker": marker, "markersize": 3, "color": "C0", "label": r"$\|$term$_j$ for $w_i\|$"}),
+        (
+            _log10_magnitudes(a.terms_w_h[::-1]),
+            {
+                "marker": marker,
+                "markersize": 3,
+                "color": "C1",
+                "alpha": 0.8,
+                "label": r"$|$term$_j$ for $w_h|$",
+            },
+        ),
+        (
+            a.log10_products[::-1],
+            {"color": "C2", "linestyle": ":", "label": r"$|\Pi_{k=j+1}^{n}\ \partial o_k/\partial o_{k-1}|$"},
+        ),
+    ]
+    if math.isfinite(norms[0]):
+        series.append(
+            (
+                norms[0] + a.log10_bounds[::-1],
+                {
+                    "color": "C3",
+                    "linestyle": "--",
+                    "label": rf"bound $(\gamma|w_h|)^{{gap}}$ = ${a.bound_value:.3g}^{{gap}}$ × short-term",
+                },
+            )
         )
+    _draw_magnitudes(axes, gaps, series, "magnitude (log scale)")
     axes.set_xlabel("gap n − j (timesteps between input j and the output)")
-    axes.set_ylabel("magnitude (log scale)")
     axes.set_title(f"{a.activation}, w_h = {a.w_h:g}, n = {a.steps}: {a.regime}")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
@@ -579,6 +735,7 @@ class MatrixAnalysis:
     regime: str
     reason: str
     growth: float
+    states: np.ndarray | None = None  # (n, H) o_t for t = 1..n
 
     @property
     def steps(self) -> int:
@@ -613,20 +770,45 @@ class MatrixAnalysis:
             return np.power(self.bound_value, self.gaps.astype(float))
 
     @property
+    def log10_bounds(self) -> np.ndarray:
+        """log10 (γ σ_max)^gap for j = 1..n, exact beyond float64."""
+        return _log10_powers(self.bound_value, self.gaps)
+
+    @property
     def norms_w_h(self) -> np.ndarray:
-        return np.sqrt(np.sum(self.terms_w_h**2, axis=(1, 2)))
+        return _norms(self.terms_w_h, axis=(1, 2))
 
     @property
     def norms_w_i(self) -> np.ndarray:
-        return np.sqrt(np.sum(self.terms_w_i**2, axis=(1, 2)))
+        return _norms(self.terms_w_i, axis=(1, 2))
 
     @property
     def shares(self) -> np.ndarray:
-        """‖term_j for W_i‖ / Σ_j ‖term_j for W_i‖."""
-        norms = self.norms_w_i
-        with np.errstate(invalid="ignore", over="ignore"):
-            total = norms.sum()
-            return norms / total if total > 0 and math.isfinite(total) else np.full_like(norms, np.nan)
+        """‖term_j for W_i‖ / Σ_j ‖term_j for W_i‖ (nan where a term overflowed)."""
+        return _shares(self.norms_w_i)
+
+    @property
+    def overflow(self) -> dict | None:
+        """Where float64 overflowed (None if nowhere); as ``Analysis.overflow``. ‖Π‖₂ is computed
+        with rescaling and only fails where f′(a_k) itself is lost (a state overflowed)."""
+        n = self.steps
+        states = None if self.states is None else _first_lost_step(self.states)
+        lost_products = np.flatnonzero(np.isnan(self.log10_jacobian_norms))
+        products = int(n - 1 - lost_products.max()) if lost_products.size else None
+        terms = {"W_h": _lost_terms(self.terms_w_h), "W_i": _lost_terms(self.terms_w_i)}
+        sums = _sums_overflow(self.terms_w_h, self.terms_w_i)
+        y_hat_lost = not math.isfinite(self.y_hat)
+        if states is None and products is None and not any(t["lost"] for t in terms.values()) and not sums:
+            return None
+        parts = []
+        if states is not None:
+            parts.append(f"the states o_t from step {states} on" + (" (and so in ŷ)" if y_hat_lost else ""))
+        if products is not None:
+            parts.append(f"‖Π‖₂ from gap {products} on (f′(a_k) is lost with o_k)")
+        parts += _lost_sentence(terms, n)
+        if sums:
+            parts.append("the sums")
+        return _overflow_json(parts, states_from_step=states, products_from_gap=products, terms=terms)
 
     def as_json(self) -> dict:
         gamma = float(self.gamma)
@@ -653,6 +835,7 @@ class MatrixAnalysis:
             "jacobian_norms": _nested(self.jacobian_norms),
             "log10_jacobian_norms": _nested(self.log10_jacobian_norms),
             "bounds": _nested(self.bounds),
+            "log10_bounds": _nested(self.log10_bounds),
             "term_norms_w_h": _nested(self.norms_w_h),
             "term_norms_w_i": _nested(self.norms_w_i),
             "shares": _nested(self.shares),
@@ -662,6 +845,7 @@ class MatrixAnalysis:
             "regime_reason": self.reason,
             "growth": _number(self.growth),
             "tolerance": TOLERANCE,
+            "overflow": self.overflow,
         }
 
 
@@ -763,6 +947,7 @@ def analyze_matrix(
         regime=regime,
         reason=reason,
         growth=growth,
+        states=np.asarray(terms["states"], dtype=float)[0],
     )
 
 
@@ -816,7 +1001,7 @@ def matrix_table(analysis: MatrixAnalysis) -> str:
         verdict = "σ_max = 1/γ: on the boundary"
     lines = [
         f"BPTT terms for n = {n}, activation {a.activation}, hidden size H = {H}, input: {words}",
-        f"weights: {drawn}; ŷ = {a.y_hat:.4g}, analysed with y = {a.label}",
+        f"weights: {drawn}; ŷ = {_cell(a.y_hat)}, analysed with y = {a.label}",
         "",
         f"singular values of W_h: {_values(a.singular_values)}",
         f"γ = sup|{a.activation}'| = {a.gamma}, 1/γ = {1 / gamma:.4g}, σ_max(W_h) = {sigma:.6g}",
@@ -826,6 +1011,7 @@ def matrix_table(analysis: MatrixAnalysis) -> str:
         ),
         f"Pascanu, Mikolov & Bengio (2013): {verdict}",
         f"regime: {a.regime} — {a.reason}",
+        *([f"overflow: {a.overflow['message']}"] if a.overflow else []),
         "",
         (
             "term j flows through timestep j; gap = n − j; Π = Π_(k=j+1..n) diag(f'(a_k)) W_h; "
@@ -834,22 +1020,22 @@ def matrix_table(analysis: MatrixAnalysis) -> str:
     ]
     header = f"{'j':>5} {'gap':>5} {'‖Π‖₂':>11} {'bound^gap':>11} {'‖term W_h‖':>11} {'‖term W_i‖':>11} {'share':>7}"
     lines += [header, "-" * len(header)]
-    norms, bounds, norms_h, norms_i, shares = a.jacobian_norms, a.bounds, a.norms_w_h, a.norms_w_i, a.shares
+    norms, bounds = a.log10_jacobian_norms, a.log10_bounds
+    norms_h, norms_i, shares = a.norms_w_h, a.norms_w_i, a.shares
     for gap in _rows_shown(n):
         i = n - 1 - gap
         lines.append(
-            f"{i + 1:>5} {gap:>5} {norms[i]:>11.4g} {bounds[i]:>11.4g} {norms_h[i]:>11.4g} "
-            f"{norms_i[i]:>11.4g} {shares[i]:>7.1%}"
+            f"{i + 1:>5} {gap:>5} {_power_of_ten(norms[i]):>11} {_power_of_ten(bounds[i]):>11} "
+            f"{_cell(norms_h[i]):>11} {_cell(norms_i[i]):>11} {_share_cell(shares[i]):>7}"
         )
     if n > 30:
         lines.append(f"({n - len(_rows_shown(n))} rows left out; --json gives every term)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = [_norms(np.sum(t, axis=0)[np.newaxis], axis=(1, 2))[0] for t in (a.terms_w_h, a.terms_w_i)]
     lines += [
         "",
-        (
-            f"sums: ‖∂L/∂W_h‖ = {np.linalg.norm(np.sum(a.terms_w_h, axis=0)):.6g}, "
-            f"‖∂L/∂W_i‖ = {np.linalg.norm(np.sum(a.terms_w_i, axis=0)):.6g}"
-        ),
-        f"short-term share of ∂L/∂W_i: {shares[-1]:.1%}",
+        f"sums: ‖∂L/∂W_h‖ = {_cell(sums[0], '.6g')}, ‖∂L/∂W_i‖ = {_cell(sums[1], '.6g')}",
+        f"short-term share of ∂L/∂W_i: {_share_cell(shares[-1])}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -860,44 +1046,48 @@ def matrix_plot(analysis: MatrixAnalysis, path) -> None:
     a = analysis
     gaps = a.gaps[::-1]
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-
-    def positive(values):
-        values = np.asarray(values, dtype=float)[::-1]
-        keep = np.isfinite(values) & (values > 0)
-        return gaps[keep], values[keep]
-
     marker = "o" if a.steps <= 40 else None
-    axes.semilogy(
-        *positive(a.jacobian_norms),
-        marker=marker,
-        markersize=3,
-        color="C2",
-        label=r"$\|\prod_{k=j+1}^{n} \mathrm{diag}(f'(a_k)) W_h\|_2$",
-    )
-    axes.semilogy(
-        *positive(a.bounds),
-        color="C3",
-        linestyle="--",
-        label=rf"bound $(\gamma\,\sigma_{{max}})^{{gap}}$ = ${a.bound_value:.3g}^{{gap}}$",
-    )
-    axes.semilogy(
-        *positive(a.norms_w_i),
-        marker=marker,
-        markersize=3,
-        color="C0",
-        alpha=0.8,
-        label=r"$\|$term$_j$ for $W_i\|$",
-    )
-    axes.semilogy(
-        *positive(a.norms_w_h),
-        marker=marker,
-        markersize=3,
-        color="C1",
-        alpha=0.8,
-        label=r"$\|$term$_j$ for $W_h\|$",
-    )
+    series = [
+        (
+            a.log10_jacobian_norms[::-1],
+            {
+                "marker": marker,
+                "markersize": 3,
+                "color": "C2",
+                "label": r"$\|\prod_{k=j+1}^{n} \mathrm{diag}(f'(a_k)) W_h\|_2$",
+            },
+        ),
+        (
+            a.log10_bounds[::-1],
+            {
+                "color": "C3",
+                "linestyle": "--",
+                "label": rf"bound $(\gamma\,\sigma_{{max}})^{{gap}}$ = ${a.bound_value:.3g}^{{gap}}$",
+            },
+        ),
+        (
+            _log10_magnitudes(a.norms_w_i[::-1]),
+            {
+                "marker": marker,
+                "markersize": 3,
+                "color": "C0",
+                "alpha": 0.8,
+                "label": r"$\|$term$_j$ for $W_i\|$",
+            },
+        ),
+        (
+            _log10_magnitudes(a.norms_w_h[::-1]),
+            {
+                "marker": marker,
+                "markersize": 3,
+                "color": "C1",
+                "alpha": 0.8,
+                "label": r"$\|$term$_j$ for $W_h\|$",
+            },
+        ),
+    ]
+    _draw_magnitudes(axes, gaps, series, "norm (log scale)")
     axes.set_xlabel("gap n − j (timesteps between input j and the output)")
-    axes.set_ylabel("norm (log scale)")
     axes.set_title(
         f"{a.activation}, H = {a.hidden}, σ_max(W_h) = {a.sigma_max:.3g}, n = {a.steps}: {a.regime}"
     )

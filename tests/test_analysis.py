@@ -223,13 +223,14 @@ def test_mistakes_are_usage_errors(arguments, message):
 # -- through the command line ----------------------------------------------------------------------
 
 
-def bptt(*arguments, cwd=None, prelude=""):
+def bptt(*arguments, cwd=None, prelude="", env=None):
     """Run the real command line in a fresh interpreter (``prelude`` runs first, e.g. to hide a module)."""
     if prelude:
         command = ["-c", f"import sys{prelude}; from symbolic.cli import main; sys.exit(main(sys.argv[1:]))"]
     else:
         command = ["-m", "symbolic"]
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    environment.update(env or {})
     return subprocess.run(
         [sys.executable, *command, *arguments],
         check=False,
@@ -288,3 +289,103 @@ def test_plot_without_matplotlib_names_the_extra(tmp_path):
     assert run.returncode == 2
     assert "pip install bptt[plot]" in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "p.png").exists()
+
+
+# -- float64 overflow: said where, what could be computed shown, no warning, nan or inf ----------------
+
+#: Any RuntimeWarning (NumPy's overflow, invalid value, …) ends the process with a traceback.
+STRICT = {"PYTHONWARNINGS": "error::RuntimeWarning"}
+#: 1.5^gap exceeds float64 from this gap on (the oracle: logarithms, no float64 power).
+FIRST_OVERFLOWING_GAP = math.floor(math.log10(np.finfo(np.float64).max) / math.log10(1.5)) + 1
+
+
+def strict_json(text):
+    """json.loads that refuses NaN and Infinity (which Python's json.dumps writes by default)."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def power_of_ten_text(log10):
+    exponent = math.floor(log10)
+    return f"{10 ** (log10 - exponent):.4g}e+{exponent}"
+
+
+def test_cli_exploding_past_float64_says_where_and_shows_the_rest(tmp_path):
+    """ReLU, w_h = 1.5, n = 2000 (README: analyze's limit is 100000 steps): 1.5^gap passes the largest
+    float64 at gap 1751. With x one-hot and |ŷ − y| w_o = 1, ‖term_j for w_i‖ = 1.5^gap exactly."""
+    assert FIRST_OVERFLOWING_GAP == 1751
+    plot = tmp_path / "exploding.png"
+    run = bptt("analyze", "-n", "2000", "-a", "relu", "--w-h", "1.5", "--plot", str(plot), env=STRICT)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == f"wrote {plot}\n"
+    text = run.stdout
+    assert "nan" not in text.lower() and not any(word in ("inf", "-inf") for word in text.split())
+    (line,) = [row for row in text.splitlines() if row.startswith("overflow: ")]
+    assert "float64 (largest 1.798e+308) overflowed in the states o_t from step 1751 on" in line
+    assert "|Π| from gap 1751 on" in line and "249 of 2000 w_i terms (from gap 1751)" in line
+    assert "2000 of 2000 w_h terms (from gap 0)" in line
+    rows = {int(row.split()[1]): row.split() for row in text.splitlines() if row[:5].strip().isdigit()}
+    # |Π| and the bound beyond float64, printed from their logarithms; the w_i term where it fits.
+    assert rows[1999][2] == rows[1999][3] == power_of_ten_text(1999 * math.log10(1.5)) == "1.015e+352"
+    assert rows[1999][4:] == ["overflow", "overflow", "—"]
+    assert float(rows[1144][5]) == pytest.approx(1.5**1144, rel=1e-3)  # squared, it would overflow
+    assert rows[0][2:] == ["1", "1", "overflow", "1", "—"]
+    assert "sums: ∂L/∂w_h = overflow" in text and "short-term share of ∂L/∂w_i: —" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_json_of_an_overflow_is_valid_json_with_what_could_be_computed():
+    run = bptt("analyze", "-n", "2000", "-a", "relu", "--w-h", "1.5", "--json", env=STRICT)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    data = strict_json(run.stdout)
+    overflow = data["overflow"]
+    assert overflow["dtype"] == "float64" and overflow["states_from_step"] == 1751
+    assert overflow["products_from_gap"] == FIRST_OVERFLOWING_GAP
+    assert overflow["terms"]["w_i"] == {"lost": 249, "of": 2000, "from_gap": 1751}
+    assert overflow["terms"]["w_h"] == {"lost": 2000, "of": 2000, "from_gap": 0}
+    assert overflow["message"].startswith("float64 (largest 1.798e+308) overflowed in")
+    gaps = 2000 - np.arange(1, 2001)
+    for gap, row in zip(gaps, data["terms_w_i"]):
+        if gap >= FIRST_OVERFLOWING_GAP:
+            assert None in row
+        else:
+            assert math.hypot(*row) == pytest.approx(1.5**gap, rel=1e-9), gap
+    assert data["log10_products"][0] == pytest.approx(1999 * math.log10(1.5), rel=1e-12)
+    assert data["products"][0] is None and data["products"][-1] == 1.0
+
+
+@pytest.mark.parametrize("activation", ["relu", "identity"])
+def test_cli_matrix_overflow_is_said_and_valid_json(activation):
+    """H = 4, W_h = 3·Q: the states overflow (inf − inf is nan), so ŷ and every term are lost."""
+    arguments = ("analyze", "--hidden", "4", "-n", "2000", "-a", activation, "--w-h-scale", "3")
+    run = bptt(*arguments, env=STRICT)
+    assert run.returncode == 0, run.stderr
+    assert "nan" not in run.stdout.lower() and " inf" not in run.stdout
+    assert "ŷ = overflow" in run.stdout and "overflow: float64 (largest 1.798e+308) overflowed in" in run.stdout
+    assert "short-term share of ∂L/∂W_i: —" in run.stdout
+    data = strict_json(bptt(*arguments, "--json", env=STRICT).stdout)
+    assert data["overflow"]["terms"]["W_i"]["lost"] == 2000 and data["regime"] == "exploding"
+    assert data["log10_bounds"][0] == pytest.approx(1999 * math.log10(3), rel=1e-12)
+
+
+def test_no_overflow_no_overflow_line():
+    result = analysis.analyze(activation="relu", w_h=1.5, steps=12)
+    assert result.overflow is None and result.as_json()["overflow"] is None
+    assert "overflow" not in analysis.table(result)
+    matrix = analysis.analyze_matrix(steps=12, hidden=3, w_h_scale=3, activation="relu")
+    assert matrix.overflow is None and "overflow" not in analysis.matrix_table(matrix)
+
+
+def test_power_of_ten_and_norms_beyond_float64():
+    assert analysis._power_of_ten(math.log10(2.5)) == "2.5"
+    assert analysis._power_of_ten(400 + math.log10(9.99999)) == "1e+401"  # rounds up into the exponent
+    assert analysis._power_of_ten(-400.5) == "3.162e-401"
+    assert analysis._power_of_ten(-math.inf) == "0" and analysis._power_of_ten(math.nan) == "overflow"
+    norms = analysis._norms(np.array([[1e200, 1e200], [3.0, 4.0], [np.inf, 0.0]]), axis=1)
+    np.testing.assert_allclose(norms[:2], [math.sqrt(2) * 1e200, 5.0])
+    assert norms[2] == np.inf
+    shares = analysis._shares(np.array([1e308, 1e308]))
+    np.testing.assert_allclose(shares, [0.5, 0.5])
