@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from symbolic.codegen import load
-from symbolic.model import Model
+from symbolic.model import CELLS, Model
 
 STEP = 1e-30  # complex step
 
@@ -234,3 +234,32 @@ def test_lstm_module_computes_narrow_inputs_in_float64(dtype, backend):
         loss, grads = module.loss_and_grad(x, y, params)
     assert loss == pytest.approx(want_loss, rel=1e-12)
     assert_gradients_equal([grads[n] for n in names], want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", [cell for cell in CELLS if cell != "rnn"])
+@pytest.mark.parametrize("dtype", list(NARROW))
+def test_every_cell_computes_narrow_inputs_as_their_float64_values(dtype, cell, backend):
+    """Every cell's module (dictionary interface), whatever its equations: narrow x and W_· give
+    exactly what their float64 values give (each module is checked in float64 elsewhere)."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    module = load(Model(steps=3, cell=cell, hidden=2, inputs=3), "unrolled", backend)
+    x, row = narrow_inputs(dtype)
+    params = {name: np.full(shape, 0.3) for name, shape in module.PARAMS.items()}
+    narrow = [name for name, shape in module.PARAMS.items() if name.startswith("W_")]
+    assert narrow, module.PARAMS
+    for name in narrow:
+        params[name] = np.broadcast_to(row, module.PARAMS[name]).copy()
+    y = np.array([1, 0], dtype=np.int8)
+    with np.errstate(all="raise", under="ignore"):
+        loss, grads = module.loss_and_grad(x, y, params)
+    wide = {name: np.asarray(value, dtype=np.float64) for name, value in params.items()}
+    want_loss, want = module.loss_and_grad(x.astype(np.float64), y.astype(np.float64), wide)
+    assert loss == want_loss
+    for name in module.PARAMS:
+        assert grads[name].dtype == np.float64
+        np.testing.assert_array_equal(grads[name], want[name])
+    with np.errstate(over="ignore"):
+        in_own_dtype = x[:, 0] @ params[narrow[0]].T  # the product the module must not form
+    assert not np.array_equal(in_own_dtype.astype(np.float64), x[:, 0].astype(np.float64) @ wide[narrow[0]].T)
