@@ -190,3 +190,36 @@ def test_write_atomic_never_replaces_a_fifo_or_a_directory(tmp_path):
             symbolic.files.write_atomic(tmp_path / name, "text")
     assert (tmp_path / "fifo").is_fifo() and (tmp_path / "adir").is_dir()
     _no_temporary(tmp_path, "fifo", "adir")
+
+
+def test_a_file_size_limit_through_the_command_line_leaves_the_old_file(tmp_path):
+    """A real failing write in a real bptt process: RLIMIT_FSIZE makes every write past 4 KiB fail with
+    EFBIG (Python ignores SIGXFSZ), like a disk that fills up mid-file. One line, exit 2, the old file
+    as it was, no temporary file."""
+    import resource
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    target = tmp_path / "out.txt"
+    target.write_text(OLD)
+    limit = 4096
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    run = subprocess.run(
+        [sys.executable, "-m", "symbolic", "derive", "--steps", "3", "-o", str(target)],
+        preexec_fn=limited,  # the limit applies to the child only
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert run.stderr.startswith(f"bptt: error: cannot write {target}: File too large (the file is unchanged)")
+    _only_old_file(tmp_path)
