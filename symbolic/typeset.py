@@ -1,0 +1,756 @@
+"""Typesetting any cell's BPTT: a LaTeX document or a Markdown page (KaTeX math) from a ``CellDerivation``.
+
+One printer, :class:`CellPrinter` (a SymPy ``LatexPrinter`` subclass), prints the engine's per-unit
+expressions in two readings:
+
+- **per unit** (the local derivatives): ``c_prev`` is c_{t−1}, ``a_i`` is a_{i,t}, ``U_n@h_prev`` is
+  (U_n h_{t−1}) (one entry of the product), ``tanh_c`` (an activation the engine lifted into a node of
+  its own) is tanh(c_t), ``delta_a_i`` is δa_{i,t};
+- **as vectors** (the model, the δ recursion, the gradients, the state Jacobian): values bold, every
+  product of vectors ⊙, a number in a sum the vector of ones 𝟏, a power elementwise (∘).
+
+The time index is a setting of the printer (t, t + 1, n, k…), so what step t + 1 sends back to s_t prints
+at t + 1 inside a row of step t. Display-only expressions (:class:`Terms`, :class:`At`,
+:class:`Transposed`, :class:`Brace`, :class:`Diag`…) keep the order and grouping the document shows;
+the printed pieces go to one template per format (``templates/latex/cell.tex.j2``, ``cell.md.j2``,
+sharing ``cell_body.j2``), which only lays them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.printing.latex import LatexPrinter, translate
+from sympy.printing.precedence import PRECEDENCE
+
+from .engine import CellDerivation, derive_cell
+from .files import MARKER
+from .model import VOCABULARY
+from .templating import render
+
+FORMATS = ("tex", "md")
+
+
+# -- display-only expressions ------------------------------------------------------------------------------
+
+
+class _Display(sp.Expr):
+    """An expression that only prints; its arguments are SymPy objects."""
+
+    def __new__(cls, *args):
+        return sp.Expr.__new__(cls, *(sp.sympify(arg) if not isinstance(arg, str) else sp.Symbol(arg) for arg in args))
+
+
+class Terms(_Display):
+    """A sum printed in the order given (zero terms left out)."""
+
+
+class At(_Display):
+    """``expr`` printed at another step: At(expr, offset) at t + offset; At(expr, offset, "k") at k + offset."""
+
+
+class Transposed(_Display):
+    """Mᵀ δ: the matrix (a Symbol named as the parameter) transposed, applied to a vector δ."""
+
+
+class Chain(_Display):
+    """Factors juxtaposed (matrix products): diag(v) U, M (…)."""
+
+
+class Diag(_Display):
+    """diag(v); diag(1) prints as the identity I."""
+
+
+class Brace(_Display):
+    """An expression under a brace with a label (LaTeX, a Symbol's name)."""
+
+
+class Outer(_Display):
+    """δ uᵀ: an outer product of a column δ and the row uᵀ."""
+
+
+class StepSum(_Display):
+    """Σ_{t=1}^{n} of the expression."""
+
+
+class GapProduct(_Display):
+    """Π_{k=j+1}^{n} of the expression printed at step k."""
+
+
+class Partial(_Display):
+    """∂ of / ∂ wrt, both printed."""
+
+
+class Transpose(_Display):
+    """vᵀ of a vector (the readout w_yᵀ h_n)."""
+
+
+# -- names ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Name:
+    """How a symbol prints: a letter with a qualifier (a_{i,t}), and what kind of value it is.
+
+    kind: "value" (a value of step t), "previous" (a state at t − 1), "input", "matrix", "vector",
+    "scalar" (ŷ, y, L), "lifted" (an activation node: printed as its expression), "inline" (a matrix's
+    operand written in place: printed as its expression in parentheses), "linear" (M u), "delta" (δ of
+    the symbol ``of``).
+    """
+
+    kind: str
+    letter: str = ""
+    qualifier: str = ""
+    of: sp.Symbol | None = None
+    expr: sp.Expr | None = None
+    matrix: str = ""
+
+
+def _letter(base: str, bold: bool) -> str:
+    tex = translate(base)
+    if tex == base and len(base) > 1:
+        return rf"\mathbf{{{base}}}" if bold else rf"\mathit{{{base}}}"
+    if bold:
+        return rf"\boldsymbol{{{tex}}}" if tex.startswith("\\") else rf"\mathbf{{{tex}}}"
+    return tex
+
+
+def _split(name: str) -> tuple[str, str]:
+    base, *rest = name.split("_")
+    return base, ",".join(rest)
+
+
+def names_of(d: CellDerivation) -> dict:
+    """symbol → :class:`Name` for every symbol the derivation's expressions hold."""
+    cell = d.cell
+    names: dict = {}
+    inline = {linear.operand for linear in d.linears if linear.operand == f"{linear.matrix}_arg"}
+    for node in d.nodes:
+        if node.name in inline:
+            names[node.symbol] = Name("inline", expr=node.expr)
+        elif node.auto and node.activation:
+            names[node.symbol] = Name("lifted", expr=node.expr)
+        else:
+            names[node.symbol] = Name("value", *_split(node.name))
+    for state, symbol in d.previous.items():
+        names[symbol] = Name("previous", *_split(state))
+    names[cell.input_symbol] = Name("input", "x")
+    for name in cell.parameters:
+        kind = "matrix" if name in cell.matrices else ("vector" if cell.parameters[name] == ("H",) else "scalar")
+        names[sp.Symbol(name)] = Name(kind, *_split(name))
+    for linear in d.linears:
+        operand = {"x": cell.input_symbol} | {str(s): s for s in d.previous.values()}
+        operand = operand.get(linear.operand, sp.Symbol(linear.operand))
+        names[linear.symbol] = Name("linear", matrix=linear.matrix, of=operand)
+        names[linear.delta] = Name("delta", of=linear.symbol)
+    for node_name, delta in d.symbols["delta"].items():
+        names[delta] = Name("delta", of=d.node[node_name].symbol)
+    for state, delta in d.incoming.items():
+        names[delta] = Name("delta", of=d.state_node(state).symbol)
+    for state, adjoint in d.sent.items():
+        names[adjoint.symbol] = Name("delta", of=d.previous[state])
+    names[d.symbols["y_hat"]] = Name("scalar", r"\hat{y}")
+    names[d.symbols["y"]] = Name("scalar", "y")
+    names[sp.Symbol("L")] = Name("scalar", "L")
+    return names
+
+
+# -- the printer ---------------------------------------------------------------------------------------------------
+
+
+class CellPrinter(LatexPrinter):
+    """SymPy's LaTeX printer for a cell's per-unit expressions, per unit or as vectors, at a step.
+
+    ``step`` is (letter, offset): ("t", 0) prints c_{t}, h_{t-1}; ("t", 1) prints c_{t+1}, h_{t}.
+    """
+
+    def __init__(self, names: dict, vector: bool = False, step: tuple = ("t", 0), order: dict | None = None):
+        super().__init__()
+        self.names = names
+        self.vector = vector
+        self.step = step
+        #: node symbol → its position in the step (products list the step's values in this order)
+        self.positions = order or {}
+
+    def at(self, offset: int = 0, letter: str | None = None) -> CellPrinter:
+        """This printer at another step."""
+        current, shift = self.step
+        step = (letter, offset) if letter else (current, shift + offset)
+        return CellPrinter(self.names, self.vector, step, self.positions)
+
+    def units(self) -> CellPrinter:
+        return CellPrinter(self.names, False, self.step, self.positions)
+
+    def _index(self, back: int = 0) -> str:
+        letter, offset = self.step
+        offset -= back
+        return letter if offset == 0 else f"{letter}{offset:+d}"
+
+    # -- symbols -------------------------------------------------------------------------------------------
+
+    def _print_Symbol(self, expr, style="plain"):
+        name = self.names.get(expr)
+        if name is None:
+            return super()._print_Symbol(expr, style)
+        kind = name.kind
+        if kind in ("value", "previous", "input"):
+            index = self._index(1 if kind == "previous" else 0)
+            subscript = f"{name.qualifier},{index}" if name.qualifier else index
+            return f"{_letter(name.letter, self.vector)}_{{{subscript}}}"
+        if kind in ("matrix", "vector", "scalar"):
+            if kind == "scalar" and not name.qualifier and name.letter.startswith("\\"):
+                return name.letter
+            letter = _letter(name.letter, self.vector and kind == "vector")
+            return f"{letter}_{{{name.qualifier}}}" if name.qualifier else letter
+        if kind == "lifted":
+            return self._print(name.expr)
+        if kind == "inline":
+            return rf"\left({self._print(name.expr)}\right)"
+        if kind == "linear":
+            return f"{self._print(sp.Symbol(name.matrix))} {self._print(name.of)}"
+        if kind == "delta":
+            delta = r"\boldsymbol{\delta}" if self.vector else r"\delta "
+            target = self.names.get(name.of)
+            printed = self._print(name.of)
+            if target is not None and target.kind == "linear":
+                printed = rf"\left({printed}\right)"
+            return (delta + printed).replace(r"\delta \left", r"\delta\left")
+        raise AssertionError(kind)
+
+    def _is_product_like(self, expr) -> bool:
+        """A symbol that prints as a product or a sum (M u, an inline operand): bracketed as a factor."""
+        name = self.names.get(expr) if isinstance(expr, sp.Symbol) else None
+        return name is not None and name.kind == "linear"
+
+    # -- arithmetic -----------------------------------------------------------------------------------------
+
+    def _rank(self, factor) -> tuple:
+        """Factors of a product: δs first, then the step's values in their order, activations, previous
+        states and inputs, sums and powers, parameters and matrix products."""
+        if isinstance(factor, sp.Symbol):
+            name = self.names.get(factor)
+            kind = name.kind if name else "scalar"
+            if kind == "delta":
+                return (0, 0)
+            if kind in ("value", "lifted", "inline"):
+                return (1, self.positions.get(factor, 0))
+            if kind in ("previous", "input"):
+                return (3, 0)
+            if kind == "scalar":
+                return (0, 1)
+            return (5, 0)
+        if isinstance(factor, sp.Function):
+            return (2, 0)
+        return (4, 0)
+
+    def _print_Mul(self, expr):
+        coefficient, factors = expr.as_coeff_mul()
+        factors = sorted(factors, key=lambda f: (self._rank(f), sp.default_sort_key(f)))
+        prefix = ""
+        if coefficient == -1:
+            prefix = "- "
+        elif coefficient != 1:
+            prefix = self._print(coefficient) + " "
+        separator = r" \odot " if self.vector else " "
+        printed = []
+        for factor in factors:
+            tex = self.parenthesize(factor, PRECEDENCE["Mul"], strict=True)
+            if len(factors) > 1 and self._is_product_like(factor):
+                tex = rf"\left({tex}\right)"
+            printed.append(tex)
+        return prefix + separator.join(printed)
+
+    def _term_rank(self, term) -> int:
+        """Terms of a sum: linear maps of the input, other linear maps, the rest, parameters alone."""
+        names = [self.names.get(s) for s in term.free_symbols]
+        if any(n and n.kind == "linear" and n.of in self.names and self.names[n.of].kind == "input" for n in names):
+            return 0
+        if any(n and n.kind == "linear" for n in names):
+            return 1
+        if term.free_symbols and all(n and n.kind in ("vector", "matrix") for n in names):
+            return 2
+        return 3 if term.free_symbols else 4
+
+    def _print_Add(self, expr, order=None):
+        terms = list(expr.as_ordered_terms())
+        terms.sort(key=lambda term: (term.could_extract_minus_sign(), self._term_rank(term)))
+        tex = ""
+        for index, term in enumerate(terms):
+            negative = term.could_extract_minus_sign()
+            if negative:
+                term = -term
+                tex += " - " if index else "- "
+            elif index:
+                tex += " + "
+            if self.vector and term.is_Number:
+                term_tex = r"\mathbf{1}" if term == 1 else rf"{self._print(term)} \cdot \mathbf{{1}}"
+            else:
+                term_tex = self._print(term)
+                if self._needs_add_brackets(term):
+                    term_tex = rf"\left({term_tex}\right)"
+            tex += term_tex
+        return tex
+
+    def _print_Pow(self, expr, rational=False):
+        base, exponent = expr.as_base_exp()
+        if not (exponent.is_Integer and exponent > 0):
+            return super()._print_Pow(expr, rational)
+        tex = self.parenthesize(base, PRECEDENCE["Pow"], strict=True)
+        if self._is_product_like(base):
+            tex = rf"\left({tex}\right)"
+        power = rf"\circ {exponent}" if self.vector else str(exponent)
+        return f"{tex}^{{{power}}}"
+
+    def _print_tanh(self, expr, exp=None):
+        tex = rf"\tanh\left({self._print(expr.args[0])}\right)"
+        return f"{tex}^{{{exp}}}" if exp else tex
+
+    def _print_Heaviside(self, expr, exp=None):
+        tex = rf"H\left({self._print(expr.args[0])}\right)"
+        return f"{tex}^{{{exp}}}" if exp else tex
+
+    # -- display-only expressions ------------------------------------------------------------------------
+
+    def _print_Terms(self, expr):
+        tex = ""
+        for part in expr.args:
+            if part == 0:
+                continue
+            printed = self._print(part)
+            if tex:
+                tex += " - " + printed[2:] if printed.startswith("- ") else " + " + printed
+            else:
+                tex = printed
+        return tex or "0"
+
+    def _print_At(self, expr):
+        inner, offset, *letter = expr.args
+        return self.at(int(offset), letter[0].name if letter else None)._print(inner)
+
+    def _print_Transposed(self, expr):
+        matrix, delta = expr.args
+        return f"{self._print(matrix)}^{{T}} {self._print(delta)}"
+
+    def _print_Chain(self, expr):
+        printed = []
+        for factor in expr.args:
+            tex = self._print(factor)
+            if isinstance(factor, (sp.Add, Terms)):
+                tex = rf"\left({tex}\right)"
+            printed.append(tex)
+        return " ".join(printed)
+
+    def _print_Diag(self, expr):
+        if expr.args[0] == 1:
+            return "I"
+        return rf"\operatorname{{diag}}\left({self._print(expr.args[0])}\right)"
+
+    def _print_Brace(self, expr):
+        inner, label = expr.args
+        return rf"\underbrace{{{self._print(inner)}}}_{{{label.name}}}"
+
+    def _print_Outer(self, expr):
+        delta, operand = expr.args
+        tex = self._print(operand)
+        return f"{self._print(delta)} {tex}^{{T}}"
+
+    def _print_StepSum(self, expr):
+        return rf"\sum_{{t=1}}^{{n}} {self.parenthesize(expr.args[0], PRECEDENCE['Mul'], strict=True)}"
+
+    def _print_GapProduct(self, expr):
+        return rf"\prod_{{k=j+1}}^{{n}} {self.at(0, 'k')._print(expr.args[0])}"
+
+    def _print_Partial(self, expr):
+        of, wrt = expr.args
+        parts = []
+        for symbol in (of, wrt):
+            tex = self._print(symbol)
+            name = self.names.get(symbol) if isinstance(symbol, sp.Symbol) else None
+            if (name and name.kind == "linear") or isinstance(symbol, (sp.Add, Terms, Chain)):
+                tex = rf"\left({tex}\right)"
+            parts.append(tex)
+        return rf"\frac{{\partial {parts[0]}}}{{\partial {parts[1]}}}"
+
+    def _print_Transpose(self, expr):
+        return f"{self._print(expr.args[0])}^{{T}}"
+
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "_": r"\_", "^": r"\^{}", "#": r"\#",
+                 "%": r"\%", "&": r"\&", "$": r"\$", "~": r"\~{}"}
+
+
+#: Characters of a cell's description that pdflatex cannot take as they are.
+_TEX_UNICODE = {"⊙": r"$\odot$", "⊗": r"$\otimes$", "·": r"$\cdot$", "×": r"$\times$", "−": "-", "–": "--",
+                "—": "---", "′": "'", "ᵀ": r"$^{T}$", "≤": r"$\le$", "≥": r"$\ge$", "→": r"$\to$", "’": "'",
+                "‘": "`", "“": "``", "”": "''", "…": r"\ldots{}", "∘": r"$\circ$", "√": r"$\surd$"}
+
+
+_GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+          "nu", "xi", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega", "Gamma", "Delta",
+          "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
+
+
+def _prose(text: str, fmt: str) -> str:
+    """Plain text for the document's prose: for LaTeX, its special characters escaped and Unicode
+    written as LaTeX (Greek letters, ⊙, −…; others by their ASCII base letter, else '?'); for
+    Markdown, $ escaped."""
+    if fmt != "tex":
+        return text.replace("$", r"\$")
+    import unicodedata
+
+    out = []
+    for char in text:
+        if char in _TEX_SPECIALS:
+            out.append(_TEX_SPECIALS[char])
+        elif char.isascii():
+            out.append(char)
+        elif char in _TEX_UNICODE:
+            out.append(_TEX_UNICODE[char])
+        else:
+            name = unicodedata.name(char, "")
+            letter = name.split()[-1].lower().replace("lamda", "lambda") if name.startswith("GREEK ") else ""
+            if "CAPITAL" in name:
+                letter = letter.capitalize()
+            if letter in _GREEK:
+                out.append(rf"$\{letter}$")
+            else:
+                ascii_form = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
+                out.append("".join(_TEX_SPECIALS.get(c, c) for c in ascii_form) or "?")
+    return "".join(out)
+
+
+def _lines(parts: list[str]) -> list[str]:
+    """Printed parts of a sum, one per line, each after its sign: ["a", "+ b", "- c"]."""
+    lines = []
+    for part in parts:
+        if not lines or part.startswith("- "):
+            lines.append(part)
+        else:
+            lines.append("+ " + part)
+    return lines
+
+
+class CellTypesetter:
+    """Prints the pieces of one :class:`~symbolic.engine.CellDerivation`: rows of printed LaTeX."""
+
+    def __init__(self, derivation: CellDerivation):
+        self.d = d = derivation
+        self.cell = d.cell
+        self.names = names_of(d)
+        order = {node.symbol: index for index, node in enumerate(d.nodes)}
+        self.vec = CellPrinter(self.names, vector=True, order=order)
+        self.unit = self.vec.units()
+        self.loss = sp.Symbol("L")
+        self.y, self.y_hat = d.symbols["y"], d.symbols["y_hat"]
+        self.readout = sp.Symbol(self.cell.readout)
+        self.output = d.state_node(d.output_state).symbol
+
+    # -- the model ------------------------------------------------------------------------------------------
+
+    def logit(self) -> sp.Expr:
+        """w_yᵀ s_n (+ b): the readout's logit, printed at n."""
+        logit = Chain(Transpose(self.readout), At(self.output, 0, "n"))
+        if self.cell.readout_bias:
+            return Terms(logit, sp.Symbol(self.cell.readout_bias))
+        return logit
+
+    def model_rows(self) -> list[tuple[str, str, str]]:
+        """The cell's equations as the user wrote them, as vectors at step t; then the readout."""
+        rows = []
+        for eq in self.cell.equations:
+            if self.names[eq.symbol].kind == "inline":
+                continue  # written in place where its matrix applies
+            note = r"\text{the new state}" if eq.state else ""
+            rows.append((self.vec.doprint(eq.symbol), self.vec.doprint(eq.expr), note))
+        initial = ", ".join(self.vec.at(0, "0")._print_Symbol(self.d.state_node(s).symbol) for s in self.d.states)
+        rows.append((initial, r"\mathbf{0}", ""))
+        rows.append((self.vec.doprint(self.y_hat), rf"\sigma\left({self.vec.doprint(self.logit())}\right)", ""))
+        return rows
+
+    def shapes(self) -> list[str]:
+        """Parameters grouped by shape: W_· ∈ ℝ^{H×D}…, with the model's sizes."""
+        return self._shapes(self._hidden, self._inputs)
+
+    def _shapes(self, hidden: int, inputs: int) -> list[str]:
+        groups: dict = {}
+        sizes = {"H": str(hidden), "D": str(inputs)}
+        for name, shape in self.cell.parameters.items():
+            groups.setdefault(shape, []).append(self.vec.doprint(sp.Symbol(name)))
+        rows = []
+        for shape, members in groups.items():
+            if not shape:
+                space = r"\mathbb{R}"
+            elif len(shape) == 1:
+                space = rf"\mathbb{{R}}^{{{sizes[shape[0]]}}}"
+            else:
+                space = rf"\mathbb{{R}}^{{{sizes[shape[0]]} \times {sizes[shape[1]]}}}"
+            rows.append(f"{', '.join(members)} \\in {space}")
+        return rows
+
+    def loss_rhs(self) -> str:
+        """−y log ŷ − (1 − y) log(1 − ŷ), in the notes' order."""
+        y, y_hat = self.y, self.y_hat
+        return self.unit.doprint(Terms(-Chain(y, sp.log(y_hat)), -Chain(1 - y, sp.log(1 - y_hat))))
+
+    # -- one step, per unit, and the local derivatives --------------------------------------------------------
+
+    def step_rows(self) -> list[tuple[str, str]]:
+        """The engine's nodes of one step, per unit: pre-activations and lifted activations named."""
+        rows = []
+        for node in self.d.nodes:
+            if self.names[node.symbol].kind in ("inline", "lifted"):
+                continue  # an operand written in place; an activation printed as itself, tanh(c_t)
+            lhs = self.unit.doprint(node.symbol)
+            rows.append((lhs, self.unit.doprint(node.expr)))
+        return rows
+
+    def local_rows(self) -> list[tuple[str, str]]:
+        """∂v/∂u for every node and every symbol it uses (by sp.diff; activations with their output),
+        leaving out the partials equal to 1 with respect to a matrix product or a parameter."""
+        rows = []
+        for node in self.d.nodes:
+            for symbol, partial in self.d.partials[node.name].items():
+                kind = self.names[symbol].kind if symbol in self.names else "scalar"
+                if partial == 1 and kind in ("linear", "vector", "matrix"):
+                    continue
+                rows.append((self.unit.doprint(Partial(node.symbol, symbol)), self.unit.doprint(partial)))
+        rows.append((self.unit.doprint(Partial(self.loss, self.logit())), self.unit.doprint(self.d.output_factor)))
+        return rows
+
+    # -- the δ recursion ----------------------------------------------------------------------------------
+
+    def _sent(self, state: str) -> list:
+        """What step t + 1 sends back to s_t, as (label, display printed at t + 1): the direct path from
+        each state (δs′_(t+1) ⊙ the direct factor of ∂s′_(t+1)/∂s_t), any other elementwise term,
+        then Mᵀ δ through the weights."""
+        d = self.d
+        adjoint = d.sent[state]
+        parts = []
+        rest = sp.expand(adjoint.expr)
+        for later in d.states:
+            delta = d.symbols["value"][later]
+            direct = d.state_jacobian[(later, state)][0]
+            coefficient = rest.coeff(delta)
+            if coefficient != 0 and sp.expand(coefficient - direct) == 0:
+                parts.append(("direct", At(delta * sp.factor_terms(coefficient), 1)))
+                rest = sp.expand(rest - delta * coefficient)
+        if rest != 0:
+            parts.append(("elementwise", At(sp.factor_terms(rest), 1)))
+        through = [Transposed(sp.Symbol(matrix), delta) for matrix, delta in adjoint.transposed]
+        if through:
+            parts.append(("through", At(Terms(*through), 1)))
+        return parts
+
+    def delta_rows(self) -> dict:
+        """The backward step: rows (lhs, lines, note) in the order the backward pass computes them.
+
+        A state's δ is the total ∂L/∂s_t: what the step t + 1 sends back (zero at t = n), what the
+        readout adds at t = n (the output state), and what the uses of s_t within step t add."""
+        d, vec = self.d, self.vec
+        labels = {
+            "within": r"\text{within step } t",
+            "direct": r"\text{direct path, from step } t+1",
+            "elementwise": r"\text{elementwise, from step } t+1",
+            "through": r"\text{through the weights, from step } t+1",
+        }
+        start, rows = [], []
+        seed_tex = rf"\left({vec.doprint(d.output_factor)}\right) {vec.doprint(self.readout)}"
+
+        def state_row(state: str, within) -> None:
+            lhs = vec.doprint(d.incoming[state])
+            parts = ([("within", within)] if within != 0 else []) + self._sent(state)
+            if state == d.output_state:
+                first = [seed_tex] + ([vec.doprint(within)] if within != 0 else [])
+                start.append((vec.at(0, "n").doprint(d.incoming[state]), _lines(first), ""))
+                note = r"t < n" if parts else ""
+            else:
+                note = ""
+            if not parts:
+                rows.append((lhs, ["0"], note))
+                return
+            braced = len(parts) > 1
+            printed = [vec.doprint(Brace(part, labels[label]) if braced else part) for label, part in parts]
+            rows.append((lhs, _lines(printed), note))
+
+        aliased = [state for state in d.states if state not in d.adjoint]
+        for state in aliased:  # δs_t is what arrives: nothing within the step uses s_t
+            state_row(state, sp.S.Zero)
+        for adjoint in d.adjoints:
+            node = d.node.get(adjoint.name)
+            if node is not None and node.state:
+                within = sp.expand(adjoint.expr - d.incoming[node.state])
+                within = sp.factor_terms(within) if within != 0 else within
+                if adjoint.transposed:
+                    within = Terms(within, *(Transposed(sp.Symbol(m), delta) for m, delta in adjoint.transposed))
+                state_row(node.state, within)
+                continue
+            parts = [adjoint.expr] + [Transposed(sp.Symbol(m), delta) for m, delta in adjoint.transposed]
+            printed = [vec.doprint(part) for part in parts if part != 0]
+            rows.append((vec.doprint(adjoint.symbol), _lines(printed), ""))
+        return {"start": start, "rows": rows, "readout": vec.at(0, "n").doprint(d.incoming[d.output_state])}
+
+    # -- the gradients ------------------------------------------------------------------------------------------
+
+    def _operand(self, operand: str) -> sp.Symbol:
+        if operand == "x":
+            return self.cell.input_symbol
+        for symbol in self.d.previous.values():
+            if operand == str(symbol):
+                return symbol
+        return self.d.node[operand].symbol
+
+    def gradient_rows(self) -> list[tuple[str, list[str]]]:
+        """∂L/∂θ for every parameter: Σ_t δ uᵀ for a matrix, Σ_t (…) for a per-unit vector, the readout's."""
+        vec, rows = self.vec, []
+        for name in self.cell.parameters:
+            lhs = vec.doprint(Partial(self.loss, sp.Symbol(name)))
+            if name == self.cell.readout:
+                rhs = rf"\left({vec.doprint(self.d.output_factor)}\right) {vec.at(0, 'n').doprint(self.output)}"
+            elif name == self.cell.readout_bias:
+                rhs = vec.doprint(self.d.output_factor)
+            else:
+                terms = []
+                for term in self.d.gradients.get(name, ()):
+                    if term[0] == "outer":
+                        terms.append(Outer(term[1], self._operand(term[2])))
+                    else:
+                        terms.append(term[1])
+                rhs = vec.doprint(StepSum(Terms(*terms) if len(terms) > 1 else terms[0])) if terms else "0"
+            rows.append((lhs, rhs))
+        return rows
+
+    # -- the state-to-state Jacobian ---------------------------------------------------------------------------
+
+    def _moves(self, operand: str, previous: sp.Symbol) -> bool:
+        if operand == str(previous):
+            return True
+        node = self.d.node.get(operand)
+        if node is None:
+            return False
+        totals = self.d.totals[operand]
+        if totals.get(previous, 0) != 0:
+            return True
+        return any(linear.symbol in totals and self._moves(linear.operand, previous) for linear in self.d.linears)
+
+    def _operand_jacobian(self, operand: str, previous: sp.Symbol):
+        """∂u_t/∂s_(t−1) for a matrix's operand u: I for s_(t−1) itself, else diag(·) + Σ diag(·) M ∂u′/∂s."""
+        if operand == str(previous):
+            return None
+        totals = self.d.totals[operand]
+        parts = []
+        if totals.get(previous, 0) != 0:
+            parts.append(Diag(totals[previous]))
+        for linear in self.d.linears:
+            if linear.symbol in totals and self._moves(linear.operand, previous):
+                parts.append(self._through(linear, totals[linear.symbol], previous))
+        return Terms(*parts)
+
+    def _through(self, linear, factor, previous):
+        inner = self._operand_jacobian(linear.operand, previous)
+        factors = ([] if factor == 1 else [Diag(factor)]) + [sp.Symbol(linear.matrix)]
+        return Chain(*factors, *([inner] if inner is not None else []))
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        """(new state, previous state) in the cell's order of states."""
+        return [(state, source) for state in self.d.states for source in self.d.states]
+
+    def jacobian_rows(self) -> list[tuple[str, list[str]]]:
+        """∂s′_t/∂s_(t−1) = diag(direct) (under its brace) + Σ diag(∂s′/∂(M u)) M ∂u/∂s_(t−1)."""
+        d, vec, rows = self.d, self.vec, []
+        linear_of = {linear.symbol: linear for linear in d.linears}
+        for state, source in self._pairs():
+            direct, through = d.state_jacobian[(state, source)]
+            lhs = vec.doprint(Partial(d.state_node(state).symbol, d.previous[source]))
+            parts = []
+            if direct != 0:
+                parts.append(vec.doprint(Brace(Diag(direct), r"\text{direct path}")))
+            for symbol, factor in through.items():
+                parts.append(vec.doprint(self._through(linear_of[symbol], factor, d.previous[source])))
+            rows.append((lhs, _lines(parts) if parts else ["0"], ""))
+        return rows
+
+    def direct_products(self) -> list[tuple[str, str, str | None]]:
+        """For every state with a direct path to itself: Π_{k=j+1}^{n} diag(direct_k), and for a direct
+        path that is one value, diag(v_{j+1} ⊙ ⋯ ⊙ v_n)."""
+        d, vec, rows = self.d, self.vec, []
+        for state, source in self._pairs():
+            direct = d.state_jacobian[(state, source)][0]
+            if state != source or direct == 0:
+                continue
+            node = d.state_node(state).symbol
+            lhs = vec.at(0, "n").doprint(node)
+            lhs = rf"\left.\frac{{\partial {lhs}}}{{\partial {vec.at(0, 'j').doprint(node)}}}\right|_{{\text{{direct}}}}"
+            product = vec.doprint(GapProduct(Diag(direct)))
+            flat = None
+            if isinstance(direct, sp.Symbol):
+                flat = (rf"\operatorname{{diag}}\left({vec.at(1, 'j').doprint(direct)} \odot \cdots \odot "
+                        rf"{vec.at(0, 'n').doprint(direct)}\right)")
+            rows.append((lhs, product, flat))
+        return rows
+
+    # -- the whole ------------------------------------------------------------------------------------------------
+
+    def context(self, fmt: str, steps: int, hidden: int, inputs: int, command: str,
+                cell_argument: str = "") -> dict:
+        self._hidden, self._inputs = hidden, inputs
+        return {
+            "fmt": fmt,
+            "marker": MARKER,
+            "command": command,
+            "cell": self.cell.name,
+            "cell_tex": _prose(self.cell.name, "tex"),
+            "cell_argument": cell_argument or self.cell.name,
+            "description": self.cell.description,
+            "description_text": _prose(self.cell.description, fmt),
+            "n": steps,
+            "hidden": hidden,
+            "inputs": inputs,
+            "states": [self.vec.doprint(self.d.state_node(s).symbol) for s in self.d.states],
+            "output_state": self.vec.doprint(self.output),
+            "readout": self.vec.doprint(self.readout),
+            "model_rows": self.model_rows(),
+            "shapes": self.shapes(),
+            "loss": self.loss_rhs(),
+            "step_rows": self.step_rows(),
+            "local": self.local_rows(),
+            "deltas": self.delta_rows(),
+            "gradients": self.gradient_rows(),
+            "jacobian": self.jacobian_rows(),
+            "direct_products": self.direct_products(),
+        }
+
+
+# -- entry points ---------------------------------------------------------------------------------------------------
+
+
+def command_of(model, fmt: str) -> str:
+    """``bptt derive --cell C --steps N --hidden H [--inputs D] --format F``."""
+    parts = [f"bptt derive --cell {model.cell_name}", f"--steps {model.steps}", f"--hidden {model.hidden}"]
+    if model.inputs != len(VOCABULARY):
+        parts.append(f"--inputs {model.inputs}")
+    parts.append(f"--format {fmt}")
+    return " ".join(parts)
+
+
+def cell_document(derivation: CellDerivation, fmt: str = "tex", steps: int = 3, hidden: int = 1,
+                  inputs: int = len(VOCABULARY), command: str = "", cell_argument: str = "") -> str:
+    """The document of a derivation: LaTeX (``tex``, compiles with pdflatex) or Markdown (``md``, KaTeX).
+
+    ``cell_argument``: what ``--cell`` takes for this cell (its name, or the cell file's name)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    context = CellTypesetter(derivation).context(fmt, steps, hidden, inputs, command, cell_argument)
+    return render("latex", f"cell.{fmt}.j2", **context)
+
+
+def document(model, fmt: str = "tex", command: str | None = None) -> str:
+    """``bptt derive --cell C``'s document for a ``Model`` (any cell: built-in or a cell file)."""
+    from .cells import cell_of
+
+    derivation = derive_cell(cell_of(model))
+    return cell_document(derivation, fmt, model.steps, model.hidden, model.inputs,
+                         command or command_of(model, fmt), model.cell_name)
+
+
+__all__ = ["FORMATS", "CellPrinter", "CellTypesetter", "cell_document", "command_of", "document", "names_of"]
