@@ -1,9 +1,9 @@
-"""bptt derive --cell lstm: the proof of the LSTM recursion, its negative controls, and the document.
+"""bptt derive --cell lstm: the proof of the LSTM recursion and its negative controls (the document is
+tested for every cell in tests/test_typeset.py).
 
 The proof's oracle (symbolic/proof_lstm.py) is the unrolled loss differentiated by sp.diff and, at
 60 digits, mpmath's derivative of a plain mpmath forward pass; the tests below also check that oracle
-against a third, float64 forward pass written here. Expected LaTeX is written out by hand, so a change
-in what the printer emits (a lost factor, U instead of Uᵀ, the cell path merged into the rest) fails.
+against a third, float64 forward pass written here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import sympy as sp
 from symbolic.derive_lstm import GATES, LSTMDerivation
 from symbolic.errors import UsageError
 from symbolic.files import MARKER
-from symbolic.latex import document, lstm_command
 from symbolic.model import Model
 from symbolic.proof_lstm import (
     check_lstm_size,
@@ -33,7 +32,6 @@ from symbolic.proof_lstm import (
 )
 
 from .conftest import run_bptt
-from .test_latex import compile_pdf, render_katex
 
 
 def _mp(value: Fraction):
@@ -208,123 +206,7 @@ def test_documents_are_deterministic():
     assert outputs[0].stdout == outputs[1].stdout and outputs[0].stdout
 
 
-# -- the document ------------------------------------------------------------------------------------------
-
-DELTA_C = (
-    r"\boldsymbol{\delta}\mathbf{c}_{t} &= \underbrace{\boldsymbol{\delta}\mathbf{h}_{t} \odot \mathbf{o}_{t} \odot "
-    r"\left(\mathbf{1} - \tanh\left(\mathbf{c}_{t}\right)^{\circ {2}}\right)}_{\text{through } \mathbf{h}_{t}} + "
-    r"\underbrace{\boldsymbol{\delta}\mathbf{c}_{t+1} \odot \mathbf{f}_{t+1}}_{\text{direct cell path}}"
-)
-DELTA_A = {
-    "i": r"\boldsymbol{\delta}\mathbf{a}_{i,t} &= \boldsymbol{\delta}\mathbf{c}_{t} \odot \mathbf{g}_{t} \odot "
-         r"\mathbf{i}_{t} \odot \left(\mathbf{1} - \mathbf{i}_{t}\right)",
-    "f": r"\boldsymbol{\delta}\mathbf{a}_{f,t} &= \boldsymbol{\delta}\mathbf{c}_{t} \odot \mathbf{c}_{t-1} \odot "
-         r"\mathbf{f}_{t} \odot \left(\mathbf{1} - \mathbf{f}_{t}\right)",
-    "g": r"\boldsymbol{\delta}\mathbf{a}_{g,t} &= \boldsymbol{\delta}\mathbf{c}_{t} \odot \mathbf{i}_{t} \odot "
-         r"\left(\mathbf{1} - \mathbf{g}_{t}^{\circ {2}}\right)",
-    "o": r"\boldsymbol{\delta}\mathbf{a}_{o,t} &= \boldsymbol{\delta}\mathbf{h}_{t} \odot "
-         r"\tanh\left(\mathbf{c}_{t}\right) \odot \mathbf{o}_{t} \odot \left(\mathbf{1} - \mathbf{o}_{t}\right)",
-}
-DELTA_H = [
-    r"\boldsymbol{\delta}\mathbf{h}_{n} &= \left(\hat{y} - y\right) \mathbf{w}_{y}",
-    (r"\boldsymbol{\delta}\mathbf{h}_{t-1} &= U_{i}^{T} \boldsymbol{\delta}\mathbf{a}_{i,t} + U_{f}^{T} "
-     r"\boldsymbol{\delta}\mathbf{a}_{f,t} + U_{g}^{T} \boldsymbol{\delta}\mathbf{a}_{g,t} + U_{o}^{T} "
-     r"\boldsymbol{\delta}\mathbf{a}_{o,t}"),
-]
-CELL_PATH = [
-    r"\frac{\partial \mathbf{c}_{t}}{\partial \mathbf{c}_{t-1}} = \operatorname{diag}\left(\mathbf{f}_{t}\right)",
-    r"\frac{\partial c_{t}}{\partial c_{t-1}} &= f_{t}",
-    (r"= \prod_{k=j + 1}^{n} \operatorname{diag}\left(\mathbf{f}_{k}\right) = "
-     r"\operatorname{diag}\left(\mathbf{f}_{j+1} \odot \cdots \odot \mathbf{f}_{n}\right)"),
-    r"\prod_{k=j + 1}^{n} \operatorname{diag}\left(f'\left(\mathbf{a}_{k}\right)\right) W_{h}",
-]
-GRADIENTS = [
-    r"\frac{\partial L}{\partial W_{f}} &= \sum_{t=1}^{n} \boldsymbol{\delta}\mathbf{a}_{f,t} \mathbf{x}_{t}^{T}",
-    r"\frac{\partial L}{\partial U_{g}} &= \sum_{t=1}^{n} \boldsymbol{\delta}\mathbf{a}_{g,t} \mathbf{h}_{t-1}^{T}",
-    r"\frac{\partial L}{\partial \mathbf{b}_{o}} &= \sum_{t=1}^{n} \boldsymbol{\delta}\mathbf{a}_{o,t}",
-    r"\frac{\partial L}{\partial \mathbf{w}_{y}} &= \left(\hat{y} - y\right) \mathbf{h}_{n}",
-]
-LOCAL = [
-    r"\frac{\partial i_{t}}{\partial a_{i,t}} &= i_{t} \left(1 - i_{t}\right)",
-    r"\frac{\partial g_{t}}{\partial a_{g,t}} &= 1 - g_{t}^{2}",
-    r"\frac{\partial c_{t}}{\partial f_{t}} &= c_{t-1}",
-    r"\frac{\partial h_{t}}{\partial c_{t}} &= o_{t} \left(1 - \tanh^{2}{\left(c_{t} \right)}\right)",
-    r"\frac{\partial a_{o,t}}{\partial h_{t-1}} &= U_{o}",
-    r"\frac{\partial L}{\partial z} &= \hat{y} - y",
-]
-TORCH = [
-    r"\texttt{weight\_ih\_l0} &= \begin{bmatrix} W_{i} \\ W_{f} \\ W_{g} \\ W_{o} \end{bmatrix}",
-    r"\texttt{weight\_hh\_l0} &= \begin{bmatrix} U_{i} \\ U_{f} \\ U_{g} \\ U_{o} \end{bmatrix}",
-    (r"\texttt{bias\_ih\_l0 + bias\_hh\_l0} &= \begin{bmatrix} \mathbf{b}_{i} \\ \mathbf{b}_{f} \\ \mathbf{b}_{g} "
-     r"\\ \mathbf{b}_{o} \end{bmatrix}"),
-]
-
-
-def _unrolled_rows(steps: int) -> list[str]:
-    """δc_t = Σ_k (f_(t+1) ⋯ f_k) δh_k o_k (1 − tanh² c_k), each term under its brace, by hand."""
-    rows = []
-    for t in range(steps, 0, -1):
-        for k in range(t, steps + 1):
-            forgets = "".join(f"f_{{{m}}} " for m in range(t + 1, k + 1))
-            term = rf"{forgets}\delta h_{{{k}}} o_{{{k}}} \left(1 - \tanh^{{2}}{{\left(c_{{{k}}} \right)}}\right)"
-            label = rf"\text{{through }} h_{{{t}}}" if k == t else rf"\text{{cell path, gap {k - t}}}"
-            lead = rf"\delta c_{{{t}}} &= " if k == t else r"&\quad + "
-            rows.append(lead + rf"\underbrace{{{term}}}_{{{label}}}")
-    return rows
-
-
-@pytest.mark.parametrize("fmt", ["tex", "md"])
-def test_document_shows_the_formulas(fmt):
-    text = document(lstm(steps=3, hidden=2, inputs=2), fmt)
-    for expected in (DELTA_C, *DELTA_A.values(), *DELTA_H, *CELL_PATH, *GRADIENTS, *LOCAL, *TORCH):
-        assert expected in text, expected
-    for row in _unrolled_rows(3):
-        assert row in text, row
-    assert r"\mathbb{R}^{2 \times 2}" in text
-    # Negative control: U without the transpose, or the cell path folded into the first term, is not printed.
-    assert r"U_{i} \boldsymbol{\delta}\mathbf{a}_{i,t}" not in text
-    assert r"\mathbf{f}_{t+1}}_{\text{through" not in text
-
-
-def test_unrolled_rows_only_for_small_n():
-    assert "cell path, gap 3" in document(lstm(steps=4), "md")
-    text = document(lstm(steps=50, hidden=4), "md")
-    assert "cell path, gap" not in text and r"shown for $n \le 4$" in text
-
-
-def test_markdown_has_no_latex_commands_in_prose():
-    text = document(lstm(), "md")
-    assert "`nn.LSTM`" in text and "`torch.nn.LSTM(D, H)`" in text and "`bptt derive --cell lstm --verify`" in text
-    prose = "\n".join(block for index, block in enumerate(text.split("$$")) if index % 2 == 0)
-    assert "\\texttt" not in prose and "\\texttt{weight\\_ih\\_l0}" in text
-
-
-def test_header_names_the_canonical_command():
-    assert lstm_command(lstm(steps=5, hidden=4), "md") == "bptt derive --cell lstm --steps 5 --hidden 4 --format md"
-    assert lstm_command(lstm(steps=2, inputs=2), "tex") == "bptt derive --cell lstm --steps 2 --hidden 1 --inputs 2 --format tex"
-    assert document(lstm(), "tex").startswith(f"% {MARKER}. Command: bptt derive --cell lstm --steps 3 --hidden 1")
-
-
-@pytest.mark.parametrize(("hidden", "steps"), [(1, 3), (2, 3), (2, 50)])
-def test_tex_compiles_without_overfull_lines_and_reads(tmp_path, hidden, steps):
-    run, log, text = compile_pdf(document(lstm(steps=steps, hidden=hidden), "tex"), tmp_path)
-    assert run.returncode == 0, log[-3000:]
-    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
-    # pdftotext reads the underscores of \texttt{weight\_ih\_l0} (drawn as rules) as spaces.
-    words = " ".join(text.replace("_", " ").split())
-    for expected in ("Backpropagation through time for the LSTM", "weight ih l0", "weight hh l0",
-                     "bias ih l0 + bias hh l0", "The constant error carousel", "Hochreiter and Schmidhuber (1997)",
-                     "direct cell path", "need not vanish", f"H = {hidden}", f"n = {steps}"):
-        assert expected in words, expected
-    assert ("cell path, gap" in words) == (steps <= 4)
-
-
-@pytest.mark.parametrize(("hidden", "steps"), [(1, 3), (2, 50)])
-def test_markdown_renders_with_katex(hidden, steps):
-    page = document(lstm(steps=steps, hidden=hidden), "md")
-    result = render_katex(page)
-    assert result.returncode == 0, result.stderr
-    assert "\\documentclass" not in page and "align*" not in page
+# -- LSTMDerivation.evaluate -------------------------------------------------------------------------------
 
 
 def test_evaluate_matches_mpmath_at_exact_rationals():
