@@ -714,6 +714,8 @@ class CellTypesetter:
             "loss": self.loss_rhs(),
             "step_rows": self.step_rows(),
             "local": self.local_rows(),
+            "heaviside": any(partial.has(sp.Heaviside) for partials in self.d.partials.values()
+                             for partial in partials.values()),
             "deltas": self.delta_rows(),
             "gradients": self.gradient_rows(),
             "jacobian": self.jacobian_rows(),

@@ -606,3 +606,11 @@ def test_derive_writes_the_document(tmp_path, cell, fmt):
     text = target.read_text(encoding="utf-8")
     assert text == document(Model(steps=2, hidden=2, cell=cell), fmt)
     assert "The state-to-state Jacobian" in text
+
+
+@pytest.mark.parametrize("cell", ["gru", str(DOCS / "cho_gru.py")], ids=["gru", "cho_gru"])
+def test_documents_do_not_depend_on_hash_seeds(cell):
+    args = ("derive", "--cell", cell, "--hidden", "2", "--format", "tex")
+    outputs = [run_bptt(*args, env={"PYTHONHASHSEED": seed}) for seed in ("1", "2024")]
+    assert all(result.returncode == 0 for result in outputs)
+    assert outputs[0].stdout == outputs[1].stdout and outputs[0].stdout
