@@ -12,6 +12,7 @@ The LaTeX compiles with pdflatex without overfull lines, and the Markdown render
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,12 @@ def _sigmoid(v):
 NUMERIC = [{"sigmoid": _sigmoid, "relu": lambda v: np.maximum(v, 0)}, "numpy"]
 
 
+@cache
+def _compiled(expr):
+    symbols = sorted(expr.free_symbols, key=str)
+    return symbols, sp.lambdify(symbols, expr, modules=NUMERIC)
+
+
 def _step(cell, params: dict, x: np.ndarray, previous: dict) -> dict:
     """One step: name → value (columns) for every equation, and a_v for an equation v = f(a_v)."""
     env: dict = {}
@@ -62,8 +69,8 @@ def _step(cell, params: dict, x: np.ndarray, previous: dict) -> dict:
         return env[str(symbol)]
 
     def evaluate(expr):
-        symbols = sorted(expr.free_symbols, key=str)
-        return sp.lambdify(symbols, expr, modules=NUMERIC)(*(value(symbol) for symbol in symbols))
+        symbols, function = _compiled(expr)
+        return function(*(value(symbol) for symbol in symbols))
 
     for eq in cell.equations:
         env[eq.name] = evaluate(eq.expr) + np.zeros((H, 1))
