@@ -127,7 +127,7 @@ class Report:
 _WATCH = None
 _CALL_CODES = {"import": b"i", "init_params": b"p", "loss": b"l", "loss_and_grad": b"g"}
 _CALL_NAMES = {code[0]: name for name, code in _CALL_CODES.items()}
-_DESCRIPTIONS = {"import": "importing it (its top-level code)"}
+_DESCRIPTIONS = {"import": "its import (the top-level code)"}
 
 
 def _short(value, limit: int = 60) -> str:
@@ -599,11 +599,11 @@ def _gradient(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
         array = np.asarray(value)
     else:
         want = "a number" if shape == () else f"a NumPy array of shape {shape}"
-        raise _Wrong(
-            "type",
-            f"{name}: the gradient is {_short(value, 40)} ({type(value).__name__}), not {want}",
-            [name],
-        )
+        if isinstance(value, (list, tuple, dict, set)):
+            given = f"a {type(value).__name__} of {len(value)} items"
+        else:
+            given = f"{_short(value, 40)} ({type(value).__name__})"
+        raise _Wrong("type", f"{name}: the gradient is {given}, not {want}", [name])
     if array.dtype.kind == "c":
         raise _Wrong(
             "dtype", f"{name}: the gradient is complex ({array.dtype}) although every input was real", [name]
@@ -662,8 +662,16 @@ def _numerical(
     def loss_at(step, index):
         moved = value.astype(dtype)
         moved.reshape(-1)[index] += step
-        result = interface.loss(x, y, {**others, name: moved})
-        return _number(result, "loss", complex_allowed=complex_step)
+        result = _number(interface.loss(x, y, {**others, name: moved}), "loss", complex_allowed=complex_step)
+        if complex_step and not isinstance(result, (complex, np.complexfloating)):
+            raise _Wrong(
+                "complex",
+                f"{name}: loss returns the real {type(result).__name__} {_short(result)} for complex parameters, "
+                "so the complex step cannot see its derivative: let complex numbers flow through, or declare "
+                "ANALYTIC = False",
+                [name],
+            )
+        return result
 
     want = np.array(
         [
@@ -679,10 +687,15 @@ def _numerical(
             for index in indices[bad][:MAX_ENTRIES_NAMED]
         )
         more = int(bad.sum()) - MAX_ENTRIES_NAMED
+        kind = "complex-step" if complex_step else "finite-difference"
         raise _Wrong(
-            "numerical",
-            f"{name}: loss is NaN or inf near the test point, so its {method} derivative is not finite at "
-            f"entries {positions}" + (f" and {more} more" if more > 0 else ""),
+            f"numerical {method}",
+            f"{name}: loss is NaN or inf near the test point, so its {kind} derivative is not finite"
+            + (
+                ""
+                if value.ndim == 0
+                else f" at entries {positions}" + (f" and {more} more" if more > 0 else "")
+            ),
             [name],
         )
     return indices, want

@@ -274,7 +274,7 @@ HANGS = {
 @pytest.mark.parametrize("case", sorted(HANGS))
 def test_a_module_that_never_returns_is_stopped_by_the_time_limit(case, tmp_path):
     path = module(tmp_path, "scalar", HANGS[case])
-    what = {"sleeps": "loss_and_grad", "stubborn": "loss", "on import": "importing it"}[case]
+    what = {"sleeps": "loss_and_grad", "stubborn": "loss", "on import": "its import"}[case]
     one_line_error(
         run_bptt("check", "--timeout", "1", str(path)), f"{what}", "did not return within 1 s", "--timeout"
     )
