@@ -554,18 +554,17 @@ class CellTypesetter:
             "elementwise": r"\text{elementwise, from step } t+1",
             "through": r"\text{through the weights, from step } t+1",
         }
-        start, rows = [], []
+        rows = []
         seed_tex = rf"\left({vec.doprint(d.output_factor)}\right) {vec.doprint(self.readout)}"
 
         def state_row(state: str, within) -> None:
             lhs = vec.doprint(d.incoming[state])
             parts = ([("within", within)] if within != 0 else []) + self._sent(state)
-            if state == d.output_state:
+            note = ""
+            if state == d.output_state:  # its row at t = n, where the readout's residual arrives
                 first = [seed_tex] + ([vec.doprint(within)] if within != 0 else [])
-                start.append((vec.at(0, "n").doprint(d.incoming[state]), _lines(first), ""))
-                note = r"t < n" if parts else ""
-            else:
-                note = ""
+                rows.append((vec.at(0, "n").doprint(d.incoming[state]), _lines(first), ""))
+                note = r"t < n"
             if not parts:
                 rows.append((lhs, ["0"], note))
                 return
@@ -588,7 +587,7 @@ class CellTypesetter:
             parts = [adjoint.expr] + [Transposed(sp.Symbol(m), delta) for m, delta in adjoint.transposed]
             printed = [vec.doprint(part) for part in parts if part != 0]
             rows.append((vec.doprint(adjoint.symbol), _lines(printed), ""))
-        return {"start": start, "rows": rows, "readout": vec.at(0, "n").doprint(d.incoming[d.output_state])}
+        return {"rows": rows, "readout": vec.at(0, "n").doprint(d.incoming[d.output_state])}
 
     # -- the gradients ------------------------------------------------------------------------------------------
 
@@ -660,13 +659,16 @@ class CellTypesetter:
         d, vec, rows = self.d, self.vec, []
         linear_of = {linear.symbol: linear for linear in d.linears}
         for state, source in self._pairs():
-            direct, through = d.state_jacobian[(state, source)]
-            lhs = vec.doprint(Partial(d.state_node(state).symbol, d.previous[source]))
+            direct = d.state_jacobian[(state, source)][0]
+            totals, previous = d.totals[d.state_node(state).name], d.previous[source]
+            lhs = vec.doprint(Partial(d.state_node(state).symbol, previous))
             parts = []
             if direct != 0:
                 parts.append(vec.doprint(Brace(Diag(direct), r"\text{direct path}")))
-            for symbol, factor in through.items():
-                parts.append(vec.doprint(self._through(linear_of[symbol], factor, d.previous[source])))
+            # every product M u whose operand moves with s_(t−1), however deep (U (m ⊙ m), m = tanh(V h))
+            for symbol, linear in linear_of.items():
+                if symbol in totals and self._moves(linear.operand, previous):
+                    parts.append(vec.doprint(self._through(linear, totals[symbol], previous)))
             rows.append((lhs, _lines(parts) if parts else ["0"], ""))
         return rows
 
@@ -683,7 +685,9 @@ class CellTypesetter:
             lhs = rf"\left.\frac{{\partial {lhs}}}{{\partial {vec.at(0, 'j').doprint(node)}}}\right|_{{\text{{direct}}}}"
             product = vec.doprint(GapProduct(Diag(direct)))
             flat = None
-            if isinstance(direct, sp.Symbol):
+            if direct == 1:
+                flat = "I"
+            elif isinstance(direct, sp.Symbol):
                 flat = (rf"\operatorname{{diag}}\left({vec.at(1, 'j').doprint(direct)} \odot \cdots \odot "
                         rf"{vec.at(0, 'n').doprint(direct)}\right)")
             rows.append((lhs, product, flat))

@@ -30,8 +30,10 @@ from .test_latex import compile_pdf, render_katex
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "cells"
-CELLS = ["lstm", "gru", str(DOCS / "mgu.py"), str(DOCS / "cho_gru.py"), str(DOCS / "indrnn.py")]
-IDS = ["lstm", "gru", "mgu", "cho_gru", "indrnn"]
+OURS = Path(__file__).resolve().parent / "cells"
+CELLS = ["lstm", "gru", str(DOCS / "mgu.py"), str(DOCS / "cho_gru.py"), str(DOCS / "indrnn.py"),
+         str(OURS / "peephole_lstm.py"), str(OURS / "residual.py")]
+IDS = ["lstm", "gru", "mgu", "cho_gru", "indrnn", "peephole_lstm", "residual"]
 H, D, N = 2, 2, 3
 
 
@@ -74,8 +76,10 @@ def _step(cell, params: dict, x: np.ndarray, previous: dict) -> dict:
 
     for eq in cell.equations:
         env[eq.name] = evaluate(eq.expr) + np.zeros((H, 1))
-        if type(eq.expr) in FUNCTIONS:
-            env[f"a_{eq.name}"] = evaluate(eq.expr.args[0]) + np.zeros((H, 1))
+        # the argument of an activation, when it is more than a name, is the pre-activation a_v
+        for node in sp.preorder_traversal(eq.expr):
+            if type(node) in FUNCTIONS and not node.args[0].is_Symbol:
+                env[f"a_{eq.name}"] = evaluate(node.args[0]) + np.zeros((H, 1))
     return env
 
 
