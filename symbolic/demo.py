@@ -315,8 +315,8 @@ def _lstm_comparison(write, target, written: list[Written], words: list[str]) ->
             f"On `--data long` (the label is the first of 50 words) the LSTM reaches held-out accuracy "
             f"{runs['lstm'].accuracy:.2f} with its defaults, the tanh RNN {runs['rnn'].accuracy:.2f}. "
             f"`bptt analyze --cell lstm` shows why: over {gap} steps the LSTM's cell path keeps "
-            f"‖∂c_n/∂c_1‖₂ = {result.norms('cc')[0]:.3g} (the carousel Π f alone "
-            f"{result.norms('carousel')[0]:.3g}), where the RNN's product has fallen to "
+            f"‖∂c_n/∂c_1‖₂ = {result.norms('c')[0]:.3g} (the carousel Π f alone "
+            f"{result.norms('direct_c')[0]:.3g}), where the RNN's product has fallen to "
             f"{10 ** result.rnn_log10[0]:.3g}."
         ),
         "",
