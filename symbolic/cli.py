@@ -476,8 +476,13 @@ def _story_commands(commands) -> None:
             action.default = None
             action.help = "hidden size H (default: 1, the notes' scalar state; --cell lstm: 16)"
     train.add_argument(
+        "--set", action="append", default=[], metavar="NAME=V", dest="settings",
+        help="with --cell C (any cell but rnn): every entry of the per-unit parameter NAME starts at V "
+        "(repeatable; the cell may name its own, e.g. the LSTM's b_f = 5)",
+    )
+    train.add_argument(
         "--forget-bias", default=None, metavar="B",
-        help="--cell lstm: every forget-gate bias b_f starts at B (default: 5)",
+        help="the same as --set b_f=B: every forget-gate bias of a cell that has one (--cell lstm; default 5)",
     )
     train.add_argument(
         "--init", default=None, metavar="normal|identity|zeros",
@@ -619,7 +624,7 @@ def _analyze(args) -> int:
     return 0
 
 
-def _settings(args) -> dict:
+def _settings(args, finite: bool = True, forget_bias: bool = True) -> dict:
     """--set NAME=V (repeatable) and --forget-bias B (the same as --set b_f=B) as {NAME: V}."""
     settings = {}
     for text in args.settings:
@@ -627,9 +632,9 @@ def _settings(args) -> dict:
         if not sep or not name.strip():
             raise UsageError(f"--set takes NAME=VALUE, got {text!r}: e.g. --set b_f=5")
         settings[name.strip()] = _float_option(value, f"--set {name.strip()}")
-    if args.forget_bias is not None:
+    if args.forget_bias is not None and forget_bias:
         settings["b_f"] = _float_option(args.forget_bias, "--forget-bias")
-    for name, value in settings.items():
+    for name, value in settings.items() if finite else ():
         if not math.isfinite(value):
             flag = "--forget-bias" if name == "b_f" and args.forget_bias is not None else f"--set {name}"
             raise UsageError(f"{flag} must be a finite number, got {value!r}")
@@ -673,7 +678,7 @@ def _train(args) -> int:
     from .files import json_text
 
     if args.hidden is None:
-        args.hidden = str(train.LSTM_DEFAULTS["hidden"]) if args.cell == "lstm" else "1"
+        args.hidden = str(train.CELL_DEFAULTS["hidden"]) if args.cell != "rnn" else "1"
     model = _check_shape(args)
     config = train.Config(
         epochs=None if args.epochs is None else _int_option(args.epochs, "--epochs", minimum=1),
@@ -683,6 +688,7 @@ def _train(args) -> int:
         optimizer=args.optimizer,
         cell=model.cell,
         forget_bias=None if args.forget_bias is None else _float_option(args.forget_bias, "--forget-bias"),
+        settings=tuple(_settings(args, finite=False, forget_bias=False).items()),
         init_w_h=None if args.init_w_h is None else _float_option(args.init_w_h, "--init-w-h"),
         clip_norm=None if args.clip_norm is None else _float_option(args.clip_norm, "--clip-norm", True),
         clip_value=None if args.clip_value is None else _float_option(args.clip_value, "--clip-value", True),

@@ -144,9 +144,16 @@ class CellDerivation:
                 direct = totals[node.name].get(previous, sp.S.Zero)
                 # the maps whose operand moves with s_(t−1): s_(t−1) itself, or a node of this step
                 # that depends on it (Cho's U (r ⊙ h))
-                moving = {str(previous)} | {
-                    name for name, total in totals.items() if total.get(previous, 0) != 0
-                }
+                moving = {str(previous)}
+                while True:   # through any chain of maps: U (m ⊙ m) with m = tanh(V h) moves with h
+                    linear_moving = {l.symbol for l in self.linears if l.operand in moving}
+                    grown = moving | {
+                        name for name, total in totals.items()
+                        if total.get(previous, 0) != 0 or set(total) & linear_moving
+                    }
+                    if grown == moving:
+                        break
+                    moving = grown
                 through = {
                     linear.symbol: totals[node.name].get(linear.symbol, sp.S.Zero)
                     for linear in self.linears

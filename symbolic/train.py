@@ -15,9 +15,10 @@ Optimizers: ``sgd`` is the notes' rule above, w ← w − η g; ``adam`` (Kingma
 component by running moments of g: m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², w ← w − η m̂/(√v̂ + ε)
 with the bias-corrected m̂ = m/(1 − β₁ᵗ), v̂ = v/(1 − β₂ᵗ).
 
-``cell="lstm"`` trains the LSTM of ``derive_lstm`` with the generated module's dict interface
-(``init_params``, ``loss_and_grad(x, y, params)``); its defaults (``LSTM_DEFAULTS``) differ from the
-RNN's, see there for why.
+Any other cell (``cell="lstm"``, ``"gru"`` or a cell file) trains through its generated module's dict
+interface (``init_params``, ``loss_and_grad(x, y, params)``); the defaults of gated cells
+(``CELL_DEFAULTS``) differ from the RNN's, see there for why, and a cell may name the constants its
+per-unit parameters start at (``Cell.training``: the LSTM's forget-gate bias b_f = 5).
 
 Large vocabularies: a one-hot x_t only selects a column of W_i, so W_i x_t = W_i[:, word_t]. From
 ``PROJECTED_FROM`` words on, the plain RNN's generated module is the one for a small input size D′
@@ -58,22 +59,25 @@ ADAM_EPSILON = 1e-8
 DEFAULT_EPOCHS = 200
 DEFAULT_LR = 0.5
 DEFAULT_SEED = 0
-#: The defaults of ``--cell lstm``, chosen so that ``bptt train --cell lstm --data long`` reaches
-#: held-out accuracy ≥ 0.95 in seconds (tests/test_train_lstm.py), each for a reason:
+#: The defaults of every cell but the plain RNN (``--cell lstm``, ``gru`` or a file), chosen so that
+#: ``bptt train --cell lstm --data long`` reaches held-out accuracy ≥ 0.95 in seconds
+#: (tests/test_train_cells.py), each for a reason:
 #: - hidden 16: with fewer units gradient descent finds the one solution (keep the first word in a
 #:   cell, close its input gate once h ≠ 0) for fewer seeds; 16 found it for 5 of 5 seeds tried;
-#: - forget bias 5: f_t ≈ σ(5) = 0.993 at the start, so the carousel keeps 0.993⁴⁹ ≈ 0.7 of the
-#:   first step's cell state and of the gradient back to it (init_params' b_f = 1 keeps 0.73⁴⁹ ≈ 2e-7;
-#:   Gers, Schmidhuber & Cummins 2000, Jozefowicz, Zaremba & Sutskever 2015);
+#: - (the LSTM's own ``training`` constant, in symbolic/cells/lstm.py) forget bias 5: f_t ≈ σ(5) =
+#:   0.993 at the start, so the carousel keeps 0.993⁴⁹ ≈ 0.7 of the first step's cell state and of the
+#:   gradient back to it (init_params' b_f = 1 keeps 0.73⁴⁹ ≈ 2e-7; Gers, Schmidhuber & Cummins 2000,
+#:   Jozefowicz, Zaremba & Sutskever 2015);
 #: - Adam, lr 0.03: plain gradient descent from the same start stayed near chance (--optimizer sgd
 #:   --lr 1: held-out 0.62 after 80 epochs), its steps being as small as the long path's gradient;
 #:   Adam scales each component by its own running size;
 #: - clip norm 1 against the occasional large step when the loss is already small;
 #: - 80 epochs: enough for held-out accuracy 1.0 with seeds 0 to 4; more only add time.
-LSTM_DEFAULTS = {"hidden": 16, "epochs": 80, "lr": 0.03, "optimizer": "adam", "forget_bias": 5.0, "clip_norm": 1.0}
+CELL_DEFAULTS = {"hidden": 16, "epochs": 80, "lr": 0.03, "optimizer": "adam", "clip_norm": 1.0}
 RNN_DEFAULTS = {"hidden": 1, "epochs": DEFAULT_EPOCHS, "lr": DEFAULT_LR, "optimizer": "sgd", "init": "normal"}
-#: How ``--cell lstm`` initialises: the generated module's ``init_params(seed)``, b_f = forget_bias.
-LSTM_INIT = "init_params"
+#: How a cell other than the plain RNN initialises: the generated module's ``init_params(seed)``, then
+#: the cell's ``training`` constants and the run's ``settings`` (--set NAME=V, --forget-bias B).
+CELL_INIT = "init_params"
 #: Standard deviation of the "normal" initialisation of w_h (w_i, w_o use 1): |w_h| mostly < 1.
 NORMAL_W_H_SCALE = 0.5
 #: Predictions shown by the text summary (the JSON lists up to JSON_PREDICTIONS).
@@ -95,7 +99,7 @@ PARAMETER_COPIES = 6
 class Config:
     """Everything that decides a run."""
 
-    #: None: the cell's default (RNN_DEFAULTS or LSTM_DEFAULTS); likewise lr, init, hidden, optimizer.
+    #: None: the cell's default (RNN_DEFAULTS or CELL_DEFAULTS); likewise lr, init, hidden, optimizer.
     epochs: int | None = None
     lr: float | None = None
     activation: str = "tanh"
@@ -108,11 +112,15 @@ class Config:
     #: Hidden size H and biases; H = 1 without biases is the notes' scalar model.
     hidden: int | None = None
     bias: bool = False
-    #: "rnn" (the notes' model) or "lstm" (``derive_lstm``'s, trained through its generated module).
+    #: "rnn" (the notes' model), or any other cell (a built-in name or a cell file), trained through
+    #: its generated module.
     cell: str = "rnn"
     optimizer: str | None = None
-    #: LSTM only: every forget-gate bias b_f at the start (None: LSTM_DEFAULTS["forget_bias"]).
+    #: Cells but the plain RNN: every forget-gate bias b_f at the start (the same as settings b_f).
     forget_bias: float | None = None
+    #: Cells but the plain RNN: (name, value) pairs, every entry of the per-unit parameter ``name`` at
+    #: the start; resolved to the cell's ``training`` constants updated by these.
+    settings: tuple = ()
 
     def __post_init__(self):
         self._resolve_defaults()
@@ -120,7 +128,7 @@ class Config:
             raise UsageError(f"--epochs must be a positive whole number, got {self.epochs!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"--lr must be a positive number, got {self.lr!r}")
-        if self.init not in INITS and not (self.cell == "lstm" and self.init == LSTM_INIT):
+        if self.init not in INITS and not (self.generic and self.init == CELL_INIT):
             raise UsageError(f"unknown --init {self.init!r}: choose one of {', '.join(INITS)}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown --optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
@@ -134,36 +142,71 @@ class Config:
         # Validates the activation name, the hidden size and the cell (with its fixed activations).
         model = Model(steps=1, activation=self.activation, hidden=self.hidden, bias=self.bias, cell=self.cell)
         object.__setattr__(self, "hidden", model.hidden)
+        object.__setattr__(self, "cell", model.cell)
+        if self.generic:
+            self._resolve_settings(model)
 
     def _resolve_defaults(self) -> None:
         """Fill what was left None with the cell's default; refuse options of the other cell."""
-        if self.cell == "lstm":
-            if self.init is not None and self.init != LSTM_INIT:
+        if self.generic:
+            cell = os.path.basename(self.cell) if str(self.cell).endswith(".py") else self.cell
+            if self.init is not None and self.init != CELL_INIT:
                 raise UsageError(
-                    f"--init {self.init} applies to the plain RNN: --cell lstm starts from the generated "
-                    "module's init_params(--seed) with b_f = --forget-bias; drop --init"
+                    f"--init {self.init} applies to the plain RNN: --cell {cell} starts from the generated "
+                    "module's init_params(--seed) and --set NAME=V; drop --init"
                 )
             if self.init_w_h is not None:
                 raise UsageError(
-                    "--init-w-h sets the plain RNN's w_h: the LSTM has four recurrent matrices U_i, U_f, "
-                    "U_g, U_o from init_params(--seed); drop --init-w-h (--forget-bias B sets b_f)"
+                    f"--init-w-h sets the plain RNN's w_h: --cell {cell} takes its recurrent matrices from "
+                    "init_params(--seed); drop --init-w-h (--set NAME=V, e.g. --forget-bias B, sets a per-unit "
+                    "parameter)"
                 )
-            defaults = dict(LSTM_DEFAULTS, init=LSTM_INIT)
+            defaults = dict(CELL_DEFAULTS, init=CELL_INIT)
             if self.clip_norm is not None or self.clip_value is not None:
                 defaults.pop("clip_norm")  # the user chose the clipping
         else:
-            if self.forget_bias is not None:
-                raise UsageError("--forget-bias sets the LSTM's forget-gate bias: add --cell lstm or drop it")
+            if self.forget_bias is not None or self.settings:
+                flag = "--forget-bias" if self.forget_bias is not None else "--set"
+                raise UsageError(
+                    f"{flag} sets a per-unit parameter of a gated cell (b_f of --cell lstm): add --cell lstm "
+                    "(or another cell) or drop it"
+                )
             defaults = RNN_DEFAULTS
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        if self.forget_bias is not None and not math.isfinite(self.forget_bias):
-            raise UsageError(f"--forget-bias must be a finite number, got {self.forget_bias!r}")
+
+    def _resolve_settings(self, model: Model) -> None:
+        """settings := the cell's training constants, updated by --set and --forget-bias; checked."""
+        from .cells import cell_of
+
+        cell = cell_of(model)
+        settings = dict(cell.training)
+        settings.update(dict(self.settings))
+        if self.forget_bias is not None:
+            settings["b_f"] = self.forget_bias
+        for name, value in settings.items():
+            if name not in cell.vectors:
+                have = ", ".join(cell.vectors) or "none"
+                flag = "--forget-bias" if name == "b_f" and self.forget_bias is not None else f"--set {name}"
+                raise UsageError(
+                    f"{flag}: cell {cell.name} has no per-unit parameter {name} (its per-unit parameters: {have})"
+                )
+            if not math.isfinite(value):
+                flag = "--forget-bias" if name == "b_f" and self.forget_bias is not None else f"--set {name}"
+                raise UsageError(f"{flag} must be a finite number, got {value!r}")
+        object.__setattr__(self, "settings", tuple(settings.items()))
+        if "b_f" in settings:
+            object.__setattr__(self, "forget_bias", float(settings["b_f"]))
 
     @property
-    def lstm(self) -> bool:
-        return self.cell == "lstm"
+    def generic(self) -> bool:
+        """A cell other than the plain RNN: trained through its module's dict interface."""
+        return self.cell != "rnn"
+
+    @property
+    def cell_name(self) -> str:
+        return os.path.basename(self.cell) if self.cell.endswith(".py") else self.cell
 
     @property
     def scalar(self) -> bool:
@@ -219,8 +262,8 @@ class Weights:
 
 
 @dataclass
-class LSTMWeights:
-    """The LSTM's parameters: a dict name → array in the generated module's PARAMS order."""
+class ParamWeights:
+    """A cell's parameters: a dict name → array in the generated module's PARAMS order."""
 
     params: dict
 
@@ -233,13 +276,13 @@ class LSTMWeights:
     def flat(self) -> np.ndarray:
         return np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in self.params.values()])
 
-    def from_flat(self, flat: np.ndarray) -> LSTMWeights:
+    def from_flat(self, flat: np.ndarray) -> ParamWeights:
         params, start = {}, 0
         for name, value in self.params.items():
             size = np.size(value)
             params[name] = np.asarray(flat[start : start + size]).reshape(np.shape(value))
             start += size
-        return LSTMWeights(params)
+        return ParamWeights(params)
 
     def as_dict(self) -> dict:
         return {name: np.asarray(value).tolist() for name, value in self.params.items()}
@@ -253,7 +296,7 @@ class Result:
     config: Config
     data: str
     vocabulary: tuple[str, ...]
-    weights: Weights | LSTMWeights
+    weights: Weights | ParamWeights
     loss: list[float] = field(default_factory=list)  # at the start of each epoch
     final_loss: float = math.nan
     accuracy: float = math.nan  # on the held-out set when there is one
@@ -284,9 +327,11 @@ class Result:
         out["activation"] = self.config.activation
         out["optimizer"] = self.config.optimizer
         out["lr"] = self.config.lr
-        if self.config.lstm:
+        if self.config.generic:
             out["hidden"] = self.config.hidden
-            out["forget_bias"] = self.config.forget_bias
+            out["settings"] = dict(self.config.settings)
+            if self.config.forget_bias is not None:
+                out["forget_bias"] = self.config.forget_bias
         out["clipping"] = (
             {"norm": self.config.clip_norm}
             if self.config.clip_norm is not None
@@ -311,7 +356,7 @@ def _finite_tree(value):
     return [_finite_tree(v) for v in value] if isinstance(value, list) else _finite_or_none(value)
 
 
-def initial_weights(config: Config, inputs: int, modules: Modules | None = None) -> Weights | LSTMWeights:
+def initial_weights(config: Config, inputs: int, modules: Modules | None = None) -> Weights | ParamWeights:
     """normal: N(0, 1) for w_i and w_o, N(0, 0.5²) for w_h; identity: w_h = 1 (the notes'
     remedy), the rest normal; zeros: everything 0. ``init_w_h`` overrides w_h.
 
@@ -320,16 +365,17 @@ def initial_weights(config: Config, inputs: int, modules: Modules | None = None)
     w_o ~ N(0, 1/H), biases 0; identity: W_h = I (Le, Jaitly & Hinton 2015); ``init_w_h`` V sets
     W_h = V·I. H = 1 draws the same numbers as the scalar model.
 
-    The LSTM: the generated module's ``init_params(seed)`` (from ``modules``), then every forget-gate
-    bias b_f = ``config.forget_bias``.
+    Any other cell: the generated module's ``init_params(seed)`` (from ``modules``), then every entry of
+    each per-unit parameter in ``config.settings`` set to its value (the LSTM's b_f = 5 by default).
     """
-    if config.lstm:
+    if config.generic:
         if modules is None:
-            modules = Modules(config.activation, inputs, False, hidden=config.hidden, cell="lstm")
+            modules = Modules(config.activation, inputs, False, hidden=config.hidden, cell=config.cell)
         module = modules.for_length(1)
         params = {name: np.array(value, dtype=float) for name, value in module.init_params(config.seed).items()}
-        params["b_f"] = np.full(np.shape(params["b_f"]), float(config.forget_bias))
-        return LSTMWeights({name: params[name] for name in module.PARAMS})
+        for name, value in config.settings:
+            params[name] = np.full(np.shape(params[name]), float(value))
+        return ParamWeights({name: params[name] for name in module.PARAMS})
     if not config.scalar:
         return _initial_matrices(config, inputs)
     rng = np.random.default_rng(config.seed)
@@ -364,10 +410,14 @@ def _initial_matrices(config: Config, inputs: int) -> Weights:
 
 def parameter_count(config: Config, inputs: int) -> int:
     """How many numbers the weights hold: the scalar model D + 2; hidden size H: H·D + H² + H (+ H + 1
-    with biases); the LSTM: 4(H·D + H² + H) + H."""
+    with biases); any other cell: the sizes of its parameters' shapes (the LSTM: 4(H·D + H² + H) + H)."""
     H, D = config.hidden, inputs
-    if config.lstm:
-        return 4 * (H * D + H * H + H) + H
+    if config.generic:
+        from .cells import cell_of
+
+        sizes = {"H": H, "D": D}
+        shapes = cell_of(Model(cell=config.cell)).parameters.values()
+        return sum(math.prod(sizes[s] for s in shape) for shape in shapes)
     if config.scalar:
         return D + 2
     return H * D + H * H + H + (H + 1 if config.bias else 0)
@@ -409,8 +459,8 @@ def check_memory(config: Config, inputs: int, available: int | None = None) -> N
         return
     H = config.hidden
     largest = f"W_h alone is {H}×{H}" if H * H >= H * inputs else f"W_i alone is {H}×{inputs}"
-    if config.lstm:
-        largest = f"each of U_i, U_f, U_g, U_o is {H}×{H}" if H >= inputs else f"each W_· is {H}×{inputs}"
+    if config.generic:
+        largest = f"each recurrent matrix is {H}×{H}" if H >= inputs else f"each input matrix is {H}×{inputs}"
     raise UsageError(
         f"--hidden {H} needs about {_bytes(needed)} of memory to train ({count:.3g} weights, {largest}, "
         f"{copies} copies of 8 bytes each) but {_bytes(available)} is available: choose a smaller --hidden"
@@ -518,7 +568,7 @@ class Projection:
 def projection_for(config: Config, vocabulary_size: int) -> Projection | None:
     """The Projection for a plain RNN over at least PROJECTED_FROM words (and more words than the
     projection is wide), else None (one-hot inputs)."""
-    if config.lstm or vocabulary_size < PROJECTED_FROM:
+    if config.generic or vocabulary_size < PROJECTED_FROM:
         return None
     projection = Projection(config.scalar, config.hidden, vocabulary_size)
     # Per word the one-hot path does about H·D work, the projection about H² (its terms): only
@@ -528,7 +578,7 @@ def projection_for(config: Config, vocabulary_size: int) -> Projection | None:
 
 def _module_loss_and_grad(module, x, y, weights) -> tuple[float, list]:
     """The generated ``loss_and_grad`` on one chunk: (loss, gradients in the weights' order)."""
-    if isinstance(weights, LSTMWeights):
+    if isinstance(weights, ParamWeights):
         value, gradients = module.loss_and_grad(x, y, weights.params)
         return value, [gradients[name] for name in weights.params]
     value, *parts = module.loss_and_grad(x, y, weights.w_i, weights.w_h, weights.w_o, **weights.keywords())
@@ -536,7 +586,7 @@ def _module_loss_and_grad(module, x, y, weights) -> tuple[float, list]:
 
 
 def _module_forward(module, x, weights) -> np.ndarray:
-    if isinstance(weights, LSTMWeights):
+    if isinstance(weights, ParamWeights):
         return module.forward(x, weights.params)
     return module.forward(x, weights.w_i, weights.w_h, weights.w_o, **weights.keywords())
 
@@ -747,10 +797,11 @@ def train(
 def summary(result: Result) -> str:
     """The readable end-of-run report."""
     config = result.config
-    if config.lstm:
+    if config.generic:
+        settings = "".join(f", {name} = {value:g}" for name, value in config.settings)
         first = (
-            f"data: {result.data}   cell: lstm   hidden: {config.hidden}   "
-            f"init: {config.init}(seed={config.seed}), b_f = {config.forget_bias:g}   "
+            f"data: {result.data}   cell: {config.cell_name}   hidden: {config.hidden}   "
+            f"init: {config.init}(seed={config.seed}){settings}   "
             f"optimizer: {config.optimizer}   lr: {config.lr:g}"
         )
     else:
@@ -777,7 +828,7 @@ def summary(result: Result) -> str:
         lines.append(f"DIVERGED at epoch {result.diverged_at} of {config.epochs}: {result.divergence}.")
         lines.append(
             "  Try --clip-norm 1 (gradient clipping) or a smaller --lr."
-            if config.lstm
+            if config.generic
             else "  Try --clip-norm 1 (gradient clipping), a smaller --lr or a smaller --init-w-h."
         )
         shown = [f"{v:.4g}" for v in result.loss[-5:]]
@@ -810,7 +861,7 @@ def summary(result: Result) -> str:
     if result.total_predictions > SHOWN_PREDICTIONS:
         lines.append(f"  … and {result.total_predictions - SHOWN_PREDICTIONS} more (--json lists them)")
     w = result.weights
-    if config.lstm:
+    if config.generic:
         lines.append(f"weights: {_norms(w)} (--json lists every entry)")
         return "\n".join(lines) + "\n"
     if not config.scalar:
@@ -890,7 +941,7 @@ def plot(result: Result, path: str) -> None:
     )
     config = result.config
     model = (
-        f"LSTM H = {config.hidden}, {config.optimizer}" if config.lstm
+        f"{config.cell_name} H = {config.hidden}, {config.optimizer}" if config.generic
         else config.activation + ("" if config.optimizer == "sgd" else f", {config.optimizer}")
     )
     axes.set_title(f"bptt train: {result.data}, {model}, lr {config.lr:g}{clipping}")

@@ -386,10 +386,10 @@ def test_parser_defaults_match_the_training_defaults():
     assert int(args.seed) == train.DEFAULT_SEED
     rnn, lstm = train.Config(), train.Config(cell="lstm")
     assert (rnn.epochs, rnn.lr, rnn.optimizer, rnn.hidden) == (train.DEFAULT_EPOCHS, train.DEFAULT_LR, "sgd", 1)
-    d = train.LSTM_DEFAULTS
+    d = train.CELL_DEFAULTS
     assert (lstm.epochs, lstm.lr, lstm.optimizer, lstm.hidden) == (d["epochs"], d["lr"], d["optimizer"], d["hidden"])
-    assert (lstm.forget_bias, lstm.clip_norm, lstm.init) == (d["forget_bias"], d["clip_norm"], train.LSTM_INIT)
+    assert (lstm.forget_bias, lstm.clip_norm, lstm.init) == (5.0, d["clip_norm"], train.CELL_INIT)
     help_text = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help().split())
     assert f"(default: {train.DEFAULT_EPOCHS}; --cell lstm: {d['epochs']})" in help_text
     assert f"(default: {train.DEFAULT_LR:g}; --cell lstm: {d['lr']:g} with Adam)" in help_text
-    assert f"--cell lstm: {d['hidden']})" in help_text and f"(default: {d['forget_bias']:g})" in help_text
+    assert f"--cell lstm: {d['hidden']})" in help_text and "--cell lstm; default 5" in help_text

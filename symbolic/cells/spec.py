@@ -85,7 +85,7 @@ class Cell:
 
     def __init__(self, name: str, readout: str = "w_y", readout_bias: str | None = None,
                  readout_state: str | None = None, description: str = "", positional: tuple = (),
-                 init: dict | None = None):
+                 init: dict | None = None, training: dict | None = None):
         self.name = _checked_name(name, "cell name")
         self.description = description
         self.readout = _checked_name(readout, "readout weight")
@@ -95,6 +95,9 @@ class Cell:
         self.positional = tuple(positional)
         #: Parameter name → the constant every entry starts at in init_params (others: uniform ±1/√H)
         self.init = dict(init or {})
+        #: Per-unit parameter name → the constant every entry starts at when ``bptt train`` trains the
+        #: cell (its own recommendation; --set NAME=V overrides)
+        self.training = dict(training or {})
         self.input_symbol = sp.Symbol("x_t")
         self.states: dict[str, sp.Symbol] = {}   # state name → its previous value's symbol
         self.matrices: dict[str, tuple[str, str]] = {}
@@ -197,9 +200,10 @@ class Cell:
         for eq in self.equations:
             uses |= eq.expr.free_symbols
         uses |= {sp.Symbol(a.operand) for a in self.applications}
-        for name, value in self.init.items():
-            if name not in self.parameters or not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise UsageError(f"init sets {name!r} to {value!r}: name a parameter and give a number")
+        for name, value in (*self.init.items(), *self.training.items()):
+            if name not in self.vectors or not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise UsageError(f"init and training set {name!r} to {value!r}: name a per-unit parameter "
+                                 "(cell.vector) and give a number")
         for name in self.positional:
             if name not in self.parameters:
                 raise UsageError(f"positional parameter {name!r} is not a parameter of cell {self.name!r}")
