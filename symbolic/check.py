@@ -55,8 +55,6 @@ from .errors import UsageError
 #: Worst relative error accepted, per method. A 0.1% error in any parameter is far beyond both.
 TOLERANCES = {"finite differences": 1e-6, "complex step": 1e-10}
 PARAMETERS = ("w_i", "w_h", "w_o")
-#: A matrix module's parameters (hidden size H, optional biases), in the order of its gradients.
-MATRIX_PARAMETERS = ("w_i", "w_h", "w_o", "b_h", "b_o")
 #: Entries of one parameter checked numerically at most (drawn at random beyond that).
 MAX_ENTRIES = 48
 INTERFACE = ("loss", "loss_and_grad", "ACTIVATION", "INPUT_SIZE", "STEPS")
@@ -71,7 +69,6 @@ KINK_MARGIN = 1e-3
 #: steps from h_0 = 0), so the rounding error ε·L/h of a two-point 1e-6 step came within 4x of the
 #: tolerance; at h = 1e-3 rounding (~1e-13) and truncation (h⁴ L⁽⁵⁾/30 ~ 1e-13) both stay far below it.
 DICT_FD_STEP = 1e-3
-LSTM_FD_STEP = DICT_FD_STEP  # the name this step had when only the LSTM had the dict interface
 #: For dict-interface modules, finite differences are measured relative to at least this fraction of
 #: the largest gradient entry (see ``_compare``); a 0.1% error stays visible down to gradients 1e-6 of
 #: the largest.
