@@ -4,7 +4,7 @@
 
 Model (f = tanh, input size D = 3):
 
-    o_0 = 0,  o_t = tanh(o_prev*w_h + w_i_1*x_t_1 + w_i_2*x_t_2 + w_i_3*x_t_3)  (t = 1..n)
+    o_0 = 0,  o_t = tanh(o_prev*w_h + w_i·x_t)  (t = 1..n)
     ŷ = σ(w_o o_n),  L = −y log ŷ − (1 − y) log(1 − ŷ), averaged over the batch
 
 Gradient (Backpropagation Through Time), for w = w_h or a component w_i[d]:

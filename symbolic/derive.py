@@ -8,10 +8,15 @@ where ∂⁺o_j/∂w is the *immediate* partial (o_{j−1} held fixed), not the 
 notes write. Term j = n is the short-term dependency, j < n the long-term ones. The local
 derivatives come from SymPy's ``diff`` on the defining equations, written back with the stored
 outputs o_k (tanh: ∂o_k/∂o_{k−1} = (1 − o_k²) w_h).
+
+w_i and x_t are vector symbols and w_i·x_t one ``unroll.Dot``, so the derivation is the same work
+for every input size D: ∂⁺o_t/∂w_i = f′(a_t) x_t is one ``sp.diff``, and its component d is that
+vector with x_{t,d} for x_t (``step_immediate["w_i"][d]``, made on demand).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,6 +33,9 @@ EXPANDED_LIMIT = 12
 MULTIPLIED_LIMIT = 400
 #: Largest n unrolled symbolically at all (n·(D + 1) symbols); longer sequences are for loop code.
 UNROLL_LIMIT = 10_000
+#: Largest input size D for which the component-by-component checks run (``--verify`` writes the
+#: unrolled loss out over the D components and checks each of them: O(D²) work).
+EXPLICIT_INPUTS_LIMIT = 16
 
 PARAMETERS = ("w_i", "w_h", "w_o")
 
@@ -106,6 +114,22 @@ class GeneralForm:
         )
 
 
+class ComponentsOf(Sequence):
+    """The D components of a vector expression linear in the vector symbol x (such as f′(a_t) x_t):
+    component d has x_d for x, made when asked for."""
+
+    def __init__(self, vector: sp.Expr, x: sp.Symbol, components: Sequence):
+        self.vector, self.x, self.components = vector, x, components
+
+    def __len__(self) -> int:
+        return len(self.components)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return tuple(self[i] for i in range(*index.indices(len(self))))
+        return self.vector.xreplace({self.x: self.components[index]})
+
+
 class Derivation:
     """Everything derived for one model; expressions are SymPy objects, nothing is printed here."""
 
@@ -130,13 +154,20 @@ class Derivation:
         self.dL_dw_o = sp.factor(sp.cancel(self.dL_dyhat * self.dyhat_dw_o))
         # One generic step, differentiated once: ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
         # with the output o_t; every timestep is an instance of these (linear in n).
+        # w_i·x_t is one Dot of the vector symbols: ∂⁺o_t/∂w_i is one diff, for every D.
         step = u.step
-        written = {f.apply(step.a): step.o}
-        self.step_jacobian = sp.diff(f.apply(step.a), step.o_prev).xreplace(written)
+        output = f.apply(step.vector_a)
+        written = {output: step.o}
+        self.step_jacobian = sp.diff(output, step.o_prev).xreplace(written)
         self.step_derivative = f.derivative_from_output(step.o)
+        #: ∂⁺o_t/∂w for w_h and for the vector w_i (f′(a_t) x_t, with the vector symbol x_t).
+        self.step_immediate_vector = {
+            "w_h": sp.diff(output, u.w_h).xreplace(written),
+            "w_i": sp.diff(output, step.w_i_vector).xreplace(written),
+        }
         self.step_immediate = {
-            "w_h": (sp.diff(f.apply(step.a), u.w_h).xreplace(written),),
-            "w_i": tuple(sp.diff(f.apply(step.a), w).xreplace(written) for w in u.w_i),
+            "w_h": (self.step_immediate_vector["w_h"],),
+            "w_i": ComponentsOf(self.step_immediate_vector["w_i"], step.x_vector, step.x),
         }
 
     # -- building blocks -------------------------------------------------------------------------
@@ -201,19 +232,45 @@ class Derivation:
         return sp.Add(*(self.term(parameter, t.j, component) for t in self.terms()))
 
     def expanded(self, parameter: str, component: int = 0) -> sp.Expr:
-        """∂L/∂w by differentiating the fully nested loss directly (small n only)."""
+        """∂L/∂w by differentiating the fully nested loss directly (small n only), with every w_i·x_t
+        written out over the D components: SymPy's own derivative, the proofs' oracle (O(nD) each)."""
+        self._require_expanded()
+        component = self._component(parameter, component)
+        weight = self.parameters[parameter][component]
+        return sp.diff(self._nested_loss, weight)
+
+    def vector_expanded(self, parameter: str) -> sp.Expr:
+        """∂L/∂w of the nested loss with each w_i·x_t one Dot (small n only; the same work for every D).
+        For w_i a vector expression, linear in the x_t outside the Dots (``unrolled.component``)."""
+        self._require_expanded()
+        self._component(parameter, 0)
+        weight = {"w_i": self.unrolled.w_i_vector, "w_h": self.unrolled.w_h, "w_o": self.unrolled.w_o}[parameter]
+        return sp.diff(self._vector_nested_loss, weight)
+
+    def _require_expanded(self) -> None:
         if self.n > EXPANDED_LIMIT:
             raise UsageError(
                 f"the fully expanded gradient is only built for n ≤ {EXPANDED_LIMIT} (it grows "
                 f"exponentially); n = {self.n} keeps the Σ/Π form"
             )
-        component = self._component(parameter, component)
-        weight = self.parameters[parameter][component]
-        return sp.diff(self._nested_loss, weight)
+
+    def require_components(self, what: str = "--verify") -> None:
+        """Refuse work that writes w_i·x_t out over the D components when D is large."""
+        D = self.model.inputs
+        if D > EXPLICIT_INPUTS_LIMIT:
+            raise UsageError(
+                f"{what} checks each of the D = {D} components of w_i against the unrolled loss written out "
+                f"component by component (limit D = {EXPLICIT_INPUTS_LIMIT}); the derivation treats w_i as one "
+                "vector and is the same for every D: verify it with --inputs 3"
+            )
 
     @cached_property
     def _nested_loss(self) -> sp.Expr:
         return self.unrolled.nested_loss()
+
+    @cached_property
+    def _vector_nested_loss(self) -> sp.Expr:
+        return self.unrolled.nested_loss(vector=True)
 
     def general(self, weight: sp.Symbol | None = None) -> GeneralForm:
         """The Σ/Π form for symbolic n (index symbols n, j, k; o as an IndexedBase)."""

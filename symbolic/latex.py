@@ -123,7 +123,7 @@ class Typesetter:
         self.unrolled = u = derivation.unrolled
         self.n = derivation.n
         self.inputs = len(u.w_i)
-        self.names = dict(u.latex_names)
+        self.names = u.latex_names.copy()  # names the components w_{i,d}, x_{t,d} on lookup
         self.printer = DerivationPrinter(self.names)
         self.loss = sp.Symbol("L")
         self.w_i = self._symbol("w_i (vector)", r"\mathbf{w}_{i}")
@@ -132,15 +132,15 @@ class Typesetter:
         step = u.step
         f_prime = derivation.step_derivative
         # The local derivatives as f′(a_t) times ∂a_t/∂(·), each checked against the derived one.
+        # (From a_t with w_i·x_t one Dot, so nothing here grows with the input size D.)
         self.local = {
-            "jacobian": InOrder(f_prime, sp.diff(step.a, step.o_prev)),
-            "w_h": InOrder(f_prime, sp.diff(step.a, u.w_h)),
+            "jacobian": InOrder(f_prime, sp.diff(step.vector_a, step.o_prev)),
+            "w_h": InOrder(f_prime, sp.diff(step.vector_a, u.w_h)),
             "w_i": InOrder(f_prime, self.x_step),
         }
         assert sp.expand(self.local["jacobian"].value - derivation.step_jacobian) == 0
         assert sp.expand(self.local["w_h"].value - derivation.step_immediate["w_h"][0]) == 0
-        for x, component in zip(step.x, derivation.step_immediate["w_i"]):
-            assert sp.expand(f_prime * x - component) == 0
+        assert sp.expand(f_prime * step.x_vector - derivation.step_immediate_vector["w_i"]) == 0
         # (∂L/∂ŷ)(∂ŷ/∂o_n) and ∂L/∂w_o written as (ŷ − y) times the rest.
         self.residual = u.y_hat - u.y
         self.output = InOrder(self.residual, self._over_residual(derivation.output_factor))
@@ -168,14 +168,18 @@ class Typesetter:
         if isinstance(t, int):
             o = u.o[t - 1]
             previous = u.o[t - 2] if t > 1 else self.o_zero  # o_0 kept visible, e.g. (1 − o_1²) o_0
-            xs = u.x[t - 1]
         else:
             o = self._symbol(f"o_({t})", f"o_{{{t}}}")
             previous = self._symbol(f"o_({t}-1)", f"o_{{{t}-1}}")
-            xs = [self._symbol(f"x_({t},{d})", f"x_{{{t},{d}}}") for d in range(1, self.inputs + 1)]
         x_vector = self._symbol(f"x_{t} (vector)", rf"\mathbf{{x}}_{{{t}}}")
         mapping = {step.o: o, step.o_prev: previous, self.x_step: x_vector}
-        mapping.update(zip(step.x, xs))
+        # Only the components x_{t,d} the expression holds (not all D of them).
+        for symbol in sp.sympify(expr).free_symbols:
+            if symbol in step.x:
+                d = step.x.index(symbol) + 1
+                mapping[symbol] = (
+                    u.x[t - 1][d - 1] if isinstance(t, int) else self._symbol(f"x_({t},{d})", f"x_{{{t},{d}}}")
+                )
         return expr.xreplace(mapping)
 
     def weight(self, parameter: str) -> sp.Symbol:
@@ -344,12 +348,12 @@ class Typesetter:
             (f"f'\\left({self.tex(a_k)}\\right)", "", self.tex(self._at(d.step_derivative, "k"))),
             (
                 self.tex(Partial(o_k, o_k1)),
-                self.tex(InOrder(f_prime["k"], sp.diff(step.a, step.o_prev))),
+                self.tex(InOrder(f_prime["k"], sp.diff(step.vector_a, step.o_prev))),
                 self.tex(self._at(self.local["jacobian"], "k")),
             ),
             (
                 self.tex(Partial(o_j, u.w_h, True)),
-                self.tex(self._at(InOrder(f_prime["j"], sp.diff(step.a, u.w_h)), "j")),
+                self.tex(self._at(InOrder(f_prime["j"], sp.diff(step.vector_a, u.w_h)), "j")),
                 self.tex(self._at(self.local["w_h"], "j")),
             ),
             (
@@ -385,27 +389,33 @@ class Typesetter:
     # -- the fully expanded result ---------------------------------------------------------------
 
     def expanded(self) -> dict:
-        """The expanded gradients as common subexpressions (small n), or their sizes (larger n)."""
+        """The expanded gradients as common subexpressions (small n), or their sizes (larger n).
+
+        Differentiated with each w_i·x_t one Dot (``Derivation.vector_expanded``), so the work does not
+        grow with D: ∂L/∂w_{i,d} for each d when D ≤ 3, else ∂L/∂w_i as a vector (in the x_t)."""
         d, u = self.derivation, self.unrolled
-        components = [("w_o", 0, u.w_o), ("w_h", 0, u.w_h)] + [
-            ("w_i", index, w) for index, w in enumerate(u.w_i)
-        ]
         if self.n > EXPANDED_LIMIT:
             return {"shown": False, "sizes": [], "built": False, "limit": EXPANDED_LIMIT}
-        expressions = [d.expanded(parameter, index) for parameter, index, _ in components]
+        vector = d.vector_expanded("w_i")
+        components = [("w_o", u.w_o, d.vector_expanded("w_o")), ("w_h", u.w_h, d.vector_expanded("w_h"))]
+        if self.n > EXPANDED_SHOWN_LIMIT or self.inputs <= len(VOCABULARY):
+            shown = range(1 if self.n > EXPANDED_SHOWN_LIMIT else self.inputs)
+            components += [("w_i", u.w_i[index], u.component(vector, index)) for index in shown]
+        else:
+            components.append(("w_i", self.w_i, vector))
+        expressions = [expression for _, _, expression in components]
         if self.n > EXPANDED_SHOWN_LIMIT:
             sizes = [
-                {"lhs": self.tex(Partial(self.loss, w)), "ops": sp.count_ops(expression)}
-                for (_, _, w), expression in zip(components, expressions)
+                {"lhs": self.tex(Partial(self.loss, w)), "ops": sp.count_ops(expression.xreplace(self._dot_sums()))}
+                for (_, w, _), expression in zip(components, expressions)
             ]
             return {"shown": False, "sizes": sizes[:3], "built": True, "limit": EXPANDED_LIMIT}
         # Name each w_i·x_t so the nest reads f(w_h u + w_i·x_t) whatever the input size.
         dots = {}
         for t in range(1, self.n + 1):
             dot = self._symbol(f"dot_{t}", rf"\mathbf{{w}}_{{i}} \cdot \mathbf{{x}}_{{{t}}}")
-            dots[sp.Add(*(w * x for w, x in zip(u.w_i, u.x[t - 1])))] = dot
-        for dot_sum, dot in dots.items():
-            expressions = [expression.subs(dot_sum, dot) for expression in expressions]
+            dots[u.projection(t)] = dot
+        expressions = [expression.xreplace(dots) for expression in expressions]
         # Zero-padded names sort u_2 before u_10 in printed products.
         names = (self._symbol(f"u_{index:05d}", f"u_{{{index}}}") for index in count(1))
         definitions, reduced = sp.cse(expressions, symbols=names)
@@ -414,10 +424,18 @@ class Typesetter:
             "definitions": [(self.tex(symbol), self._lines(value)) for symbol, value in definitions],
             "results": [
                 (self.tex(Partial(self.loss, w)), self._lines(value))
-                for (_, _, w), value in zip(components, reduced)
+                for (_, w, _), value in zip(components, reduced)
             ],
             "count": len(definitions),
         }
+
+    def _dot_sums(self) -> dict:
+        """Each w_i·x_t written out as Σ_d w_{i,d} x_{t,d} when D ≤ 3, so an operation count reads as
+        the written-out nest's (for larger D one Dot stays one operation)."""
+        u = self.unrolled
+        if self.inputs > len(VOCABULARY):
+            return {}
+        return {u.projection(t): sum(w * x for w, x in zip(u.w_i, u.x[t - 1])) for t in range(1, self.n + 1)}
 
     def _lines(self, expr: sp.Expr) -> list[str]:
         """A sum broken into lines of at most NODES_PER_LINE tree nodes; later lines start with ±."""

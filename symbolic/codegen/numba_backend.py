@@ -172,7 +172,7 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
 
     local = {step.o: "o_t", step.o_prev: "o_prev"}
     projection = sp.Symbol("projection_t")
-    recurrent = sp.expand(step.a - sp.Add(*(w * xd for w, xd in zip(u.w_i, step.x))))
+    recurrent = sp.expand(step.vector_a - step.projection)  # w_i·x_t is hoisted (one Dot)
     output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
     logit_code = code(u.logit, output)
     wide = WidePrinter()

@@ -212,13 +212,13 @@ def factored(derivation: Derivation) -> dict:
     shared = derivative if not derivative.is_number else sp.S.One
     jacobian = _factor_out(derivation.step_jacobian, shared)
     immediate_h = _factor_out(derivation.step_immediate["w_h"][0], shared)
-    immediate_i = [_factor_out(e, shared) for e in derivation.step_immediate["w_i"]]
-    if jacobian is None or immediate_h is None or any(e is None for e in immediate_i):
+    # ∂⁺o_t/∂w_i for the vector w_i (f′(a_t) x_t with the vector symbol x_t): the same for every D.
+    immediate_i = _factor_out(derivation.step_immediate_vector["w_i"], shared)
+    if jacobian is None or immediate_h is None or immediate_i is None:
         raise NotImplementedError("local derivatives that do not share f'(a_t) are not supported yet")
-    coefficients = {_linear_coefficient(e, xd) for e, xd in zip(immediate_i, step.x)}
-    if len(coefficients) != 1 or None in coefficients:
+    coefficient_i = _linear_coefficient(immediate_i, step.x_vector)
+    if coefficient_i is None:
         raise NotImplementedError("∂⁺o_t/∂w_i is not (coefficient)·x_t: not supported yet")
-    (coefficient_i,) = coefficients
     return {
         "derivative": derivative,
         "shared": shared,
@@ -235,9 +235,7 @@ def docstring_formulas(derivation: Derivation) -> dict:
     local = {step.o: "o_t", step.o_prev: "o_prev"}
     output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
     return {
-        "step": text(
-            u.activation.apply(step.a), {**local, **{xd: f"x_t_{d}" for d, xd in enumerate(step.x, 1)}}
-        ),
+        "step": text(u.activation.apply(step.vector_a), local),
         "derivative": text(derivation.step_derivative, local),
         "jacobian": text(derivation.step_jacobian, local),
         "immediate_h": text(derivation.step_immediate["w_h"][0], local),
@@ -281,7 +279,7 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
 
     # -- the forward step, with the input projection w_i·x_t hoisted ----------------------------
     projection = sp.Symbol("projection_t")
-    recurrent = sp.expand(step.a - sp.Add(*(w * xd for w, xd in zip(u.w_i, step.x))))
+    recurrent = sp.expand(step.vector_a - step.projection)  # w_i·x_t is one Dot, whatever D is
     loop_step = code(f.apply(projection + recurrent), {**local, projection: "projection_t"})
     # The same step in place, for wide batches: o_t holds w_i·x_t, gets w_h o_(t−1) added, then f.
     in_place_step = {"recurrent": code(recurrent, local), "activation": in_place(f, "o_t")}
@@ -289,8 +287,7 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
     if mode == "unrolled":
         rows = sp.IndexedBase("projection")
         for t in range(1, derivation.n + 1):
-            inputs = sp.Add(*(w * xd for w, xd in zip(u.w_i, u.x[t - 1])))
-            hidden_part = sp.expand(u.a[t - 1] - inputs)
+            hidden_part = sp.expand(u.vector_a[t - 1] - u.projection(t))
             name = str(u.o[t - 1])
             unrolled_steps.append(
                 {
