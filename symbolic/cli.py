@@ -48,8 +48,9 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--cell", default="rnn", metavar="CELL",
-        help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default), or lstm "
-        "(gates i, f, g, o with biases; sigmoid gates, tanh candidate and cell output)",
+        help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default); lstm (gates i, f, "
+        "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); or FILE.py, your own cell written with "
+        "symbolic.cells.spec (see the README). A cell file is Python: it runs when loaded, like any script",
     )
 
 

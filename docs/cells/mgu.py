@@ -5,7 +5,8 @@
 
 from symbolic.cells.spec import Cell, sigmoid, tanh
 
-cell = Cell("mgu", readout="w_y", description="a minimal gated unit")
+# bptt train starts from b_f = -3: f ≈ 0.05, so h is mostly kept ((1 − f) ⊙ h) over long gaps at first.
+cell = Cell("mgu", readout="w_y", description="a minimal gated unit", training={"b_f": -3.0})
 x, h = cell.input(), cell.state("h")
 W_f, U_f, b_f = cell.matrix("W_f", "H", "D"), cell.matrix("U_f", "H", "H"), cell.vector("b_f")
 W_n, U_n, b_n = cell.matrix("W_n", "H", "D"), cell.matrix("U_n", "H", "H"), cell.vector("b_n")
