@@ -700,6 +700,16 @@ def _train(args) -> int:
     )
     plot_path = _plot_target(args.plot)
     dataset, held_out = data.load(args.data)
+    if config.steps_from_data:
+        from .codegen import unrolled_limit
+
+        longest = max([*dataset.lengths, *(held_out.lengths if held_out is not None else [])])
+        if longest > unrolled_limit(model):
+            raise UsageError(
+                f"--steps-from-data writes an unrolled module for each length, limited to n <= "
+                f"{unrolled_limit(model)}, and the data has a sequence of {longest} words: drop "
+                "--steps-from-data (one loop module serves every length)"
+            )
     progress = "lines" if args.progress else "bar" if sys.stderr.isatty() and not args.json else "slow"
     result = train.train(dataset, config, held_out=held_out, progress=progress)
     if plot_path:

@@ -161,3 +161,13 @@ def test_cli_refuses_bad_combinations(arguments, phrase, tmp_path):
     assert run.returncode == 2 and phrase in run.stderr, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_steps_from_data_refuses_sequences_past_the_unrolled_limit(tmp_path):
+    """The advice names a flag train has (not --mode): drop --steps-from-data."""
+    rows = ["text,label"] + [" ".join(["cat", "mat"] * 300) + f",{k % 2}" for k in range(2)]
+    csv = tmp_path / "long.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    run = bptt("train", "--data", str(csv), "--steps-from-data", "--epochs", "1")
+    assert run.returncode == 2 and "drop --steps-from-data" in run.stderr and "--mode" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1

@@ -33,6 +33,15 @@ DEFAULT_UNROLLED_LIMIT = 64
 UNROLLED_LIMIT = 512
 
 
+def unrolled_limit(model: Model) -> int:
+    """The longest sequence --mode unrolled writes straight-line code for."""
+    if model.generic:
+        from .cell_backend import UNROLLED_LIMIT as CELL_LIMIT
+
+        return CELL_LIMIT
+    return UNROLLED_LIMIT
+
+
 def resolve_mode(model: Model, mode: str | None) -> str:
     """The mode to generate: the given one, checked, or the default for ``model.steps``."""
     if mode is None:
