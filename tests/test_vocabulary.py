@@ -163,7 +163,7 @@ class _Stream:
     ("arguments", "shape"),
     [
         (("--hidden", "10000000"), "W_h alone is 10000000×10000000"),
-        (("--cell", "lstm", "--hidden", "10000000"), "each of U_i, U_f, U_g, U_o is 10000000×10000000"),
+        (("--cell", "lstm", "--hidden", "10000000"), "each recurrent matrix is 10000000×10000000"),
     ],
 )
 def test_hidden_size_too_large_for_memory_is_refused_up_front(arguments, shape, tmp_path):
