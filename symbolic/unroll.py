@@ -181,7 +181,10 @@ class _StepMapping(dict):
             raise KeyError(key) from None
 
     def get(self, key, default=None):  # Atom.xreplace asks rule.get(atom, atom)
-        return self[key] if key in self else default
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
     def __bool__(self) -> bool:
         return True
