@@ -373,8 +373,10 @@ class Unrolled:
         generators += list(self.x.flat) + list(self.y.flat)
         for node in self.atoms:
             generators += [node.symbol] + ([node.step] if node.step is not None else [])
-        # integer coefficients (B = 1; the readout's ŷ − y) multiply several times faster than rationals
-        domain = sp.ZZ if self.batch == 1 else sp.QQ
+        # integer coefficients (B = 1, the readout's ŷ − y, integer equations) multiply several times
+        # faster than rationals
+        numbers = {n for eq in self.cell.equations for n in eq.expr.atoms(sp.Number)}
+        domain = sp.ZZ if self.batch == 1 and all(n.is_Integer for n in numbers) else sp.QQ
         polynomials, *gens = ring(generators, domain)
         point = dict(zip(generators, gens))
 
@@ -382,7 +384,7 @@ class Unrolled:
             pass   # an independent generator
 
         number = polynomials.domain.convert
-        self.values(point, {}, lambda q: polynomials(number(q)), {f: atom for f in ORACLE_FUNCTIONS})
+        self.values(point, {}, lambda q: polynomials(number(_decimal(q))), {f: atom for f in ORACLE_FUNCTIONS})
         return polynomials, point
 
 
@@ -395,6 +397,8 @@ def _rational(rng: random.Random, low: float, high: float) -> Fraction:
 
 
 def _mp(value):
+    if isinstance(value, sp.Float):   # a cell's decimal coefficient, as the engine's mpmath code reads it
+        return mpmath.mpf(value._mpf_)
     if isinstance(value, sp.Rational):
         value = Fraction(int(value.p), int(value.q))
     value = Fraction(value)
@@ -411,7 +415,13 @@ def _total(values: list):
 
 
 def _fraction(number: sp.Number) -> Fraction:
-    return Fraction(int(number.p), int(number.q))
+    return Fraction(int(number.p), int(number.q)) if number.is_Rational else Fraction(str(number))
+
+
+def _decimal(number: sp.Number) -> sp.Rational:
+    """A Float as the decimal it prints as: the derivation's Float arithmetic (1 − 0.1 = 0.9) is exact
+    in decimals, not in binary, so the exact check reads a cell's decimal coefficients as written."""
+    return sp.Rational(str(number)) if number.is_Float else number
 
 
 def value_of(expr: sp.Expr, point: dict, memo: dict, number=_fraction):
@@ -422,7 +432,7 @@ def value_of(expr: sp.Expr, point: dict, memo: dict, number=_fraction):
         return memo[key][1]
     if expr.is_Symbol:
         value = point[expr]
-    elif expr.is_Rational:
+    elif expr.is_Rational or expr.is_Float:
         value = number(expr)
     elif expr.is_Add:
         value = sum((value_of(arg, point, memo, number) for arg in expr.args[1:]),
@@ -573,7 +583,7 @@ class ExactOracle:
             self.memo: dict = {}
             ring, _ = self._ring
             convert = ring.domain.convert
-            self._number = lambda q: ring(convert(q))
+            self._number = lambda q: ring(convert(_decimal(q)))
             self.expected = self.unrolled.gradient(self.polynomial, zero=ring(0))
 
     def polynomial(self, expr: sp.Expr):
@@ -772,8 +782,8 @@ def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, i
 
     ``model_or_cell``: a ``Model``, a ``Cell``, a ``CellDerivation`` or a cell name or file. The exact
     identity runs at H = 1, n = min(steps, EXACT_STEPS); the 60-digit check at H = min(max(hidden, 2),
-    NUMERIC_HIDDEN), n = min(steps, NUMERIC_STEPS); D = min(inputs, EXACT_INPUTS or NUMERIC_INPUTS). The negative
-    control runs the same checks with one path removed, at n ≥ 2.
+    NUMERIC_HIDDEN), n = min(steps, NUMERIC_STEPS); D = min(inputs, EXACT_INPUTS) and min(inputs, NUMERIC_INPUTS). The
+    negative control runs the same checks with one path removed, at n ≥ 2.
     """
     started = time.perf_counter()
     cell, steps, hidden, inputs = _sizes(model_or_cell, steps, hidden, inputs)

@@ -106,6 +106,18 @@ def test_large_models_are_proved_at_small_sizes_and_say_so():
     assert "model H = 64, D = 10, n = 100" in text.splitlines()[0] and "proved at the sizes shown" in text
 
 
+@pytest.mark.parametrize("rate", [sp.Rational(1, 3), 0.1], ids=["rational", "decimal"])
+def test_a_cell_with_fractional_coefficients(rate):
+    """A leaky unit h' = (1 − k) h + k tanh(W x + U h + b): the exact identity over QQ, and with a decimal
+    k the derivation's Float arithmetic (1 − 0.1 = 0.9) read as the decimals it prints as."""
+    cell = Cell("leaky", readout="w_y")
+    x, h = cell.input(), cell.state("h")
+    W, U, b = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H"), cell.vector("b")
+    cell.update(h, (1 - rate) * h + rate * tanh(W @ x + U @ h + b))
+    report = oracle.verify(cell, steps=3, hidden=2, inputs=1)
+    assert report.passed and report.control.mutation == "no_direct_path", str(report)
+
+
 # -- the oracle is sp.diff of the unrolled loss ----------------------------------------------------------------
 
 
