@@ -162,12 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: Commands that handle ``--cell lstm``; the others refuse it in one line.
-LSTM_COMMANDS: set[str] = {"derive", "codegen", "analyze", "train"}
+#: Commands that take any cell; the others refuse a cell but the plain RNN in one line.
+CELL_COMMANDS: set[str] = {"derive", "codegen", "analyze", "train"}
 
 
-def _lstm_gate(model, args):
-    if model.lstm and args.command not in LSTM_COMMANDS:
+def _cell_gate(model, args):
+    if model.generic and args.command not in CELL_COMMANDS:
         model.require_rnn(f"bptt {args.command}")
     return model
 
@@ -175,7 +175,7 @@ def _lstm_gate(model, args):
 def _model(args):
     from .model import Model
 
-    return _lstm_gate(
+    return _cell_gate(
         Model(
             steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden,
             cell=args.cell, bias=args.bias,
@@ -188,7 +188,7 @@ def _check_shape(args):
     """analyze and train: check --hidden, --cell, --bias and --activation before any work."""
     from .model import Model
 
-    return _lstm_gate(
+    return _cell_gate(
         Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias), args
     )
 
@@ -259,25 +259,11 @@ def _derive_cell(model, args) -> int:
 
 
 def _prove_cell(model) -> tuple[bool, str]:
-    """(passed, printed report): symbolic.oracle.verify(model) when the generic proof is there (its
-    report has .passed and prints as the proof), else the LSTM's own proof."""
-    from importlib import import_module
-    from importlib.util import find_spec
+    """(passed, printed report) of the generic proof (symbolic/oracle.py)."""
+    from . import oracle
 
-    oracle = import_module(f"{__package__}.oracle") if find_spec(f"{__package__}.oracle") else None
-    if oracle is not None and hasattr(oracle, "verify"):
-        report = oracle.verify(model)
-        text = oracle.format_report(report) if hasattr(oracle, "format_report") else str(report)
-        return report.passed, text
-    if not model.lstm:
-        raise UsageError(f"--verify does not support --cell {model.cell_name} yet: drop --verify")
-    from .derive_lstm import LSTMDerivation
-    from .proof_lstm import check_lstm_size, format_lstm_report, prove_lstm
-
-    derivation = LSTMDerivation(model)
-    check_lstm_size(derivation)
-    report = prove_lstm(derivation)
-    return report.passed, format_lstm_report(report)
+    report = oracle.verify(model)
+    return report.passed, oracle.format_report(report)
 
 
 def _codegen(args) -> int:
