@@ -29,7 +29,7 @@ import numpy as np
 import sympy as sp
 
 from . import analysis
-from .analysis import TOLERANCE, _nested, _number, _rows_shown, pyplot, save_figure
+from .analysis import TOLERANCE, _nested, _number, _power_of_ten, _rows_shown, pyplot, save_figure
 from .errors import UsageError
 from .model import Model
 
@@ -349,13 +349,13 @@ def table(result: CellAnalysis) -> str:
     header = f"{'j':>5} {'gap':>5} " + " ".join(f"{title:>14}" for title, _ in columns) + f" {'RNN |Π|':>12} {'carried / RNN':>13}"
     lines += [header, "-" * len(header)]
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        rnn = np.power(10.0, a.rnn_log10)
-        ratio = np.power(10.0, a.log10[a.carried] - a.rnn_log10)
-    values = {key: a.norms(key) for _, key in columns}
+        ratio = a.log10[a.carried] - a.rnn_log10
     for gap in _rows_shown(n):
         i = n - 1 - gap
-        cells = " ".join(f"{values[key][i]:>14.4g}" for _, key in columns)
-        lines.append(f"{i + 1:>5} {gap:>5} {cells} {rnn[i]:>12.4g} {ratio[i]:>13.4g}")
+        # printed from the logarithms: a product past float64 (1e-400, 1e+350) still reads as a number
+        cells = " ".join(f"{_power_of_ten(a.log10[key][i]):>14}" for _, key in columns)
+        lines.append(f"{i + 1:>5} {gap:>5} {cells} {_power_of_ten(a.rnn_log10[i]):>12} "
+                     f"{_power_of_ten(ratio[i]):>13}")
     if n > 30:
         lines.append(f"({n - len(_rows_shown(n))} rows left out; --json gives every gap)")
     return "\n".join(lines) + "\n"
