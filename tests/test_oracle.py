@@ -1,7 +1,7 @@
 """The generic proof (symbolic/oracle.py): every cell's BPTT against sp.diff of its unrolled loss.
 
 Parametrized over cells: the built-ins (lstm, gru, the plain RNN with biases at H = 2) and two user
-cells loaded from files (tests/cells: IndRNN with its ReLU kink, a minimal gated unit with a map
+cells loaded from files (docs/cells: IndRNN with its ReLU kink, a minimal gated unit with a map
 applied to f ⊙ h). Each is proved and each negative control is rejected. The oracle itself is checked
 against the literal nested sp.diff of the unrolled loss and its loss against a float64 forward pass
 written here from the papers' equations, so that a wrong oracle cannot agree with a wrong engine.
@@ -26,7 +26,7 @@ from symbolic.model import Model
 
 from .conftest import run_bptt
 
-CELL_FILES = Path(__file__).resolve().parent / "cells"
+CELL_FILES = Path(__file__).resolve().parent.parent / "docs" / "cells"
 CELLS = {
     "lstm": lambda: builtin("lstm"),
     "gru": lambda: builtin("gru"),
@@ -133,7 +133,7 @@ def _point(unrolled: oracle.Unrolled, rng: random.Random) -> dict:
     ("lstm", 1, None, False), ("rnn_bias", 1, None, False), ("indrnn", 1, None, False), ("mgu", 1, None, False),
     ("gru", 1, None, True),
     ("gru", 2, ["U_n[1,2]", "U_n[2,1]", "b_hn[2]", "W_z[2,1]", "U_r[1,2]", "w_y[2]"], True),
-    ("mgu", 2, ["U_h[1,2]", "U_h[2,1]", "U_f[2,1]", "b_f[1]"], True),
+    ("mgu", 2, ["U_n[1,2]", "U_n[2,1]", "U_f[2,1]", "b_f[1]"], True),
 ])
 def test_the_oracle_is_the_literal_nested_sp_diff(name, hidden, entries, inert):
     """The oracle's derivative (sp.diff of each node of the unrolled graph, chained) equals sp.diff of the
@@ -207,7 +207,7 @@ def _mgu(p, x, H):
     h = np.zeros(H)
     for x_t in x:
         f = 1 / (1 + np.exp(-(p["W_f"] @ x_t + p["U_f"] @ h + p["b_f"])))
-        n = np.tanh(p["W_h"] @ x_t + p["U_h"] @ (f * h) + p["b_h"])
+        n = np.tanh(p["W_n"] @ x_t + p["U_n"] @ (f * h) + p["b_n"])
         h = (1 - f) * h + f * n
     return h
 
@@ -249,14 +249,14 @@ def test_local_rules_are_the_closed_forms_and_a_wrong_rule_is_caught(monkeypatch
 
 
 def _mgu_variant() -> Cell:
-    """The MGU without f in the candidate, n = tanh(W_h x + U_h h + b_h): the same parameters, another
-    forward pass (f ⊙ (U_h h) would not do: at H = 1 it is U_h (f ⊙ h))."""
+    """The MGU without f in the candidate, n = tanh(W_n x + U_n h + b_n): the same parameters, another
+    forward pass (f ⊙ (U_n h) would not do: at H = 1 it is U_n (f ⊙ h))."""
     cell = Cell("mgu_variant", readout="w_y")
     x, h = cell.input(), cell.state("h")
     W_f, U_f, b_f = cell.matrix("W_f", "H", "D"), cell.matrix("U_f", "H", "H"), cell.vector("b_f")
-    W_h, U_h, b_h = cell.matrix("W_h", "H", "D"), cell.matrix("U_h", "H", "H"), cell.vector("b_h")
+    W_n, U_n, b_n = cell.matrix("W_n", "H", "D"), cell.matrix("U_n", "H", "H"), cell.vector("b_n")
     f = cell.let("f", sigmoid(W_f @ x + U_f @ h + b_f))
-    n = cell.let("n", tanh(W_h @ x + U_h @ h + b_h))
+    n = cell.let("n", tanh(W_n @ x + U_n @ h + b_n))
     cell.update(h, (1 - f) * h + f * n)
     return cell.validate()
 

@@ -7,9 +7,9 @@ equations of one step, written per unit with SymPy:
     >>> cell = Cell("mgu", readout="w_y")                 # a minimal gated unit
     >>> x, h = cell.input(), cell.state("h")              # x_t, and h as h_(t-1)
     >>> W_f, U_f, b_f = cell.matrix("W_f", "H", "D"), cell.matrix("U_f", "H", "H"), cell.vector("b_f")
-    >>> W_h, U_h, b_h = cell.matrix("W_h", "H", "D"), cell.matrix("U_h", "H", "H"), cell.vector("b_h")
+    >>> W_n, U_n, b_n = cell.matrix("W_n", "H", "D"), cell.matrix("U_n", "H", "H"), cell.vector("b_n")
     >>> f = cell.let("f", sigmoid(W_f @ x + U_f @ h + b_f))
-    >>> n = cell.let("n", tanh(W_h @ x + U_h @ (f * h) + b_h))
+    >>> n = cell.let("n", tanh(W_n @ x + U_n @ (f * h) + b_n))
     >>> cell.update(h, (1 - f) * h + f * n)
 
 What an equation may hold: linear maps ``M @ v`` (v is the input, a state's previous value, or an
