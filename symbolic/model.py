@@ -91,10 +91,6 @@ class Model:
         """A cell with the dict interface, generated from the generic engine (every cell but the plain RNN)."""
         return self.cell != "rnn"
 
-    @property
-    def lstm(self) -> bool:
-        # kept while the LSTM's own stages are moved onto the engine
-        return self.cell == "lstm"
 
     @property
     def scalar(self) -> bool:
