@@ -1,15 +1,17 @@
 """The Numba backend: a scalar SymPy printer and the plain context for ``templates/numba``.
 
 The same derivation as the NumPy backend (step_jacobian, step_immediate, step_derivative,
-output_factor, dL_dw_o), printed for scalars inside compiled loops: the kernels walk the sequences
-of a block in lockstep, forward storing o_t, then backward carrying δ_t = δ_(t+1) ∂o_(t+1)/∂o_t
-from t = n down — the cumulative product of the Σ/Π formula, one factor per step.
+output_factor, dL_dw_o), printed for scalars inside compiled loops. The scalar module runs a batch
+in blocks of ``WIDTH`` sequences in lockstep: for each block w_i·x_t, the forward recursion storing
+o_t one step at a time over the whole block, then backward carrying δ_t = δ_(t+1) ∂o_(t+1)/∂o_t from
+t = n down — the cumulative product of the Σ/Π formula, one factor per step — so a block's states
+and gates stay in cache whatever the batch size. f is printed as a compiled function of the module
+(``KernelPrinter``: tanh and σ without libm, so the loops over a block vectorise; exact NumPy f for
+the complex step).
 
-Wide calls take a vectorised path instead, chosen per call: compiled code calls libm's f once per
-value (tanh about 38 ns, against 1.7 ns for NumPy's SIMD np.tanh on the benchmark machine), so from
-``VECTORISED_BATCH`` sequences (scalar model: NumPy's forward pass, compiled backward pass, which
-needs no f) and ``VECTORISED_ENTRIES`` entries per step (matrix model: the NumPy module's functions)
-on, the module runs the NumPy module's own code, copied into it by ``vectorised``.
+The matrix module's wide calls take a vectorised path instead, chosen per call: from
+``VECTORISED_ENTRIES`` entries per step on it runs the NumPy module's own code, copied into it by
+``vectorised``.
 """
 
 from __future__ import annotations
@@ -22,17 +24,15 @@ from ..derive import Derivation
 from . import numpy_backend
 from .numpy_backend import NumPyCodePrinter
 
-#: Sequences of one block, run in lockstep so independent steps overlap (bench/bench_backends.py).
-BLOCK = 16
-#: From this batch size on the blocks run on Numba's threads: below it the threads cost more than they
-#: save (bench/bench_backends.py on a shared, loaded 2-CPU machine: parallel / serial 1.08–1.34 at
-#: B = 4096–10 000, 0.98 at B = 100 000; the second core is rarely free there).
+#: Sequences of one block of the scalar module, run in lockstep: its work arrays (w_i·x_t, states,
+#: gates: about 2 (n + 1) · WIDTH floats) and its inputs stay in cache (bench/bench_backends.py
+#: --only widths).
+WIDTH = 264
+#: From this batch size on runs of blocks go to Numba's threads: below it the threads cost more than
+#: they save (bench/bench_backends.py --only parallel).
 PARALLEL_BATCH = 100_000
-#: From this batch size on the wide path runs: w_i·x_t compiled, the recursion with NumPy's SIMD f over
-#: the whole batch per step, the backward pass compiled as one sweep over the batch per step.
-VECTORISED_BATCH = 256
-#: Sequences per block of the wide path's kernels (blocks are what Numba's threads share).
-WIDE_BLOCK = 4096
+#: Up to this input size the input gradient keeps one running sum per input in registers.
+UNROLLED_INPUTS = 8
 
 
 class NumbaScalarPrinter(NumPyCodePrinter):
@@ -52,6 +52,20 @@ class NumbaScalarPrinter(NumPyCodePrinter):
         self.helpers.add("heaviside")
         value, at_zero = expr.args if len(expr.args) == 2 else (expr.args[0], sp.S.Half)
         return f"_heaviside({self._print(value)}, {self._print(sp.Float(at_zero))})"
+
+
+class KernelPrinter(NumbaScalarPrinter):
+    """The scalar printer for the scalar module's loops over a block: tanh and σ become the module's
+    compiled ``_tanh`` and ``_logistic`` (no libm call per value, so the loops vectorise; NumPy's f
+    for complex arguments)."""
+
+    def _print_tanh(self, expr):
+        self.helpers.add("tanh")
+        return f"_tanh({self._print(expr.args[0])})"
+
+    def _print_sigmoid(self, expr):
+        self.helpers.add("logistic")
+        return f"_logistic({self._print(expr.args[0])})"
 
 
 #: The NumPy module's functions that validate the arguments; the Numba module copies them.
@@ -76,14 +90,6 @@ def validation(numpy_source: str) -> str:
 PREFIX = "_numpy_"
 
 
-class WidePrinter(NumPyCodePrinter):
-    """The NumPy printer for the array code of a Numba module's wide path, where the NumPy module's
-    sigmoid helper is copied as ``_numpy_sigmoid`` (``_sigmoid`` is the compiled scalar one)."""
-
-    def _print_sigmoid(self, expr):
-        return f"{PREFIX}sigmoid({self._print(expr.args[0])})"
-
-
 def function_closure(functions: dict, roots) -> set[str]:
     """``roots`` and every module function they call, transitively."""
     wanted, pending = set(), list(roots)
@@ -106,7 +112,10 @@ def _with_comments(lines: list[str], node: ast.stmt) -> str:
 
 
 def vectorised(
-    numpy_source: str, roots: tuple[str, ...], shared_roots: tuple[str, ...] = VALIDATION, constants: bool = True
+    numpy_source: str,
+    roots: tuple[str, ...],
+    shared_roots: tuple[str, ...] = VALIDATION,
+    constants: bool = True,
 ) -> str:
     """The NumPy module's functions ``roots`` and the module functions and private constants they
     use, verbatim but for their names: each gets ``PREFIX`` (its calls too, found as name tokens,
@@ -157,8 +166,9 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
     u = derivation.unrolled
     step = u.step
     printer = NumbaScalarPrinter()
+    kernel = KernelPrinter()
 
-    def code(expr, names=None):
+    def code(expr, names=None, printer=printer):
         if names:
             expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
         return printer.doprint(expr)
@@ -174,12 +184,6 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
     projection = sp.Symbol("projection_t")
     recurrent = sp.expand(step.vector_a - step.projection)  # w_i·x_t is hoisted (one Dot)
     output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
-    logit_code = code(u.logit, output)
-    wide = WidePrinter()
-
-    def wide_code(expr, names):
-        return wide.doprint(sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()}))
-
     # The docstring formulas are the NumPy backend's, so the two modules read alike.
     formulas = numpy_backend.docstring_formulas(derivation)
     result = {
@@ -188,34 +192,27 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
         "steps": derivation.n if mode == "unrolled" else None,
         "activation": model.activation,
         "input_size": model.inputs,
-        "block": BLOCK,
+        "unrolled_inputs": model.inputs <= UNROLLED_INPUTS,
+        "width": WIDTH,
         "parallel_batch": PARALLEL_BATCH,
-        "vectorised_batch": VECTORISED_BATCH,
-        "loop_step": code(u.activation.apply(projection + recurrent), local),
+        "kernel_step": code(u.activation.apply(projection + recurrent), local, kernel),
         "derivative_code": code(pieces["derivative"], local) if uses_derivative else None,
         "jacobian_code": code(with_derivative(pieces["jacobian"]), local),
         "gate_code": code(with_derivative(delta)),
         "term_h_code": code(gate * pieces["immediate_h"], local),
         "gate_i_code": code(gate * pieces["coefficient_i"], local),
-        "logit_code": logit_code,
+        "logit_code": code(u.logit, output),
         "output_code": code(u.output_definition, output),
         "output_factor_code": code(derivation.output_factor, output),
         "dL_dw_o_code": code(derivation.dL_dw_o, output),
-        "backward": {"logit_code": logit_code},
         "formulas": formulas,
         "validation": validation(numpy_source),
-        "vectorised": vectorised(numpy_source, ("_sigmoid", "_cross_entropy")),
-        "prefix": PREFIX,
-        "wide_block": WIDE_BLOCK,
-        "wide_step": {
-            "recurrent": wide_code(recurrent, local),
-            "activation": numpy_backend.in_place(u.activation, "o_t", wide),
-        },
-        "wide_logit_code": wide_code(u.logit, output),
-        "wide_output_code": wide_code(u.output_definition, output),
     }
-    result["uses_relu"] = "relu" in printer.helpers
-    result["uses_heaviside"] = "heaviside" in printer.helpers
+    helpers = printer.helpers | kernel.helpers
+    result["uses_relu"] = "relu" in helpers
+    result["uses_heaviside"] = "heaviside" in helpers
+    result["uses_tanh"] = "tanh" in helpers
+    result["uses_logistic"] = "logistic" in helpers
     return result
 
 
