@@ -25,7 +25,8 @@ finite difference stay on one branch.
 
 ``check_module`` runs in the calling process. ``run_check`` (the command) runs the module in a child
 process with a time limit per call, so a module that hangs, exits or crashes cannot take the check
-with it, and whatever the module prints goes to stderr, never into the report on stdout.
+with it, and whatever the module prints goes to stderr, never into the report on stdout. That
+mechanism, ``run_in_child``, is shared with ``bptt grade`` (``symbolic.grade.run_grade``).
 """
 
 from __future__ import annotations
@@ -119,10 +120,11 @@ class Report:
 
 # -- calling the module ------------------------------------------------------------------------------
 
-#: In ``run_check``'s child process: writes one byte as each call into the module starts ("i" import,
-#: "p" init_params, "l" loss, "g" loss_and_grad) and "." as it returns, for the parent's time limit.
+#: In ``run_in_child``'s child process: writes one byte as each call into the module starts ("i" import,
+#: "p" init_params, "l" loss, "g" loss_and_grad, "f" a function the parent names, as bptt grade's graded
+#: function) and "." as it returns, for the parent's time limit (``call_starts``, ``call_returns``).
 _WATCH = None
-_CALL_CODES = {"import": b"i", "init_params": b"p", "loss": b"l", "loss_and_grad": b"g"}
+_CALL_CODES = {"import": b"i", "init_params": b"p", "loss": b"l", "loss_and_grad": b"g", "function": b"f"}
 _CALL_NAMES = {code[0]: name for name, code in _CALL_CODES.items()}
 _DESCRIPTIONS = {"import": "its import (the top-level code)"}
 
@@ -936,7 +938,7 @@ def format_report(report: Report) -> str:
     return "\n".join(lines + _tail(report))
 
 
-# -- bptt check: the module in a child process, one time limit per call ------------------------------
+# -- a user's file in a child process, one time limit per call (bptt check, bptt grade) ---------------
 #
 # Why a child process: a module can hang (in Python or inside compiled code), call sys.exit or
 # os._exit, crash the interpreter, or print. A signal-based alarm (SIGALRM) only interrupts Python
@@ -947,6 +949,10 @@ def format_report(report: Report) -> str:
 # parent ends the child's process group (the module's own children too) when one call has run longer
 # than the limit. Plain subprocess, not multiprocessing: no fork of a process that holds BLAS threads,
 # and the same on every start method.
+#
+# ``run_in_child`` is the mechanism, shared by ``bptt check`` (``_check_in_child``) and ``bptt grade``
+# (``symbolic.grade._grade_in_child``): the child calls one function of ours, which reports each call
+# into the user's file with ``call_starts`` / ``call_returns``, and sends back what it returns (JSON).
 
 _CHILD = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
@@ -954,8 +960,50 @@ _CHILD = (
 )
 
 
-def _child(path: str, seed: str, fd: str) -> None:
-    """The child process of ``run_check``: check the module, send the result on ``fd``, exit."""
+@dataclass(frozen=True)
+class Wording:
+    """How ``run_in_child``'s messages name the command's work (check and grade word them apart)."""
+
+    #: after "PATH: CALL did not return within N s, "
+    stopped: str
+    #: "PATH: {who} ended the {process} (exit status 3) during CALL: {must}"
+    who: str
+    process: str
+    must: str
+    #: what the child is doing between calls
+    work: str
+    #: the first line of a bug of ours in the child (its traceback follows)
+    bug: str
+
+
+CHECK_WORDING = Wording(
+    stopped="so the check was stopped: fix the module, or if it is only slow (a Numba module compiles on its "
+    "first call) raise --timeout",
+    who="the module",
+    process="checking process",
+    must="a module to check must return from its calls",
+    work="the check",
+    bug="bptt check failed while checking the module:",
+)
+
+
+def call_starts(label: str) -> None:
+    """In ``run_in_child``'s child: a call into the user's file starts (its time limit runs). ``label``:
+    "import", "init_params", "loss", "loss_and_grad", or "function" (named by the parent's
+    ``descriptions``). Does nothing outside a child."""
+    if _WATCH is not None:
+        _WATCH(_CALL_CODES[label])
+
+
+def call_returns() -> None:
+    """In ``run_in_child``'s child: the call into the user's file has returned."""
+    if _WATCH is not None:
+        _WATCH(b".")
+
+
+def _child(entry: str, fd: str, arguments: str) -> None:
+    """The child process of ``run_in_child``: call ``entry`` ("module:function") with ``arguments`` (a
+    JSON list), send what it returns on ``fd``, exit."""
     global _WATCH
     output = int(fd)
     os.set_inheritable(output, False)  # the module's own subprocesses must not hold the pipe open
@@ -965,11 +1013,11 @@ def _child(path: str, seed: str, fd: str) -> None:
 
     _WATCH = watch
     try:
-        with np.errstate(all="ignore"):
-            report = check_module(load_module(path), path, int(seed))
-        payload = {"report": {**asdict(report), "passed": report.passed}}
+        module_name, function_name = entry.split(":")
+        function = getattr(importlib.import_module(module_name), function_name)
+        payload = {"result": function(*json.loads(arguments))}
     except UsageError as error:
-        payload = {"usage": str(error)}
+        payload = {"usage": str(error), "error": type(error).__name__}
     except KeyboardInterrupt:
         os._exit(130)
     except BaseException:  # noqa: BLE001 - a bug of ours: the parent shows the traceback
@@ -996,9 +1044,18 @@ def _ended(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def _run_child(path: str, seed: int, timeout: float) -> Report:
-    """Run ``check_module`` on ``path`` in a child process; each call into the module ends within
-    ``timeout`` seconds or the check ends with a ``UsageError``."""
+def run_in_child(entry: str, arguments: list, path: str, timeout: float, wording: Wording = CHECK_WORDING,
+                 descriptions: Mapping[str, str] | None = None, errors: Mapping[str, type] | None = None):
+    """Call ``entry`` ("module:function", of ours) with ``arguments`` (JSON values) in a child process and
+    return what it returns (a JSON value).
+
+    Each call into the user's file at ``path`` that the child reports (``call_starts``) must return
+    within ``timeout`` seconds; the child's stdout goes to stderr. A ``UsageError`` in the child is
+    raised here with its message (as the class ``errors`` maps its class name to, if any); a call that
+    does not return in time, or a child that exits or is killed before it answers, is a ``UsageError``
+    naming the call (``descriptions``: call label → how to name it).
+    """
+    names = {**_DESCRIPTIONS, **(descriptions or {})}
     read_end, write_end = os.pipe()
     command = [
         sys.executable,
@@ -1006,9 +1063,9 @@ def _run_child(path: str, seed: int, timeout: float) -> Report:
         "-c",
         _CHILD,
         json.dumps(sys.path),
-        path,
-        str(seed),
+        entry,
         str(write_end),
+        json.dumps(arguments),
     ]
     try:
         process = subprocess.Popen(
@@ -1037,9 +1094,7 @@ def _run_child(path: str, seed: int, timeout: float) -> Report:
                     payload = bytearray(chunk[marker + 1 :])
             if call is not None and payload is None and time.monotonic() - started > timeout:
                 raise UsageError(
-                    f"{path}: {_DESCRIPTIONS.get(call, call)} did not return within {timeout:g} s, so the check "
-                    "was stopped: fix the module, or if it is only slow (a Numba module compiles on its first "
-                    "call) raise --timeout"
+                    f"{path}: {names.get(call, call)} did not return within {timeout:g} s, {wording.stopped}"
                 )
         if not _complete(payload):
             status = process.wait()
@@ -1050,10 +1105,9 @@ def _run_child(path: str, seed: int, timeout: float) -> Report:
                     if -status in signal.valid_signals()
                     else how
                 )
-            during = _DESCRIPTIONS.get(call, call) if call else "the check"
+            during = names.get(call, call) if call else wording.work
             raise UsageError(
-                f"{path}: the module ended the checking process ({how}) during {during}: a module to check "
-                "must return from its calls"
+                f"{path}: {wording.who} ended the {wording.process} ({how}) during {during}: {wording.must}"
             )
     finally:
         os.close(read_end)
@@ -1064,10 +1118,24 @@ def _run_child(path: str, seed: int, timeout: float) -> Report:
         _ended(process)
     result = json.loads(bytes(payload[8 : 8 + int.from_bytes(payload[:8], "big")]))
     if "usage" in result:
-        raise UsageError(result["usage"])
+        raise (errors or {}).get(result.get("error"), UsageError)(result["usage"])
     if "bug" in result:
-        raise RuntimeError("bptt check failed while checking the module:\n" + result["bug"])
-    fields = {key: value for key, value in result["report"].items() if key != "passed"}
+        raise RuntimeError(f"{wording.bug}\n" + result["bug"])
+    return result["result"]
+
+
+def _check_in_child(path: str, seed: int) -> dict:
+    """``bptt check``'s work in the child of ``run_in_child``: the report as data."""
+    with np.errstate(all="ignore"):
+        report = check_module(load_module(path), path, seed)
+    return {**asdict(report), "passed": report.passed}
+
+
+def _run_child(path: str, seed: int, timeout: float) -> Report:
+    """Run ``check_module`` on ``path`` in a child process; each call into the module ends within
+    ``timeout`` seconds or the check ends with a ``UsageError``."""
+    result = run_in_child("symbolic.check:_check_in_child", [path, seed], path, timeout)
+    fields = {key: value for key, value in result.items() if key != "passed"}
     return Report(**fields)
 
 

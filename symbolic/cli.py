@@ -293,13 +293,14 @@ def _grade_command(commands) -> None:
         "grade",
         help="grade anyone's BPTT against the exact derivation and name the mistake",
         description=(
-            "Import FILE.py (its top-level code runs) and grade its function loss_and_grad: the loss and "
-            "every gradient entry against the exact recursion (float64, and 60 digits where float64 cannot "
+            "Import FILE.py (its top-level code runs) in a child process and grade its function "
+            "loss_and_grad: the loss and every gradient entry against the exact recursion (float64, and 60 digits where float64 cannot "
             "decide) at n = 1..4, B = 1, 2, 5 and the notes' three sentences; where it goes wrong in time "
             "(n = 1 is the short-term term alone); and the known mistake it matches (long-term terms "
             "dropped, f′ missing or at the wrong step, the total derivative for the immediate partial, W_h "
             "for W_hᵀ, the batch mean, the carousel or another direct path, the sign of ŷ − y). Exit 0 "
-            "right, 1 wrong, 2 when the function cannot be graded (missing, wrong signature, raises)."
+            "right, 1 wrong, 2 when the function cannot be graded (missing, wrong signature, raises, exits, "
+            "crashes or exceeds --timeout). Anything the file prints goes to stderr."
         ),
         epilog=(
             "Interface: the plain RNN as loss_and_grad(x, y, w_i, w_h, w_o) -> (loss, dw_i, dw_h, dw_o) with "
@@ -326,6 +327,11 @@ def _grade_command(commands) -> None:
     )
     grade.add_argument("--seed", default="0", metavar="S", help="random seed of the graded points (default: 0)")
     grade.add_argument("--json", action="store_true", help="print the findings as JSON")
+    grade.add_argument(
+        "--timeout", default="60", metavar="SECONDS",
+        help="time limit for each call into the file (its import, each call of the function), after which "
+        "grading stops with exit 2 (default: 60)",
+    )
     grade.set_defaults(handler=_grade)
 
 
@@ -334,7 +340,7 @@ def _grade(args) -> int:
 
     return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
-                     inputs=args.inputs, seed=args.seed)
+                     inputs=args.inputs, seed=args.seed, timeout=args.timeout)
 
 
 # -- analyze, train, demo (symbolic/analysis.py, train.py, data.py, demo.py) ------------------------

@@ -20,6 +20,11 @@ every returned number with the exact recursion of the generic engine (``engine.e
 The interface is a generated module's: ``loss_and_grad(x, y, w_i, w_h, w_o) -> (loss, dw_i, dw_h,
 dw_o)`` for the plain RNN (the notes' scalar shapes at H = 1; b_h=, b_o= keywords with biases), and
 ``loss_and_grad(x, y, params) -> (loss, grads)`` with dicts keyed by parameter name for every cell.
+
+``grade_function`` (and ``symbolic.testing.assert_bptt``) call the function in this process. ``run_grade``
+(``bptt grade FILE.py``) grades in one child process, with ``bptt check``'s mechanism
+(``symbolic.check.run_in_child``): each call into the file must return within ``--timeout`` seconds,
+a file that hangs, exits or crashes is one line (exit 2), and what it prints goes to stderr.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from .check import DEFAULT_TIMEOUT, Wording, _short, _timeout, call_returns, call_starts, run_in_child
 from .errors import UsageError
 
 #: An entry is right within this relative error (float64 rounding of a BPTT stays near 1e-15).
@@ -658,8 +665,16 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int = 1, ac
         case.exact_float = case.exact
         user_params = interface.to_user(case.params)
         args, kwargs = interface.arguments(user_params)
+        call_starts("function")  # in bptt grade's child process, the call's time limit runs
         try:
             result = fn(case.x.copy(), case.y.copy(), *args, **kwargs)
+        except KeyboardInterrupt:
+            raise
+        except SystemExit as error:
+            raise FunctionUnusable(
+                f"{name} called sys.exit({_short(error.code)}) at {case.label()}: a graded function must return "
+                "its values, not exit"
+            ) from None
         except Exception as error:  # whatever the graded function raises is its own
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             hint = (f" (grade calls it with n = {lengths_text}: if it takes one sequence length only, give it "
@@ -667,7 +682,8 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int = 1, ac
             raise FunctionUnusable(
                 f"{name} raises {type(error).__name__} at {case.label()}: {first}{hint}"
             ) from error
-        case.user_loss, case.user = interface.outputs(result)
+        case.user_loss, case.user = interface.outputs(result)  # what it returned may run its code too
+        call_returns()
         errors = _relative(case.user, case.exact)
         worst = max(float(np.max(e)) if e.size else 0.0 for e in errors.values())
         loss_error = _loss_error(case.user_loss, case.exact_loss)
@@ -823,6 +839,7 @@ def load_function(path, name: str = "loss_and_grad"):
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     sys.path.insert(0, str(path.resolve().parent))  # its own imports of neighbouring files
+    call_starts("import")  # in bptt grade's child process, the import's time limit runs
     try:
         spec.loader.exec_module(module)
     except SyntaxError as error:
@@ -833,6 +850,7 @@ def load_function(path, name: str = "loss_and_grad"):
     finally:
         with contextlib.suppress(ValueError):
             sys.path.remove(str(path.resolve().parent))
+    call_returns()
     if not hasattr(module, name):
         functions = sorted(n for n, v in vars(module).items()
                            if inspect.isfunction(v) and v.__module__ == module_name and not n.startswith("_"))
@@ -844,12 +862,26 @@ def load_function(path, name: str = "loss_and_grad"):
     return function
 
 
+#: How ``run_in_child`` words a graded file that hangs, exits or crashes.
+GRADE_WORDING = Wording(
+    stopped="so the grading was stopped: fix the file, or if it is only slow raise --timeout",
+    who="the file",
+    process="grading process",
+    must="a file to grade must return from its calls",
+    work="the grading",
+    bug="bptt grade failed while grading the file:",
+)
+
+
 def run_grade(path, cell="rnn", activation="tanh", hidden=1, function="loss_and_grad", as_json=False,
-              steps=None, bias=False, inputs=3, seed=0) -> int:
+              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
-    The file is imported (its top-level code runs); what it prints goes to stderr, so that --json
-    output stays one JSON document.
+    The grading runs in one child process (``symbolic.check.run_in_child``, as ``bptt check``): the file
+    is imported there (its top-level code runs) and each call into it (the import, each call of the
+    function) must return within ``timeout`` seconds. A file that hangs, exits, crashes or raises is a
+    ``UsageError`` (``FunctionUnusable`` when the function cannot be graded); what it prints goes to
+    stderr, so that --json output stays one JSON document.
     """
     try:
         seed = int(str(seed).strip())
@@ -857,18 +889,31 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=1, function="loss_and_
         raise UsageError(f"--seed must be a whole number, got {seed!r}") from None
     if seed < 0:
         raise UsageError(f"--seed must be a whole number ≥ 0, got {seed}")
-    with contextlib.redirect_stdout(sys.stderr):
-        # options first: a bad --cell is reported before the file runs
-        _derivation(cell, activation, hidden, bias, inputs, steps)
-        fn = load_function(path, function)
-        report = grade_function(fn, cell=cell, steps=steps, hidden=hidden, activation=activation, bias=bias,
-                                inputs=inputs, seed=seed, name=function, steps_hint="--steps N")
-    report.source = str(path)
+    timeout = _timeout(timeout)
+    options = {"cell": os.fspath(cell) if isinstance(cell, os.PathLike) else cell, "activation": activation,
+               "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
+               "seed": seed}
+    result = run_in_child("symbolic.grade:_grade_in_child", [str(path), options], str(path), timeout,
+                          wording=GRADE_WORDING, descriptions={"function": str(function)},
+                          errors={"FunctionUnusable": FunctionUnusable})
     if as_json:
-        print(json.dumps(report.as_data(), indent=2))
+        print(json.dumps(result["data"], indent=2))
     else:
-        print(report.format())
-    return 0 if report.passed else 1
+        print(result["text"])
+    return 0 if result["passed"] else 1
+
+
+def _grade_in_child(path: str, options: dict) -> dict:
+    """``bptt grade``'s work in the child of ``run_in_child``: the report as text and as data."""
+    cell, activation, hidden, bias = options["cell"], options["activation"], options["hidden"], options["bias"]
+    inputs, steps, function = options["inputs"], options["steps"], options["function"]
+    # options first: a bad --cell is reported before the file runs
+    _derivation(cell, activation, hidden, bias, inputs, steps)
+    fn = load_function(path, function)
+    report = grade_function(fn, cell=cell, steps=steps, hidden=hidden, activation=activation, bias=bias,
+                            inputs=inputs, seed=options["seed"], name=function, steps_hint="--steps N")
+    report.source = str(path)
+    return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 
 
 __all__ = ["BATCHES", "DIGITS", "EXTRA_MISTAKES", "FLOOR", "LENGTHS", "LOSS_MISTAKES", "RELATIVE", "UNDECIDED",

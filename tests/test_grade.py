@@ -284,3 +284,102 @@ def test_cli_json_stays_json_when_the_file_prints(tmp_path):
     assert result.returncode == 1, result.stderr
     assert json.loads(result.stdout)["mistake"] == "residual_sign"
     assert "imported" in result.stderr and "called" in result.stderr
+
+
+# -- a graded file that hangs, exits, crashes or prints: one child process, a time limit per call ------
+
+
+def one_line_error(result, *fragments) -> str:
+    """Exit 2, one line on stderr (no traceback), nothing on stdout."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("bptt: error: "), result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+HOSTILE = {
+    "sleeps": (
+        "import time\n\ndef loss_and_grad(x, y, w_i, w_h, w_o):\n    time.sleep(10_000)\n",
+        ["loss_and_grad did not return within 2 s, so the grading was stopped", "raise --timeout"],
+    ),
+    "sleeps on import": (
+        "import time\ntime.sleep(10_000)\n",
+        ["its import (the top-level code) did not return within 2 s"],
+    ),
+    "os-exit": (
+        "import os\n\ndef loss_and_grad(x, y, w_i, w_h, w_o):\n    os._exit(3)\n",
+        ["the file ended the grading process (exit status 3) during loss_and_grad"],
+    ),
+    "killed": (
+        "import os, signal\n\ndef loss_and_grad(x, y, w_i, w_h, w_o):\n    os.kill(os.getpid(), signal.SIGKILL)\n",
+        ["ended the grading process (killed by signal SIGKILL) during loss_and_grad"],
+    ),
+    "sys-exit": (
+        "import sys\n\ndef loss_and_grad(x, y, w_i, w_h, w_o):\n    sys.exit(0)\n",
+        ["loss_and_grad called sys.exit(0) at n = 1, B = 1: a graded function must return its values, not exit"],
+    ),
+    "sys-exit on import": ("import sys\nsys.exit(3)\n", ["fails on import (SystemExit: 3)"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_cli_a_file_that_hangs_exits_or_crashes_is_one_line(case, tmp_path):
+    source, fragments = HOSTILE[case]
+    path = tmp_path / "hostile.py"
+    path.write_text(source)
+    for json_flag in (["--json"],) if "sleeps" in case else ([], ["--json"]):
+        result = run_bptt("grade", "--timeout", "2", *json_flag, str(path))
+        line = one_line_error(result, *fragments)
+        assert line.startswith(f"bptt: error: {path}") or "sys.exit(0)" in line
+
+
+def test_cli_the_time_limit_is_per_call_and_validated(tmp_path):
+    # 13 calls of 0.4 s each: 5 s in all, more than the limit of 2 s, but each call is within it
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        f"import sys, time\nsys.path.insert(0, {str(GRADING)!r})\n"
+        "from rnn_right_loop import loss_and_grad as right\n\n"
+        "def loss_and_grad(*arguments):\n    time.sleep(0.4)\n    return right(*arguments)\n"
+    )
+    result = run_bptt("grade", "--timeout", "2", str(slow))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "right: every entry within 1e-07" in result.stdout
+    for value in ("0", "abc", "nan"):
+        one_line_error(run_bptt("grade", "--timeout", value, str(slow)),
+                       f"the time limit must be a positive number of seconds, got {value!r}")
+    text = " ".join(run_bptt("grade", "--help").stdout.split())
+    assert "--timeout SECONDS" in text and "default: 60" in text
+
+
+def test_cli_json_stays_json_when_the_file_writes_to_stdout(tmp_path):
+    """Python's print, sys.stdout.write and a raw write to file descriptor 1, on import and in every call:
+    all of it goes to stderr, stdout holds the JSON alone."""
+    noisy = tmp_path / "noisy.py"
+    noisy.write_text(
+        f"import os, sys\nsys.path.insert(0, {str(GRADING)!r})\n"
+        "print('{imported')\nos.write(1, b'[raw import')\n"
+        "from rnn_right_loop import loss_and_grad as right\n\n"
+        "def loss_and_grad(*arguments):\n"
+        "    print('called')\n    sys.stdout.write('{not json')\n    os.write(1, b'raw call]')\n"
+        "    return right(*arguments)\n"
+    )
+    result = run_bptt("grade", str(noisy), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verdict"] == "right"
+    assert all(text in result.stderr for text in ("{imported", "[raw import", "called", "{not json", "raw call]"))
+
+
+def test_assert_bptt_stays_in_process_and_names_an_exit():
+    import os
+
+    pid = os.getpid()
+
+    def exits(x, y, w_i, w_h, w_o):
+        assert os.getpid() == pid  # called in this process
+        raise SystemExit(4)
+
+    with pytest.raises(AssertionError, match=r"cannot grade: .*called sys.exit\(4\) at n = 1, B = 1"):
+        assert_bptt(exits)
