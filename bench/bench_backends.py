@@ -1,17 +1,20 @@
-"""The NumPy and Numba backends against a hand-written NumPy BPTT (and JAX, PyTorch where installed).
+"""The NumPy and Numba backends against hand-written NumPy BPTTs, JAX and PyTorch.
 
-    python3 bench/bench_backends.py [--quick] [--only scalar|hidden|compile|parallel|paths]
+    python3 bench/bench_backends.py [--quick] [--threads K] [--only scalar|hidden|compile|parallel|widths]
 
 float64, tanh. Scalar rows: the notes' model, N in {100, 1000} × B in {1, 100, 10 000}, one-hot inputs.
 Hidden rows: H in {16, 128} at N = 100, B in {1, 64, 4096}, D = 3, normal inputs, no biases; the hand
-BPTT and the PyTorch column (torch.nn.RNN) are bench/bench_hidden.py's. Each row times loss_and_grad;
-every column is a ratio to the Numba backend measured in the same run (> 1: slower than Numba).
+BPTT and the framework columns are bench/bench_hidden.py's. Each row times loss_and_grad; every
+column is a ratio to the Numba backend measured in the same run (> 1: slower than Numba). The hand
+column of the scalar rows is the faster of bench/bench_gradients.py's two hand loops. JAX: jit of
+value_and_grad over lax.scan, float64, inputs already JAX arrays (block_until_ready); PyTorch:
+autograd (torch.nn.RNN for H). A framework that is not installed is a gap in its column.
+``--threads K`` gives Numba, PyTorch and XLA K threads (default: each library's own).
 The candidates of a row are timed in interleaved rounds (bench/_timing.py), each keeping its best.
 Then: the first call in a fresh process (import, compile or cache load, first call) with a cold and
-a warm cache, and the serial and parallel kernels side by side, which set _PARALLEL_BATCH and
-_PARALLEL_ENTRIES of the generated modules; ``paths``: the compiled and the vectorised path of the
-same module side by side (the scalar module's wide path), which set _VECTORISED_BATCH and
-_VECTORISED_ENTRIES.
+a warm cache; the serial and parallel drivers side by side, which set _PARALLEL_BATCH and
+_PARALLEL_ENTRIES of the generated modules; ``widths``: the scalar module's block width (_WIDTH)
+and the matrix module's compiled and vectorised paths side by side (_VECTORISED_ENTRIES).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import platform
 import subprocess
 import sys
 import tempfile
+import time
+import timeit
 from functools import partial
 from pathlib import Path
 
@@ -33,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_hidden
 from _timing import interleaved
-from bench_gradients import hand_loss_and_grad, optional_rows
+from bench_gradients import HAND, SCALAR_FRAMEWORKS, frameworks, hand_loss_and_grad
 
 from symbolic.codegen import load
 from symbolic.model import Model
@@ -90,19 +95,47 @@ def import_seconds(modules: str) -> float:
     return float(result.stdout.strip())
 
 
-def row(candidates: dict, repeat: int) -> str:
-    """One table row: Numba's time, then every other candidate as time and ratio to Numba."""
-    times = interleaved(candidates, rounds=repeat)
-    fast = times.pop("numba")
-    cells = " | ".join(f"{t * 1e3:.3f} ms ({t / fast:.2f}×)" for t in times.values())
-    return f"{fast * 1e3:.3f} ms | {cells} |"
+def row(candidates: dict, columns: list, repeat: int, clock) -> str:
+    """One table row: Numba's time, then every column as time and ratio to Numba; a column is a list
+    of candidate names (the row keeps the fastest of them) or the reason it is a gap."""
+    times = interleaved(candidates, rounds=repeat, clock=clock)
+    fast = times["numba"]
+    cells = []
+    for column in columns:
+        if isinstance(column, str):
+            cells.append("—")
+            continue
+        t = min(times[name] for name in column)
+        cells.append(f"{t * 1e3:.3f} ms ({t / fast:.2f}×)")
+    return f"{fast * 1e3:.3f} ms | " + " | ".join(cells) + " |"
 
 
-def scalar_rows(batches, repeat, extra) -> None:
-    names = ["NumPy backend", "hand NumPy BPTT"] + [name for name, _ in extra]
+def framework_candidates(extra: dict, arguments: tuple, check) -> tuple[dict, list]:
+    """Timed calls of the installed frameworks (their arguments prepared once, outside the timing,
+    the result checked by ``check(name, result)``) and the table's columns for them."""
+    candidates, columns = {}, []
+    for name, framework in extra.items():
+        if isinstance(framework, str):
+            columns.append(framework)
+            continue
+        prepare, run = framework
+        prepared = prepare(*arguments)
+        check(name, run(*prepared))
+        candidates[name] = partial(run, *prepared)
+        columns.append([name])
+    return candidates, columns
+
+
+def scalar_rows(batches, repeat, extra, clock) -> None:
+    names = ["NumPy backend", "hand NumPy BPTT (faster of two)", *extra]
     print("| N | B | Numba backend | " + " | ".join(f"{name} (× Numba)" for name in names) + " |")
     print("|---:|---:|---:|" + "---:|" * len(names))
     rng = np.random.default_rng(0)
+
+    def check(name, result):
+        loss, dw_h = (result[0], result[1][1]) if name == "jax" else (result[0], result[2])
+        assert np.isclose(float(loss), want[0], rtol=1e-9) and np.isclose(float(dw_h), want[2], rtol=1e-9)
+
     for steps in (100, 1000):
         model = Model(steps=steps, activation="tanh")
         fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
@@ -117,41 +150,26 @@ def scalar_rows(batches, repeat, extra) -> None:
             candidates = {
                 "numba": partial(fast.loss_and_grad, *arguments),
                 "numpy": partial(reference.loss_and_grad, *arguments),
-                "hand": partial(hand_loss_and_grad, *arguments),
             }
-            candidates.update({name: partial(run, *arguments) for name, run in extra})
-            print(f"| {steps} | {batch} | {row(candidates, repeat)}", flush=True)
+            candidates.update({name: partial(hand, *arguments) for name, hand in HAND.items()})
+            timed, columns = framework_candidates(extra, arguments, check)
+            candidates.update(timed)
+            columns = [["numpy"], list(HAND), *columns]
+            print(f"| {steps} | {batch} | {row(candidates, columns, repeat, clock)}", flush=True)
 
 
-def _jax_matrix():
-    import jax
-    import jax.numpy as jnp
-
-    jax.config.update("jax_enable_x64", True)
-
-    def loss(w_i, w_h, w_o, x, y):
-        projection = jnp.einsum("bnd,hd->nbh", x, w_i)
-
-        def step(o, p):
-            return jnp.tanh(p + o @ w_h.T), None
-
-        o_n, _ = jax.lax.scan(step, jnp.zeros((x.shape[0], w_h.shape[0])), projection)
-        z = o_n @ w_o
-        return jnp.mean(jnp.logaddexp(0, z) - y * z)
-
-    value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-    return lambda x, y, w_i, w_h, w_o: jax.block_until_ready(value_and_grad(w_i, w_h, w_o, x, y))
-
-
-def hidden_rows(batches, repeat) -> None:
-    extra = []
-    for name, _ in optional_rows():
-        extra.append((name, _jax_matrix() if name == "jax" else bench_hidden.torch_loss_and_grad()))
-    names = ["NumPy backend", "hand NumPy BPTT"] + [name for name, _ in extra]
+def hidden_rows(batches, repeat, extra, clock) -> None:
+    names = ["NumPy backend", "hand NumPy BPTT", *extra]
     print("| H | B | Numba backend | " + " | ".join(f"{name} (× Numba)" for name in names) + " |")
     print("|---:|---:|---:|" + "---:|" * len(names))
     rng = np.random.default_rng(0)
     steps = bench_hidden.STEPS
+
+    def check(name, result):
+        loss, dw_h = (result[0], result[1][1]) if name == "jax" else (result[0], result[2])
+        assert np.isclose(float(loss), want[0], rtol=1e-9)
+        assert np.allclose(np.asarray(dw_h), want[2], rtol=1e-8, atol=1e-14)
+
     for hidden in (16, 128):
         model = Model(steps=steps, activation="tanh", hidden=hidden)
         fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
@@ -170,8 +188,10 @@ def hidden_rows(batches, repeat) -> None:
                 "numpy": partial(reference.loss_and_grad, *arguments),
                 "hand": partial(bench_hidden.hand_loss_and_grad, *arguments),
             }
-            candidates.update({name: partial(run, *arguments) for name, run in extra})
-            print(f"| {hidden} | {batch} | {row(candidates, repeat)}", flush=True)
+            timed, columns = framework_candidates(extra, arguments, check)
+            candidates.update(timed)
+            columns = [["numpy"], ["hand"], *columns]
+            print(f"| {hidden} | {batch} | {row(candidates, columns, repeat, clock)}", flush=True)
 
 
 def compile_times() -> None:
@@ -215,11 +235,10 @@ def parallel_rows(repeat) -> None:
         f"the module goes parallel from B = {module._PARALLEL_BATCH}):"
     )
     print("| B | serial | parallel | parallel / serial |\n|---:|---:|---:|---:|")
-    for batch in (256, 1024, 4096, 10_000, 100_000):
+    for batch in (1024, 4096, 10_000, 100_000, 1_000_000):
         x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
         y = rng.integers(0, 2, size=batch).astype(float)
-        # loss_and_grad itself (the wide path from _VECTORISED_BATCH on) with its kernels' serial or
-        # parallel drivers
+        # loss_and_grad itself with its kernels' serial or parallel drivers
         call = partial(module.loss_and_grad, x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
         times = _either_side(module, "_PARALLEL_BATCH", call, repeat, "serial", "parallel")
         print(
@@ -280,22 +299,23 @@ def _either_side(module, threshold: str, call, repeat: int, below: str, above: s
         setattr(module, threshold, saved)
 
 
-def path_rows(repeat) -> None:
-    """Compiled against vectorised path per call size: the thresholds of the generated modules."""
+def width_rows(repeat) -> None:
+    """The scalar module's block width, and the matrix module's compiled against vectorised path per
+    call size: the constants _WIDTH and _VECTORISED_ENTRIES of the generated modules."""
     rng = np.random.default_rng(2)
     module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
-    print(f"\nScalar model, N = 100 (the wide path from B = {module._VECTORISED_BATCH}):")
-    print("| B | compiled | wide path | wide / compiled |\n|---:|---:|---:|---:|")
-    for batch in (16, 64, 128, 256, 1000, 10_000):
+    widths = (64, 128, 200, 256, 264, 296, 512)
+    print(f"\nScalar model, N = 100, serial driver: block widths (the module's: {module._WIDTH}), ms")
+    print("| B | " + " | ".join(str(w) for w in widths) + " |\n|---:|" + "---:|" * len(widths))
+    for batch in (1000, 10_000, 100_000):
         x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
         y = rng.integers(0, 2, size=batch).astype(float)
-        call = partial(module.loss_and_grad, x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
-        times = _either_side(module, "_VECTORISED_BATCH", call, repeat, "compiled", "vectorised")
-        print(
-            f"| {batch} | {times['compiled'] * 1e3:.3f} ms | {times['vectorised'] * 1e3:.3f} ms | "
-            f"{times['vectorised'] / times['compiled']:.2f} |",
-            flush=True,
+        arguments = module._compiled_arguments(x, y, rng.normal(size=3) * 0.5, 0.9, 1.5)
+        times = interleaved(
+            {w: partial(module._gradients_serial, *arguments, w, -(-batch // w)) for w in widths},
+            rounds=repeat,
         )
+        print(f"| {batch} | " + " | ".join(f"{times[w] * 1e3:.3f}" for w in widths) + " |", flush=True)
     print("\nMatrix model, N = 100 (the NumPy module's functions from B·H = 256):")
     print("| H | B | B·H | compiled | vectorised | vectorised / compiled |\n|---:|---:|---:|---:|---:|---:|")
     for hidden, batch in (
@@ -329,36 +349,62 @@ def path_rows(repeat) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, small batches only")
-    parser.add_argument("--only", choices=("scalar", "hidden", "compile", "parallel", "paths"), default=None)
+    parser.add_argument("--only", choices=("scalar", "hidden", "compile", "parallel", "widths"), default=None)
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per row (default 7)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for Numba, PyTorch and XLA")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with this process's CPU time instead of the wall clock (for a busy shared machine; "
+        "the CPU time of every thread is summed: use it with --threads 1)",
+    )
     args = parser.parse_args(argv)
     repeat = args.rounds or (3 if args.quick else 7)
+    clock = time.process_time if args.cpu_time else timeit.default_timer
+    if args.threads:  # XLA reads its flags when JAX first loads, below
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()} "
+            f"intra_op_parallelism_threads={args.threads}"
+        ).strip()
     import numba
 
-    extra = [(name, factory()) for name, factory in optional_rows()]
-    threads = ""
-    if any(name == "torch" for name, _ in extra):
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    tables = args.only in (None, "scalar", "hidden")
+    scalar_extra = frameworks(SCALAR_FRAMEWORKS) if args.only in (None, "scalar") else {}
+    hidden_extra = frameworks(bench_hidden.HIDDEN_FRAMEWORKS) if args.only in (None, "hidden") else {}
+    versions = ""
+    if any(not isinstance(found, str) for found in (scalar_extra.get("torch"), hidden_extra.get("torch"))):
         import torch
 
-        threads = f", PyTorch {torch.__version__} with {torch.get_num_threads()} threads"
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        versions += f", PyTorch {torch.__version__} with {torch.get_num_threads()} threads"
+    if any(not isinstance(found, str) for found in (scalar_extra.get("jax"), hidden_extra.get("jax"))):
+        import jax
+
+        versions += f", JAX {jax.__version__} ({os.environ.get('XLA_FLAGS') or 'XLA default threads'})"
     print(
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Numba {numba.__version__} with {numba.get_num_threads()} threads, NumPy {np.__version__}{threads}\n"
+        f"Numba {numba.__version__} with {numba.get_num_threads()} threads, NumPy {np.__version__}{versions}; "
+        f"{'CPU' if args.cpu_time else 'wall-clock'} time\n"
     )
-    if not extra:
-        print("(JAX and PyTorch are not installed: no columns for them)\n")
+    if tables:
+        for found in {**scalar_extra, **hidden_extra}.values():
+            if isinstance(found, str):
+                print(f"({found}: its column is a gap)\n")
     if args.only in (None, "scalar"):
-        scalar_rows((1, 100) if args.quick else (1, 100, 10_000), repeat, extra)
+        scalar_rows((1, 100) if args.quick else (1, 100, 10_000), repeat, scalar_extra, clock)
         print()
     if args.only in (None, "hidden"):
-        hidden_rows((1, 64) if args.quick else (1, 64, 4096), repeat)
+        hidden_rows((1, 64) if args.quick else (1, 64, 4096), repeat, hidden_extra, clock)
         print()
     if args.only in (None, "compile"):
         compile_times()
     if args.only in (None, "parallel"):
         parallel_rows(repeat)
-    if args.only in (None, "paths"):
-        path_rows(repeat)
+    if args.only in (None, "widths"):
+        width_rows(repeat)
     return 0
 
 

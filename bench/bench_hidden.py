@@ -1,11 +1,12 @@
 """Issue 5's rows: generated matrix loss_and_grad (hidden size H) against a hand-written NumPy BPTT
-with matmuls and PyTorch's torch.nn.RNN autograd, measured in one run.
+with matmuls, JAX and PyTorch's torch.nn.RNN autograd, measured in one run.
 
     python3 bench/bench_hidden.py [--quick] [--threads K] [--cpu-time]
 
 Rows: H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3, tanh, no biases. Times are the best of
-several repeats (timeit); ratios are generated / hand and torch / hand. PyTorch rows appear only when
-torch is importable; ``--threads`` sets torch.set_num_threads (default: torch's own default).
+several interleaved rounds (bench/_timing.py); ratios are candidate / hand. JAX: jit of
+value_and_grad over lax.scan, float64, inputs already JAX arrays. A framework that is not installed
+is printed as a gap. ``--threads`` sets torch.set_num_threads (default: torch's own default).
 """
 
 from __future__ import annotations
@@ -79,7 +80,49 @@ def torch_loss_and_grad():
     return run
 
 
+def torch_framework():
+    """(prepare, run) for bench_gradients.frameworks: torch.nn.RNN on the NumPy arguments."""
+    run = torch_loss_and_grad()
+    return (lambda *arguments: arguments), run
+
+
+def jax_loss_and_grad():
+    """(prepare, run): jax.jit(jax.value_and_grad(loss)) over lax.scan, float64, for hidden size H."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+
+    def loss(w_i, w_h, w_o, x, y):
+        projection = jnp.einsum("bnd,hd->nbh", x, w_i)  # time-major: scan runs over the first axis
+
+        def step(o, p):
+            return jnp.tanh(p + o @ w_h.T), None
+
+        o_n, _ = jax.lax.scan(step, jnp.zeros((x.shape[0], w_h.shape[0]), x.dtype), projection)
+        z = o_n @ w_o
+        return jnp.mean(jnp.logaddexp(0, z) - y * z)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+    def prepare(x, y, w_i, w_h, w_o):
+        arguments = tuple(jnp.asarray(np.asarray(v, dtype=np.float64)) for v in (w_i, w_h, w_o, x, y))
+        jax.block_until_ready(value_and_grad(*arguments))  # compiled for these shapes
+        return arguments
+
+    def run(*arguments):
+        return jax.block_until_ready(value_and_grad(*arguments))
+
+    return prepare, run
+
+
+#: Hidden size H in the frameworks (bench_gradients.frameworks).
+HIDDEN_FRAMEWORKS = {"jax": jax_loss_and_grad, "torch": torch_framework}
+
+
 def main(argv=None) -> int:
+    from bench_gradients import frameworks
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, B <= 64 only")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(K)")
@@ -93,20 +136,17 @@ def main(argv=None) -> int:
     clock = time.process_time if args.cpu_time else timeit.default_timer
     batches = (1, 64) if args.quick else (1, 64, 4096)
     repeat = 3 if args.quick else 5
-    try:
+    extra = frameworks(HIDDEN_FRAMEWORKS)
+    notes = [found for found in extra.values() if isinstance(found, str)]
+    if not isinstance(extra["torch"], str):
         import torch
-    except ImportError:
-        torch, run_torch = None, None
-    else:
+
         if args.threads:
             torch.set_num_threads(args.threads)
-        run_torch = torch_loss_and_grad()
-    threads = f"torch threads: {torch.get_num_threads()}" if torch else "torch not installed: no torch rows"
-    print(f"n = {STEPS}, D = {INPUTS}, tanh, no biases; {threads}")
-    header = (
-        f"{'H':>4} {'B':>5} {'hand':>10}  {'unrolled':>10} {'ratio':>6}  {'loop':>10} {'ratio':>6}"
-        f"  {'torch':>10} {'ratio':>6}"
-    )
+        notes.append(f"torch threads: {torch.get_num_threads()}")
+    print(f"n = {STEPS}, D = {INPUTS}, tanh, no biases; " + "; ".join(notes))
+    columns = ["unrolled", "loop", *extra]
+    header = f"{'H':>4} {'B':>5} {'hand':>10}  " + "  ".join(f"{name:>10} {'ratio':>6}" for name in columns)
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(0)
@@ -121,23 +161,33 @@ def main(argv=None) -> int:
             w_i = rng.normal(size=(hidden, INPUTS)) * 0.5
             w_h = rng.normal(size=(hidden, hidden)) * 0.9 / np.sqrt(hidden)
             w_o = rng.normal(size=hidden)
-            reference = hand_loss_and_grad(x, y, w_i, w_h, w_o)
-            candidates = {"hand": partial(hand_loss_and_grad, x, y, w_i, w_h, w_o)}
+            arguments = (x, y, w_i, w_h, w_o)
+            reference = hand_loss_and_grad(*arguments)
+            candidates = {"hand": partial(hand_loss_and_grad, *arguments)}
             for mode, module in modules.items():
-                result = module.loss_and_grad(x, y, w_i, w_h, w_o)
+                result = module.loss_and_grad(*arguments)
                 for got, want in zip(result, reference):
                     assert np.allclose(got, want, rtol=1e-9, atol=1e-14), mode
-                candidates[mode] = partial(module.loss_and_grad, x, y, w_i, w_h, w_o)
-            if run_torch is not None:
-                result = run_torch(x, y, w_i, w_h, w_o)
-                assert np.isclose(result[0], reference[0], rtol=1e-9)
-                assert np.allclose(result[2].numpy(), reference[2], rtol=1e-8, atol=1e-14)
-                candidates["torch"] = partial(run_torch, x, y, w_i, w_h, w_o)
+                candidates[mode] = partial(module.loss_and_grad, *arguments)
+            for name, framework in extra.items():
+                if isinstance(framework, str):
+                    continue
+                prepare, run = framework
+                prepared = prepare(*arguments)
+                result = run(*prepared)
+                # JAX: (loss, (dL/dw_i, dL/dw_h, dL/dw_o)); torch: (loss, dL/dw_i, dL/dw_h, dL/dw_o)
+                loss, dw_h = (result[0], result[1][1]) if name == "jax" else (result[0], result[2])
+                assert np.isclose(float(loss), reference[0], rtol=1e-9)
+                assert np.allclose(np.asarray(dw_h), reference[2], rtol=1e-8, atol=1e-14)
+                candidates[name] = partial(run, *prepared)
             times = interleaved(candidates, rounds=repeat, clock=clock)
             hand = times.pop("hand")
             cells = [f"{hidden:>4} {batch:>5} {hand * 1e3:>8.3f}ms"]
-            for timed in times.values():
-                cells.append(f"{timed * 1e3:>8.3f}ms {timed / hand:>5.2f}x")
+            for name in columns:
+                timed = times.get(name)
+                cells.append(
+                    f"{timed * 1e3:>8.3f}ms {timed / hand:>5.2f}x" if timed else f"{'—':>10} {'—':>6}"
+                )
             print("  ".join(cells), flush=True)
     return 0
 
