@@ -707,7 +707,13 @@ def classify_growth(
         return "stable", "one step: there are no Jacobians ∂o_k/∂o_(k-1) to vanish or explode"
     if math.isnan(growth):
         return "exploding", "the Jacobian product is not finite (the forward pass overflowed)"
-    what = f"the product's growth per step ‖Π over n−1 steps‖₂^(1/(n−1)) = {growth:.4g}"
+    return judge_growth(f"the product's growth per step ‖Π over n−1 steps‖₂^(1/(n−1)) = {growth:.4g}",
+                        growth, tolerance)
+
+
+def judge_growth(what: str, growth: float, tolerance: float = TOLERANCE) -> tuple[str, str]:
+    """(regime, reason) from a growth per step: below 1 − tolerance vanishing, above 1 + tolerance
+    exploding, else stable; ``what`` names the growth in the reason."""
     if growth < 1 - tolerance:
         return "vanishing", f"{what} < 1 − {tolerance:g}"
     if growth > 1 + tolerance:

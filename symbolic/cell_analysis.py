@@ -148,11 +148,7 @@ def classify(rate: float, steps: int, state: str, tolerance: float = TOLERANCE) 
     if math.isnan(rate):
         return "exploding", "the Jacobian product is not finite"
     what = f"the {state} path's growth per step ‖∂{state}_n/∂{state}_1‖₂^(1/(n−1)) = {rate:.4g}"
-    if rate < 1 - tolerance:
-        return "vanishing", f"{what} < 1 − {tolerance:g}"
-    if rate > 1 + tolerance:
-        return "exploding", f"{what} > 1 + {tolerance:g}"
-    return "stable", f"{what} is within {tolerance:g} of 1"
+    return analysis.judge_growth(what, rate, tolerance)
 
 
 @dataclass
