@@ -1,12 +1,13 @@
-"""The LSTM's loss_and_grad: the NumPy LSTM module, the Numba LSTM module and PyTorch's nn.LSTM
-autograd (float64), measured in one run, each as a ratio to the Numba module.
+"""The gated cells' loss_and_grad: the generic Numba module, the generic NumPy module and PyTorch's
+nn.LSTM / nn.GRU autograd (float64), measured in one run, each as a ratio to the Numba module.
 
-    python3 bench/bench_lstm.py [--quick] [--only rows|compile]
+    python3 bench/bench_lstm.py [--quick] [--cells lstm,gru] [--cpu-time] [--only rows|compile]
 
-Rows: H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3 (``--quick``: B <= 64). The candidates of a
-row are timed in interleaved rounds (bench/_timing.py) and each keeps its best round. Before timing,
-the three gradients are compared (the Numba module against the NumPy one to 1e-12, torch to 1e-9).
-Then the Numba module's first call in a fresh process with an empty kernel cache and with a warm one.
+Rows: per cell, H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3 (``--quick``: B <= 64). The
+candidates of a row are timed in interleaved rounds (bench/_timing.py) and each keeps its best round.
+Before timing, the three gradients are compared (the Numba module against the NumPy one to 1e-12,
+torch to 1e-9). Then the Numba module's first call in a fresh process with an empty kernel cache and
+with a warm one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import timeit
 from functools import partial
 from pathlib import Path
 
@@ -28,54 +31,57 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _timing import interleaved
 
 from symbolic.codegen import load
-from symbolic.derive_lstm import GATES, parameter_shapes
 from symbolic.model import Model
 
 STEPS = 100
 INPUTS = 3
+#: cell → (torch class name, gates in torch's stacking order, {torch bias: our per-gate names, None
+#: for a zero block}); the readout is nn.Linear(H, 1, bias=False) with weight w_yᵀ (tests/test_torch_cells.py).
+TORCH = {
+    "lstm": ("LSTM", "ifgo", {"bias_ih_l0": ["b_i", "b_f", "b_g", "b_o"], "bias_hh_l0": [None] * 4}),
+    "gru": ("GRU", "rzn", {"bias_ih_l0": ["b_r", "b_z", "b_in"], "bias_hh_l0": [None, None, "b_hn"]}),
+}
 
 
-def parameters(hidden: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Weights of torch's scale (uniform ±1/√H), forget bias +1."""
-    bound = 1 / np.sqrt(hidden)
-    params = {
-        name: rng.uniform(-bound, bound, size=shape)
-        for name, shape in parameter_shapes(hidden, INPUTS).items()
-    }
-    params["b_f"] += 1.0
-    return params
+def parameters(module, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The module's initialisation (uniform ±1/√H like torch, the cell's own constants) for a seed."""
+    return module.init_params(int(rng.integers(2**31)))
 
 
-def torch_loss_and_grad(hidden: int):
-    """nn.LSTM (float64, batch_first) plus w_y on h_n and the mean BCE with logits, by autograd;
-    returns (loss, grads) keyed like the modules' dict (torch's stacked gradients split by gate)."""
+def torch_loss_and_grad(cell: str, hidden: int):
+    """(set_parameters, run, grads, torch): the torch layer (float64, batch_first) plus w_y on the last
+    state and the mean BCE with logits, by autograd; ``grads`` returns (loss, grads) keyed like the
+    modules' dict (torch's stacked gradients split by gate)."""
     import torch
 
-    lstm = torch.nn.LSTM(INPUTS, hidden, batch_first=True).double()
+    kind, gates, biases = TORCH[cell]
+    layer = getattr(torch.nn, kind)(INPUTS, hidden, batch_first=True).double()
     w_y = torch.zeros(hidden, dtype=torch.float64, requires_grad=True)
 
     def set_parameters(params):
         with torch.no_grad():
-            lstm.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([params[f"W_{g}"] for g in GATES])))
-            lstm.weight_hh_l0.copy_(torch.from_numpy(np.concatenate([params[f"U_{g}"] for g in GATES])))
-            lstm.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([params[f"b_{g}"] for g in GATES])))
-            lstm.bias_hh_l0.zero_()
+            layer.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([params[f"W_{g}"] for g in gates])))
+            layer.weight_hh_l0.copy_(torch.from_numpy(np.concatenate([params[f"U_{g}"] for g in gates])))
+            for torch_name, names in biases.items():
+                blocks = [params[name] if name else np.zeros(hidden) for name in names]
+                getattr(layer, torch_name).copy_(torch.from_numpy(np.concatenate(blocks)))
             w_y.copy_(torch.from_numpy(params["w_y"]))
 
     def run(x, y):
-        lstm.zero_grad(set_to_none=True)
+        layer.zero_grad(set_to_none=True)
         w_y.grad = None
-        _, (h_n, _) = lstm(x)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(h_n[0] @ w_y, y)
+        states, _ = layer(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(states[:, -1] @ w_y, y)
         loss.backward()
         return loss
 
     def grads(loss):
-        stacked = {"W": lstm.weight_ih_l0.grad, "U": lstm.weight_hh_l0.grad, "b": lstm.bias_ih_l0.grad}
         result = {}
-        for family, gradient in stacked.items():
-            for k, gate in enumerate(GATES):
-                result[f"{family}_{gate}"] = gradient[k * hidden : (k + 1) * hidden].numpy()
+        for family, weight in (("W", layer.weight_ih_l0), ("U", layer.weight_hh_l0)):
+            result |= {f"{family}_{g}": b for g, b in zip(gates, np.split(weight.grad.numpy(), len(gates)))}
+        for torch_name, names in biases.items():
+            blocks = np.split(getattr(layer, torch_name).grad.numpy(), len(gates))
+            result |= {name: block for name, block in zip(names, blocks) if name}
         result["w_y"] = w_y.grad.numpy()
         return loss.item(), result
 
@@ -94,7 +100,7 @@ import numba
 from symbolic.codegen import load
 from symbolic.model import Model
 imported = time.perf_counter()
-module = load(Model(cell="lstm", steps=100, hidden={hidden}), "loop", backend="numba")
+module = load(Model(cell="{cell}", steps=100, hidden={hidden}), "loop", backend="numba")
 loaded = time.perf_counter()
 rng = np.random.default_rng(0)
 params = module.init_params(0)
@@ -104,11 +110,11 @@ print(imported - start, loaded - imported, called - loaded, called - start)
 """
 
 
-def first_call_seconds(cache_dir: str, hidden: int) -> list[float]:
+def first_call_seconds(cache_dir: str, cell: str, hidden: int) -> list[float]:
     """(imports, load, first call, total) seconds in a fresh process with the kernel cache in cache_dir."""
     environment = {**os.environ, "BPTT_CACHE_DIR": cache_dir, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-c", FIRST_CALL.format(hidden=hidden)],
+        [sys.executable, "-c", FIRST_CALL.format(cell=cell, hidden=hidden)],
         env=environment,
         capture_output=True,
         text=True,
@@ -117,74 +123,84 @@ def first_call_seconds(cache_dir: str, hidden: int) -> list[float]:
     return [float(v) for v in result.stdout.strip().splitlines()[-1].split()]
 
 
-def rows(batches: tuple[int, ...]) -> None:
+def rows(cells: list[str], batches: tuple[int, ...], clock) -> None:
     import numba
 
     try:
-        set_parameters, run_torch, torch_grads, torch = torch_loss_and_grad(16)
+        import torch
+
         threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     except ImportError:
         torch, threads = None, "torch not installed: no torch column"
     print(
         f"n = {STEPS}, D = {INPUTS}, float64; Numba {numba.__version__}, {numba.get_num_threads()} threads; {threads}"
+        + ("; CPU time" if clock is time.process_time else "")
     )
-    print("| H | B | Numba | NumPy / Numba | torch / Numba |\n|---:|---:|---:|---:|---:|")
+    print("| cell | H | B | Numba | NumPy / Numba | torch / Numba |\n|---|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
-    for hidden in (16, 128):
-        model = Model(cell="lstm", steps=STEPS, hidden=hidden)
-        fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
-        if torch is not None:
-            set_parameters, run_torch, torch_grads, _ = torch_loss_and_grad(hidden)
-        for batch in batches:
-            x = rng.normal(size=(batch, STEPS, INPUTS))
-            y = rng.integers(0, 2, size=batch).astype(float)
-            params = parameters(hidden, rng)
-            want_loss, want = reference.loss_and_grad(x, y, params)
-            got_loss, got = fast.loss_and_grad(x, y, params)
-            assert abs(got_loss - want_loss) <= 1e-12 * want_loss and relative(got, want) < 1e-12
-            candidates = {
-                "numba": partial(fast.loss_and_grad, x, y, params),
-                "numpy": partial(reference.loss_and_grad, x, y, params),
-            }
+    for cell in cells:
+        for hidden in (16, 128):
+            model = Model(cell=cell, steps=STEPS, hidden=hidden)
+            fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
             if torch is not None:
-                set_parameters(params)
-                x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
-                torch_loss, torch_result = torch_grads(run_torch(x_t, y_t))
-                assert abs(torch_loss - want_loss) <= 1e-9 * want_loss and relative(torch_result, want) < 1e-9
-                candidates["torch"] = partial(run_torch, x_t, y_t)
-            del want, got
-            times = interleaved(candidates, rounds=3 if batch * hidden >= 2**17 else 7)
-            numba_time = times.pop("numba")
-            cells = [f"{numba_time * 1e3:.3f} ms"] + [f"{t / numba_time:.2f}" for t in times.values()]
-            print(
-                f"| {hidden} | {batch} | " + " | ".join(cells) + (" | – |" if torch is None else " |"),
-                flush=True,
-            )
+                set_parameters, run_torch, torch_grads, _ = torch_loss_and_grad(cell, hidden)
+            for batch in batches:
+                x = rng.normal(size=(batch, STEPS, INPUTS))
+                y = rng.integers(0, 2, size=batch).astype(float)
+                params = parameters(fast, rng)
+                want_loss, want = reference.loss_and_grad(x, y, params)
+                got_loss, got = fast.loss_and_grad(x, y, params)
+                assert abs(got_loss - want_loss) <= 1e-12 * want_loss and relative(got, want) < 1e-12
+                candidates = {
+                    "numba": partial(fast.loss_and_grad, x, y, params),
+                    "numpy": partial(reference.loss_and_grad, x, y, params),
+                }
+                if torch is not None:
+                    set_parameters(params)
+                    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+                    torch_loss, torch_result = torch_grads(run_torch(x_t, y_t))
+                    assert abs(torch_loss - want_loss) <= 1e-9 * want_loss and relative(torch_result, want) < 1e-9
+                    candidates["torch"] = partial(run_torch, x_t, y_t)
+                del want, got
+                times = interleaved(candidates, rounds=3 if batch * hidden >= 2**17 else 7, clock=clock)
+                numba_time = times.pop("numba")
+                cells_ = [f"{numba_time * 1e3:.3f} ms"] + [f"{t / numba_time:.2f}" for t in times.values()]
+                print(
+                    f"| {cell} | {hidden} | {batch} | " + " | ".join(cells_) + (" | – |" if torch is None else " |"),
+                    flush=True,
+                )
 
 
-def compile_times() -> None:
+def compile_times(cells: list[str]) -> None:
     print(
-        "\nNumba LSTM module, first loss_and_grad in a fresh process (seconds): imports (NumPy, Numba, "
+        "\nNumba module, first loss_and_grad in a fresh process (seconds): imports (NumPy, Numba, "
         "bptt with SymPy), load (derivation, source, module), first call (compile, or load the cached kernels)"
     )
-    print("| H | kernel cache | imports | load | first call | total |\n|---:|---|---:|---:|---:|---:|")
-    for hidden in (16, 128):
-        with tempfile.TemporaryDirectory() as cache:
-            cold = first_call_seconds(cache, hidden)
-            warm = min((first_call_seconds(cache, hidden) for _ in range(3)), key=lambda t: t[-1])
-        for name, times in (("cold", cold), ("warm", warm)):
-            print(f"| {hidden} | {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |", flush=True)
+    print("| cell | H | kernel cache | imports | load | first call | total |\n|---|---:|---|---:|---:|---:|---:|")
+    for cell in cells:
+        for hidden in (16, 128):
+            with tempfile.TemporaryDirectory() as cache:
+                cold = first_call_seconds(cache, cell, hidden)
+                warm = min((first_call_seconds(cache, cell, hidden) for _ in range(3)), key=lambda t: t[-1])
+            for name, times in (("cold", cold), ("warm", warm)):
+                print(f"| {cell} | {hidden} | {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B <= 64 only")
+    parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm, gru (default both)")
+    parser.add_argument("--cpu-time", action="store_true", help="time process CPU instead of the wall clock")
     parser.add_argument("--only", choices=("rows", "compile"), default=None)
     args = parser.parse_args(argv)
+    cells = [cell for cell in args.cells.split(",") if cell]
+    unknown = [cell for cell in cells if cell not in TORCH]
+    if unknown:
+        parser.error(f"unknown cell {', '.join(unknown)}: choose from {', '.join(TORCH)}")
     if args.only in (None, "rows"):
-        rows((1, 64) if args.quick else (1, 64, 4096))
+        rows(cells, (1, 64) if args.quick else (1, 64, 4096), time.process_time if args.cpu_time else timeit.default_timer)
     if args.only in (None, "compile"):
-        compile_times()
+        compile_times(cells)
     return 0
 
 
