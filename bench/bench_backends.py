@@ -235,7 +235,7 @@ def parallel_rows(repeat) -> None:
         f"the module goes parallel from B = {module._PARALLEL_BATCH}):"
     )
     print("| B | serial | parallel | parallel / serial |\n|---:|---:|---:|---:|")
-    for batch in (1024, 4096, 10_000, 100_000, 1_000_000):
+    for batch in (264, 528, 1056, 4096, 10_000, 100_000, 1_000_000):
         x = np.eye(3)[rng.integers(0, 3, size=(batch, 100))]
         y = rng.integers(0, 2, size=batch).astype(float)
         # loss_and_grad itself with its kernels' serial or parallel drivers
