@@ -374,13 +374,19 @@ def main(argv=None) -> int:
     scalar_extra = frameworks(SCALAR_FRAMEWORKS) if args.only in (None, "scalar") else {}
     hidden_extra = frameworks(bench_hidden.HIDDEN_FRAMEWORKS) if args.only in (None, "hidden") else {}
     versions = ""
-    if any(not isinstance(found, str) for found in (scalar_extra.get("torch"), hidden_extra.get("torch"))):
+    loaded = {
+        name
+        for extra in (scalar_extra, hidden_extra)
+        for name, found in extra.items()
+        if not isinstance(found, str)
+    }
+    if "torch" in loaded:
         import torch
 
         if args.threads:
             torch.set_num_threads(args.threads)
         versions += f", PyTorch {torch.__version__} with {torch.get_num_threads()} threads"
-    if any(not isinstance(found, str) for found in (scalar_extra.get("jax"), hidden_extra.get("jax"))):
+    if "jax" in loaded:
         import jax
 
         versions += f", JAX {jax.__version__} ({os.environ.get('XLA_FLAGS') or 'XLA default threads'})"
