@@ -159,14 +159,19 @@ def rows(cells: list[str], batches: tuple[int, ...], clock) -> None:
                     set_parameters(params)
                     x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
                     torch_loss, torch_result = torch_grads(run_torch(x_t, y_t))
-                    assert abs(torch_loss - want_loss) <= 1e-9 * want_loss and relative(torch_result, want) < 1e-9
+                    assert (
+                        abs(torch_loss - want_loss) <= 1e-9 * want_loss
+                        and relative(torch_result, want) < 1e-9
+                    )
                     candidates["torch"] = partial(run_torch, x_t, y_t)
                 del want, got
                 times = interleaved(candidates, rounds=3 if batch * hidden >= 2**17 else 7, clock=clock)
                 numba_time = times.pop("numba")
                 cells_ = [f"{numba_time * 1e3:.3f} ms"] + [f"{t / numba_time:.2f}" for t in times.values()]
                 print(
-                    f"| {cell} | {hidden} | {batch} | " + " | ".join(cells_) + (" | – |" if torch is None else " |"),
+                    f"| {cell} | {hidden} | {batch} | "
+                    + " | ".join(cells_)
+                    + (" | – |" if torch is None else " |"),
                     flush=True,
                 )
 
@@ -176,14 +181,19 @@ def compile_times(cells: list[str]) -> None:
         "\nNumba module, first loss_and_grad in a fresh process (seconds): imports (NumPy, Numba, "
         "bptt with SymPy), load (derivation, source, module), first call (compile, or load the cached kernels)"
     )
-    print("| cell | H | kernel cache | imports | load | first call | total |\n|---|---:|---|---:|---:|---:|---:|")
+    print(
+        "| cell | H | kernel cache | imports | load | first call | total |\n|---|---:|---|---:|---:|---:|---:|"
+    )
     for cell in cells:
         for hidden in (16, 128):
             with tempfile.TemporaryDirectory() as cache:
                 cold = first_call_seconds(cache, cell, hidden)
                 warm = min((first_call_seconds(cache, cell, hidden) for _ in range(3)), key=lambda t: t[-1])
             for name, times in (("cold", cold), ("warm", warm)):
-                print(f"| {cell} | {hidden} | {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |", flush=True)
+                print(
+                    f"| {cell} | {hidden} | {name} | " + " | ".join(f"{t:.2f}" for t in times) + " |",
+                    flush=True,
+                )
 
 
 def main(argv=None) -> int:
@@ -198,7 +208,11 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown cell {', '.join(unknown)}: choose from {', '.join(TORCH)}")
     if args.only in (None, "rows"):
-        rows(cells, (1, 64) if args.quick else (1, 64, 4096), time.process_time if args.cpu_time else timeit.default_timer)
+        rows(
+            cells,
+            (1, 64) if args.quick else (1, 64, 4096),
+            time.process_time if args.cpu_time else timeit.default_timer,
+        )
     if args.only in (None, "compile"):
         compile_times(cells)
     return 0

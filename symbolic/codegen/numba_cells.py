@@ -66,10 +66,33 @@ COPIED_FUNCTIONS = ("init_params", "_inputs", "_labels")
 #: Names the compiled kernels use for themselves (arguments, indices, helpers): a cell's name that is
 #: one of them, a keyword or a builtin is printed with a trailing underscore (IndRNN's b → b_), which
 #: no cell name can end with.
-KERNEL_NAMES = frozenset({
-    "b", "k", "t", "x", "chunk", "first", "hidden", "values", "vectors", "incoming", "transposed",
-    "kept", "sums", "slot", "span", "steps", "batch", "count", "rows", "np", "numba", "prange", "njit",
-})
+KERNEL_NAMES = frozenset(
+    {
+        "b",
+        "k",
+        "t",
+        "x",
+        "chunk",
+        "first",
+        "hidden",
+        "values",
+        "vectors",
+        "incoming",
+        "transposed",
+        "kept",
+        "sums",
+        "slot",
+        "span",
+        "steps",
+        "batch",
+        "count",
+        "rows",
+        "np",
+        "numba",
+        "prange",
+        "njit",
+    }
+)
 
 
 def copied(numpy_source: str) -> dict[str, str]:
@@ -103,12 +126,12 @@ def copied(numpy_source: str) -> dict[str, str]:
 class Group:
     """The linear maps applied to one operand, stacked in the order of the derivation's linears."""
 
-    label: str            # "x", a previous state "h_prev" or a node name
-    kind: str             # "x", "state" or "node"
-    symbols: list = field(default_factory=list)    # the per-unit symbols M@u, one per slot
-    matrices: list = field(default_factory=list)   # the parameter of each slot
-    deltas: list = field(default_factory=list)     # δ(M u) of each slot: a symbol, or 0
-    array: str = ""       # the (span, B, G·H) array of its δs: its own, or an earlier group's (same δs)
+    label: str  # "x", a previous state "h_prev" or a node name
+    kind: str  # "x", "state" or "node"
+    symbols: list = field(default_factory=list)  # the per-unit symbols M@u, one per slot
+    matrices: list = field(default_factory=list)  # the parameter of each slot
+    deltas: list = field(default_factory=list)  # δ(M u) of each slot: a symbol, or 0
+    array: str = ""  # the (span, B, G·H) array of its δs: its own, or an earlier group's (same δs)
     stored: bool = False  # the maps of every step are kept (the backward pass reads them)
 
     @property
@@ -151,7 +174,9 @@ def _column(slot: int) -> str:
     return "k" if slot == 0 else f"{slot} * hidden + k"
 
 
-def context(model, mode: str, command: str, numpy_source: str, derivation: CellDerivation | None = None) -> dict:
+def context(
+    model, mode: str, command: str, numpy_source: str, derivation: CellDerivation | None = None
+) -> dict:
     """Everything ``templates/numba/cell.py.j2`` places: names, printed statements. No SymPy objects.
 
     ``numpy_source`` is the NumPy module for the same model and mode (``cell_backend``); its
@@ -162,8 +187,12 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
     d = derivation or derive_cell(cell_of(model))
     assert d.mutation is None and d.transpose and d.batch_mean, "only the exact derivation is compiled"
     tree = ast.parse(numpy_source)
-    constants = {target.id: node.value for node in tree.body if isinstance(node, ast.Assign | ast.AnnAssign)
-                 for target in (node.targets if isinstance(node, ast.Assign) else [node.target])}
+    constants = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+    }
     numpy_stored = list(ast.literal_eval(constants["STORED"]))  # the NumPy module's stored values
     printer = NumbaScalarPrinter()
     node_names = [node.name for node in d.nodes]
@@ -267,28 +296,32 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
             if node.name in row:
                 lines.append(f"values[{row[node.name]}, t, b, k] = {_local(node.symbol)}")
         after = None
-        if nodes[-1].name in product_after:
+        if nodes[-1].name in product_after and nodes[-1] is not d.nodes[-1]:  # the maps a later part reads
             group = product_after[nodes[-1].name]
-            after = f"_product(values[{row[group.label]}, t], weights_{group.label}_transposed, {view(group)})"
+            after = (
+                f"_product(values[{row[group.label]}, t], weights_{group.label}_transposed, {view(group)})"
+            )
         forward_parts.append({"loads": loads, "lines": lines, "after": after})
 
     # -- backward: the step cut before each adjoint with a transpose product ----------------------------
     adjoint_of = {a.symbol: a for a in d.adjoints}
     transposed_index = {a.name: k for k, a in enumerate(a for a in d.adjoints if a.transposed)}
-    pieces: list[list] = [[]]
-    for adjoint in d.adjoints:
-        if adjoint.transposed and pieces[-1]:
-            pieces.append([])
-        pieces[-1].append(adjoint)
-    piece_of = {a.symbol: p for p, adjoints in enumerate(pieces) for a in adjoints}
-    last = len(pieces) - 1
-    sums = {name: terms[0][1] for name, terms in d.gradients.items() if terms[0][0] == "sum"}
-    summed = [name for name, expr in sums.items() if expr != 0 and expr not in homes]
     # slots written with a δ that is no adjoint (0, or an alias of an incoming δ): in the first piece
     writes_of: dict = {}
     for group in arrays:
         for k, delta in enumerate(group.deltas):
             writes_of.setdefault(delta, []).append(f"{group.array}[b, {_column(k)}]")
+    pieces: list[list] = [[]]
+    for adjoint in d.adjoints:
+        if adjoint.transposed:  # its product reads δ(M u) of every unit, written by the pieces before
+            pieces.append([])
+        pieces[-1].append(adjoint)
+    if not pieces[0] and len(pieces) > 1 and all(delta in adjoint_of for delta in writes_of):
+        pieces.pop(0)  # nothing to write before the first product
+    piece_of = {a.symbol: p for p, adjoints in enumerate(pieces) for a in adjoints}
+    last = len(pieces) - 1
+    sums = {name: terms[0][1] for name, terms in d.gradients.items() if terms[0][0] == "sum"}
+    summed = [name for name, expr in sums.items() if expr != 0 and expr not in homes]
 
     def piece_exprs(p: int) -> list:
         exprs = [a.expr for a in pieces[p]]
@@ -351,10 +384,12 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
                 if adjoint.expr != 0 or not adjoint.transposed:
                     lines.append(f"incoming[{states.index(state)}, b, k] = {value}")
         before = None
-        if adjoints[0].transposed:
+        if adjoints and adjoints[0].transposed:
             group = next(g for g in groups if g.label == adjoints[0].name)
-            before = (f"_product({group.array}[slot], weights_{group.label}, "
-                      f"transposed[{transposed_index[adjoints[0].name]}])")
+            before = (
+                f"_product({group.array}[slot], weights_{group.label}, "
+                f"transposed[{transposed_index[adjoints[0].name]}])"
+            )
         backward_parts.append({"loads": loads, "lines": lines, "before": before})
 
     # δs_(t−1) through the maps of s_(t−1): one product per state and step, after the pieces
@@ -363,11 +398,15 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
         if adjoint.transposed:
             group = next(g for g in groups if g.label == str(d.previous[state]))
             function = "_add_product" if adjoint.expr != 0 else "_product"
-            sent_products.append(f"{function}({group.array}[slot], weights_{group.label}, incoming[{states.index(state)}])")
+            sent_products.append(
+                f"{function}({group.array}[slot], weights_{group.label}, incoming[{states.index(state)}])"
+            )
 
     # ∂L/∂M: the rows of a span of steps against their operands, one product per group; the sums
     # of the per-unit parameters whose δ lives in a δ array
-    homed_sums = [g.array for g in arrays if any(expr in homes and homes[expr][0] == g.array for expr in sums.values())]
+    homed_sums = [
+        g.array for g in arrays if any(expr in homes and homes[expr][0] == g.array for expr in sums.values())
+    ]
     flush = [f"rows_{g.label} = {g.array}[:count].reshape(count * batch, {g.count} * hidden)" for g in arrays]
     for group in groups:
         if group.kind == "x":
@@ -379,7 +418,9 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
             operand = f"values[{row[group.label]}, t : t + count].reshape(count * batch, hidden)"
         owner = next(g for g in arrays if g.array == group.array)
         flush.append(f"operand_{group.label} = {operand}")
-        flush.append(f"_add_transposed_product(rows_{owner.label}, operand_{group.label}, grad_{group.label})")
+        flush.append(
+            f"_add_transposed_product(rows_{owner.label}, operand_{group.label}, grad_{group.label})"
+        )
     for array in homed_sums:
         owner = next(g for g in arrays if g.array == array)
         flush.append(f"_add_rows(rows_{owner.label}, {_sums(array)})")
@@ -389,24 +430,69 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
     forward_arguments = ["x", *(["weights_x"] if x_group else [])]
     forward_arguments += [f"weights_{g.label}_transposed" for g in groups if g.kind != "x"] + ["vectors"]
     stored_maps = [f"maps_{g.label}" for g in groups if g.stored]
-    backward_arguments = ["x", "values", *stored_maps, *(f"weights_{g.label}" for g in groups if g.kind != "x"),
-                          "vectors", "incoming", "span"]
-    forward_part = ["x", *(["weights_x"] if x_group else []), "vectors", "values",
-                    *(f"maps_{g.label}" for g in mapped), "t", "chunk"]
-    backward_part = ["values", "vectors", "incoming", *stored_maps, *(g.array for g in arrays),
-                     "transposed", "kept", "sums", "t", "chunk"]
-    forward_call = ["x", *(["weights_x"] if x_group else []), "vectors", "values",
-                    *(view(g) for g in mapped), "t", "chunk"]
-    backward_call = ["values", "vectors", "incoming", *(f"{name}[t - 1]" for name in stored_maps),
-                     *(f"{g.array}[slot]" for g in arrays), "transposed", "kept", "sums", "t", "chunk"]
+    backward_arguments = [
+        "x",
+        "values",
+        *stored_maps,
+        *(f"weights_{g.label}" for g in groups if g.kind != "x"),
+        "vectors",
+        "incoming",
+        "span",
+    ]
+    forward_part = [
+        "x",
+        *(["weights_x"] if x_group else []),
+        "vectors",
+        "values",
+        *(f"maps_{g.label}" for g in mapped),
+        "t",
+        "chunk",
+    ]
+    backward_part = [
+        "values",
+        "vectors",
+        "incoming",
+        *stored_maps,
+        *(g.array for g in arrays),
+        "transposed",
+        "kept",
+        "sums",
+        "t",
+        "chunk",
+    ]
+    forward_call = [
+        "x",
+        *(["weights_x"] if x_group else []),
+        "vectors",
+        "values",
+        *(view(g) for g in mapped),
+        "t",
+        "chunk",
+    ]
+    backward_call = [
+        "values",
+        "vectors",
+        "incoming",
+        *(f"{name}[t - 1]" for name in stored_maps),
+        *(f"{g.array}[slot]" for g in arrays),
+        "transposed",
+        "kept",
+        "sums",
+        "t",
+        "chunk",
+    ]
     backward_driver_call = [
-        name if name in ("x", "values", "incoming", *stored_maps) else "_span(batch, steps)" if name == "span"
+        name
+        if name in ("x", "values", "incoming", *stored_maps)
+        else "_span(batch, steps)"
+        if name == "span"
         else f'w["{name}"]'
         for name in backward_arguments
     ]
     state_products = [
         f"_product(values[{state_row[previous[sp.Symbol(g.label)]]}, t - 1], weights_{g.label}_transposed, {view(g)})"
-        for g in groups if g.kind == "state"
+        for g in groups
+        if g.kind == "state"
     ]
     allocations = [
         f"maps_{g.label} = np.zeros(({'steps, ' if g.stored else ''}batch, {g.count} * hidden), x.dtype)"
@@ -417,6 +503,9 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
     def span(slot: int) -> str:
         return f"{slot * H}:{(slot + 1) * H}" if slot else f":{H}"
 
+    # The gradients, from the kernel's sums scaled by 1/B in place (one division per array, the
+    # parameters' gradients are views of their rows)
+    scaled = [f"grad_{group.label}" for group in groups] + [_sums(array) for array in homed_sums]
     gradients = []
     for name in d.parameters:
         if name == d.cell.readout:
@@ -429,32 +518,44 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
                 gradients.append((name, "np.zeros(HIDDEN_SIZE, x.dtype)"))
             elif expr in homes:
                 array, slot = homes[expr]
-                gradients.append((name, f"{_sums(array)}[{span(slot)}] / batch"))
+                gradients.append((name, f"{_sums(array)}[{span(slot)}]"))
             else:
                 gradients.append((name, f"sums[{summed.index(name)}].sum(axis=0) / batch"))
         else:
-            parts_of = [f"grad_{group.label}[{span(slot)}]" for group in groups for slot, matrix in
-                        enumerate(group.matrices) if matrix == name]
-            total = " + ".join(parts_of)
-            gradients.append((name, f"({total}) / batch" if len(parts_of) > 1 else f"{total} / batch"))
+            parts_of = [
+                f"grad_{group.label}[{span(slot)}]"
+                for group in groups
+                for slot, matrix in enumerate(group.matrices)
+                if matrix == name
+            ]
+            gradients.append((name, " + ".join(parts_of)))
 
     # _compiled_arguments: the maps of each operand stacked, the per-unit parameters as rows
     stacking = []
     for group in groups:
-        stacking.append(layout(f"weights_{group.label} = ", [f'p["{name}"]' for name in group.matrices], 4,
-                               brackets="[]"))
-        stacking.append(f'w["weights_{group.label}"] = np.ascontiguousarray(np.concatenate(weights_{group.label}), dtype=dtype)')
+        stacking.append(
+            layout(f"weights_{group.label} = ", [f'p["{name}"]' for name in group.matrices], 4, brackets="[]")
+        )
+        stacking.append(
+            f'w["weights_{group.label}"] = np.ascontiguousarray(np.concatenate(weights_{group.label}), dtype=dtype)'
+        )
         if group.kind != "x":
-            stacking.append(f'w["weights_{group.label}_transposed"] = np.ascontiguousarray(w["weights_{group.label}"].T)')
+            stacking.append(
+                f'w["weights_{group.label}_transposed"] = np.ascontiguousarray(w["weights_{group.label}"].T)'
+            )
     if vectors:
         stacking.append(layout("vectors = ", [f'p["{name}"]' for name in vectors], 4, brackets="[]"))
         stacking.append('w["vectors"] = np.ascontiguousarray(np.stack(vectors), dtype=dtype)')
     else:
         stacking.append('w["vectors"] = np.zeros((0, HIDDEN_SIZE), dtype)')
     for part in forward_parts:
-        part["call"] = layout(f"_forward_part_{len([q for q in forward_parts if 'call' in q]) + 1}", forward_call, 12)
+        part["call"] = layout(
+            f"_forward_part_{len([q for q in forward_parts if 'call' in q]) + 1}", forward_call, 12
+        )
     for part in backward_parts:
-        part["call"] = layout(f"_backward_part_{len([q for q in backward_parts if 'call' in q]) + 1}", backward_call, 12)
+        part["call"] = layout(
+            f"_backward_part_{len([q for q in backward_parts if 'call' in q]) + 1}", backward_call, 12
+        )
     for k, part in enumerate(forward_parts, 1):
         part["signature"] = layout(f"def _forward_part_{k}", forward_part, 0, ":")
     for k, part in enumerate(backward_parts, 1):
@@ -478,13 +579,22 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
         "stored_count": len(numpy_stored),
         "vectors": vectors,
         "groups": [
-            {"label": g.label, "kind": g.kind, "matrices": g.matrices, "count": g.count, "array": g.array,
-             "stored": g.stored, "size": "INPUT_SIZE" if g.kind == "x" else "HIDDEN_SIZE"}
+            {
+                "label": g.label,
+                "kind": g.kind,
+                "matrices": g.matrices,
+                "count": g.count,
+                "array": g.array,
+                "stored": g.stored,
+                "size": "INPUT_SIZE" if g.kind == "x" else "HIDDEN_SIZE",
+            }
             for g in groups
         ],
         "arrays": [{"name": g.array, "count": g.count} for g in arrays],
-        "homed_sums": [{"array": array, "name": _sums(array),
-                        "count": next(g.count for g in arrays if g.array == array)} for array in homed_sums],
+        "homed_sums": [
+            {"array": array, "name": _sums(array), "count": next(g.count for g in arrays if g.array == array)}
+            for array in homed_sums
+        ],
         "flush": flush,
         "forward_arguments": forward_arguments,
         "backward_arguments": backward_arguments,
@@ -500,14 +610,22 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
             for stage, arguments in (("forward", forward_arguments), ("backward", backward_arguments))
             for kind in ("serial", "parallel")
         },
-        "forward_kernel_call": layout("return forward_kernel", ["x", *(f'w["{name}"]' for name in forward_arguments[1:])], 4),
+        "forward_kernel_call": layout(
+            "return forward_kernel", ["x", *(f'w["{name}"]' for name in forward_arguments[1:])], 4
+        ),
         "backward_kernel_call": layout(
             f"{', '.join([*(f'grad_{g.label}' for g in groups), *map(_sums, homed_sums), 'sums' if summed else '_'])}"
-            " = backward_kernel", backward_driver_call, 4),
+            " = backward_kernel",
+            backward_driver_call,
+            4,
+        ),
         "stacking": stacking,
+        "scaled": scaled,
         # the kernels return tuples: (values, the stored maps), (∂L/∂M per operand, the sums)
         "forward_targets": f"({', '.join(['values', *stored_maps])}{',' if not stored_maps else ''})",
-        "backward_targets": ", ".join([*(f"grad_{g.label}" for g in groups), *map(_sums, homed_sums), "sums"]),
+        "backward_targets": ", ".join(
+            [*(f"grad_{g.label}" for g in groups), *map(_sums, homed_sums), "sums"]
+        ),
         "summed": summed,
         "kept": len(kept),
         "transposed": len(transposed_index),
@@ -515,7 +633,9 @@ def context(model, mode: str, command: str, numpy_source: str, derivation: CellD
         "backward_parts": backward_parts,
         "sent_products": sent_products,
         "gradients": [{"name": name, "code": value} for name, value in gradients],
-        "output_factor_code": printer.doprint(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})),
+        "output_factor_code": printer.doprint(
+            d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})
+        ),
         "rows": ROWS,
         "parallel_entries": PARALLEL_ENTRIES,
         "span_rows": SPAN_ROWS,
