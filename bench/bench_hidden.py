@@ -6,12 +6,13 @@ with matmuls, JAX and PyTorch's torch.nn.RNN autograd, measured in one run.
 Rows: H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3, tanh, no biases. Times are the best of
 several interleaved rounds (bench/_timing.py); ratios are candidate / hand. JAX: jit of
 value_and_grad over lax.scan, float64, inputs already JAX arrays. A framework that is not installed
-is printed as a gap. ``--threads`` sets torch.set_num_threads (default: torch's own default).
+is printed as a gap. ``--threads K`` gives PyTorch and XLA K threads (default: their own).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import timeit
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, B <= 64 only")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(K)")
+    parser.add_argument("--threads", type=int, default=None, help="threads for PyTorch and XLA")
     parser.add_argument(
         "--cpu-time",
         action="store_true",
@@ -136,6 +137,11 @@ def main(argv=None) -> int:
     clock = time.process_time if args.cpu_time else timeit.default_timer
     batches = (1, 64) if args.quick else (1, 64, 4096)
     repeat = 3 if args.quick else 5
+    if args.threads:  # XLA reads its flags when JAX first loads, in frameworks()
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()} "
+            f"intra_op_parallelism_threads={args.threads}"
+        ).strip()
     extra = frameworks(HIDDEN_FRAMEWORKS)
     notes = [found for found in extra.values() if isinstance(found, str)]
     if not isinstance(extra["torch"], str):
