@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_hidden
 from _timing import interleaved
-from bench_gradients import HAND, SCALAR_FRAMEWORKS, frameworks, hand_loss_and_grad
+from bench_gradients import HAND, SCALAR_FRAMEWORKS, frameworks, hand_loss_and_grad, set_threads
 
 from symbolic.codegen import load
 from symbolic.model import Model
@@ -361,11 +361,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     repeat = args.rounds or (3 if args.quick else 7)
     clock = time.process_time if args.cpu_time else timeit.default_timer
-    if args.threads:  # XLA reads its flags when JAX first loads, below
-        os.environ["XLA_FLAGS"] = (
-            f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()} "
-            f"intra_op_parallelism_threads={args.threads}"
-        ).strip()
+    set_threads(args.threads)  # XLA reads its flags when JAX first loads
     import numba
 
     if args.threads:

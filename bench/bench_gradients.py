@@ -1,6 +1,6 @@
 """Generated loss_and_grad against hand-written NumPy BPTTs, JAX and PyTorch, measured in one run.
 
-    python3 bench/bench_gradients.py [--quick] [--cpu-time]
+    python3 bench/bench_gradients.py [--quick] [--threads K] [--cpu-time]
 
 Prints, for B sequences of N steps: the time of the strongest hand loop (the faster of two: the
 min-char-rnn style, and time-major contiguous rows with out= and no temporaries), of the generated
@@ -8,12 +8,14 @@ loss_and_grad in each mode (unrolled only where N is within its limit) and the r
 hand, plus the ratio loss_and_grad / forward of the generated module; then JAX (jit of
 value_and_grad over lax.scan, float64, inputs already JAX arrays) and PyTorch autograd, as ratios to
 the same hand loop. A framework that is not installed is printed as a gap, not left out. Times are
-the best of several interleaved rounds (bench/_timing.py).
+the best of several interleaved rounds (bench/_timing.py). ``--threads K`` gives PyTorch and XLA K
+threads (default: their own; with --cpu-time the CPU time of every thread counts, so use 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import timeit
@@ -159,6 +161,15 @@ def _torch_loss_and_grad():
     return prepare, run
 
 
+def set_threads(threads: int | None) -> None:
+    """XLA's CPU threads (read when JAX first loads, so call this before ``frameworks``)."""
+    if threads:
+        os.environ["XLA_FLAGS"] = (
+            f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen={str(threads > 1).lower()} "
+            f"intra_op_parallelism_threads={threads}"
+        ).strip()
+
+
 #: The scalar model in the frameworks (bench/bench_hidden.py has hidden size H).
 SCALAR_FRAMEWORKS = {"jax": _jax, "torch": _torch_loss_and_grad}
 
@@ -172,12 +183,18 @@ def main(argv=None) -> int:
         help="time with this process's CPU time instead of the wall clock (for a busy shared machine; "
         "run with OPENBLAS_NUM_THREADS=1, since the CPU time of every thread is summed)",
     )
+    parser.add_argument("--threads", type=int, default=None, help="threads for PyTorch and XLA")
     args = parser.parse_args(argv)
     clock = time.process_time if args.cpu_time else timeit.default_timer
     batches = (1, 100) if args.quick else (1, 100, 10_000)
     repeat = 3 if args.quick else 5
     rng = np.random.default_rng(0)
+    set_threads(args.threads)
     extra = frameworks(SCALAR_FRAMEWORKS)
+    if args.threads and not isinstance(extra["torch"], str):
+        import torch
+
+        torch.set_num_threads(args.threads)
     for name, missing in extra.items():
         if isinstance(missing, str):
             print(f"({missing}: its rows are gaps)")

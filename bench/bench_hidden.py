@@ -12,7 +12,6 @@ is printed as a gap. ``--threads K`` gives PyTorch and XLA K threads (default: t
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import timeit
@@ -122,7 +121,7 @@ HIDDEN_FRAMEWORKS = {"jax": jax_loss_and_grad, "torch": torch_framework}
 
 
 def main(argv=None) -> int:
-    from bench_gradients import frameworks
+    from bench_gradients import frameworks, set_threads
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, B <= 64 only")
@@ -137,11 +136,7 @@ def main(argv=None) -> int:
     clock = time.process_time if args.cpu_time else timeit.default_timer
     batches = (1, 64) if args.quick else (1, 64, 4096)
     repeat = 3 if args.quick else 5
-    if args.threads:  # XLA reads its flags when JAX first loads, in frameworks()
-        os.environ["XLA_FLAGS"] = (
-            f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()} "
-            f"intra_op_parallelism_threads={args.threads}"
-        ).strip()
+    set_threads(args.threads)  # XLA reads its flags when JAX first loads
     extra = frameworks(HIDDEN_FRAMEWORKS)
     notes = [found for found in extra.values() if isinstance(found, str)]
     if not isinstance(extra["torch"], str):

@@ -6,7 +6,7 @@ in blocks of ``WIDTH`` sequences in lockstep: for each block w_i·x_t, the forwa
 o_t one step at a time over the whole block, then backward carrying δ_t = δ_(t+1) ∂o_(t+1)/∂o_t from
 t = n down — the cumulative product of the Σ/Π formula, one factor per step — so a block's states
 and gates stay in cache whatever the batch size. f is printed as a compiled function of the module
-(``KernelPrinter``: tanh and σ without libm, so the loops over a block vectorise; exact NumPy f for
+(``KernelPrinter``: tanh and σ without libm, so the loops over a block vectorise; the exact f for
 the complex step).
 
 The matrix module's wide calls take a vectorised path instead, chosen per call: from
@@ -25,11 +25,15 @@ from . import numpy_backend
 from .numpy_backend import NumPyCodePrinter
 
 #: Sequences of one block of the scalar module, run in lockstep: its work arrays (w_i·x_t, states,
-#: gates: about 2 (n + 1) · WIDTH floats) and its inputs stay in cache (bench/bench_backends.py
-#: --only widths).
+#: gates: about 2 (n + 1) · WIDTH floats) and its inputs stay in cache. Not a power of two: rows of
+#: 2 KiB or 4 KiB (256, 512 sequences) map to the same few cache sets, and the strided writes of
+#: w_i·x_t and the row-by-row passes evict each other (about 1.4× slower in bench/bench_backends.py
+#: --only widths); 33 cache lines per row spread over all sets.
 WIDTH = 264
-#: From this batch size on runs of blocks go to Numba's threads: below it the threads cost more than
-#: they save (bench/bench_backends.py --only parallel).
+#: From this batch size on runs of blocks go to Numba's threads (one run of consecutive blocks per
+#: thread). bench/bench_backends.py --only parallel on 2 shared cores: quiet, parallel / serial was
+#: 0.49–0.55 from B = 1024 on; loaded, 2.3–3.9 up to B = 4096, 1.7 at 10⁴, 1.06 at 10⁵ and 0.93 at
+#: 10⁶ (the second thread waits for a core): so only batches this wide go parallel.
 PARALLEL_BATCH = 100_000
 #: Up to this input size the input gradient keeps one running sum per input in registers.
 UNROLLED_INPUTS = 8
@@ -56,7 +60,7 @@ class NumbaScalarPrinter(NumPyCodePrinter):
 
 class KernelPrinter(NumbaScalarPrinter):
     """The scalar printer for the scalar module's loops over a block: tanh and σ become the module's
-    compiled ``_tanh`` and ``_logistic`` (no libm call per value, so the loops vectorise; NumPy's f
+    compiled ``_tanh`` and ``_logistic`` (no libm call per value, so the loops vectorise; the exact f
     for complex arguments)."""
 
     def _print_tanh(self, expr):
