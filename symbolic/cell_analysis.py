@@ -57,7 +57,7 @@ def step_jacobians(d, params: dict, history: list, sequence: int = 0) -> np.ndar
                   for symbol, value in known.items()}
         jac: dict = {}
 
-        def of(symbol):
+        def of(symbol, jac=jac):
             if symbol in jac:
                 return jac[symbol]
             if symbol in previous:

@@ -583,7 +583,7 @@ def _forward(d: CellDerivation, p: dict, x, numbers) -> tuple[list, dict]:
         known |= {symbol: p[name] for name, symbol in d.symbols["vectors"].items()}
         sources = {"x": x[:, t], **{str(d.previous[state]): known[d.previous[state]] for state in d.states}}
 
-        def apply_maps(operand):
+        def apply_maps(operand, known=known, sources=sources):
             for linear in d.linears:
                 if linear.operand == operand:
                     known[linear.symbol] = sources[operand] @ p[linear.matrix].T
@@ -644,8 +644,7 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
         known = dict(history[t])
         known |= {d.incoming[state]: sent[state] for state in d.states}
 
-        def resolve(symbol):
-            return known[symbol]
+        resolve = known.__getitem__
 
         for adjoint in d.adjoints:
             arguments, function = adjoint_functions[adjoint.name]

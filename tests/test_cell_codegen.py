@@ -14,11 +14,11 @@ import sys
 import numpy as np
 import pytest
 
+from symbolic.cells import cell_of
 from symbolic.codegen import generate, load
 from symbolic.engine import derive_cell, evaluate
 from symbolic.errors import UsageError
 from symbolic.model import Model
-from symbolic.cells import cell_of
 
 from .conftest import ROOT, run_bptt
 

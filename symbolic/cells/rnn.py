@@ -5,8 +5,8 @@ At H = 1 without biases this is the notes' model exactly; ``symbolic.notes`` add
 
 from __future__ import annotations
 
-from .spec import Cell
 from ..activations import ACTIVATIONS
+from .spec import Cell
 
 
 def cell(activation: str = "tanh", bias: bool = False) -> Cell:
