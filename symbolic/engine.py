@@ -273,11 +273,12 @@ def _partials(node: Node) -> dict:
 # -- the derivation -------------------------------------------------------------------------------------
 
 
-def derive_cell(cell: Cell) -> CellDerivation:
-    """The exact BPTT of ``cell`` (validated), per unit."""
+def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
+    """The exact BPTT of ``cell`` (validated), per unit. ``local_partials`` (node → {u: ∂v/∂u})
+    replaces the rule for the local partials: only the mutations use it."""
     cell.validate()
     nodes = _normalise(cell)
-    partials = {node.name: _partials(node) for node in nodes}
+    partials = {node.name: (local_partials or _partials)(node) for node in nodes}
     previous = dict(cell.states)
     linears = tuple(
         Linear(a.symbol, a.matrix, a.operand, sp.Symbol(f"delta_{a.matrix}@{a.operand}"))
@@ -427,19 +428,10 @@ def _mutate(d: CellDerivation, mutation: str) -> CellDerivation:
 
 def _rederived(d: CellDerivation, rules: dict, mutation: str) -> CellDerivation:
     """The derivation again with some local partials replaced: (node, symbol) → wrong partial."""
-    cell = d.cell
-    original = _partials
-
     def patched(node):
-        partials = original(node)
-        return {symbol: rules.get((node.name, symbol), partial) for symbol, partial in partials.items()}
+        return {symbol: rules.get((node.name, symbol), partial) for symbol, partial in _partials(node).items()}
 
-    globals()["_partials"] = patched
-    try:
-        wrong = derive_cell(cell)
-    finally:
-        globals()["_partials"] = original
-    return replace(wrong, mutation=mutation)
+    return replace(derive_cell(d.cell, local_partials=patched), mutation=mutation)
 
 
 # -- numerical evaluation: the reference implementation ---------------------------------------------
