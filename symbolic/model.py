@@ -87,6 +87,15 @@ class Model:
         return self.cell if self.cell in CELLS else os.path.basename(self.cell)
 
     @property
+    def cell_argument(self) -> str:
+        """The cell as --cell takes it again: a built-in name, or the file's path relative to the
+        working directory when it lies below it (absolute otherwise)."""
+        if self.cell in CELLS:
+            return self.cell
+        relative = os.path.relpath(self.cell)
+        return self.cell if relative.startswith("..") else relative
+
+    @property
     def generic(self) -> bool:
         """A cell with the dict interface, generated from the generic engine (every cell but the plain RNN)."""
         return self.cell != "rnn"

@@ -732,7 +732,7 @@ class CellTypesetter:
 
 def command_of(model, fmt: str) -> str:
     """``bptt derive --cell C --steps N --hidden H [--inputs D] --format F``."""
-    parts = [f"bptt derive --cell {model.cell_name}", f"--steps {model.steps}", f"--hidden {model.hidden}"]
+    parts = [f"bptt derive --cell {model.cell_argument}", f"--steps {model.steps}", f"--hidden {model.hidden}"]
     if model.inputs != len(VOCABULARY):
         parts.append(f"--inputs {model.inputs}")
     parts.append(f"--format {fmt}")

@@ -69,7 +69,7 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
     """The canonical command line that generates this module (written into its header)."""
     words = ["bptt", "codegen", "--steps", str(model.steps), "--activation", model.activation]
     if model.generic:  # its activations are in its equations
-        words = ["bptt", "codegen", "--cell", model.cell_name, "--steps", str(model.steps)]
+        words = ["bptt", "codegen", "--cell", model.cell_argument, "--steps", str(model.steps)]
     if model.inputs != len(VOCABULARY):
         words += ["--inputs", str(model.inputs)]
     if model.hidden != 1:
