@@ -602,10 +602,13 @@ def test_descriptions_become_latex_prose():
 # -- the command line ------------------------------------------------------------------------------------
 
 
-def test_header_names_the_canonical_command():
+def test_header_names_the_canonical_command(monkeypatch, tmp_path):
     assert command_of(Model(steps=5, hidden=4, cell="gru"), "md") == "bptt derive --cell gru --steps 5 --hidden 4 --format md"
+    monkeypatch.chdir(ROOT)  # a cell file is named as --cell takes it again from here
     model = Model(steps=2, inputs=2, cell=str(DOCS / "mgu.py"))
-    assert command_of(model, "tex") == "bptt derive --cell mgu.py --steps 2 --hidden 1 --inputs 2 --format tex"
+    assert command_of(model, "tex") == "bptt derive --cell docs/cells/mgu.py --steps 2 --hidden 1 --inputs 2 --format tex"
+    monkeypatch.chdir(tmp_path)  # outside the checkout: the absolute path
+    assert command_of(model, "tex").startswith(f"bptt derive --cell {DOCS / 'mgu.py'} --steps 2")
     assert document(Model(cell="lstm"), "tex").startswith(f"% {MARKER}. Command: bptt derive --cell lstm --steps 3 --hidden 1")
 
 
