@@ -112,7 +112,15 @@ print(imported - start, loaded - imported, called - loaded, called - start)
 
 def first_call_seconds(cache_dir: str, cell: str, hidden: int) -> list[float]:
     """(imports, load, first call, total) seconds in a fresh process with the kernel cache in cache_dir."""
-    environment = {**os.environ, "BPTT_CACHE_DIR": cache_dir, "PYTHONPATH": str(ROOT)}
+    # every bptt cache directory inside the temporary one: ~/.cache/bptt would make a cold row warm
+    environment = {
+        **os.environ,
+        "BPTT_CACHE_DIR": cache_dir,
+        "XDG_CACHE_HOME": os.path.join(cache_dir, "xdg"),
+        "TMPDIR": os.path.join(cache_dir, "tmp"),
+        "PYTHONPATH": str(ROOT),
+    }
+    os.makedirs(environment["TMPDIR"], exist_ok=True)
     result = subprocess.run(
         [sys.executable, "-c", FIRST_CALL.format(cell=cell, hidden=hidden)],
         env=environment,
