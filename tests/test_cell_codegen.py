@@ -97,7 +97,7 @@ def point(module, steps, batch=4, seed=0):
     params = {}
     for name, shape in module.PARAMS.items():
         scale = 1.5 / np.sqrt(hidden) if len(shape) == 2 and shape[1] == hidden else 1.0
-        params[name] = rng.uniform(-1, 1, size=shape) * scale
+        params[name] = np.asarray(rng.uniform(-1, 1, size=shape) * scale, dtype=float)
     if not module.ANALYTIC:
         params = {name: value * 0.3 for name, value in params.items()}
     return x, y, params
@@ -269,3 +269,22 @@ def test_codegen_and_check_command_line(cell, cell_id, tmp_path):
     good = run_bptt("check", str(target))
     assert good.returncode == 0, good.stdout + good.stderr
     assert "passed" in good.stdout
+
+
+EXTRA = [str(ROOT / "tests" / "cells" / name) for name in ("passthrough.py", "readout_bias.py")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", EXTRA, ids=["passthrough", "readout_bias"])
+def test_a_map_whose_delta_is_only_what_the_next_step_sends_and_a_scalar_readout_bias(cell, mode):
+    """Negative space of the layout: δ(W x) = δh_in is copied into its slot (not left as np.empty),
+    and a () parameter keeps its shape; against the complex step and finite differences."""
+    module = module_for(cell, mode, 3, 4)
+    x, y, params = point(module, 4, seed=2)
+    _, grads = module.loss_and_grad(x, y, params)
+    complex_step = numerical_gradient(module, x, y, params, "complex step")
+    finite = numerical_gradient(module, x, y, params, "finite differences")
+    for name in params:
+        assert grads[name].shape == params[name].shape == module.PARAMS[name], name
+        assert relative(grads[name], complex_step[name]) <= 1e-10, name
+        assert relative(grads[name], finite[name], 1e-3) <= 1e-6, name

@@ -74,6 +74,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         group.deltas.append(d.symbols["linear_delta"][linear.symbol])
     groups.sort(key=lambda g: (g.operand != "x", g.operand not in {str(s) for s in d.previous.values()}))
     homes: dict = {}
+    computed = {adjoint.symbol for adjoint in d.adjoints}
     for group in groups:
         twin = next((g for g in groups if g.array and not g.shared and g.deltas == group.deltas), None)
         if twin is not None:
@@ -81,7 +82,9 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             continue
         group.array = f"delta_maps_{group.label}"
         for k, delta in enumerate(group.deltas):
-            if delta != 0:
+            # a δ computed in the step lives in its slot; one that is only what step t + 1 sent
+            # (h' = U tanh(V h) + W x: δ(W x) is δh_in) is copied in (see backward_step)
+            if delta in computed:
                 homes.setdefault(delta, (group.array, k))
 
     def span(k: int) -> str:
@@ -266,6 +269,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             for k, delta in enumerate(group.deltas):
                 if delta == 0:
                     lines.append(f"{group.array}[{t_prev}, :, {span(k)}] = 0")
+                elif delta not in computed:
+                    lines.append(f"{group.array}[{t_prev}, :, {span(k)}] = {printed(delta, names)}")
                 elif homes.get(delta) != (group.array, k):
                     copies.setdefault(delta, []).append(f"{group.array}[{t_prev}, :, {span(k)}] = {_local(delta)}")
         for adjoint in d.adjoints:
