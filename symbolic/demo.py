@@ -290,10 +290,13 @@ def _lstm_comparison(write, target, written: list[Written], words: list[str]) ->
 
     training, held_out = data.load("long")
     runs = {}
-    for cell, command in (("lstm", "bptt train --cell lstm --data long"), ("rnn", "bptt train --data long")):
+    compared = (
+        ("lstm", "bptt train --cell lstm --data long", "LSTM (its defaults)"),
+        ("rnn", "bptt train --data long", "tanh RNN (the defaults)"),
+    )
+    for cell, command, what in compared:
         config = train.Config(cell=cell)
         run = runs[cell] = train.train(training, config, held_out=held_out)
-        what = "LSTM (its defaults)" if cell == "lstm" else "tanh RNN (the defaults)"
         write(
             f"training_long_{cell}.txt",
             _header(f"Command: {command}") + train.summary(run),
