@@ -83,10 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
             "and long-term terms, the local derivatives, and the fully expanded result; print it as a "
             "LaTeX document or Markdown. With --verify, prove instead that the forms agree (by "
             "induction for every n, exactly for small n, and at 60 digits) and print what was proved. "
-            "With --cell C (lstm, gru, or a cell file): the cell's BPTT derived from its equations (the model "
-            "with ⊙, the local derivatives, the δ recursion with what step t+1 sends back, the gradient sums, "
-            "and the state-to-state Jacobian with any direct path, such as the LSTM's diag(f_t), shown apart); "
-            "--verify proves it against sp.diff of the unrolled loss."
+            "With --hidden H > 1 or --bias (the matrix RNN), or --cell C (lstm, gru, or a cell file): the "
+            "cell's BPTT derived from its equations (the model with ⊙, the local derivatives, the δ recursion "
+            "with what step t+1 sends back, the gradient sums, the state-to-state Jacobian with any direct path, "
+            "such as the LSTM's diag(f_t), shown apart, and its product over a gap); --verify proves it against "
+            "sp.diff of the unrolled loss (the derivation is per unit: proved at H = 1 exactly and at H = 2 or 3 at 60 "
+            "digits, whatever the model's size)."
         ),
     )
     _common_model_options(derive)
@@ -167,7 +169,7 @@ CELL_COMMANDS: set[str] = {"derive", "codegen", "analyze", "train"}
 
 
 def _cell_gate(model, args):
-    if model.generic and args.command not in CELL_COMMANDS:
+    if model.gated and args.command not in CELL_COMMANDS:
         model.require_rnn(f"bptt {args.command}")
     return model
 
@@ -205,7 +207,6 @@ def _write_or_print(text: str, args) -> None:
 
 def _derive(args) -> int:
     model = _model(args)
-    from .derive import Derivation
     from .latex import FORMATS, document
 
     if args.format not in FORMATS:
@@ -216,36 +217,26 @@ def _derive(args) -> int:
         check_target(args.output, args.force, example=_example_name(args))
     if model.generic:
         return _derive_cell(model, args)
-    if model.scalar:
-        derivation = Derivation(model)
-        if args.verify:
-            derivation.require_components("--verify")  # refuse a large --inputs before writing anything
-    else:  # hidden size H > 1 or biases: the matrix form (display formulas for any size)
-        from .derive_matrix import MatrixDerivation
+    from .derive import Derivation  # the notes' scalar model: its Σ/Π specialisation
 
-        derivation = MatrixDerivation(model.steps, model.activation, model.hidden, model.inputs, model.bias)
-        if args.verify:
-            from .proof import check_matrix_size
-
-            check_matrix_size(derivation)  # refuse before writing anything
+    derivation = Derivation(model)
+    if args.verify:
+        derivation.require_components("--verify")  # refuse a large --inputs before writing anything
     if args.output or not args.verify:
         _write_or_print(document(derivation, args.format), args)
     if args.verify:
-        from .proof import format_matrix_report, format_report, prove, prove_matrix
+        from .proof import format_report, prove
 
-        if model.scalar:
-            report = prove(derivation)
-            print(format_report(report))
-        else:
-            report = prove_matrix(derivation)
-            print(format_matrix_report(report))
+        report = prove(derivation)
+        print(format_report(report))
         return 0 if report.passed else 1
     return 0
 
 
 def _derive_cell(model, args) -> int:
-    """derive --cell C for every cell but the plain RNN: the generic document (symbolic/typeset.py), and
-    with --verify the proof, run first so that a refusal (a size too large) writes nothing."""
+    """derive for every model but the notes' scalar one (any cell, any H, biases): the generic document
+    (symbolic/typeset.py), and with --verify the proof (symbolic/oracle.py), run first so that a refusal
+    writes nothing."""
     from .typeset import document
 
     report = _prove_cell(model) if args.verify else None
@@ -574,7 +565,7 @@ def _analyze(args) -> int:
     steps = None if args.steps is None else _int_option(args.steps, "--steps", minimum=1)
     seed = _int_option(args.seed, "--seed")
     scale = None if args.w_h_scale is None else _float_option(args.w_h_scale, "--w-h-scale")
-    if model.generic:
+    if model.gated:
         pass  # the cell's weights come from --seed and --set (see _analyze_cell)
     elif model.scalar:
         w_h = scale if scale is not None else _float_option(args.w_h or "0.5", "--w-h")
@@ -588,7 +579,7 @@ def _analyze(args) -> int:
                 f"{' and --bias' if model.bias else ''} set W_h with --w-h-scale S (W_h = S*Q, Q orthogonal) "
                 "and the other weights with --seed"
             )
-    if model.generic:
+    if model.gated:
         return _analyze_cell(args, model, steps, words, seed, scale)
     if args.forget_bias is not None or args.settings:
         flag = "--forget-bias" if args.forget_bias is not None else "--set"

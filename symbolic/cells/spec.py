@@ -45,7 +45,8 @@ FUNCTIONS = {sp.tanh: "tanh", sigmoid: "sigmoid", relu: "relu"}
 SIZES = ("H", "D")
 #: Names the generated modules use for themselves; a cell may not take them.
 RESERVED = ("x", "x_t", "y", "y_hat", "t", "p", "np", "params", "grads", "batch", "steps", "logit",
-            "residual", "values", "dtype", "projection", "recurrent")
+            "residual", "values", "dtype", "projection", "recurrent", "inputs", "weights", "maps", "deltas",
+            "rest", "terms", "rows", "per_step", "gradients", "positional", "biases")
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
 
 
@@ -309,12 +310,16 @@ class Cell:
         return expr
 
 
+#: Prefixes of the names generated code gives its own arrays (δs, gradients, stacked maps, rows).
+_GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "row_")
+
+
 def _checked_name(name, kind: str) -> str:
     if (not isinstance(name, str) or not _NAME.match(name) or name.endswith("_prev")
-            or name.startswith(("delta", "grad_", "d_"))):
+            or name.startswith(_GENERATED_PREFIXES)):
         raise UsageError(
             f"{kind} {name!r} is not a usable name: letters and digits joined by single underscores, "
-            "not ending in _prev, not starting with delta, grad_ or d_"
+            f"not ending in _prev, not starting with {', '.join(_GENERATED_PREFIXES[:-1])} or {_GENERATED_PREFIXES[-1]}"
         )
     return name
 

@@ -68,7 +68,7 @@ def resolve_backend(backend: str) -> str:
 def command(model: Model, mode: str, output: str | None = None, backend: str = "numpy") -> str:
     """The canonical command line that generates this module (written into its header)."""
     words = ["bptt", "codegen", "--steps", str(model.steps), "--activation", model.activation]
-    if model.generic:  # its activations are in its equations
+    if model.gated:  # its activations are in its equations
         words = ["bptt", "codegen", "--cell", model.cell_argument, "--steps", str(model.steps)]
     if model.inputs != len(VOCABULARY):
         words += ["--inputs", str(model.inputs)]

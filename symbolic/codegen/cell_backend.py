@@ -25,10 +25,13 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS
 from ..engine import CellDerivation, derive_cell
-from .numpy_backend import code, text
+from .numpy_backend import code, in_place, text
 
 #: Largest n for which --mode unrolled writes straight-line code for a cell.
 UNROLLED_LIMIT = 256
+#: From this many entries per step (B·H) on, the weight gradients are summed step by step (the
+#: matrix RNN's threshold, bench/bench_hidden.py).
+PER_STEP_ENTRIES = 1024
 
 
 @dataclass
@@ -159,6 +162,34 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             stacked = (group, members)
             break
 
+    # A pre-activation u used only by one stored node v = f(u) is summed straight into v's row and f
+    # applied there (np.tanh(v, out=v)); a map of a state in that sum, applied to nothing else, is
+    # computed into the row first (np.matmul(..., out=v)): no temporaries in the step.
+    fused: dict = {}       # v's name → (u's name, the group whose product goes first, or None)
+    stacked_members = set(stacked[1]) if stacked else set()
+    for node in d.nodes:
+        if node.name in stored_set or node.activation or node.state or node.name in stacked_members:
+            continue
+        if any(g.operand == node.name for g in groups) or not isinstance(node_exprs[node.name], sp.Add):
+            continue
+        users = [n for n in d.nodes if node.symbol in n.expr.free_symbols]
+        if len(users) != 1:
+            continue
+        (user,) = users
+        if not (user.activation and user.name in stored_set and user.expr.args == (node.symbol,)):
+            continue
+        first_group = None
+        for group in groups:
+            if (group.operand in state_operands and len(group.symbols) == 1 and group.label not in state_groups_read
+                    and not (stacked and stacked[0] is group)
+                    and group.symbols[0] in sp.Add.make_args(node_exprs[node.name])
+                    and sum(group.symbols[0] in node_exprs[n.name].free_symbols for n in d.nodes) == 1):
+                first_group = group
+                break
+        fused[user.name] = (node.name, first_group)
+    fused_pre = {pre for pre, _ in fused.values()}
+    fused_groups = {group.label for _, group in fused.values() if group is not None}
+
     def forward_step(t, first: bool) -> dict:
         t_text, t_prev = (str(t), str(t - 1)) if isinstance(t, int) else ("t", "t - 1")
         names = forward_names(t_text, t_prev, first)
@@ -198,7 +229,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                         lines.append(f"{targets[0]} = {source}")
                     else:
                         lines.append(f"{', '.join(targets)} = _split({source}, {len(targets)})")
-            elif group.operand in state_operands and not first:
+            elif group.operand in state_operands and not first and group.label not in fused_groups:
                 state = previous[sp.Symbol(group.operand)]
                 apply_group(group, f"{state}[{t_prev}]", t_prev if group.label in state_groups_read else None)
         if stacked:
@@ -218,7 +249,31 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             skip = set(members)
         for node in d.nodes:
             target = names[node.symbol]
-            if node.name not in skip:
+            if node.name in fused:
+                pre, group = fused[node.name]
+                slot = f"row_{node.name}"
+                lines.append(f"{slot} = {target}")
+                terms = list(sp.Add.make_args(node_exprs[pre]))
+                if group is not None and first:
+                    terms.remove(group.symbols[0])
+                elif group is not None:
+                    terms.remove(group.symbols[0])
+                    state = previous[sp.Symbol(group.operand)]
+                    lines.append(f"np.matmul({state}[{t_prev}], weights_{group.label}.T, out={slot})")
+                    terms = [None, *terms]
+                terms = [term for term in terms if term is None or term.xreplace(names) != 0]
+                printed_terms = [printed(term, names) for term in terms if term is not None]
+                if terms and terms[0] is None:
+                    lines.extend(f"{slot} += {term}" for term in printed_terms)
+                elif len(printed_terms) >= 2:
+                    lines.append(f"np.add({printed_terms[0]}, {printed_terms[1]}, out={slot})")
+                    lines.extend(f"{slot} += {term}" for term in printed_terms[2:])
+                else:
+                    lines.append(f"{slot}[...] = {printed_terms[0] if printed_terms else 0}")
+                statement = in_place(ACTIVATIONS[node.activation], slot)
+                if statement:
+                    lines.append(statement)
+            elif node.name not in skip and node.name not in fused_pre:
                 lines.append(f"{target} = {printed(node_exprs[node.name], names)}")
             for group in groups:
                 if group.operand == node.name:
@@ -244,10 +299,19 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             names[adjoint.symbol] = sp.Symbol(_local(adjoint.symbol))
         return names
 
-    def backward_step(t, first: bool, last: bool) -> dict:
+    def backward_step(t, first: bool, last: bool, slot: str | None = None, record: bool = False,
+                      per_step: bool = False) -> dict:
+        """The lines of backward step t (None: the loop's step t). ``slot``: the row of the δ arrays the
+        step writes (default t − 1; "0" for arrays one step long); ``record``: also keep what
+        bptt_terms returns (each state's δ, each per-unit parameter's term); ``per_step``: the weight
+        gradients summed in the step, while its δs are in cache."""
         t_text, t_prev = (str(t), str(t - 1)) if isinstance(t, int) else ("t", "t - 1")
+        row = t_prev if slot is None else slot
         names = backward_names(t_text, t_prev, first, last)
         lines = []
+        if record:
+            for state, symbol in d.incoming.items():
+                lines.append(f"terms_delta_{state}[{t_prev}] = {names[symbol]}")
         owners = {}
         for group in groups:
             if group.shared:
@@ -256,9 +320,9 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                      for k, delta in enumerate(group.deltas)]
             if any(view != "_" for view in views):
                 if len(views) == 1:
-                    lines.append(f"{views[0]} = {group.array}[{t_prev}]")
+                    lines.append(f"{views[0]} = {group.array}[{row}]")
                 else:
-                    lines.append(f"{', '.join(views)} = _split({group.array}[{t_prev}], {len(views)})")
+                    lines.append(f"{', '.join(views)} = _split({group.array}[{row}], {len(views)})")
             for view in views:
                 if view != "_":
                     owners[view] = group
@@ -268,34 +332,50 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 continue
             for k, delta in enumerate(group.deltas):
                 if delta == 0:
-                    lines.append(f"{group.array}[{t_prev}, :, {span(k)}] = 0")
+                    lines.append(f"{group.array}[{row}, :, {span(k)}] = 0")
                 elif delta not in computed:
-                    lines.append(f"{group.array}[{t_prev}, :, {span(k)}] = {printed(delta, names)}")
+                    lines.append(f"{group.array}[{row}, :, {span(k)}] = {printed(delta, names)}")
                 elif homes.get(delta) != (group.array, k):
-                    copies.setdefault(delta, []).append(f"{group.array}[{t_prev}, :, {span(k)}] = {_local(delta)}")
+                    copies.setdefault(delta, []).append(f"{group.array}[{row}, :, {span(k)}] = {_local(delta)}")
         for adjoint in d.adjoints:
             expr = printed(adjoint.expr, names) if adjoint.expr != 0 else ""
             if adjoint.transposed:
                 source = next(g for g in groups if g.operand == adjoint.name)
-                term = _transposed(source, t_prev)
+                term = _transposed(source, row)
                 expr = f"{expr} + {term}" if expr else term
             assert expr and d.transpose, adjoint
             target = _local(adjoint.symbol)
-            lines.append(f"{target}[...] = {expr}" if target in owners else f"{target} = {expr}")
+            if target not in owners:
+                lines.append(f"{target} = {expr}")
+            elif isinstance(adjoint.expr, sp.Mul) and not adjoint.transposed and len(adjoint.expr.args) >= 2:
+                # δ = a·b written straight into its slot of the δ array
+                factor, *others = adjoint.expr.as_ordered_factors()
+                lines.append(f"np.multiply({printed(factor, names)}, {printed(sp.Mul(*others), names)}, out={target})")
+            else:
+                lines.append(f"{target}[...] = {expr}")
             # the same δ in a slot of another group (GRU: δa_r of W_r x and of U_r h)
             lines.extend(copies.pop(adjoint.symbol, ()))
         assert not copies, copies
         for name, terms in d.gradients.items():
             for term in terms:
-                if term[0] == "sum" and term[1] not in homes and term[1].xreplace(names) != 0:
-                    lines.append(f"grad_{name} += ({printed(term[1], names)}).sum(axis=0)")
+                if term[0] == "sum" and term[1] not in homes:
+                    if record:
+                        lines.append(f"terms_{name}[{t_prev}] = {printed(term[1], names)}")
+                    elif term[1].xreplace(names) != 0:
+                        lines.append(f"grad_{name} += ({printed(term[1], names)}).sum(axis=0)")
+        if per_step:
+            for group in groups:
+                lines.append(f"grad_{group.label} += {group.array}[{row}].T @ {operand_at(group, t_text, t_prev)}")
+            for array in sorted({homes[term[1]][0] for terms in d.gradients.values() for term in terms
+                                 if term[0] == "sum" and term[1] in homes}):
+                lines.append(f"sums_{array} += {array}[{row}].sum(axis=0)")
         sent = []
         if not first:
             for state, adjoint in d.sent.items():
                 expr = printed(adjoint.expr, names) if adjoint.expr != 0 else ""
                 if adjoint.transposed:
                     group = next(g for g in groups if g.operand == str(d.previous[state]))
-                    term = _transposed(group, t_prev)
+                    term = _transposed(group, row)
                     expr = f"{expr} + {term}" if expr else term
                 sent.append((str(d.incoming[state]), expr or "0"))
         statement = ""
@@ -305,8 +385,16 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             statement = f"{targets} = {values}" if len(sent) == 1 else f"{targets} = ({values})"
         return {"t": t, "lines": lines, "sent": statement}
 
-    def _transposed(group: Group, t_prev: str) -> str:
-        return f"{group.array}[{t_prev}] @ weights_{group.label}"
+    def _transposed(group: Group, row: str) -> str:
+        return f"{group.array}[{row}] @ weights_{group.label}"
+
+    def operand_at(group: Group, t_text: str, t_prev: str) -> str:
+        """The operand u_t of a group's maps at step t, a (B, size) block."""
+        if group.operand == "x":
+            return f"inputs[{t_prev}]"
+        if group.operand in state_operands:
+            return f"{previous[sp.Symbol(group.operand)]}[{t_prev}]"
+        return f"{group.operand}[{t_text}]"
 
     if mode == "unrolled":
         forward_steps = [forward_step(t, first=t == 1) for t in range(1, steps + 1)]
@@ -314,6 +402,55 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     else:
         forward_steps = [forward_step(None, first=False)]
         backward_steps = [backward_step(None, first=False, last=False)]
+
+    # Wide batches: the same step with δ arrays one step long, each weight gradient summed in the step.
+    per_step = backward_step(None, first=False, last=False, slot="0", per_step=True)
+    # bptt_terms: the loop's step keeping each state's δ and each per-unit parameter's term per step.
+    recorded = backward_step(None, first=False, last=False, record=True)
+    homed_arrays = sorted({homes[term[1]][0] for terms in d.gradients.values() for term in terms
+                           if term[0] == "sum" and term[1] in homes})
+    per_step_finals = []
+    for group in groups:
+        targets = ", ".join(f'grads["{name}"]' for name in group.matrices)
+        if len(group.matrices) == 1:
+            per_step_finals.append(f"{targets} = grad_{group.label} / batch")
+        else:
+            per_step_finals.append(f"{targets} = _rows(grad_{group.label} / batch, {len(group.matrices)})")
+    # bptt_terms: per sequence and step, δ(M u)_t u_tᵀ for each matrix, the δ each per-unit parameter enters with.
+    term_lines = []
+    for group in groups:
+        if group.operand == "x":
+            operand = "x"
+        elif group.operand in state_operands:
+            operand = f"{previous[sp.Symbol(group.operand)]}[:-1].transpose(1, 0, 2)"
+        else:
+            operand = f"{group.operand}[1:].transpose(1, 0, 2)"
+        for k, name in enumerate(group.matrices):
+            term_lines.append(f'terms["{name}"] = np.einsum("tbh,btk->bthk", {group.array}[:, :, {span(k)}], {operand})')
+    for name, terms_ in d.gradients.items():
+        for term in terms_:
+            if term[0] == "sum":
+                if term[1] in homes:
+                    array, k = homes[term[1]]
+                    term_lines.append(f'terms["{name}"] = {array}[:, :, {span(k)}].transpose(1, 0, 2)')
+                else:
+                    term_lines.append(f'terms["{name}"] = terms_{name}.transpose(1, 0, 2)')
+    map_deltas = []
+    for group in groups:
+        if group.shared:
+            continue
+        for k, matrix in enumerate(group.matrices):
+            map_deltas.append({"matrix": matrix, "array": group.array, "span": span(k)})
+    for group in groups:
+        if group.shared:
+            for k, matrix in enumerate(group.matrices):
+                map_deltas.append({"matrix": matrix, "array": group.array, "span": span(k)})
+    # The positional form's f′ of the output state (bptt_terms' "derivatives"): ∂s_t/∂u for s = f(u).
+    output_node = next(node for node in d.nodes if node.state == d.output_state)
+    derivative = None
+    if output_node.activation and len(d.partials[output_node.name]) == 1:
+        (partial,) = d.partials[output_node.name].values()
+        derivative = code(partial.xreplace({node.symbol: sp.Symbol(f"{node.name}[1:]") for node in d.nodes}))
 
     # Gradients at the end: one product per group (rows of every matrix of the group), sums of homed δs.
     finals = []
@@ -353,7 +490,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         return bound
 
     forward_lines = [line for step in forward_steps for line in step["lines"]]
-    backward_lines = [line for step in backward_steps for line in (*step["lines"], step["sent"])]
+    def step_lines(steps_: list) -> list[str]:
+        return [line for step in steps_ for line in (*step["lines"], step["sent"])]
     names_out = {symbol: sp.Symbol(str(symbol)) for symbol in d.symbols["vectors"].values()}
     y_hat, y = d.symbols["y_hat"], d.symbols["y"]
     return {
@@ -374,7 +512,9 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "analytic": all(ACTIVATIONS[node.activation].analytic for node in d.nodes if node.activation),
         "forward_bindings": bindings(forward_lines),
         "projection_bias": [str(folded[k]) if k in folded else None for k in range(len(x_group.symbols))],
-        "backward_bindings": bindings(backward_lines),
+        "backward_bindings": bindings(step_lines(backward_steps)),
+        "per_step_bindings": bindings(step_lines([per_step])),
+        "recorded_bindings": bindings(step_lines([recorded])),
         "groups": [
             {"label": g.label, "matrices": g.matrices, "count": len(g.matrices), "array": g.array, "shared": g.shared,
              "stored": g.label in state_groups_read, "operand": g.operand}
@@ -387,6 +527,21 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "forward_steps": forward_steps,
         "backward_steps": backward_steps,
         "finals": finals,
+        "per_step": per_step,
+        "per_step_finals": per_step_finals,
+        "homed_arrays": homed_arrays,
+        "recorded": recorded,
+        "term_lines": term_lines,
+        "map_deltas": map_deltas,
+        "positional": [{"name": name, "shape": d.shapes(H, model.inputs)[name]} for name in cell.positional],
+        "positional_matrices": [name for name in cell.positional if name in cell.matrices],
+        "flat_derivative": derivative,
+        "impl": {name: f"_dict_{name}" if cell.positional else name
+                 for name in ("forward", "states", "loss", "loss_and_grad", "bptt_terms")},
+        "x_width": len(x_group.symbols),
+        "per_step_entries": PER_STEP_ENTRIES,
+        "maps_names": [f"maps_{g.label}" for g in groups if g.label in state_groups_read],
+        "delta_names": [g.array for g in groups if not g.shared],
         "output_factor_code": code(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})),
         "equations": [f"{eq.name}{'_t' if eq.state else ''} = {text(eq.expr, _display_names(d))}" for eq in cell.equations],
         "adjoint_formulas": [f"δ{a.name} = {text(a.expr, _display_names(d))}"
