@@ -654,23 +654,55 @@ class CellTypesetter:
         """(new state, previous state) in the cell's order of states."""
         return [(state, source) for state in self.d.states for source in self.d.states]
 
+    def _jacobian_parts(self, state: str, source: str, braced: bool = True) -> list:
+        """The terms of ∂s′_t/∂s_(t−1): diag(direct) (under its brace when ``braced``), then
+        diag(∂s′/∂(M u)) M ∂u/∂s_(t−1) for every product M u whose operand moves with s_(t−1)."""
+        d = self.d
+        direct = d.state_jacobian[(state, source)][0]
+        totals, previous = d.totals[d.state_node(state).name], d.previous[source]
+        parts = []
+        if direct != 0:
+            parts.append(Brace(Diag(direct), r"\text{direct path}") if braced else Diag(direct))
+        # every product M u whose operand moves with s_(t−1), however deep (U (m ⊙ m), m = tanh(V h))
+        for linear in d.linears:
+            if linear.symbol in totals and self._moves(linear.operand, previous):
+                parts.append(self._through(linear, totals[linear.symbol], previous))
+        return parts
+
     def jacobian_rows(self) -> list[tuple[str, list[str]]]:
         """∂s′_t/∂s_(t−1) = diag(direct) (under its brace) + Σ diag(∂s′/∂(M u)) M ∂u/∂s_(t−1)."""
         d, vec, rows = self.d, self.vec, []
-        linear_of = {linear.symbol: linear for linear in d.linears}
         for state, source in self._pairs():
-            direct = d.state_jacobian[(state, source)][0]
-            totals, previous = d.totals[d.state_node(state).name], d.previous[source]
-            lhs = vec.doprint(Partial(d.state_node(state).symbol, previous))
-            parts = []
-            if direct != 0:
-                parts.append(vec.doprint(Brace(Diag(direct), r"\text{direct path}")))
-            # every product M u whose operand moves with s_(t−1), however deep (U (m ⊙ m), m = tanh(V h))
-            for symbol, linear in linear_of.items():
-                if symbol in totals and self._moves(linear.operand, previous):
-                    parts.append(vec.doprint(self._through(linear, totals[symbol], previous)))
+            lhs = vec.doprint(Partial(d.state_node(state).symbol, d.previous[source]))
+            parts = [vec.doprint(part) for part in self._jacobian_parts(state, source)]
             rows.append((lhs, _lines(parts) if parts else ["0"], ""))
         return rows
+
+    def _states_at(self, letter: str, back: int = 0) -> str:
+        """The states at a step: s_n, or (h_n, c_n) for several."""
+        printer = self.vec.at(-back, letter)
+        states = [printer.doprint(self.d.state_node(s).symbol) for s in self.d.states]
+        return states[0] if len(states) == 1 else rf"\left({', '.join(states)}\right)"
+
+    def gap_product(self) -> dict:
+        """What a gap of n − j steps carries: ∂s_n/∂s_j = Π_{k=j+1}^{n} ∂s_k/∂s_(k−1) (the latest step
+        leftmost), its norm bounded by the product of the factors' norms; for one state whose Jacobian
+        is one term, the product is also written with that term at every step k."""
+        d = self.d
+        lhs = rf"\frac{{\partial {self._states_at('n')}}}{{\partial {self._states_at('j')}}}"
+        factor = rf"\frac{{\partial {self._states_at('k')}}}{{\partial {self._states_at('k', 1)}}}"
+        explicit = None
+        if len(d.states) == 1:
+            parts = self._jacobian_parts(d.states[0], d.states[0], braced=False)
+            if len(parts) == 1:
+                explicit = self.vec.doprint(GapProduct(parts[0]))
+        return {
+            "lhs": lhs,
+            "product": rf"\prod_{{k=j+1}}^{{n}} {factor}",
+            "explicit": explicit,
+            "norm": rf"\left\| {lhs} \right\|",
+            "norms": rf"\prod_{{k=j+1}}^{{n}} \left\| {factor} \right\|",
+        }
 
     def direct_products(self) -> list[tuple[str, str, str | None]]:
         """For every state with a direct path to itself: Π_{k=j+1}^{n} diag(direct_k), and for a direct
@@ -696,7 +728,7 @@ class CellTypesetter:
     # -- the whole ------------------------------------------------------------------------------------------------
 
     def context(self, fmt: str, steps: int, hidden: int, inputs: int, command: str,
-                cell_argument: str = "") -> dict:
+                cell_argument: str = "", verify: str = "") -> dict:
         self._hidden, self._inputs = hidden, inputs
         return {
             "fmt": fmt,
@@ -704,7 +736,7 @@ class CellTypesetter:
             "command": command,
             "cell": self.cell.name,
             "cell_tex": _prose(self.cell.name, "tex"),
-            "cell_argument": cell_argument or self.cell.name,
+            "verify": verify or f"bptt derive --cell {cell_argument or self.cell.name} --verify",
             "description": self.cell.description,
             "description_text": _prose(self.cell.description, fmt),
             "n": steps,
@@ -723,6 +755,7 @@ class CellTypesetter:
             "deltas": self.delta_rows(),
             "gradients": self.gradient_rows(),
             "jacobian": self.jacobian_rows(),
+            "gap": self.gap_product(),
             "direct_products": self.direct_products(),
         }
 
@@ -730,33 +763,43 @@ class CellTypesetter:
 # -- entry points ---------------------------------------------------------------------------------------------------
 
 
-def command_of(model, fmt: str) -> str:
-    """``bptt derive --cell C --steps N --hidden H [--inputs D] --format F``."""
-    parts = [f"bptt derive --cell {model.cell_argument}", f"--steps {model.steps}", f"--hidden {model.hidden}"]
+def command_of(model, fmt: str | None) -> str:
+    """``bptt derive --cell C --steps N [--activation A] --hidden H [--bias] [--inputs D] --format F``: every
+    option of the model that is not its default, so that the command regenerates this document; with
+    ``fmt`` None, ``--verify`` in place of the format (the proof of this model)."""
+    parts = [f"bptt derive --cell {model.cell_argument}", f"--steps {model.steps}"]
+    if model.activation != "tanh":
+        parts.append(f"--activation {model.activation}")
+    parts.append(f"--hidden {model.hidden}")
+    if model.bias:
+        parts.append("--bias")
     if model.inputs != len(VOCABULARY):
         parts.append(f"--inputs {model.inputs}")
-    parts.append(f"--format {fmt}")
+    parts.append(f"--format {fmt}" if fmt else "--verify")
     return " ".join(parts)
 
 
 def cell_document(derivation: CellDerivation, fmt: str = "tex", steps: int = 3, hidden: int = 1,
-                  inputs: int = len(VOCABULARY), command: str = "", cell_argument: str = "") -> str:
+                  inputs: int = len(VOCABULARY), command: str = "", cell_argument: str = "",
+                  verify: str = "") -> str:
     """The document of a derivation: LaTeX (``tex``, compiles with pdflatex) or Markdown (``md``, KaTeX).
 
-    ``cell_argument``: what ``--cell`` takes for this cell (its name, or the cell file's name)."""
+    ``cell_argument``: what ``--cell`` takes for this cell (its name, or the cell file's name);
+    ``verify``: the command that proves it (default ``bptt derive --cell C --verify``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    context = CellTypesetter(derivation).context(fmt, steps, hidden, inputs, command, cell_argument)
+    context = CellTypesetter(derivation).context(fmt, steps, hidden, inputs, command, cell_argument, verify)
     return render("latex", f"cell.{fmt}.j2", **context)
 
 
 def document(model, fmt: str = "tex", command: str | None = None) -> str:
-    """``bptt derive --cell C``'s document for a ``Model`` (any cell: built-in or a cell file)."""
+    """``bptt derive``'s document for a ``Model`` of any cell (built-in or a cell file), at any size but
+    the notes' scalar model's (which ``symbolic.latex`` typesets)."""
     from .cells import cell_of
 
     derivation = derive_cell(cell_of(model))
     return cell_document(derivation, fmt, model.steps, model.hidden, model.inputs,
-                         command or command_of(model, fmt), model.cell_name)
+                         command or command_of(model, fmt), model.cell_name, command_of(model, None))
 
 
 __all__ = ["FORMATS", "CellPrinter", "CellTypesetter", "cell_document", "command_of", "document", "names_of"]

@@ -1,15 +1,18 @@
 """The generic proof (symbolic/oracle.py): every cell's BPTT against sp.diff of its unrolled loss.
 
-Parametrized over cells: the built-ins (lstm, gru, the plain RNN with biases at H = 2) and two user
-cells loaded from files (docs/cells: IndRNN with its ReLU kink, a minimal gated unit with a map
-applied to f ⊙ h). Each is proved and each negative control is rejected. The oracle itself is checked
-against the literal nested sp.diff of the unrolled loss and its loss against a float64 forward pass
-written here from the papers' equations, so that a wrong oracle cannot agree with a wrong engine.
+Parametrized over cells: the built-ins (lstm, gru, the plain RNN with H > 1 or biases, the matrix RNN,
+with each activation) and two user cells loaded from files (docs/cells: IndRNN with its ReLU kink, a
+minimal gated unit with a map applied to f ⊙ h). Each is proved and each negative control is rejected.
+The oracle itself is checked against the literal nested sp.diff of the unrolled loss and its loss
+against a float64 forward pass written here from the papers' equations, so that a wrong oracle cannot
+agree with a wrong engine. The plain RNN at H = 1 gives the notes' Σ/Π gradients (symbolic.derive).
 """
 
 from __future__ import annotations
 
 import random
+import re
+import shlex
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,11 +21,12 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symbolic import engine, oracle
+from symbolic import derive, engine, oracle
 from symbolic.cells import builtin, load_cell
 from symbolic.cells.spec import Cell, sigmoid, tanh
 from symbolic.files import MARKER
 from symbolic.model import Model
+from symbolic.typeset import document
 
 from .conftest import run_bptt
 
@@ -31,12 +35,16 @@ CELLS = {
     "lstm": lambda: builtin("lstm"),
     "gru": lambda: builtin("gru"),
     "rnn_bias": lambda: builtin("rnn", activation="tanh", bias=True),
+    "rnn_sigmoid": lambda: builtin("rnn", activation="sigmoid"),
+    "rnn_relu_bias": lambda: builtin("rnn", activation="relu", bias=True),
+    "rnn_identity": lambda: builtin("rnn", activation="identity"),
     "indrnn": lambda: load_cell(CELL_FILES / "indrnn.py"),
     "mgu": lambda: load_cell(CELL_FILES / "mgu.py"),
 }
 #: The path each cell's negative control removes: the direct path s_(t−1) → s_t where there is one.
-CONTROL = {"lstm": "no_direct_path", "gru": "no_direct_path", "rnn_bias": "truncated",
-           "indrnn": "no_direct_path", "mgu": "no_direct_path"}
+CONTROL = {"lstm": "no_direct_path", "gru": "no_direct_path", "rnn_bias": "truncated", "rnn_sigmoid": "truncated",
+           "rnn_relu_bias": "truncated", "rnn_identity": "truncated", "indrnn": "no_direct_path",
+           "mgu": "no_direct_path"}
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +197,13 @@ def _torch_gru(p, x, H):
     return h
 
 
-def _rnn(p, x, H):
-    o = np.zeros(H)
-    for x_t in x:
-        o = np.tanh(p["w_i"] @ x_t + p["w_h"] @ o + p["b_h"])
-    return o
+def _rnn(f):
+    def forward(p, x, H):
+        o = np.zeros(H)
+        for x_t in x:
+            o = f(p["w_i"] @ x_t + p["w_h"] @ o + p.get("b_h", 0.0))
+        return o
+    return forward
 
 
 def _indrnn(p, x, H):
@@ -212,7 +222,9 @@ def _mgu(p, x, H):
     return h
 
 
-FORWARD = {"lstm": _torch_lstm, "gru": _torch_gru, "rnn_bias": _rnn, "indrnn": _indrnn, "mgu": _mgu}
+FORWARD = {"lstm": _torch_lstm, "gru": _torch_gru, "rnn_bias": _rnn(np.tanh),
+           "rnn_sigmoid": _rnn(lambda a: 1 / (1 + np.exp(-a))), "rnn_relu_bias": _rnn(lambda a: np.maximum(a, 0)),
+           "rnn_identity": _rnn(lambda a: a), "indrnn": _indrnn, "mgu": _mgu}
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -235,6 +247,37 @@ def test_the_unrolled_loss_is_the_cells_loss(name):
         point = unrolled.mp_point(as_fractions, np.vectorize(Fraction, otypes=[object])(x), [1, 0])
         loss = oracle.value_of(unrolled.loss, point, {}, oracle._mp)
     assert float(loss) == pytest.approx(float(expected), rel=1e-12)
+
+
+#: f for the forward passes written here.
+_F = {"tanh": np.tanh, "sigmoid": lambda a: 1 / (1 + np.exp(-a)), "relu": lambda a: np.maximum(a, 0.0),
+      "identity": lambda a: a}
+
+
+@pytest.mark.parametrize("activation", list(_F))
+def test_the_plain_rnn_at_h1_is_the_notes_model(activation):
+    """The engine's plain RNN at H = 1 without biases gives the gradients of the notes' Σ/Π form (symbolic.derive,
+    the scalar model's own derivation), at a point with units on and off: one model, derived twice."""
+    scalar = derive(3, activation)
+    u = scalar.unrolled
+    # chosen so that ReLU's unit is off at step 1 (a_1 = −1) and on at steps 2 and 3
+    w_i, w_h, w_o = np.array([1.0, -1.0, 0.5]), 0.8, -1.3
+    x, y = np.array([[0.2, 1.2, 0.0], [1.0, 0.3, 0.4], [0.5, 0.1, 1.0]]), 1.0
+    o = [0.0]
+    for x_t in x:
+        o.append(float(_F[activation](w_i @ x_t + w_h * o[-1])))
+    y_hat = 1 / (1 + np.exp(-w_o * o[-1]))
+    point = {u.w_h: w_h, u.w_o: w_o, u.y: y, u.y_hat: y_hat}
+    point |= {u.o[t]: o[t + 1] for t in range(3)} | {u.w_i[c]: w_i[c] for c in range(3)}
+    point |= {u.x[t][c]: x[t, c] for t in range(3) for c in range(3)}
+    notes = {"w_i": [float(scalar.bptt("w_i", c).xreplace(point)) for c in range(3)],
+             "w_h": float(scalar.bptt("w_h").xreplace(point)), "w_o": float(scalar.bptt("w_o").xreplace(point))}
+    d = engine.derive_cell(builtin("rnn", activation=activation))
+    values = engine.evaluate(d, {"w_i": w_i.reshape(1, 3), "w_h": np.array([[w_h]]), "w_o": np.array([w_o])}, x, y)
+    assert np.allclose(values.gradients["w_i"].ravel(), notes["w_i"], rtol=1e-12, atol=1e-15)
+    assert values.gradients["w_h"].item() == pytest.approx(notes["w_h"], rel=1e-12)
+    assert values.gradients["w_o"].item() == pytest.approx(notes["w_o"], rel=1e-12)
+    assert abs(notes["w_h"]) > 1e-3 and (activation != "relu" or 0.0 in o[1:])  # a long path, and a unit off
 
 
 # -- the oracle's own rules and its matching of the engine's values ------------------------------------------
@@ -309,3 +352,38 @@ def test_document_with_verify_and_output(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "PROVED: 3 of 3 checks hold, negative control rejected" in result.stdout
     assert target.read_text(encoding="utf-8").startswith(f"<!-- {MARKER}. Command: bptt derive --cell ")
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+def test_matrix_rnn_verify_is_the_command_its_page_names(bias):
+    """bptt derive --hidden 2 [--bias] --verify: the generic proof of the plain RNN (the command the page's
+    last line names), with the truncated BPTT as its negative control; the document is not printed."""
+    model = Model(steps=3, hidden=2, inputs=2, bias=bias)
+    page = document(model, "md")
+    command = re.search(r"\n```\n(bptt derive [^\n]* --verify)\n```", page).group(1)
+    assert command == "bptt derive --cell rnn --steps 3 --hidden 2" + (" --bias" if bias else "") + " --inputs 2 --verify"
+    result = run_bptt(*shlex.split(command)[1:])
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("Proof that the BPTT recursion of cell rnn (symbolic.engine)")
+    assert "model H = 2, D = 2, n = 3" in out.splitlines()[0]
+    entries = 2 + 1 + 1 + (2 if bias else 0)   # w_i (1×2), w_h, w_o, and b_h, b_o at H = 1
+    assert (f"[ok  ] exact identity (H = 1, D = 2, n = 3): engine recursion − sp.diff(unrolled L) is the zero "
+            f"polynomial for all {entries} parameter entries") in out
+    assert "[ok  ] 60-digit evaluation (H = 2, D = 2, n = 3, B = 2)" in out
+    assert "4. Negative control: truncated" in out and out.count(" rejected: ") == 2
+    assert "PROVED: 3 of 3 checks hold, negative control rejected" in out.rstrip().splitlines()[-1]
+    assert "\\documentclass" not in out and result.stderr == ""
+
+
+def test_a_large_matrix_rnn_is_proved_at_small_sizes_on_the_command_line(tmp_path):
+    """--hidden 128 --steps 1000 --verify: the derivation is per unit, so it is proved where it runs in
+    seconds and the report says at which sizes; with -o the document is written too."""
+    target = tmp_path / "doc.tex"
+    result = run_bptt("derive", "--hidden", "128", "--steps", "1000", "--verify", "-o", str(target))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "model H = 128, D = 3, n = 1000" in out.splitlines()[0]
+    assert "[ok  ] exact identity (H = 1, D = 2, n = 3)" in out and "[ok  ] 60-digit evaluation (H = 3, D = 3, n = 4, B = 2)" in out
+    assert "PROVED: 3 of 3 checks hold" in out and "proved at the sizes shown" in out
+    assert target.read_text(encoding="utf-8").startswith(f"% {MARKER}. Command: bptt derive --cell rnn --steps 1000 --hidden 128")

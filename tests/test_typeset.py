@@ -1,17 +1,22 @@
-"""bptt derive --cell C: the generic document (symbolic/typeset.py), for the built-in gated cells and
-users' cell files.
+"""bptt derive: the generic document (symbolic/typeset.py) of every model but the notes' scalar one: the
+plain RNN with H > 1 or biases (the matrix RNN, each activation), the built-in gated cells and users'
+cell files.
 
 The content is checked against an independent oracle: the δ recursion, the gradient sums and the state
 Jacobian are **parsed back** from the Markdown page (a small reader of the LaTeX the page holds, written
 here) and evaluated with NumPy at H = 2, D = 2, n = 3; the gradients must equal central finite
 differences, and each Jacobian block a finite-difference Jacobian, of a forward pass written here from
-the cell's equations alone (no engine). A page with Uᵀ written as U, or with a term dropped, fails.
-The LaTeX compiles with pdflatex without overfull lines, and the Markdown renders with KaTeX.
+the cell's equations alone (no engine). A page with Uᵀ written as U, or with a term dropped, fails. The
+product of the Jacobians over a gap, where the page writes it out, is read back and checked against
+finite differences of several steps. The LaTeX compiles with pdflatex without overfull lines, and the
+Markdown renders with KaTeX.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
+import time
 from functools import cache
 from pathlib import Path
 
@@ -31,9 +36,21 @@ from .test_latex import compile_pdf, render_katex
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "cells"
 OURS = Path(__file__).resolve().parent / "cells"
-CELLS = ["lstm", "gru", str(DOCS / "mgu.py"), str(DOCS / "cho_gru.py"), str(DOCS / "indrnn.py"),
-         str(OURS / "peephole_lstm.py"), str(OURS / "residual.py")]
-IDS = ["lstm", "gru", "mgu", "cho_gru", "indrnn", "peephole_lstm", "residual"]
+#: id → (cell, the model's other options): the matrix RNN (H = H > 1) with each activation, with and
+#: without biases, the gated cells, users' cell files.
+CASES = {
+    "rnn_bias": ("rnn", {"bias": True}),
+    "rnn_relu": ("rnn", {"activation": "relu"}),
+    "rnn_sigmoid_bias": ("rnn", {"activation": "sigmoid", "bias": True}),
+    "rnn_identity": ("rnn", {"activation": "identity"}),
+    "lstm": ("lstm", {}),
+    "gru": ("gru", {}),
+    "mgu": (str(DOCS / "mgu.py"), {}),
+    "cho_gru": (str(DOCS / "cho_gru.py"), {}),
+    "indrnn": (str(DOCS / "indrnn.py"), {}),
+    "peephole_lstm": (str(OURS / "peephole_lstm.py"), {}),
+    "residual": (str(OURS / "residual.py"), {}),
+}
 H, D, N = 2, 2, 3
 
 
@@ -430,20 +447,27 @@ def _oracle_gradients(cell, params: dict, xs: np.ndarray, y: float) -> dict:
     return gradients
 
 
+#: The points the page's gradients are checked at (at seed 0 every ReLU unit of the matrix RNN is off at
+#: every step, so that point alone would not see the recursion; at seed 2 they are all on).
+POINT_SEEDS = (0, 2)
+
+
 def _assert_gradients_match(page: str, cell) -> None:
-    params, xs, y = _point(cell)
-    _, values = _forward(cell, params, xs, y)
-    read = _page_gradients(page, cell, params, values)
-    expected = _oracle_gradients(cell, params, xs, y)
-    assert set(read) == set(expected)
-    for name in expected:
-        assert np.allclose(np.reshape(read[name], expected[name].shape), expected[name], rtol=1e-6, atol=1e-8), name
+    for seed in POINT_SEEDS:
+        params, xs, y = _point(cell, seed)
+        _, values = _forward(cell, params, xs, y)
+        read = _page_gradients(page, cell, params, values)
+        expected = _oracle_gradients(cell, params, xs, y)
+        assert set(read) == set(expected)
+        for name in expected:
+            assert np.allclose(np.reshape(read[name], expected[name].shape), expected[name], rtol=1e-6,
+                               atol=1e-8), (name, seed)
 
 
-@pytest.fixture(scope="module", params=CELLS, ids=IDS)
+@pytest.fixture(scope="module", params=list(CASES))
 def case(request):
-    cell_name = request.param
-    model = Model(steps=N, hidden=H, inputs=D, cell=cell_name)
+    cell_name, options = CASES[request.param]
+    model = Model(steps=N, hidden=H, inputs=D, cell=cell_name, **options)
     return cell_of(model), document(model, "md"), document(model, "tex")
 
 
@@ -544,6 +568,160 @@ def test_direct_path_is_the_part_without_weight_matrices(case):
         assert np.allclose(direct, block, rtol=1e-6, atol=1e-8), pair
 
 
+def _gap_display(page: str) -> list[str]:
+    """The rows of section 5's second display: the product of the Jacobians over a gap, its norm."""
+    block = _section(page, 5).split("$$")[3]
+    block = block.replace(r"\begin{aligned}", "").replace(r"\end{aligned}", "")
+    return [line.strip().removesuffix("\\\\").strip() for line in block.strip().splitlines()]
+
+
+def _explicit_gap_factor(page: str) -> str | None:
+    """The factor of the written-out product Π_{k=j+1}^{n} (…)_k, read at step t, or None."""
+    first = _gap_display(page)[0]
+    parts = first.split(" = ")
+    if len(parts) < 2:
+        return None
+    factor = parts[-1].removeprefix(r"\prod_{k=j+1}^{n} ")
+    assert factor != parts[-1], first
+    return re.sub(r"(?<=[{,])k(?=[}+-])", "t", factor)
+
+
+def _gap_oracle(cell, params, xs, values, j: int) -> np.ndarray:
+    """∂s_n/∂s_j of a one-state cell by finite differences of the steps j + 1, …, n (written here)."""
+    (state,) = cell.states
+
+    def later(changed):
+        previous = {state: changed}
+        for t in range(j + 1, N + 1):
+            previous = {state: _step(cell, params, xs[t - 1].reshape(-1, 1), previous)[state]}
+        return previous[state][:, 0]
+
+    return _finite_differences(later, values[(state, j)]).reshape(H, H).T
+
+
+def _gap_read(factor: str, cell, params, values, j: int, latest_first: bool = True) -> np.ndarray:
+    evaluation = Evaluation(params, values, N)
+    node = Reader(factor, set(cell.parameters) | {"y", "y_hat"}).whole()
+    product = np.eye(H)
+    for k in range(j + 1, N + 1):
+        value = evaluation(node, k)
+        value = value * np.eye(H) if np.ndim(value) == 0 else value
+        product = value @ product if latest_first else product @ value
+    return product
+
+
+def test_product_over_a_gap_read_from_the_page(case):
+    """Where the page writes ∂s_n/∂s_j = Π_{k=j+1}^{n} (one state, one term: the matrix RNN's
+    diag(f′(a_k)) W_h), the product read back, the latest step leftmost, equals finite differences of
+    steps j + 1, …, n; multiplied the other way round it does not. Every page states the product and
+    the bound of its norm by the factors' norms."""
+    cell, page, _ = case
+    rows = _gap_display(page)
+    assert rows[0].count(r"\prod_{k=j+1}^{n}") in (1, 2) and r"\right\| &\le \prod_{k=j+1}^{n} \left\|" in rows[1]
+    factor = _explicit_gap_factor(page)
+    if cell.name == "rnn":
+        assert factor is not None, rows[0]
+    if factor is None:
+        return
+    for seed in range(3, 40):  # a point where the product over n steps is not 0 (ReLU units may all be off)
+        params, xs, y = _point(cell, seed=seed)
+        _, values = _forward(cell, params, xs, y)
+        if np.abs(_gap_oracle(cell, params, xs, values, 0)).max() > 1e-3:
+            break
+    for j in (0, 1):
+        expected = _gap_oracle(cell, params, xs, values, j)
+        assert np.abs(expected).max() > 1e-3, j
+        assert np.allclose(_gap_read(factor, cell, params, values, j), expected, rtol=1e-6, atol=1e-8), j
+    square = {name for name, shape in cell.matrices.items() if shape == ("H", "H")}
+    read = repr(Reader(factor, set(cell.parameters)).whole())
+    if re.search(r"[{,]t\}", factor) and any(f"('param', '{name}')" in read for name in square):
+        # diag(v_k) M: factors that differ from step to step and hold a weight matrix do not commute
+        caught = []
+        for seed in range(3, 8):
+            params, xs, y = _point(cell, seed=seed)
+            _, values = _forward(cell, params, xs, y)
+            reversed_order = _gap_read(factor, cell, params, values, 0, latest_first=False)
+            caught.append(not np.allclose(reversed_order, _gap_oracle(cell, params, xs, values, 0), atol=1e-8))
+        assert any(caught)
+
+
+# -- what the matrix RNN's page promises (README, "Hidden size H and biases") -----------------------------
+
+#: Written by hand: f applied to the pre-activation; f′ written with the stored output o_t, per unit, as a
+#: factor of a ⊙ product and as the argument of diag (None: the identity has no activation node, δo_t is
+#: what arrives).
+RNN_ACTIVATIONS = {
+    "tanh": (r"\tanh", r"1 - o_{t}^{2}", r"\left(\mathbf{1} - \mathbf{o}_{t}^{\circ 2}\right)",
+             r"\mathbf{1} - \mathbf{o}_{t}^{\circ 2}"),
+    "sigmoid": (r"\sigma", r"o_{t} \left(1 - o_{t}\right)", r"\mathbf{o}_{t} \odot \left(\mathbf{1} - \mathbf{o}_{t}\right)",
+                r"\mathbf{o}_{t} \odot \left(\mathbf{1} - \mathbf{o}_{t}\right)"),
+    "relu": (r"\operatorname{ReLU}", r"H\left(o_{t}\right)", r"H\left(\mathbf{o}_{t}\right)", r"H\left(\mathbf{o}_{t}\right)"),
+    "identity": (None, None, None, None),
+}
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("activation", list(RNN_ACTIVATIONS))
+def test_matrix_rnn_page_states_the_model_the_recursion_and_the_gradients(activation, bias):
+    page = document(Model(steps=3, hidden=2, inputs=2, activation=activation, bias=bias), "md")
+    f, unit, vector, diagonal = RNN_ACTIVATIONS[activation]
+    a = r"w_{i} \mathbf{x}_{t} + w_{h} \mathbf{o}_{t-1}" + (r" + \mathbf{b}_{h}" if bias else "")
+    model = {lhs: rhs for lhs, rhs, _ in _rows(_section(page, 1))}
+    assert model[r"\mathbf{o}_{t}"] == (rf"{f}\left({a}\right)" if f else a)
+    assert model[r"\hat{y}"] == r"\sigma\left(\mathbf{w}_{o}^{T} \mathbf{o}_{n}" + (" + b_{o}" if bias else "") + r"\right)"
+    local = {lhs: rhs for lhs, rhs, _ in _rows(_section(page, 2).split("SymPy differentiates")[1])}
+    delta = {lhs: rhs for lhs, rhs, _ in _rows(_section(page, 3))}
+    gate = r"\boldsymbol{\delta}\mathbf{a}_{o,t}" if f else r"\boldsymbol{\delta}\mathbf{o}_{t}"
+    assert delta[r"\boldsymbol{\delta}\mathbf{o}_{n}"] == r"\left(\hat{y} - y\right) \mathbf{w}_{o}"
+    later = gate.replace(",t}", ",t+1}").replace("{t}", "{t+1}")
+    assert delta[r"\boldsymbol{\delta}\mathbf{o}_{t}"] == rf"w_{{h}}^{{T}} {later}"
+    if f:
+        assert local[r"\frac{\partial o_{t}}{\partial a_{o,t}}"] == unit
+        assert delta[gate] == rf"\boldsymbol{{\delta}}\mathbf{{o}}_{{t}} \odot {vector}"
+    else:
+        assert r"a_{o,t}" not in page
+    gradients = {lhs: rhs for lhs, rhs, _ in _rows(_section(page, 4))}
+    expected = {
+        r"\frac{\partial L}{\partial w_{i}}": rf"\sum_{{t=1}}^{{n}} {gate} \mathbf{{x}}_{{t}}^{{T}}",
+        r"\frac{\partial L}{\partial w_{h}}": rf"\sum_{{t=1}}^{{n}} {gate} \mathbf{{o}}_{{t-1}}^{{T}}",
+        r"\frac{\partial L}{\partial \mathbf{w}_{o}}": r"\left(\hat{y} - y\right) \mathbf{o}_{n}",
+    }
+    if bias:
+        expected[r"\frac{\partial L}{\partial \mathbf{b}_{h}}"] = rf"\sum_{{t=1}}^{{n}} {gate}"
+        expected[r"\frac{\partial L}{\partial b_{o}}"] = r"\hat{y} - y"
+    assert gradients == expected
+    (jacobian,) = _rows(_section(page, 5))
+    factor = rf"\operatorname{{diag}}\left({diagonal}\right) w_{{h}}" if f else "w_{h}"
+    assert jacobian[1] == factor
+    assert _explicit_gap_factor(page) == factor
+    options = ("" if activation == "tanh" else f" --activation {activation}") + " --hidden 2" + (" --bias" if bias else "")
+    assert f"\n```\nbptt derive --cell rnn --steps 3{options} --inputs 2 --verify\n```" in page
+    if not bias:
+        assert "b_{h}" not in page and "b_{o}" not in page
+
+
+def test_matrix_rnn_page_names_no_other_cell_in_its_last_section():
+    """The plain RNN's page compares itself with nothing: no direct path, every path through w_h."""
+    page = document(Model(steps=3, hidden=2, bias=True), "md")
+    assert "No state reaches its next value without a weight matrix" in page
+    assert "plain RNN" not in page and "carousel" not in page and "W_{h}" not in page
+
+
+def test_large_matrix_rnn_pages_are_quick_and_compile(tmp_path):
+    """Nothing is unrolled or sized by H: H = 128, n = 1000 prints the same formulas in about a second."""
+    started = time.perf_counter()
+    result = run_bptt("derive", "--hidden", "128", "--steps", "1000", "--format", "md")
+    assert result.returncode == 0, result.stderr
+    assert time.perf_counter() - started < 30
+    assert "$n = 1000$ steps, $H = 128$, $D = 3$" in result.stdout
+    assert r"\boldsymbol{\delta}\mathbf{o}_{t} &= w_{h}^{T} \boldsymbol{\delta}\mathbf{a}_{o,t+1}" in result.stdout
+    assert r"w_{i} \in \mathbb{R}^{128 \times 3}" in result.stdout
+    run, log, text = compile_pdf(document(Model(steps=1000, hidden=128, bias=True), "tex"), tmp_path)
+    assert run.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log
+    assert "H = 128" in text and "n = 1000" in text
+
+
 # -- what the LSTM's and the GRU's pages promise (README, "The LSTM") --------------------------------------
 
 
@@ -610,6 +788,25 @@ def test_header_names_the_canonical_command(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # outside the checkout: the absolute path
     assert command_of(model, "tex").startswith(f"bptt derive --cell {DOCS / 'mgu.py'} --steps 2")
     assert document(Model(cell="lstm"), "tex").startswith(f"% {MARKER}. Command: bptt derive --cell lstm --steps 3 --hidden 1")
+    model = Model(steps=5, activation="relu", hidden=4, bias=True)
+    assert command_of(model, "md") == "bptt derive --cell rnn --steps 5 --activation relu --hidden 4 --bias --format md"
+    assert command_of(model, None) == "bptt derive --cell rnn --steps 5 --activation relu --hidden 4 --bias --verify"
+    result = run_bptt("derive", "-f", "md", "--bias", "--hidden", "4", "--activation", "relu", "--steps", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"<!-- {MARKER}. Command: {command_of(model, 'md')} -->")
+
+
+@pytest.mark.parametrize("arguments", [["--hidden", "3", "--inputs", "2", "-a", "sigmoid", "--bias", "-f", "md"],
+                                       ["--bias", "--steps", "4"], ["--cell", "gru", "--hidden", "2"]],
+                         ids=["rnn_sigmoid_bias", "rnn_bias_h1", "gru"])
+def test_the_header_command_regenerates_the_document(arguments):
+    """"Do not edit: regenerate with the command above": the header's command gives the same bytes."""
+    first = run_bptt("derive", *arguments)
+    assert first.returncode == 0, first.stderr
+    command = re.match(r"(?:% |<!-- )\S+ by bptt\. Command: (.*?)(?: -->)?\n", first.stdout).group(1)
+    again = run_bptt(*shlex.split(command)[1:])
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
 
 
 @pytest.mark.parametrize(("cell", "fmt"), [("gru", "md"), (str(DOCS / "mgu.py"), "tex")], ids=["gru", "mgu"])
@@ -622,9 +819,11 @@ def test_derive_writes_the_document(tmp_path, cell, fmt):
     assert "The state-to-state Jacobian" in text
 
 
-@pytest.mark.parametrize("cell", ["gru", str(DOCS / "cho_gru.py")], ids=["gru", "cho_gru"])
-def test_documents_do_not_depend_on_hash_seeds(cell):
-    args = ("derive", "--cell", cell, "--hidden", "2", "--format", "tex")
+@pytest.mark.parametrize("options", [["--cell", "gru"], ["--cell", str(DOCS / "cho_gru.py")],
+                                     ["--inputs", "2", "--steps", "3", "--bias", "--format", "md"]],
+                         ids=["gru", "cho_gru", "rnn_bias"])
+def test_documents_do_not_depend_on_hash_seeds(options):
+    args = ("derive", *options, "--hidden", "2")
     outputs = [run_bptt(*args, env={"PYTHONHASHSEED": seed}) for seed in ("1", "2024")]
     assert all(result.returncode == 0 for result in outputs)
     assert outputs[0].stdout == outputs[1].stdout and outputs[0].stdout
