@@ -457,9 +457,6 @@ def prove(derivation: Derivation, drop_gap: int | None = None) -> ProofReport:
     return report
 
 
-__all__ = ["Check", "ProofReport", "exact", "induction", "numeric", "prove", "sigmoid"]
-
-
 SCALAR_HEADINGS = {
     "induction": "1. By induction, for every n",
     "exact": "2. Exact identity",
@@ -467,11 +464,10 @@ SCALAR_HEADINGS = {
 }
 
 
-def format_report(report: ProofReport, title: str | None = None, headings: dict | None = None) -> str:
+def format_report(report: ProofReport) -> str:
     """A readable account of what was proved and how."""
-    title = title or "Proof that the BPTT (Σ/Π) form equals ∂L/∂w"
-    lines = [f"{title} — activation {report.activation}, n = {report.steps}"]
-    for strength, heading in (headings or SCALAR_HEADINGS).items():
+    lines = [f"Proof that the BPTT (Σ/Π) form equals ∂L/∂w — activation {report.activation}, n = {report.steps}"]
+    for strength, heading in SCALAR_HEADINGS.items():
         lines.append(heading)
         for check in report.by_strength(strength):
             mark = "ok  " if check.passed else "FAIL"
@@ -481,185 +477,4 @@ def format_report(report: ProofReport, title: str | None = None, headings: dict 
     return "\n".join(lines) + "\n"
 
 
-# -- hidden size H > 1: the matrix formulas ----------------------------------------------------------
-
-
-#: The exact elementwise identity is checked up to this hidden size (H = 3, n = 3 takes about 2 s).
-EXACT_HIDDEN_LIMIT = 3
-#: The 60-digit evaluation is run while points · P · n · H (H + D) stays below this (about 10 s),
-#: P being the number of parameters: mpmath differentiates the unrolled loss along each of them.
-NUMERIC_WORK_LIMIT = 1_000_000
-
-
-def _numeric_work(derivation, points: int = POINTS) -> int:
-    H, D, n = derivation.H, derivation.D, derivation.n
-    parameters = H * D + H * H + H + ((H + 1) if derivation.bias else 0)
-    return points * parameters * n * H * (H + D)
-
-
-def check_matrix_size(derivation) -> None:
-    """Refuse --verify for sizes whose 60-digit evaluation would take minutes or more."""
-    from .errors import UsageError
-
-    work = _numeric_work(derivation)
-    if work > NUMERIC_WORK_LIMIT:
-        raise UsageError(
-            f"n = {derivation.n}, H = {derivation.H}, D = {derivation.D} is too large to verify at "
-            f"{DIGITS} digits (work {work} > {NUMERIC_WORK_LIMIT}): the matrix formulas do not depend "
-            "on the size, verify a smaller one, e.g. --hidden 2 --inputs 2 --steps 3"
-        )
-
-
-def _matrix_gradients(derivation, drop_gap: int | None):
-    """The matrix formulas, or the wrong variant without the term at ``drop_gap`` (j = n − gap)."""
-    gradients = dict(derivation.gradients)
-    if drop_gap and drop_gap < derivation.n:
-        j = derivation.n - drop_gap
-        gate = derivation.gate(j)
-        gradients["w_i"] = gradients["w_i"] - gate * derivation.x[j - 1].T
-        gradients["w_h"] = gradients["w_h"] - gate * derivation.state(j - 1).T
-        if derivation.bias:
-            gradients["b_h"] = gradients["b_h"] - gate
-    return gradients
-
-
-def exact_matrix(derivation, drop_gap: int | None = None) -> Check:
-    """Each element of the matrix formulas equals the derivative of the nested loss (small sizes)."""
-    from .derive_matrix import EXPANDED_LIMIT as MATRIX_EXPANDED_LIMIT
-
-    size = f"n = {derivation.n}, H = {derivation.H}, D = {derivation.D}{', biases' if derivation.bias else ''}"
-    if derivation.n > MATRIX_EXPANDED_LIMIT or derivation.H > EXACT_HIDDEN_LIMIT:
-        return Check("exact", f"exact identity ({size})", True,
-                     f"not run: the nested loss is differentiated symbolically only for n ≤ "
-                     f"{MATRIX_EXPANDED_LIMIT} and H ≤ {EXACT_HIDDEN_LIMIT} (it grows with every step "
-                     "and unit); see the 60-digit evaluation, which holds for this size")
-    nested = derivation.nested_states()
-    unrolled = {}
-    for symbols, values in zip(derivation.o, nested):
-        unrolled.update(zip(symbols, values))
-    unrolled[derivation.y_hat] = sigmoid(derivation.logit(nested[-1]))
-    gradients = _matrix_gradients(derivation, drop_gap)
-    failures, count = [], 0
-    for name, formula in gradients.items():
-        expanded = derivation.expanded(name)
-        for index in range(len(formula)):
-            count += 1
-            difference = derivation.back_substitute(formula[index].xreplace(unrolled) - expanded[index])
-            if sp.cancel(sp.expand(difference)) != 0:
-                failures.append(f"{name}[{index}]")
-    return Check(
-        "exact",
-        f"exact identity ({size})",
-        not failures,
-        f"matrix formula − d(nested L)/dθ cancels to 0 for all {count} elements"
-        if not failures
-        else f"does not cancel for {', '.join(failures)}",
-    )
-
-
-def numeric_matrix(derivation, drop_gap: int | None = None, points: int = POINTS, seed: int = 0) -> Check:
-    """The matrix recursion evaluated at 60 digits at random rational points, for any n, against
-    mpmath's own derivative of the unrolled loss.
-
-    δ_n = (ŷ − y) w_o, δ_t = W_hᵀ (f′(a_{t+1}) ⊙ δ_{t+1}), ∂L/∂W_h = Σ_t (f′(a_t) ⊙ δ_t) o_{t−1}ᵀ, …,
-    with f′ the activation table's derivative written with the output (lambdified to mpmath).
-    """
-    rng = random.Random(seed)
-    H, D, n, bias = derivation.H, derivation.D, derivation.n, derivation.bias
-    o_symbol = sp.Symbol("o")
-    f = _mp_lambdify([sp.Symbol("a")], derivation.activation.apply(sp.Symbol("a")))
-    f_prime = _mp_lambdify([o_symbol], derivation.activation.derivative_from_output(o_symbol))
-    sizes = {"w_i": H * D, "w_h": H * H, "w_o": H, **({"b_h": H, "b_o": 1} if bias else {})}
-
-    def unpack(theta):
-        parts, at = {}, 0
-        for name, size in sizes.items():
-            parts[name] = theta[at: at + size]
-            at += size
-        W_i = [[parts["w_i"][r * D + c] for c in range(D)] for r in range(H)]
-        W_h = [[parts["w_h"][r * H + c] for c in range(H)] for r in range(H)]
-        b_h = parts["b_h"] if bias else [0] * H
-        b_o = parts["b_o"][0] if bias else 0
-        return W_i, W_h, parts["w_o"], b_h, b_o
-
-    def forward(x, theta):
-        W_i, W_h, w_o, b_h, b_o = unpack(theta)
-        o, states = [mpmath.mpf(0)] * H, [[mpmath.mpf(0)] * H]
-        for t in range(n):
-            o = [f(sum(W_i[r][c] * x[t][c] for c in range(D)) + sum(W_h[r][c] * o[c] for c in range(H)) + b_h[r])
-                 for r in range(H)]
-            states.append(o)
-        return states, sum(w * s for w, s in zip(w_o, o)) + b_o
-
-    def formulas(x, y, theta):
-        _, W_h, w_o, _, _ = unpack(theta)
-        states, z = forward(x, theta)
-        residual = 1 / (1 + mpmath.exp(-z)) - y
-        grads = {name: [mpmath.mpf(0)] * size for name, size in sizes.items()}
-        delta = [residual * w for w in w_o]
-        for t in range(n, 0, -1):
-            gate = [f_prime(states[t][r]) * delta[r] for r in range(H)]
-            if drop_gap != n - t:
-                for r in range(H):
-                    for c in range(D):
-                        grads["w_i"][r * D + c] += gate[r] * x[t - 1][c]
-                    for c in range(H):
-                        grads["w_h"][r * H + c] += gate[r] * states[t - 1][c]
-                    if bias:
-                        grads["b_h"][r] += gate[r]
-            delta = [sum(W_h[r][c] * gate[r] for r in range(H)) for c in range(H)]
-        grads["w_o"] = [residual * s for s in states[n]]
-        if bias:
-            grads["b_o"] = [residual]
-        return [g for name in sizes for g in grads[name]]
-
-    worst = mpmath.mpf(0)
-    with mpmath.workdps(DIGITS):
-        for _ in range(points):
-            x = [[mpmath.mpf(rng.randint(-1000, 1000)) / 1000 for _ in range(D)] for _ in range(n)]
-            theta = [mpmath.mpf(rng.randint(-900, 900)) / 1000 for _ in range(sum(sizes.values()))]
-            y = mpmath.mpf(rng.randint(0, 1))
-            ours = formulas(x, y, theta)
-            with mpmath.workdps(2 * DIGITS):
-
-                def loss(theta_, x=x, y=y):
-                    _, z = forward(x, theta_)
-                    return y * mpmath.log1p(mpmath.exp(-z)) + (1 - y) * mpmath.log1p(mpmath.exp(z))
-
-                oracle = []
-                for index in range(len(theta)):
-
-                    def along(value, index=index, theta=theta):
-                        shifted = list(theta)
-                        shifted[index] = value
-                        return loss(shifted)
-
-                    oracle.append(mpmath.diff(along, theta[index]))
-            worst = max(worst, _relative(ours, oracle))
-    tolerance = mpmath.mpf(10) ** -(DIGITS - 15)
-    return Check(
-        "numeric",
-        f"{DIGITS}-digit evaluation (n = {n}, H = {H}, D = {D}{', biases' if bias else ''})",
-        worst < tolerance,
-        f"{points} random rational points: worst relative difference {mpmath.nstr(worst, 3)} "
-        f"(tolerance {mpmath.nstr(tolerance, 1)})",
-    )
-
-
-def prove_matrix(derivation, drop_gap: int | None = None) -> ProofReport:
-    """The matrix formulas for hidden size H: exact for small sizes, 60 digits for any."""
-    report = ProofReport(derivation.n, derivation.activation.name)
-    report.checks.append(activation_table(derivation.activation.name))
-    report.checks.append(exact_matrix(derivation, drop_gap))
-    report.checks.append(numeric_matrix(derivation, drop_gap))
-    return report
-
-
-def format_matrix_report(report: ProofReport) -> str:
-    """The account of :func:`prove_matrix`: the activation table, the exact identity, 60 digits."""
-    headings = {
-        "induction": "1. The activation table",
-        "exact": "2. Exact identity, element by element",
-        "numeric": "3. High-precision evaluation",
-    }
-    return format_report(report, "Proof that the matrix BPTT formulas (δ recursion) equal ∂L/∂θ", headings)
+__all__ = ["Check", "ProofReport", "exact", "format_report", "induction", "numeric", "prove", "sigmoid"]

@@ -43,8 +43,6 @@ ROWS = [
         for command, extra in (("derive", []), ("codegen", []), ("analyze", ["-n", "3"]), ("train", []))
         for value in ("0", "-1")
     ],
-    (["derive", "--hidden", "128", "--steps", "1000", "--verify"], "too large to verify at 60 digits"),
-    (["derive", "--hidden", "128", "--steps", "1000", "--verify", "-o", "doc.tex"], "too large to verify"),
     (["analyze", "-n", "3", "--hidden", "2", "--w-h", "1"], "--w-h sets a weight of the scalar model"),
     (["analyze", "-n", "3", "--hidden", "2", "--w-h-scale", "x"], "--w-h-scale must be a number"),
     (["analyze", "-n", "10", "--hidden", "2000"], "too large to analyze"),
