@@ -248,7 +248,7 @@ def test_unrolled_code_comes_from_the_derivation():
     # c_0 = 0 substituted at t = 1; the cell path δc_(t+1) ⊙ f_(t+1) sent back; f′ from the stored gate
     assert "c[1] = g[1] * i[1]" in source
     assert "delta_c_in * f[" not in source and "delta_c * f[3]" in source
-    assert "np.multiply(delta_g, 1 - g[2]**2, out=delta_a_g)" in source
+    assert "np.multiply(delta_g, 1 - g[2] ** 2, out=delta_a_g)" in source
     lines = [len(generate(Model(cell="gru", steps=n), "unrolled").splitlines()) for n in (10, 20, 30)]
     assert lines[2] - lines[1] == lines[1] - lines[0]  # linear in n
 

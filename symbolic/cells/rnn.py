@@ -14,7 +14,8 @@ def cell(activation: str = "tanh", bias: bool = False) -> Cell:
     rnn = Cell("rnn", readout="w_o", readout_bias="b_o" if bias else None,
                description=f"the notes' RNN, o_t = {activation}(w_i x_t + w_h o_(t-1)"
                            + (" + b_h)" if bias else ")"),
-               positional=("w_i", "w_h", "w_o", "b_h", "b_o") if bias else ("w_i", "w_h", "w_o"))
+               positional=("w_i", "w_h", "w_o", "b_h", "b_o") if bias else ("w_i", "w_h", "w_o"),
+               constants={"ACTIVATION": activation, "BIAS": bias})
     x, o = rnn.input(), rnn.state("o")
     w_i, w_h = rnn.matrix("w_i", "H", "D"), rnn.matrix("w_h", "H", "H")
     a = w_i @ x + w_h @ o

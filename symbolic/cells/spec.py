@@ -86,7 +86,7 @@ class Cell:
 
     def __init__(self, name: str, readout: str = "w_y", readout_bias: str | None = None,
                  readout_state: str | None = None, description: str = "", positional: tuple = (),
-                 init: dict | None = None, training: dict | None = None):
+                 init: dict | None = None, training: dict | None = None, constants: dict | None = None):
         self.name = _checked_name(name, "cell name")
         self.description = description
         self.readout = _checked_name(readout, "readout weight")
@@ -99,6 +99,16 @@ class Cell:
         #: Per-unit parameter name → the constant every entry starts at when ``bptt train`` trains the
         #: cell (its own recommendation; --set NAME=V overrides)
         self.training = dict(training or {})
+        #: Extra module constants the generated module states (UPPER_CASE name → a bool, number or
+        #: string), for scripts written against the cell's own modules (the RNN's ACTIVATION, BIAS)
+        self.constants = dict(constants or {})
+        for key, value in self.constants.items():
+            if not (isinstance(key, str) and key.isidentifier() and key.isupper()) or key in _MODULE_CONSTANTS:
+                raise UsageError(f"module constant {key!r} of cell {self.name!r} must be an UPPER_CASE name not "
+                                 f"among {', '.join(_MODULE_CONSTANTS)}: rename it")
+            if not isinstance(value, (bool, int, float, str)):
+                raise UsageError(f"module constant {key} of cell {self.name!r} must be a bool, number or string, "
+                                 f"got {type(value).__name__}")
         self.input_symbol = sp.Symbol("x_t")
         self.states: dict[str, sp.Symbol] = {}   # state name → its previous value's symbol
         self.matrices: dict[str, tuple[str, str]] = {}
@@ -310,6 +320,9 @@ class Cell:
         return expr
 
 
+#: The constants every generated cell module defines itself.
+_MODULE_CONSTANTS = ("CELL", "STEPS", "MODE", "INPUT_SIZE", "HIDDEN_SIZE", "ACTIVATIONS", "ANALYTIC", "STATES",
+                     "PARAMS", "STORED", "POSITIONAL")
 #: Prefixes of the names generated code gives its own arrays (δs, gradients, stacked maps, rows).
 _GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "row_")
 

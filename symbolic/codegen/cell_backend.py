@@ -383,6 +383,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             targets = ", ".join(target for target, _ in sent)
             values = ", ".join(value for _, value in sent)
             statement = f"{targets} = {values}" if len(sent) == 1 else f"{targets} = ({values})"
+        if first and not statement:
+            lines = _live(lines, finals_text)
         return {"t": t, "lines": lines, "sent": statement}
 
     def _transposed(group: Group, row: str) -> str:
@@ -396,6 +398,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             return f"{previous[sp.Symbol(group.operand)]}[{t_prev}]"
         return f"{group.operand}[{t_text}]"
 
+    # what the lines after the last backward step read (the δ arrays, the accumulated gradients)
+    finals_text = " ".join([*(g.array for g in groups), *(f"grad_{name}" for name in d.gradients)])
     if mode == "unrolled":
         forward_steps = [forward_step(t, first=t == 1) for t in range(1, steps + 1)]
         backward_steps = [backward_step(t, first=t == 1, last=t == steps) for t in range(steps, 0, -1)]
@@ -490,6 +494,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         return bound
 
     forward_lines = [line for step in forward_steps for line in step["lines"]]
+    maps_names = [f"maps_{g.label}" for g in groups if g.label in state_groups_read]
+
     def step_lines(steps_: list) -> list[str]:
         return [line for step in steps_ for line in (*step["lines"], step["sent"])]
     names_out = {symbol: sp.Symbol(str(symbol)) for symbol in d.symbols["vectors"].values()}
@@ -515,12 +521,23 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "backward_bindings": bindings(step_lines(backward_steps)),
         "per_step_bindings": bindings(step_lines([per_step])),
         "recorded_bindings": bindings(step_lines([recorded])),
+        "recorded_reads_projection": bool(re.search(r"\bprojection\b", "\n".join(step_lines([recorded])))),
         "groups": [
             {"label": g.label, "matrices": g.matrices, "count": len(g.matrices), "array": g.array, "shared": g.shared,
              "stored": g.label in state_groups_read, "operand": g.operand}
             for g in groups
         ],
         "stored": stored,
+        "unpacked": {
+            "forward": _unpacked(stored, "\n".join(line for step in forward_steps for line in step["lines"])),
+            "gradients": _unpacked(stored, "\n".join([*step_lines(backward_steps), *finals])),
+            "per_step": _unpacked(stored, "\n".join([*step_lines([per_step]), *per_step_finals])),
+            "recorded": _unpacked(stored, "\n".join([*step_lines([recorded]), *term_lines])),
+        },
+        "maps_unpacked": {
+            "gradients": _unpacked(maps_names, "\n".join([*step_lines(backward_steps), *finals])),
+            "per_step": _unpacked(maps_names, "\n".join([*step_lines([per_step]), *per_step_finals])),
+        },
         "incoming": [{"state": state, "name": str(symbol)} for state, symbol in d.incoming.items()],
         "accumulated": [name for name, terms in d.gradients.items() for term in terms
                         if term[0] == "sum" and term[1] not in homes],
@@ -536,11 +553,12 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "positional": [{"name": name, "shape": d.shapes(H, model.inputs)[name]} for name in cell.positional],
         "positional_matrices": [name for name in cell.positional if name in cell.matrices],
         "flat_derivative": derivative,
+        "constants": [{"name": key, "value": repr(value)} for key, value in cell.constants.items()],
         "impl": {name: f"_dict_{name}" if cell.positional else name
                  for name in ("forward", "states", "loss", "loss_and_grad", "bptt_terms")},
         "x_width": len(x_group.symbols),
         "per_step_entries": PER_STEP_ENTRIES,
-        "maps_names": [f"maps_{g.label}" for g in groups if g.label in state_groups_read],
+        "maps_names": maps_names,
         "delta_names": [g.array for g in groups if not g.shared],
         "output_factor_code": code(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})),
         "equations": [f"{eq.name}{'_t' if eq.state else ''} = {text(eq.expr, _display_names(d))}" for eq in cell.equations],
@@ -550,6 +568,31 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "sent_formulas": [_sent_formula(d, state, a) for state, a in d.sent.items()],
         "names_out": names_out,
     }
+
+
+def _live(lines: list[str], after: str) -> list[str]:
+    """``lines`` without the assignments to a plain name that no later line (nor ``after``) reads:
+    the last step of an unrolled backward pass computes δs that nothing before t = 1 receives."""
+    lines = list(lines)
+    changed = True
+    while changed:
+        changed = False
+        for k, line in enumerate(lines):
+            target, sep, _ = line.partition(" = ")
+            if not sep or not target.isidentifier():
+                continue
+            pattern = re.compile(rf"\b{re.escape(target)}\b")
+            if not any(pattern.search(later) for later in lines[k + 1:]) and not pattern.search(after):
+                del lines[k]
+                changed = True
+                break
+    return lines
+
+
+def _unpacked(names: list[str], text_: str) -> str:
+    """``a, _, c`` for the names a function's text reads (``_`` for the others), to unpack into."""
+    used = [name if re.search(rf"\b{re.escape(name)}\b", text_) else "_" for name in names]
+    return ", ".join(used) + ("," if len(used) == 1 else "")
 
 
 def _sent_formula(d: CellDerivation, state: str, adjoint) -> str:

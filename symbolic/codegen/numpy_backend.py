@@ -93,7 +93,8 @@ class NumPyCodePrinter(NumPyPrinter):
         level = precedence(expr)
         base = self.parenthesize(expr.base, level, strict=True)
         exponent = self.parenthesize(expr.exp, level, strict=False)
-        simple = all(part.is_Symbol or (part.is_Integer and part >= 0) for part in (expr.base, expr.exp))
+        simple = all((part.is_Symbol and str(part).isidentifier()) or (part.is_Integer and part >= 0)
+                     for part in (expr.base, expr.exp))
         return f"{base}**{exponent}" if simple else f"{base} ** {exponent}"
 
 
