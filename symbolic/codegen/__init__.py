@@ -90,21 +90,12 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     # found in the source cache (see _load) needs none of them.
     from ..derive import Derivation
     from ..templating import render
-    from . import matrix_backend, numba_backend, numpy_backend
+    from . import numba_backend, numpy_backend
 
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
     if model.generic:
         return _generate_cell(model, mode, output, backend)
-    if not model.scalar:
-        # Hidden size H > 1 or biases: the matrix BPTT of MatrixDerivation (templates/numpy/matrix.py.j2).
-        context = matrix_backend.context(model, mode, command(model, mode, output))
-        source = render("numpy", "matrix.py.j2", **context)
-        if backend == "numba":  # templates/numba/matrix.py.j2, with the NumPy module's validation
-            context = numba_backend.matrix_context(model, mode, command(model, mode, output, backend), source)
-            source = _numba_environment().get_template("matrix.py.j2").render(**context)
-        assert MARKER in source.split("\n", 3)[0]
-        return source
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
     # (a test confirms the module is the same as one derived from all n).
     derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
