@@ -1,13 +1,15 @@
 """The gated cells' loss_and_grad: the generic Numba module, the generic NumPy module and PyTorch's
 nn.LSTM / nn.GRU autograd (float64), measured in one run, each as a ratio to the Numba module.
 
-    python3 bench/bench_lstm.py [--quick] [--cells lstm,gru] [--cpu-time] [--only rows|compile]
+    python3 bench/bench_lstm.py [--quick] [--cells lstm,gru] [--cpu-time] [--only rows|compile|accuracy]
 
 Rows: per cell, H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3 (``--quick``: B <= 64). The
 candidates of a row are timed in interleaved rounds (bench/_timing.py) and each keeps its best round.
 Before timing, the three gradients are compared (the Numba module against the NumPy one to 1e-12,
 torch to 1e-9). Then the Numba module's first call in a fresh process with an empty kernel cache and
-with a warm one.
+with a warm one. ``--only accuracy``: the kernels' f for real arguments (``templates/numba/macros.j2``,
+real_functions: _tanh_real, _logistic_real, _exp_real) against NumPy's, in ulps over 3·10⁶
+arguments, and the complex step through them against NumPy's complex f.
 """
 
 from __future__ import annotations
@@ -204,12 +206,112 @@ def compile_times(cells: list[str]) -> None:
                 )
 
 
+ACCURACY_MODULE = """{% import "macros.j2" as m %}import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+
+{{ m.scalar_helpers(False, False) }}
+
+
+{{ m.real_functions(True, True, True) }}
+
+
+@njit
+def apply(values, out_tanh, out_logistic, out_exp):
+    for i in range(values.shape[0]):
+        out_tanh[i] = _tanh(values[i])
+        out_logistic[i] = _logistic(values[i])
+        out_exp[i] = _exp(values[i])
+"""
+
+
+def accuracy() -> None:
+    """The kernels' f against NumPy's: the largest and mean distance in ulps over 3·10⁶ real
+    arguments (as tests/test_numba.py measures the scalar module's), and the complex step."""
+    import importlib.util
+
+    from symbolic.codegen import _numba_environment
+
+    source = _numba_environment().from_string(ACCURACY_MODULE).render()
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "real_functions.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("real_functions", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+
+        def ulps(got, want):
+            def ordered(a):
+                bits = a.view(np.int64)
+                return np.where(bits < 0, np.int64(-(2**63)) - bits, bits)
+
+            return np.abs(ordered(got) - ordered(want))
+
+        rng = np.random.default_rng(0)
+        size = 10**6
+        magnitudes = np.exp(rng.uniform(np.log(1e-300), np.log(800.0), size))
+        values = np.concatenate(
+            [magnitudes * rng.choice([-1.0, 1.0], size), rng.uniform(-25, 25, size), rng.uniform(-1, 1, size)]
+        )
+        special = np.array(
+            [0.0, -0.0, 5e-324, -5e-324, 0.625, 20.0, -745.2, -746.0, 709.78, 710.0, np.inf, -np.inf]
+        )
+        values = np.concatenate([values, special, [np.nan]])
+        got = {name: np.empty_like(values) for name in ("tanh", "σ", "exp")}
+        module.apply(values, got["tanh"], got["σ"], got["exp"])
+        with np.errstate(over="ignore"):
+            positive = values > 0
+            e = np.exp(np.where(positive, -values, values))
+            want = {
+                "tanh": np.tanh(values),
+                "σ": np.where(positive, 1 / (1 + e), e / (1 + e)),
+                "exp": np.exp(values),
+            }
+        finite = np.isfinite(values) & np.isfinite(want["exp"])
+        print(
+            "| f | max ulp | mean ulp | specials equal (±0, subnormals, ±inf, overflow, NaN) |\n|---|---:|---:|---|"
+        )
+        for name in got:
+            distance = ulps(got[name][finite], want[name][finite])
+            tail = slice(-len(special) - 1, None)
+            equal = np.array_equal(got[name][tail], want[name][tail], equal_nan=True)
+            print(f"| {name} | {distance.max()} | {distance.mean():.2f} | {equal} |")
+        steps = values[np.isfinite(values)][::300]
+        steps = steps[np.abs(steps) < 700] + 1e-20j * rng.normal(size=steps[np.abs(steps) < 700].size)
+        got = {name: np.empty_like(steps) for name in ("tanh", "σ", "exp")}
+        module.apply(steps, got["tanh"], got["σ"], got["exp"])
+        positive = steps.real > 0
+        e = np.exp(np.where(positive, -steps, steps))
+        want = {
+            "tanh": np.tanh(steps),
+            "σ": np.where(positive, 1 / (1 + e), e / (1 + e)),
+            "exp": np.exp(steps),
+        }
+        for name in got:
+            error = max(
+                float(
+                    np.max(
+                        np.abs(got[name].real - want[name].real) / np.maximum(np.abs(want[name].real), 1e-300)
+                    )
+                ),
+                float(
+                    np.max(
+                        np.abs(got[name].imag - want[name].imag) / np.maximum(np.abs(want[name].imag), 1e-300)
+                    )
+                ),
+            )
+            print(f"complex step, {name}: largest relative difference from NumPy's, both parts: {error:.1e}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B <= 64 only")
     parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm, gru (default both)")
     parser.add_argument("--cpu-time", action="store_true", help="time process CPU instead of the wall clock")
-    parser.add_argument("--only", choices=("rows", "compile"), default=None)
+    parser.add_argument("--only", choices=("rows", "compile", "accuracy"), default=None)
     args = parser.parse_args(argv)
     cells = [cell for cell in args.cells.split(",") if cell]
     unknown = [cell for cell in cells if cell not in TORCH]
@@ -223,6 +325,8 @@ def main(argv=None) -> int:
         )
     if args.only in (None, "compile"):
         compile_times(cells)
+    if args.only == "accuracy":
+        accuracy()
     return 0
 
 

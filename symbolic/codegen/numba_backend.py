@@ -72,6 +72,16 @@ class KernelPrinter(NumbaScalarPrinter):
         return f"_logistic({self._print(expr.args[0])})"
 
 
+class CellKernelPrinter(KernelPrinter):
+    """``KernelPrinter`` for the generic cell module's kernels (``templates/numba/cell.py.j2``), which
+    also turns exp into the module's compiled ``_exp`` (no libm call for real arguments; NumPy's exp,
+    exact, for the complex step)."""
+
+    def _print_exp(self, expr):
+        self.helpers.add("exp")
+        return f"_exp({self._print(expr.args[0])})"
+
+
 #: The NumPy module's functions that validate the arguments; the Numba module copies them.
 VALIDATION = ("_inputs", "_labels")
 

@@ -8,15 +8,17 @@ the NumPy module's own functions (copied with the prefix ``_numpy_``), where BLA
 over the whole batch beat compiled loops.
 
 Below that the work runs in ``@njit(cache=True)`` kernels printed from the engine's per-unit
-derivation (``engine.CellDerivation``) by ``NumbaScalarPrinter``; nothing here names a cell:
+derivation (``engine.CellDerivation``) by ``CellKernelPrinter`` (σ, tanh and exp without libm for real
+arguments, the exact f for the complex step); nothing here names a cell:
 
 * time-major arrays (each step reads and writes contiguous (B, H) blocks); the stored forward values
   (the NumPy module's ``STORED``, then any node a later part of the step reads) in one
   (R, n + 1, B, H) array, row t = 0 holding the initial states 0;
-* the linear maps stacked by operand, as ``cell_backend`` does: the maps of x_t are computed per
-  unit inside the step (a loop over D); the maps of a state s_(t−1) are one matrix product per step
-  for the whole batch, and the maps of a node of the step one product right after that node, so a
-  step is cut into **parts** at those products (one part for the LSTM and torch's GRU, two for
+* the linear maps stacked by operand, as ``cell_backend`` does: the maps of x_t and those of a state
+  s_(t−1) are one matrix product each per step for the whole batch (so the loops over units read
+  contiguous rows and, with f compiled in by ``CellKernelPrinter``, vectorise across units), and the
+  maps of a node of the step one product right after that node, so a step is cut into **parts** at
+  those products (one part for the LSTM and torch's GRU, two for
   Cho's GRU, whose U (r ⊙ h) needs every unit of r ⊙ h first);
 * backward, per step from t = n down: the adjoints δv of the derivation, entry by entry, writing
   δ(M u) into one (span, B, G·H) array per operand; the transpose rule δu += Σ_M Mᵀ δ(M u) is one
@@ -39,7 +41,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..engine import CellDerivation, derive_cell
-from .numba_backend import NumbaScalarPrinter, function_closure, vectorised
+from .numba_backend import CellKernelPrinter, NumbaScalarPrinter, function_closure, vectorised
 
 #: Sequences per chunk of the elementwise work of one step (the unit of the parallel loops).
 ROWS = 64
@@ -58,6 +60,15 @@ SPAN_ROWS = 4096
 #: H = 16: 16.5 at B·H = 16, 2.5 at 256, 1.46 at 1024, 0.77 at 4096; H = 128: 1.95 at 128,
 #: 0.95 at 1024, 0.59 at 4096.
 VECTORISED_ENTRIES = 2048
+
+#: The kernels' f for real arguments, without libm (``templates/numba/macros.j2``, real_functions), and
+#: their accuracy against NumPy's over 3·10⁶ arguments (bench/bench_lstm.py --only accuracy), for the
+#: module's docstring.
+REAL_FUNCTIONS = {
+    "exp": "_exp_real: within 1 ulp of np.exp",
+    "logistic": "_logistic_real: within 2 ulp of NumPy's σ",
+    "tanh": "_tanh_real: within 2 ulp of np.tanh",
+}
 
 #: What the Numba module copies from the NumPy module under their own names, verbatim: the
 #: constants (module-level assignments) and these functions with the module functions they call.
@@ -194,7 +205,8 @@ def context(
         for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
     }
     numpy_stored = list(ast.literal_eval(constants["STORED"]))  # the NumPy module's stored values
-    printer = NumbaScalarPrinter()
+    printer = NumbaScalarPrinter()  # the per-sequence outputs: exact f (σ of the logit)
+    kernel = CellKernelPrinter()  # the entry-by-entry kernels: f without libm for real arguments
     node_names = [node.name for node in d.nodes]
     node_of = {node.symbol: node for node in d.nodes}
     previous = {symbol: state for state, symbol in d.previous.items()}
@@ -255,7 +267,7 @@ def context(
     state_row = {state: row[d.state_node(state).name] for state in states}
 
     def code(expr, names: dict) -> str:
-        return printer.doprint(sp.sympify(expr).xreplace(names))
+        return kernel.doprint(sp.sympify(expr).xreplace(names))
 
     def names_of(expr) -> dict:
         return {symbol: sp.Symbol(_local(symbol)) for symbol in sp.sympify(expr).free_symbols}
@@ -263,9 +275,10 @@ def context(
     def ordered(symbols) -> list:
         return sorted(symbols, key=sp.default_sort_key)
 
-    # The maps the forward step reads from a product (and the stored ones): (B, G·H) for this step,
-    # or (n, B, G·H) kept for the backward pass.
-    mapped = [g for g in groups if g.kind != "x" or g.stored]
+    # The maps the forward step reads, each from a product (those of x_t too, one product per step,
+    # so the loops over units read contiguous rows and vectorise): (B, G·H) for this step, or
+    # (n, B, G·H) kept for the backward pass.
+    mapped = list(groups)
 
     def view(group: Group) -> str:
         return f"maps_{group.label}[t - 1]" if group.stored else f"maps_{group.label}"
@@ -285,12 +298,7 @@ def context(
                 loads.append(f"{name} = values[{row[str(symbol)]}, t, b, k]")
             else:
                 group, slot = slot_of[symbol]
-                if group.kind == "x":
-                    loads.append(f"{name} = _input_map(x, weights_x, t, b, {_column(slot)})")
-                    if group.stored:
-                        loads.append(f"maps_x[b, {_column(slot)}] = {name}")
-                else:
-                    loads.append(f"{name} = maps_{group.label}[b, {_column(slot)}]")
+                loads.append(f"{name} = maps_{group.label}[b, {_column(slot)}]")
         for node in nodes:
             lines.append(f"{_local(node.symbol)} = {code(node.expr, names_of(node.expr))}")
             if node.name in row:
@@ -426,9 +434,7 @@ def context(
         flush.append(f"_add_rows(rows_{owner.label}, {_sums(array)})")
 
     # Argument lists: the drivers' and the parts'
-    x_group = [g for g in groups if g.kind == "x"]
-    forward_arguments = ["x", *(["weights_x"] if x_group else [])]
-    forward_arguments += [f"weights_{g.label}_transposed" for g in groups if g.kind != "x"] + ["vectors"]
+    forward_arguments = ["x", *(f"weights_{g.label}_transposed" for g in groups), "vectors"]
     stored_maps = [f"maps_{g.label}" for g in groups if g.stored]
     backward_arguments = [
         "x",
@@ -440,8 +446,6 @@ def context(
         "span",
     ]
     forward_part = [
-        "x",
-        *(["weights_x"] if x_group else []),
         "vectors",
         "values",
         *(f"maps_{g.label}" for g in mapped),
@@ -461,8 +465,6 @@ def context(
         "chunk",
     ]
     forward_call = [
-        "x",
-        *(["weights_x"] if x_group else []),
         "vectors",
         "values",
         *(view(g) for g in mapped),
@@ -488,6 +490,9 @@ def context(
         if name == "span"
         else f'w["{name}"]'
         for name in backward_arguments
+    ]
+    input_products = [
+        f"_product(x[t - 1], weights_{g.label}_transposed, {view(g)})" for g in groups if g.kind == "x"
     ]
     state_products = [
         f"_product(values[{state_row[previous[sp.Symbol(g.label)]]}, t - 1], weights_{g.label}_transposed, {view(g)})"
@@ -539,10 +544,9 @@ def context(
         stacking.append(
             f'w["weights_{group.label}"] = np.ascontiguousarray(np.concatenate(weights_{group.label}), dtype=dtype)'
         )
-        if group.kind != "x":
-            stacking.append(
-                f'w["weights_{group.label}_transposed"] = np.ascontiguousarray(w["weights_{group.label}"].T)'
-            )
+        stacking.append(
+            f'w["weights_{group.label}_transposed"] = np.ascontiguousarray(w["weights_{group.label}"].T)'
+        )
     if vectors:
         stacking.append(layout("vectors = ", [f'p["{name}"]' for name in vectors], 4, brackets="[]"))
         stacking.append('w["vectors"] = np.ascontiguousarray(np.stack(vectors), dtype=dtype)')
@@ -562,6 +566,10 @@ def context(
         part["signature"] = layout(f"def _backward_part_{k}", backward_part, 0, ":")
 
     y_hat, y = d.symbols["y_hat"], d.symbols["y"]
+    output_factor_code = printer.doprint(
+        d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})
+    )
+    helpers = printer.helpers | kernel.helpers
     return {
         "command": command,
         "mode": mode,
@@ -602,6 +610,7 @@ def context(
         "backward_part": backward_part,
         "forward_call": forward_call,
         "backward_call": backward_call,
+        "input_products": input_products,
         "state_products": state_products,
         "allocations": allocations,
         "stored_maps": stored_maps,
@@ -633,9 +642,7 @@ def context(
         "backward_parts": backward_parts,
         "sent_products": sent_products,
         "gradients": [{"name": name, "code": value} for name, value in gradients],
-        "output_factor_code": printer.doprint(
-            d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})
-        ),
+        "output_factor_code": output_factor_code,
         "rows": ROWS,
         "parallel_entries": PARALLEL_ENTRIES,
         "span_rows": SPAN_ROWS,
@@ -644,8 +651,12 @@ def context(
             numpy_source, ("forward", "states", "loss", "loss_and_grad"), COPIED_FUNCTIONS, constants=False
         ),
         **copied(numpy_source),
-        "uses_relu": "relu" in printer.helpers,
-        "uses_heaviside": "heaviside" in printer.helpers,
+        "uses_relu": "relu" in helpers,
+        "uses_heaviside": "heaviside" in helpers,
+        "uses_tanh": "tanh" in helpers,
+        "uses_logistic": "logistic" in helpers,
+        "uses_exp": "exp" in helpers,
+        "real_functions": [REAL_FUNCTIONS[name] for name in sorted(helpers & set(REAL_FUNCTIONS))],
     }
 
 
