@@ -9,10 +9,14 @@
 Three interfaces are understood, told apart by the module's constants:
 
 * the scalar RNN: ``loss(x, y, w_i, w_h, w_o)``, ``loss_and_grad`` → (loss, dw_i, dw_h, dw_o);
-* the matrix RNN (``HIDDEN_SIZE``; ``BIAS`` adds b_h, b_o as keywords): gradients in that order;
+* the matrix RNN without ``CELL`` (``HIDDEN_SIZE``; ``BIAS`` adds b_h, b_o as keywords): gradients in
+  that order. bptt codegen's own plain-RNN modules at H > 1 or with biases have ``CELL`` (they come from
+  the generic engine and take both forms) and are checked through the dict interface; this one is for
+  modules written by hand against the positional form;
 * the dict interface, any cell (``CELL`` and ``PARAMS``, name → shape): ``loss(x, y, params)``,
   ``loss_and_grad(x, y, params) -> (loss, grads)`` keyed like ``PARAMS``, ``init_params(seed)``. It is
-  checked per parameter name without knowing the cell, with the five-point stencil.
+  checked per parameter name without knowing the cell, with the five-point stencil. ``HIDDEN_SIZE`` and
+  ``BIAS``, when the module declares them, only describe it in the report.
 
 At most MAX_ENTRIES entries of each parameter are differentiated numerically (drawn at random beyond
 that); every entry of every returned gradient is validated (type, dtype, shape, finite). A report
@@ -408,10 +412,7 @@ class _Matrix(_Positional):
     def __init__(self, module, path, analytic):
         super().__init__(module, path, analytic)
         self.hidden = _whole(module, "HIDDEN_SIZE", path, MAX_SIZE)
-        bias = getattr(module, "BIAS", False)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise UsageError(f"{path}: BIAS must be True or False, got {_short(bias)}: {_regenerate(path)}")
-        self.bias = bool(bias)
+        self.bias = _bias(module, path)
         hidden, size = self.hidden, self.size
         if hidden * max(hidden, size) > MAX_PARAMETER_ENTRIES:
             raise UsageError(
@@ -444,6 +445,14 @@ class _Matrix(_Positional):
             yield x, y, {name: np.asarray(value, dtype=float) for name, value in params.items()}
 
 
+def _bias(module, path) -> bool:
+    """The module's BIAS (False when it declares none), which must be True or False."""
+    bias = getattr(module, "BIAS", False)
+    if not isinstance(bias, (bool, np.bool_)):
+        raise UsageError(f"{path}: BIAS must be True or False, got {_short(bias)}: {_regenerate(path)}")
+    return bool(bias)
+
+
 class _Dict(_Interface):
     """Any cell with CELL, PARAMS (name → shape), init_params(seed), loss(x, y, params) and
     loss_and_grad(x, y, params) -> (loss, grads): checked per parameter name."""
@@ -463,6 +472,7 @@ class _Dict(_Interface):
             raise UsageError(f"{path}: CELL must name the cell, e.g. 'lstm', got {_short(module.CELL)}")
         self.cell = module.CELL
         self.hidden = _whole(module, "HIDDEN_SIZE", path, MAX_SIZE) if hasattr(module, "HIDDEN_SIZE") else 0
+        self.bias = _bias(module, path)  # for the report only: the parameters are PARAMS
         self.shapes = _parameter_shapes(module, path)
         self.initial = self._initial(seed)
 
@@ -854,7 +864,7 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     if isinstance(interface, _Matrix):
         report.hidden, report.bias = interface.hidden, interface.bias
     if isinstance(interface, _Dict):
-        report.hidden, report.cell = interface.hidden, interface.cell
+        report.hidden, report.bias, report.cell = interface.hidden, interface.bias, interface.cell
     if not analytic:
         report.skipped["complex step"] = reason
     problems = _Problems()

@@ -29,12 +29,18 @@ MODELS = {
     "matrix": Model(steps=3, hidden=2, bias=True),
     "lstm": Model(cell="lstm", steps=2, hidden=1),
 }
+# A matrix module as one written against the positional form alone would be: ACTIVATION, HIDDEN_SIZE
+# and BIAS, no CELL (nor ANALYTIC), so bptt check calls loss_and_grad(x, y, w_i, w_h, w_o, b_h=, b_o=);
+# the generated module, which has CELL, is checked through its dict interface.
+MODELS["positional"] = MODELS["matrix"]
+WITHOUT_CELL = "del CELL, ANALYTIC, ACTIVATIONS\n"
 
 
 def module(tmp_path, kind: str, appended: str = "", name: str = "m.py"):
     """A generated NumPy module with ``appended`` (dedented) after it."""
     path = tmp_path / name
-    path.write_text(generate(MODELS[kind], "unrolled") + "\n" + textwrap.dedent(appended))
+    prefix = WITHOUT_CELL if kind == "positional" else ""
+    path.write_text(generate(MODELS[kind], "unrolled") + "\n" + prefix + textwrap.dedent(appended))
     return path
 
 
@@ -88,14 +94,38 @@ def loss_and_grad(x, y, params):
     return loss, {{**grads, {name!r}: grads[{name!r}] * {factor}}}
 """
 
-TAMPERED = [("scalar", name) for name in SCALAR] + [("matrix", name) for name in MATRIX]
-TAMPERED += [("lstm", name) for name in LSTM]
+NAMES = {"scalar": SCALAR, "matrix": MATRIX, "positional": MATRIX, "lstm": LSTM}
+#: The modules checked through the dict interface (the others through the positional form).
+DICT_KINDS = ("matrix", "lstm")
+TAMPERED = [(kind, name) for kind, names in NAMES.items() for name in names]
+
+
+def test_the_interfaces_checked(tmp_path):
+    """The generated matrix module is checked through its dict interface (and reported with its H and
+    biases), the one without CELL through the positional form with b_h, b_o as keywords."""
+    from symbolic.check import check_module, load_module
+
+    for kind in ("matrix", "positional"):
+        checked = load_module(module(tmp_path, kind, name=f"{kind}.py"))
+        assert hasattr(checked, "CELL") == (kind in DICT_KINDS)
+        calls = []
+        exact = checked.loss_and_grad
+
+        def recording(*args, exact=exact, **kwargs):
+            calls.append((len(args), tuple(sorted(kwargs))))
+            return exact(*args, **kwargs)
+
+        checked.loss_and_grad = recording
+        report = check_module(checked, kind)
+        assert report.passed and report.cell == "rnn" and (report.hidden, report.bias) == (2, True)
+        want = (3, ()) if kind in DICT_KINDS else (5, ("b_h", "b_o"))
+        assert calls and set(calls) == {want}
 
 
 @pytest.mark.parametrize(("kind", "name"), TAMPERED)
 def test_a_tampered_parameter_is_named_and_nothing_else(kind, name, tmp_path):
-    names = {"scalar": SCALAR, "matrix": MATRIX, "lstm": LSTM}[kind]
-    if kind == "lstm":
+    names = NAMES[kind]
+    if kind in DICT_KINDS:
         appended = DICT_TAMPER.format(name=name, factor=1.001)
     else:
         appended = POSITIONAL_TAMPER.format(index=names.index(name), factor=1.001)
@@ -108,11 +138,11 @@ def test_a_tampered_parameter_is_named_and_nothing_else(kind, name, tmp_path):
     assert all(report["compared"][method][name] > 0 for method in report["compared"])
 
 
-@pytest.mark.parametrize("kind", ["scalar", "matrix", "lstm"])
+@pytest.mark.parametrize("kind", list(NAMES))
 def test_the_tamper_wrapper_alone_passes(kind, tmp_path):
     """The negative controls' wrapper with factor 1 changes nothing: the check passes."""
-    if kind == "lstm":
-        appended = DICT_TAMPER.format(name="w_y", factor=1)
+    if kind in DICT_KINDS:
+        appended = DICT_TAMPER.format(name=NAMES[kind][-1], factor=1)
     else:
         appended = POSITIONAL_TAMPER.format(index=0, factor=1)
     result = run_bptt("check", "--json", str(module(tmp_path, kind, appended)))
@@ -321,6 +351,9 @@ def test_prints_go_to_stderr_and_the_json_stays_clean(tmp_path):
         ("scalar", "loss = 4", "loss must be a function"),
         ("matrix", "HIDDEN_SIZE = '2'", "HIDDEN_SIZE must be a positive whole number"),
         ("matrix", "BIAS = 'yes'", "BIAS must be True or False"),
+        ("positional", "HIDDEN_SIZE = '2'", "HIDDEN_SIZE must be a positive whole number"),
+        ("positional", "BIAS = 'yes'", "BIAS must be True or False"),
+        ("positional", "ACTIVATION = 3", "ACTIVATION must name the activation"),
         ("scalar", "CELL = 'gru'", "defines CELL but lacks PARAMS, init_params"),
         ("lstm", "PARAMS = {**PARAMS, 'W_i': [1, 3]}", "PARAMS['W_i'] must be a shape, a tuple"),
         ("lstm", "PARAMS = {**PARAMS, 'W_i': (1, 0)}", "PARAMS['W_i'] must be a shape"),
