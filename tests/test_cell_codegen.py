@@ -232,15 +232,25 @@ def test_bad_input_is_a_value_error_naming_it(cell, cell_id, mode):
 
 
 @pytest.mark.parametrize(("cell", "mode", "hidden", "steps"), [
-    ("lstm", "unrolled", 1, 1), ("lstm", "loop", 4, 3), ("gru", "unrolled", 2, 3), ("gru", "loop", 1, 1),
-    (str(DOCS / "cho_gru.py"), "unrolled", 2, 2), (str(DOCS / "indrnn.py"), "loop", 2, 2),
+    ("lstm", "unrolled", 1, 1), ("lstm", "loop", 4, 3), ("lstm", "unrolled", 8, 4), ("gru", "unrolled", 2, 3),
+    ("gru", "loop", 1, 1), ("gru", "unrolled", 8, 4), (str(DOCS / "mgu.py"), "loop", 8, 4),
+    (str(DOCS / "mgu.py"), "unrolled", 3, 2), (str(DOCS / "cho_gru.py"), "unrolled", 2, 2),
+    (str(DOCS / "indrnn.py"), "loop", 2, 2), (str(ROOT / "tests" / "cells" / "peephole_lstm.py"), "unrolled", 5, 3),
+    (str(ROOT / "tests" / "cells" / "residual.py"), "loop", 6, 1),
 ])
 def test_generated_source_passes_ruff(cell, mode, hidden, steps, tmp_path):
+    """ruff check is clean and ruff format changes nothing, at its default line length (88) and at
+    the project's (110): long statements come split as ruff splits them, in a layout both keep."""
     path = tmp_path / "cell_module.py"
     path.write_text(generate(Model(cell=cell, steps=steps, hidden=hidden), mode))
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--line-length", "200",
                              "--select", "F,E9", str(path)], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    for config in (["--isolated"], ["--config", str(ROOT / "pyproject.toml")]):
+        for command in (["check"], ["format", "--check", "--diff"]):
+            result = subprocess.run([sys.executable, "-m", "ruff", *command, *config, str(path)],
+                                    check=False, capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_unrolled_code_comes_from_the_derivation():

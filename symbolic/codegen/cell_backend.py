@@ -25,7 +25,7 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS
 from ..engine import CellDerivation, derive_cell
-from .numpy_backend import code, in_place, text
+from .numpy_backend import LINE_LENGTH, code, formatted, formatted_item, in_place, text
 
 #: Largest n for which --mode unrolled writes straight-line code for a cell.
 UNROLLED_LIMIT = 256
@@ -208,7 +208,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 unused = len(stacked[1])
                 rest = group.symbols[unused:]
                 if rest:
-                    lines.append(f"{', '.join(_local(s) for s in rest)}{',' if len(rest) == 1 else ''} = "
+                    lines.append(f"{_targets([_local(s) for s in rest])} = "
                                  f"_split({product}, {len(group.symbols)})[{unused}:]")
                 return
             if len(group.symbols) == 1:
@@ -237,13 +237,13 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
             width = f"{len(members)} * HIDDEN_SIZE"
             projection = f"projection[{t_prev}]"
             if len(members) < len(x_group.symbols):
-                projection = f"projection[{t_prev}, :, :{width}]"
+                projection = f"projection[{t_prev}, :, : {width}]"
             if first:
                 total = projection
             else:
                 source = f"maps_{group.label}[{t_prev}]" if group.label in state_groups_read else f"maps_{group.label}"
                 if len(members) < len(group.symbols):
-                    source = f"{source}[:, :{width}]"
+                    source = f"{source}[:, : {width}]"
                 total = f"{projection} + {source}"
             lines.append(f"{', '.join(members)} = _split({total}, {len(members)})")
             skip = set(members)
@@ -454,7 +454,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     derivative = None
     if output_node.activation and len(d.partials[output_node.name]) == 1:
         (partial,) = d.partials[output_node.name].values()
-        derivative = code(partial.xreplace({node.symbol: sp.Symbol(f"{node.name}[1:]") for node in d.nodes}))
+        derivative = code(partial.xreplace({node.symbol: sp.Symbol(node.name) for node in d.nodes}))
 
     # Gradients at the end: one product per group (rows of every matrix of the group), sums of homed δs.
     finals = []
@@ -500,7 +500,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         return [line for step in steps_ for line in (*step["lines"], step["sent"])]
     names_out = {symbol: sp.Symbol(str(symbol)) for symbol in d.symbols["vectors"].values()}
     y_hat, y = d.symbols["y_hat"], d.symbols["y"]
-    return {
+    result = {
         "command": command,
         "mode": mode,
         "cell": cell.name,
@@ -553,7 +553,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "positional": [{"name": name, "shape": d.shapes(H, model.inputs)[name]} for name in cell.positional],
         "positional_matrices": [name for name in cell.positional if name in cell.matrices],
         "flat_derivative": derivative,
-        "constants": [{"name": key, "value": repr(value)} for key, value in cell.constants.items()],
+        "constants": [{"name": key, "value": _literal(value)} for key, value in cell.constants.items()],
         "impl": {name: f"_dict_{name}" if cell.positional else name
                  for name in ("forward", "states", "loss", "loss_and_grad", "bptt_terms")},
         "x_width": len(x_group.symbols),
@@ -568,6 +568,119 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "sent_formulas": [_sent_formula(d, state, a) for state, a in d.sent.items()],
         "names_out": names_out,
     }
+    return _laid_out(result, mode)
+
+
+def _laid_out(context: dict, mode: str) -> dict:
+    """The context's statements in ruff's layout for the indent the template gives them (a step's
+    lines inside the loop over t in loop mode, what it sends back inside ``if t > 1:``), and the
+    statements and signatures the template writes around them."""
+    loop = mode == "loop"
+
+    def step(step_: dict, indent: int) -> dict:
+        laid = {**step_, "lines": [formatted(line, indent) for line in step_["lines"]]}
+        if step_.get("sent"):
+            laid["sent"] = formatted(step_["sent"], indent + 4 if loop else indent)
+        return laid
+
+    context = dict(context)
+    context["groups"] = [dict(group) for group in context["groups"]]
+    context["map_deltas"] = [dict(entry) for entry in context["map_deltas"]]
+    step_indent = 8 if loop else 4
+    context["forward_steps"] = [step(s, step_indent) for s in context["forward_steps"]]
+    context["backward_steps"] = [step(s, step_indent) for s in context["backward_steps"]]
+    context["per_step"] = {**step(context["per_step"], 8), "sent": formatted(context["per_step"]["sent"], 12)}
+    context["recorded"] = {**step(context["recorded"], 8), "sent": formatted(context["recorded"]["sent"], 12)}
+    for key in ("finals", "per_step_finals", "term_lines", "forward_bindings", "backward_bindings",
+                "per_step_bindings", "recorded_bindings"):
+        context[key] = [formatted(line, 4) for line in context[key]]
+    groups = context["groups"]
+    maps, deltas = context["maps_names"], context["delta_names"]
+
+    def spare(rows: str) -> str:
+        return _tuple([f"({rows}, batch, {g['count']} * HIDDEN_SIZE)" for g in groups if not g["shared"]])
+
+    context["spare_code"] = formatted(f"values, projection, *rest = _forward_values(x, p, {spare('rows')})", 4)
+    recorded = "projection" if context["recorded_reads_projection"] else "_"
+    context["recorded_spare_code"] = formatted(
+        f"values, {recorded}, *rest = _forward_values(x, p, {spare('steps')})", 4)
+    biases = [f'p["{b}"]' if b else "np.zeros(HIDDEN_SIZE)" for b in context["projection_bias"]]
+    context["projection_bias_code"] = formatted(f"projection += np.concatenate([{', '.join(biases)}])", 4)
+    for group in groups:
+        matrices = [f'p["{name}"]' for name in group["matrices"]]
+        value = matrices[0] if len(matrices) == 1 else f"np.concatenate([{', '.join(matrices)}])"
+        group["weights_code"] = formatted_item(f'"{group["label"]}": ', value, ",", 8)
+    for entry in context["map_deltas"]:
+        value = f"np.ascontiguousarray({entry['array']}[:, :, {entry['span']}].transpose(1, 0, 2))"
+        entry["code"] = formatted_item(f'"{entry["matrix"]}": ', value, ",", 12)
+    if context["flat_derivative"]:
+        context["flat_derivative"] = formatted_item(
+            '"derivatives": ', context["flat_derivative"], ",", 8)
+    context["deltas_code"] = formatted(f"{_targets(deltas)} = deltas", 4)
+    context["rest_code"] = formatted(f"{_targets(maps + deltas)} = rest", 4)
+    context["signatures"] = {
+        name: _signature(f"def {function}", arguments, returns)
+        for name, (function, arguments, returns) in {
+            "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
+            "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
+            **{name: (context["impl"][name], arguments, returns)
+               for name, (arguments, returns) in _PUBLIC.items()},
+            **{f"positional_{name}": (name, arguments, returns)
+               for name, (arguments, returns) in _POSITIONAL.items()},
+        }.items()
+    }
+    return context
+
+
+_DATA = ["x: npt.ArrayLike"]
+_LABELLED = ["x: npt.ArrayLike", "y: npt.ArrayLike"]
+_PARAMS = ["params: Mapping[str, npt.ArrayLike]"]
+_WEIGHTS = ["*weights: npt.ArrayLike", "**keywords: npt.ArrayLike"]
+_GRADIENT_ARGUMENTS = ["x: np.ndarray", "p: dict[str, np.ndarray]", "values: np.ndarray", "projection: np.ndarray",
+                       "maps: tuple[np.ndarray, ...]", "deltas: tuple[np.ndarray, ...]", "residual: np.ndarray"]
+#: The public functions' (dict form's) arguments and return annotations.
+_PUBLIC = {
+    "forward": (_DATA + _PARAMS, "np.ndarray"),
+    "states": (_DATA + _PARAMS, "dict[str, np.ndarray]"),
+    "loss": (_LABELLED + _PARAMS, "float"),
+    "loss_and_grad": (_LABELLED + _PARAMS, "tuple[float, dict[str, np.ndarray]]"),
+    "bptt_terms": (_LABELLED + _PARAMS, "dict[str, object]"),
+}
+#: The positional form's.
+_POSITIONAL = {
+    "forward": (_DATA + _WEIGHTS, "np.ndarray"),
+    "states": (_DATA + _WEIGHTS, "dict[str, np.ndarray]"),
+    "loss": (_LABELLED + _WEIGHTS, "float"),
+    "loss_and_grad": (_LABELLED + _WEIGHTS, "tuple"),
+    "bptt_terms": (_LABELLED + _WEIGHTS, "dict"),
+}
+
+
+def _signature(head: str, arguments: list[str], returns: str) -> str:
+    """``def f(…) -> r:`` on one line if it fits, else one argument a line with a magic trailing
+    comma (ruff keeps that at any line length)."""
+    line = f"{head}({', '.join(arguments)}) -> {returns}:"
+    if len(line) <= LINE_LENGTH:
+        return line
+    return "\n".join([f"{head}(", *(f"    {argument}," for argument in arguments), f") -> {returns}:"])
+
+
+def _literal(value) -> str:
+    """A constant's Python literal, a string in double quotes as ruff writes it."""
+    text_ = repr(value)
+    if isinstance(value, str) and text_.startswith("'") and '"' not in value:
+        return f'"{text_[1:-1]}"'
+    return text_
+
+
+def _tuple(items: list[str]) -> str:
+    """A tuple display: ``(a,)`` for one item, as ruff writes it."""
+    return f"({items[0]},)" if len(items) == 1 else f"({', '.join(items)})"
+
+
+def _targets(names: list[str]) -> str:
+    """Assignment targets unpacking a sequence: ``(a,)`` for one name, as ruff writes it."""
+    return f"({names[0]},)" if len(names) == 1 else ", ".join(names)
 
 
 def _live(lines: list[str], after: str) -> list[str]:
@@ -592,7 +705,7 @@ def _live(lines: list[str], after: str) -> list[str]:
 def _unpacked(names: list[str], text_: str) -> str:
     """``a, _, c`` for the names a function's text reads (``_`` for the others), to unpack into."""
     used = [name if re.search(rf"\b{re.escape(name)}\b", text_) else "_" for name in names]
-    return ", ".join(used) + ("," if len(used) == 1 else "")
+    return _targets(used)
 
 
 def _sent_formula(d: CellDerivation, state: str, adjoint) -> str:
