@@ -165,10 +165,11 @@ def matrix_loss(x, y, w_i, w_h, w_o, b_h, b_o, activation):
     return np.mean(y * softplus(-z) + (1 - y) * softplus(z))
 
 
+@pytest.mark.parametrize("interface", ["dict", "positional"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("activation", ["tanh", "identity"])
 @pytest.mark.parametrize("dtype", list(NARROW))
-def test_matrix_module_computes_narrow_inputs_in_float64(dtype, activation, backend):
+def test_matrix_module_computes_narrow_inputs_in_float64(dtype, activation, backend, interface):
     if backend == "numba":
         pytest.importorskip("numba")
     hidden = 2
@@ -187,8 +188,14 @@ def test_matrix_module_computes_narrow_inputs_in_float64(dtype, activation, back
 
     parameters = [np.asarray(v, dtype=np.float64) for v in (w_i, w_h, w_o, b_h, b_o)]
     want_loss, want = complex_step(oracle, parameters)
+    # the plain RNN's modules take the parameters as one dict keyed like PARAMS and one by one
     with np.errstate(all="raise", under="ignore"):
-        loss, *gradients = module.loss_and_grad(x, y, w_i, w_h, w_o, b_h=b_h, b_o=b_o)
+        if interface == "dict":
+            params = {"w_i": w_i, "w_h": w_h, "w_o": w_o, "b_h": b_h, "b_o": b_o}
+            loss, grads = module.loss_and_grad(x, y, params)
+            gradients = [grads[name] for name in params]
+        else:
+            loss, *gradients = module.loss_and_grad(x, y, w_i, w_h, w_o, b_h=b_h, b_o=b_o)
     assert loss == pytest.approx(want_loss, rel=1e-12)
     assert_gradients_equal([np.asarray(g) for g in gradients], want)
 
