@@ -128,7 +128,7 @@ class Config:
             raise UsageError(f"--epochs must be a positive whole number, got {self.epochs!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"--lr must be a positive number, got {self.lr!r}")
-        if self.init not in INITS and not (self.generic and self.init == CELL_INIT):
+        if self.init not in INITS and not (self.gated and self.init == CELL_INIT):
             raise UsageError(f"unknown --init {self.init!r}: choose one of {', '.join(INITS)}")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown --optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
@@ -143,12 +143,12 @@ class Config:
         model = Model(steps=1, activation=self.activation, hidden=self.hidden, bias=self.bias, cell=self.cell)
         object.__setattr__(self, "hidden", model.hidden)
         object.__setattr__(self, "cell", model.cell)
-        if self.generic:
+        if self.gated:
             self._resolve_settings(model)
 
     def _resolve_defaults(self) -> None:
         """Fill what was left None with the cell's default; refuse options of the other cell."""
-        if self.generic:
+        if self.gated:
             cell = os.path.basename(self.cell) if str(self.cell).endswith(".py") else self.cell
             if self.init is not None and self.init != CELL_INIT:
                 raise UsageError(
@@ -200,8 +200,10 @@ class Config:
             object.__setattr__(self, "forget_bias", float(settings["b_f"]))
 
     @property
-    def generic(self) -> bool:
-        """A cell other than the plain RNN: trained through its module's dict interface."""
+    def gated(self) -> bool:
+        """A cell other than the plain RNN: trained through its module's dict interface, from its
+        init_params (as ``Model.gated``). The plain RNN, whose modules at H > 1 or with biases are the
+        generic engine's too, trains through their positional form with the notes' weights w_i, w_h, w_o."""
         return self.cell != "rnn"
 
     @property
@@ -327,7 +329,7 @@ class Result:
         out["activation"] = self.config.activation
         out["optimizer"] = self.config.optimizer
         out["lr"] = self.config.lr
-        if self.config.generic:
+        if self.config.gated:
             out["hidden"] = self.config.hidden
             out["settings"] = dict(self.config.settings)
             if self.config.forget_bias is not None:
@@ -368,7 +370,7 @@ def initial_weights(config: Config, inputs: int, modules: Modules | None = None)
     Any other cell: the generated module's ``init_params(seed)`` (from ``modules``), then every entry of
     each per-unit parameter in ``config.settings`` set to its value (the LSTM's b_f = 5 by default).
     """
-    if config.generic:
+    if config.gated:
         if modules is None:
             modules = Modules(config.activation, inputs, False, hidden=config.hidden, cell=config.cell)
         module = modules.for_length(1)
@@ -412,7 +414,7 @@ def parameter_count(config: Config, inputs: int) -> int:
     """How many numbers the weights hold: the scalar model D + 2; hidden size H: H·D + H² + H (+ H + 1
     with biases); any other cell: the sizes of its parameters' shapes (the LSTM: 4(H·D + H² + H) + H)."""
     H, D = config.hidden, inputs
-    if config.generic:
+    if config.gated:
         from .cells import cell_of
 
         sizes = {"H": H, "D": D}
@@ -459,7 +461,7 @@ def check_memory(config: Config, inputs: int, available: int | None = None) -> N
         return
     H = config.hidden
     largest = f"W_h alone is {H}×{H}" if H * H >= H * inputs else f"W_i alone is {H}×{inputs}"
-    if config.generic:
+    if config.gated:
         largest = f"each recurrent matrix is {H}×{H}" if H >= inputs else f"each input matrix is {H}×{inputs}"
     raise UsageError(
         f"--hidden {H} needs about {_bytes(needed)} of memory to train ({count:.3g} weights, {largest}, "
@@ -568,7 +570,7 @@ class Projection:
 def projection_for(config: Config, vocabulary_size: int) -> Projection | None:
     """The Projection for a plain RNN over at least PROJECTED_FROM words (and more words than the
     projection is wide), else None (one-hot inputs)."""
-    if config.generic or vocabulary_size < PROJECTED_FROM:
+    if config.gated or vocabulary_size < PROJECTED_FROM:
         return None
     projection = Projection(config.scalar, config.hidden, vocabulary_size)
     # Per word the one-hot path does about H·D work, the projection about H² (its terms): only
@@ -797,7 +799,7 @@ def train(
 def summary(result: Result) -> str:
     """The readable end-of-run report."""
     config = result.config
-    if config.generic:
+    if config.gated:
         settings = "".join(f", {name} = {value:g}" for name, value in config.settings)
         first = (
             f"data: {result.data}   cell: {config.cell_name}   hidden: {config.hidden}   "
@@ -828,7 +830,7 @@ def summary(result: Result) -> str:
         lines.append(f"DIVERGED at epoch {result.diverged_at} of {config.epochs}: {result.divergence}.")
         lines.append(
             "  Try --clip-norm 1 (gradient clipping) or a smaller --lr."
-            if config.generic
+            if config.gated
             else "  Try --clip-norm 1 (gradient clipping), a smaller --lr or a smaller --init-w-h."
         )
         shown = [f"{v:.4g}" for v in result.loss[-5:]]
@@ -861,7 +863,7 @@ def summary(result: Result) -> str:
     if result.total_predictions > SHOWN_PREDICTIONS:
         lines.append(f"  … and {result.total_predictions - SHOWN_PREDICTIONS} more (--json lists them)")
     w = result.weights
-    if config.generic:
+    if config.gated:
         lines.append(f"weights: {_norms(w)} (--json lists every entry)")
         return "\n".join(lines) + "\n"
     if not config.scalar:
@@ -941,7 +943,7 @@ def plot(result: Result, path: str) -> None:
     )
     config = result.config
     model = (
-        f"{config.cell_name} H = {config.hidden}, {config.optimizer}" if config.generic
+        f"{config.cell_name} H = {config.hidden}, {config.optimizer}" if config.gated
         else config.activation + ("" if config.optimizer == "sgd" else f", {config.optimizer}")
     )
     axes.set_title(f"bptt train: {result.data}, {model}, lr {config.lr:g}{clipping}")
