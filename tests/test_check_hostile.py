@@ -111,7 +111,7 @@ def test_the_interfaces_checked(tmp_path):
         calls = []
         exact = checked.loss_and_grad
 
-        def recording(*args, exact=exact, **kwargs):
+        def recording(*args, exact=exact, calls=calls, **kwargs):
             calls.append((len(args), tuple(sorted(kwargs))))
             return exact(*args, **kwargs)
 
