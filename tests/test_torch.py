@@ -1,7 +1,8 @@
 """The generated matrix modules against PyTorch's RNN (issue 5, "Checks"): an independent float64 oracle.
 
 ``torch.nn.RNN`` (tanh or ReLU, batch_first, with or without biases) followed by a linear output and
-``BCEWithLogitsLoss``, with our weights copied in: losses and gradients equal within 1e-10 relative.
+``BCEWithLogitsLoss``, with our weights copied in: losses and gradients equal within 1e-10 relative,
+through the positional form (w_i, w_h, w_o[, b_h=, b_o=]) and the dict one every cell has.
 PyTorch has two hidden biases, b_ih + b_hh; ours is b_ih and b_hh stays zero (its gradient equals
 ours too, since both enter a_t the same way).
 
@@ -80,5 +81,10 @@ def test_equal_to_torch_rnn(activation, hidden, bias, mode):
             assert relative(got[name], want[name]) < TOLERANCE, (name, got[name], want[name])
         if bias:  # torch's second hidden bias enters a_t like ours
             assert relative(got["b_h"], want["b_hh"]) < TOLERANCE
+        # the same module's dict interface, the one every cell has: the same numbers
+        loss_dict, grads = module.loss_and_grad(x, y, parameters)
+        assert loss_dict == loss and list(grads) == list(module.PARAMS) and set(grads) == set(parameters)
+        for name in parameters:
+            assert np.array_equal(grads[name], got[name]), name
         # the gradients are not trivially zero (ReLU can switch a unit off everywhere)
         assert np.max(np.abs(got["w_h"])) > 0 or activation == "relu"
