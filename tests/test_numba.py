@@ -1,5 +1,7 @@
-"""The Numba backend: the same gradient checks as the NumPy modules (finite differences, complex
-step), agreement with the NumPy backend, one validation for both, bptt check, the on-disk cache.
+"""The Numba backend of the notes' scalar model (templates/numba/module.py.j2): the same gradient checks
+as the NumPy modules (finite differences, complex step), agreement with the NumPy backend, one
+validation for both, bptt check, the on-disk cache, no SciPy needed. Every other model (the plain RNN
+with H > 1 or biases, every cell) is the generic module's: tests/test_numba_cells.py.
 
 Compiling costs about a second per kernel and dtype, so each module is loaded once per test session
 (``load`` caches per model, mode and backend) and the unrolled modules, whose kernels are those of
@@ -24,7 +26,6 @@ from symbolic.codegen import _load, generate, load
 from symbolic.errors import UsageError
 from symbolic.model import Model
 
-from . import test_codegen_matrix as matrix
 from .conftest import ACTIVATION_NAMES, ROOT
 from .test_codegen import numerical_gradient, point, reference_forward, relative
 
@@ -431,233 +432,6 @@ def test_generated_source_passes_ruff(tmp_path):
                 assert result.returncode == 0, result.stdout + result.stderr
 
 
-# -- hidden size H and biases (templates/numba/matrix.py.j2) ----------------------------------------
-
-MATRIX_STEPS = 5
-# Every activation with H = 2 and H = 8, both modes, with and without biases: 16 modules, not 32
-# (each compiles in seconds), paired so that each activation meets each H, mode and bias setting.
-MATRIX_CASES = [
-    (activation, mode, 2 if (mode == "loop") == bias else 8, bias)
-    for activation in ACTIVATION_NAMES
-    for mode in ("loop", "unrolled")
-    for bias in (False, True)
-]
-
-
-def matrix_modules(activation, mode, hidden, bias, steps=MATRIX_STEPS):
-    """(Numba module, NumPy module) for the same model and mode."""
-    model = Model(steps=steps, activation=activation, hidden=hidden, bias=bias)
-    return load(model, mode, backend="numba"), load(model, mode)
-
-
-@pytest.mark.parametrize(("activation", "mode", "hidden", "bias"), MATRIX_CASES)
-def test_matrix_module_agrees_with_numpy_and_the_numerical_gradients(activation, mode, hidden, bias):
-    fast, reference = matrix_modules(activation, mode, hidden, bias)
-    x, y, parameters = matrix.point(activation, hidden, bias, steps=MATRIX_STEPS, seed=hidden)
-    got = fast.loss_and_grad(x, y, **parameters)
-    want = reference.loss_and_grad(x, y, **parameters)
-    assert len(got) == len(want) == 1 + len(parameters)
-    assert isinstance(got[0], float) and (not bias or isinstance(got[-1], float))
-    for value, expected in zip(got, want):
-        assert np.shape(value) == np.shape(expected)
-        assert matrix.relative(value, expected) < 1e-12
-    assert matrix.relative(fast.loss(x, y, **parameters), reference.loss(x, y, **parameters)) < 1e-13
-    assert matrix.relative(fast.forward(x, **parameters), reference.forward(x, **parameters)) < 1e-13
-    gradients = dict(zip(parameters, got[1:]))
-    methods = {"finite": 1e-6}
-    if ACTIVATIONS[activation].analytic:
-        methods["complex"] = 1e-10  # complex128 flows through the compiled kernels and BLAS
-    for method, tolerance in methods.items():
-        numerical = matrix.numerical(fast, x, y, parameters, method)
-        for name in parameters:
-            assert matrix.relative(gradients[name], numerical[name]) < tolerance, (method, name)
-    constants = ("STEPS", "MODE", "ACTIVATION", "INPUT_SIZE", "HIDDEN_SIZE", "BIAS")
-    assert [getattr(fast, c) for c in constants] == [getattr(reference, c) for c in constants]
-
-
-@pytest.mark.parametrize(("activation", "bias"), [("tanh", True), ("relu", False)])
-def test_matrix_bptt_terms_equal_the_numpy_backends(activation, bias):
-    hidden = 2 if bias else 8  # modules of MATRIX_CASES (loop), already compiled
-    fast, reference = matrix_modules(activation, "loop", hidden, bias)
-    x, y, parameters = matrix.point(activation, hidden, bias, steps=MATRIX_STEPS, seed=4)
-    got, want = fast.bptt_terms(x, y, **parameters), reference.bptt_terms(x, y, **parameters)
-    assert list(got) == list(want)
-    for name in want:
-        assert got[name].shape == want[name].shape, name
-        assert matrix.relative(got[name], want[name]) < 1e-12, name
-    states = matrix.reference_forward(x, parameters, activation)[:, 1:]
-    assert matrix.relative(got["states"], states) < 1e-13
-
-
-def test_matrix_parallel_kernels_agree_with_serial_and_numpy():
-    """Several chunks and a partial last one: the parallel kernels give the serial ones' results bit
-    for bit; several spans of steps, and a batch of one summed over one span of every step."""
-    fast, reference = matrix_modules("tanh", "loop", 8, False)
-    batch = 3 * fast._ROWS + 5  # the parallel kernels are called directly: their threshold is far
-    steps = fast._SPAN_ROWS // batch + 7  # several spans of one step
-    rng = np.random.default_rng(6)
-    x = rng.normal(size=(batch, steps, 3))
-    y = rng.integers(0, 2, size=batch).astype(float)
-    _, _, parameters = matrix.point("tanh", 8, False, steps=2)
-    assert fast._kernels(batch)[0] is fast._states_serial
-    wide = fast._kernels(fast._PARALLEL_ENTRIES // fast.HIDDEN_SIZE)[0]
-    assert wide is fast._states_parallel or numba.get_num_threads() == 1
-    for got, want in zip(fast.loss_and_grad(x, y, **parameters), reference.loss_and_grad(x, y, **parameters)):
-        assert matrix.relative(got, want) < 1e-12
-    arguments = fast._compiled_arguments(
-        x, y, parameters["w_i"], parameters["w_h"], parameters["w_o"], None, None
-    )
-    x_t, _, w_i, w_h, _, b_h, _ = arguments
-    o_serial, o_parallel = fast._states_serial(x_t, w_i, w_h, b_h), fast._states_parallel(x_t, w_i, w_h, b_h)
-    assert np.array_equal(o_serial, o_parallel)  # each chunk owns its rows: deterministic
-    delta = rng.normal(size=(batch, 8))
-    serial = fast._backward_serial(x_t, o_serial, w_h, delta.copy(), 3)
-    parallel = fast._backward_parallel(x_t, o_serial, w_h, delta.copy(), 3)
-    for a, b in zip(serial, parallel):
-        assert np.array_equal(a, b)
-    single = matrix.point("tanh", 8, False, steps=steps, batch=1)
-    assert fast._span(1, steps) == steps
-    for got, want in zip(
-        fast.loss_and_grad(single[0], single[1], **single[2]),
-        reference.loss_and_grad(single[0], single[1], **single[2]),
-    ):
-        assert matrix.relative(got, want) < 1e-12
-
-
-def test_matrix_wide_steps_run_the_numpy_modules_functions():
-    """From _VECTORISED_ENTRIES entries per step (B·H) on, forward, loss and loss_and_grad are the NumPy
-    matrix module's functions, copied: the NumPy backend's results bit for bit; narrower steps and
-    other argument types run compiled."""
-    fast, reference = matrix_modules("tanh", "loop", 2, True)
-    batch = fast._VECTORISED_ENTRIES // fast.HIDDEN_SIZE
-    x, y, parameters = matrix.point("tanh", 2, True, steps=MATRIX_STEPS, batch=batch, seed=9)
-    assert fast._vectorised(x) and not fast._vectorised(x[1:]) and not fast._vectorised(x.tolist())
-    for got, want in zip(fast.loss_and_grad(x, y, **parameters), reference.loss_and_grad(x, y, **parameters)):
-        assert np.array_equal(got, want)
-    assert fast.loss(x, y, **parameters) == reference.loss(x, y, **parameters)
-    assert np.array_equal(fast.forward(x, **parameters), reference.forward(x, **parameters))
-    compiled = fast.loss_and_grad(x.tolist(), y, **parameters)  # a list is validated and run compiled
-    for got, want in zip(compiled, reference.loss_and_grad(x, y, **parameters)):
-        assert matrix.relative(got, want) < 1e-12
-    with pytest.raises(ValueError, match="finite"):
-        fast.loss_and_grad(np.where(x > 1, np.nan, x), y, **parameters)  # the same validation
-
-
-@pytest.mark.parametrize("mode", ["unrolled", "loop"])
-def test_matrix_shapes_and_errors_are_the_numpy_backends(mode):
-    bias = mode == "loop"
-    fast, reference = matrix_modules("tanh", mode, 2 if bias else 8, bias)
-    hidden = fast.HIDDEN_SIZE
-    x, y, parameters = matrix.point("tanh", hidden, bias, steps=MATRIX_STEPS)
-    single = fast.loss_and_grad(x[0], y[0], **parameters)  # (n, D) is a batch of one
-    assert single[0] == pytest.approx(fast.loss(x[:1], y[:1], **parameters), rel=1e-15)
-    integers = fast.loss_and_grad(x.astype(int), y, **parameters)[0]
-    assert integers == pytest.approx(reference.loss_and_grad(x.astype(int), y, **parameters)[0], rel=1e-14)
-    bad = [
-        {"x": x[..., :2]},
-        {"x": x[:, :0]},
-        {"x": np.zeros((3, MATRIX_STEPS + 1, 3))},
-        {"y": y[:2]},
-        {"y": y + 2},
-        {"w_i": np.zeros((hidden + 1, 3))},
-        {"w_h": np.zeros((hidden, hidden + 1))},
-        {"w_o": np.zeros((hidden, 1))},
-        {"w_h": np.full((hidden, hidden), np.nan)},
-    ]
-    if bias:
-        bad += [{"b_h": np.zeros(hidden + 1)}, {"b_o": np.zeros(2)}, {"b_h": None}, {"b_o": None}]
-    for change in bad:
-        arguments = {"x": x, "y": y, **parameters, **change}
-        arguments = {k: v for k, v in arguments.items() if v is not None}
-        for function in ("loss_and_grad", "loss", "bptt_terms"):
-            outcomes = []
-            for module in (fast, reference):
-                try:
-                    getattr(module, function)(**arguments)
-                    outcomes.append(None)
-                except ValueError as error:
-                    outcomes.append(str(error))
-            assert outcomes[0] == outcomes[1], (function, change, outcomes)
-            assert outcomes[0] is not None or (mode == "loop" and "x" in change and change["x"].shape[1] > 0)
-    if not bias:
-        with pytest.raises(TypeError):
-            fast.loss(x, y, **parameters, b_h=np.zeros(hidden))  # no biases in a bias-free module
-
-
-@pytest.mark.parametrize("mode", ["unrolled", "loop"])
-def test_matrix_validation_and_signatures_are_the_numpy_backends(mode):
-    model = Model(steps=4, activation="sigmoid", hidden=3, bias=True)
-    fast, reference = ast.parse(generate(model, mode, backend="numba")), ast.parse(generate(model, mode))
-
-    def functions(tree, names):
-        return {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names}
-
-    helpers = ("_inputs", "_labels", "_numbers", "_weight")
-    assert {k: ast.dump(v) for k, v in functions(fast, helpers).items()} == {
-        k: ast.dump(v) for k, v in functions(reference, helpers).items()
-    }
-    public = ("forward", "loss", "loss_and_grad", "bptt_terms")
-    signatures = [
-        {k: ast.dump(v.args) + ast.dump(v.returns) for k, v in functions(t, public).items()}
-        for t in (fast, reference)
-    ]
-    assert signatures[0] == signatures[1] and len(signatures[0]) == 4
-
-
-def test_matrix_bptt_check_passes_and_rejects_a_tampered_module(tmp_path, capsys):
-    source = generate(Model(steps=4, activation="tanh", hidden=2, bias=True), "loop", backend="numba")
-    good = tmp_path / "fast_matrix.py"
-    good.write_text(source)
-    assert run_check(good) == 0
-    report = capsys.readouterr().out
-    assert "H = 2, with biases" in report and "complex step" in report and "passed" in report
-    tamper = ("_add_transposed_product(rows, o[", "_add_transposed_product(1.001 * rows, o[")
-    assert source.count(tamper[0]) == 2  # the serial and the parallel kernel
-    bad = tmp_path / "tampered_matrix.py"
-    bad.write_text(source.replace(*tamper))
-    assert run_check(bad) == 1
-    assert "FAIL" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(("activation", "mode", "hidden", "bias"), MATRIX_CASES[::3])
-def test_matrix_source_passes_ruff(activation, mode, hidden, bias, tmp_path):
-    path = tmp_path / f"rnn_{activation}_{mode}_h{hidden}_numba.py"
-    path.write_text(
-        generate(Model(steps=4, activation=activation, hidden=hidden, bias=bias), mode, backend="numba")
-    )
-    for command in (["check"], ["format", "--check"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "ruff", *command, "--config", str(ROOT / "pyproject.toml"), str(path)],
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.parametrize(
-    "model",
-    [Model(steps=3, hidden=2, bias=True), Model(steps=3, cell="lstm", hidden=2)],
-    ids=["matrix", "lstm"],
-)
-def test_kernels_call_no_blas(model, monkeypatch):
-    """The compiled kernels compute their products in loops: no np.dot or @ (which Numba hands to BLAS
-    through SciPy) in any @njit function, so SciPy is not needed and not imported on the first call."""
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
-    )
-    for mode in ("loop", "unrolled"):
-        tree = ast.parse(generate(model, mode, backend="numba"))
-        kernels = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.decorator_list]
-        assert len(kernels) > 10
-        for kernel in kernels:
-            source = ast.unparse(kernel)
-            assert "np.dot" not in source and not any(isinstance(n, ast.MatMult) for n in ast.walk(kernel)), (
-                kernel.name
-            )
-
-
 NO_SCIPY = """
 import sys
 sys.modules["scipy"] = None  # as if SciPy were not installed: Numba's BLAS (np.dot) is unavailable
@@ -668,16 +442,17 @@ rng = np.random.default_rng(0)
 x, y = rng.normal(size=(3, 4, 3)), np.array([0.0, 1.0, 1.0])
 scalar = load(Model(steps=4), "loop", backend="numba")
 print(scalar.loss_and_grad(x, y, rng.normal(size=3), 0.7, 1.2)[0])
-matrix = load(Model(steps=4, hidden=2), "loop", backend="numba")
-print(matrix.loss_and_grad(x, y, rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), rng.normal(size=2))[0])
+rnn = load(Model(steps=4, hidden=2), "loop", backend="numba")  # the generic module, positional form
+print(rnn.loss_and_grad(x, y, rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), rng.normal(size=2))[0])
 lstm = load(Model(steps=4, cell="lstm", hidden=2), "loop", backend="numba")
 print(lstm.loss_and_grad(x, y, lstm.init_params(0))[0])
 """
 
 
 def test_every_numba_module_runs_without_scipy():
-    """With SciPy unimportable, the scalar, matrix and LSTM Numba modules compile (or load) and run:
-    none needs BLAS, so the `fast` extra needs no SciPy and the first call does not import it."""
+    """With SciPy unimportable, the scalar Numba module and the generic one (the plain RNN at H = 2, the
+    LSTM) compile (or load) and run: none needs BLAS, so the `fast` extra needs no SciPy and the first
+    call does not import it (tests/test_numba_cells.py: no np.dot or @ in any kernel)."""
     result = subprocess.run(
         [sys.executable, "-c", NO_SCIPY], capture_output=True, text=True, check=False, cwd=ROOT, timeout=600
     )

@@ -1,7 +1,9 @@
 """The generic Numba module of every cell (templates/numba/cell.py.j2): the generic NumPy module's
 interface, constants and messages, its values and gradients to rounding, finite differences and the
 complex step through ``symbolic.check`` on both paths (compiled and vectorised), the parallel kernels,
-kernels printed from the derivation with no BLAS, ruff-clean source.
+kernels printed from the derivation with no BLAS, ruff-clean source; for the plain RNN with H > 1 or
+biases also its positional form (the parameters one by one, the old tuples and bptt_terms keys),
+against a plain loop over time, differences and the complex step (tests/test_codegen_matrix.py's).
 
 Compiling costs seconds per module and dtype, so modules come from ``load`` (cached per model, mode
 and backend, kernels cached on disk): one loop module per cell and hidden size serves every length,
@@ -22,11 +24,13 @@ import warnings
 import numpy as np
 import pytest
 
+from symbolic.activations import ACTIVATIONS
 from symbolic.check import check_module, run_check
 from symbolic.codegen import generate, load
 from symbolic.errors import UsageError
 from symbolic.model import Model
 
+from . import test_codegen_matrix as matrix
 from .conftest import ROOT
 
 if os.environ.get("CI"):
@@ -47,9 +51,14 @@ HIDDEN = 3
 STEPS = 3
 
 
+#: The plain RNN with biases: the positional form (POSITIONAL, _call) beside the dict one.
+RNN = {"cell": "rnn", "bias": True}
+
+
 def modules(cell, mode="loop", hidden=HIDDEN, steps=STEPS):
-    """(Numba module, NumPy module) for the same cell and mode."""
-    model = Model(cell=cell, hidden=hidden, steps=steps)
+    """(Numba module, NumPy module) for the same cell and mode; ``cell`` a cell's name or file, or the
+    keywords of a Model (RNN)."""
+    model = Model(hidden=hidden, steps=steps, **(cell if isinstance(cell, dict) else {"cell": cell}))
     return load(model, mode, backend="numba"), load(model, mode)
 
 
@@ -113,6 +122,87 @@ def test_agrees_with_the_numpy_module(cell, mode, hidden):
         assert_agrees(fast, reference, x, y, params)
 
 
+# -- the plain RNN with hidden size H or biases: both call forms --------------------------------------
+
+#: (activation, mode, H, biases): every activation once, each mode, H and bias setting twice.
+RNN_CASES = [("tanh", "loop", 2, True), ("sigmoid", "unrolled", 8, False), ("relu", "loop", 8, False)]
+RNN_CASES += [("identity", "unrolled", 2, True)]
+RNN_STEPS = 5
+
+
+def rnn_modules(activation, mode, hidden, bias):
+    """(Numba module, NumPy module) of the plain RNN."""
+    return modules({"cell": "rnn", "activation": activation, "bias": bias}, mode, hidden, RNN_STEPS)
+
+
+@pytest.mark.parametrize(("activation", "mode", "hidden", "bias"), RNN_CASES)
+def test_rnn_agrees_with_numpy_an_independent_forward_and_the_numerical_gradients(
+    activation, mode, hidden, bias
+):
+    """The positional form (the parameters one by one, by position or name) and the dict form: the NumPy
+    module's values and return types; states against a plain loop over time; the gradient against
+    central differences and the complex step (complex128 through the kernels) of the module's loss."""
+    fast, reference = rnn_modules(activation, mode, hidden, bias)
+    x, y, parameters = matrix.point(activation, hidden, bias, steps=RNN_STEPS, seed=hidden)
+    assert list(parameters) == list(fast.POSITIONAL)
+    weights = list(parameters.values())
+    got, want = fast.loss_and_grad(x, y, **parameters), reference.loss_and_grad(x, y, *weights)
+    assert len(got) == len(want) == 1 + len(parameters)
+    assert [type(v) for v in got] == [type(v) for v in want]
+    assert isinstance(got[0], float) and (not bias or isinstance(got[-1], float))
+    for value, expected in zip(got, want):
+        assert np.shape(value) == np.shape(expected)
+        assert matrix.relative(value, expected) < 1e-12
+    for value, expected in zip(fast.loss_and_grad(x, y, *weights), got):
+        assert np.array_equal(value, expected)  # by position or by name: one computation
+    loss, grads = fast.loss_and_grad(x, y, parameters)
+    assert loss == got[0] and all(
+        np.array_equal(grads[name], value) for name, value in zip(parameters, got[1:])
+    )
+    assert [np.shape(g) for g in grads.values()] == [
+        np.shape(g) for g in reference.loss_and_grad(x, y, parameters)[1].values()
+    ]
+    assert matrix.relative(fast.loss(x, y, *weights), reference.loss(x, y, *weights)) < 1e-13
+    assert matrix.relative(fast.forward(x, *weights), reference.forward(x, *weights)) < 1e-13
+    states = fast.states(x, *weights)
+    assert list(states) == ["o"]
+    assert matrix.relative(states["o"], matrix.reference_forward(x, parameters, activation)[:, 1:]) < 1e-13
+    gradients = dict(zip(parameters, got[1:]))
+    methods = {"finite": 1e-6}
+    if ACTIVATIONS[activation].analytic:
+        methods["complex"] = 1e-10
+    for method, tolerance in methods.items():
+        numerical = matrix.numerical(fast, x, y, parameters, method)
+        for name in parameters:
+            assert matrix.relative(gradients[name], numerical[name]) < tolerance, (method, name)
+
+
+@pytest.mark.parametrize(("activation", "bias"), [("tanh", True), ("relu", False)])
+def test_rnn_bptt_terms_are_the_numpy_modules_and_sum_to_the_compiled_gradient(activation, bias):
+    """bptt_terms in both forms (the positional one with the old flat keys): the NumPy module's; its
+    states a plain loop's, its terms summed over t and averaged over the batch the compiled gradient."""
+    hidden = 2 if bias else 8  # modules of RNN_CASES (loop), already compiled
+    fast, reference = rnn_modules(activation, "loop", hidden, bias)
+    x, y, parameters = matrix.point(activation, hidden, bias, steps=RNN_STEPS, seed=4)
+    weights = list(parameters.values())
+    got, want = fast.bptt_terms(x, y, *weights), reference.bptt_terms(x, y, *weights)
+    assert (
+        list(got)
+        == list(want)
+        == ["states", "derivatives", "deltas", "terms_w_i", "terms_w_h", "output_factor"]
+    )
+    for name in want:
+        assert got[name].shape == want[name].shape and np.array_equal(got[name], want[name]), name
+    states = matrix.reference_forward(x, parameters, activation)[:, 1:]
+    assert matrix.relative(got["states"], states) < 1e-13
+    _, dw_i, dw_h, *_ = fast.loss_and_grad(x, y, *weights)
+    assert matrix.relative(got["terms_w_i"].sum(axis=1).mean(axis=0), dw_i) < 1e-12
+    assert matrix.relative(got["terms_w_h"].sum(axis=1).mean(axis=0), dw_h) < 1e-12
+    nested, want = fast.bptt_terms(x, y, parameters), reference.bptt_terms(x, y, parameters)
+    assert list(nested) == list(want) and list(nested["terms"]) == list(want["terms"])
+    assert np.array_equal(nested["terms"]["w_h"], got["terms_w_h"])
+
+
 @pytest.mark.parametrize("path", ["compiled", "vectorised"])
 @pytest.mark.parametrize("mode", ["loop", "unrolled"])
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)
@@ -173,12 +263,16 @@ def test_complex_step_flows_through_and_loss_stays_complex(cell):
     assert got.imag / step == pytest.approx(fast.loss_and_grad(x, y, params)[1][name][1, 2], rel=1e-12)
 
 
-@pytest.mark.parametrize("cell", ["lstm", CELLS[2], CELLS[4]], ids=["lstm", "cho_gru", "indrnn"])
+@pytest.mark.parametrize(
+    "cell", ["lstm", CELLS[2], CELLS[4], RNN], ids=["lstm", "cho_gru", "indrnn", "rnn-bias"]
+)
 def test_parallel_kernels_agree_with_serial_and_numpy(cell, monkeypatch):
-    """The prange kernels on several chunks of sequences with a partial last one."""
+    """The prange kernels on several chunks of sequences with a partial last one and several spans of
+    steps: the serial kernels' results bit for bit; a batch of one sums every step in one span."""
     fast, reference = modules(cell)
     batch = 3 * fast._ROWS + 7
-    x, y, params = point(fast, STEPS, batch=batch, seed=7)
+    steps = fast._SPAN_ROWS // batch + 7  # two spans of steps in loss_and_grad
+    x, y, params = point(fast, steps, batch=batch, seed=7)
     monkeypatch.setattr(fast, "_PARALLEL_ENTRIES", HIDDEN * batch)  # wide enough for the threads
     monkeypatch.setattr(fast, "_VECTORISED_ENTRIES", 10 * HIDDEN * batch)
     if numba.get_num_threads() > 1:
@@ -194,12 +288,29 @@ def test_parallel_kernels_agree_with_serial_and_numpy(cell, monkeypatch):
     one, other = fast._forward_serial(*arguments), fast._forward_parallel(*arguments)
     for got, want in zip(other, one):
         assert np.array_equal(got, want)  # each chunk owns its rows: deterministic
+    # backward from arbitrary δs of step n + 1, over spans of 3 steps (the last one partial)
+    values, *stored = one
+    names = list(inspect.signature(fast._backward_serial.py_func).parameters)
+    incoming = np.random.default_rng(8).normal(size=(len(fast.STATES), batch, HIDDEN))
+    given = {"x": xs, "values": values, **dict(zip(names[2:], stored)), "span": 3}
+    arguments = [given[name] if name in given else w[name] for name in names[:-2]]
+    serial = fast._backward_serial(*arguments, incoming.copy(), 3)
+    parallel = fast._backward_parallel(*arguments, incoming.copy(), 3)
+    for got, want in zip(parallel, serial):
+        assert np.array_equal(got, want)
+    single = point(fast, steps, batch=1, seed=9)
+    assert fast._span(1, steps) == steps
+    loss, grads = fast.loss_and_grad(*single)
+    want_loss, want_grads = reference.loss_and_grad(*single)
+    assert loss == pytest.approx(want_loss, rel=1e-13)
+    assert_same_gradients(grads, want_grads, single[2])
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=IDS)
+@pytest.mark.parametrize("cell", [*CELLS, RNN], ids=[*IDS, "rnn-bias"])
 def test_wide_steps_run_the_numpy_modules_functions(cell):
     """From _VECTORISED_ENTRIES entries per step (B·H) on, forward, states, loss and loss_and_grad are
-    the NumPy module's own functions: its numbers exactly, and the compiled path's to rounding."""
+    the NumPy module's own functions: its numbers exactly, and the compiled path's to rounding; in
+    the positional form too, where the module has one."""
     fast, reference = modules(cell)
     batch = -(-fast._VECTORISED_ENTRIES // HIDDEN)
     x, y, params = point(fast, STEPS, batch=batch, seed=11)
@@ -217,6 +328,14 @@ def test_wide_steps_run_the_numpy_modules_functions(cell):
     compiled_loss, compiled = fast.loss_and_grad(x.tolist(), y, params)
     assert compiled_loss == pytest.approx(loss, rel=1e-13)
     assert_same_gradients(compiled, grads, params)
+    if hasattr(reference, "POSITIONAL"):
+        weights = [params[name] for name in reference.POSITIONAL]
+        got, want = fast.loss_and_grad(x, y, *weights), reference.loss_and_grad(x, y, *weights)
+        assert len(got) == len(want) == 1 + len(weights)
+        assert all(np.array_equal(a, b) and type(a) is type(b) for a, b in zip(got, want))
+        assert np.array_equal(fast.forward(x, *weights), reference.forward(x, *weights))
+        with pytest.raises(ValueError, match="finite"):
+            fast.loss_and_grad(np.where(x > 1, np.nan, x), y, *weights)  # the same validation
 
 
 def _bad_arguments(module, x, y, params):
@@ -238,23 +357,39 @@ def _bad_arguments(module, x, y, params):
     ]
 
 
+def _bad_positional(module, x, y, params):
+    """Calls of the positional form that the NumPy module rejects (or accepts): wrong shapes, NaN, a
+    parameter missing, unknown, given twice or one too many."""
+    names = list(module.POSITIONAL)
+    weights = [params[name] for name in names]
+    calls = [((x, y, *weights), {}), ((x, y), dict(zip(names, weights)))]  # both accepted
+    for k, name in enumerate(names):
+        shape = module.PARAMS[name]
+        wrong = np.zeros((*shape[:-1], shape[-1] + 1)) if shape else np.zeros(2)
+        calls.append(((x, y, *weights[:k], wrong, *weights[k + 1 :]), {}))
+        calls.append(((x, y, *weights[:k], np.full(shape, np.nan), *weights[k + 1 :]), {}))
+        calls.append(((x, y, *weights[:k]), {}))  # the parameters from this one on missing
+    calls += [
+        ((x, y, *weights, weights[0]), {}),
+        ((x, y, *weights), {names[0]: weights[0]}),
+        ((x, y, *weights), {"b_unknown": weights[0]}),
+        ((x[..., :2], y, *weights), {}),
+        ((x, y[:2], *weights), {}),
+        ((x, y + 2, *weights), {}),
+    ]
+    return calls
+
+
 @pytest.mark.parametrize(
-    ("cell", "mode"), [(cell, "loop") for cell in CELLS] + [("lstm", "unrolled")], ids=[*IDS, "lstm-unrolled"]
+    ("cell", "mode"),
+    [(cell, "loop") for cell in CELLS] + [("lstm", "unrolled"), (RNN, "loop"), ({"cell": "rnn"}, "unrolled")],
+    ids=[*IDS, "lstm-unrolled", "rnn-bias", "rnn-unrolled"],
 )
 def test_interface_constants_and_errors_are_the_numpy_modules(cell, mode):
     fast, reference = modules(cell, mode)
-    for name in (
-        "CELL",
-        "STEPS",
-        "MODE",
-        "INPUT_SIZE",
-        "HIDDEN_SIZE",
-        "STATES",
-        "PARAMS",
-        "STORED",
-        "ACTIVATIONS",
-        "ANALYTIC",
-    ):
+    constants = [name for name in vars(reference) if name.isupper()]
+    assert {"CELL", "STEPS", "MODE", "PARAMS", "STORED", "ACTIVATIONS", "ANALYTIC"} <= set(constants)
+    for name in constants:  # every one: the RNN's POSITIONAL, ACTIVATION and BIAS too
         assert getattr(fast, name) == getattr(reference, name), name
     for seed in (0, 3):
         made, want = fast.init_params(seed), reference.init_params(seed)
@@ -275,6 +410,28 @@ def test_interface_constants_and_errors_are_the_numpy_modules(cell, mode):
                 except (ValueError, TypeError) as error:
                     outcomes.append(f"{type(error).__name__}: {error}")
             assert outcomes[0] == outcomes[1], (function, outcomes)
+    if not hasattr(reference, "POSITIONAL"):
+        return
+    for args, keywords in _bad_positional(fast, x, y, params):
+        for function in ("loss_and_grad", "loss", "forward", "states", "bptt_terms"):
+            call_args = args if function in ("loss_and_grad", "loss", "bptt_terms") else args[:1] + args[2:]
+            outcomes = []
+            for module in (fast, reference):
+                try:
+                    result = getattr(module, function)(*call_args, **keywords)
+                    outcomes.append(_kinds(result))
+                except (ValueError, TypeError) as error:
+                    outcomes.append(f"{type(error).__name__}: {error}")
+            assert outcomes[0] == outcomes[1], (function, keywords, outcomes)
+
+
+def _kinds(result):
+    """The types and shapes of a result, nested: the two backends return the same kinds."""
+    if isinstance(result, dict):
+        return {key: _kinds(value) for key, value in result.items()}
+    if isinstance(result, tuple):
+        return tuple(_kinds(value) for value in result)
+    return type(result).__name__, np.shape(result)
 
 
 def _functions(source: str) -> dict:
@@ -283,14 +440,34 @@ def _functions(source: str) -> dict:
 
 
 @pytest.mark.parametrize("mode", ["unrolled", "loop"])
-@pytest.mark.parametrize("cell", CELLS, ids=IDS)
+@pytest.mark.parametrize("cell", [*CELLS, RNN], ids=[*IDS, "rnn-bias"])
 def test_validation_and_init_params_are_copied_from_the_numpy_module(cell, mode):
-    model = Model(cell=cell, steps=4, hidden=2)
-    fast, reference = _functions(generate(model, mode, backend="numba")), _functions(generate(model, mode))
-    for name in ("init_params", "_inputs", "_labels", "_numbers"):
+    """init_params and the checks verbatim; the plain RNN's positional form (_call and the public
+    functions, calling the dict implementations _dict_…) verbatim too; the vectorised path."""
+    model = Model(steps=4, hidden=2, **(cell if isinstance(cell, dict) else {"cell": cell}))
+    sources = generate(model, mode, backend="numba"), generate(model, mode)
+    fast, reference = _functions(sources[0]), _functions(sources[1])
+    copied = ["init_params", "_inputs", "_labels", "_numbers"]
+    public = ["forward", "states", "loss", "loss_and_grad", "bptt_terms"]
+    positional = "_call" in reference
+    assert positional == (cell == RNN)
+    if positional:
+        copied += ["_call", *public]
+        public = [f"_dict_{name}" for name in public]
+    for name in copied:
         assert fast[name] == reference[name], name
-    # the vectorised path: every public function of the NumPy module, renamed
-    for name in ("forward", "states", "loss", "loss_and_grad", "_forward_values"):
+    # the dict implementations: the NumPy module's names and signatures (arguments and annotations)
+    signatures = [
+        {
+            node.name: ast.dump(node.args) + ast.dump(node.returns)
+            for node in ast.parse(source).body
+            if isinstance(node, ast.FunctionDef) and node.name in public
+        }
+        for source in sources
+    ]
+    assert signatures[0] == signatures[1] and len(signatures[0]) == len(public)
+    # the vectorised path and bptt_terms: the NumPy module's implementations, renamed
+    for name in [*public, "_forward_values"]:
         assert f"_numpy_{name.lstrip('_')}" in fast, name
 
 
@@ -333,8 +510,11 @@ def test_kernels_are_printed_from_the_derivation():
     # every kernel compiled with cache=True and fastmath off; only the inlined tanh/exp polynomials may
     # fuse a multiply and an add (contract: one rounding instead of two, nothing reassociated), and the
     # complex arguments' exact functions are overloads
-    named = {node.name: [ast.unparse(d) for d in node.decorator_list] for node in tree.body
-             if isinstance(node, ast.FunctionDef) and node.decorator_list}
+    named = {
+        node.name: [ast.unparse(d) for d in node.decorator_list]
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.decorator_list
+    }
     for name, found in named.items():
         for decorator in found:
             if name in {"_exp_bounded", "_tanh_real"}:
@@ -369,7 +549,7 @@ def test_the_backend_names_no_cell():
         assert '"lstm"' not in text and '"gru"' not in text, path
 
 
-@pytest.mark.parametrize("cell", CELLS, ids=IDS)
+@pytest.mark.parametrize("cell", [*CELLS, RNN], ids=[*IDS, "rnn-bias"])
 def test_kernels_call_no_blas(cell, monkeypatch):
     """Products in compiled loops: no np.dot or @ (which Numba hands to BLAS through SciPy) in any
     @njit function."""
@@ -378,7 +558,8 @@ def test_kernels_call_no_blas(cell, monkeypatch):
         importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a)
     )
     for mode in ("loop", "unrolled"):
-        tree = ast.parse(generate(Model(cell=cell, steps=3, hidden=2), mode, backend="numba"))
+        model = Model(steps=3, hidden=2, **(cell if isinstance(cell, dict) else {"cell": cell}))
+        tree = ast.parse(generate(model, mode, backend="numba"))
         kernels = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.decorator_list]
         assert len(kernels) > 10
         for kernel in kernels:
@@ -400,21 +581,39 @@ def test_without_numba_the_cell_backend_is_a_one_line_usage_error(monkeypatch, c
     assert len(error.strip().splitlines()) == 1 and "pip install bptt[fast]" in error
 
 
-def test_bptt_check_passes_the_module_and_rejects_a_tampered_one(tmp_path, capsys):
-    source = generate(Model(cell="lstm", steps=3, hidden=3), "unrolled", backend="numba")
-    good = tmp_path / "lstm_fast.py"
+@pytest.mark.parametrize(
+    ("model", "mode", "line", "title"),
+    [
+        (
+            Model(cell="lstm", steps=3, hidden=3),
+            "unrolled",
+            '        "U_f": grad_h_prev[3:6],\n',
+            "cell lstm",
+        ),
+        (
+            Model(steps=4, hidden=2, bias=True),
+            "loop",
+            '        "w_h": grad_o_prev[:2],\n',
+            "H = 2, with biases",
+        ),
+    ],
+    ids=["lstm", "rnn-bias"],
+)
+def test_bptt_check_passes_the_module_and_rejects_a_tampered_one(model, mode, line, title, tmp_path, capsys):
+    source = generate(model, mode, backend="numba")
+    good = tmp_path / "fast.py"
     good.write_text(source)
     assert run_check(good) == 0
     report = capsys.readouterr().out
-    assert "cell lstm" in report and "complex step" in report and "passed" in report
-    # the compiled loss_and_grad, which the check's small batches run, returns ∂L/∂U_f 0.1 % off
-    line = '        "U_f": grad_h_prev[3:6],\n'
+    assert title in report and "complex step" in report and "passed" in report
+    # the compiled loss_and_grad, which the check's small batches run, returns one gradient 0.1 % off
     assert source.count(line) == 1
-    bad = tmp_path / "lstm_tampered.py"
-    bad.write_text(source.replace(line, line.replace('"U_f": ', '"U_f": 1.001 * ')))
+    bad = tmp_path / "tampered.py"
+    bad.write_text(source.replace(line, line.replace('": ', '": 1.001 * ')))
     assert run_check(bad) == 1
-    assert "FAIL U_f" in capsys.readouterr().out
-    assert list((tmp_path / "__pycache__").glob("lstm_fast.*.nbi"))  # kernels cached beside the file
+    failed = capsys.readouterr().out
+    assert "FAIL" in failed and "1.00e-03" in failed  # the relative error put in
+    assert list((tmp_path / "__pycache__").glob("fast.*.nbi"))  # kernels cached beside the file
 
 
 def _ruff(*arguments, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -424,11 +623,13 @@ def _ruff(*arguments, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("mode", ["unrolled", "loop"])
-@pytest.mark.parametrize("cell", CELLS, ids=IDS)
+@pytest.mark.parametrize(
+    "cell", [*CELLS, RNN, {"cell": "rnn", "activation": "relu"}], ids=[*IDS, "rnn-bias", "rnn-relu"]
+)
 def test_generated_source_passes_ruff(cell, mode, tmp_path):
     """ruff check, and stable under ruff format but for lines copied from the NumPy module (whose
     own layout is its template's)."""
-    model = Model(cell=cell, steps=3, hidden=2)
+    model = Model(steps=3, hidden=2, **(cell if isinstance(cell, dict) else {"cell": cell}))
     source, numpy_source = generate(model, mode, backend="numba"), generate(model, mode)
     path = tmp_path / "cell_numba.py"
     path.write_text(source)

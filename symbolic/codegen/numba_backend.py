@@ -9,9 +9,9 @@ and gates stay in cache whatever the batch size. f is printed as a compiled func
 (``KernelPrinter``: tanh and σ without libm, so the loops over a block vectorise; the exact f for
 the complex step).
 
-The matrix module's wide calls take a vectorised path instead, chosen per call: from
-``VECTORISED_ENTRIES`` entries per step on it runs the NumPy module's own code, copied into it by
-``vectorised``.
+Beside that context, what the generic cell module (``numba_cells``) shares: the printers
+(``CellKernelPrinter``: exp too), and ``vectorised``, which copies the NumPy module's own functions
+into a Numba module for its wide calls.
 """
 
 from __future__ import annotations
@@ -125,17 +125,12 @@ def _with_comments(lines: list[str], node: ast.stmt) -> str:
     return "\n".join(lines[first : node.end_lineno])
 
 
-def vectorised(
-    numpy_source: str,
-    roots: tuple[str, ...],
-    shared_roots: tuple[str, ...] = VALIDATION,
-    constants: bool = True,
-) -> str:
-    """The NumPy module's functions ``roots`` and the module functions and private constants they
-    use, verbatim but for their names: each gets ``PREFIX`` (its calls too, found as name tokens,
-    so docstrings and comments are untouched). The functions of ``shared_roots`` (the validation),
-    which the Numba module copies under their own names, are shared, not copied twice; so are the
-    constants when ``constants`` is false (a module that copies all of them already)."""
+def vectorised(numpy_source: str, roots: tuple[str, ...], shared_roots: tuple[str, ...]) -> str:
+    """The NumPy module's functions ``roots`` and the module functions they call, verbatim but for
+    their names: each gets ``PREFIX`` (its calls too, found as name tokens, so docstrings and
+    comments are untouched). The functions of ``shared_roots`` (the validation), which the Numba
+    module copies under their own names, are shared, not copied twice; so are the constants, which
+    the Numba module copies, all of them."""
     import io
     import tokenize
 
@@ -145,17 +140,8 @@ def vectorised(
     wanted = function_closure(functions, roots) - shared
     renamed = {name: PREFIX + name.lstrip("_") for name in wanted}
     assert len(set(renamed.values())) == len(renamed), f"two copied functions get one name: {renamed}"
-    used = {n.id for name in wanted for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
-    constants = [
-        node
-        for node in tree.body
-        if constants
-        and isinstance(node, ast.Assign)
-        and any(isinstance(t, ast.Name) and t.id.startswith("_") and t.id in used for t in node.targets)
-    ]
     lines = numpy_source.splitlines()
-    pieces = [_with_comments(lines, node) for node in constants]
-    pieces += [_with_comments(lines, node) for node in tree.body if getattr(node, "name", None) in wanted]
+    pieces = [_with_comments(lines, node) for node in tree.body if getattr(node, "name", None) in wanted]
     text = "\n\n\n".join(pieces)
     edits, previous = [], None
     for token in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -227,89 +213,4 @@ def context(derivation: Derivation, mode: str, command: str, numpy_source: str) 
     result["uses_heaviside"] = "heaviside" in helpers
     result["uses_tanh"] = "tanh" in helpers
     result["uses_logistic"] = "logistic" in helpers
-    return result
-
-
-# -- hidden size H (or biases): templates/numba/matrix.py.j2 ------------------------------------
-
-#: Rows (sequences) of one chunk of the elementwise work of a step; the chunks of a step are shared
-#: among Numba's threads in the parallel kernels.
-ROWS = 64
-#: From this many entries per step (B·H) on the elementwise work runs on Numba's threads. Two barriers
-#: per step: on the loaded 2-CPU machine of bench/bench_backends.py the parallel kernels were 1.8–7.4×
-#: slower than the serial ones for every B·H from 4096 to 32 768, so only steps far wider than the
-#: benchmark's go parallel (in practice only list inputs: arrays that wide take the vectorised path).
-PARALLEL_ENTRIES = 1 << 20
-#: From this many entries per step (B·H) on, forward, loss and loss_and_grad take the vectorised
-#: path, the NumPy module's own functions (NumPy's SIMD tanh and BLAS over the whole batch): the
-#: compiled loops call libm's scalar f per entry (tanh: about 38 ns against 1.7 ns for np.tanh on the
-#: benchmark machine), which only the saved per-step overhead makes up for on narrow steps. Measured
-#: (bench/bench_backends.py, N = 100): compiled 1.5–6× faster at B·H = 16, even from about 32 to 4096.
-#: Below it the compiled path computes its products in compiled loops too, without BLAS.
-VECTORISED_ENTRIES = 256
-#: The weight gradients are summed over the rows of several steps at once, about this many rows
-#: per call (so a batch of one sequence still makes one sum over all its steps, not n tiny ones).
-SPAN_ROWS = 4096
-
-
-def matrix_context(model, mode: str, command: str, numpy_source: str) -> dict:
-    """Everything ``templates/numba/matrix.py.j2`` places. No SymPy objects.
-
-    The elementwise formulas come from the matrix derivation of one hidden unit
-    (``matrix_backend._unit``, as for the NumPy matrix module): the step f(a_t) with a_t split into
-    its input part W_i x_t (+ b_h) and its recurrent part W_h o_(t−1), f′(a_t) written with the
-    stored o_t, and the residual ŷ − y of δ_n = (ŷ − y) w_o. ``numpy_source`` is the NumPy matrix
-    module for the same model and mode, whose validation is copied.
-    """
-    from . import matrix_backend
-
-    unit = matrix_backend._unit(model)
-    printer = NumbaScalarPrinter()
-    a = unit.preactivation(2)[0]
-    recurrent = unit.W_h[0, 0] * unit.state(1)[0]
-    inputs = sp.expand(a - recurrent)
-    assert not (inputs.free_symbols & set(unit.o[0])), "the input part must not involve the states"
-    projection, recurrent_name = sp.Symbol("projection_t"), sp.Symbol("recurrent_t")
-    step = unit.activation.apply(projection + recurrent_name)
-    o_t = unit.o[1][0]
-    derivative = unit.derivative(2)[0]
-    uses_derivative = not derivative.is_number
-    if derivative.is_number and derivative != 1:
-        raise NotImplementedError("a constant f′ other than 1 is not supported")
-    local = {o_t: "o_t"}
-    residual = sp.cancel(unit.deltas[-1][0] / unit.w_o[0])  # δ_n = (ŷ − y) w_o
-    output = {unit.y_hat: "y_hat", unit.y: "y"}
-
-    def code(expr, names=None):
-        if names:
-            expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
-        return printer.doprint(expr)
-
-    result = {
-        "command": command,
-        "mode": mode,
-        "steps": model.steps if mode == "unrolled" else None,
-        "activation": model.activation,
-        "input_size": model.inputs,
-        "hidden_size": model.hidden,
-        "bias": model.bias,
-        "rows": ROWS,
-        "parallel_entries": PARALLEL_ENTRIES,
-        "span_rows": SPAN_ROWS,
-        "vectorised_entries": VECTORISED_ENTRIES,
-        "step_code": code(step),
-        "gate_code": code(derivative * sp.Symbol("delta_t"), local),
-        "uses_derivative": uses_derivative,
-        "derivative_code": code(derivative, local) if uses_derivative else None,
-        "output_factor_code": code(residual, output),
-        "formulas": {
-            "step": numpy_backend.text(unit.activation.apply(sp.Symbol("a_t"))),
-            "derivative": numpy_backend.text(derivative, local),
-            "output_factor": numpy_backend.text(residual, output),
-        },
-        "validation": validation(numpy_source),
-        "vectorised": vectorised(numpy_source, ("forward", "loss", "loss_and_grad")),
-    }
-    result["uses_relu"] = "relu" in printer.helpers
-    result["uses_heaviside"] = "heaviside" in printer.helpers
     return result

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..engine import CellDerivation, derive_cell
-from .numba_backend import CellKernelPrinter, NumbaScalarPrinter, function_closure, vectorised
+from .numba_backend import PREFIX, CellKernelPrinter, NumbaScalarPrinter, function_closure, vectorised
 
 #: Sequences per chunk of the elementwise work of one step (the unit of the parallel loops).
 ROWS = 64
@@ -73,6 +73,13 @@ REAL_FUNCTIONS = {
 #: What the Numba module copies from the NumPy module under their own names, verbatim: the
 #: constants (module-level assignments) and these functions with the module functions they call.
 COPIED_FUNCTIONS = ("init_params", "_inputs", "_labels")
+#: The module's public functions. A cell that declares ``positional`` parameters (the plain RNN) has
+#: them as the NumPy module's wrappers, copied verbatim with their ``_call``, which take one params
+#: dict or the parameters one by one and call the dict implementations ``_dict_<name>``; other cells'
+#: implementations are the public functions themselves (``cell_backend``'s context key ``impl``).
+PUBLIC = ("forward", "states", "loss", "loss_and_grad", "bptt_terms")
+#: The positional form's helper, copied with the wrappers.
+WRAPPER_HELPERS = ("_call",)
 
 #: Names the compiled kernels use for themselves (arguments, indices, helpers): a cell's name that is
 #: one of them, a keyword or a builtin is printed with a trailing underscore (IndRNN's b → b_), which
@@ -106,16 +113,43 @@ KERNEL_NAMES = frozenset(
 )
 
 
-def copied(numpy_source: str) -> dict[str, str]:
-    """The NumPy module's constants and its ``init_params``/validation functions, as source.
+_DATA = ["x: npt.ArrayLike"]
+_LABELLED = ["x: npt.ArrayLike", "y: npt.ArrayLike"]
+_PARAMS = ["params: Mapping[str, npt.ArrayLike]"]
+#: The dict implementations' arguments and return annotations, as in the NumPy module.
+SIGNATURES = {
+    "forward": (_DATA + _PARAMS, "np.ndarray"),
+    "states": (_DATA + _PARAMS, "dict[str, np.ndarray]"),
+    "loss": (_LABELLED + _PARAMS, "float"),
+    "loss_and_grad": (_LABELLED + _PARAMS, "tuple[float, dict[str, np.ndarray]]"),
+    "bptt_terms": (_LABELLED + _PARAMS, "dict[str, object]"),
+}
 
-    ``constants``: every module-level assignment (CELL, STEPS, MODE, …, PARAMS, STORED) with the
-    comment lines directly above it; ``functions``: ``COPIED_FUNCTIONS`` and the functions they call.
+
+def implementations(positional: bool) -> dict[str, str]:
+    """Public name → the name of the function that implements it (``cell_backend``'s ``impl``)."""
+    return {name: f"_dict_{name}" if positional else name for name in PUBLIC}
+
+
+def copied(numpy_source: str, positional: bool = False) -> dict[str, str]:
+    """The NumPy module's constants, its ``init_params``/validation functions and, for a cell with
+    positional parameters, its public wrappers, as source.
+
+    ``constants``: every module-level assignment (CELL, STEPS, MODE, …, PARAMS, STORED, POSITIONAL)
+    with the comment lines directly above it; ``functions``: ``COPIED_FUNCTIONS`` and the functions
+    they call; ``wrappers``: ``_call`` and the public functions of the positional form (empty for
+    other cells), which call only what is copied here and the dict implementations.
     """
     tree = ast.parse(numpy_source)
     lines = numpy_source.splitlines()
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     wanted = function_closure(functions, COPIED_FUNCTIONS)
+    wrappers = (*WRAPPER_HELPERS, *PUBLIC) if positional else ()
+    impl = set(implementations(positional).values())
+    for name in wrappers:
+        calls = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)} & set(functions)
+        stray = calls - wanted - set(wrappers) - impl
+        assert not stray, f"the NumPy module's {name} calls {sorted(stray)}, which the Numba module lacks"
     constants = []
     for node in tree.body:
         if isinstance(node, ast.Assign | ast.AnnAssign):
@@ -129,6 +163,11 @@ def copied(numpy_source: str) -> dict[str, str]:
             ast.get_source_segment(numpy_source, node)
             for node in tree.body
             if getattr(node, "name", None) in wanted
+        ),
+        "wrappers": "\n\n\n".join(
+            ast.get_source_segment(numpy_source, node)
+            for node in tree.body
+            if getattr(node, "name", None) in wrappers
         ),
     }
 
@@ -516,7 +555,7 @@ def context(
         if name == d.cell.readout:
             gradients.append((name, "residual @ state_n / batch"))
         elif name == d.cell.readout_bias:
-            gradients.append((name, "np.mean(residual)"))
+            gradients.append((name, "np.asarray(np.mean(residual))"))  # a () array, as NumPy's
         elif name in sums:
             expr = sums[name]
             if expr == 0:
@@ -565,6 +604,12 @@ def context(
     for k, part in enumerate(backward_parts, 1):
         part["signature"] = layout(f"def _backward_part_{k}", backward_part, 0, ":")
 
+    positional = bool(d.cell.positional)
+    impl = implementations(positional)
+    missing = [
+        name for name in impl.values() if name not in {n.name for n in tree.body if hasattr(n, "name")}
+    ]
+    assert not missing, f"the NumPy module lacks {missing}: the implementations are named as in cell_backend"
     y_hat, y = d.symbols["y_hat"], d.symbols["y"]
     output_factor_code = printer.doprint(
         d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})
@@ -647,10 +692,15 @@ def context(
         "parallel_entries": PARALLEL_ENTRIES,
         "span_rows": SPAN_ROWS,
         "vectorised_entries": VECTORISED_ENTRIES,
-        "vectorised": vectorised(
-            numpy_source, ("forward", "states", "loss", "loss_and_grad"), COPIED_FUNCTIONS, constants=False
-        ),
-        **copied(numpy_source),
+        "impl": impl,
+        "impl_signatures": {
+            name: layout(f"def {impl[name]}", arguments, 0, f" -> {returns}:")
+            for name, (arguments, returns) in SIGNATURES.items()
+        },
+        # the NumPy module's implementations, prefixed _numpy_: the vectorised path, and bptt_terms
+        "numpy_impl": {name: PREFIX + impl[name].lstrip("_") for name in PUBLIC},
+        "vectorised": vectorised(numpy_source, tuple(impl.values()), COPIED_FUNCTIONS),
+        **copied(numpy_source, positional),
         "uses_relu": "relu" in helpers,
         "uses_heaviside": "heaviside" in helpers,
         "uses_tanh": "tanh" in helpers,
@@ -660,4 +710,13 @@ def context(
     }
 
 
-__all__ = ["PARALLEL_ENTRIES", "ROWS", "SPAN_ROWS", "VECTORISED_ENTRIES", "context", "copied"]
+__all__ = [
+    "PARALLEL_ENTRIES",
+    "PUBLIC",
+    "ROWS",
+    "SPAN_ROWS",
+    "VECTORISED_ENTRIES",
+    "context",
+    "copied",
+    "implementations",
+]
