@@ -189,6 +189,15 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         fused[user.name] = (node.name, first_group)
     fused_pre = {pre for pre, _ in fused.values()}
     fused_groups = {group.label for _, group in fused.values() if group is not None}
+    # A single map of x that only such a sum reads is computed for every step straight into the rows
+    # of the stored node (np.matmul(inputs, W.T, out=v[1:])), as the hand-written RNN does: no
+    # separate projection array to write and read back.
+    direct = None
+    if len(x_group.symbols) == 1 and x_group.symbols[0] not in read:
+        (x_symbol,) = x_group.symbols
+        users = [n for n in d.nodes if x_symbol in node_exprs[n.name].free_symbols]
+        if len(users) == 1 and users[0].name in fused_pre:
+            direct = next(v for v, (pre, _) in fused.items() if pre == users[0].name)
 
     def forward_step(t, first: bool) -> dict:
         t_text, t_prev = (str(t), str(t - 1)) if isinstance(t, int) else ("t", "t - 1")
@@ -218,6 +227,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
 
         skip = set()
         for group in groups:
+            if group.operand == "x" and direct:
+                continue   # already in the row of the node it feeds
             if group.operand == "x":
                 source = f"projection[{t_prev}]"
                 members = stacked[1] if stacked else []
@@ -254,7 +265,16 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 slot = f"row_{node.name}"
                 lines.append(f"{slot} = {target}")
                 terms = list(sp.Add.make_args(node_exprs[pre]))
-                if group is not None and first:
+                if node.name == direct:
+                    # the row holds its map of x already: add the rest
+                    terms.remove(x_group.symbols[0])
+                    if group is not None:
+                        terms.remove(group.symbols[0])
+                        if not first:
+                            state = previous[sp.Symbol(group.operand)]
+                            terms.append(sp.Symbol(f"{state}[{t_prev}] @ weights_{group.label}.T"))
+                    terms = [None, *terms]
+                elif group is not None and first:
                     terms.remove(group.symbols[0])
                 elif group is not None:
                     terms.remove(group.symbols[0])
@@ -557,6 +577,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "impl": {name: f"_dict_{name}" if cell.positional else name
                  for name in ("forward", "states", "loss", "loss_and_grad", "bptt_terms")},
         "x_width": len(x_group.symbols),
+        "direct": None if direct is None else stored.index(direct),
         "per_step_entries": PER_STEP_ENTRIES,
         "maps_names": maps_names,
         "delta_names": [g.array for g in groups if not g.shared],
@@ -605,7 +626,9 @@ def _laid_out(context: dict, mode: str) -> dict:
     context["recorded_spare_code"] = formatted(
         f"values, {recorded}, *rest = _forward_values(x, p, {spare('steps')})", 4)
     biases = [f'p["{b}"]' if b else "np.zeros(HIDDEN_SIZE)" for b in context["projection_bias"]]
-    context["projection_bias_code"] = formatted(f"projection += np.concatenate([{', '.join(biases)}])", 4)
+    target = "projection" if context["direct"] is None else f"values[{context['direct']}, 1:]"
+    context["projection_target"] = target
+    context["projection_bias_code"] = formatted(f"{target} += np.concatenate([{', '.join(biases)}])", 4)
     for group in groups:
         matrices = [f'p["{name}"]' for name in group["matrices"]]
         value = matrices[0] if len(matrices) == 1 else f"np.concatenate([{', '.join(matrices)}])"
