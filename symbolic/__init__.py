@@ -20,12 +20,12 @@ if TYPE_CHECKING:
     from .derive import Derivation, derive
 
 __version__ = "0.1.0"
-__all__ = ["Derivation", "Model", "UsageError", "__version__", "cell", "derive", "derive_cell", "load_cell"]
+__all__ = ["Cell", "Derivation", "Model", "UsageError", "__version__", "cell", "derive", "derive_cell", "load_cell"]
 
 #: Public names whose module imports SymPy, imported on first use (PEP 562): ``import symbolic``, the
 #: command line's start and a cached Numba module's load need no SymPy.
 _LAZY = {"Derivation": "derive", "derive": "derive", "cell": "cells", "load_cell": "cells",
-         "derive_cell": "engine"}
+         "derive_cell": "engine", "Cell": "cells.spec"}
 
 
 def __getattr__(name: str):

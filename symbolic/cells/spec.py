@@ -218,6 +218,10 @@ class Cell:
         for name in self.positional:
             if name not in self.parameters:
                 raise UsageError(f"positional parameter {name!r} is not a parameter of cell {self.name!r}")
+        left_out = [name for name in self.parameters if name not in self.positional]
+        if self.positional and (left_out or len(set(self.positional)) != len(self.positional)):
+            raise UsageError(f"positional= of cell {self.name!r} must name every parameter once: give "
+                             f"({', '.join(self.parameters)}) in the order of the positional form")
         used_parameters = {str(s) for s in uses} | {a.matrix for a in self.applications}
         for name in list(self.matrices) + list(self.vectors):
             if name not in used_parameters:
@@ -232,6 +236,9 @@ class Cell:
 
     def _claim(self, name: str, kind: str) -> None:
         _checked_name(name, kind)
+        if name in RESERVED:
+            raise UsageError(f"{kind} name {name!r} is reserved (the generated code uses it) in cell {self.name!r}: "
+                             "choose another name")
         if name in self._names or f"{name}_prev" in self._names:
             raise UsageError(f"{kind} name {name!r} is already taken in cell {self.name!r}: choose another name")
         self._names.add(name)
