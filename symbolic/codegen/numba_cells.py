@@ -3,9 +3,10 @@
 The compiled module has the generic NumPy module's interface (``templates/numpy/cell.py.j2``, the
 context of ``cell_backend``): its constants, ``init_params`` and argument validation are copied
 verbatim from the NumPy module for the same model and mode, so both accept and reject exactly the same
-arguments with the same messages, and from ``VECTORISED_ENTRIES`` entries per step (B·H) on it runs
-the NumPy module's own functions (copied with the prefix ``_numpy_``), where BLAS and NumPy's SIMD f
-over the whole batch beat compiled loops.
+arguments with the same messages, and from ``vectorised_entries`` entries per step (B·H) on (fewer for a
+cell whose NumPy step is a few operations, and at larger H) it runs the NumPy module's own functions
+(copied with the prefix ``_numpy_``), where BLAS and NumPy's SIMD f over the whole batch beat compiled
+loops.
 
 Below that the work runs in ``@njit(cache=True)`` kernels printed from the engine's per-unit
 derivation (``engine.CellDerivation``) by ``CellKernelPrinter`` (σ, tanh and exp without libm for real
@@ -50,16 +51,25 @@ ROWS = 64
 #: shared 2-core machine (the LSTM, products still BLAS's then): at B·H = 65 536 the parallel kernels
 #: were slower than the serial ones (forward 3.9 s against 2.6 s, backward 8.9 s against 2.4 s), so
 #: they are kept for much wider steps only; arrays that wide take the vectorised path
-#: (VECTORISED_ENTRIES), so in practice only list inputs reach them.
+#: (vectorised_entries), so in practice only list inputs reach them.
 PARALLEL_ENTRIES = 1 << 20
 #: The weight gradients are summed over the rows (sequences × steps) of several steps at once, in
 #: one product of about this many rows.
 SPAN_ROWS = 4096
-#: From this many entries per step (B·H) on, forward, states, loss and loss_and_grad are the NumPy
-#: module's own functions. Measured for the LSTM (CPU time, n = 100, loss_and_grad, NumPy / compiled):
-#: H = 16: 16.5 at B·H = 16, 2.5 at 256, 1.46 at 1024, 0.77 at 4096; H = 128: 1.95 at 128,
-#: 0.95 at 1024, 0.59 at 4096.
-VECTORISED_ENTRIES = 2048
+#: From VECTORISED_ENTRIES_PER_OPERATION · O / (1 + H / VECTORISED_HIDDEN) entries per step (B·H) on,
+#: forward, states, loss and loss_and_grad are the NumPy module's own functions, O the array operations
+#: of its loops over t (``numpy_operations``). Each of those costs NumPy a fixed microsecond or so
+#: every step whatever the batch, which the compiled loops save; they lose per entry to BLAS's
+#: products, whose share grows with H. Measured crossovers (bench/bench_backends.py --only widths,
+#: CPU time, n = 100, loss_and_grad, the kernels of numba_backend's macros): the plain RNN
+#: (O = 14) about B·H = 2048 at H = 16 and 512 at H = 128; the LSTM (O = 45) about 8000 and 3000;
+#: torch's GRU (O = 58) beyond 8192 and about 4000. Near a crossover either path is within about
+#: 20 % of the other.
+VECTORISED_ENTRIES_PER_OPERATION = 192
+VECTORISED_HIDDEN = 48
+#: The NumPy module's functions whose loops over t count in ``numpy_operations``: the forward
+#: recursion and the backward one of narrow batches (wide batches take the vectorised path anyway).
+STEP_FUNCTIONS = ("_forward_values", "_gradients")
 
 #: The kernels' f for real arguments, without libm (``templates/numba/macros.j2``, real_functions), and
 #: their accuracy against NumPy's over 3·10⁶ arguments (bench/bench_lstm.py --only accuracy), for the
@@ -124,6 +134,33 @@ SIGNATURES = {
     "loss_and_grad": (_LABELLED + _PARAMS, "tuple[float, dict[str, np.ndarray]]"),
     "bptt_terms": (_LABELLED + _PARAMS, "dict[str, object]"),
 }
+
+
+def numpy_operations(numpy_source: str) -> int:
+    """The array operations (calls, binary operations, in-place updates) per step of the NumPy
+    module: in its loops over t of ``STEP_FUNCTIONS``."""
+    count = 0
+    for node in ast.parse(numpy_source).body:
+        if isinstance(node, ast.FunctionDef) and node.name in STEP_FUNCTIONS:
+            for loop in ast.walk(node):
+                if isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) and loop.target.id == "t":
+                    count += sum(isinstance(n, ast.Call | ast.BinOp | ast.AugAssign) for n in ast.walk(loop))
+    assert count, "the NumPy module has no loop over t in " + ", ".join(STEP_FUNCTIONS)
+    return count
+
+
+def _loop_source(model, derivation: CellDerivation) -> str:
+    """The loop-mode NumPy module for ``model`` (``cell_backend``)."""
+    from ..templating import render
+    from . import cell_backend
+
+    return render("numpy", "cell.py.j2", **cell_backend.context(model, "loop", "", derivation))
+
+
+def vectorised_entries(numpy_source: str, hidden: int) -> int:
+    """Entries per step (B·H) from which a call takes the vectorised path (VECTORISED_ENTRIES_…)."""
+    operations = numpy_operations(numpy_source)
+    return round(VECTORISED_ENTRIES_PER_OPERATION * operations / (1 + hidden / VECTORISED_HIDDEN))
 
 
 def implementations(positional: bool) -> dict[str, str]:
@@ -553,9 +590,9 @@ def context(
     gradients = []
     for name in d.parameters:
         if name == d.cell.readout:
-            gradients.append((name, "residual @ state_n / batch"))
+            gradients.append((name, "grad_readout"))
         elif name == d.cell.readout_bias:
-            gradients.append((name, "np.asarray(np.mean(residual))"))  # a () array, as NumPy's
+            gradients.append((name, "np.asarray(grad_readout_bias)"))  # a () array, as NumPy's
         elif name in sums:
             expr = sums[name]
             if expr == 0:
@@ -575,18 +612,23 @@ def context(
             gradients.append((name, " + ".join(parts_of)))
 
     # _compiled_arguments: the maps of each operand stacked, the per-unit parameters as rows
+    # (the maps of x only transposed, for the forward products; one matrix or vector is not stacked)
     stacking = []
     for group in groups:
-        stacking.append(
-            layout(f"weights_{group.label} = ", [f'p["{name}"]' for name in group.matrices], 4, brackets="[]")
-        )
-        stacking.append(
-            f'w["weights_{group.label}"] = np.ascontiguousarray(np.concatenate(weights_{group.label}), dtype=dtype)'
-        )
-        stacking.append(
-            f'w["weights_{group.label}_transposed"] = np.ascontiguousarray(w["weights_{group.label}"].T)'
-        )
-    if vectors:
+        name = f"weights_{group.label}"
+        if len(group.matrices) == 1:
+            stacked = f'p["{group.matrices[0]}"]'
+        else:
+            stacking.append(layout(f"{name} = ", [f'p["{m}"]' for m in group.matrices], 4, brackets="[]"))
+            stacked = f"np.concatenate({name})"
+        if group.kind == "x":
+            stacking.append(f'w["{name}_transposed"] = np.ascontiguousarray({stacked}.T, dtype=dtype)')
+            continue
+        stacking.append(f'w["{name}"] = np.ascontiguousarray({stacked}, dtype=dtype)')
+        stacking.append(f'w["{name}_transposed"] = np.ascontiguousarray(w["{name}"].T)')
+    if len(vectors) == 1:
+        stacking.append(f'w["vectors"] = np.ascontiguousarray(p["{vectors[0]}"], dtype=dtype)[np.newaxis]')
+    elif vectors:
         stacking.append(layout("vectors = ", [f'p["{name}"]' for name in vectors], 4, brackets="[]"))
         stacking.append('w["vectors"] = np.ascontiguousarray(np.stack(vectors), dtype=dtype)')
     else:
@@ -604,6 +646,9 @@ def context(
     for k, part in enumerate(backward_parts, 1):
         part["signature"] = layout(f"def _backward_part_{k}", backward_part, 0, ":")
 
+    # the NumPy module's operations per step are counted in its loops over t (loop mode's: the
+    # unrolled module does the same per step, written out)
+    loop_source = numpy_source if mode == "loop" else _loop_source(model, d)
     positional = bool(d.cell.positional)
     impl = implementations(positional)
     missing = [
@@ -691,7 +736,8 @@ def context(
         "rows": ROWS,
         "parallel_entries": PARALLEL_ENTRIES,
         "span_rows": SPAN_ROWS,
-        "vectorised_entries": VECTORISED_ENTRIES,
+        "vectorised_entries": vectorised_entries(loop_source, model.hidden),
+        "numpy_operations": numpy_operations(loop_source),
         "impl": impl,
         "impl_signatures": {
             name: layout(f"def {impl[name]}", arguments, 0, f" -> {returns}:")
@@ -715,8 +761,11 @@ __all__ = [
     "PUBLIC",
     "ROWS",
     "SPAN_ROWS",
-    "VECTORISED_ENTRIES",
+    "VECTORISED_ENTRIES_PER_OPERATION",
+    "VECTORISED_HIDDEN",
     "context",
     "copied",
     "implementations",
+    "numpy_operations",
+    "vectorised_entries",
 ]
