@@ -11,10 +11,12 @@ value_and_grad over lax.scan, float64, inputs already JAX arrays (block_until_re
 autograd (torch.nn.RNN for H). A framework that is not installed is a gap in its column.
 ``--threads K`` gives Numba, PyTorch and XLA K threads (default: each library's own).
 The candidates of a row are timed in interleaved rounds (bench/_timing.py), each keeping its best.
-Then: the first call in a fresh process (import, compile or cache load, first call) with a cold and
-a warm cache; the serial and parallel drivers side by side, which set _PARALLEL_BATCH and
-_PARALLEL_ENTRIES of the generated modules; ``widths``: the scalar module's block width (_WIDTH)
-and the matrix module's compiled and vectorised paths side by side (_VECTORISED_ENTRIES).
+The Numba module of the hidden rows is the generic cell module (templates/numba/cell.py.j2), called in
+the plain RNN's positional form. Then: the first call in a fresh process (import, compile or cache
+load, first call) with a cold and a warm cache; the serial and parallel drivers side by side, which set
+_PARALLEL_BATCH and _PARALLEL_ENTRIES of the generated modules; ``widths``: the scalar module's block
+width (_WIDTH), and the generic module's compiled and vectorised paths side by side for the plain RNN,
+the LSTM and the GRU (its _VECTORISED_ENTRIES, numba_cells.vectorised_entries).
 """
 
 from __future__ import annotations
@@ -217,14 +219,6 @@ def compile_times() -> None:
     )
 
 
-def _matrix_kernels(module, kind, batch, x_t, y, w_i, w_h, w_o, b_h, b_o):
-    """The compiled passes of a matrix module's loss_and_grad, with the serial or parallel kernels."""
-    o = getattr(module, f"_states_{kind}")(x_t, w_i, w_h, b_h)
-    _, residual = module._outputs(o[-1], y, w_o, b_o)
-    backward = getattr(module, f"_backward_{kind}")
-    return backward(x_t, o, w_h, residual[:, np.newaxis] * w_o, module._span(batch, x_t.shape[0]))
-
-
 def parallel_rows(repeat, quick: bool = False) -> None:
     import numba
 
@@ -247,8 +241,9 @@ def parallel_rows(repeat, quick: bool = False) -> None:
             flush=True,
         )
     print(
-        f"\nMatrix kernels, N = 100 (parallel from B·H = "
-        f"{load(Model(steps=100, hidden=16), 'loop', backend='numba')._PARALLEL_ENTRIES}):"
+        f"\nGeneric module's kernels, plain RNN, N = 100 (parallel from B·H = "
+        f"{load(Model(steps=100, hidden=16), 'loop', backend='numba')._PARALLEL_ENTRIES}; the compiled "
+        "path forced at every width):"
     )
     print("| H | B | serial | parallel | parallel / serial |\n|---:|---:|---:|---:|---:|")
     for hidden, batch in ((16, 256), (16, 1024), (16, 4096), (128, 64), (128, 256), (128, 4096)):
@@ -260,15 +255,13 @@ def parallel_rows(repeat, quick: bool = False) -> None:
             rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
             rng.normal(size=hidden),
         )
-        x_t, y_c, w_i, w_h, w_o, b_h, b_o = module._compiled_arguments(x, y, *weights, None, None)
-
-        times = interleaved(
-            {
-                kind: partial(_matrix_kernels, module, kind, batch, x_t, y_c, w_i, w_h, w_o, b_h, b_o)
-                for kind in ("serial", "parallel")
-            },
-            rounds=repeat,
-        )
+        saved = module._VECTORISED_ENTRIES
+        module._VECTORISED_ENTRIES = 1 << 62  # the compiled path, whatever the width
+        try:
+            call = partial(module.loss_and_grad, x, y, *weights)
+            times = _either_side(module, "_PARALLEL_ENTRIES", call, repeat, "serial", "parallel")
+        finally:
+            module._VECTORISED_ENTRIES = saved
         print(
             f"| {hidden} | {batch} | {times['serial'] * 1e3:.3f} ms | {times['parallel'] * 1e3:.3f} ms | "
             f"{times['parallel'] / times['serial']:.2f} |",
@@ -286,7 +279,7 @@ def _forced(module, threshold: str, value: int, call):
     return run
 
 
-def _either_side(module, threshold: str, call, repeat: int, below: str, above: str) -> dict:
+def _either_side(module, threshold: str, call, repeat: int, below: str, above: str, clock=None) -> dict:
     """``call`` timed (interleaved) with the module's ``threshold`` out of reach (name ``below``) and
     at 0 (name ``above``), so the same call takes either path; the threshold is restored after."""
     saved = getattr(module, threshold)
@@ -294,13 +287,14 @@ def _either_side(module, threshold: str, call, repeat: int, below: str, above: s
         return interleaved(
             {below: _forced(module, threshold, 1 << 62, call), above: _forced(module, threshold, 0, call)},
             rounds=repeat,
+            clock=clock or timeit.default_timer,
         )
     finally:
         setattr(module, threshold, saved)
 
 
-def width_rows(repeat) -> None:
-    """The scalar module's block width, and the matrix module's compiled against vectorised path per
+def width_rows(repeat, clock=None) -> None:
+    """The scalar module's block width, and the generic module's compiled against vectorised path per
     call size: the constants _WIDTH and _VECTORISED_ENTRIES of the generated modules."""
     rng = np.random.default_rng(2)
     module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
@@ -314,34 +308,31 @@ def width_rows(repeat) -> None:
         times = interleaved(
             {w: partial(module._gradients_serial, *arguments, w, -(-batch // w)) for w in widths},
             rounds=repeat,
+            clock=clock or timeit.default_timer,
         )
         print(f"| {batch} | " + " | ".join(f"{times[w] * 1e3:.3f}" for w in widths) + " |", flush=True)
-    print("\nMatrix model, N = 100 (the NumPy module's functions from B·H = 256):")
-    print("| H | B | B·H | compiled | vectorised | vectorised / compiled |\n|---:|---:|---:|---:|---:|---:|")
-    for hidden, batch in (
-        (16, 1),
-        (16, 4),
-        (16, 8),
-        (16, 12),
-        (16, 16),
-        (16, 64),
-        (128, 1),
-        (128, 2),
-        (128, 8),
-    ):
-        module = load(Model(steps=100, activation="tanh", hidden=hidden), "loop", backend="numba")
+    print(
+        "\nGeneric module, N = 100, loss_and_grad: the compiled path against the vectorised one (the NumPy"
+        " module's functions), per cell; the module's own cut-over in the last column"
+    )
+    print(
+        "| cell | H | B | B·H | compiled | vectorised | vectorised / compiled | the module's |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---|"
+    )
+    cases = [("rnn", 16, batch) for batch in (16, 64, 128, 256)] + [("rnn", 128, b) for b in (1, 2, 4, 8)]
+    for cell in ("lstm", "gru"):
+        cases += [(cell, 16, batch) for batch in (64, 256, 512)] + [(cell, 128, b) for b in (8, 16, 32)]
+    for cell, hidden, batch in cases:
+        module = load(Model(steps=100, cell=cell, hidden=hidden), "loop", backend="numba")
         x = rng.normal(size=(batch, 100, 3))
         y = rng.integers(0, 2, size=batch).astype(float)
-        weights = (
-            rng.normal(size=(hidden, 3)),
-            rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
-            rng.normal(size=hidden),
-        )
-        call = partial(module.loss_and_grad, x, y, *weights)
-        times = _either_side(module, "_VECTORISED_ENTRIES", call, repeat, "compiled", "vectorised")
+        call = partial(module.loss_and_grad, x, y, module.init_params(int(rng.integers(2**31))))
+        times = _either_side(module, "_VECTORISED_ENTRIES", call, repeat, "compiled", "vectorised", clock)
+        path = "vectorised" if batch * hidden >= module._VECTORISED_ENTRIES else "compiled"
         print(
-            f"| {hidden} | {batch} | {hidden * batch} | {times['compiled'] * 1e3:.3f} ms | "
-            f"{times['vectorised'] * 1e3:.3f} ms | {times['vectorised'] / times['compiled']:.2f} |",
+            f"| {cell} | {hidden} | {batch} | {hidden * batch} | {times['compiled'] * 1e3:.3f} ms | "
+            f"{times['vectorised'] * 1e3:.3f} ms | {times['vectorised'] / times['compiled']:.2f} | "
+            f"{path} (from {module._VECTORISED_ENTRIES}) |",
             flush=True,
         )
 
@@ -406,7 +397,7 @@ def main(argv=None) -> int:
     if args.only in (None, "parallel"):
         parallel_rows(repeat, args.quick)
     if args.only in (None, "widths"):
-        width_rows(repeat)
+        width_rows(repeat, clock)
     return 0
 
 
