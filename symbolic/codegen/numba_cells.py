@@ -60,11 +60,14 @@ SPAN_ROWS = 4096
 #: forward, states, loss and loss_and_grad are the NumPy module's own functions, O the array operations
 #: of its loops over t (``numpy_operations``). Each of those costs NumPy a fixed microsecond or so
 #: every step whatever the batch, which the compiled loops save; they lose per entry to BLAS's
-#: products, whose share grows with H. Measured crossovers (bench/bench_backends.py --only widths,
-#: CPU time, n = 100, loss_and_grad, the kernels of numba_backend's macros): the plain RNN
-#: (O = 14) about B·H = 2048 at H = 16 and 512 at H = 128; the LSTM (O = 45) about 8000 and 3000;
-#: torch's GRU (O = 58) beyond 8192 and about 4000. Near a crossover either path is within about
-#: 20 % of the other.
+#: products, whose share grows with H. Measured (bench/bench_backends.py --only widths, CPU time,
+#: n = 100, loss_and_grad, vectorised / compiled), with the cut-over this gives:
+#: the plain RNN (O = 13): H = 16: 1.25 at B·H = 1024, 0.93 at 2048 (from 1872); H = 128: 1.28 at
+#: 256, 0.92 at 512, 0.98 at 1024 (from 681);
+#: the LSTM (O = 45): H = 16: 1.67 at 4096, 0.90 at 8192 (from 6480); H = 128: 1.14 at 2048, 0.90
+#: at 4096 (from 2356);
+#: torch's GRU (O = 58): H = 16: 1.70 at 8192 (from 8352: too early, its compiled path stays
+#: ahead beyond it); H = 128: 1.12 at 2048, 0.95 at 4096 (from 3037).
 VECTORISED_ENTRIES_PER_OPERATION = 192
 VECTORISED_HIDDEN = 48
 #: The NumPy module's functions whose loops over t count in ``numpy_operations``: the forward
