@@ -390,19 +390,32 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                                  if term[0] == "sum" and term[1] in homes}):
                 lines.append(f"sums_{array} += {array}[{row}].sum(axis=0)")
         sent = []
+        products = []   # (target, group): what is only Mᵀ δ(M s), multiplied into the target's array
         if not first:
             for state, adjoint in d.sent.items():
                 expr = printed(adjoint.expr, names) if adjoint.expr != 0 else ""
                 if adjoint.transposed:
                     group = next(g for g in groups if g.operand == str(d.previous[state]))
+                    if not expr and t is None:
+                        products.append((str(d.incoming[state]), group))
+                        continue
                     term = _transposed(group, row)
                     expr = f"{expr} + {term}" if expr else term
                 sent.append((str(d.incoming[state]), expr or "0"))
-        statement = ""
+        if any(value.isidentifier() for _, value in sent):
+            # a value sent as it is may be the very array a product would overwrite: assign them all
+            sent += [(target, _transposed(group, row)) for target, group in products]
+            products = []
+        statements = []
         if sent:
             targets = ", ".join(target for target, _ in sent)
             values = ", ".join(value for _, value in sent)
-            statement = f"{targets} = {values}" if len(sent) == 1 else f"{targets} = ({values})"
+            statements.append(f"{targets} = {values}" if len(sent) == 1 else f"{targets} = ({values})")
+        # In the loop, where every incoming δ is an array of its own from the start, a product is
+        # written over it (its old value read already): no new (B, H) array per step.
+        statements += [f"np.matmul({group.array}[{row}], weights_{group.label}, out={target})"
+                       for target, group in products]
+        statement = "\n".join(statements)
         if first and not statement:
             lines = _live(lines, finals_text)
         return {"t": t, "lines": lines, "sent": statement}
@@ -598,10 +611,14 @@ def _laid_out(context: dict, mode: str) -> dict:
     statements and signatures the template writes around them."""
     loop = mode == "loop"
 
+    def sent(statements: str, indent: int) -> str:
+        """What a step sends back: one statement or several, each laid out."""
+        return ("\n" + " " * indent).join(formatted(line, indent) for line in statements.split("\n")) if statements else ""
+
     def step(step_: dict, indent: int) -> dict:
         laid = {**step_, "lines": [formatted(line, indent) for line in step_["lines"]]}
         if step_.get("sent"):
-            laid["sent"] = formatted(step_["sent"], indent + 4 if loop else indent)
+            laid["sent"] = sent(step_["sent"], indent + 4 if loop else indent)
         return laid
 
     context = dict(context)
@@ -610,8 +627,8 @@ def _laid_out(context: dict, mode: str) -> dict:
     step_indent = 8 if loop else 4
     context["forward_steps"] = [step(s, step_indent) for s in context["forward_steps"]]
     context["backward_steps"] = [step(s, step_indent) for s in context["backward_steps"]]
-    context["per_step"] = {**step(context["per_step"], 8), "sent": formatted(context["per_step"]["sent"], 12)}
-    context["recorded"] = {**step(context["recorded"], 8), "sent": formatted(context["recorded"]["sent"], 12)}
+    context["per_step"] = {**step(context["per_step"], 8), "sent": sent(context["per_step"]["sent"], 12)}
+    context["recorded"] = {**step(context["recorded"], 8), "sent": sent(context["recorded"]["sent"], 12)}
     for key in ("finals", "per_step_finals", "term_lines", "forward_bindings", "backward_bindings",
                 "per_step_bindings", "recorded_bindings"):
         context[key] = [formatted(line, 4) for line in context[key]]
@@ -646,7 +663,7 @@ def _laid_out(context: dict, mode: str) -> dict:
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
-            **{name: (context["impl"][name], arguments, returns)
+            **{name: (context["impl"][name], arguments + (_NAMED if context["positional"] else []), returns)
                for name, (arguments, returns) in _PUBLIC.items()},
             **{f"positional_{name}": (name, arguments, returns)
                for name, (arguments, returns) in _POSITIONAL.items()},
@@ -658,6 +675,8 @@ def _laid_out(context: dict, mode: str) -> dict:
 _DATA = ["x: npt.ArrayLike"]
 _LABELLED = ["x: npt.ArrayLike", "y: npt.ArrayLike"]
 _PARAMS = ["params: Mapping[str, npt.ArrayLike]"]
+#: The dict implementations of a cell with a positional form: errors name the parameters as given.
+_NAMED = ["named: bool = False"]
 _WEIGHTS = ["*weights: npt.ArrayLike", "**keywords: npt.ArrayLike"]
 _GRADIENT_ARGUMENTS = ["x: np.ndarray", "p: dict[str, np.ndarray]", "values: np.ndarray", "projection: np.ndarray",
                        "maps: tuple[np.ndarray, ...]", "deltas: tuple[np.ndarray, ...]", "residual: np.ndarray"]

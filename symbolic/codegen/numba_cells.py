@@ -743,9 +743,11 @@ def context(
         "numpy_operations": numpy_operations(loop_source),
         "impl": impl,
         "impl_signatures": {
-            name: layout(f"def {impl[name]}", arguments, 0, f" -> {returns}:")
+            name: layout(f"def {impl[name]}", arguments + (["named: bool = False"] if positional else []), 0,
+                         f" -> {returns}:")
             for name, (arguments, returns) in SIGNATURES.items()
         },
+        "positional": positional,
         # the NumPy module's implementations, prefixed _numpy_: the vectorised path, and bptt_terms
         "numpy_impl": {name: PREFIX + impl[name].lstrip("_") for name in PUBLIC},
         "vectorised": vectorised(numpy_source, tuple(impl.values()), COPIED_FUNCTIONS),
