@@ -235,7 +235,7 @@ def test_wide_batches_sum_step_by_step_with_the_same_results(activation, mode, b
     threshold), complex inputs included, integer inputs as floats, no NumPy warnings."""
     hidden = 8
     module = module_for(activation, mode, hidden, bias)
-    batch = -(-module._PER_STEP_ENTRIES // hidden)  # the narrowest wide batch
+    batch = 16  # made wide by lowering the threshold to B·H (a batch of B·H ≥ 4096 has ReLU kinks)
     x, y, parameters = point(activation, hidden, bias, batch=batch, seed=11)
     # Complex inputs (the complex step) for analytic activations only, as everywhere.
     cases = [parameters]
@@ -243,7 +243,9 @@ def test_wide_batches_sum_step_by_step_with_the_same_results(activation, mode, b
         cases.append({**parameters, "w_h": parameters["w_h"] + 1e-20j})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        wide = [module.loss_and_grad(x, y, **case) for case in cases]
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "_PER_STEP_ENTRIES", batch * hidden)
+            wide = [module.loss_and_grad(x, y, **case) for case in cases]
         with monkeypatch.context() as patch:
             patch.setattr(module, "_PER_STEP_ENTRIES", batch * hidden + 1)
             narrow = [module.loss_and_grad(x, y, **case) for case in cases]
@@ -255,7 +257,7 @@ def test_wide_batches_sum_step_by_step_with_the_same_results(activation, mode, b
     integers = {name: np.round(4 * np.asarray(value)).astype(int) for name, value in parameters.items()}
     floats = {name: value.astype(float) for name, value in integers.items()}
     x_integers = np.round(x).astype(int)
-    for size in (batch * hidden, 1):  # the in-place forward and both sums, then the narrow path
+    for size in (batch * hidden, batch * hidden + 1):  # step by step, then one product at the end
         monkeypatch.setattr(module, "_PER_STEP_ENTRIES", size)
         got = module.loss_and_grad(x_integers, y, **integers)
         want = module.loss_and_grad(x_integers.astype(float), y, **floats)
