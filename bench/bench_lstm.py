@@ -1,12 +1,13 @@
-"""The gated cells' loss_and_grad: the generic Numba module, the generic NumPy module and PyTorch's
-nn.LSTM / nn.GRU autograd (float64), measured in one run, each as a ratio to the Numba module.
+"""The gated cells' loss_and_grad: the generic Numba module, the generic NumPy module, PyTorch's
+nn.LSTM / nn.GRU autograd and JAX (jit of value_and_grad over lax.scan), float64, measured in one run,
+each as a ratio to the Numba module (a framework not installed is a "–" in its column, said above it).
 
     python3 bench/bench_lstm.py [--quick] [--cells lstm,gru] [--cpu-time] [--only rows|compile|accuracy]
 
 Rows: per cell, H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3 (``--quick``: B <= 64). The
 candidates of a row are timed in interleaved rounds (bench/_timing.py) and each keeps its best round.
 Before timing, the three gradients are compared (the Numba module against the NumPy one to 1e-12,
-torch to 1e-9). Then the Numba module's first call in a fresh process with an empty kernel cache and
+torch and JAX to 1e-9). Then the Numba module's first call in a fresh process with an empty kernel cache and
 with a warm one. ``--only accuracy``: the kernels' f for real arguments (``templates/numba/macros.j2``,
 real_functions: _tanh_real, _logistic_real, _exp_real) against NumPy's, in ulps over 3·10⁶
 arguments, and the complex step through them against NumPy's complex f.
@@ -90,6 +91,61 @@ def torch_loss_and_grad(cell: str, hidden: int):
     return set_parameters, run, grads, torch
 
 
+def jax_loss_and_grad(cell: str):
+    """(prepare, run, grads): ``jax.jit(jax.value_and_grad(loss))`` over ``lax.scan``, float64, the
+    cell's equations written in JAX with the modules' parameter names (torch's gate conventions);
+    ``prepare(params, x, y)`` turns the arguments into JAX arrays (compiling for their shapes),
+    ``run(*prepared)`` returns (loss, grads dict) with every call ended by ``block_until_ready``."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+
+    def lstm_step(p, carry, x_t):
+        h, c = carry
+        i = jax.nn.sigmoid(x_t @ p["W_i"].T + h @ p["U_i"].T + p["b_i"])
+        f = jax.nn.sigmoid(x_t @ p["W_f"].T + h @ p["U_f"].T + p["b_f"])
+        g = jnp.tanh(x_t @ p["W_g"].T + h @ p["U_g"].T + p["b_g"])
+        o = jax.nn.sigmoid(x_t @ p["W_o"].T + h @ p["U_o"].T + p["b_o"])
+        c = f * c + i * g
+        return (o * jnp.tanh(c), c)
+
+    def gru_step(p, carry, x_t):
+        (h,) = carry
+        r = jax.nn.sigmoid(x_t @ p["W_r"].T + p["b_r"] + h @ p["U_r"].T)
+        z = jax.nn.sigmoid(x_t @ p["W_z"].T + p["b_z"] + h @ p["U_z"].T)
+        n = jnp.tanh(x_t @ p["W_n"].T + p["b_in"] + r * (h @ p["U_n"].T + p["b_hn"]))
+        return ((1 - z) * n + z * h,)
+
+    step, states = {"lstm": (lstm_step, 2), "gru": (gru_step, 1)}[cell]
+
+    def loss(p, x, y):
+        zeros = jnp.zeros((x.shape[0], p["w_y"].shape[0]), x.dtype)
+
+        def scan_step(carry, x_t):
+            return step(p, carry, x_t), None
+
+        carry, _ = jax.lax.scan(scan_step, (zeros,) * states, jnp.swapaxes(x, 0, 1))
+        logit = carry[0] @ p["w_y"]
+        return jnp.mean(jnp.logaddexp(0, logit) - y * logit)
+
+    value_and_grad = jax.jit(jax.value_and_grad(loss))
+
+    def prepare(params, x, y):
+        arguments = ({k: jnp.asarray(v) for k, v in params.items()}, jnp.asarray(x), jnp.asarray(y))
+        jax.block_until_ready(value_and_grad(*arguments))  # compiled for these shapes
+        return arguments
+
+    def run(*arguments):
+        return jax.block_until_ready(value_and_grad(*arguments))
+
+    def grads(result):
+        value, gradients = result
+        return float(value), {k: np.asarray(v) for k, v in gradients.items()}
+
+    return prepare, run, grads
+
+
 def relative(got: dict, want: dict) -> float:
     return max(float(np.max(np.abs(got[k] - want[k])) / np.max(np.abs(want[k]))) for k in want)
 
@@ -142,11 +198,18 @@ def rows(cells: list[str], batches: tuple[int, ...], clock) -> None:
         threads = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     except ImportError:
         torch, threads = None, "torch not installed: no torch column"
+    try:
+        import jax
+
+        jax_note = f"JAX {jax.__version__}"
+    except ImportError:
+        jax, jax_note = None, "JAX not installed: no JAX column (pip install '.[bench]')"
     print(
-        f"n = {STEPS}, D = {INPUTS}, float64; Numba {numba.__version__}, {numba.get_num_threads()} threads; {threads}"
+        f"n = {STEPS}, D = {INPUTS}, float64; Numba {numba.__version__}, {numba.get_num_threads()} threads; {threads}; "
+        + jax_note
         + ("; CPU time" if clock is time.process_time else "")
     )
-    print("| cell | H | B | Numba | NumPy / Numba | torch / Numba |\n|---|---:|---:|---:|---:|---:|")
+    print("| cell | H | B | Numba | NumPy / Numba | torch / Numba | JAX / Numba |\n|---|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
     for cell in cells:
         for hidden in (16, 128):
@@ -154,6 +217,8 @@ def rows(cells: list[str], batches: tuple[int, ...], clock) -> None:
             fast, reference = load(model, "loop", backend="numba"), load(model, "loop")
             if torch is not None:
                 set_parameters, run_torch, torch_grads, _ = torch_loss_and_grad(cell, hidden)
+            if jax is not None:
+                prepare_jax, run_jax, jax_grads = jax_loss_and_grad(cell)
             for batch in batches:
                 x = rng.normal(size=(batch, STEPS, INPUTS))
                 y = rng.integers(0, 2, size=batch).astype(float)
@@ -174,16 +239,18 @@ def rows(cells: list[str], batches: tuple[int, ...], clock) -> None:
                         and relative(torch_result, want) < 1e-9
                     )
                     candidates["torch"] = partial(run_torch, x_t, y_t)
+                if jax is not None:
+                    prepared = prepare_jax(params, x, y)
+                    jax_loss, jax_result = jax_grads(run_jax(*prepared))
+                    assert abs(jax_loss - want_loss) <= 1e-9 * want_loss and relative(jax_result, want) < 1e-9
+                    candidates["jax"] = partial(run_jax, *prepared)
                 del want, got
                 times = interleaved(candidates, rounds=3 if batch * hidden >= 2**17 else 7, clock=clock)
                 numba_time = times.pop("numba")
-                cells_ = [f"{numba_time * 1e3:.3f} ms"] + [f"{t / numba_time:.2f}" for t in times.values()]
-                print(
-                    f"| {cell} | {hidden} | {batch} | "
-                    + " | ".join(cells_)
-                    + (" | – |" if torch is None else " |"),
-                    flush=True,
-                )
+                cells_ = [f"{numba_time * 1e3:.3f} ms"] + [
+                    f"{times[name] / numba_time:.2f}" if name in times else "–" for name in ("numpy", "torch", "jax")
+                ]
+                print(f"| {cell} | {hidden} | {batch} | " + " | ".join(cells_) + " |", flush=True)
 
 
 def compile_times(cells: list[str]) -> None:
