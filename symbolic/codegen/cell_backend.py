@@ -666,8 +666,8 @@ def _laid_out(context: dict, mode: str) -> dict:
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
-            **{name: (context["impl"][name], arguments + (_NAMED if context["positional"] else []), returns)
-               for name, (arguments, returns) in _PUBLIC.items()},
+            **{name: (context["impl"][name], arguments + (NAMED if context["positional"] else []), returns)
+               for name, (arguments, returns) in SIGNATURES.items()},
             **{f"positional_{name}": (name, arguments, returns)
                for name, (arguments, returns) in _POSITIONAL.items()},
         }.items()
@@ -679,12 +679,12 @@ _DATA = ["x: npt.ArrayLike"]
 _LABELLED = ["x: npt.ArrayLike", "y: npt.ArrayLike"]
 _PARAMS = ["params: Mapping[str, npt.ArrayLike]"]
 #: The dict implementations of a cell with a positional form: errors name the parameters as given.
-_NAMED = ["named: bool = False"]
+NAMED = ["named: bool = False"]
 _WEIGHTS = ["*weights: npt.ArrayLike", "**keywords: npt.ArrayLike"]
 _GRADIENT_ARGUMENTS = ["x: np.ndarray", "p: dict[str, np.ndarray]", "values: np.ndarray", "projection: np.ndarray",
                        "maps: tuple[np.ndarray, ...]", "deltas: tuple[np.ndarray, ...]", "residual: np.ndarray"]
-#: The public functions' (dict form's) arguments and return annotations.
-_PUBLIC = {
+#: The public functions' (dict form's) arguments and return annotations (the Numba module's too).
+SIGNATURES = {
     "forward": (_DATA + _PARAMS, "np.ndarray"),
     "states": (_DATA + _PARAMS, "dict[str, np.ndarray]"),
     "loss": (_LABELLED + _PARAMS, "float"),
@@ -770,4 +770,4 @@ def _display_names(d: CellDerivation) -> dict:
     return names
 
 
-__all__ = ["UNROLLED_LIMIT", "context"]
+__all__ = ["NAMED", "SIGNATURES", "UNROLLED_LIMIT", "context"]

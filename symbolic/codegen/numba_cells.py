@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from ..engine import CellDerivation, derive_cell
+from .cell_backend import NAMED, SIGNATURES
 from .numba_backend import PREFIX, CellKernelPrinter, NumbaScalarPrinter, function_closure, vectorised
 
 #: Sequences per chunk of the elementwise work of one step (the unit of the parallel loops).
@@ -126,17 +127,6 @@ KERNEL_NAMES = frozenset(
 )
 
 
-_DATA = ["x: npt.ArrayLike"]
-_LABELLED = ["x: npt.ArrayLike", "y: npt.ArrayLike"]
-_PARAMS = ["params: Mapping[str, npt.ArrayLike]"]
-#: The dict implementations' arguments and return annotations, as in the NumPy module.
-SIGNATURES = {
-    "forward": (_DATA + _PARAMS, "np.ndarray"),
-    "states": (_DATA + _PARAMS, "dict[str, np.ndarray]"),
-    "loss": (_LABELLED + _PARAMS, "float"),
-    "loss_and_grad": (_LABELLED + _PARAMS, "tuple[float, dict[str, np.ndarray]]"),
-    "bptt_terms": (_LABELLED + _PARAMS, "dict[str, object]"),
-}
 
 
 def numpy_operations(numpy_source: str) -> int:
@@ -743,7 +733,7 @@ def context(
         "numpy_operations": numpy_operations(loop_source),
         "impl": impl,
         "impl_signatures": {
-            name: layout(f"def {impl[name]}", arguments + (["named: bool = False"] if positional else []), 0,
+            name: layout(f"def {impl[name]}", arguments + (NAMED if positional else []), 0,
                          f" -> {returns}:")
             for name, (arguments, returns) in SIGNATURES.items()
         },
