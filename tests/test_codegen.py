@@ -181,6 +181,49 @@ def test_wide_batches_run_in_place_with_the_same_results(activation, mode, monke
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("activation", ACTIVATION_NAMES)
+def test_every_backward_strategy_gives_the_gradient(activation, mode, monkeypatch):
+    """The batch width picks how δ is computed (one accumulate, products over doubling distances,
+    or step by step for wide batches) and x is read in blocks of _BLOCK sequences: each way, forced
+    on a small batch with a partial last block, gives the gradient of ``loss`` (the forward pass
+    alone) by the complex step (central differences for a kinked f)."""
+    module = module_for(activation, mode, 10)
+    batch = 11
+    for seed in range(7, 100):  # a point whose δs reach back several steps (ReLU: active there)
+        x, _, w_i, w_h, w_o = point(activation, 10, batch=batch, seed=seed)
+        if (reference_forward(x, w_i, w_h, activation, pre=True)[0][:, -4:] > 0).all(axis=1).any():
+            break
+    y = np.linspace(0, 1, batch)
+    analytic = ACTIVATIONS[activation].analytic
+
+    def derivative(shift):
+        if analytic:
+            return np.imag(module.loss(x, y, *shift(1e-20j))) / 1e-20
+        return (module.loss(x, y, *shift(1e-6)) - module.loss(x, y, *shift(-1e-6))) / 2e-6
+
+    want_i = [derivative(lambda h, d=d: (w_i + h * np.eye(3)[d], w_h, w_o)) for d in range(3)]
+    want_h = derivative(lambda h: (w_i, w_h + h, w_o))
+    tolerance = 1e-12 if analytic else 1e-6
+    strategies = {
+        "accumulate": {},
+        "doubling": {"_DOUBLING_BATCH": 1},
+        "step by step": {"_DOUBLING_BATCH": 1, "_WIDE_BATCH": 1},
+        "blocks of 4": {"_BLOCK": 4, "_WIDE_BATCH": 1},
+    }
+    results = {}
+    for name, constants in strategies.items():
+        with monkeypatch.context() as patch:
+            for constant, value in constants.items():
+                patch.setattr(module, constant, value)
+            _, dw_i, dw_h, _ = results[name] = module.loss_and_grad(x, y, w_i, w_h, w_o)
+        assert relative(dw_i, np.array(want_i)) < tolerance, name
+        assert relative(dw_h, want_h) < tolerance, name
+    for name, got in results.items():  # and the ways agree with each other to rounding
+        for a, b in zip(got, results["accumulate"]):
+            assert relative(a, b) < 1e-13, name
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_integer_inputs_give_the_float_results(mode):
     """Integer x and weights are valid; the states must not be truncated to integers."""
     module = module_for("tanh", mode, 3)
@@ -275,6 +318,11 @@ def test_imports_only_numpy_and_no_batch_loop():
             assert ast.get_docstring(functions[name]), name
             assert functions[name].returns is not None
             assert not any(isinstance(n, (ast.For, ast.While)) for n in ast.walk(functions[name]))
+        # The helpers' loops over a range go over blocks of _BLOCK sequences or count steps down
+        # (rows of time-major arrays): never sequence by sequence.
+        for loop in ast.walk(tree):
+            if isinstance(loop, ast.For) and ast.unparse(loop.iter).startswith("range("):
+                assert ast.unparse(loop.iter.args[-1]) in ("_BLOCK", "-1"), ast.unparse(loop.iter)
 
 
 def unrolled_lines(steps: int) -> int:

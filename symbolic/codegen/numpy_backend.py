@@ -269,6 +269,7 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
     jacobian_code = code(with_derivative(jacobian), local)
     gate_code = code(sp.Symbol("delta") * (derivative_name if uses_derivative else 1))
     chain_code, chain_dtype = _chain(with_derivative(jacobian), local)
+    row_names = {step.o: "o[t]", step.o_prev: "o[t - 1]"}
     # In loss_and_grad δ_t is not needed after the gate, so the gate is written over it (δ has the
     # chain's dtype, which holds f′(a_t)'s: real states with a complex w_o give a complex δ).
     gate_in_place_code = "np.multiply(delta, derivative, out=delta)" if uses_derivative else None
@@ -352,6 +353,9 @@ def context(derivation: Derivation, mode: str, command: str) -> dict:
             "chain_code": chain_code,
             "chain_dtype": chain_dtype,
             "gate_in_place_code": gate_in_place_code,
+            # The same local derivatives for one step's rows (wide batches, step by step).
+            "derivative_row_code": code(derivative, row_names) if uses_derivative else None,
+            "cofactor_row_code": code(jacobian, row_names),
         },
         "dw_h_code": _sum_of_products(gate * immediate_h, local),
         "dL_dw_o_code": dL_dw_o_code,
