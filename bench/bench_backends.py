@@ -13,10 +13,10 @@ autograd (torch.nn.RNN for H). A framework that is not installed is a gap in its
 The candidates of a row are timed in interleaved rounds (bench/_timing.py), each keeping its best.
 The Numba module of the hidden rows is the generic cell module (templates/numba/cell.py.j2), called in
 the plain RNN's positional form. Then: the first call in a fresh process (import, compile or cache
-load, first call) with a cold and a warm cache; the serial and parallel drivers side by side, which set
-_PARALLEL_BATCH and _PARALLEL_ENTRIES of the generated modules; ``widths``: the scalar module's block
-width (_WIDTH), and the generic module's compiled and vectorised paths side by side for the plain RNN,
-the LSTM and the GRU (its _VECTORISED_ENTRIES, numba_cells.vectorised_entries).
+load, first call) with a cold and a warm cache; the scalar module's serial and parallel drivers side by
+side, which set its _PARALLEL_BATCH; ``widths``: the scalar module's block width (_WIDTH), and the
+generic module's compiled drivers and BLAS drivers side by side for the plain RNN, the LSTM and the
+GRU (its _BLAS_ENTRIES, numba_cells.blas_entries).
 """
 
 from __future__ import annotations
@@ -240,33 +240,6 @@ def parallel_rows(repeat, quick: bool = False) -> None:
             f"{times['parallel'] / times['serial']:.2f} |",
             flush=True,
         )
-    print(
-        f"\nGeneric module's kernels, plain RNN, N = 100 (parallel from B·H = "
-        f"{load(Model(steps=100, hidden=16), 'loop', backend='numba')._PARALLEL_ENTRIES}; the compiled "
-        "path forced at every width):"
-    )
-    print("| H | B | serial | parallel | parallel / serial |\n|---:|---:|---:|---:|---:|")
-    for hidden, batch in ((16, 256), (16, 1024), (16, 4096), (128, 64), (128, 256), (128, 4096)):
-        module = load(Model(steps=100, activation="tanh", hidden=hidden), "loop", backend="numba")
-        x = rng.normal(size=(batch, 100, 3))
-        y = rng.integers(0, 2, size=batch).astype(float)
-        weights = (
-            rng.normal(size=(hidden, 3)),
-            rng.normal(size=(hidden, hidden)) / np.sqrt(hidden),
-            rng.normal(size=hidden),
-        )
-        saved = module._VECTORISED_ENTRIES
-        module._VECTORISED_ENTRIES = 1 << 62  # the compiled path, whatever the width
-        try:
-            call = partial(module.loss_and_grad, x, y, *weights)
-            times = _either_side(module, "_PARALLEL_ENTRIES", call, repeat, "serial", "parallel")
-        finally:
-            module._VECTORISED_ENTRIES = saved
-        print(
-            f"| {hidden} | {batch} | {times['serial'] * 1e3:.3f} ms | {times['parallel'] * 1e3:.3f} ms | "
-            f"{times['parallel'] / times['serial']:.2f} |",
-            flush=True,
-        )
 
 
 def _forced(module, threshold: str, value: int, call):
@@ -294,8 +267,8 @@ def _either_side(module, threshold: str, call, repeat: int, below: str, above: s
 
 
 def width_rows(repeat, clock=None) -> None:
-    """The scalar module's block width, and the generic module's compiled against vectorised path per
-    call size: the constants _WIDTH and _VECTORISED_ENTRIES of the generated modules."""
+    """The scalar module's block width, and the generic module's compiled against BLAS drivers per
+    call size: the constants _WIDTH and _BLAS_ENTRIES of the generated modules."""
     rng = np.random.default_rng(2)
     module = load(Model(steps=100, activation="tanh"), "loop", backend="numba")
     widths = (64, 128, 200, 256, 264, 296, 512)
@@ -312,27 +285,28 @@ def width_rows(repeat, clock=None) -> None:
         )
         print(f"| {batch} | " + " | ".join(f"{times[w] * 1e3:.3f}" for w in widths) + " |", flush=True)
     print(
-        "\nGeneric module, N = 100, loss_and_grad: the compiled path against the vectorised one (the NumPy"
-        " module's functions), per cell; the module's own cut-over in the last column"
+        "\nGeneric module, N = 100, loss_and_grad: the compiled drivers against the BLAS ones (products"
+        " through NumPy's BLAS, the equations' compiled loops per chunk), per cell; the module's own"
+        " cut-over in the last column"
     )
     print(
-        "| cell | H | B | B·H | compiled | vectorised | vectorised / compiled | the module's |\n"
+        "| cell | H | B | B·H | compiled | BLAS | BLAS / compiled | the module's |\n"
         "|---|---:|---:|---:|---:|---:|---:|---|"
     )
-    cases = [("rnn", 16, batch) for batch in (16, 64, 128, 256)] + [("rnn", 128, b) for b in (1, 2, 4, 8)]
+    cases = [("rnn", 16, batch) for batch in (16, 32, 64, 128)] + [("rnn", 128, b) for b in (1, 2, 4, 8)]
     for cell in ("lstm", "gru"):
-        cases += [(cell, 16, batch) for batch in (64, 256, 512)] + [(cell, 128, b) for b in (8, 16, 32)]
+        cases += [(cell, 16, batch) for batch in (8, 16, 32, 64)] + [(cell, 128, b) for b in (1, 2, 4)]
     for cell, hidden, batch in cases:
         module = load(Model(steps=100, cell=cell, hidden=hidden), "loop", backend="numba")
         x = rng.normal(size=(batch, 100, 3))
         y = rng.integers(0, 2, size=batch).astype(float)
         call = partial(module.loss_and_grad, x, y, module.init_params(int(rng.integers(2**31))))
-        times = _either_side(module, "_VECTORISED_ENTRIES", call, repeat, "compiled", "vectorised", clock)
-        path = "vectorised" if batch * hidden >= module._VECTORISED_ENTRIES else "compiled"
+        times = _either_side(module, "_BLAS_ENTRIES", call, repeat, "compiled", "BLAS", clock)
+        path = "BLAS" if batch * hidden >= module._BLAS_ENTRIES else "compiled"
         print(
             f"| {cell} | {hidden} | {batch} | {hidden * batch} | {times['compiled'] * 1e3:.3f} ms | "
-            f"{times['vectorised'] * 1e3:.3f} ms | {times['vectorised'] / times['compiled']:.2f} | "
-            f"{path} (from {module._VECTORISED_ENTRIES}) |",
+            f"{times['BLAS'] * 1e3:.3f} ms | {times['BLAS'] / times['compiled']:.2f} | "
+            f"{path} (from {module._BLAS_ENTRIES}) |",
             flush=True,
         )
 

@@ -22,6 +22,11 @@ compiled here): projection w_i·x_t alone, + forward recursion, + backward pass,
 timed where it runs in the real loop (with the block's arrays in cache). Validation: the module's
 own argument handling for this call, and for comparison the full checks (np.isfinite over x), which
 the kernels' fused check replaces.
+
+Last, the NumPy backend's loss_and_grad (the loop-mode module) against the strongest hand loop of
+bench_gradients.py at this size, the time-major one (contiguous rows, out=, no temporaries in its
+loops), in the same interleaved rounds (``--no-numpy`` leaves both out: they hold the n·B states and
+gates, 1.6 GB more at B = 10⁶).
 """
 
 from __future__ import annotations
@@ -94,6 +99,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="time with this process's CPU time instead of the wall clock (for a busy shared machine)",
     )
+    parser.add_argument(
+        "--no-numpy",
+        action="store_true",
+        help="leave out the NumPy module and the hand loop (they store the states and gates)",
+    )
     args = parser.parse_args(argv)
     clock = time.process_time if args.cpu_time else timeit.default_timer
     import numba
@@ -136,6 +146,13 @@ def main(argv=None) -> int:
     names = ["projection", "+ forward", "+ backward", "+ input gradient"]
     for stages, driver in drivers.items():
         candidates[names[stages - 1]] = partial(driver, *arguments, module._WIDTH)
+    if not args.no_numpy:
+        from bench_gradients import hand_time_major
+
+        hand = hand_time_major(x[part], y[part], w_i, w_h, w_o)
+        assert np.allclose(hand[1], want[1], rtol=1e-10) and np.isclose(hand[2], want[2], rtol=1e-10)
+        candidates["NumPy module"] = partial(reference.loss_and_grad, x, y, w_i, w_h, w_o)
+        candidates["hand loop"] = partial(hand_time_major, x, y, w_i, w_h, w_o)
     times = interleaved(candidates, rounds=args.rounds, budget=0.0, clock=clock)
 
     floor_parts = {
@@ -161,6 +178,16 @@ def main(argv=None) -> int:
     rest = total - previous - times["validation"]
     print(f"  {'the rest (drivers, sums)':<44} {rest:7.3f} s")
     print(f"  (the full checks, np.isfinite over x, would take {times['full checks']:.3f} s)")
+    if not args.no_numpy:
+        numpy_time, hand_time = times["NumPy module"], times["hand loop"]
+        print("\nNumPy backend against the time-major hand loop (bench_gradients.py):")
+        print(f"  {'hand loop (time-major)':<44} {hand_time:7.3f} s")
+        print(
+            f"  {'NumPy module loss_and_grad':<44} {numpy_time:7.3f} s = {numpy_time / hand_time:.2f} × the hand loop"
+        )
+        print(
+            f"  {'Numba module loss_and_grad':<44} {total:7.3f} s = {total / hand_time:.2f} × the hand loop"
+        )
     return 0
 
 

@@ -3,12 +3,10 @@
 The compiled module has the generic NumPy module's interface (``templates/numpy/cell.py.j2``, the
 context of ``cell_backend``): its constants, ``init_params`` and argument validation are copied
 verbatim from the NumPy module for the same model and mode, so both accept and reject exactly the same
-arguments with the same messages, and from ``vectorised_entries`` entries per step (B·H) on (fewer for a
-cell whose NumPy step is a few operations, and at larger H) it runs the NumPy module's own functions
-(copied with the prefix ``_numpy_``), where BLAS and NumPy's SIMD f over the whole batch beat compiled
-loops.
+arguments with the same messages; its ``bptt_terms`` is the NumPy module's (copied with the prefix
+``_numpy_``).
 
-Below that the work runs in ``@njit(cache=True)`` kernels printed from the engine's per-unit
+The work runs in ``@njit(cache=True)`` kernels printed from the engine's per-unit
 derivation (``engine.CellDerivation``) by ``CellKernelPrinter`` (σ, tanh and exp without libm for real
 arguments, the exact f for the complex step); nothing here names a cell:
 
@@ -27,8 +25,10 @@ arguments, the exact f for the complex step); nothing here names a cell:
   s_(t−1) the derivation's ``sent``; ∂L/∂M = Σ_t δ(M u)_t u_tᵀ one product per operand over the rows of
   a span of steps (about ``SPAN_ROWS`` rows), per-unit parameters summed from their δ.
 
-Every product is a compiled loop (the macros of ``templates/numba/macros.j2``), not BLAS, so Numba
-needs no SciPy. The unrolled mode compiles the same loops as the loop mode behind the NumPy module's
+Below ``blas_entries`` entries per step (B·H) every product is a compiled loop (the macros of
+``templates/numba/macros.j2``), not BLAS, so Numba needs no SciPy, and a pass is one compiled call;
+from there on the same drivers run in Python (``blas``: the products through NumPy's matmul, BLAS),
+calling the compiled loops of each part once per chunk of ``ROWS`` sequences. The unrolled mode compiles the same loops as the loop mode behind the NumPy module's
 fixed-length check, as the other Numba modules do.
 """
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 import ast
 import builtins
 import keyword
+import re
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -45,35 +46,21 @@ from ..engine import CellDerivation, derive_cell
 from .cell_backend import NAMED, SIGNATURES
 from .numba_backend import PREFIX, CellKernelPrinter, NumbaScalarPrinter, function_closure, vectorised
 
-#: Sequences per chunk of the elementwise work of one step (the unit of the parallel loops).
+#: Sequences per chunk of the elementwise work of one step (one call of a part's compiled loops).
 ROWS = 64
-#: From this many entries per step (B·H) on, the elementwise work of a step runs on Numba's threads
-#: in chunks of ROWS sequences (the products stay serial). Measured with bench/bench_lstm.py on the
-#: shared 2-core machine (the LSTM, products still BLAS's then): at B·H = 65 536 the parallel kernels
-#: were slower than the serial ones (forward 3.9 s against 2.6 s, backward 8.9 s against 2.4 s), so
-#: they are kept for much wider steps only; arrays that wide take the vectorised path
-#: (vectorised_entries), so in practice only list inputs reach them.
-PARALLEL_ENTRIES = 1 << 20
 #: The weight gradients are summed over the rows (sequences × steps) of several steps at once, in
 #: one product of about this many rows.
 SPAN_ROWS = 4096
-#: From VECTORISED_ENTRIES_PER_OPERATION · O / (1 + H / VECTORISED_HIDDEN) entries per step (B·H) on,
-#: forward, states, loss and loss_and_grad are the NumPy module's own functions, O the array operations
-#: of its loops over t (``numpy_operations``). Each of those costs NumPy a fixed microsecond or so
-#: every step whatever the batch, which the compiled loops save; they lose per entry to BLAS's
-#: products, whose share grows with H. Measured (bench/bench_backends.py --only widths, CPU time,
-#: n = 100, loss_and_grad, vectorised / compiled), with the cut-over this gives:
-#: the plain RNN (O = 13): H = 16: 1.25 at B·H = 1024, 0.93 at 2048 (from 1872); H = 128: 1.28 at
-#: 256, 0.92 at 512, 0.98 at 1024 (from 681);
-#: the LSTM (O = 45): H = 16: 1.67 at 4096, 0.90 at 8192 (from 6480); H = 128: 1.14 at 2048, 0.90
-#: at 4096 (from 2356);
-#: torch's GRU (O = 58): H = 16: 1.70 at 8192 (from 8352: too early, its compiled path stays
-#: ahead beyond it); H = 128: 1.12 at 2048, 0.95 at 4096 (from 3037).
-VECTORISED_ENTRIES_PER_OPERATION = 192
-VECTORISED_HIDDEN = 48
-#: The NumPy module's functions whose loops over t count in ``numpy_operations``: the forward
-#: recursion and the backward one of narrow batches (wide batches take the vectorised path anyway).
-STEP_FUNCTIONS = ("_forward_values", "_gradients")
+#: From BLAS_ENTRIES / (G · (1 + H / BLAS_HIDDEN)) entries per step (B·H) on, G the maps of the
+#: previous states (stacked: 1 for the plain RNN, 4 for the LSTM, 3 for the GRU; at least 1), the
+#: drivers run in Python with BLAS's products through NumPy and the compiled loops of each part called
+#: per chunk (``_forward_blas``, ``_backward_blas``); below, one compiled call whose products are
+#: compiled loops. BLAS's products beat the compiled loops per entry, more so with more maps and
+#: larger H, while the Python driver costs a fixed time per step. Measured (bench/bench_backends.py
+#: --only widths, CPU time, n = 100, loss_and_grad, BLAS drivers / compiled), with the cut-over this
+#: gives: see ``blas_entries`` and the README.
+BLAS_ENTRIES = 2048
+BLAS_HIDDEN = 48
 
 #: The kernels' f for real arguments, without libm (``templates/numba/macros.j2``, real_functions), and
 #: their accuracy against NumPy's over 3·10⁶ arguments (bench/bench_lstm.py --only accuracy), for the
@@ -129,31 +116,17 @@ KERNEL_NAMES = frozenset(
 
 
 
-def numpy_operations(numpy_source: str) -> int:
-    """The array operations (calls, binary operations, in-place updates) per step of the NumPy
-    module: in its loops over t of ``STEP_FUNCTIONS``."""
-    count = 0
-    for node in ast.parse(numpy_source).body:
-        if isinstance(node, ast.FunctionDef) and node.name in STEP_FUNCTIONS:
-            for loop in ast.walk(node):
-                if isinstance(loop, ast.For) and isinstance(loop.target, ast.Name) and loop.target.id == "t":
-                    count += sum(isinstance(n, ast.Call | ast.BinOp | ast.AugAssign) for n in ast.walk(loop))
-    assert count, "the NumPy module has no loop over t in " + ", ".join(STEP_FUNCTIONS)
-    return count
+def blas_entries(state_maps: int, hidden: int) -> int:
+    """Entries per step (B·H) from which a call takes the BLAS drivers (BLAS_ENTRIES, …)."""
+    return round(BLAS_ENTRIES / (max(1, state_maps) * (1 + hidden / BLAS_HIDDEN)))
 
 
-def _loop_source(model, derivation: CellDerivation) -> str:
-    """The loop-mode NumPy module for ``model`` (``cell_backend``)."""
-    from ..templating import render
-    from . import cell_backend
-
-    return render("numpy", "cell.py.j2", **cell_backend.context(model, "loop", "", derivation))
+_PRODUCTS = re.compile(r"\b_(add_transposed_product|add_product|product|add_rows)\(")
 
 
-def vectorised_entries(numpy_source: str, hidden: int) -> int:
-    """Entries per step (B·H) from which a call takes the vectorised path (VECTORISED_ENTRIES_…)."""
-    operations = numpy_operations(numpy_source)
-    return round(VECTORISED_ENTRIES_PER_OPERATION * operations / (1 + hidden / VECTORISED_HIDDEN))
+def blas(line: str) -> str:
+    """A driver's statement with its compiled products replaced by the BLAS ones (``_blas_…``)."""
+    return _PRODUCTS.sub(r"_blas_\1(", line)
 
 
 def implementations(positional: bool) -> dict[str, str]:
@@ -639,9 +612,6 @@ def context(
     for k, part in enumerate(backward_parts, 1):
         part["signature"] = layout(f"def _backward_part_{k}", backward_part, 0, ":")
 
-    # the NumPy module's operations per step are counted in its loops over t (loop mode's: the
-    # unrolled module does the same per step, written out)
-    loop_source = numpy_source if mode == "loop" else _loop_source(model, d)
     positional = bool(d.cell.positional)
     impl = implementations(positional)
     missing = [
@@ -700,7 +670,7 @@ def context(
         "signatures": {
             f"{stage}_{kind}": layout(f"def _{stage}_{kind}", arguments, 0, ":")
             for stage, arguments in (("forward", forward_arguments), ("backward", backward_arguments))
-            for kind in ("serial", "parallel")
+            for kind in ("serial", "blas")
         },
         "forward_kernel_call": layout(
             "return forward_kernel", ["x", *(f'w["{name}"]' for name in forward_arguments[1:])], 4
@@ -727,10 +697,12 @@ def context(
         "gradients": [{"name": name, "code": value} for name, value in gradients],
         "output_factor_code": output_factor_code,
         "rows": ROWS,
-        "parallel_entries": PARALLEL_ENTRIES,
         "span_rows": SPAN_ROWS,
-        "vectorised_entries": vectorised_entries(loop_source, model.hidden),
-        "numpy_operations": numpy_operations(loop_source),
+        "blas_entries": blas_entries(
+            sum(g.count for g in groups if g.kind == "state"), model.hidden
+        ),
+        "blas": blas,
+        "same": lambda line: line,
         "impl": impl,
         "impl_signatures": {
             name: layout(f"def {impl[name]}", arguments + (NAMED if positional else []), 0,
@@ -738,9 +710,9 @@ def context(
             for name, (arguments, returns) in SIGNATURES.items()
         },
         "positional": positional,
-        # the NumPy module's implementations, prefixed _numpy_: the vectorised path, and bptt_terms
-        "numpy_impl": {name: PREFIX + impl[name].lstrip("_") for name in PUBLIC},
-        "vectorised": vectorised(numpy_source, tuple(impl.values()), COPIED_FUNCTIONS),
+        # the NumPy module's bptt_terms, prefixed _numpy_, with what it calls
+        "numpy_impl": {"bptt_terms": PREFIX + impl["bptt_terms"].lstrip("_")},
+        "vectorised": vectorised(numpy_source, (impl["bptt_terms"],), COPIED_FUNCTIONS),
         **copied(numpy_source, positional),
         "uses_relu": "relu" in helpers,
         "uses_heaviside": "heaviside" in helpers,
@@ -752,15 +724,14 @@ def context(
 
 
 __all__ = [
-    "PARALLEL_ENTRIES",
+    "BLAS_ENTRIES",
+    "BLAS_HIDDEN",
     "PUBLIC",
     "ROWS",
     "SPAN_ROWS",
-    "VECTORISED_ENTRIES_PER_OPERATION",
-    "VECTORISED_HIDDEN",
+    "blas",
+    "blas_entries",
     "context",
     "copied",
     "implementations",
-    "numpy_operations",
-    "vectorised_entries",
 ]
