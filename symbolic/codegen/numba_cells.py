@@ -611,6 +611,15 @@ def context(
         part["signature"] = layout(f"def _forward_part_{k}", forward_part, 0, ":")
     for k, part in enumerate(backward_parts, 1):
         part["signature"] = layout(f"def _backward_part_{k}", backward_part, 0, ":")
+    # the BLAS drivers call each part once per step: a compiled sweep over the chunks of sequences
+    for stage, parts, names, call in (
+        ("forward", forward_parts, forward_part, forward_call),
+        ("backward", backward_parts, backward_part, backward_call),
+    ):
+        for k, part in enumerate(parts, 1):
+            part["sweep_signature"] = layout(f"def _{stage}_sweep_{k}", names[:-1], 0, ":")
+            part["sweep_inner_call"] = layout(f"_{stage}_part_{k}", names, 8)
+            part["sweep_call"] = layout(f"_{stage}_sweep_{k}", call[:-1], 8)
 
     positional = bool(d.cell.positional)
     impl = implementations(positional)
