@@ -9,7 +9,7 @@ column is a ratio to the Numba backend measured in the same run (> 1: slower tha
 column of the scalar rows is the faster of bench/bench_gradients.py's two hand loops. JAX: jit of
 value_and_grad over lax.scan, float64, inputs already JAX arrays (block_until_ready); PyTorch:
 autograd (torch.nn.RNN for H). A framework that is not installed is a gap in its column.
-``--threads K`` gives Numba, PyTorch and XLA K threads (default: each library's own).
+``--threads K`` gives Numba, PyTorch, XLA and BLAS K threads (default: each library's own).
 The candidates of a row are timed in interleaved rounds (bench/_timing.py), each keeping its best.
 The Numba module of the hidden rows is the generic cell module (templates/numba/cell.py.j2), called in
 the plain RNN's positional form. Then: the first call in a fresh process (import, compile or cache
@@ -32,6 +32,7 @@ import timeit
 from functools import partial
 from pathlib import Path
 
+import _threads  # noqa: F401  (before NumPy: BLAS reads its thread count as it loads)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent

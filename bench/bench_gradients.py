@@ -8,8 +8,8 @@ loss_and_grad in each mode (unrolled only where N is within its limit) and the r
 hand, plus the ratio loss_and_grad / forward of the generated module; then JAX (jit of
 value_and_grad over lax.scan, float64, inputs already JAX arrays) and PyTorch autograd, as ratios to
 the same hand loop. A framework that is not installed is printed as a gap, not left out. Times are
-the best of several interleaved rounds (bench/_timing.py). ``--threads K`` gives PyTorch and XLA K
-threads (default: their own; with --cpu-time the CPU time of every thread counts, so use 1).
+the best of several interleaved rounds (bench/_timing.py). ``--threads K`` gives PyTorch, XLA and
+BLAS K threads (default: their own; with --cpu-time the CPU time of every thread counts, so use 1).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import timeit
 from functools import partial
 from pathlib import Path
 
+import _threads  # noqa: F401  (before NumPy: BLAS reads its thread count as it loads)
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -6,7 +6,7 @@ with matmuls, JAX and PyTorch's torch.nn.RNN autograd, measured in one run.
 Rows: H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3, tanh, no biases. Times are the best of
 several interleaved rounds (bench/_timing.py); ratios are candidate / hand. JAX: jit of
 value_and_grad over lax.scan, float64, inputs already JAX arrays. A framework that is not installed
-is printed as a gap. ``--threads K`` gives PyTorch and XLA K threads (default: their own).
+is printed as a gap. ``--threads K`` gives PyTorch, XLA and BLAS K threads (default: their own).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import timeit
 from functools import partial
 from pathlib import Path
 
+import _threads  # noqa: F401  (before NumPy: BLAS reads its thread count as it loads)
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
