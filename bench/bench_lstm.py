@@ -2,7 +2,7 @@
 nn.LSTM / nn.GRU autograd and JAX (jit of value_and_grad over lax.scan), float64, measured in one run,
 each as a ratio to the Numba module (a framework not installed is a "–" in its column, said above it).
 
-    python3 bench/bench_lstm.py [--quick] [--cells lstm,gru] [--cpu-time] [--only rows|compile|accuracy]
+    python3 bench/bench_lstm.py [--quick] [--cells lstm,gru] [--threads K] [--cpu-time] [--only rows|compile|accuracy]
 
 Rows: per cell, H in {16, 128}, n = 100, B in {1, 64, 4096}, D = 3 (``--quick``: B <= 64). The
 candidates of a row are timed in interleaved rounds (bench/_timing.py) and each keeps its best round.
@@ -10,7 +10,9 @@ Before timing, the three gradients are compared (the Numba module against the Nu
 torch and JAX to 1e-9). Then the Numba module's first call in a fresh process with an empty kernel cache and
 with a warm one. ``--only accuracy``: the kernels' f for real arguments (``templates/numba/macros.j2``,
 real_functions: _tanh_real, _logistic_real, _exp_real) against NumPy's, in ulps over 3·10⁶
-arguments, and the complex step through them against NumPy's complex f.
+arguments, and the complex step through them against NumPy's complex f. ``--threads K`` gives Numba,
+PyTorch, XLA and BLAS K threads (default: each library's own; with --cpu-time use 1, since the CPU
+time of every thread counts).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import timeit
 from functools import partial
 from pathlib import Path
 
+import _threads  # noqa: F401  (before NumPy: BLAS reads its thread count as it loads)
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -379,11 +382,25 @@ def main(argv=None) -> int:
     parser.add_argument("--cells", default="lstm,gru", help="comma-separated: lstm, gru (default both)")
     parser.add_argument("--cpu-time", action="store_true", help="time process CPU instead of the wall clock")
     parser.add_argument("--only", choices=("rows", "compile", "accuracy"), default=None)
+    parser.add_argument("--threads", type=int, default=None, help="threads for Numba, PyTorch, XLA and BLAS")
     args = parser.parse_args(argv)
     cells = [cell for cell in args.cells.split(",") if cell]
     unknown = [cell for cell in cells if cell not in TORCH]
     if unknown:
         parser.error(f"unknown cell {', '.join(unknown)}: choose from {', '.join(TORCH)}")
+    if args.threads:
+        from bench_gradients import set_threads
+
+        set_threads(args.threads)  # XLA reads its flags when JAX first loads
+        import numba
+
+        numba.set_num_threads(args.threads)
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
     if args.only in (None, "rows"):
         rows(
             cells,

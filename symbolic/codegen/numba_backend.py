@@ -99,8 +99,9 @@ def validation(numpy_source: str) -> str:
     )
 
 
-#: The vectorised path's functions are the NumPy module's, renamed with this prefix
-#: (``loss_and_grad`` → ``_numpy_loss_and_grad``, ``_sigmoid`` → ``_numpy_sigmoid``).
+#: The NumPy module's functions a Numba module copies to call (a cell module's bptt_terms and what it
+#: calls), renamed with this prefix (``bptt_terms`` → ``_numpy_bptt_terms``, ``_sigmoid`` →
+#: ``_numpy_sigmoid``).
 PREFIX = "_numpy_"
 
 

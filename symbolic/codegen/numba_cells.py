@@ -233,7 +233,7 @@ def context(
     """Everything ``templates/numba/cell.py.j2`` places: names, printed statements. No SymPy objects.
 
     ``numpy_source`` is the NumPy module for the same model and mode (``cell_backend``); its
-    constants, ``init_params`` and validation are copied, and its functions are the vectorised path.
+    constants, ``init_params`` and validation are copied, and its ``bptt_terms`` (with what it calls).
     """
     from ..cells import cell_of
 
