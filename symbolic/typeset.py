@@ -18,6 +18,7 @@ sharing ``cell_body.j2``), which only lays them out.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import sympy as sp
@@ -391,6 +392,15 @@ _GREEK = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", 
           "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
 
 
+def _tex_code(text: str) -> str:
+    """``text`` (a command line, a file name) for \texttt: LaTeX's special characters escaped (a cell
+    file's path may hold %, & or #), -- kept as two hyphens and ' straight, so the command can be
+    copied from the PDF."""
+    escaped = "".join(_TEX_SPECIALS.get(char, char) for char in text)
+    # a straight quote (shell quoting of a path), not the typewriter font's curly one
+    return escaped.replace("--", "-{}-").replace("'", r"\textquotesingle{}")
+
+
 def _prose(text: str, fmt: str) -> str:
     """Plain text for the document's prose: for LaTeX, its special characters escaped and Unicode
     written as LaTeX (Greek letters, ⊙, −…; others by their ASCII base letter, else '?'); for
@@ -736,7 +746,8 @@ class CellTypesetter:
             "command": command,
             "cell": self.cell.name,
             "cell_tex": _prose(self.cell.name, "tex"),
-            "verify": verify or f"bptt derive --cell {cell_argument or self.cell.name} --verify",
+            "tex_code": _tex_code,
+            "verify": verify or f"bptt derive --cell {shlex.quote(cell_argument or self.cell.name)} --verify",
             "description": self.cell.description,
             "description_text": _prose(self.cell.description, fmt),
             "n": steps,
@@ -767,7 +778,7 @@ def command_of(model, fmt: str | None) -> str:
     """``bptt derive --cell C --steps N [--activation A] --hidden H [--bias] [--inputs D] --format F``: every
     option of the model that is not its default, so that the command regenerates this document; with
     ``fmt`` None, ``--verify`` in place of the format (the proof of this model)."""
-    parts = [f"bptt derive --cell {model.cell_argument}", f"--steps {model.steps}"]
+    parts = [f"bptt derive --cell {shlex.quote(model.cell_argument)}", f"--steps {model.steps}"]
     if model.activation != "tanh":
         parts.append(f"--activation {model.activation}")
     parts.append(f"--hidden {model.hidden}")

@@ -819,6 +819,23 @@ def test_derive_writes_the_document(tmp_path, cell, fmt):
     assert "The state-to-state Jacobian" in text
 
 
+def test_a_cell_file_path_with_latex_specials_compiles(tmp_path, monkeypatch):
+    """A cell file under a folder named with a space, %, &, # and $ (all valid in a path): the document
+    names it in its commands, quoted for the shell and escaped for LaTeX, and compiles; pdftotext reads
+    the command back (typewriter underscores come out as spaces)."""
+    folder = tmp_path / "cells 50%&#$_x"
+    folder.mkdir()
+    (folder / "my_mgu.py").write_text((DOCS / "mgu.py").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    tex = document(Model(steps=2, hidden=2, cell=str(folder / "my_mgu.py")), "tex")
+    quote = r"\textquotesingle{}"
+    assert rf"-{{}}-cell {quote}cells 50\%\&\#\$\_x/my\_mgu.py{quote} -{{}}-steps 2" in tex
+    assert tex.startswith(f"% {MARKER}. Command: bptt derive --cell 'cells 50%&#$_x/my_mgu.py' --steps 2")
+    run, log, text = compile_pdf(tex, tmp_path)
+    assert run.returncode == 0, log[-2000:]
+    assert "--cell 'cells 50%&#$ x/my mgu.py' --steps 2" in text.replace("\n", " ")
+
+
 @pytest.mark.parametrize("options", [["--cell", "gru"], ["--cell", str(DOCS / "cho_gru.py")],
                                      ["--inputs", "2", "--steps", "3", "--bias", "--format", "md"]],
                          ids=["gru", "cho_gru", "rnn_bias"])
