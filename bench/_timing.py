@@ -26,10 +26,14 @@ def interleaved(candidates: dict, rounds: int = 7, budget: float = 0.2, clock=ti
     best = {name: float("inf") for name in candidates}
     order = list(candidates.items())
     for round_ in range(rounds):
-        # Each round starts with the next candidate, so no candidate always runs right after the
-        # same other one (whose freed memory or warmed caches it would inherit).
-        shift = round_ % len(order)
-        for name, call in order[shift:] + order[:shift]:
+        # Each round starts with another candidate, and every other round runs them in reverse, so
+        # no candidate always runs right after the same other one (whose freed memory, warmed caches
+        # or still-busy threads it would inherit: after JAX's largest calls, whatever ran next took
+        # up to 2× its time). A rotation alone keeps the cyclic order, and with it each one's
+        # predecessor.
+        this_round = order if round_ % 2 == 0 else order[::-1]
+        shift = (round_ // 2) % len(order)
+        for name, call in this_round[shift:] + this_round[:shift]:
             seconds = timeit.Timer(call, timer=clock).timeit(numbers[name]) / numbers[name]
             best[name] = min(best[name], seconds)
     return best
