@@ -186,7 +186,8 @@ def test_every_backward_strategy_gives_the_gradient(activation, mode, monkeypatc
     """The batch width picks how δ is computed (one accumulate, products over doubling distances,
     or step by step for wide batches) and x is read in blocks of _BLOCK sequences: each way, forced
     on a small batch with a partial last block, gives the gradient of ``loss`` (the forward pass
-    alone) by the complex step (central differences for a kinked f)."""
+    alone) by the complex step (central differences for a kinked f); so do bptt_terms' terms, summed
+    (its suffix products go by the same widths: the row-by-row one from _WIDE_BATCH)."""
     module = module_for(activation, mode, 10)
     batch = 11
     for seed in range(7, 100):  # a point whose δs reach back several steps (ReLU: active there)
@@ -216,8 +217,11 @@ def test_every_backward_strategy_gives_the_gradient(activation, mode, monkeypatc
             for constant, value in constants.items():
                 patch.setattr(module, constant, value)
             _, dw_i, dw_h, _ = results[name] = module.loss_and_grad(x, y, w_i, w_h, w_o)
+            terms = module.bptt_terms(x, y, w_i, w_h, w_o)  # its suffix products by the same rule
         assert relative(dw_i, np.array(want_i)) < tolerance, name
         assert relative(dw_h, want_h) < tolerance, name
+        assert relative(terms["terms_w_h"].sum(axis=1).mean(), want_h) < tolerance, name
+        assert relative(terms["terms_w_i"].sum(axis=1).mean(axis=0), np.array(want_i)) < tolerance, name
     for name, got in results.items():  # and the ways agree with each other to rounding
         for a, b in zip(got, results["accumulate"]):
             assert relative(a, b) < 1e-13, name
