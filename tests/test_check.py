@@ -75,3 +75,26 @@ def test_command_line(tmp_path):
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     as_json = run_bptt("check", "--json", "--seed", "5", str(ROOT / "generated" / "rnn_tanh_loop.py"))
     assert as_json.returncode == 0 and json.loads(as_json.stdout)["passed"] is True
+
+
+def test_a_file_imports_the_files_beside_it_as_python_runs_it(tmp_path):
+    """wrapper.py does ``import my_module`` from its own folder: checked from another working directory
+    it passes (its folder is first on sys.path, as when Python runs it); and only a file bptt codegen
+    wrote is told to regenerate itself."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "my_module.py").write_text(generate(Model(steps=3), "loop"))
+    (folder / "wrapper.py").write_text("from my_module import *  # noqa\nfrom my_module import _BLOCK  # noqa\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_bptt("check", str(folder / "wrapper.py"), cwd=elsewhere)
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("passed"), result.stdout + result.stderr
+    # a hand-written file that fails on import is told to fix itself, not to regenerate
+    (folder / "mine.py").write_text("import not_a_module_anywhere\n")
+    result = run_bptt("check", str(folder / "mine.py"), cwd=elsewhere)
+    assert result.returncode == 2 and "fix the file" in result.stderr and "regenerate" not in result.stderr
+    # a generated file that no longer imports is told to regenerate
+    broken = folder / "broken.py"
+    broken.write_text(generate(Model(steps=3), "loop") + "\nimport not_a_module_anywhere\n")
+    result = run_bptt("check", str(broken), cwd=elsewhere)
+    assert result.returncode == 2 and "regenerate the module with 'bptt codegen'" in result.stderr

@@ -344,6 +344,23 @@ def test_derive_verify_exits_1_on_a_disagreement(monkeypatch, capsys):
     assert "[FAIL] exact identity (H = 1, D = 2, n = 2)" in out and "DISAGREEMENT: 1 of 3 checks hold" in out
 
 
+def test_a_negative_control_that_is_not_rejected_fails_the_proof(monkeypatch, capsys):
+    """The control made right (its mutation a no-op): every check holds, yet a control the checks do
+    not reject means they could not tell a wrong derivation from the right one, so verify fails (exit
+    1), in the report as on the command line. Negative control of this test: the real mutation passes."""
+    from symbolic.cli import main
+
+    report = oracle.verify(Model(cell="gru", steps=2, inputs=2))
+    assert report.passed and report.control.rejected
+    monkeypatch.setattr(engine.CellDerivation, "mutate", lambda self, mutation: self)
+    report = oracle.verify(Model(cell="gru", steps=2, inputs=2))
+    assert report.proved and not report.control.rejected and not report.passed
+    status = main(["derive", "--cell", "gru", "--steps", "2", "--inputs", "2", "--verify"])
+    out = capsys.readouterr().out
+    assert status == 1, out
+    assert "NOT rejected" in out and "PROVED" not in out.rstrip().splitlines()[-1]
+
+
 def test_document_with_verify_and_output(tmp_path):
     target = tmp_path / "indrnn.md"
     cell = str(CELL_FILES / "indrnn.py")
