@@ -374,7 +374,7 @@ class _Interface:
     def widen(self, wide: bool) -> None:
         """Finite differences for a probe beyond the base cases: a wide batch's mean can make one
         parameter's gradient tiny next to the others', so it is measured against FD_FLOOR times the
-        largest entry, and with the five-point stencil (rounding ~1e-13) where the activations are
+        largest entry, and with the five-point stencil (DICT_FD_STEP) where the activations are
         analytic; a ReLU module's short batches with the two-point 1e-6 step, which straddles a kink
         with a small chance only (its wide ones are compared with their sub-batches)."""
         for attribute in ("fd_step", "fd_points", "fd_floor"):
@@ -597,7 +597,16 @@ def _tries(entries: int) -> int:
 
 
 def _batch(rng: np.random.Generator, batch: int, steps: int, size: int, dense: bool):
-    """Inputs (one-hot words, or dense normal values) and labels with both classes present."""
+    """Inputs (one-hot words, or dense normal values) and labels with both classes present.
+
+    Beyond BASE_BATCH sequences, each sequence is one of three random centres plus its own noise (0.1),
+    labelled as its centre: random labels would make the batch's mean gradient about 1/√B of one
+    sequence's, down where the rounding of a mean over B losses (~1e-14) swamps finite differences;
+    the noise keeps every sequence distinct, so a sequence read in another's place still shows."""
+    if batch > BASE_BATCH:
+        centres, which = rng.normal(size=(3, steps, size)), rng.integers(0, 3, size=batch)
+        x = centres[which] + 0.1 * rng.normal(size=(batch, steps, size))
+        return x, np.array([0.0, 1.0, float(rng.integers(0, 2))])[which]
     if dense:
         x = rng.normal(size=(batch, steps, size))
     else:

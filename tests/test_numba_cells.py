@@ -216,13 +216,13 @@ def test_bptt_check_finite_differences_and_complex_step(cell, mode, path, monkey
     # seed 0: the check's random points keep clear of IndRNN's ReLU kinks (at seed 1 its differences
     # cross one, for the NumPy module as much as for this one)
     report = check_module(fast, f"numba {cell}", seed=0)
-    assert report.passed and report.cases == 4
+    assert report.passed and report.paths[0]["cases"] == 4  # the base cases, then one per path
     assert set(report.errors) == (
-        {"finite differences", "complex step"} if fast.ANALYTIC else {"finite differences"}
+        {"finite differences", "complex step"} if fast.ANALYTIC else {"finite differences", "sub-batches"}
     )
     assert max(report.errors["finite differences"].values()) < 1e-7
     if fast.ANALYTIC:
-        assert max(report.errors["complex step"].values()) < 1e-12
+        assert max(report.errors["complex step"].values()) < 1e-11  # the longest call (n = 40) rounds to about 2e-12
 
 
 LINEAR_CELL = """
@@ -245,7 +245,7 @@ def test_a_state_updated_without_activation(tmp_path):
     for mode in ("loop", "unrolled"):
         fast = load(Model(cell=str(path), hidden=HIDDEN, steps=STEPS), mode, backend="numba")
         report = check_module(fast, "numba linear", seed=0)
-        assert report.passed and report.cases == 4
+        assert report.passed and report.paths[0]["cases"] == 4  # the base cases, then one per path
         assert max(report.errors["complex step"].values()) < 1e-12
 
 
@@ -395,7 +395,8 @@ def test_interface_constants_and_errors_are_the_numpy_modules(cell, mode):
     constants = [name for name in vars(reference) if name.isupper()]
     assert {"CELL", "STEPS", "MODE", "PARAMS", "STORED", "ACTIVATIONS", "ANALYTIC"} <= set(constants)
     for name in constants:  # every one: the RNN's POSITIONAL, ACTIVATION and BIAS too
-        assert getattr(fast, name) == getattr(reference, name), name
+        if name != "CHECK_PATHS":  # each module's own code paths (tests/test_check_paths.py)
+            assert getattr(fast, name) == getattr(reference, name), name
     for seed in (0, 3):
         made, want = fast.init_params(seed), reference.init_params(seed)
         assert list(made) == list(want) and all(np.array_equal(made[k], want[k]) for k in want)
