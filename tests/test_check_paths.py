@@ -144,7 +144,7 @@ def test_a_module_wrong_only_for_several_sequences_fails(family, monkeypatch):
 
     def wrong_alone(x, y, params):
         loss, grads = original(x, y, params)
-        name = sorted(grads)[0]
+        name = min(grads)
         return loss, {**grads, name: grads[name] * (FAULT if np.shape(x)[0] == 1 else 1.0)}
 
     for fault in (undivided, wrong_alone):
@@ -210,8 +210,8 @@ def test_numba_cell_module_every_path(family, monkeypatch):
         return values.shape[1] - 1
 
     # the drivers' arguments: (x, values, …, span); x is time-major (n, B, D)
-    several_spans = lambda x, values, *rest: rest[-1] < steps_of(values)  # noqa: E731
-    one_span = lambda x, values, *rest: rest[-1] >= steps_of(values)  # noqa: E731
+    several_spans = lambda x, values, *rest: rest[-1] < steps_of(values)
+    one_span = lambda x, values, *rest: rest[-1] >= steps_of(values)
     faults = {
         "compiled drivers, one span of steps": ("_backward_serial", one_span),
         "compiled drivers, several spans of steps": ("_backward_serial", several_spans),
