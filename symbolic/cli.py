@@ -220,33 +220,38 @@ def _derive(args) -> int:
     from .derive import Derivation  # the notes' scalar model: its Σ/Π specialisation
 
     derivation = Derivation(model)
-    if args.verify:
-        derivation.require_components("--verify")  # refuse a large --inputs before writing anything
-    if args.output or not args.verify:
+    if not args.verify:
         _write_or_print(document(derivation, args.format), args)
-    if args.verify:
-        from .proof import format_report, prove
+        return 0
+    derivation.require_components("--verify")  # refuse a large --inputs before any work
+    from .proof import format_report, prove
 
-        report = prove(derivation)
-        print(format_report(report))
-        return 0 if report.passed else 1
-    return 0
+    report = prove(derivation)
+    return _after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
+
+
+def _after_proof(passed: bool, text: str, make_document, args) -> int:
+    """Print the proof's report; with -o write the document only when the proof passed (a failed or
+    interrupted proof leaves no file that reads as proved)."""
+    print(text)
+    if args.output and passed:
+        _write_or_print(make_document(), args)
+    elif args.output:
+        print(f"the proof failed, so {args.output} was not written", file=sys.stderr)
+    return 0 if passed else 1
 
 
 def _derive_cell(model, args) -> int:
     """derive for every model but the notes' scalar one (any cell, any H, biases): the generic document
     (symbolic/typeset.py), and with --verify the proof (symbolic/oracle.py), run first so that a refusal
-    writes nothing."""
+    or a failure writes nothing."""
     from .typeset import document
 
-    report = _prove_cell(model) if args.verify else None
-    if args.output or not args.verify:
+    if not args.verify:
         _write_or_print(document(model, args.format), args)
-    if report is not None:
-        passed, text = report
-        print(text)
-        return 0 if passed else 1
-    return 0
+        return 0
+    passed, text = _prove_cell(model)
+    return _after_proof(passed, text, lambda: document(model, args.format), args)
 
 
 def _prove_cell(model) -> tuple[bool, str]:
