@@ -518,7 +518,13 @@ def _story_commands(commands) -> None:
     demo.add_argument(
         "--out", default="bptt-demo", metavar="DIR",
         help="directory to write into, created if missing (default: ./bptt-demo); an existing non-empty "
-        "directory is only reused if an earlier bptt demo made it",
+        "directory is only reused if an earlier bptt demo made it and none of its files was edited since; "
+        "the demo is built beside it and moved in at the end, so an interrupted run changes nothing",
+    )
+    demo.add_argument(
+        "--force", action="store_true",
+        help="write into --out even if it holds other files (they are kept) or demo files edited since "
+        "(they are replaced)",
     )
     demo.set_defaults(handler=_demo)
 
@@ -714,7 +720,7 @@ def _train(args) -> int:
 def _demo(args) -> int:
     from .demo import run
 
-    run(args.out)
+    run(args.out, force=args.force)
     return 0
 
 
