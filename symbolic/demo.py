@@ -277,7 +277,6 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None, force: bool = False) 
 
 def _build(directory: Path) -> tuple[list[Written], list[str]]:
     """Every file of the demo, written into ``directory`` (the staging folder); (written, notes)."""
-    from . import analysis, data, train
     from .codegen import generate
     from .derive import Derivation
     from .latex import document
@@ -326,12 +325,25 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
     )
     write(f"check_{module_path.stem}.json", check_json, "the check report as JSON")
 
-    # 3. The analyses.
+    # 3. The analyses, 4. training on the notes' sentences.
+    words = _analyses_and_training(write, target, written)
+
+    # 5. The LSTM against the plain RNN.
+    story = _lstm_comparison(write, target, written, words)
+
+    # 6. The index.
+    write("index.md", _index(written, notes, story), "this list, with the plots shown")
+    return written, notes
+
+
+def _analyses_and_training(write, target, written: list[Written]) -> list[str]:
+    """The tanh and ReLU analyses of 20 random words, and training on the notes' sentences; returns the
+    words (the LSTM's analysis reads the same)."""
+    from . import analysis, data, train
+
     words = analysis.random_words(ANALYSIS_STEPS, analysis.DEFAULT_SEED)
-    regimes = {}
     for activation, w_h, expected in ANALYSES:
         result = analysis.analyze(activation=activation, w_h=w_h, words=words)
-        regimes[activation] = result.regime
         stem = _analysis_stem(activation, w_h)
         command = f"bptt analyze --steps {ANALYSIS_STEPS} --activation {activation} --w-h {w_h:g}"
         write(
@@ -368,13 +380,7 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
     path = target("training_loss.png")
     train.plot(result, path)
     written.append(Written(path, "the loss curve"))
-
-    # 5. The LSTM against the plain RNN.
-    story = _lstm_comparison(write, target, written, words)
-
-    # 6. The index.
-    write("index.md", _index(written, notes, story), "this list, with the plots shown")
-    return written, notes
+    return words
 
 
 def _lstm_comparison(write, target, written: list[Written], words: list[str]) -> list[str]:

@@ -292,8 +292,7 @@ def test_signals_wait_for_the_renames():
     from symbolic.files import deferred_signals
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_signals():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("renamed")
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("renamed")
     assert done == ["renamed"]
