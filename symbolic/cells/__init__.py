@@ -7,6 +7,7 @@ is; this package is the only place that knows cells by name.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import runpy
 import sys
@@ -72,8 +73,8 @@ def _stdout_to_stderr():
         _flush(stream)
     try:
         saved_descriptor = os.dup(1)
-        os.dup2(2, 1)
-    except OSError:  # no descriptor 1 or 2 (an embedding host): the Python-level redirect still holds
+        _point_at_stderr(1)
+    except OSError:  # no descriptor 1 (an embedding host): the Python-level redirect still holds
         saved_descriptor = None
     try:
         sys.stdout = sys.stderr
@@ -85,6 +86,21 @@ def _stdout_to_stderr():
         if saved_descriptor is not None:
             os.dup2(saved_descriptor, 1)
             os.close(saved_descriptor)
+
+
+def _point_at_stderr(descriptor: int) -> None:
+    """dup2 stderr onto ``descriptor``, or /dev/null when stderr is not open for writing (a closed
+    stderr can be a file opened for reading by whatever started us)."""
+    try:
+        writable = fcntl.fcntl(2, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    except OSError:
+        writable = False
+    if writable:
+        os.dup2(2, descriptor)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, descriptor)
+    os.close(null)
 
 
 def _flush(stream) -> None:
