@@ -7,7 +7,6 @@ is; this package is the only place that knows cells by name.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import runpy
 import sys
@@ -92,7 +91,11 @@ def _point_at_stderr(descriptor: int) -> None:
     """dup2 stderr onto ``descriptor``, or /dev/null when stderr is not open for writing (a closed
     stderr can be a file opened for reading by whatever started us)."""
     try:
+        import fcntl  # POSIX; elsewhere stderr is taken as writable
+
         writable = fcntl.fcntl(2, fcntl.F_GETFL) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    except ImportError:
+        writable = True
     except OSError:
         writable = False
     if writable:
