@@ -169,13 +169,16 @@ def _install(staging: Path, directory: Path, names: list[str]) -> None:
             except OSError as error:
                 raise UsageError(f"cannot create {directory}: {error.strerror}: choose another --out") from None
         old = read_manifest(directory) or {}
-        for name in names:
-            os.replace(staging / name, directory / name)
-        for name, digest in old.items():
-            if name not in names and file_hash(directory / name) == digest:
-                (directory / name).unlink()
-        os.replace(staging / DIRECTORY_MARKER, directory / DIRECTORY_MARKER)
-        staging.rmdir()
+        try:
+            for name in names:
+                os.replace(staging / name, directory / name)
+            for name, digest in old.items():
+                if name not in names and file_hash(directory / name) == digest:
+                    (directory / name).unlink()
+            os.replace(staging / DIRECTORY_MARKER, directory / DIRECTORY_MARKER)
+            staging.rmdir()
+        except OSError as error:
+            raise UsageError(f"cannot move the demo into {directory}: {error.strerror}: choose another --out") from None
 
 
 def _header(text: str) -> str:
