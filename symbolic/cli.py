@@ -220,33 +220,38 @@ def _derive(args) -> int:
     from .derive import Derivation  # the notes' scalar model: its Σ/Π specialisation
 
     derivation = Derivation(model)
-    if args.verify:
-        derivation.require_components("--verify")  # refuse a large --inputs before writing anything
-    if args.output or not args.verify:
+    if not args.verify:
         _write_or_print(document(derivation, args.format), args)
-    if args.verify:
-        from .proof import format_report, prove
+        return 0
+    derivation.require_components("--verify")  # refuse a large --inputs before any work
+    from .proof import format_report, prove
 
-        report = prove(derivation)
-        print(format_report(report))
-        return 0 if report.passed else 1
-    return 0
+    report = prove(derivation)
+    return _after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
+
+
+def _after_proof(passed: bool, text: str, make_document, args) -> int:
+    """Print the proof's report; with -o write the document only when the proof passed (a failed or
+    interrupted proof leaves no file that reads as proved)."""
+    print(text)
+    if args.output and passed:
+        _write_or_print(make_document(), args)
+    elif args.output:
+        print(f"the proof failed, so {args.output} was not written", file=sys.stderr)
+    return 0 if passed else 1
 
 
 def _derive_cell(model, args) -> int:
     """derive for every model but the notes' scalar one (any cell, any H, biases): the generic document
     (symbolic/typeset.py), and with --verify the proof (symbolic/oracle.py), run first so that a refusal
-    writes nothing."""
+    or a failure writes nothing."""
     from .typeset import document
 
-    report = _prove_cell(model) if args.verify else None
-    if args.output or not args.verify:
+    if not args.verify:
         _write_or_print(document(model, args.format), args)
-    if report is not None:
-        passed, text = report
-        print(text)
-        return 0 if passed else 1
-    return 0
+        return 0
+    passed, text = _prove_cell(model)
+    return _after_proof(passed, text, lambda: document(model, args.format), args)
 
 
 def _prove_cell(model) -> tuple[bool, str]:
@@ -513,7 +518,13 @@ def _story_commands(commands) -> None:
     demo.add_argument(
         "--out", default="bptt-demo", metavar="DIR",
         help="directory to write into, created if missing (default: ./bptt-demo); an existing non-empty "
-        "directory is only reused if an earlier bptt demo made it",
+        "directory is only reused if an earlier bptt demo made it and none of its files was edited since; "
+        "the demo is built beside it and moved in at the end, so an interrupted run changes nothing",
+    )
+    demo.add_argument(
+        "--force", action="store_true",
+        help="write into --out even if it holds other files (they are kept) or demo files edited since "
+        "(they are replaced)",
     )
     demo.set_defaults(handler=_demo)
 
@@ -709,7 +720,7 @@ def _train(args) -> int:
 def _demo(args) -> int:
     from .demo import run
 
-    run(args.out)
+    run(args.out, force=args.force)
     return 0
 
 

@@ -8,10 +8,10 @@ a large file never becomes one (B, N, D) array.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from array import array
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -196,22 +196,112 @@ def long_held_out() -> Dataset:
 MAX_LINE_BYTES = 1 << 20
 
 
-def _decoded_lines(path: str, stream) -> Iterator[str]:
-    """The file's lines decoded as UTF-8 one at a time; a bad byte names its line."""
-    # readline with a limit, so an endless line is cut off; plain iteration for a bare line iterator.
-    reader = getattr(stream, "readline", None)
-    lines = iter(lambda: reader(MAX_LINE_BYTES + 1), b"") if reader else iter(stream)
-    for number, raw in enumerate(lines, start=1):
+#: Longest field: a quoted text may span lines (csv's own limit, 128 KB, is raised to this).
+MAX_FIELD_CHARACTERS = 16 << 20
+
+
+class _Lines:
+    """The file's lines decoded as UTF-8 one at a time (a bad byte names its line), keeping the lines
+    of the record being read, so an unclosed quote is reported at the line where it opens."""
+
+    def __init__(self, path: str, stream):
+        self.path = path
+        # readline with a limit, so an endless line is cut off; plain iteration for a bare line iterator.
+        reader = getattr(stream, "readline", None)
+        self._raw = iter(lambda: reader(MAX_LINE_BYTES + 1), b"") if reader else iter(stream)
+        self.number = 0
+        self.record: list[str] = []  # the lines of the current record
+        self.ended = False  # the file ended while a record was read
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self._raw, None)
+        if raw is None:
+            self.ended = True
+            raise StopIteration
+        self.number += 1
         if len(raw) > MAX_LINE_BYTES:
             raise UsageError(
-                f"{path}, line {number}: longer than {MAX_LINE_BYTES // (1 << 20)} MB: give one sequence "
-                "per line (text,label)"
+                f"{self.path}, line {self.number}: longer than {MAX_LINE_BYTES // (1 << 20)} MB: give one "
+                "sequence per line (text,label)"
             )
         try:
-            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            line = raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
         except UnicodeDecodeError:
-            raise UsageError(f"{path}, line {number}: not valid UTF-8 text: save the file as UTF-8") from None
-        yield line
+            raise UsageError(f"{self.path}, line {self.number}: not valid UTF-8 text: save the file as UTF-8") from None
+        self.record.append(line)
+        return line
+
+    def next_row(self, reader) -> list[str] | None:
+        """The next record; a quote left open (to the end of the file or past the field limit) is a
+        UsageError naming the line where it opens."""
+        self.record, self.ended = [], False
+        first = self.number + 1
+        try:
+            row = next(reader, None)
+        except csv.Error as error:
+            opened = _open_quote(self.record, first)
+            if opened is not None:
+                raise self._unclosed(opened, f"runs past {MAX_FIELD_CHARACTERS >> 20} MB") from None
+            raise UsageError(f"{self.path}, line {reader.line_num}: malformed CSV ({error})") from None
+        if self.ended and row is not None:
+            opened = _open_quote(self.record, first)
+            if opened is not None:
+                raise self._unclosed(opened, "is not closed before the end of the file")
+        return row
+
+    def _unclosed(self, line: int, how: str) -> UsageError:
+        return UsageError(f"{self.path}, line {line}: a quoted field opens here and {how}: add its closing quote (\")")
+
+
+def _open_quote(lines: list[str], first: int) -> int | None:
+    """The line number of a quote the record leaves open (the csv module's default dialect: a quote
+    opens a field only at its start, and "" inside a quoted field is a quote); None when all closed."""
+    quoted, at_start, opened = False, True, None
+    for number, line in enumerate(lines, start=first):
+        position = 0
+        while position < len(line):
+            character = line[position]
+            if quoted:
+                if character == '"' and line.startswith('""', position):
+                    position += 1  # an escaped quote
+                elif character == '"':
+                    quoted = False
+            elif character == '"' and at_start:
+                quoted, opened = True, number
+            at_start = not quoted and character in ",\r\n"
+            position += 1
+    return opened if quoted else None
+
+
+@contextlib.contextmanager
+def _field_limit(limit: int):
+    """csv's field size limit raised for one read (it is process-wide), then put back."""
+    previous = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def _columns(path: str, header: list[str]) -> tuple[int, int]:
+    """Where the text and label columns are; a missing or twice-named one is a UsageError."""
+    columns = [name.strip().lower() for name in header]
+    for name in ("text", "label"):
+        if name not in columns:
+            raise UsageError(
+                f"{path}, line 1: missing column {name!r} in the header "
+                f"({','.join(header) or 'empty'}): the first line must name the columns text,label"
+            )
+        places = [str(index + 1) for index, column in enumerate(columns) if column == name]
+        if len(places) > 1:
+            raise UsageError(
+                f"{path}, line 1: the header names column {name!r} {len(places)} times (columns "
+                f"{', '.join(places)}): keep one {name} column, or rename the others"
+            )
+    return columns.index("text"), columns.index("label")
 
 
 def load_csv(path: str | os.PathLike) -> Dataset:
@@ -230,44 +320,15 @@ def load_csv(path: str | os.PathLike) -> Dataset:
         raise UsageError(f"cannot read {path}: {error.strerror}") from None
     words: dict[str, int] = {}
     builder = _Builder()
-    with stream:
-        reader = csv.reader(_decoded_lines(path, stream))
-        try:
-            header = next(reader, None)
-        except csv.Error as error:
-            raise UsageError(f"{path}, line 1: not a readable CSV header ({error})") from None
+    with stream, _field_limit(MAX_FIELD_CHARACTERS):
+        lines = _Lines(path, stream)
+        reader = csv.reader(lines)
+        header = lines.next_row(reader)
         if header is None:
             raise UsageError(f"{path} is empty: the first line must be the header text,label")
-        columns = [name.strip().lower() for name in header]
-        missing = [name for name in ("text", "label") if name not in columns]
-        if missing:
-            raise UsageError(
-                f"{path}, line 1: missing column {missing[0]!r} in the header "
-                f"({','.join(header) or 'empty'}): the first line must name the columns text,label"
-            )
-        text_at, label_at = columns.index("text"), columns.index("label")
-        while True:
-            try:
-                row = next(reader, None)
-            except csv.Error as error:
-                raise UsageError(f"{path}, line {reader.line_num}: malformed CSV ({error})") from None
-            if row is None:
-                break
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue  # blank lines are allowed
-            if len(row) <= max(text_at, label_at):
-                raise UsageError(
-                    f"{path}, line {line}: expected columns text,label but the row has {len(row)} "
-                    "value(s): check the commas (quote texts that contain one)"
-                )
-            label = row[label_at].strip()
-            if label not in ("0", "1"):
-                raise UsageError(f"{path}, line {line}: label must be 0 or 1, got {label!r}")
-            tokens = row[text_at].split()
-            if not tokens:
-                raise UsageError(f"{path}, line {line}: the text is empty: give at least one word")
-            builder.add([words.setdefault(token, len(words)) for token in tokens], int(label))
+        text_at, label_at = _columns(path, header)
+        while (row := lines.next_row(reader)) is not None:
+            _add_row(path, reader.line_num, row, text_at, label_at, words, builder)
     if not builder.count:
         raise UsageError(f"{path} has a header but no data rows: add lines like 'cat mat rat,1'")
     # Ids were handed out in order of appearance; renumber them for the sorted vocabulary.
@@ -276,6 +337,23 @@ def load_csv(path: str | os.PathLike) -> Dataset:
     for new, word in enumerate(vocabulary):
         renumber[words[word]] = new
     return builder.build(os.path.basename(path), vocabulary, renumber)
+
+
+def _add_row(path: str, line: int, row: list[str], text_at: int, label_at: int, words: dict, builder) -> None:
+    if not row or all(not cell.strip() for cell in row):
+        return  # blank lines are allowed
+    if len(row) <= max(text_at, label_at):
+        raise UsageError(
+            f"{path}, line {line}: expected columns text,label but the row has {len(row)} "
+            "value(s): check the commas (quote texts that contain one)"
+        )
+    label = row[label_at].strip()
+    if label not in ("0", "1"):
+        raise UsageError(f"{path}, line {line}: label must be 0 or 1, got {label!r}")
+    tokens = row[text_at].split()
+    if not tokens:
+        raise UsageError(f"{path}, line {line}: the text is empty: give at least one word")
+    builder.add([words.setdefault(token, len(words)) for token in tokens], int(label))
 
 
 def load(spec: str) -> tuple[Dataset, Dataset | None]:

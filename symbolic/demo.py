@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .files import MARKER, non_regular, write_atomic
+from .files import MARKER, deferred_signals, non_regular, signals_interrupt, write_atomic
 
-#: Marks a directory made by ``bptt demo``; only such a directory (or an empty one) is written into.
+#: The manifest of a directory made by ``bptt demo`` (each file and its SHA-256); only such a directory
+#: whose files are unchanged (or an empty one) is written into without --force.
 DIRECTORY_MARKER = ".bptt-demo"
 #: The notes' example.
 STEPS, ACTIVATION = 3, "tanh"
@@ -64,28 +67,118 @@ def planned_names() -> list[str]:
     return [*names, "training_long.png", "index.md"]
 
 
-def _prepare(out: str | os.PathLike) -> Path:
+def _prepare(out: str | os.PathLike, force: bool = False) -> Path:
+    """The target directory, checked before any work: not a file, nothing but regular files where the
+    demo writes, and (unless ``force``) no file in it that bptt demo did not write or that was edited
+    since (its manifest, DIRECTORY_MARKER, holds each file's hash). Nothing is created yet."""
     directory = Path(out)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} is a file: give a directory for --out")
-    if directory.is_dir() and any(directory.iterdir()) and not (directory / DIRECTORY_MARKER).exists():
-        raise UsageError(
-            f"{directory} is not empty and was not made by bptt demo: choose another --out or empty it"
-        )
     for name in planned_names() if directory.is_dir() else ():
         kind = non_regular(directory / name)
         if kind is not None:  # refused now, not after minutes of work when the file is due
             raise UsageError(
                 f"{directory / name} is a {kind} where bptt demo writes a file: remove it or choose another --out"
             )
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UsageError(f"cannot create {directory}: {error.strerror}") from None
-    if not os.access(directory, os.W_OK):
+    if directory.is_dir() and not force:
+        _refuse_foreign(directory)
+    if directory.is_dir() and not os.access(directory, os.W_OK):
         raise UsageError(f"{directory} is not writable: choose another --out")
-    write_atomic(directory / DIRECTORY_MARKER, f"{MARKER} demo: this directory may be rewritten by it\n")
     return directory
+
+
+def _refuse_foreign(directory: Path) -> None:
+    manifest = read_manifest(directory)
+    if manifest is None and any(directory.iterdir()):
+        raise UsageError(
+            f"{directory} is not empty and was not made by bptt demo: pass --force to write the demo's "
+            "files into it (other files are kept), or choose another --out"
+        )
+    for entry in sorted(directory.iterdir()):
+        if entry.name != DIRECTORY_MARKER and manifest.get(entry.name) != file_hash(entry):
+            raise UsageError(
+                f"{entry} was not written by bptt demo or was edited since: pass --force to replace the "
+                "demo's files (other files are kept), or choose another --out"
+            )
+
+
+def file_hash(path: Path) -> str | None:
+    """SHA-256 of a regular file (not followed through a link); None for anything else."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        digest = hashlib.sha256()
+        with open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
+def read_manifest(directory: Path) -> dict[str, str] | None:
+    """name → SHA-256 of each file an earlier bptt demo wrote there; None when it made no manifest."""
+    path = directory / DIRECTORY_MARKER
+    if file_hash(path) is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not lines or not lines[0].startswith(f"{MARKER} demo"):
+        return None
+    manifest = {}
+    for line in lines[1:]:
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name and "/" not in name:
+            manifest[name] = digest
+    return manifest
+
+
+def _manifest_text(directory: Path, names) -> str:
+    lines = [f"{MARKER} demo: this directory may be rewritten by it; each file it wrote and its SHA-256:"]
+    lines += [f"{file_hash(directory / name)}  {name}" for name in sorted(names)]
+    return "\n".join(lines) + "\n"
+
+
+def _staging(directory: Path) -> Path:
+    """An empty folder beside the target (same file system, so its files are renamed into place)."""
+    parent = directory.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{directory.name[:48]}.bptt-demo-", dir=parent))
+    except OSError as error:
+        raise UsageError(
+            f"cannot create a temporary folder beside {directory} (in {parent}): {error.strerror}: choose another --out"
+        ) from None
+
+
+def _install(staging: Path, directory: Path, names: list[str]) -> None:
+    """Move the finished demo into ``directory``: the whole folder when there is none yet, else file by
+    file (an earlier demo's files that this run did not write again are removed), the manifest last.
+    Signals wait until it is done, so an interrupt leaves the old demo or the new one, never a mix."""
+    write_atomic(staging / DIRECTORY_MARKER, _manifest_text(staging, names))
+    with deferred_signals():
+        if not directory.exists():
+            try:
+                mask = os.umask(0o022)
+                os.umask(mask)
+                os.chmod(staging, 0o777 & ~mask)  # as mkdir would make it (mkdtemp's is private)
+                os.rename(staging, directory)
+                return
+            except OSError as error:
+                raise UsageError(f"cannot create {directory}: {error.strerror}: choose another --out") from None
+        old = read_manifest(directory) or {}
+        try:
+            for name in names:
+                os.replace(staging / name, directory / name)
+            for name, digest in old.items():
+                if name not in names and file_hash(directory / name) == digest:
+                    (directory / name).unlink()
+            os.replace(staging / DIRECTORY_MARKER, directory / DIRECTORY_MARKER)
+            staging.rmdir()
+        except OSError as error:
+            raise UsageError(f"cannot move the demo into {directory}: {error.strerror}: choose another --out") from None
 
 
 def _header(text: str) -> str:
@@ -143,9 +236,10 @@ def _check(module_path: Path) -> tuple[str, str, int]:
     for run in runs:
         try:
             stdout, stderr = run.communicate(timeout=CHECK_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            run.kill()
-            run.communicate()
+        except BaseException:  # a time-out or an interrupt: neither check outlives the demo
+            for child in runs:
+                child.kill()
+                child.communicate()
             raise
         outputs.append(
             (stdout.decode("utf-8", "replace") + stderr.decode("utf-8", "replace"), run.returncode)
@@ -154,17 +248,43 @@ def _check(module_path: Path) -> tuple[str, str, int]:
     return text, as_json, code
 
 
-def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
-    """Write the demo into ``out`` and print what was written; returns the list."""
-    from . import analysis, data, train
+def run(out: str | os.PathLike = "bptt-demo", stream=None, force: bool = False) -> list[Written]:
+    """Write the demo into ``out`` and print what was written; returns the list (paths in ``out``).
+
+    Everything is built in a folder beside ``out`` and moved in at the end (_install), so an
+    interrupted or failing run leaves ``out`` as it was; ``force`` writes into a directory that holds
+    other files (they are kept) or demo files edited since (they are replaced)."""
+    from . import analysis
+
+    stream = stream or sys.stdout
+    analysis.pyplot("bptt demo (its plots)")  # fail early, in one line, without matplotlib
+    directory = _prepare(out, force)
+    real = Path(os.path.realpath(directory))  # '.', '..' and a link to a directory have a real name
+    staging = _staging(real)
+    try:
+        with signals_interrupt():
+            written, notes = _build(staging)
+            _install(staging, real, [item.path.name for item in written])
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    written = [Written(directory / item.path.name, item.what) for item in written]
+    print(f"bptt demo wrote {len(written)} files to {directory}:", file=stream)
+    width = max(len(item.path.name) for item in written)
+    for item in written:
+        print(f"  {item.path.name:<{width}}  {item.what}", file=stream)
+    for line in notes:
+        print(f"  ({line})", file=stream)
+    return written
+
+
+def _build(directory: Path) -> tuple[list[Written], list[str]]:
+    """Every file of the demo, written into ``directory`` (the staging folder); (written, notes)."""
     from .codegen import generate
     from .derive import Derivation
     from .latex import document
     from .model import Model
 
-    stream = stream or sys.stdout
-    analysis.pyplot("bptt demo (its plots)")  # fail early, in one line, without matplotlib
-    directory = _prepare(out)
     written: list[Written] = []
 
     planned = set(planned_names())
@@ -208,12 +328,25 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
     )
     write(f"check_{module_path.stem}.json", check_json, "the check report as JSON")
 
-    # 3. The analyses.
+    # 3. The analyses, 4. training on the notes' sentences.
+    words = _analyses_and_training(write, target, written)
+
+    # 5. The LSTM against the plain RNN.
+    story = _lstm_comparison(write, target, written, words)
+
+    # 6. The index.
+    write("index.md", _index(written, notes, story), "this list, with the plots shown")
+    return written, notes
+
+
+def _analyses_and_training(write, target, written: list[Written]) -> list[str]:
+    """The tanh and ReLU analyses of 20 random words, and training on the notes' sentences; returns the
+    words (the LSTM's analysis reads the same)."""
+    from . import analysis, data, train
+
     words = analysis.random_words(ANALYSIS_STEPS, analysis.DEFAULT_SEED)
-    regimes = {}
     for activation, w_h, expected in ANALYSES:
         result = analysis.analyze(activation=activation, w_h=w_h, words=words)
-        regimes[activation] = result.regime
         stem = _analysis_stem(activation, w_h)
         command = f"bptt analyze --steps {ANALYSIS_STEPS} --activation {activation} --w-h {w_h:g}"
         write(
@@ -250,19 +383,7 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None) -> list[Written]:
     path = target("training_loss.png")
     train.plot(result, path)
     written.append(Written(path, "the loss curve"))
-
-    # 5. The LSTM against the plain RNN.
-    story = _lstm_comparison(write, target, written, words)
-
-    # 6. The index.
-    write("index.md", _index(written, notes, directory, story), "this list, with the plots shown")
-    print(f"bptt demo wrote {len(written)} files to {directory}:", file=stream)
-    width = max(len(item.path.name) for item in written)
-    for item in written:
-        print(f"  {item.path.name:<{width}}  {item.what}", file=stream)
-    for line in notes:
-        print(f"  ({line})", file=stream)
-    return written
+    return words
 
 
 def _lstm_comparison(write, target, written: list[Written], words: list[str]) -> list[str]:
@@ -326,7 +447,7 @@ def _lstm_comparison(write, target, written: list[Written], words: list[str]) ->
     ]
 
 
-def _index(written: list[Written], notes: list[str], directory: Path, story: list[str] = ()) -> str:
+def _index(written: list[Written], notes: list[str], story: list[str] = ()) -> str:
     lines = [f"<!-- {MARKER} demo. Do not edit: run bptt demo again. -->", "", "# bptt demo", ""]
     lines.append("The notes' many-to-one RNN, from the derivation to training. Files:")
     lines.append("")

@@ -5,9 +5,11 @@ standard streams guarded (a closed or full stdout, a broken pipe, an encoding wi
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import json
 import os
+import signal
 import stat
 import sys
 import tempfile
@@ -247,6 +249,55 @@ def write_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
             raise _write_error(target, error) from None
         raise
     return target
+
+
+#: The signals whose handlers deferred_signals() holds back.
+DEFERRED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Hold SIGINT, SIGTERM and SIGHUP while a few renames complete, then act on the first that came
+    (its own handler: Ctrl-C raises KeyboardInterrupt, SIGTERM ends the process). Outside the main
+    thread, where handlers cannot be set, the renames run unguarded."""
+    received: list[int] = []
+    try:
+        previous = {number: signal.signal(number, lambda number, _frame: received.append(number))
+                    for number in DEFERRED_SIGNALS}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+@contextlib.contextmanager
+def signals_interrupt():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does, so the run's cleanup (a staging
+    folder removed, children ended) happens whichever way it is stopped. Main thread only."""
+
+    def interrupt(_number, _frame):
+        raise KeyboardInterrupt
+
+    previous = {}
+    try:
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                previous[getattr(signal, name)] = signal.signal(getattr(signal, name), interrupt)
+    except ValueError:  # not the main thread: leave the handlers alone
+        pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 # -- the standard streams -----------------------------------------------------------------------------
