@@ -1115,7 +1115,10 @@ def _format_rows(report: Report) -> str:
     results = []
     for method in methods:
         failed = _failing(report, method)
-        results.append("FAIL " + ",".join(failed) if failed else "ok")
+        named = "FAIL " + ",".join(failed)
+        if len(named) >= 22:  # the column's width
+            named = f"FAIL {len(failed)} of {len(report.errors[method])}"
+        results.append(named if failed else "ok")
     lines.append(f"  {'result':<12}" + "".join(f"{result:>22}" for result in results))
     return "\n".join(lines + _tail(report))
 
