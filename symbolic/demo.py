@@ -368,8 +368,9 @@ def _analyses_and_training(write, target, written: list[Written]) -> list[str]:
     # 4. Training on the notes' sentences.
     config = train.Config()
     result = train.train(data.notes(), config)
-    log = [_header("Command: bptt train"), train.summary(result), "\nepoch  loss\n"]
+    log = [_header("Command: bptt train"), train.summary(result), "\nepoch  loss before the epoch's update\n"]
     log += [f"{epoch:>5}  {loss:.6g}\n" for epoch, loss in enumerate(result.loss, start=1)]
+    log.append(f"{'after':>5}  {result.final_loss:.6g}\n")  # the loss the summary ends with
     write(
         "training_notes.txt",
         "".join(log),

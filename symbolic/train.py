@@ -680,7 +680,7 @@ class Progress:
     """Per-epoch progress on stderr (never stdout, which may hold --json): see PROGRESS_MODES.
 
     ``mode`` True means "bar" and False or None nothing. A line reads
-    ``epoch 3/20  loss 0.693147  1.24 s`` (the time that epoch took).
+    ``epoch 3/20  loss 0.693147  1.24 s``: the loss before that epoch's update, the time it took.
     """
 
     def __init__(self, total: int, mode=None, stream=None, width: int = 30, slow: float | None = None):
@@ -845,7 +845,12 @@ def summary(result: Result) -> str:
             lines.append("  weights before the failing epoch: " + _norms(w))
         return "\n".join(lines) + "\n"
     first = result.loss[0]
-    lines.append(f"epochs: {len(result.loss)}   loss: {first:.6g} → {result.final_loss:.6g}")
+    # the per-epoch losses (the progress lines, the demo's table) are each taken before that epoch's
+    # update; the last figure is the loss after the last one
+    lines.append(
+        f"epochs: {len(result.loss)}   loss: {first:.6g} before the first update → "
+        f"{result.final_loss:.6g} after the last"
+    )
     if result.train_accuracy is not None:
         lines.append(
             f"accuracy: {result.accuracy:.3f} on the held-out set "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import math
 import os
 import shutil
@@ -125,6 +126,19 @@ def test_demo_reports_tell_the_notes_story(demo_run):
     assert "accuracy: 1.000" in log and "cat mat rat" in log
     index = (out / "index.md").read_text(encoding="utf-8")
     assert "![" in index and "training_loss.png" in index
+
+
+def test_the_training_log_agrees_with_itself(demo_run):
+    """The summary's first and last losses are the table's first row and its last ("after"), the last
+    the JSON's final loss: each per-epoch loss is taken before that epoch's update, and says so."""
+    out, _ = demo_run
+    log = (out / "training_notes.txt").read_text(encoding="utf-8")
+    summary = next(line for line in log.splitlines() if line.startswith("epochs: "))
+    first, last = re.search(r"loss: (\S+) before the first update → (\S+) after the last", summary).groups()
+    rows = log.split("loss before the epoch's update\n")[1].split()
+    assert rows[:2] == ["1", first] and rows[-2:] == ["after", last]
+    final = json.loads((out / "training_notes.json").read_text(encoding="utf-8"))["final_loss"]
+    assert f"{final:.6g}" == last
 
 
 def test_demo_compares_the_lstm_with_the_rnn(demo_run):
