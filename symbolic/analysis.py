@@ -33,6 +33,7 @@ from functools import cache
 
 import numpy as np
 import sympy as sp
+from sympy.printing.str import StrPrinter
 
 from .activations import ACTIVATIONS
 from .errors import UsageError
@@ -87,6 +88,43 @@ class Bound:
             + r"'(z)\right| = "
             + sp.latex(self.gamma)
         )
+
+
+_SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+class _PlainText(StrPrinter):
+    """One line of plain text for a terminal: o_k², w_h·(1 − o_k), [o_k > 0] for ReLU's step."""
+
+    def _print_Pow(self, expr):
+        if expr.exp.is_Integer and 2 <= expr.exp <= 9:
+            return self.parenthesize(expr.base, 60) + str(expr.exp).translate(_SUPERSCRIPTS)
+        return super()._print_Pow(expr)
+
+    def _print_Mul(self, expr):
+        coefficient, factors = expr.as_coeff_mul()
+        text = "·".join(self.parenthesize(f, 50) if f.is_Add else self._print(f) for f in factors)
+        if coefficient == -1:
+            return "−" + text
+        return text if coefficient == 1 else self._print(coefficient) + "·" + text
+
+    def _print_Add(self, expr):
+        terms = [self._print(term) for term in expr.as_ordered_terms()]
+        text = terms[0]
+        for term in terms[1:]:
+            text += " − " + term[1:] if term.startswith(("−", "-")) else " + " + term
+        return text
+
+    def _print_Heaviside(self, expr):
+        return f"[{self._print(expr.args[0])} > 0]"
+
+    def _print_Abs(self, expr):
+        return f"|{self._print(expr.args[0])}|"
+
+
+def plain_text(expr: sp.Expr) -> str:
+    """``expr`` on one line of plain text (the reports; LaTeX is for documents only)."""
+    return _PlainText().doprint(expr)
 
 
 @cache
@@ -468,7 +506,7 @@ def table(analysis: Analysis) -> str:
             "bound (SymPy): |∂o_k/∂o_(k-1)| = |f'(a_k)|·|w_h| ≤ γ|w_h|, "
             f"γ = sup|{a.activation}'| = {a.bound.gamma}"
         ),
-        f"  LaTeX: {a.bound.latex}",
+        f"  here: |∂o_k/∂o_(k-1)| = {plain_text(sp.Abs(a.bound.jacobian))} ≤ {plain_text(a.bound.expression)}",
         (
             f"  γ|w_h| = {a.bound.gamma}·{abs(a.w_h):g} = {a.bound_value:.6g}"
             f"  ⇒ |Π over a gap g| ≤ {a.bound_value:.6g}^g"

@@ -389,3 +389,15 @@ def test_power_of_ten_and_norms_beyond_float64():
     assert norms[2] == np.inf
     shares = analysis._shares(np.array([1e308, 1e308]))
     np.testing.assert_allclose(shares, [0.5, 0.5])
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "identity"])
+def test_text_reports_are_plain_text(activation):
+    """LaTeX belongs in documents: the report writes the local derivative as plain text (ReLU's step
+    as [o_k > 0]), and the bound agrees with the table's bound column at gap 1."""
+    from symbolic import analysis
+
+    text = analysis.table(analysis.analyze(steps=6, activation=activation, w_h=0.5))
+    assert "\\" not in text and "LaTeX" not in text and "theta" not in text and "frac" not in text
+    line = next(line for line in text.splitlines() if line.startswith("  here: "))
+    assert line.startswith("  here: |∂o_k/∂o_(k-1)| = |") and ("[o_k > 0]" in line) == (activation == "relu")
