@@ -29,7 +29,16 @@ import numpy as np
 import sympy as sp
 
 from . import analysis
-from .analysis import TOLERANCE, _nested, _number, _power_of_ten, _rows_shown, pyplot, save_figure
+from .analysis import (
+    TOLERANCE,
+    _nested,
+    _number,
+    _power_of_ten,
+    _rows_shown,
+    integer_ticks,
+    pyplot,
+    save_figure,
+)
 from .errors import UsageError
 from .model import Model
 
@@ -381,6 +390,7 @@ def plot(result: CellAnalysis, path) -> None:
     axes.semilogy(*positive(a.rnn_log10), marker=marker, markersize=3, color="C3",
                   label=rf"{a.rnn_label}: $|\prod_k \partial o_k/\partial o_{{k-1}}|$")
     axes.set_xlabel("gap n − j (timesteps between step j and the output)")
+    axes.xaxis.set_major_locator(integer_ticks())
     axes.set_ylabel("norm of the Jacobian product (log scale)")
     axes.set_title(f"{a.cell} (H = {a.hidden}) vs tanh RNN, n = {a.steps}")
     axes.grid(True, which="both", alpha=0.3)

@@ -927,7 +927,7 @@ def _vector(values) -> str:
 
 def plot(result: Result, path: str) -> None:
     """The loss per epoch (log scale), with the divergence epoch marked."""
-    from .analysis import pyplot, save_figure
+    from .analysis import integer_ticks, pyplot, save_figure
 
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
@@ -953,6 +953,7 @@ def plot(result: Result, path: str) -> None:
     )
     axes.set_title(f"bptt train: {result.data}, {model}, lr {config.lr:g}{clipping}")
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(integer_ticks())
     axes.set_ylabel("mean binary cross-entropy")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
@@ -963,7 +964,7 @@ def plot(result: Result, path: str) -> None:
 
 def plot_comparison(results: dict, path) -> None:
     """The loss per epoch of several runs (label → Result) on one log-scale plot, with their accuracies."""
-    from .analysis import pyplot, save_figure
+    from .analysis import integer_ticks, pyplot, save_figure
 
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
@@ -975,6 +976,7 @@ def plot_comparison(results: dict, path) -> None:
         axes.semilogy(epochs[finite], losses[finite], color=f"C{colour}", label=f"{label}: {accuracy}")
     axes.set_title(f"bptt train: {next(iter(results.values())).data}")
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(integer_ticks())
     axes.set_ylabel("mean binary cross-entropy")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()

@@ -401,3 +401,28 @@ def test_text_reports_are_plain_text(activation):
     assert "\\" not in text and "LaTeX" not in text and "theta" not in text and "frac" not in text
     line = next(line for line in text.splitlines() if line.startswith("  here: "))
     assert line.startswith("  here: |∂o_k/∂o_(k-1)| = |") and ("[o_k > 0]" in line) == (activation == "relu")
+
+
+@pytest.mark.parametrize(("activation", "w_h"), [("tanh", 0.5), ("relu", 1.5), ("sigmoid", 3.0)])
+def test_the_plot_draws_the_bound_against_what_it_bounds(activation, w_h, monkeypatch, tmp_path):
+    """The bound (γ|w_h|)^gap and the measured |Π| share a panel and both start at 1 (the bound is
+    never below |Π|); the terms have their own panel; every gap tick is a whole number."""
+    pytest.importorskip("matplotlib")
+    from symbolic import analysis
+
+    figures = []
+    monkeypatch.setattr(analysis, "save_figure", lambda figure, path: figures.append(figure))
+    monkeypatch.setattr(analysis.pyplot(), "close", lambda figure: None)
+    analysis.plot(analysis.analyze(steps=12, activation=activation, w_h=w_h), tmp_path / "a.png")
+    (figure,) = figures
+    figure.canvas.draw()
+    terms, products = figure.axes
+    lines = {line.get_label(): line for line in products.get_lines()}
+    product = next(line for label, line in lines.items() if "Pi" in label)
+    bound = next(line for label, line in lines.items() if label.startswith("bound"))
+    assert product.get_ydata()[0] == pytest.approx(1) and bound.get_ydata()[0] == pytest.approx(1)
+    assert np.all(np.asarray(bound.get_ydata()) >= np.asarray(product.get_ydata()) * (1 - 1e-12))
+    assert {line.get_label() for line in terms.get_lines()} == {r"$\|$term$_j$ for $w_i\|$", r"$|$term$_j$ for $w_h|$"}
+    for axes in (terms, products):
+        ticks = [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks

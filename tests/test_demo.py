@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import re
 import math
 import os
+import re
 import shutil
 
 import numpy as np
