@@ -219,8 +219,9 @@ class Typesetter:
                 rows.append(("", None))
                 continue
             dot = self._symbol(f"dot_{t}", rf"\mathbf{{w}}_{{i}} \cdot \mathbf{{x}}_{{{t}}}")
-            rows.append((self.tex(u.o[t - 1]), self.tex(f.apply(dot + u.w_h * u.state(t - 1)))))
-        rows.append((self.tex(u.y_hat), self.tex(u.output_definition)))
+            recurrent = InOrder(u.w_h, u.state(t - 1)) if t > 1 else 0  # w_h o_(t−1), as in the model
+            rows.append((self.tex(u.o[t - 1]), self.tex(f.apply(dot + recurrent))))
+        rows.append((self.tex(u.y_hat), self.tex(u.output_definition.func(InOrder(u.w_o, u.o[-1])))))
         return rows
 
     def _shown_steps(self) -> list:

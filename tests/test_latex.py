@@ -79,6 +79,23 @@ def test_tex_compiles_without_overfull_lines_and_reads(tmp_path, activation, ste
         assert "not built" in words
 
 
+@pytest.mark.parametrize("steps", [3, 8])
+def test_no_display_is_split_across_pages(tmp_path, steps):
+    """Each display stays on one page (pdftotext separates pages with a form feed): the three update
+    rules together, and every term of each gradient's Σ/Π listing with its sum; and the unrolled rows
+    write w_h o_(t−1) and w_o o_n in the model's order."""
+    tex = document(derive(steps, "tanh"), "tex")
+    assert "allowdisplaybreaks" not in tex
+    assert "+ w_h o_{1}" in tex and r"\sigma\left(w_o o_{" in tex and "o_{1} w_h" not in tex
+    run, log, text = compile_pdf(tex, tmp_path)
+    assert run.returncode == 0, log[-3000:]
+    pages = text.split("\f")
+    assert len(pages) > 2
+    rules = [[page.count(f"{weight} ← ") for page in pages] for weight in ("wi", "wh", "wo")]
+    assert all(max(counts) == 1 for counts in rules), rules
+    assert len({counts.index(1) for counts in rules}) == 1, f"the update rules are split: {rules}"
+
+
 def test_compile_check_catches_overfull_and_empty_output(tmp_path):
     """Negative control: a one-line sum too wide for the page is reported, as the tests above require."""
     too_wide = " + ".join(f"x_{{{index}}}" for index in range(200))
