@@ -278,6 +278,14 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None, force: bool = False) 
     return written
 
 
+#: The demo's stages, for its progress lines on stderr (about 6 s in all; stdout lists the files).
+STAGES = 4
+
+
+def _progress(stage: int, what: str) -> None:
+    print(f"bptt demo: {stage}/{STAGES} {what}…", file=sys.stderr, flush=True)
+
+
 def _build(directory: Path) -> tuple[list[Written], list[str]]:
     """Every file of the demo, written into ``directory`` (the staging folder); (written, notes)."""
     from .codegen import generate
@@ -300,6 +308,7 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
         return path
 
     # 1. The derivation.
+    _progress(1, "the derivation (LaTeX, Markdown, PDF)")
     model = Model(steps=STEPS, activation=ACTIVATION)
     derivation = Derivation(model)
     stem = DERIVATION_STEM
@@ -313,6 +322,7 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
         notes.append(note)
 
     # 2. The generated module and its check.
+    _progress(2, "the generated module and its gradient check")
     module_name = MODULE_NAME
     module_path = write(
         module_name,
@@ -329,9 +339,11 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
     write(f"check_{module_path.stem}.json", check_json, "the check report as JSON")
 
     # 3. The analyses, 4. training on the notes' sentences.
+    _progress(3, "the vanishing and exploding analyses, training on the notes' sentences")
     words = _analyses_and_training(write, target, written)
 
     # 5. The LSTM against the plain RNN.
+    _progress(4, "the LSTM against the plain RNN")
     story = _lstm_comparison(write, target, written, words)
 
     # 6. The index.

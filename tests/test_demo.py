@@ -128,6 +128,14 @@ def test_demo_reports_tell_the_notes_story(demo_run):
     assert "![" in index and "training_loss.png" in index
 
 
+def test_demo_shows_its_progress_on_stderr(demo_run):
+    """About 6 s of work: one line per stage on stderr, none on stdout (which lists the files)."""
+    _, run = demo_run
+    stages = [line for line in run.stderr.splitlines() if line.startswith("bptt demo: ")]
+    assert [line.split()[2] for line in stages] == [f"{k}/{demo.STAGES}" for k in range(1, demo.STAGES + 1)]
+    assert "bptt demo: " not in run.stdout
+
+
 def test_the_training_log_agrees_with_itself(demo_run):
     """The summary's first and last losses are the table's first row and its last ("after"), the last
     the JSON's final loss: each per-epoch loss is taken before that epoch's update, and says so."""
