@@ -226,7 +226,9 @@ def _derive(args) -> int:
     derivation.require_components("--verify")  # refuse a large --inputs before any work
     from .proof import format_report, prove
 
-    report = prove(derivation)
+    from .progress import Stages
+
+    report = prove(derivation, progress=Stages("bptt derive --verify", 3))
     return _after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
 
 
@@ -258,7 +260,9 @@ def _prove_cell(model) -> tuple[bool, str]:
     """(passed, printed report) of the generic proof (symbolic/oracle.py)."""
     from . import oracle
 
-    report = oracle.verify(model)
+    from .progress import Stages
+
+    report = oracle.verify(model, progress=Stages("bptt derive --verify", 4))
     return report.passed, oracle.format_report(report)
 
 

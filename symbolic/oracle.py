@@ -777,14 +777,16 @@ def _sizes(model_or_cell, steps, hidden, inputs):
 
 
 def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, inputs: int | None = None,
-           points: int = NUMERIC_POINTS, control: bool = True, seed: int = 0) -> Report:
+           points: int = NUMERIC_POINTS, control: bool = True, seed: int = 0, progress=None) -> Report:
     """Prove the engine's BPTT of a cell against sp.diff of its unrolled loss, and reject a control.
 
     ``model_or_cell``: a ``Model``, a ``Cell``, a ``CellDerivation`` or a cell name or file. The exact
     identity runs at H = 1, n = min(steps, EXACT_STEPS); the 60-digit check at H = min(max(hidden, 2),
     NUMERIC_HIDDEN), n = min(steps, NUMERIC_STEPS); D = min(inputs, EXACT_INPUTS) and min(inputs, NUMERIC_INPUTS). The
-    negative control runs the same checks with one path removed, at n ≥ 2.
+    negative control runs the same checks with one path removed, at n ≥ 2. ``progress(k, what)``, if
+    given, is called as each of the four stages begins.
     """
+    progress = progress or (lambda stage, what: None)
     started = time.perf_counter()
     cell, steps, hidden, inputs = _sizes(model_or_cell, steps, hidden, inputs)
     d = model_or_cell if isinstance(model_or_cell, engine.CellDerivation) else engine.derive_cell(cell)
@@ -792,12 +794,16 @@ def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, i
     exact_steps, numeric_steps = min(steps, EXACT_STEPS), min(steps, NUMERIC_STEPS)
     numeric_hidden = min(max(hidden, 2), NUMERIC_HIDDEN)
     report = Report(cell.name, cell.description, {"steps": steps, "hidden": hidden, "inputs": inputs})
+    progress(1, "the oracle's local derivatives")
     report.checks.append(local(cell))
     exact_oracle = ExactOracle(cell, exact_inputs, exact_steps)
     numeric_oracle = NumericOracle(cell, numeric_hidden, numeric_inputs, numeric_steps, points=points, seed=seed)
+    progress(2, "the exact identity")
     report.checks.append(exact_oracle.check(d))
+    progress(3, "the 60-digit evaluation")
     report.checks.append(numeric_oracle.check(d))
     if control:
+        progress(4, "the negative control")
         mutation = control_mutation(d)
         wrong = d.mutate(mutation)
         report.control = Control(mutation, engine.MUTATIONS[mutation])

@@ -448,11 +448,16 @@ def _relative(ours: list, reference: list):
     return max(abs(a - b) for a, b in zip(ours, reference)) / scale
 
 
-def prove(derivation: Derivation, drop_gap: int | None = None) -> ProofReport:
-    """Run all three strengths; ``drop_gap`` runs them on the deliberately wrong variant instead."""
+def prove(derivation: Derivation, drop_gap: int | None = None, progress=None) -> ProofReport:
+    """Run all three strengths; ``drop_gap`` runs them on the deliberately wrong variant instead.
+    ``progress(k, what)``, if given, is called as each of the three begins."""
+    progress = progress or (lambda stage, what: None)
     report = ProofReport(derivation.n, derivation.model.activation)
+    progress(1, "the induction")
     report.checks += induction(derivation, drop_gap)
+    progress(2, "the exact identity")
     report.checks.append(exact(derivation, drop_gap))
+    progress(3, "the 60-digit evaluation")
     report.checks.append(numeric(derivation, drop_gap))
     return report
 

@@ -201,3 +201,19 @@ def test_report_names_the_failing_step():
     assert not report.passed
     assert "[FAIL] chain-rule step" in text and "DISAGREEMENT" in text
     assert f"of {len(report.checks)} checks hold" in text
+
+
+def test_the_proof_names_its_stages_for_progress_lines():
+    """derive --verify says on stderr what it is doing once it has taken a while (symbolic.progress):
+    the proof calls back as each strength begins; the lines appear only past the threshold."""
+    import io
+
+    from symbolic.progress import Stages
+
+    seen = []
+    assert proof.prove(derive(3, "tanh"), progress=lambda stage, what: seen.append(stage)).passed
+    assert seen == [1, 2, 3]
+    quick, slow = io.StringIO(), io.StringIO()
+    Stages("x", 3, after=60, stream=quick)(1, "a")
+    Stages("x", 3, after=0, stream=slow)(2, "the exact identity")
+    assert quick.getvalue() == "" and slow.getvalue().startswith("x: 2/3 the exact identity… (")
