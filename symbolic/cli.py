@@ -224,9 +224,8 @@ def _derive(args) -> int:
         _write_or_print(document(derivation, args.format), args)
         return 0
     derivation.require_components("--verify")  # refuse a large --inputs before any work
-    from .proof import format_report, prove
-
     from .progress import Stages
+    from .proof import format_report, prove
 
     report = prove(derivation, progress=Stages("bptt derive --verify", 3))
     return _after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
@@ -259,7 +258,6 @@ def _derive_cell(model, args) -> int:
 def _prove_cell(model) -> tuple[bool, str]:
     """(passed, printed report) of the generic proof (symbolic/oracle.py)."""
     from . import oracle
-
     from .progress import Stages
 
     report = oracle.verify(model, progress=Stages("bptt derive --verify", 4))
