@@ -50,7 +50,7 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
         "--cell", default="rnn", metavar="CELL",
         help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default); lstm (gates i, f, "
         "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); or FILE.py, your own cell written with "
-        "symbolic.cells.spec (see the README). A cell file is Python: it runs when loaded, like any script",
+        "symbolic.cells.spec (see docs/cells.md). A cell file is Python: it runs when loaded, like any script",
     )
 
 

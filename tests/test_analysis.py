@@ -314,7 +314,7 @@ def power_of_ten_text(log10):
 
 
 def test_cli_exploding_past_float64_says_where_and_shows_the_rest(tmp_path):
-    """ReLU, w_h = 1.5, n = 2000 (README: analyze's limit is 100000 steps): 1.5^gap passes the largest
+    """ReLU, w_h = 1.5, n = 2000 (docs/bad-input.md: analyze's limit is 100000 steps): 1.5^gap passes the largest
     float64 at gap 1751. With x one-hot and |ŷ − y| w_o = 1, ‖term_j for w_i‖ = 1.5^gap exactly."""
     assert FIRST_OVERFLOWING_GAP == 1751
     plot = tmp_path / "exploding.png"

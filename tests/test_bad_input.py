@@ -1,4 +1,4 @@
-"""The bad-input table (README, "Bad input"), through the real command line and the real generated modules.
+"""The bad-input table (docs/bad-input.md), through the real command line and the real generated modules.
 
 Every command-line row: exit status 2, exactly one line on stderr containing the key phrase, no
 traceback, and no file created or changed in the working directory.

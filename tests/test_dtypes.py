@@ -205,7 +205,7 @@ def sigmoid(a):
 
 
 def lstm_loss(x, y, params):
-    """The LSTM of the README (gates i, f, g, o; c_0 = h_0 = 0; ŷ = σ(w_yᵀ h_n)), in float64."""
+    """The LSTM of docs/cells.md (gates i, f, g, o; c_0 = h_0 = 0; ŷ = σ(w_yᵀ h_n)), in float64."""
     dtype = np.result_type(x, *params.values(), complex)
     hidden = params["w_y"].shape[0]
     h = c = np.zeros((x.shape[0], hidden), dtype)

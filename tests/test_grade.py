@@ -249,12 +249,12 @@ def test_cli_unusable_input_exits_2(tmp_path):
     assert result.returncode == 2 and "has no function backward (it defines loss_and_grad)" in result.stderr
 
 
-# -- the README's worked example ---------------------------------------------------------------------
+# -- the worked example of docs/grading.md -------------------------------------------------------------------
 
 
 def test_readme_worked_example_is_what_grade_prints():
     root = Path(__file__).resolve().parent.parent
-    readme = (root / "README.md").read_text(encoding="utf-8")
+    readme = (root / "docs" / "grading.md").read_text(encoding="utf-8")
     source = (root / "docs" / "grading" / "notes_by_hand.py").read_text(encoding="utf-8")
     code = source[source.index("def loss_and_grad"):source.index("    return loss, dw_i, dw_h, dw_o")]
     assert code in readme

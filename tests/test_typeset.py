@@ -645,7 +645,7 @@ def test_product_over_a_gap_read_from_the_page(case):
         assert any(caught)
 
 
-# -- what the matrix RNN's page promises (README, "Hidden size H and biases") -----------------------------
+# -- what the matrix RNN's page promises (docs/hidden-size.md) -----------------------------
 
 #: Written by hand: f applied to the pre-activation; f′ written with the stored output o_t, per unit, as a
 #: factor of a ⊙ product and as the argument of diag (None: the identity has no activation node, δo_t is
@@ -722,7 +722,7 @@ def test_large_matrix_rnn_pages_are_quick_and_compile(tmp_path):
     assert "H = 128" in text and "n = 1000" in text
 
 
-# -- what the LSTM's and the GRU's pages promise (README, "The LSTM") --------------------------------------
+# -- what the LSTM's and the GRU's pages promise (docs/cells.md, "The LSTM") --------------------------------------
 
 
 def test_lstm_page_shows_the_carousel_on_its_own():

@@ -58,7 +58,7 @@ SPAN_ROWS = 4096
 #: compiled loops. BLAS's products beat the compiled loops per entry, more so with more maps and
 #: larger H, while the Python driver costs a fixed time per step. Measured (bench/bench_backends.py
 #: --only widths, CPU time, n = 100, loss_and_grad, BLAS drivers / compiled), with the cut-over this
-#: gives: see ``blas_entries`` and the README.
+#: gives: see ``blas_entries`` and docs/performance.md.
 BLAS_ENTRIES = 2048
 BLAS_HIDDEN = 48
 
