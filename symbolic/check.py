@@ -613,6 +613,9 @@ def _gradient(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
         else:
             given = f"{_short(value, 40)} ({type(value).__name__})"
         raise _Wrong("type", f"{name}: the gradient is {given}, not {want}", [name])
+    if array.dtype.kind in "USO":  # "1.5" is not a gradient, whatever float() makes of it
+        held = "strings" if array.dtype.kind in "US" else "Python objects"
+        raise _Wrong("dtype", f"{name}: the gradient holds {held} (dtype {array.dtype}), not numbers", [name])
     if array.dtype.kind == "c":
         raise _Wrong(
             "dtype", f"{name}: the gradient is complex ({array.dtype}) although every input was real", [name]
@@ -1032,6 +1035,18 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _adopt_orphans() -> None:
+    """Linux: processes orphaned below this one (a daemon's double fork) become its children
+    (PR_SET_CHILD_SUBREAPER), so ``end_tree`` of this process still finds them."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # 36: PR_SET_CHILD_SUBREAPER
+        except (OSError, AttributeError):
+            pass
+
+
 def _proc_table() -> dict[int, tuple[int, int]] | None:
     """pid → (parent pid, session id) of every process, from /proc; None where there is no /proc."""
     try:
@@ -1114,6 +1129,7 @@ def _child(entry: str, fd: str, arguments: str, parent: str = "") -> None:
     global _WATCH
     if parent:
         die_with_parent(int(parent))
+    _adopt_orphans()
     output = int(fd)
     os.set_inheritable(output, False)  # the module's own subprocesses must not hold the pipe open
     del sys.argv[1:]  # what our caller passed is none of the user's file's business
@@ -1133,8 +1149,12 @@ def _child(entry: str, fd: str, arguments: str, parent: str = "") -> None:
     except BaseException:  # noqa: BLE001 - a bug of ours: the parent shows the traceback
         payload = {"bug": traceback.format_exc()}
     data = json.dumps(payload).encode()
-    with open(output, "wb", closefd=True) as pipe:
-        pipe.write(b"R" + len(data).to_bytes(8, "big") + data)
+    end_tree(os.getpid())  # what the user's file started, orphans included, ends before the answer
+    try:
+        with open(output, "wb", closefd=True) as pipe:
+            pipe.write(b"R" + len(data).to_bytes(8, "big") + data)
+    except OSError:  # the parent has stopped listening (it has an answer, or is ending us)
+        os._exit(0)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
