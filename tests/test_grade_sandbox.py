@@ -316,14 +316,7 @@ def _cell_file(tmp_path: Path, prefix: str) -> Path:
 def test_a_cell_file_that_never_returns_is_timed(tmp_path):
     right = GRADING / "gru_right.py"
     looping = _cell_file(tmp_path, "while True:\n    pass\n")
-    process = _start(["grade", "--cell", str(looping), "--timeout", "2", str(right)], tmp_path)
-    try:
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    result = _finish(_start(["grade", "--cell", str(looping), "--timeout", "2", str(right)], tmp_path), tmp_path, 60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"the cell file {looping} (its top-level code) did not return within 2 s" in result.stderr
     # negative control: a slow cell file within the limit is loaded, and the file graded against it
@@ -351,9 +344,23 @@ def _gone_soon(pids, seconds: float = 10.0) -> bool:
 
 
 def _start(args, tmp_path):
+    """bptt in the background, its output in files: a process that outlives it and holds a pipe would
+    keep a reader waiting for ever."""
     environment = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-m", "symbolic", *args], cwd=tmp_path, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "symbolic", *args], cwd=tmp_path, env=environment,
+                                stdout=stdout, stderr=stderr, text=True)
+
+
+def _finish(process, tmp_path, seconds: float = 300.0) -> subprocess.CompletedProcess:
+    try:
+        process.wait(timeout=seconds)
+    finally:
+        if process.poll() is None:
+            process.kill()  # its children die with it (PR_SET_PDEATHSIG)
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, (tmp_path / "stdout").read_text(),
+                                       (tmp_path / "stderr").read_text())
 
 
 def _wait_for(path: Path, seconds: float = 60.0) -> list[int]:
@@ -384,7 +391,7 @@ SPIN_ON_IMPORT = "\nwhile True:\n    pass\n"
 def test_a_signal_to_the_command_ends_its_children(tmp_path, command, number):
     pids = tmp_path / "pids"
     spinner = _write(tmp_path, "spin.py", SPINNER.format(pids=str(pids)) + (SPIN_ON_IMPORT if command == "check" else ""))
-    process = _start([command, "--timeout", "300", str(spinner)], tmp_path)
+    process, child = _start([command, "--timeout", "300", str(spinner)], tmp_path), []
     try:
         child = _wait_for(pids)  # the file's process, and a process it started
         time.sleep(0.5)
@@ -393,10 +400,16 @@ def test_a_signal_to_the_command_ends_its_children(tmp_path, command, number):
         process.wait(timeout=30)
         assert _gone_soon(child), f"the child {child} outlived bptt {command} after {signal.Signals(number).name}"
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
+        _finish(process, tmp_path, 0.1)
+        _kill(child)
     assert process.returncode != 0
+
+
+def _kill(pids) -> None:
+    """End what a failed run left behind (only these processes, which the test's file started)."""
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 STARTER = '''
@@ -435,10 +448,13 @@ def test_processes_the_graded_file_starts_do_not_outlive_grade(tmp_path):
             except ProcessLookupError:
                 pass
     pids.unlink()
-    result = run_bptt("grade", str(starter))
+    result = _finish(_start(["grade", str(starter)], tmp_path), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     started = _wait_for(pids)
-    assert len(started) == 3 and _gone_soon(started), [pid for pid in started if _alive(pid)]
+    try:
+        assert len(started) == 3 and _gone_soon(started), [pid for pid in started if _alive(pid)]
+    finally:
+        _kill(started)
 
 
 def test_processes_a_checked_module_starts_do_not_outlive_check(tmp_path):
@@ -449,7 +465,10 @@ def test_processes_a_checked_module_starts_do_not_outlive_check(tmp_path):
             file.write(str(subprocess.Popen(["sleep", "1002"]).pid) + "\\n")
         ACTIVATION, INPUT_SIZE, STEPS = "tanh", 3, None
         ''')
-    result = run_bptt("check", "--timeout", "20", str(module))
+    result = _finish(_start(["check", "--timeout", "20", str(module)], tmp_path), tmp_path)
     assert result.returncode in (1, 2), result.stdout + result.stderr
     started = _wait_for(pids)
-    assert _gone_soon(started), started
+    try:
+        assert _gone_soon(started), started
+    finally:
+        _kill(started)
