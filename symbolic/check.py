@@ -1150,16 +1150,16 @@ def _child(entry: str, fd: str, arguments: str, parent: str = "") -> None:
         payload = {"bug": traceback.format_exc()}
     data = json.dumps(payload).encode()
     end_tree(os.getpid())  # what the user's file started, orphans included, ends before the answer
-    try:
-        with open(output, "wb", closefd=True) as pipe:
-            pipe.write(b"R" + len(data).to_bytes(8, "big") + data)
-    except OSError:  # the parent has stopped listening (it has an answer, or is ending us)
-        os._exit(0)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
+    try:
+        with open(output, "wb", closefd=True) as pipe:
+            pipe.write(b"R" + len(data).to_bytes(8, "big") + data)
+    except OSError:  # the parent has stopped listening (it has an answer, or is ending us)
+        os._exit(0)
     # no atexit handlers, no waiting for threads the module may have left running
     os._exit(0)
 
@@ -1280,12 +1280,24 @@ def _watch_child(entry: str, arguments: list, path: str, timeout: float, wording
             raise UsageError(ended_message(path, process.wait(), during, wording))
     finally:
         os.close(read_end)
-        try:
-            process.wait(timeout=5 if _complete(payload) else 0)
-        except subprocess.TimeoutExpired:
-            pass
+        _exited(process, 5 if _complete(payload) else 0)
         _ended(process)
     return payload
+
+
+def _exited(process: subprocess.Popen, seconds: float) -> None:
+    """Wait up to ``seconds`` for the child to exit without reaping it: its pid (and session id) cannot
+    be reused by an unrelated process before ``_ended`` has looked for what it left."""
+    deadline = time.monotonic() + seconds
+    while hasattr(os, "waitid"):
+        try:
+            if os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                return
+        except ChildProcessError:
+            return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.01)
 
 
 def _check_in_child(path: str, seed: int) -> dict:

@@ -662,12 +662,10 @@ def _entries_text(finding: Finding) -> str:
 
 def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
     """The exact derivation and the validated sizes; options a user gets wrong raise UsageError."""
-    from .cells import cell_of
+    from .cells import BUILTIN, cell_of
     from .cells.spec import Cell
     from .engine import derive_cell
     from .model import Model
-
-    from .cells import BUILTIN
 
     model = Model(steps=steps if steps is not None else 3, activation=activation, inputs=inputs,
                   hidden=1 if hidden is None else hidden, cell="rnn" if isinstance(cell, Cell) else cell, bias=bias)

@@ -8,7 +8,7 @@ in this process, or the old same-process design through run_in_child): the negat
 
 from __future__ import annotations
 
-import json
+import ast
 import os
 import signal
 import subprocess
@@ -180,7 +180,7 @@ def test_the_sandbox_holds_no_reference_and_no_grader(tmp_path):
         ''')
     result = run_bptt("grade", str(spy))
     assert result.returncode == 0, result.stdout + result.stderr
-    seen = eval(result.stderr.split("SEEN ")[1].splitlines()[0])  # noqa: S307 - our own repr
+    seen = ast.literal_eval(result.stderr.split("SEEN ")[1].splitlines()[0])
     assert seen["argv"] == [] and seen["grade"] is False
     assert not {"case", "exact", "report", "cases", "interface"} & set(seen["locals"]), seen["locals"]
     # 0, 1, 2, the channel's two ends, and the one listdir opened
