@@ -190,6 +190,18 @@ except OSError:  # the channel closed: the grading process has stopped listening
 '''
 
 
+def keep_private() -> None:
+    """Linux: other processes of the same user (the sandbox) may not read this one's memory or open its
+    descriptors through /proc, nor trace it (PR_SET_DUMPABLE 0; root still may)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # 4: PR_SET_DUMPABLE
+        except (OSError, AttributeError):
+            pass
+
+
 class Opaque:
     """What the graded function returned that is not numbers: its type's name (and dtype) only."""
 
@@ -211,6 +223,7 @@ class Sandbox:
         self.process = None
 
     def open(self):
+        keep_private()  # the reference is computed in this process
         command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _DRIVER, str(os.getpid())]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         module = "bptt_graded_" + __import__("hashlib").sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
