@@ -291,9 +291,9 @@ def _grade_command(commands) -> None:
         "grade",
         help="grade anyone's BPTT against the exact derivation and name the mistake",
         description=(
-            "Import FILE.py (its top-level code runs) in a child process and grade its function "
-            "loss_and_grad: the loss and every gradient entry against the exact recursion (float64, and 60 digits where float64 cannot "
-            "decide) at n = 1..4, B = 1, 2, 5 and the notes' three sentences; where it goes wrong in time "
+            "Import FILE.py (its top-level code runs) in a sandbox process that holds only the file, and "
+            "grade its function loss_and_grad in another: the loss and every gradient entry against the exact recursion (float64, and 60 digits where float64 cannot "
+            "decide) at n = 1..8, 12, 20, B = 1, 2, 5 and the notes' three sentences; where it goes wrong in time "
             "(n = 1 is the short-term term alone); and the known mistake it matches (long-term terms "
             "dropped, f′ missing or at the wrong step, the total derivative for the immediate partial, W_h "
             "for W_hᵀ, the batch mean, the carousel or another direct path, the sign of ŷ − y). Exit 0 "
@@ -313,15 +313,17 @@ def _grade_command(commands) -> None:
         help="the cell it implements: rnn (default), lstm, gru, or a cell file ending in .py",
     )
     grade.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP + " (rnn only)")
-    grade.add_argument("--hidden", default="1", metavar="H", help="hidden size H (default: 1, the notes' model)")
+    grade.add_argument("--hidden", default=None, metavar="H",
+                       help="hidden size H (default: 3, where a matrix and its transpose differ; 1, the notes' "
+                            "scalar model, for the plain RNN's loss_and_grad(x, y, w_i, w_h, w_o))")
     grade.add_argument("--inputs", default="3", metavar="D", help="input size D (default: 3, the notes' one-hot words)")
     grade.add_argument("--bias", action="store_true", help="the RNN with biases b_h and b_o")
     grade.add_argument("--function", default="loss_and_grad", metavar="NAME",
                        help="the function to grade (default: loss_and_grad)")
     grade.add_argument(
         "--steps", "-n", default=None, metavar="N",
-        help="grade at this sequence length only, for a function that takes one length (default: n = 1..4, "
-        "which localises a mistake in time)",
+        help="grade at this sequence length only, for a function that takes one length (default: n = 1..8, "
+        "12 and 20, which localises a mistake in time)",
     )
     grade.add_argument("--seed", default="0", metavar="S", help="random seed of the graded points (default: 0)")
     grade.add_argument("--json", action="store_true", help="print the findings as JSON")

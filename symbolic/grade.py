@@ -3,8 +3,9 @@
 ``grade_function(fn, cell=...)`` calls a user's ``loss_and_grad`` on a fixed set of cases and compares
 every returned number with the exact recursion of the generic engine (``engine.evaluate``):
 
-1. **Compare**, per parameter and per entry, over n = 1, 2, 3, 4, batch sizes B = 1, 2, 5 at random
-   points and the notes' three sentences. An entry g is right when
+1. **Compare**, per parameter and per entry, over n = 1..8, 12, 20 (LENGTHS), batch sizes B = 1, 2, 5 at
+   random points and the notes' three sentences, at H = 3 unless told (HIDDEN; the notes' scalars for
+   the plain RNN's positional form). An entry g is right when
    |g − g_exact| ≤ RELATIVE · max(|g_exact|, FLOOR · s), s the case's largest |gradient entry|.
    Where the error falls between RELATIVE and UNDECIDED, float64 cannot decide who is off, so the exact
    value is recomputed at 60 digits (mpmath) and the entry judged against that.
@@ -22,9 +23,11 @@ dw_o)`` for the plain RNN (the notes' scalar shapes at H = 1; b_h=, b_o= keyword
 ``loss_and_grad(x, y, params) -> (loss, grads)`` with dicts keyed by parameter name for every cell.
 
 ``grade_function`` (and ``symbolic.testing.assert_bptt``) call the function in this process. ``run_grade``
-(``bptt grade FILE.py``) grades in one child process, with ``bptt check``'s mechanism
-(``symbolic.check.run_in_child``): each call into the file must return within ``--timeout`` seconds,
-a file that hangs, exits or crashes is one line (exit 2), and what it prints goes to stderr.
+(``bptt grade FILE.py``) grades in a child process, with ``bptt check``'s mechanism
+(``symbolic.check.run_in_child``: each call into a user's file, the cell file too, must return within
+``--timeout`` seconds, a file that hangs, exits or crashes is one line (exit 2), a signal to the command
+ends every process it started), and that child runs the graded file in a sandbox process of its own
+(``symbolic.sandbox``) which holds no reference, tolerance or verdict and sends back plain numbers.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import numpy as np
 
 from .check import DEFAULT_TIMEOUT, Wording, _short, _timeout, call_returns, call_starts, run_in_child
 from .errors import UsageError
+from .sandbox import ChannelTampered, ChildGone, Opaque, Sandbox
 
 #: An entry is right within this relative error (float64 rounding of a BPTT stays near 1e-15).
 RELATIVE = 1e-7
@@ -52,9 +56,15 @@ FLOOR = 1e-4
 #: Errors from RELATIVE up to this are re-judged against the exact value at DIGITS digits.
 UNDECIDED = 1e-4
 DIGITS = 60
-#: The sequence lengths and batch sizes graded when the function takes any length.
-LENGTHS = (1, 2, 3, 4)
+#: The sequence lengths and batch sizes graded when the function takes any length: every n to 8 and
+#: two well past it, so a gradient truncated to the last k steps, or wrong at one n only, shows.
+LENGTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 20)
 BATCHES = (1, 2, 5)
+#: Cases at the one length of a function that takes one length (``steps``): 12 random points.
+ONE_LENGTH_CASES = 4
+#: The hidden size graded unless told otherwise: above 1, where a matrix and its transpose differ. The
+#: plain RNN's positional form alone defaults to 1, the notes' scalar model (w_h a number).
+HIDDEN = 3
 #: Random points: every parameter N(0, SCALE²), x N(0, 1): long-term terms well above the tolerance,
 #: gates away from saturation.
 SCALE = 0.6
@@ -115,6 +125,8 @@ class Interface:
     engine_shapes: dict
     positional: tuple = ()
     keywords: tuple = ()
+    #: the hidden size graded
+    hidden: int = 1
 
     @property
     def dict_form(self) -> bool:
@@ -146,7 +158,7 @@ class Interface:
         names = (*self.positional, *self.keywords)
         expected = "(loss, grads)" if self.dict_form else f"(loss, {', '.join('d' + n for n in names)})"
         if not isinstance(result, (tuple, list)):
-            raise FunctionUnusable(f"{self.name} returns {type(result).__name__}, not the tuple {expected}")
+            raise FunctionUnusable(f"{self.name} returns {_type_name(result)}, not the tuple {expected}")
         count = 2 if self.dict_form else 1 + len(names)
         if len(result) != count:
             raise FunctionUnusable(f"{self.name} returns {len(result)} values where {count} belong: {expected}")
@@ -157,7 +169,7 @@ class Interface:
             grads = result[1]
             if not hasattr(grads, "keys"):
                 raise FunctionUnusable(
-                    f"{self.name} returns {type(grads).__name__} as its gradients: return a dict keyed like params"
+                    f"{self.name} returns {_type_name(grads)} as its gradients: return a dict keyed like params"
                 )
             missing = [name for name in self.shapes if name not in grads]
             if missing:
@@ -182,8 +194,13 @@ class Interface:
 
 
 def _numbers(value, what: str, function: str) -> np.ndarray:
+    if isinstance(value, Opaque):  # from bptt grade's sandbox: what it returned was not numbers
+        raise FunctionUnusable(f"{function} returns {what} as {_given(value.type_name, value.dtype)}, not numbers")
     try:
         array = np.asarray(value)
+        if array.dtype.kind not in "biufc":  # strings ("1.5" too), objects
+            raise FunctionUnusable(
+                f"{function} returns {what} as {_given(type(value).__name__, str(array.dtype))}, not numbers")
         if np.iscomplexobj(array):
             if np.any(np.imag(array) != 0):
                 raise FunctionUnusable(f"{function} returns complex numbers for {what}: return real ones")
@@ -195,16 +212,34 @@ def _numbers(value, what: str, function: str) -> np.ndarray:
         raise FunctionUnusable(f"{function} returns {what} as {type(value).__name__}, not numbers") from None
 
 
-def _interface(d, hidden: int, inputs: int, name: str, fn) -> Interface:
-    """The plain RNN's positional form when the cell has one and fn takes it, else the dict form."""
+def _given(type_name: str, dtype: str | None) -> str:
+    """"strings (dtype <U3)", "ndarray of dtype object", "Foo"."""
+    try:
+        kind = np.dtype(dtype).kind if dtype else None
+    except TypeError:
+        kind = None
+    if kind in ("U", "S"):
+        return f"strings (dtype {dtype})"
+    return f"{type_name} of dtype {dtype}" if dtype else type_name
+
+
+def _type_name(value) -> str:
+    return value.type_name if isinstance(value, Opaque) else type(value).__name__
+
+
+def _interface(d, hidden: int | None, inputs: int, name: str, fn) -> Interface:
+    """The plain RNN's positional form when the cell has one and fn takes it, else the dict form;
+    hidden None: 1 for the positional form without biases (the notes' scalars), else HIDDEN."""
     cell = d.cell
-    engine_shapes = d.shapes(hidden, inputs)
     positional = tuple(cell.positional)
     keywords = tuple(p for p in positional if p in cell.vectors or p == cell.readout_bias)
     positional = tuple(p for p in positional if p not in keywords)
     # the dict form for a function of (x, y, params) exactly; *args takes the positional form
     use_positional = bool(positional) and (
         _takes(fn, 2 + len(positional), keywords) or not _takes(fn, 3, ()))
+    if hidden is None:
+        hidden = 1 if use_positional and not keywords else HIDDEN
+    engine_shapes = d.shapes(hidden, inputs)
     if use_positional and hidden == 1 and not keywords:
         # the notes' scalar model: w_i (D,), w_h and w_o numbers
         shapes = {p: tuple(size for size, symbol in zip(engine_shapes[p], cell.parameters[p]) if symbol != "H")
@@ -214,8 +249,8 @@ def _interface(d, hidden: int, inputs: int, name: str, fn) -> Interface:
     if use_positional:
         order = (*positional, *keywords)
         shapes = {p: shapes[p] for p in order}
-        return Interface(name, shapes, {p: engine_shapes[p] for p in order}, positional, keywords)
-    return Interface(name, shapes, engine_shapes)
+        return Interface(name, shapes, {p: engine_shapes[p] for p in order}, positional, keywords, hidden)
+    return Interface(name, shapes, engine_shapes, hidden=hidden)
 
 
 def _takes(fn, count: int, keywords: tuple) -> bool:
@@ -234,7 +269,7 @@ def _takes(fn, count: int, keywords: tuple) -> bool:
 # -- the cases ----------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # cases are told apart by identity (their arrays have no truth value)
 class Case:
     """One call: x (B, n, D), y (B,), params in the engine's shapes, and what came back."""
 
@@ -271,7 +306,7 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
         return {name: rng.normal(0.0, SCALE, shape) for name, shape in shapes.items()}
 
     # at one length only, more points stand in for the lengths not graded
-    batches = BATCHES if steps is None else BATCHES * len(LENGTHS)
+    batches = BATCHES if steps is None else BATCHES * ONE_LENGTH_CASES
     for n in lengths:
         for batch in batches:
             x = rng.normal(size=(batch, n, inputs))
@@ -498,6 +533,8 @@ class Finding:
     right: bool
     entries: list = field(default_factory=list)
     first_failing_steps: int | None = None
+    #: every length n at which it is wrong
+    failing_steps: list = field(default_factory=list)
     worst_relative_error: float = 0.0
     worst_case: dict | None = None
     mistake: str | None = None
@@ -505,7 +542,7 @@ class Finding:
     def as_data(self) -> dict:
         return {"parameter": self.parameter, "shape": list(self.shape), "right": self.right,
                 "entries": [list(index) for index in self.entries],
-                "first_failing_steps": self.first_failing_steps,
+                "first_failing_steps": self.first_failing_steps, "failing_steps": self.failing_steps,
                 "worst_relative_error": self.worst_relative_error, "worst_case": self.worst_case,
                 "mistake": self.mistake}
 
@@ -566,9 +603,12 @@ class Report:
                              f"{finding.worst_relative_error:.1e}")
                 continue
             where = ""
-            if finding.first_failing_steps is not None and len(lengths) > 1:
-                where = (f"; wrong from n = {finding.first_failing_steps}" if finding.first_failing_steps > lengths[0]
-                         else f"; wrong at n = {lengths[0]}")
+            if finding.failing_steps and len(lengths) > 1:
+                first = finding.failing_steps[0]
+                if finding.failing_steps != [n for n in lengths if n >= first]:
+                    where = f"; wrong at n = {_listed(finding.failing_steps)} only"
+                else:
+                    where = f"; wrong from n = {first}" if first > lengths[0] else f"; wrong at n = {lengths[0]}"
             worst = finding.worst_case or {}
             case_text = f"n = {worst.get('steps')}, B = {worst.get('batch')}" + (
                 ", the notes' sentences" if worst.get("data") == "notes" else "")
@@ -622,39 +662,53 @@ def _entries_text(finding: Finding) -> str:
 
 def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
     """The exact derivation and the validated sizes; options a user gets wrong raise UsageError."""
-    from .cells import cell_of
+    from .cells import BUILTIN, cell_of
     from .cells.spec import Cell
     from .engine import derive_cell
     from .model import Model
 
-    model = Model(steps=steps if steps is not None else 3, activation=activation, inputs=inputs, hidden=hidden,
-                  cell="rnn" if isinstance(cell, Cell) else cell, bias=bias)
-    chosen = cell if isinstance(cell, Cell) else cell_of(model)
+    model = Model(steps=steps if steps is not None else 3, activation=activation, inputs=inputs,
+                  hidden=1 if hidden is None else hidden, cell="rnn" if isinstance(cell, Cell) else cell, bias=bias)
+    if isinstance(cell, Cell) or model.cell in BUILTIN:
+        chosen = cell if isinstance(cell, Cell) else cell_of(model)
+    else:
+        call_starts("cell")  # in bptt grade's child process, a cell file's top-level code is timed too
+        chosen = cell_of(model)
+        call_returns()
     return derive_cell(chosen), model
 
 
-def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int = 1, activation: str = "tanh",
+def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
                    bias: bool = False, inputs: int = 3, seed: int = 0, name: str | None = None,
                    steps_hint: str = "steps=N") -> Report:
     """Grade ``fn`` (a generated module's ``loss_and_grad`` interface) against the exact BPTT of ``cell``.
 
     ``cell``: a built-in name, a cell file's path, or a ``Cell``; ``steps``: None to grade every length
-    in LENGTHS (the function must take any n), or the one length it takes. Raises UsageError for bad
-    options and FunctionUnusable when fn cannot be graded.
+    in LENGTHS (the function must take any n), or the one length it takes; ``hidden``: None for HIDDEN
+    (1 for the plain RNN's positional form, the notes' scalar model). Raises UsageError for bad options
+    and FunctionUnusable when fn cannot be graded. fn runs in this process (``bptt grade`` runs it in a
+    sandbox process of its own).
     """
     d, model = _derivation(cell, activation, hidden, bias, inputs, steps)
+    report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint)
+    return report
+
+
+def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str) -> Report:
+    """grade_function's work once the cell is derived."""
+    hidden = None if hidden is None else model.hidden
     steps = None if steps is None else model.steps
     name = name or getattr(fn, "__name__", "the function")
     if not callable(fn):
         raise FunctionUnusable(f"{name} is {type(fn).__name__}, not a function")
-    interface = _interface(d, model.hidden, model.inputs, name, fn)
+    interface = _interface(d, hidden, model.inputs, name, fn)
     probe = (2 + len(interface.positional)) if not interface.dict_form else 3
     if not _takes(fn, probe, interface.keywords) and _signature_known(fn):
         raise FunctionUnusable(
             f"{name}{_signature_text(fn)} cannot be called as {interface.describe()}: give it that signature"
             + (" or choose the cell with --cell" if not interface.dict_form else "")
         )
-    cases = _cases(d, model.hidden, model.inputs, steps, seed)
+    cases = _cases(d, interface.hidden, model.inputs, steps, seed)
     lengths_text = ", ".join(map(str, sorted({case.steps for case in cases})))
     from .engine import evaluate
 
@@ -668,7 +722,7 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int = 1, ac
         call_starts("function")  # in bptt grade's child process, the call's time limit runs
         try:
             result = fn(case.x.copy(), case.y.copy(), *args, **kwargs)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, ChildGone, ChannelTampered):
             raise
         except SystemExit as error:
             raise FunctionUnusable(
@@ -694,7 +748,7 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int = 1, ac
             case.exact = interface.to_user({k: np.asarray(v, dtype=float) for k, v in precise.gradients.items()})
             case.digits = DIGITS
     report = _judge(d, interface, cases, steps)
-    report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": model.hidden,
+    report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": interface.hidden,
                        "inputs": model.inputs, "bias": model.bias, "steps": steps, "seed": seed}
     return report
 
@@ -727,8 +781,8 @@ def _judge(d, interface: Interface, cases: list[Case], steps) -> Report:
             if worst > RELATIVE:
                 finding.right = False
                 wrong_entries |= error > RELATIVE
-                if finding.first_failing_steps is None or case.steps < finding.first_failing_steps:
-                    finding.first_failing_steps = case.steps
+                finding.failing_steps = sorted({*finding.failing_steps, case.steps})
+                finding.first_failing_steps = finding.failing_steps[0]
         finding.entries = [tuple(int(i) for i in index) for index in zip(*np.nonzero(wrong_entries))] if shape else (
             [()] if not finding.right else [])
         findings.append(finding)
@@ -753,8 +807,8 @@ def _loss_finding(cases: list[Case]) -> Finding:
         if error > RELATIVE:
             finding.right = False
             finding.entries = [()]
-            if finding.first_failing_steps is None or case.steps < finding.first_failing_steps:
-                finding.first_failing_steps = case.steps
+            finding.failing_steps = sorted({*finding.failing_steps, case.steps})
+            finding.first_failing_steps = finding.failing_steps[0]
     if not finding.right:
         for name, factor in (("loss_summed", lambda c: c.batch), ("loss_sign", lambda c: -1)):
             if all(_loss_error(c.user_loss, factor(c) * c.exact_loss) <= RELATIVE for c in cases):
@@ -781,15 +835,26 @@ def _localise(findings: list[Finding], cases: list[Case], steps) -> str:
                 "(the gradient is the mean over the batch)")
     if steps is not None:
         return f"graded at n = {steps} only (the function takes that length): no localisation in time"
-    first = min(c.steps for c in failing)
-    if first == min(LENGTHS):
+    lengths = sorted({c.steps for c in cases})
+    wrong_at = sorted({c.steps for c in failing})
+    first = wrong_at[0]
+    right = [n for n in lengths if n not in wrong_at]
+    if wrong_at != [n for n in lengths if n >= first]:
+        return (f"wrong at n = {_listed(wrong_at)} only, right at n = {_listed(right)}: a mistake in the "
+                "long-term terms' form would stay wrong at every longer n, so this one depends on n itself "
+                "(a case or a loop bound for some lengths)")
+    if first == lengths[0]:
         return (f"wrong already at n = {first}, where the gradient is the short-term term alone: the "
                 "short-term term (the output factor, f′ or the immediate partials) is wrong")
     if first == 2:
         return "right for n = 1, wrong from n = 2: the long-term terms are wrong"
-    right = ", ".join(str(n) for n in LENGTHS if n < first)
-    return (f"right for n = {right}, wrong from n = {first}: the long-term terms are wrong from gap "
-            f"{first - 1} on (a product of {first - 1} or more factors ∂s_k/∂s_(k−1))")
+    return (f"right for n = {_listed(right)}, wrong from n = {first}: the long-term terms are wrong from gap "
+            f"{first - 1} on (a product of {first - 1} or more factors ∂s_k/∂s_(k−1)), as in BPTT truncated "
+            f"to the last {first - 1} steps")
+
+
+def _listed(numbers) -> str:
+    return ", ".join(map(str, numbers))
 
 
 def _name_mistakes(d, interface: Interface, cases: list[Case], report: Report) -> None:
@@ -873,7 +938,7 @@ GRADE_WORDING = Wording(
 )
 
 
-def run_grade(path, cell="rnn", activation="tanh", hidden=1, function="loss_and_grad", as_json=False,
+def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_and_grad", as_json=False,
               steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
@@ -893,8 +958,9 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=1, function="loss_and_
     options = {"cell": os.fspath(cell) if isinstance(cell, os.PathLike) else cell, "activation": activation,
                "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
                "seed": seed}
+    descriptions = {"function": str(function), "cell": f"the cell file {cell} (its top-level code)"}
     result = run_in_child("symbolic.grade:_grade_in_child", [str(path), options], str(path), timeout,
-                          wording=GRADE_WORDING, descriptions={"function": str(function)},
+                          wording=GRADE_WORDING, descriptions=descriptions,
                           errors={"FunctionUnusable": FunctionUnusable})
     if as_json:
         print(json.dumps(result["data"], indent=2))
@@ -904,14 +970,18 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=1, function="loss_and_
 
 
 def _grade_in_child(path: str, options: dict) -> dict:
-    """``bptt grade``'s work in the child of ``run_in_child``: the report as text and as data."""
+    """``bptt grade``'s work in the child of ``run_in_child``: the reference, the tolerances and the
+    verdict stay here; the graded file runs in a sandbox process of its own (``symbolic.sandbox``), which
+    returns plain numbers. The report as text and as data."""
     cell, activation, hidden, bias = options["cell"], options["activation"], options["hidden"], options["bias"]
     inputs, steps, function = options["inputs"], options["steps"], options["function"]
     # options first: a bad --cell is reported before the file runs
-    _derivation(cell, activation, hidden, bias, inputs, steps)
-    fn = load_function(path, function)
-    report = grade_function(fn, cell=cell, steps=steps, hidden=hidden, activation=activation, bias=bias,
-                            inputs=inputs, seed=options["seed"], name=function, steps_hint="--steps N")
+    d, model = _derivation(cell, activation, hidden, bias, inputs, steps)
+    if not Path(path).is_file():
+        raise UsageError(f"{path} does not exist or is not a file: give the .py file that defines {function}")
+    with Sandbox(path, function, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}) as sandbox:
+        fn = sandbox.open()
+        report = _grade(d, model, fn, hidden, steps, options["seed"], function, "--steps N")
     report.source = str(path)
     return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 

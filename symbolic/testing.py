@@ -22,13 +22,14 @@ from __future__ import annotations
 from .grade import FunctionUnusable, grade_function
 
 
-def assert_bptt(fn, cell="rnn", steps: int | None = None, hidden: int = 1, activation: str = "tanh",
+def assert_bptt(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
                 bias: bool = False, inputs: int = 3, seed: int = 0) -> None:
     """Raise AssertionError, its message the diagnosis, unless ``fn``'s loss and gradients are exact.
 
     ``cell``: ``"rnn"``, ``"lstm"``, ``"gru"``, a cell file's path or a ``Cell``; ``steps``: None when
-    fn takes any sequence length (it is graded at n = 1..4, which localises a mistake in time), else
-    the one length it takes. A function that cannot be called as the interface says (wrong signature,
+    fn takes any sequence length (it is graded at n = 1..8, 12 and 20, which localises a mistake in time), else
+    the one length it takes; ``hidden``: None for grade's default (3; 1 for the plain RNN's positional
+    form, the notes' scalars). A function that cannot be called as the interface says (wrong signature,
     it raises, it returns something else) fails too, its own exception chained; options that make no
     sense (an unknown cell, hidden=0) raise ``symbolic.UsageError``.
     """
