@@ -1212,6 +1212,8 @@ class Wording:
     work: str
     #: the first line of a bug of ours in the child (its traceback follows)
     bug: str
+    #: how progress lines on stderr name the command
+    command: str = "bptt check"
 
 
 CHECK_WORDING = Wording(
@@ -1451,6 +1453,20 @@ def run_in_child(entry: str, arguments: list, path: str, timeout: float, wording
     return result["result"]
 
 
+#: A call into the user's file running this long gets one progress line on stderr (a Numba module
+#: compiles its kernels on its first call, silently, for seconds).
+SLOW_CALL = 2.0
+
+
+def _announce_slow(call, started: float, announced: bool, timeout: float, wording: Wording, names) -> bool:
+    """Print, once per call, that a call has run SLOW_CALL seconds; whether that line was printed."""
+    if call is None or announced or time.monotonic() - started < SLOW_CALL:
+        return announced
+    print(f"{wording.command}: {names.get(call, call)} has run {SLOW_CALL:g} s (a Numba module compiles its "
+          f"kernels on its first call; the limit is {timeout:g} s, --timeout)…", file=sys.stderr, flush=True)
+    return True
+
+
 def _watch_child(entry: str, arguments: list, path: str, timeout: float, wording: Wording, names: dict):
     """Start the child, time each call it reports, and return its answer (8 bytes of length, JSON)."""
     read_end, write_end = os.pipe()
@@ -1471,9 +1487,10 @@ def _watch_child(entry: str, arguments: list, path: str, timeout: float, wording
         )
     finally:
         os.close(write_end)
-    call, started, payload = None, 0.0, None
+    call, started, payload, announced = None, 0.0, None, False
     try:
         while not _complete(payload):
+            announced = _announce_slow(call, started, announced, timeout, wording, names)
             waiting = 1.0 if call is None else max(0.0, min(1.0, started + timeout - time.monotonic()))
             ready, _, _ = select.select([read_end], [], [], waiting)
             chunk = os.read(read_end, 1 << 16) if ready else None
@@ -1487,7 +1504,7 @@ def _watch_child(entry: str, arguments: list, path: str, timeout: float, wording
                     if code == ord("."):
                         call = None
                     elif code in _CALL_NAMES:
-                        call, started = _CALL_NAMES[code], time.monotonic()
+                        call, started, announced = _CALL_NAMES[code], time.monotonic(), False
                 if marker >= 0:
                     payload = bytearray(chunk[marker + 1 :])
             if call is not None and payload is None and time.monotonic() - started > timeout:

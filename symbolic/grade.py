@@ -935,6 +935,7 @@ GRADE_WORDING = Wording(
     must="a file to grade must return from its calls",
     work="the grading",
     bug="bptt grade failed while grading the file:",
+    command="bptt grade",
 )
 
 

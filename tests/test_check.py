@@ -98,3 +98,20 @@ def test_a_file_imports_the_files_beside_it_as_python_runs_it(tmp_path):
     broken.write_text(generate(Model(steps=3), "loop") + "\nimport not_a_module_anywhere\n")
     result = run_bptt("check", str(broken), cwd=elsewhere)
     assert result.returncode == 2 and "regenerate the module with 'bptt codegen'" in result.stderr
+
+
+def test_a_slow_first_call_says_so_on_stderr(tmp_path):
+    """A call that runs past check.SLOW_CALL (a Numba module compiling) gets one progress line on stderr,
+    never on stdout; a quick module gets none (the negative control)."""
+    (tmp_path / "quick.py").write_text(generate(Model(steps=3), "loop"))
+    (tmp_path / "slow.py").write_text(
+        "import time\nfrom quick import *  # noqa\nfrom quick import loss_and_grad as _fast\n_first = [True]\n\n"
+        "def loss_and_grad(*args):\n    if _first:\n        _first.clear()\n        time.sleep(2.5)\n"
+        "    return _fast(*args)\n"
+    )
+    slow = run_bptt("check", str(tmp_path / "slow.py"))
+    assert slow.returncode == 0, slow.stderr
+    lines = [line for line in slow.stderr.splitlines() if line.startswith("bptt check: loss_and_grad has run")]
+    assert len(lines) == 1 and "compiles" in lines[0] and "bptt check:" not in slow.stdout
+    quick = run_bptt("check", str(tmp_path / "quick.py"))
+    assert quick.returncode == 0 and "has run" not in quick.stderr
