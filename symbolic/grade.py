@@ -32,6 +32,7 @@ ends every process it started), and that child runs the graded file in a sandbox
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib.util
@@ -694,8 +695,9 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None 
     return report
 
 
-def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str) -> Report:
-    """grade_function's work once the cell is derived."""
+def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_hint: str = "") -> Report:
+    """grade_function's work once the cell is derived; ``cell_hint``, when the file names another cell,
+    is the fix to name if the function cannot be called (rather than the length)."""
     hidden = None if hidden is None else model.hidden
     steps = None if steps is None else model.steps
     name = name or getattr(fn, "__name__", "the function")
@@ -733,6 +735,11 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str) -> Rep
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             hint = (f" (grade calls it with n = {lengths_text}: if it takes one sequence length only, give it "
                     f"with {steps_hint})") if steps is None else ""
+            # a parameter of another cell (by name: the sandbox re-raises the file's KeyError as its own class)
+            if type(error).__name__ == "KeyError" and not cell_hint:
+                cell_hint = (f" (it asks for a parameter the cell {d.cell.name} does not have: if it is for "
+                             "another cell, pass --cell lstm, gru or its cell file)")
+            hint = cell_hint or hint
             raise FunctionUnusable(
                 f"{name} raises {type(error).__name__} at {case.label()}: {first}{hint}"
             ) from error
@@ -970,6 +977,23 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
     return 0 if result["passed"] else 1
 
 
+def _cell_hint(path: str, graded: str) -> str:
+    """" (the file declares CELL = 'lstm': pass --cell lstm)" when the file's own top-level CELL constant
+    (read from its syntax, not run) names a cell other than the one graded; else ""."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CELL" for t in node.targets)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            declared = node.value.value
+            if declared != graded:
+                fix = f"--cell {declared}" if declared in ("rnn", "lstm", "gru") else "--cell FILE.py (its cell file)"
+                return f" (the file declares CELL = {declared!r} and is graded as the cell {graded}: pass {fix})"
+    return ""
+
+
 def _grade_in_child(path: str, options: dict) -> dict:
     """``bptt grade``'s work in the child of ``run_in_child``: the reference, the tolerances and the
     verdict stay here; the graded file runs in a sandbox process of its own (``symbolic.sandbox``), which
@@ -982,7 +1006,8 @@ def _grade_in_child(path: str, options: dict) -> dict:
         raise UsageError(f"{path} does not exist or is not a file: give the .py file that defines {function}")
     with Sandbox(path, function, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}) as sandbox:
         fn = sandbox.open()
-        report = _grade(d, model, fn, hidden, steps, options["seed"], function, "--steps N")
+        report = _grade(d, model, fn, hidden, steps, options["seed"], function, "--steps N",
+                        _cell_hint(path, d.cell.name))
     report.source = str(path)
     return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 

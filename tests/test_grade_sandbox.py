@@ -472,3 +472,19 @@ def test_processes_a_checked_module_starts_do_not_outlive_check(tmp_path):
         assert _gone_soon(started), started
     finally:
         _kill(started)
+
+
+def test_a_file_for_another_cell_is_told_the_cell(tmp_path):
+    """An LSTM module graded without --cell: the hint names the cell, not the length; a hand-written
+    function that looks up another cell's parameter is pointed at --cell too."""
+    from symbolic.codegen import generate
+    from symbolic.model import Model
+
+    lstm = tmp_path / "lstm_module.py"
+    lstm.write_text(generate(Model(cell="lstm", hidden=2, steps=3), "loop"))
+    result = run_bptt("grade", str(lstm))
+    assert result.returncode == 2 and "pass --cell lstm" in result.stderr and "--steps N" not in result.stderr
+    hand = tmp_path / "hand.py"
+    hand.write_text("def loss_and_grad(x, y, params):\n    return 0.0, {'W_i': params['W_i']}\n")
+    result = run_bptt("grade", str(hand), "--cell", "gru")
+    assert result.returncode == 2 and "pass --cell" in result.stderr and "--steps N" not in result.stderr
