@@ -41,6 +41,14 @@ _IN_PLACE_BATCH = 16
 # Sequences per block where x is read against the time-major states (w_i·x_t and ∂L/∂w_i): a
 # block's transpose stays in cache (at B = 10⁶ the whole-batch one took 2.7× and 8.6× longer).
 _BLOCK = 1024
+#: The code paths of loss_and_grad by batch width (any length): bptt check calls every one.
+CHECK_PATHS = (
+    ("one sequence: suffix product by one accumulate", 1, None),
+    ("forward in place", _IN_PLACE_BATCH, None),
+    ("suffix products over doubling distances", _DOUBLING_BATCH, None),
+    ("δ step by step (wide batches)", _WIDE_BATCH, None),
+    ("blocks of _BLOCK sequences, the last one partial", _BLOCK + 1, None),
+)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

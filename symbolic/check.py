@@ -1459,7 +1459,7 @@ SLOW_CALL = 2.0
 
 
 def _announce_slow(call, started: float, announced: bool, timeout: float, wording: Wording, names) -> bool:
-    """Print, once per call, that a call has run SLOW_CALL seconds; whether that line was printed."""
+    """Print, once per command, that a call has run SLOW_CALL seconds; whether that line was printed."""
     if call is None or announced or time.monotonic() - started < SLOW_CALL:
         return announced
     print(f"{wording.command}: {names.get(call, call)} has run {SLOW_CALL:g} s (a Numba module compiles its "
@@ -1504,7 +1504,7 @@ def _watch_child(entry: str, arguments: list, path: str, timeout: float, wording
                     if code == ord("."):
                         call = None
                     elif code in _CALL_NAMES:
-                        call, started, announced = _CALL_NAMES[code], time.monotonic(), False
+                        call, started = _CALL_NAMES[code], time.monotonic()
                 if marker >= 0:
                     payload = bytearray(chunk[marker + 1 :])
             if call is not None and payload is None and time.monotonic() - started > timeout:
