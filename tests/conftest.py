@@ -33,3 +33,26 @@ def run_bptt(*args: str, cwd: Path | None = None, env: dict | None = None) -> su
 @pytest.fixture
 def bptt():
     return run_bptt
+
+
+# -- the fast loop: python3 -m pytest -m "not slow" ------------------------------------------------------
+
+#: Files whose every test is slow (Numba compiling, PyTorch, wheels, sandboxes and signals, property runs).
+SLOW_FILES = {"test_numba.py", "test_numba_cells.py", "test_torch.py", "test_torch_cells.py", "test_packaging.py",
+              "test_grade_sandbox.py", "test_cells_hostile.py", "test_nesting.py", "test_module_cache.py"}
+#: Tests measured over 3 s (file::function, every parametrization), one a line: remeasure with
+#: python3 -m pytest --durations=0 and keep the list to what is slow.
+SLOW_TESTS = frozenset(
+    line.strip() for line in (Path(__file__).parent / "slow_tests.txt").read_text().splitlines() if line.strip()
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: left out of the fast loop, python3 -m pytest -m 'not slow'")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.nodeid.split("[")[0]
+        if item.path.name in SLOW_FILES or name in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
