@@ -455,7 +455,10 @@ def _story_commands(commands) -> None:
         "--epochs", "-e", default=None, metavar="E", help="number of epochs (default: 200; --cell lstm: 80)"
     )
     train.add_argument(
-        "--lr", default=None, metavar="η", help="learning rate η (default: 0.5; --cell lstm: 0.03 with Adam)"
+        "--lr", default=None, metavar="η",
+        help="learning rate η (default: 0.5; --cell lstm: 0.03 with Adam); a comma-separated list (--lr "
+        "0.01,0.1,1) trains once per rate, all else fixed, and prints one row each: the controlled learning "
+        "rate, measured"
     )
     train.add_argument(
         "--optimizer", default=None, metavar="sgd|adam",
@@ -681,7 +684,7 @@ def _train(args) -> int:
     model = _check_shape(args)
     config = train.Config(
         epochs=None if args.epochs is None else _int_option(args.epochs, "--epochs", minimum=1),
-        lr=None if args.lr is None else _float_option(args.lr, "--lr", positive=True),
+        lr=None if args.lr is None or "," in str(args.lr) else _float_option(args.lr, "--lr", positive=True),
         activation=args.activation,
         init=args.init,
         optimizer=args.optimizer,
@@ -708,6 +711,8 @@ def _train(args) -> int:
                 f"{unrolled_limit(model)}, and the data has a sequence of {longest} words: drop "
                 "--steps-from-data (one loop module serves every length)"
             )
+    if args.lr is not None and "," in str(args.lr):
+        return _sweep(args, config, dataset, held_out, plot_path)
     progress = "lines" if args.progress else "bar" if sys.stderr.isatty() and not args.json else "slow"
     result = train.train(dataset, config, held_out=held_out, progress=progress)
     if plot_path:
@@ -719,6 +724,25 @@ def _train(args) -> int:
     if plot_path:
         print(f"wrote {plot_path}", file=sys.stderr)
     return 1 if result.diverged_at is not None else 0
+
+
+def _sweep(args, config, dataset, held_out, plot_path) -> int:
+    """train --lr a,b,c: one run per rate, one row each (symbolic/sweep.py); exit 0, a diverged run
+    being a row of the measurement, not a failure of the command."""
+    from . import sweep, train
+    from .files import json_text
+
+    learning_rates = sweep.rates(args.lr)
+    rows, results = sweep.sweep(dataset, config, learning_rates, held_out)
+    if plot_path:
+        train.plot_comparison(results, plot_path)
+    if args.json:
+        print(json_text(sweep.as_json(rows, config, dataset.name)))
+    else:
+        sys.stdout.write(sweep.table(rows, config, dataset.name, held_out is not None))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 0
 
 
 def _demo(args) -> int:

@@ -309,6 +309,7 @@ class Result:
     divergence: str = ""
     clipped_epochs: int = 0
     modes: dict = field(default_factory=dict)  # sequence length → generated module mode
+    largest_gradient_norm: float = 0.0  # over the epochs, before clipping (inf once it overflowed)
 
     def as_json(self) -> dict:
         out = {
@@ -749,6 +750,8 @@ def train(
         for epoch in range(1, config.epochs + 1):
             loss, gradient = flat_loss_and_grad(dataset, weights, modules, projection)
             result.loss.append(loss)
+            norm = float(np.linalg.norm(gradient))
+            result.largest_gradient_norm = max(result.largest_gradient_norm, norm if math.isfinite(norm) else math.inf)
             if not math.isfinite(loss) or not np.all(np.isfinite(gradient)):
                 result.diverged_at = epoch
                 what = "the loss" if not math.isfinite(loss) else "the gradient"
