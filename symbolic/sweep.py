@@ -86,11 +86,11 @@ def table(rows: list[Row], config, data: str, held_out: bool) -> str:
     clipping = (f"clip-norm {config.clip_norm:g}" if config.clip_norm is not None
                 else f"clip-value {config.clip_value:g}" if config.clip_value is not None else "no clipping")
     lines = [
-        f"learning rates on --data {data}: cell {os.path.basename(str(config.cell))}, "
+        (f"learning rates on --data {data}: cell {os.path.basename(str(config.cell))}, "
         f"activation {config.activation}, H = {config.hidden}, {config.optimizer}, {config.epochs} epochs, "
-        f"{clipping}, seed {config.seed}; only η changes",
-        f"{'η':>10}  {'loss before → after':>25}  {'diverged':>16}  {'largest ‖g‖':>12}  "
-        f"{'accuracy' + (' (held out)' if held_out else ''):>20}",
+        f"{clipping}, seed {config.seed}; only η changes"),
+        (f"{'η':>10}  {'loss before → after':>25}  {'diverged':>16}  {'largest ‖g‖':>12}  "
+        f"{'accuracy' + (' (held out)' if held_out else ''):>20}"),
     ]
     for row in rows:
         losses = f"{_cell(row.first_loss)} → {_cell(row.final_loss)}"

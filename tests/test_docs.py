@@ -26,7 +26,7 @@ def test_the_readme_is_short_and_starts_with_the_two_commands():
     assert "bash tests/install-tools.sh && python3 -m pip install -q -e '.[test,plot,torch]' && python3 -m pytest" in ci
     text = "\n".join(lines)
     try_next = text.split("## Try next")[1].split("\n## ")[0]
-    commands = re.findall(r"^\| \d+ \| .* \| `(bptt [^`]+)` \|$", try_next, flags=re.M)
+    commands = re.findall(r"^\| \d+ \| .* \| `(bptt [^`]+)` \|$", try_next, flags=re.MULTILINE)
     assert len(commands) == 10, commands
 
 
