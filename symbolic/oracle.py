@@ -56,6 +56,9 @@ from .cells.spec import FUNCTIONS, Cell
 DIGITS = 60
 #: The exact identity (H = 1) is proved for n up to this.
 EXACT_STEPS = 3
+#: The 60-digit check runs at n = (the cell's states) + 1 when that is larger, up to this: every path
+#: of a cell with copy states exists from there.
+MAX_PATH_STEPS = 12
 #: The 60-digit check runs at H = 2 (or the model's H up to this), n up to NUMERIC_STEPS, B sequences.
 NUMERIC_HIDDEN = 3
 NUMERIC_STEPS = 4
@@ -722,10 +725,17 @@ class Control:
     mutation: str
     description: str
     checks: list = field(default_factory=list)
+    #: the sizes at which the mutation changes no gradient, so no check of it could reject it there
+    invisible: list = field(default_factory=list)
 
     @property
     def rejected(self) -> bool:
         return bool(self.checks) and not any(check.passed for check in self.checks)
+
+    @property
+    def visible(self) -> bool:
+        """Whether the mutation changes the gradient at some size checked (else there is no control)."""
+        return bool(self.checks)
 
 
 @dataclass
@@ -745,8 +755,9 @@ class Report:
 
     @property
     def passed(self) -> bool:
-        """Proved, and the negative control (when run) rejected."""
-        return self.proved and (self.control is None or self.control.rejected)
+        """Proved, and the negative control rejected where it was run and its mutation changes the
+        gradient (a mutation invisible at every size checked is said, not counted as a disagreement)."""
+        return self.proved and (self.control is None or not self.control.visible or self.control.rejected)
 
     @property
     def worst(self):
@@ -782,7 +793,8 @@ def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, i
 
     ``model_or_cell``: a ``Model``, a ``Cell``, a ``CellDerivation`` or a cell name or file. The exact
     identity runs at H = 1, n = min(steps, EXACT_STEPS); the 60-digit check at H = min(max(hidden, 2),
-    NUMERIC_HIDDEN), n = min(steps, NUMERIC_STEPS); D = min(inputs, EXACT_INPUTS) and min(inputs, NUMERIC_INPUTS). The
+    NUMERIC_HIDDEN), n = min(steps, NUMERIC_STEPS) or, where larger, the cell's states + 1 (up to
+    MAX_PATH_STEPS), where every path of the cell exists; D = min(inputs, EXACT_INPUTS) and min(inputs, NUMERIC_INPUTS). The
     negative control runs the same checks with one path removed, at n ≥ 2. ``progress(k, what)``, if
     given, is called as each of the four stages begins.
     """
@@ -791,7 +803,10 @@ def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, i
     cell, steps, hidden, inputs = _sizes(model_or_cell, steps, hidden, inputs)
     d = model_or_cell if isinstance(model_or_cell, engine.CellDerivation) else engine.derive_cell(cell)
     exact_inputs, numeric_inputs = min(inputs, EXACT_INPUTS), min(inputs, NUMERIC_INPUTS)
-    exact_steps, numeric_steps = min(steps, EXACT_STEPS), min(steps, NUMERIC_STEPS)
+    # every path of the cell exists from n = (its states) + 1 on: a chain of copy states (a lag written
+    # as o1' = o, o2' = o1) reaches the update only then
+    numeric_steps = max(min(steps, NUMERIC_STEPS), min(len(cell.states) + 1, MAX_PATH_STEPS))
+    exact_steps = min(steps, EXACT_STEPS)
     numeric_hidden = min(max(hidden, 2), NUMERIC_HIDDEN)
     report = Report(cell.name, cell.description, {"steps": steps, "hidden": hidden, "inputs": inputs})
     progress(1, "the oracle's local derivatives")
@@ -812,10 +827,32 @@ def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, i
             exact_oracle = ExactOracle(cell, exact_inputs, 2)
         if numeric_steps < 2:
             numeric_oracle = NumericOracle(cell, numeric_hidden, numeric_inputs, 2, points=1, seed=seed)
-        report.control.checks.append(exact_oracle.check(wrong))
-        report.control.checks.append(numeric_oracle.check(wrong, points=1))
+        # each check runs on the control only where the mutation changes the gradient at its sizes
+        for oracle, hidden_size in ((exact_oracle, 1), (numeric_oracle, numeric_hidden)):
+            sizes = f"H = {hidden_size}, D = {oracle.inputs}, n = {oracle.steps}"
+            if not _changes_gradient(d, wrong, hidden_size, oracle.inputs, oracle.steps, seed):
+                report.control.invisible.append(sizes)
+            elif oracle is exact_oracle:
+                report.control.checks.append(oracle.check(wrong))
+            else:
+                report.control.checks.append(oracle.check(wrong, points=1))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _changes_gradient(d, wrong, hidden: int, inputs: int, steps: int, seed: int) -> bool:
+    """Whether ``wrong``'s gradient differs from ``d``'s at a random float64 point of these sizes, every
+    weight and input positive (every ReLU open, every path carrying gradient)."""
+    rng = np.random.default_rng(seed)
+    sizes = {"H": hidden, "D": inputs}
+    params = {name: rng.uniform(0.1, 0.9, size=tuple(sizes[s] for s in shape))
+              for name, shape in d.cell.parameters.items()}
+    x, y = rng.uniform(0.1, 1.0, size=(2, steps, inputs)), np.array([0.0, 1.0])
+    with np.errstate(all="ignore"):
+        right, other = engine.evaluate(d, params, x, y), engine.evaluate(wrong, params, x, y)
+    scale = max(float(np.max(np.abs(g))) for g in right.gradients.values()) or 1.0
+    return any(not np.allclose(other.gradients[name], g, rtol=0, atol=1e-9 * scale)
+               for name, g in right.gradients.items())
 
 
 HEADINGS = {"local": "1. The oracle's local derivatives",
@@ -841,12 +878,17 @@ def format_report(report: Report) -> str:
             mark = "ok  " if not check.passed else "FAIL"
             verdict = "rejected" if not check.passed else "NOT rejected"
             lines.append(f"   [{mark}] {check.name} {verdict}: {check.detail}")
+        for sizes in control.invisible:
+            lines.append(f"   [----] at {sizes} the mutation changes no gradient (the path it removes does not "
+                         "exist yet): not a control there")
     held = sum(check.passed for check in report.checks)
     if report.passed:
         verdict = f"PROVED: {held} of {len(report.checks)} checks hold"
     else:
         verdict = f"DISAGREEMENT: {held} of {len(report.checks)} checks hold"
-    if report.control is not None:
+    if report.control is not None and not report.control.visible:
+        verdict += ", no negative control (its mutation changes nothing at the sizes checked)"
+    elif report.control is not None:
         verdict += ", negative control " + ("rejected" if report.control.rejected else "NOT rejected")
     if report.worst is not None:
         verdict += f"; worst 60-digit difference {mpmath.nstr(report.worst, 3)}"
