@@ -217,6 +217,7 @@ def _normalise(cell: Cell) -> list[Node]:
     nodes: list[Node] = []
     taken = {eq.name for eq in cell.equations} | set(cell.states) | set(cell.parameters)
     taken |= {str(symbol) for symbol in cell.states.values()}
+    taken |= {str(a.symbol).replace("@", "_") for a in cell.applications}   # the maps' locals in code
 
     def fresh(base: str) -> str:
         name, k = base, 2
@@ -235,7 +236,8 @@ def _normalise(cell: Cell) -> list[Node]:
                 pre = fresh(f"a_{owner}")
                 nodes.append(Node(pre, sp.Symbol(pre), argument, auto=True))
                 argument = sp.Symbol(pre)
-            label = str(expr.args[0]) if expr.args[0].is_Symbol else owner
+            # a map's symbol M@u is no Python name: the lifted node is named after M_u
+            label = str(expr.args[0]).replace("@", "_") if expr.args[0].is_Symbol else owner
             name = fresh(f"{_activation_of(expr)}_{label}")
             nodes.append(Node(name, sp.Symbol(name), expr.func(argument), _activation_of(expr), auto=True))
             return sp.Symbol(name)

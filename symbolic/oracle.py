@@ -375,7 +375,7 @@ class Unrolled:
             generators += [node.symbol] + ([node.step] if node.step is not None else [])
         # integer coefficients (B = 1, the readout's ŷ − y, integer equations) multiply several times
         # faster than rationals
-        numbers = {n for eq in self.cell.equations for n in eq.expr.atoms(sp.Number)}
+        numbers = {n for eq in self.cell.equations for n in eq.expr.atoms(sp.Number, sp.NumberSymbol)}
         domain = sp.ZZ if self.batch == 1 and all(n.is_Integer for n in numbers) else sp.QQ
         polynomials, *gens = ring(generators, domain)
         point = dict(zip(generators, gens))
@@ -434,6 +434,8 @@ def value_of(expr: sp.Expr, point: dict, memo: dict, number=_fraction):
         value = point[expr]
     elif expr.is_Rational or expr.is_Float:
         value = number(expr)
+    elif expr.is_NumberSymbol:   # π, e, …: the same decimal of DIGITS digits wherever it occurs
+        value = number(sp.Float(expr.evalf(DIGITS), DIGITS))
     elif expr.is_Add:
         value = sum((value_of(arg, point, memo, number) for arg in expr.args[1:]),
                     value_of(expr.args[0], point, memo, number))

@@ -24,6 +24,9 @@ templates never appear in a cell: the engine (``symbolic.engine``) derives every
 
 from __future__ import annotations
 
+import builtins
+import keyword
+import math
 import re
 from dataclasses import dataclass
 
@@ -43,10 +46,25 @@ def identity(z):
 #: The elementwise functions an equation may apply, by SymPy function class → activation name.
 FUNCTIONS = {sp.tanh: "tanh", sigmoid: "sigmoid", relu: "relu"}
 SIZES = ("H", "D")
-#: Names the generated modules use for themselves; a cell may not take them.
+#: Names the generated modules use for themselves (their locals, functions, imports and constants);
+#: a cell may not take them, nor a Python keyword or builtin (``_PYTHON_NAMES``).
 RESERVED = ("x", "x_t", "y", "y_hat", "t", "p", "np", "params", "grads", "batch", "steps", "logit",
             "residual", "values", "dtype", "projection", "recurrent", "inputs", "weights", "maps", "deltas",
-            "rest", "terms", "rows", "per_step", "gradients", "positional", "biases")
+            "rest", "terms", "rows", "per_step", "gradients", "positional", "biases",
+            # the modules' own functions, imports and constants
+            "init_params", "forward", "states", "loss", "loss_and_grad", "bptt_terms", "annotations", "Mapping",
+            "npt", "math", "numba", "njit", "prange", "intrinsic", "overload", "types", "CELL", "STEPS", "MODE",
+            "INPUT_SIZE", "HIDDEN_SIZE", "ACTIVATIONS", "ANALYTIC", "STATES", "PARAMS", "STORED", "POSITIONAL",
+            "ACTIVATION", "BIAS",
+            # the locals of their functions
+            "hidden", "chunk", "count", "first", "kept", "sums", "row", "span", "spans", "slot", "pieces", "shape",
+            "shapes", "size", "block", "total", "vectors", "incoming", "transposed", "losses", "labels", "named",
+            "keywords", "spare", "out", "inner", "other", "length", "columns", "half", "positive", "state_n",
+            "readout", "readout_bias", "array", "arrays", "value", "name", "names", "key", "keys", "given",
+            "missing", "unknown", "kind", "what", "function", "error", "rng", "seed", "bound", "magnitude",
+            "square", "small", "ratio", "bits", "numerator", "denominator", "weights_transposed")
+#: Python's keywords and builtins: a module's locals named so are syntax errors or shadow what it calls.
+_PYTHON_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
 
 
@@ -89,6 +107,9 @@ class Cell:
                  init: dict | None = None, training: dict | None = None, constants: dict | None = None):
         self.name = _checked_name(name, "cell name")
         self.description = description
+        if not isinstance(description, str) or not description.isprintable():
+            raise UsageError(f"the description of cell {self.name!r} must be one line of printable text, got "
+                             f"{description!r}: write it on one line")
         self.readout = _checked_name(readout, "readout weight")
         self.readout_bias = readout_bias
         self.readout_state = readout_state
@@ -115,9 +136,11 @@ class Cell:
         self.vectors: dict[str, sp.Symbol] = {}
         self.applications: list[Application] = []
         self.equations: list[Equation] = []
-        self._names: set[str] = set(RESERVED) | {self.readout}
+        self._names: set[str] = set()
+        self._claim(self.readout, "readout weight")
         if readout_bias:
-            self._names.add(_checked_name(readout_bias, "readout bias"))
+            self._claim(_checked_name(readout_bias, "readout bias"), "readout bias")
+        self._order.clear()   # the readout comes last in the parameters, not first
 
     # -- declarations ---------------------------------------------------------------------------------
 
@@ -211,10 +234,21 @@ class Cell:
         for eq in self.equations:
             uses |= eq.expr.free_symbols
         uses |= {sp.Symbol(a.operand) for a in self.applications}
+        if not any(a.operand == "x" for a in self.applications):
+            raise UsageError(f"cell {self.name!r} never reads the input x: apply a matrix to it, e.g. "
+                             "cell.matrix('W', 'H', 'D') @ x")
         for name, value in (*self.init.items(), *self.training.items()):
-            if name not in self.vectors or not isinstance(value, (int, float)) or isinstance(value, bool):
+            if (name not in self.vectors or not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value)):
                 raise UsageError(f"init and training set {name!r} to {value!r}: name a per-unit parameter "
-                                 "(cell.vector) and give a number")
+                                 "(cell.vector) and give a finite number")
+        # the generated code names the map M u as the local M_u (W @ x: W_x)
+        locals_ = {str(a.symbol).replace("@", "_"): a for a in self.applications}
+        for name in self._order:
+            if name in locals_:
+                a = locals_[name]
+                raise UsageError(f"name {name!r} of cell {self.name!r} is the generated code's name of "
+                                 f"{a.matrix} @ {a.operand}: rename it")
         for name in self.positional:
             if name not in self.parameters:
                 raise UsageError(f"positional parameter {name!r} is not a parameter of cell {self.name!r}")
@@ -236,9 +270,10 @@ class Cell:
 
     def _claim(self, name: str, kind: str) -> None:
         _checked_name(name, kind)
-        if name in RESERVED:
-            raise UsageError(f"{kind} name {name!r} is reserved (the generated code uses it) in cell {self.name!r}: "
-                             "choose another name")
+        if name in RESERVED or name in _PYTHON_NAMES or name in self.constants:
+            raise UsageError(f"{kind} name {name!r} is reserved in cell {self.name!r} (the generated code uses it: "
+                             "Python's keywords and builtins, the module's constants, and symbolic.cells.spec."
+                             "RESERVED): choose another name")
         if name in self._names or f"{name}_prev" in self._names:
             raise UsageError(f"{kind} name {name!r} is already taken in cell {self.name!r}: choose another name")
         self._names.add(name)
@@ -322,7 +357,16 @@ class Cell:
                 raise UsageError(f"equation {name!r} is a matrix expression: write it per unit")
             if node.is_Number and not node.is_real:
                 raise UsageError(f"equation {name!r} has the number {node}: coefficients must be real")
-        if expr.is_Number:
+            if not isinstance(node, (sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Number, sp.NumberSymbol,
+                                     *FUNCTIONS)):
+                raise UsageError(
+                    f"equation {name!r} uses {node.func.__name__} ({node}): an equation holds sums, products, "
+                    f"integer powers, numbers and the activations {', '.join(FUNCTIONS.values())}, identity; "
+                    "rewrite it with those"
+                )
+            if node.is_Number and not node.is_finite:
+                raise UsageError(f"equation {name!r} has the number {node}: coefficients must be finite")
+        if not expr.free_symbols:
             raise UsageError(f"equation {name!r} is the constant {expr}: it must depend on the step's values")
         return expr
 
@@ -331,7 +375,7 @@ class Cell:
 _MODULE_CONSTANTS = ("CELL", "STEPS", "MODE", "INPUT_SIZE", "HIDDEN_SIZE", "ACTIVATIONS", "ANALYTIC", "STATES",
                      "PARAMS", "STORED", "POSITIONAL")
 #: Prefixes of the names generated code gives its own arrays (δs, gradients, stacked maps, rows).
-_GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "row_")
+_GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "operand_", "rows_", "row_")
 
 
 def _checked_name(name, kind: str) -> str:

@@ -198,7 +198,9 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     if len(x_group.symbols) == 1 and x_group.symbols[0] not in read:
         (x_symbol,) = x_group.symbols
         users = [n for n in d.nodes if x_symbol in node_exprs[n.name].free_symbols]
-        if len(users) == 1 and users[0].name in fused_pre:
+        # only a map added as it is (coefficient 1: 2 (W x) is no row to write into)
+        if (len(users) == 1 and users[0].name in fused_pre
+                and x_symbol in sp.Add.make_args(node_exprs[users[0].name])):
             direct = next(v for v, (pre, _) in fused.items() if pre == users[0].name)
 
     def forward_step(t, first: bool) -> dict:
@@ -449,12 +451,9 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     homed_arrays = sorted({homes[term[1]][0] for terms in d.gradients.values() for term in terms
                            if term[0] == "sum" and term[1] in homes})
     per_step_finals = []
+    seen: dict = {}
     for group in groups:
-        targets = ", ".join(f'grads["{name}"]' for name in group.matrices)
-        if len(group.matrices) == 1:
-            per_step_finals.append(f"{targets} = grad_{group.label} / batch")
-        else:
-            per_step_finals.append(f"{targets} = _rows(grad_{group.label} / batch, {len(group.matrices)})")
+        per_step_finals += _matrix_gradients(group.matrices, f"grad_{group.label} / batch", seen)
     # bptt_terms: per sequence and step, δ(M u)_t u_tᵀ for each matrix, the δ each per-unit parameter enters with.
     term_lines = []
     for group in groups:
@@ -465,7 +464,10 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         else:
             operand = f"{group.operand}[1:].transpose(1, 0, 2)"
         for k, name in enumerate(group.matrices):
-            term_lines.append(f'terms["{name}"] = np.einsum("tbh,btk->bthk", {group.array}[:, :, {span(k)}], {operand})')
+            term = f'np.einsum("tbh,btk->bthk", {group.array}[:, :, {span(k)}], {operand})'
+            # a matrix applied to several operands: its term is the sum over them
+            earlier = any(line.startswith(f'terms["{name}"] =') for line in term_lines)
+            term_lines.append(f'terms["{name}"] = terms["{name}"] + {term}' if earlier else f'terms["{name}"] = {term}')
     for name, terms_ in d.gradients.items():
         for term in terms_:
             if term[0] == "sum":
@@ -493,6 +495,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
 
     # Gradients at the end: one product per group (rows of every matrix of the group), sums of homed δs.
     finals = []
+    seen = {}
     for group in groups:
         if group.operand == "x":
             operand = "x.transpose(1, 0, 2).reshape(-1, INPUT_SIZE)"
@@ -501,11 +504,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         else:
             operand = f"{group.operand}[1:].reshape(-1, HIDDEN_SIZE)"
         rows = f"{group.array}.reshape(-1, {len(group.matrices) * H}).T"
-        targets = ", ".join(f'grads["{name}"]' for name in group.matrices)
-        if len(group.matrices) == 1:
-            finals.append(f"{targets} = {rows} @ {operand} / batch")
-        else:
-            finals.append(f"{targets} = _rows({rows} @ {operand} / batch, {len(group.matrices)})")
+        finals += _matrix_gradients(group.matrices, f"{rows} @ {operand} / batch", seen)
     summed = set()
     for name, terms in d.gradients.items():
         for term in terms:
@@ -539,7 +538,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "command": command,
         "mode": mode,
         "cell": cell.name,
-        "description": cell.description or f"the cell {cell.name}",
+        # the description sits in the module's docstring: its backslashes and quotes escaped
+        "description": (cell.description or f"the cell {cell.name}").replace("\\", "\\\\").replace('"', '\\"'),
         "steps": steps,
         "input_size": model.inputs,
         "hidden_size": H,
@@ -708,6 +708,24 @@ def _signature(head: str, arguments: list[str], returns: str) -> str:
     if len(line) <= LINE_LENGTH:
         return line
     return "\n".join([f"{head}(", *(f"    {argument}," for argument in arguments), f") -> {returns}:"])
+
+
+def _matrix_gradients(matrices: list[str], value: str, seen: dict) -> list[str]:
+    """``grads[M] = value`` for a group's stacked matrices (rows of ``value``). A matrix already
+    assigned by another group (applied to another operand) is added to, not overwritten: its block
+    goes under a tuple key, which no parameter name can be, and is summed in. ``seen`` counts them."""
+    keys, sums = [], []
+    for name in matrices:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        if count and len(matrices) == 1:
+            return [f'grads["{name}"] += {value}']
+        keys.append(f'grads["{name}", {count}]' if count else f'grads["{name}"]')
+        if count:
+            sums.append(f'grads["{name}"] += grads.pop(("{name}", {count}))')
+    if len(matrices) == 1:
+        return [f"{keys[0]} = {value}"]
+    return [f"{', '.join(keys)} = _rows({value}, {len(matrices)})", *sums]
 
 
 def _literal(value) -> str:

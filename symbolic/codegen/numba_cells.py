@@ -192,6 +192,14 @@ class Group:
         return len(self.symbols)
 
 
+def _int64_safe(expr: sp.Expr) -> sp.Expr:
+    """expr with every rational whose numerator or denominator a 64-bit integer cannot hold as a
+    float: Numba types an integer literal as int64 and refuses a longer one."""
+    limit = 2**63 - 1
+    big = {r: sp.Float(r, 20) for r in expr.atoms(sp.Rational) if abs(r.p) > limit or r.q > limit}
+    return expr.xreplace(big) if big else expr
+
+
 def _local(symbol) -> str:
     """A kernel's local name for a per-unit symbol: M@u → M_u; a kernel's own name gets a trailing _."""
     name = str(symbol).replace("@", "_")
@@ -309,7 +317,7 @@ def context(
     state_row = {state: row[d.state_node(state).name] for state in states}
 
     def code(expr, names: dict) -> str:
-        return kernel.doprint(sp.sympify(expr).xreplace(names))
+        return kernel.doprint(_int64_safe(sp.sympify(expr).xreplace(names)))
 
     def names_of(expr) -> dict:
         return {symbol: sp.Symbol(_local(symbol)) for symbol in sp.sympify(expr).free_symbols}
