@@ -244,7 +244,7 @@ class Cell:
                                  "(cell.vector) and give a finite number")
         # the generated code names the map M u as the local M_u (W @ x: W_x)
         locals_ = {str(a.symbol).replace("@", "_"): a for a in self.applications}
-        for name in self._order:
+        for name in (*self._order, self.readout, self.readout_bias):
             if name in locals_:
                 a = locals_[name]
                 raise UsageError(f"name {name!r} of cell {self.name!r} is the generated code's name of "
@@ -298,7 +298,9 @@ class Cell:
         elif any(operand == eq.symbol for eq in self.equations):
             source, size = str(operand), "H"
         else:
-            source = f"{name}_arg"
+            source, k = f"{name}_arg", 2
+            while source in self._names:   # the same matrix on another expression
+                source, k = f"{name}_arg{k}", k + 1
             self.let(source, operand)
             size = "H"
         if columns != size:
@@ -355,6 +357,8 @@ class Cell:
                 )
             if isinstance(node, (sp.MatrixBase, sp.MatrixExpr)):
                 raise UsageError(f"equation {name!r} is a matrix expression: write it per unit")
+            if node.is_Number and not node.is_finite:
+                raise UsageError(f"equation {name!r} has the number {node}: coefficients must be finite real numbers")
             if node.is_Number and not node.is_real:
                 raise UsageError(f"equation {name!r} has the number {node}: coefficients must be real")
             if not isinstance(node, (sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Number, sp.NumberSymbol,
@@ -364,8 +368,6 @@ class Cell:
                     f"integer powers, numbers and the activations {', '.join(FUNCTIONS.values())}, identity; "
                     "rewrite it with those"
                 )
-            if node.is_Number and not node.is_finite:
-                raise UsageError(f"equation {name!r} has the number {node}: coefficients must be finite")
         if not expr.free_symbols:
             raise UsageError(f"equation {name!r} is the constant {expr}: it must depend on the step's values")
         return expr

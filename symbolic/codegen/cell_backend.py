@@ -109,6 +109,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     stored_set |= {group.operand for group in groups if group.operand in {n.name for n in d.nodes}}
     # the nodes in forward order, then the states first among equals so h[...] reads well
     stored = [node.name for node in d.nodes if node.name in stored_set]
+    node_names = {node.name for node in d.nodes}
     state_groups_read = {g.label for g in groups if g.operand != "x" and g.operand in {str(s) for s in previous}
                          and set(g.symbols) & read}
 
@@ -336,6 +337,15 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         if record:
             for state, symbol in d.incoming.items():
                 lines.append(f"terms_delta_{state}[{t_prev}] = {names[symbol]}")
+        for group in groups:
+            # a map of a node of the step that the backward pass reads (u ⊙ (M v)): applied again
+            if group.operand in node_names and set(group.symbols) & read:
+                targets = [_local(s) if s in read else "_" for s in group.symbols]
+                product = f"{operand_at(group, t_text, t_prev)} @ weights_{group.label}.T"
+                if len(targets) == 1:
+                    lines.append(f"{targets[0]} = {product}")
+                else:
+                    lines.append(f"{', '.join(targets)} = _split({product}, {len(targets)})")
         owners = {}
         for group in groups:
             if group.shared:
