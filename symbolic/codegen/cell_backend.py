@@ -138,8 +138,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     node_exprs = {node.name: node.expr for node in d.nodes}
     folded: dict = {}
     for k, symbol in enumerate(x_group.symbols):
-        if symbol in read:
-            continue   # the backward pass reads (W x)_t alone
+        if symbol in read or sum(symbol in node_exprs[n.name].free_symbols for n in d.nodes) > 1:
+            continue   # the backward pass, or another node, reads (W x)_t alone
         for node in d.nodes:
             terms = sp.Add.make_args(node_exprs[node.name])
             if symbol not in terms:
@@ -379,7 +379,10 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 expr = f"{expr} + {term}" if expr else term
             assert expr and d.transpose, adjoint
             target = _local(adjoint.symbol)
-            if target not in owners:
+            if target not in owners and expr == "0":
+                # 0 at t = 1 (it reads a state's initial 0): an array still, for the sums that read it
+                lines.append(f"{target} = np.zeros((batch, HIDDEN_SIZE), values.dtype)")
+            elif target not in owners:
                 lines.append(f"{target} = {expr}")
             elif isinstance(adjoint.expr, sp.Mul) and not adjoint.transposed and len(adjoint.expr.args) >= 2:
                 # δ = a·b written straight into its slot of the δ array
@@ -415,7 +418,13 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                         continue
                     term = _transposed(group, row)
                     expr = f"{expr} + {term}" if expr else term
-                sent.append((str(d.incoming[state]), expr or "0"))
+                if slot is not None and expr in owners:
+                    # a view of a δ array one step long: the next step overwrites it before reading what was sent
+                    expr = f"{expr}.copy()"
+                # nothing flows back (a state the output never reads): zeros, an array for the sums that read it
+                if expr in ("", "0"):
+                    expr = "np.zeros((batch, HIDDEN_SIZE), values.dtype)"
+                sent.append((str(d.incoming[state]), expr))
         if any(value.isidentifier() for _, value in sent):
             # a value sent as it is may be the very array a product would overwrite: assign them all
             sent += [(target, _transposed(group, row)) for target, group in products]
