@@ -234,7 +234,7 @@ def test_the_same_matrix_on_two_expressions(tmp_path):
 #: Cells the property test found wrong before (each a row): a map of a node of the step that the
 #: backward pass reads; a value a wide-batch step sends back as a view of its one-step δ row; a δ
 #: that is 0 at t = 1 (it reads a state's initial 0); a state nothing flows back to; a bias added to
-#: a map of x that another node reads without it.
+#: a map of x that another node reads without it; a state the last step sends nothing (unrolled).
 FOUND = {
     "map_of_node_read": 'cell = Cell("c")\nx, h = cell.input(), cell.state("h")\nW, U = cell.matrix("W", "H", "D"), '
                         'cell.matrix("U", "H", "H")\ncell.update(h, tanh(W @ x + (U @ (h * h)) * h))\n',
@@ -248,6 +248,9 @@ FOUND = {
                               'cell.state("g")\nw, u = cell.vector("w"), cell.vector("u")\n'
                               'n = cell.let("n", w + s)\nW = cell.matrix("W", "H", "D")\n'
                               "cell.update(s, sigmoid(tanh(n) + W @ x + n))\ncell.update(g, u + n)\n",
+    "zero_sent_from_the_last_step": 'cell = Cell("c")\nx = cell.input()\ns, q = cell.state("s"), cell.state("q")\n'
+                                    'W, u = cell.matrix("W", "H", "D"), cell.vector("u")\n'
+                                    "cell.update(s, W @ x + s)\ncell.update(q, 0.5 * u + q)\n",
     "bias_on_a_shared_map_of_x": 'cell = Cell("c")\nx = cell.input()\nr, s = cell.state("r"), cell.state("s")\n'
                                  'U, W, b = cell.matrix("U", "H", "H"), cell.matrix("W", "H", "D"), '
                                  'cell.vector("b")\nh2 = cell.let("h2", U @ r + s)\n'
