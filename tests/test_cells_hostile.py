@@ -29,8 +29,8 @@ from .conftest import run_bptt
 
 torch = pytest.importorskip("torch")
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 HEAD = "import sympy as sp\nfrom symbolic.cells.spec import Cell, identity, relu, sigmoid, tanh\n"
 D = 2
@@ -62,16 +62,12 @@ def torch_loss_and_grad(cell: Cell, x: np.ndarray, y: np.ndarray, params: dict) 
         env = {symbol: state[name] for name, symbol in cell.states.items()}
         env |= {sp.Symbol(name): p[name] for name in cell.vectors}
 
-        def operand(source: str):
-            if source == "x":
-                return xs[:, t]
-            return env[sp.Symbol(source)]
-
         new = {}
         for (eq, symbols), function in zip(equations, functions):
             for a in cell.applications:   # the maps whose operand is known by now
                 if a.symbol not in env and (a.operand == "x" or sp.Symbol(a.operand) in env):
-                    env[a.symbol] = operand(a.operand) @ p[a.matrix].T
+                    operand = xs[:, t] if a.operand == "x" else env[sp.Symbol(a.operand)]
+                    env[a.symbol] = operand @ p[a.matrix].T
             value = function(*(env[s] for s in symbols)) + torch.zeros(batch, hidden, dtype=torch.float64)
             env[eq.symbol] = value
             if eq.state:
@@ -94,7 +90,7 @@ def numpy_module(path, hidden: int, steps: int, mode: str) -> types.ModuleType:
     """The generated NumPy module, executed from its source (no cache between examples)."""
     source = generate(Model(cell=str(path), hidden=hidden, steps=steps, inputs=D), mode)
     module = types.ModuleType("hostile_cell")
-    exec(compile(source, str(path) + ".generated", "exec"), module.__dict__)
+    exec(compile(source, str(path) + ".generated", "exec"), module.__dict__)  # noqa: S102 - a module we generated
     return module
 
 
@@ -190,24 +186,24 @@ def test_a_constant_is_proved_by_derive_verify(tmp_path):
 
 
 @pytest.mark.parametrize(("name", "body", "needle"), [
-    ("no_input", 'cell = Cell("no_input")\nh = cell.state("h")\nU = cell.matrix("U", "H", "H")\n'
-                 "cell.update(h, tanh(U @ h))\n", "never reads the input x"),
-    ("maximum", 'cell = Cell("maximum")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
-                "cell.update(h, sp.Max(tanh(W @ x), h))\n", "uses Max"),
-    ("minimum", 'cell = Cell("minimum")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
-                "cell.update(h, sp.Min(tanh(W @ x), h))\n", "uses Min"),
-    ("nan_init", 'cell = Cell("nan_init", init={"b": float("nan")})\nx, h = cell.input(), cell.state("h")\n'
-                 'W, b = cell.matrix("W", "H", "D"), cell.vector("b")\ncell.update(h, tanh(W @ x + b + h))\n',
+    ("no_input", ('cell = Cell("no_input")\nh = cell.state("h")\nU = cell.matrix("U", "H", "H")\n'
+                 "cell.update(h, tanh(U @ h))\n"), "never reads the input x"),
+    ("maximum", ('cell = Cell("maximum")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
+                "cell.update(h, sp.Max(tanh(W @ x), h))\n"), "uses Max"),
+    ("minimum", ('cell = Cell("minimum")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
+                "cell.update(h, sp.Min(tanh(W @ x), h))\n"), "uses Min"),
+    ("nan_init", ('cell = Cell("nan_init", init={"b": float("nan")})\nx, h = cell.input(), cell.state("h")\n'
+                 'W, b = cell.matrix("W", "H", "D"), cell.vector("b")\ncell.update(h, tanh(W @ x + b + h))\n'),
      "give a finite number"),
-    ("inf_training", 'cell = Cell("inf_training", training={"b": float("inf")})\nx, h = cell.input(), '
+    ("inf_training", ('cell = Cell("inf_training", training={"b": float("inf")})\nx, h = cell.input(), '
                      'cell.state("h")\nW, b = cell.matrix("W", "H", "D"), cell.vector("b")\n'
-                     "cell.update(h, tanh(W @ x + b + h))\n", "give a finite number"),
-    ("infinite", 'cell = Cell("infinite")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
-                 "cell.update(h, tanh(W @ x) + sp.oo * h)\n", "the number oo"),
-    ("two_lines", 'cell = Cell("two_lines", description="a\\nb")\nx, h = cell.input(), cell.state("h")\n'
-                  'W = cell.matrix("W", "H", "D")\ncell.update(h, tanh(W @ x + h))\n', "one line"),
-    ("local_name", 'cell = Cell("local_name")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
-                   'c = cell.let("W_x", h * h)\ncell.update(h, tanh(W @ x + c))\n', "W @ x"),
+                     "cell.update(h, tanh(W @ x + b + h))\n"), "give a finite number"),
+    ("infinite", ('cell = Cell("infinite")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
+                 "cell.update(h, tanh(W @ x) + sp.oo * h)\n"), "the number oo"),
+    ("two_lines", ('cell = Cell("two_lines", description="a\\nb")\nx, h = cell.input(), cell.state("h")\n'
+                  'W = cell.matrix("W", "H", "D")\ncell.update(h, tanh(W @ x + h))\n'), "one line"),
+    ("local_name", ('cell = Cell("local_name")\nx, h = cell.input(), cell.state("h")\nW = cell.matrix("W", "H", "D")\n'
+                   'c = cell.let("W_x", h * h)\ncell.update(h, tanh(W @ x + c))\n'), "W @ x"),
 ])
 def test_refused_at_load_with_one_line(tmp_path, name, body, needle):
     refused(tmp_path, name, body, needle)
@@ -291,7 +287,7 @@ HOSTILE = ["lambda", "def", "True", "None", "class", "range", "len", "zip", "flo
 
 def _cell_from(body: str) -> Cell:
     namespace: dict = {}
-    exec(HEAD + body, namespace)
+    exec(HEAD + body, namespace)  # noqa: S102 - a cell file written here
     return namespace["cell"].validate()
 
 
