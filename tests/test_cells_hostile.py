@@ -447,13 +447,15 @@ def test_numba_modules_match_torch(tmp_path, which):
     if which == "shared":
         path = write(tmp_path, "shared_numba", SHARED)
     elif which == "single":
-        path = write(tmp_path, "single_numba", 'cell = Cell("single")\nx, h = cell.input(), cell.state("h")\n'
-                     'W, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
-                     "cell.update(h, tanh(2 * (W @ x) + sp.pi) + sigmoid(U @ h) * h)\n")
+        body = ("cell = Cell(\"single\", description='a \"\"\"quoted\"\"\" \\\\N cell')\n"
+                'x, h = cell.input(), cell.state("h")\nW, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
+                "cell.update(h, tanh(2 * (W @ x) + sp.pi) + sigmoid(U @ h) * h + sp.EulerGamma * h)\n")
+        path = write(tmp_path, "single_numba", body)
     else:
         path = random_cell(tmp_path, 20261207)
     cell = load_cell(path)
     module = load(Model(cell=str(path), hidden=2, steps=3, inputs=D), "loop", backend="numba")
+    assert cell.description in module.__doc__
     assert_matches_torch(module, cell, 3)
     assert_matches_torch(module, cell, 4, batch=700)   # the BLAS drivers
 

@@ -646,7 +646,9 @@ def context(
         "steps": model.steps if mode == "unrolled" else None,
         "cell": d.cell.name,
         # the NumPy module's docstring after its first line: the equations and the gradient formulas
-        "formulas": ast.get_docstring(tree, clean=False).split("\n", 1)[1].rstrip(),
+        # (its text as written again: a cell's description may hold backslashes and quotes)
+        "formulas": ast.get_docstring(tree, clean=False).split("\n", 1)[1].rstrip()
+        .replace("\\", "\\\\").replace('"""', '\\"\\"\\"'),
         "readout": d.cell.readout,
         "readout_bias": d.cell.readout_bias,
         "output_state": d.output_state,
