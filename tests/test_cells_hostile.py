@@ -25,7 +25,7 @@ from symbolic.codegen import generate, load
 from symbolic.errors import UsageError
 from symbolic.model import Model
 
-from .conftest import run_bptt
+from .conftest import ROOT, run_bptt
 
 torch = pytest.importorskip("torch")
 hypothesis = pytest.importorskip("hypothesis")
@@ -320,6 +320,58 @@ def test_odd_names_work_in_every_role(tmp_path, role):
         assert_matches_torch(numpy_module(path, 2, 2, "loop"), cell, 2)
 
 
+def _identifiers(source: str) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {alias.asname or alias.name for alias in node.names}
+    return names
+
+
+def test_every_name_a_module_uses_is_refused_or_works(tmp_path):
+    """Every identifier in the NumPy and Numba modules of several cells (loop and unrolled), in every
+    role: refused at load with one line, or a NumPy module equal to torch's gradient (the Numba
+    module with its helpers' names: test_numba_modules_match_torch[names])."""
+    words = set()
+    for cell in ("lstm", "gru", str(ROOT / "docs" / "cells" / "mgu.py"), str(write(tmp_path, "shared", SHARED))):
+        for mode, backend in itertools.product(("loop", "unrolled"), ("numpy", "numba")):
+            words |= _identifiers(generate(Model(cell=cell, hidden=2, steps=2, inputs=D), mode, backend=backend))
+    words = sorted(w for w in words if not w.startswith("_"))
+    accepted = []
+    for word in words:
+        for template in ROLES.values():
+            try:
+                _cell_from(template.format(word))
+            except UsageError as error:
+                assert "\n" not in str(error)
+                continue
+            accepted.append(word)
+            break
+    assert {"lambda", "range", "HIDDEN_SIZE", "spare"}.isdisjoint(accepted) and len(words) > 100
+    # each accepted word once in every role: state, matrix, vector and intermediate of cell k rotate
+    accepted = sorted(set(accepted))
+    for k in range(len(accepted)):
+        state, matrix, vector, value = (accepted[(k + j) % len(accepted)] for j in range(4))
+        body = (f'cell = Cell("c")\nx, h = cell.input(), cell.state("{state}")\n'
+                f'W, b = cell.matrix("{matrix}", "H", "D"), cell.vector("{vector}")\n'
+                f'v = cell.let("{value}", sigmoid(W @ x) * h + b)\ncell.update(h, tanh(v + h * b))\n')
+        path = write(tmp_path, f"word_{k}", body)
+        try:
+            cell = load_cell(path)
+        except UsageError as error:   # a name that is another's map local (m_x)
+            assert "generated code's name" in str(error)
+            continue
+        assert_matches_torch(numpy_module(path, 2, 2, "loop"), cell, 2)
+
+
 # -- the property test: random small cells ---------------------------------------------------------------------
 
 POOL = ["a", "b", "e", "k", "r", "v", "z", "g1", "E", "S", "N", "Q", "pi", "beta", "tanh", "relu", "h2", "Cx",
@@ -441,7 +493,26 @@ def test_random_cells_match_torch(tmp_path, seed, hidden, steps, mode):
 
 # -- Numba, a few examples (compiling is slow) -------------------------------------------------------------------
 
-@pytest.mark.parametrize("which", ["shared", "single", "random"])
+#: The names the Numba modules' helpers and kernels use (and no cell-printing code may shadow).
+NUMBA_NAMES = """cell = Cell("names", readout="signature", readout_bias="decay")
+x = cell.input()
+a, s = cell.state("a"), cell.state("s")
+W1, W2 = cell.matrix("context", "H", "D"), cell.matrix("builder", "H", "D")
+U1, U2 = cell.matrix("typingctx", "H", "H"), cell.matrix("codegen", "H", "H")
+U3 = cell.matrix("arguments", "H", "H")
+b, beta, rho, col, z, q, u, w, j = (cell.vector(n) for n in ("b", "beta", "rho", "column", "at_zero", "q", "u", "w", "j"))
+f = cell.let("forward_kernel", sigmoid(W1 @ x + U1 @ a + b))
+g = cell.let("backward_kernel", tanh(W2 @ x + U2 @ (f * s) + beta))
+a0 = cell.let("a_0", rho * a + col * g)
+b0 = cell.let("b_0", z * s + q)
+g0 = cell.let("g_0", U3 @ (a0 * b0) + u)
+o0 = cell.let("o_0", w * g0 + j)
+cell.update(a, (1 - f) * a + f * tanh(o0))
+cell.update(s, tanh(a0 + b0))
+"""
+
+
+@pytest.mark.parametrize("which", ["shared", "single", "random", "names"])
 def test_numba_modules_match_torch(tmp_path, which):
     pytest.importorskip("numba")
     if which == "shared":
@@ -451,6 +522,8 @@ def test_numba_modules_match_torch(tmp_path, which):
                 'x, h = cell.input(), cell.state("h")\nW, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
                 "cell.update(h, tanh(2 * (W @ x) + sp.pi) + sigmoid(U @ h) * h + sp.EulerGamma * h)\n")
         path = write(tmp_path, "single_numba", body)
+    elif which == "names":
+        path = write(tmp_path, "names_numba", NUMBA_NAMES)
     else:
         path = random_cell(tmp_path, 20261207)
     cell = load_cell(path)
