@@ -436,8 +436,9 @@ def value_of(expr: sp.Expr, point: dict, memo: dict, number=_fraction):
         value = number(expr)
     elif expr.is_NumberSymbol:   # π, e, …: the same decimal of DIGITS digits wherever it occurs
         value = number(sp.Float(expr.evalf(DIGITS), DIGITS))
-    elif isinstance(expr, sp.exp) and expr.args[0].is_Integer:   # e·e, as SymPy writes it: exp(2)
-        value = value_of(sp.E, point, memo, number) ** int(expr.args[0])
+    elif isinstance(expr, sp.exp) and expr.args[0].is_Integer:   # e·e, 1/e: SymPy's exp(2), exp(-1)
+        # the power of e's own decimal, so e^k agrees exactly with e·…·e evaluated factor by factor
+        value = number(sp.Rational(str(sp.Float(sp.E.evalf(DIGITS), DIGITS))) ** int(expr.args[0]))
     elif expr.is_Add:
         value = sum((value_of(arg, point, memo, number) for arg in expr.args[1:]),
                     value_of(expr.args[0], point, memo, number))

@@ -166,7 +166,8 @@ def test_an_activation_of_one_map_inside_an_expression(tmp_path, expr):
 
 @pytest.mark.parametrize("expr", ["tanh(2 * (W @ x) + U @ h)", "tanh(W @ x + 3 * (U @ h))",
                                   "tanh(sp.Rational(-1, 3) * (W @ x) + 0.5 * (U @ h) + sp.pi)",
-                                  "tanh(W @ x + U @ h) * sp.E + sp.EulerGamma * h"])
+                                  "tanh(W @ x + U @ h) * sp.E + sp.EulerGamma * h",
+                                  "tanh(W @ x + U @ h) + (sp.E * h)**2 + h / sp.E"])
 def test_coefficients_and_constants_on_maps(tmp_path, expr):
     body = ('cell = Cell("coefficient")\nx, h = cell.input(), cell.state("h")\n'
             'W, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
@@ -180,7 +181,7 @@ def test_coefficients_and_constants_on_maps(tmp_path, expr):
 def test_a_constant_is_proved_by_derive_verify(tmp_path):
     body = ('cell = Cell("constant")\nx, h = cell.input(), cell.state("h")\n'
             'W, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
-            "cell.update(h, tanh(W @ x + U @ h + sp.pi) * sp.E)\n")
+            "cell.update(h, tanh(W @ x + U @ h + sp.pi) * sp.E + (sp.E * h)**2 / sp.E**3)\n")
     result = run_bptt("derive", "--cell", str(write(tmp_path, "constant", body)), "--verify")
     assert result.returncode == 0 and "PROVED" in result.stdout, result.stderr[-2000:]
 
@@ -520,7 +521,7 @@ def test_numba_modules_match_torch(tmp_path, which):
     elif which == "single":
         body = ("cell = Cell(\"single\", description='a \"\"\"quoted\"\"\" \\\\N cell')\n"
                 'x, h = cell.input(), cell.state("h")\nW, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
-                "cell.update(h, tanh(2 * (W @ x) + sp.pi) + sigmoid(U @ h) * h + sp.EulerGamma * h)\n")
+                "cell.update(h, tanh(2 * (W @ x) + sp.pi) + sigmoid(U @ h) * h + sp.EulerGamma * h + (sp.E * h)**2)\n")
         path = write(tmp_path, "single_numba", body)
     elif which == "names":
         path = write(tmp_path, "names_numba", NUMBA_NAMES)

@@ -344,6 +344,8 @@ class Cell:
                     "an earlier equation: declare it first"
                 )
         for node in sp.preorder_traversal(expr):
+            if isinstance(node, sp.exp) and node.args[0].is_Integer:
+                continue   # e^k, a constant: SymPy writes e·e as exp(2)
             if isinstance(node, sp.Function) and not isinstance(node, tuple(FUNCTIONS)):
                 known_functions = ", ".join(FUNCTIONS.values())
                 raise UsageError(

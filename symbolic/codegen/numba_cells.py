@@ -194,9 +194,11 @@ class Group:
 
 def _int64_safe(expr: sp.Expr) -> sp.Expr:
     """expr with every rational whose numerator or denominator a 64-bit integer cannot hold as a
-    float: Numba types an integer literal as int64 and refuses a longer one."""
+    float (Numba types an integer literal as int64 and refuses a longer one), and every constant
+    e^k (SymPy's e·e) as a float, not a call of the kernels' exp."""
     limit = 2**63 - 1
     big = {r: sp.Float(r, 20) for r in expr.atoms(sp.Rational) if abs(r.p) > limit or r.q > limit}
+    big |= {e: sp.Float(e.evalf(20), 20) for e in expr.atoms(sp.exp) if not e.free_symbols}
     return expr.xreplace(big) if big else expr
 
 
