@@ -186,6 +186,25 @@ def test_a_constant_is_proved_by_derive_verify(tmp_path):
     assert result.returncode == 0 and "PROVED" in result.stdout, result.stderr[-2000:]
 
 
+VERIFIED = {
+    # values named pi and tanh beside the constant π (the engine's numeric reference lambdifies them)
+    "odd_names": ('cell = Cell("odd", readout="E", readout_bias="h2")\nx, m = cell.input(), cell.state("m")\n'
+                  't, U, W = cell.vector("tanh"), cell.matrix("state", "H", "H"), cell.matrix("relu", "H", "D")\n'
+                  'p = cell.let("pi", sp.Rational(1, 3) * t + U @ (t * m) + m)\n'
+                  "cell.update(m, sigmoid(tanh(relu(p + sp.pi)) + W @ x + m))\n"),
+    # a decimal times a rational: 0.5·(1/3)³ exact, not a 15-digit Float the exact identity misses
+    "decimal": ('cell = Cell("decimal")\nx, h = cell.input(), cell.state("h")\n'
+                'W, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
+                'v = cell.let("v", (sp.Rational(1, 3) * (W @ x))**3 + h)\ncell.update(h, sigmoid(U @ (0.5 * v) + h))\n'),
+}
+
+
+@pytest.mark.parametrize("name", list(VERIFIED))
+def test_derive_verify_proves(tmp_path, name):
+    result = run_bptt("derive", "--cell", str(write(tmp_path, name, VERIFIED[name])), "--verify")
+    assert result.returncode == 0 and "PROVED" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 @pytest.mark.parametrize(("name", "body", "needle"), [
     ("no_input", ('cell = Cell("no_input")\nh = cell.state("h")\nU = cell.matrix("U", "H", "H")\n'
                  "cell.update(h, tanh(U @ h))\n"), "never reads the input x"),
@@ -439,7 +458,7 @@ class RandomCell:
         if choice == "coefficient":
             return f"({self.rng.choice(CONSTANTS)} * {a})"
         if choice == "power":
-            return f"({a})**2"
+            return f"({a})**{self.rng.choice([2, 2, 3])}"
         # a map of an expression of this step (never a constant: times a value)
         return f"({self.reuse('h')} @ ({a} * {self.rng.choice(self.values)}))"
 
@@ -447,13 +466,15 @@ class RandomCell:
         rng = self.rng
         readout = next(self.names)
         bias = f', readout_bias="{next(self.names)}"' if rng.random() < 0.3 else ""
-        self.lines.append(f'cell = Cell("random", readout="{readout}"{bias})')
+        states, names = [], []
+        for _ in range(rng.choice([1, 1, 2, 3])):
+            states.append(self.var())
+            names.append(next(self.names))
+        output = f', readout_state="{rng.choice(names)}"' if rng.random() < 0.3 else ""
+        self.lines.append(f'cell = Cell("random", readout="{readout}"{bias}{output})')
         self.lines.append("x = cell.input()")
-        states = []
-        for _ in range(rng.choice([1, 1, 2])):
-            variable = self.var()
-            self.lines.append(f'{variable} = cell.state("{next(self.names)}")')
-            states.append(variable)
+        for variable, name in zip(states, names):
+            self.lines.append(f'{variable} = cell.state("{name}")')
             self.values.append(variable)
         for _ in range(rng.choice([0, 1, 2])):
             variable, body = self.var(), self.expr(2)
@@ -468,6 +489,10 @@ class RandomCell:
             if rng.random() < 0.7:
                 body = f"{rng.choice(['tanh', 'sigmoid'])}({body})"
             self.lines.append(f"cell.update({state}, {body})")
+            if rng.random() < 0.4:   # the updated value read by what follows (the LSTM's h_t = o ⊙ tanh(c_t))
+                variable = self.var()
+                self.lines.append(f"{variable} = cell.new({state})")
+                self.values.append(variable)
         return "\n".join(self.lines) + "\n"
 
 

@@ -370,6 +370,9 @@ class Cell:
                     f"integer powers, numbers and the activations {', '.join(FUNCTIONS.values())}, identity; "
                     "rewrite it with those"
                 )
+        # a decimal coefficient as the exact decimal it is written as (0.5·(1/3)³ stays 1/54, no
+        # 15-digit Float product the exact proof cannot match)
+        expr = expr.xreplace({f: sp.Rational(str(f)) for f in expr.atoms(sp.Float)})
         if not expr.free_symbols:
             raise UsageError(f"equation {name!r} is the constant {expr}: it must depend on the step's values")
         return expr
