@@ -807,16 +807,20 @@ def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, i
     report.checks.append(exact_oracle.check(d))
     report.checks.append(numeric_oracle.check(d))
     if control:
-        mutation = control_mutation(d)
-        wrong = d.mutate(mutation)
-        report.control = Control(mutation, engine.MUTATIONS[mutation])
         # a path back in time exists from n = 2 on: the control runs there at least
         if exact_steps < 2:
             exact_oracle = ExactOracle(cell, exact_inputs, 2)
         if numeric_steps < 2:
             numeric_oracle = NumericOracle(cell, numeric_hidden, numeric_inputs, 2, points=1, seed=seed)
-        report.control.checks.append(exact_oracle.check(wrong))
-        report.control.checks.append(numeric_oracle.check(wrong, points=1))
+        # the direct path first; where removing it changes nothing the output reads (a direct path of a
+        # state the readout never sees), the truncated recursion, then the residual's sign
+        for mutation in dict.fromkeys((control_mutation(d), "truncated", "residual_sign")):
+            wrong = d.mutate(mutation)
+            report.control = Control(mutation, engine.MUTATIONS[mutation])
+            report.control.checks.append(exact_oracle.check(wrong))
+            report.control.checks.append(numeric_oracle.check(wrong, points=1))
+            if report.control.rejected:
+                break
     report.seconds = time.perf_counter() - started
     return report
 

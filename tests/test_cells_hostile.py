@@ -196,6 +196,20 @@ VERIFIED = {
     "decimal": ('cell = Cell("decimal")\nx, h = cell.input(), cell.state("h")\n'
                 'W, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
                 'v = cell.let("v", (sp.Rational(1, 3) * (W @ x))**3 + h)\ncell.update(h, sigmoid(U @ (0.5 * v) + h))\n'),
+    # ReLU of a state's initial 0 at t = 1: exactly 0 at every point, ReLU′(0) = 0, no kink to avoid
+    "relu_of_zero": ('cell = Cell("relu_of_zero")\nx, h = cell.input(), cell.state("h")\n'
+                     'W, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
+                     "cell.update(h, tanh(W @ x + relu(U @ h)))\n"),
+    # the engine evaluates tanh(U (v ⊙ w)) at t = 1 where w = 0, which the unrolled loss never forms
+    "activation_times_zero": ('cell = Cell("times_zero")\nx = cell.input()\nw, b = cell.state("w"), cell.state("b")\n'
+                              'W, U, v = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H"), cell.vector("v")\n'
+                              "cell.update(w, w**2 * sigmoid(W @ x) + (W @ x)**2 * (W @ x) / 2 + b)\n"
+                              "cell.update(b, tanh(U @ ((v + U @ b) * w) + relu(b) + w))\n"),
+    # removing the direct path of a state the readout never reads changes nothing: the control falls
+    # back to the truncated recursion, which the checks reject
+    "control_fallback": ('cell = Cell("fallback", readout_state="q")\nx = cell.input()\nq, r = cell.state("q"), '
+                         'cell.state("r")\nW, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")\n'
+                         "cell.update(q, tanh(W @ x + U @ q))\ncell.update(r, r + sigmoid(W @ x))\n"),
 }
 
 
