@@ -298,6 +298,26 @@ def test_cells_the_property_test_found(tmp_path, name):
         assert_matches_torch(module, cell, 4, batch=1400)   # the per-step (wide-batch) path
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_hostile_modules_pass_ruff(tmp_path, backend):
+    """The modules of the hostile cells have no repeated key, no undefined name and ruff's layout (an
+    unused δ of a constant's activation, F841, is allowed)."""
+    import subprocess
+    import sys
+
+    sources = {"shared": SHARED, **FOUND}
+    for name, body in sources.items():
+        for mode in ("loop", "unrolled"):
+            path = tmp_path / f"{name}_{mode}.py"
+            path.write_text(generate(Model(cell=str(write(tmp_path, name, body)), hidden=2, steps=3, inputs=D),
+                                     mode, backend=backend))
+            for command in (["check", "--isolated", "--select", "F6,F8,E9", "--ignore", "F841", "--line-length", "200"],
+                            ["format", "--check", "--diff", "--config", str(ROOT / "pyproject.toml")]):
+                result = subprocess.run([sys.executable, "-m", "ruff", *command, str(path)],
+                                        check=False, capture_output=True, text=True)
+                assert result.returncode == 0, name + mode + result.stdout + result.stderr
+
+
 # -- names: every reserved word in every role is refused at load; the others work -------------------------------
 
 ROLES = {

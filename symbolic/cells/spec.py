@@ -14,8 +14,10 @@ equations of one step, written per unit with SymPy:
 
 What an equation may hold: linear maps ``M @ v`` (v is the input, a state's previous value, or an
 elementwise expression of this step), per-unit vectors (biases, IndRNN's u), the activations of
-``activations.ACTIVATIONS`` (tanh, sigmoid, relu, identity), sums, products and integer powers. Every
-product is elementwise (⊙). The readout is the notes' many-to-one ŷ = σ(w_yᵀ s_n) with binary
+``activations.ACTIVATIONS`` (tanh, sigmoid, relu, identity), sums, products, positive integer powers and
+numbers (integers, rationals, decimals read as the exact decimal written, π, e). Every product is
+elementwise (⊙). Names are letters and digits joined by single underscores, not a Python keyword or
+builtin, nor a name the generated modules use (``RESERVED``, the module constants); a cell must read x. The readout is the notes' many-to-one ŷ = σ(w_yᵀ s_n) with binary
 cross-entropy, where s is the first state declared (or ``readout_state``).
 
 A cell file is Python: ``load_cell(path)`` runs it and takes its ``CELL``. Derivatives, loops and

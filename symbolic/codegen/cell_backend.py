@@ -496,15 +496,11 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 else:
                     term_lines.append(f'terms["{name}"] = terms_{name}.transpose(1, 0, 2)')
     map_deltas = []
-    for group in groups:
-        if group.shared:
-            continue
+    for group in [g for g in groups if not g.shared] + [g for g in groups if g.shared]:
         for k, matrix in enumerate(group.matrices):
-            map_deltas.append({"matrix": matrix, "array": group.array, "span": span(k)})
-    for group in groups:
-        if group.shared:
-            for k, matrix in enumerate(group.matrices):
-                map_deltas.append({"matrix": matrix, "array": group.array, "span": span(k)})
+            # a matrix applied to several operands: its further maps keyed M@u (u the operand)
+            key = matrix if all(e["matrix"] != matrix for e in map_deltas) else f"{matrix}@{group.operand}"
+            map_deltas.append({"matrix": key, "array": group.array, "span": span(k)})
     # The positional form's f′ of the output state (bptt_terms' "derivatives"): ∂s_t/∂u for s = f(u).
     output_node = next(node for node in d.nodes if node.state == d.output_state)
     derivative = None
