@@ -217,6 +217,7 @@ def _normalise(cell: Cell) -> list[Node]:
     nodes: list[Node] = []
     taken = {eq.name for eq in cell.equations} | set(cell.states) | set(cell.parameters)
     taken |= {str(symbol) for symbol in cell.states.values()}
+    taken |= {str(a.symbol).replace("@", "_") for a in cell.applications}   # the maps' locals in code
 
     def fresh(base: str) -> str:
         name, k = base, 2
@@ -235,7 +236,8 @@ def _normalise(cell: Cell) -> list[Node]:
                 pre = fresh(f"a_{owner}")
                 nodes.append(Node(pre, sp.Symbol(pre), argument, auto=True))
                 argument = sp.Symbol(pre)
-            label = str(expr.args[0]) if expr.args[0].is_Symbol else owner
+            # a map's symbol M@u is no Python name: the lifted node is named after M_u
+            label = str(expr.args[0]).replace("@", "_") if expr.args[0].is_Symbol else owner
             name = fresh(f"{_activation_of(expr)}_{label}")
             nodes.append(Node(name, sp.Symbol(name), expr.func(argument), _activation_of(expr), auto=True))
             return sp.Symbol(name)
@@ -464,6 +466,13 @@ def evaluate(d: CellDerivation, params: dict, x, y, digits: int | None = None) -
         return _evaluate(d, params, x, y, _Mpmath())
 
 
+def _plain(arguments, expr):
+    """The arguments renamed _a0, _a1, …: lambdify puts each argument's name in the namespace of the
+    function it writes, where a cell's value named pi or tanh would shadow the constant or function."""
+    plain = [sp.Symbol(f"_a{k}") for k in range(len(arguments))]
+    return plain, sp.sympify(expr).xreplace(dict(zip(arguments, plain)))
+
+
 class _Float64:
     dtype = float
 
@@ -474,6 +483,7 @@ class _Float64:
         return np.zeros(shape)
 
     def function(self, arguments, expr):
+        arguments, expr = _plain(arguments, expr)
         return sp.lambdify(arguments, expr, modules=[{"sigmoid": _np_sigmoid, "relu": _np_relu,
                                                       "Heaviside": lambda v, h0=0.0: np.heaviside(v, h0)},
                                                      "numpy"])
@@ -499,6 +509,7 @@ class _Mpmath:
     def function(self, arguments, expr):
         import mpmath
 
+        arguments, expr = _plain(arguments, expr)
         scalar = sp.lambdify(arguments, expr, modules=[{
             "sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)),
             "relu": lambda v: v if v > 0 else mpmath.mpf(0),

@@ -14,8 +14,10 @@ equations of one step, written per unit with SymPy:
 
 What an equation may hold: linear maps ``M @ v`` (v is the input, a state's previous value, or an
 elementwise expression of this step), per-unit vectors (biases, IndRNN's u), the activations of
-``activations.ACTIVATIONS`` (tanh, sigmoid, relu, identity), sums, products and integer powers. Every
-product is elementwise (⊙). The readout is the notes' many-to-one ŷ = σ(w_yᵀ s_n) with binary
+``activations.ACTIVATIONS`` (tanh, sigmoid, relu, identity), sums, products, positive integer powers and
+numbers (integers, rationals, decimals read as the exact decimal written, π, e). Every product is
+elementwise (⊙). Names are letters and digits joined by single underscores, not a Python keyword or
+builtin, nor a name the generated modules use (``RESERVED``, the module constants); a cell must read x. The readout is the notes' many-to-one ŷ = σ(w_yᵀ s_n) with binary
 cross-entropy, where s is the first state declared (or ``readout_state``).
 
 A cell file is Python: ``load_cell(path)`` runs it and takes its ``CELL``. Derivatives, loops and
@@ -24,6 +26,9 @@ templates never appear in a cell: the engine (``symbolic.engine``) derives every
 
 from __future__ import annotations
 
+import builtins
+import keyword
+import math
 import re
 from dataclasses import dataclass
 
@@ -43,10 +48,25 @@ def identity(z):
 #: The elementwise functions an equation may apply, by SymPy function class → activation name.
 FUNCTIONS = {sp.tanh: "tanh", sigmoid: "sigmoid", relu: "relu"}
 SIZES = ("H", "D")
-#: Names the generated modules use for themselves; a cell may not take them.
+#: Names the generated modules use for themselves (their locals, functions, imports and constants);
+#: a cell may not take them, nor a Python keyword or builtin (``_PYTHON_NAMES``).
 RESERVED = ("x", "x_t", "y", "y_hat", "t", "p", "np", "params", "grads", "batch", "steps", "logit",
             "residual", "values", "dtype", "projection", "recurrent", "inputs", "weights", "maps", "deltas",
-            "rest", "terms", "rows", "per_step", "gradients", "positional", "biases")
+            "rest", "terms", "rows", "per_step", "gradients", "positional", "biases",
+            # the modules' own functions, imports and constants
+            "init_params", "forward", "states", "loss", "loss_and_grad", "bptt_terms", "annotations", "Mapping",
+            "npt", "math", "numba", "njit", "prange", "intrinsic", "overload", "types", "CELL", "STEPS", "MODE",
+            "INPUT_SIZE", "HIDDEN_SIZE", "ACTIVATIONS", "ANALYTIC", "STATES", "PARAMS", "STORED", "POSITIONAL",
+            "ACTIVATION", "BIAS",
+            # the locals of their functions
+            "hidden", "chunk", "count", "first", "kept", "sums", "row", "span", "spans", "slot", "pieces", "shape",
+            "shapes", "size", "block", "total", "vectors", "incoming", "transposed", "losses", "labels", "named",
+            "keywords", "spare", "out", "inner", "other", "length", "columns", "half", "positive", "state_n",
+            "readout", "readout_bias", "array", "arrays", "value", "name", "names", "key", "keys", "given",
+            "missing", "unknown", "kind", "what", "function", "error", "rng", "seed", "bound", "magnitude",
+            "square", "small", "ratio", "bits", "numerator", "denominator", "weights_transposed")
+#: Python's keywords and builtins: a module's locals named so are syntax errors or shadow what it calls.
+_PYTHON_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
 
 
@@ -89,6 +109,9 @@ class Cell:
                  init: dict | None = None, training: dict | None = None, constants: dict | None = None):
         self.name = _checked_name(name, "cell name")
         self.description = description
+        if not isinstance(description, str) or not description.isprintable():
+            raise UsageError(f"the description of cell {self.name!r} must be one line of printable text, got "
+                             f"{description!r}: write it on one line")
         self.readout = _checked_name(readout, "readout weight")
         self.readout_bias = readout_bias
         self.readout_state = readout_state
@@ -115,9 +138,11 @@ class Cell:
         self.vectors: dict[str, sp.Symbol] = {}
         self.applications: list[Application] = []
         self.equations: list[Equation] = []
-        self._names: set[str] = set(RESERVED) | {self.readout}
+        self._names: set[str] = set()
+        self._claim(self.readout, "readout weight")
         if readout_bias:
-            self._names.add(_checked_name(readout_bias, "readout bias"))
+            self._claim(_checked_name(readout_bias, "readout bias"), "readout bias")
+        self._order.clear()   # the readout comes last in the parameters, not first
 
     # -- declarations ---------------------------------------------------------------------------------
 
@@ -211,10 +236,21 @@ class Cell:
         for eq in self.equations:
             uses |= eq.expr.free_symbols
         uses |= {sp.Symbol(a.operand) for a in self.applications}
+        if not any(a.operand == "x" for a in self.applications):
+            raise UsageError(f"cell {self.name!r} never reads the input x: apply a matrix to it, e.g. "
+                             "cell.matrix('W', 'H', 'D') @ x")
         for name, value in (*self.init.items(), *self.training.items()):
-            if name not in self.vectors or not isinstance(value, (int, float)) or isinstance(value, bool):
+            if (name not in self.vectors or not isinstance(value, (int, float)) or isinstance(value, bool)
+                    or not math.isfinite(value)):
                 raise UsageError(f"init and training set {name!r} to {value!r}: name a per-unit parameter "
-                                 "(cell.vector) and give a number")
+                                 "(cell.vector) and give a finite number")
+        # the generated code names the map M u as the local M_u (W @ x: W_x)
+        locals_ = {str(a.symbol).replace("@", "_"): a for a in self.applications}
+        for name in (*self._order, self.readout, self.readout_bias):
+            if name in locals_:
+                a = locals_[name]
+                raise UsageError(f"name {name!r} of cell {self.name!r} is the generated code's name of "
+                                 f"{a.matrix} @ {a.operand}: rename it")
         for name in self.positional:
             if name not in self.parameters:
                 raise UsageError(f"positional parameter {name!r} is not a parameter of cell {self.name!r}")
@@ -236,9 +272,10 @@ class Cell:
 
     def _claim(self, name: str, kind: str) -> None:
         _checked_name(name, kind)
-        if name in RESERVED:
-            raise UsageError(f"{kind} name {name!r} is reserved (the generated code uses it) in cell {self.name!r}: "
-                             "choose another name")
+        if name in RESERVED or name in _PYTHON_NAMES or name in self.constants:
+            raise UsageError(f"{kind} name {name!r} is reserved in cell {self.name!r} (the generated code uses it: "
+                             "Python's keywords and builtins, the module's constants, and symbolic.cells.spec."
+                             "RESERVED): choose another name")
         if name in self._names or f"{name}_prev" in self._names:
             raise UsageError(f"{kind} name {name!r} is already taken in cell {self.name!r}: choose another name")
         self._names.add(name)
@@ -263,7 +300,9 @@ class Cell:
         elif any(operand == eq.symbol for eq in self.equations):
             source, size = str(operand), "H"
         else:
-            source = f"{name}_arg"
+            source, k = f"{name}_arg", 2
+            while source in self._names:   # the same matrix on another expression
+                source, k = f"{name}_arg{k}", k + 1
             self.let(source, operand)
             size = "H"
         if columns != size:
@@ -307,6 +346,8 @@ class Cell:
                     "an earlier equation: declare it first"
                 )
         for node in sp.preorder_traversal(expr):
+            if isinstance(node, sp.exp) and node.args[0].is_Integer:
+                continue   # e^k, a constant: SymPy writes e·e as exp(2)
             if isinstance(node, sp.Function) and not isinstance(node, tuple(FUNCTIONS)):
                 known_functions = ", ".join(FUNCTIONS.values())
                 raise UsageError(
@@ -320,9 +361,21 @@ class Cell:
                 )
             if isinstance(node, (sp.MatrixBase, sp.MatrixExpr)):
                 raise UsageError(f"equation {name!r} is a matrix expression: write it per unit")
+            if node.is_Number and not node.is_finite:
+                raise UsageError(f"equation {name!r} has the number {node}: coefficients must be finite real numbers")
             if node.is_Number and not node.is_real:
                 raise UsageError(f"equation {name!r} has the number {node}: coefficients must be real")
-        if expr.is_Number:
+            if not isinstance(node, (sp.Add, sp.Mul, sp.Pow, sp.Symbol, sp.Number, sp.NumberSymbol,
+                                     *FUNCTIONS)):
+                raise UsageError(
+                    f"equation {name!r} uses {node.func.__name__} ({node}): an equation holds sums, products, "
+                    f"integer powers, numbers and the activations {', '.join(FUNCTIONS.values())}, identity; "
+                    "rewrite it with those"
+                )
+        # a decimal coefficient as the exact decimal it is written as (0.5·(1/3)³ stays 1/54, no
+        # 15-digit Float product the exact proof cannot match)
+        expr = expr.xreplace({f: sp.Rational(str(f)) for f in expr.atoms(sp.Float)})
+        if not expr.free_symbols:
             raise UsageError(f"equation {name!r} is the constant {expr}: it must depend on the step's values")
         return expr
 
@@ -331,7 +384,7 @@ class Cell:
 _MODULE_CONSTANTS = ("CELL", "STEPS", "MODE", "INPUT_SIZE", "HIDDEN_SIZE", "ACTIVATIONS", "ANALYTIC", "STATES",
                      "PARAMS", "STORED", "POSITIONAL")
 #: Prefixes of the names generated code gives its own arrays (δs, gradients, stacked maps, rows).
-_GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "row_")
+_GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "operand_", "rows_", "row_")
 
 
 def _checked_name(name, kind: str) -> str:

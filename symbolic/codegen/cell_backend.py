@@ -109,6 +109,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     stored_set |= {group.operand for group in groups if group.operand in {n.name for n in d.nodes}}
     # the nodes in forward order, then the states first among equals so h[...] reads well
     stored = [node.name for node in d.nodes if node.name in stored_set]
+    node_names = {node.name for node in d.nodes}
     state_groups_read = {g.label for g in groups if g.operand != "x" and g.operand in {str(s) for s in previous}
                          and set(g.symbols) & read}
 
@@ -137,8 +138,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     node_exprs = {node.name: node.expr for node in d.nodes}
     folded: dict = {}
     for k, symbol in enumerate(x_group.symbols):
-        if symbol in read:
-            continue   # the backward pass reads (W x)_t alone
+        if symbol in read or sum(symbol in node_exprs[n.name].free_symbols for n in d.nodes) > 1:
+            continue   # the backward pass, or another node, reads (W x)_t alone
         for node in d.nodes:
             terms = sp.Add.make_args(node_exprs[node.name])
             if symbol not in terms:
@@ -198,7 +199,9 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     if len(x_group.symbols) == 1 and x_group.symbols[0] not in read:
         (x_symbol,) = x_group.symbols
         users = [n for n in d.nodes if x_symbol in node_exprs[n.name].free_symbols]
-        if len(users) == 1 and users[0].name in fused_pre:
+        # only a map added as it is (coefficient 1: 2 (W x) is no row to write into)
+        if (len(users) == 1 and users[0].name in fused_pre
+                and x_symbol in sp.Add.make_args(node_exprs[users[0].name])):
             direct = next(v for v, (pre, _) in fused.items() if pre == users[0].name)
 
     def forward_step(t, first: bool) -> dict:
@@ -334,6 +337,15 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         if record:
             for state, symbol in d.incoming.items():
                 lines.append(f"terms_delta_{state}[{t_prev}] = {names[symbol]}")
+        for group in groups:
+            # a map of a node of the step that the backward pass reads (u ⊙ (M v)): applied again
+            if group.operand in node_names and set(group.symbols) & read:
+                targets = [_local(s) if s in read else "_" for s in group.symbols]
+                product = f"{operand_at(group, t_text, t_prev)} @ weights_{group.label}.T"
+                if len(targets) == 1:
+                    lines.append(f"{targets[0]} = {product}")
+                else:
+                    lines.append(f"{', '.join(targets)} = _split({product}, {len(targets)})")
         owners = {}
         for group in groups:
             if group.shared:
@@ -367,7 +379,10 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 expr = f"{expr} + {term}" if expr else term
             assert expr and d.transpose, adjoint
             target = _local(adjoint.symbol)
-            if target not in owners:
+            if target not in owners and expr == "0":
+                # 0 at t = 1 (it reads a state's initial 0): an array still, for the sums that read it
+                lines.append(f"{target} = np.zeros((batch, HIDDEN_SIZE), values.dtype)")
+            elif target not in owners:
                 lines.append(f"{target} = {expr}")
             elif isinstance(adjoint.expr, sp.Mul) and not adjoint.transposed and len(adjoint.expr.args) >= 2:
                 # δ = a·b written straight into its slot of the δ array
@@ -403,7 +418,13 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                         continue
                     term = _transposed(group, row)
                     expr = f"{expr} + {term}" if expr else term
-                sent.append((str(d.incoming[state]), expr or "0"))
+                if slot is not None and expr in owners:
+                    # a view of a δ array one step long: the next step overwrites it before reading what was sent
+                    expr = f"{expr}.copy()"
+                # nothing flows back (a state the output never reads): zeros, an array for the sums that read it
+                if expr in ("", "0"):
+                    expr = "np.zeros((batch, HIDDEN_SIZE), values.dtype)"
+                sent.append((str(d.incoming[state]), expr))
         if any(value.isidentifier() for _, value in sent):
             # a value sent as it is may be the very array a product would overwrite: assign them all
             sent += [(target, _transposed(group, row)) for target, group in products]
@@ -449,12 +470,9 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     homed_arrays = sorted({homes[term[1]][0] for terms in d.gradients.values() for term in terms
                            if term[0] == "sum" and term[1] in homes})
     per_step_finals = []
+    seen: dict = {}
     for group in groups:
-        targets = ", ".join(f'grads["{name}"]' for name in group.matrices)
-        if len(group.matrices) == 1:
-            per_step_finals.append(f"{targets} = grad_{group.label} / batch")
-        else:
-            per_step_finals.append(f"{targets} = _rows(grad_{group.label} / batch, {len(group.matrices)})")
+        per_step_finals += _matrix_gradients(group.matrices, f"grad_{group.label} / batch", seen)
     # bptt_terms: per sequence and step, δ(M u)_t u_tᵀ for each matrix, the δ each per-unit parameter enters with.
     term_lines = []
     for group in groups:
@@ -465,7 +483,10 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         else:
             operand = f"{group.operand}[1:].transpose(1, 0, 2)"
         for k, name in enumerate(group.matrices):
-            term_lines.append(f'terms["{name}"] = np.einsum("tbh,btk->bthk", {group.array}[:, :, {span(k)}], {operand})')
+            term = f'np.einsum("tbh,btk->bthk", {group.array}[:, :, {span(k)}], {operand})'
+            # a matrix applied to several operands: its term is the sum over them
+            earlier = any(line.startswith(f'terms["{name}"] =') for line in term_lines)
+            term_lines.append(f'terms["{name}"] = terms["{name}"] + {term}' if earlier else f'terms["{name}"] = {term}')
     for name, terms_ in d.gradients.items():
         for term in terms_:
             if term[0] == "sum":
@@ -475,15 +496,11 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
                 else:
                     term_lines.append(f'terms["{name}"] = terms_{name}.transpose(1, 0, 2)')
     map_deltas = []
-    for group in groups:
-        if group.shared:
-            continue
+    for group in [g for g in groups if not g.shared] + [g for g in groups if g.shared]:
         for k, matrix in enumerate(group.matrices):
-            map_deltas.append({"matrix": matrix, "array": group.array, "span": span(k)})
-    for group in groups:
-        if group.shared:
-            for k, matrix in enumerate(group.matrices):
-                map_deltas.append({"matrix": matrix, "array": group.array, "span": span(k)})
+            # a matrix applied to several operands: its further maps keyed M@u (u the operand)
+            key = matrix if all(e["matrix"] != matrix for e in map_deltas) else f"{matrix}@{group.operand}"
+            map_deltas.append({"matrix": key, "array": group.array, "span": span(k)})
     # The positional form's f′ of the output state (bptt_terms' "derivatives"): ∂s_t/∂u for s = f(u).
     output_node = next(node for node in d.nodes if node.state == d.output_state)
     derivative = None
@@ -493,6 +510,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
 
     # Gradients at the end: one product per group (rows of every matrix of the group), sums of homed δs.
     finals = []
+    seen = {}
     for group in groups:
         if group.operand == "x":
             operand = "x.transpose(1, 0, 2).reshape(-1, INPUT_SIZE)"
@@ -501,11 +519,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         else:
             operand = f"{group.operand}[1:].reshape(-1, HIDDEN_SIZE)"
         rows = f"{group.array}.reshape(-1, {len(group.matrices) * H}).T"
-        targets = ", ".join(f'grads["{name}"]' for name in group.matrices)
-        if len(group.matrices) == 1:
-            finals.append(f"{targets} = {rows} @ {operand} / batch")
-        else:
-            finals.append(f"{targets} = _rows({rows} @ {operand} / batch, {len(group.matrices)})")
+        finals += _matrix_gradients(group.matrices, f"{rows} @ {operand} / batch", seen)
     summed = set()
     for name, terms in d.gradients.items():
         for term in terms:
@@ -539,7 +553,8 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "command": command,
         "mode": mode,
         "cell": cell.name,
-        "description": cell.description or f"the cell {cell.name}",
+        # the description sits in the module's docstring: its backslashes and quotes escaped
+        "description": (cell.description or f"the cell {cell.name}").replace("\\", "\\\\").replace('"', '\\"'),
         "steps": steps,
         "input_size": model.inputs,
         "hidden_size": H,
@@ -708,6 +723,24 @@ def _signature(head: str, arguments: list[str], returns: str) -> str:
     if len(line) <= LINE_LENGTH:
         return line
     return "\n".join([f"{head}(", *(f"    {argument}," for argument in arguments), f") -> {returns}:"])
+
+
+def _matrix_gradients(matrices: list[str], value: str, seen: dict) -> list[str]:
+    """``grads[M] = value`` for a group's stacked matrices (rows of ``value``). A matrix already
+    assigned by another group (applied to another operand) is added to, not overwritten: its block
+    goes under a tuple key, which no parameter name can be, and is summed in. ``seen`` counts them."""
+    keys, sums = [], []
+    for name in matrices:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        if count and len(matrices) == 1:
+            return [f'grads["{name}"] += {value}']
+        keys.append(f'grads["{name}", {count}]' if count else f'grads["{name}"]')
+        if count:
+            sums.append(f'grads["{name}"] += grads.pop(("{name}", {count}))')
+    if len(matrices) == 1:
+        return [f"{keys[0]} = {value}"]
+    return [f"{', '.join(keys)} = _rows({value}, {len(matrices)})", *sums]
 
 
 def _literal(value) -> str:

@@ -192,6 +192,16 @@ class Group:
         return len(self.symbols)
 
 
+def _int64_safe(expr: sp.Expr) -> sp.Expr:
+    """expr with every rational whose numerator or denominator a 64-bit integer cannot hold as a
+    float (Numba types an integer literal as int64 and refuses a longer one), and every constant
+    e^k (SymPy's e·e) as a float, not a call of the kernels' exp."""
+    limit = 2**63 - 1
+    big = {r: sp.Float(r, 20) for r in expr.atoms(sp.Rational) if abs(r.p) > limit or r.q > limit}
+    big |= {e: sp.Float(e.evalf(20), 20) for e in expr.atoms(sp.exp) if not e.free_symbols}
+    return expr.xreplace(big) if big else expr
+
+
 def _local(symbol) -> str:
     """A kernel's local name for a per-unit symbol: M@u → M_u; a kernel's own name gets a trailing _."""
     name = str(symbol).replace("@", "_")
@@ -309,7 +319,7 @@ def context(
     state_row = {state: row[d.state_node(state).name] for state in states}
 
     def code(expr, names: dict) -> str:
-        return kernel.doprint(sp.sympify(expr).xreplace(names))
+        return kernel.doprint(_int64_safe(sp.sympify(expr).xreplace(names)))
 
     def names_of(expr) -> dict:
         return {symbol: sp.Symbol(_local(symbol)) for symbol in sp.sympify(expr).free_symbols}
@@ -638,7 +648,9 @@ def context(
         "steps": model.steps if mode == "unrolled" else None,
         "cell": d.cell.name,
         # the NumPy module's docstring after its first line: the equations and the gradient formulas
-        "formulas": ast.get_docstring(tree, clean=False).split("\n", 1)[1].rstrip(),
+        # (its text as written again: a cell's description may hold backslashes and quotes)
+        "formulas": ast.get_docstring(tree, clean=False).split("\n", 1)[1].rstrip()
+        .replace("\\", "\\\\").replace('"""', '\\"\\"\\"'),
         "readout": d.cell.readout,
         "readout_bias": d.cell.readout_bias,
         "output_state": d.output_state,
