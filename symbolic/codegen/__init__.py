@@ -102,7 +102,9 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     context = numpy_backend.context(derivation, mode, command(model, mode, output))
     source = render("numpy", "module.py.j2", **context)
     if backend == "numba":
-        context = numba_backend.context(derivation, mode, command(model, mode, output, backend), source)
+        numba_command = command(model, mode, output, backend)
+        context = numba_backend.context(derivation, mode, numba_command, source)
+        context["module_name"] = _module_name(source, numba_command)
         source = _numba_environment().get_template("module.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]
     return source
@@ -123,10 +125,18 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str) ->
     if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions
         from . import numba_cells
 
-        context = numba_cells.context(model, mode, command(model, mode, output, backend), source)
+        numba_command = command(model, mode, output, backend)
+        context = numba_cells.context(model, mode, numba_command, source)
+        context["module_name"] = _module_name(source, numba_command)
         source = _numba_environment().get_template("cell.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]
     return source
+
+
+def _module_name(numpy_source: str, numba_command: str) -> str:
+    """The name a Numba module registers itself under (templates/numba/register.j2), fixed by what
+    its source is generated from, so every loader of one file, in any process, finds the same one."""
+    return "bptt_numba_" + hashlib.sha256(f"{numba_command}\n{numpy_source}".encode()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=1)
