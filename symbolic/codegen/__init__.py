@@ -300,7 +300,8 @@ def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "") -
 
 
 def load(model: Model, mode: str | None = None, backend: str = "numpy") -> types.ModuleType:
-    """The generated module for ``model``, compiled and imported (cached per model, mode and backend).
+    """The generated module for ``model``, compiled and imported (cached per model, mode, backend and
+    the contents of the model's cell file: edit the file and the next call derives it again).
 
     NumPy modules are executed in memory; Numba modules are written to a cache directory first
     (see ``cache_directories``) so that their compiled kernels are cached on disk between runs.
