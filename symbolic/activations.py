@@ -46,6 +46,22 @@ class sigmoid(sp.Function):
         return rf"\sigma\left({printer._print(self.args[0])}\right)"
 
 
+class tanh(sp.tanh):
+    """SymPy's tanh with its facts (real, finite, sign) read from its argument's: SymPy's own split the
+    argument into real and imaginary parts, which doubles in size at each level of tanh(tanh(…))."""
+
+    def fdiff(self, argindex=1):
+        if argindex != 1:
+            raise sp.ArgumentIndexError(self, argindex)
+        return 1 - self**2
+
+    def _eval_is_real(self):
+        return True if self.args[0].is_real else None
+
+    def _eval_is_finite(self):
+        return True if self.args[0].is_extended_real else None
+
+
 class relu(sp.Function):
     """max(0, z), with ReLU′ = H(ReLU(z)) written with the output (H(0) = 0: the kink counts as off)."""
 
@@ -126,7 +142,7 @@ ACTIVATIONS: dict[str, Activation] = {
     for activation in (
         Activation(
             "tanh",
-            apply=sp.tanh,
+            apply=tanh,
             derivative_from_output=lambda o: 1 - o**2,
             closed_form=lambda z: (sp.exp(z) - sp.exp(-z)) / (sp.exp(z) + sp.exp(-z)),
             analytic=True,

@@ -95,7 +95,7 @@ def _step(cell, params: dict, x: np.ndarray, previous: dict) -> dict:
         env[eq.name] = evaluate(eq.expr) + np.zeros((H, 1))
         # the argument of an activation, when it is more than a name, is the pre-activation a_v
         for node in sp.preorder_traversal(eq.expr):
-            if type(node) in FUNCTIONS and not node.args[0].is_Symbol:
+            if isinstance(node, tuple(FUNCTIONS)) and not node.args[0].is_Symbol:
                 env[f"a_{eq.name}"] = evaluate(node.args[0]) + np.zeros((H, 1))
     return env
 

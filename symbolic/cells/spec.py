@@ -34,10 +34,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..activations import relu, sigmoid
+from ..activations import relu, sigmoid, tanh
 from ..errors import UsageError
 
-tanh = sp.tanh
 
 
 def identity(z):

@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UsageError
 from ..files import MARKER
-from ..model import VOCABULARY, Model
+from ..model import CELLS, VOCABULARY, Model
 
 MODES = ("unrolled", "loop")
 BACKENDS = ("numpy", "numba")
@@ -102,7 +102,9 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     context = numpy_backend.context(derivation, mode, command(model, mode, output))
     source = render("numpy", "module.py.j2", **context)
     if backend == "numba":
-        context = numba_backend.context(derivation, mode, command(model, mode, output, backend), source)
+        numba_command = command(model, mode, output, backend)
+        context = numba_backend.context(derivation, mode, numba_command, source)
+        context["module_name"] = _module_name(source, numba_command)
         source = _numba_environment().get_template("module.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]
     return source
@@ -123,10 +125,18 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str) ->
     if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions
         from . import numba_cells
 
-        context = numba_cells.context(model, mode, command(model, mode, output, backend), source)
+        numba_command = command(model, mode, output, backend)
+        context = numba_cells.context(model, mode, numba_command, source)
+        context["module_name"] = _module_name(source, numba_command)
         source = _numba_environment().get_template("cell.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]
     return source
+
+
+def _module_name(numpy_source: str, numba_command: str) -> str:
+    """The name a Numba module registers itself under (templates/numba/register.j2), fixed by what
+    its source is generated from, so every loader of one file, in any process, finds the same one."""
+    return "bptt_numba_" + hashlib.sha256(f"{numba_command}\n{numpy_source}".encode()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=1)
@@ -187,12 +197,22 @@ def _without_disk_cache(source: str) -> str:
     return ast.unparse(tree)
 
 
-def _source_key(model: Model, mode: str, backend: str) -> str:
+def _cell_contents(model: Model) -> str:
+    """A digest of the model's cell file (empty for a built-in cell): what the module's equations come from."""
+    if model.cell in CELLS:
+        return ""
+    try:
+        return hashlib.sha256(Path(model.cell).read_bytes()).hexdigest()
+    except OSError as error:
+        raise UsageError(f"cell file {model.cell} cannot be read ({error.strerror}): give a readable .py file") from None
+
+
+def _source_key(model: Model, mode: str, backend: str, contents: str = "") -> str:
     """A digest of everything a generated module's source depends on: the model, mode and backend,
-    this package's version and the contents of its modules and templates, and SymPy's version
-    (its printers write the code). Computed without importing SymPy or Jinja2."""
+    the cell file's contents, this package's version and the contents of its modules and templates,
+    and SymPy's version (its printers write the code). Computed without importing SymPy or Jinja2."""
     package = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256(repr((model, mode, backend, __version__)).encode())
+    digest = hashlib.sha256(repr((model, mode, backend, contents, __version__)).encode())
     # templates/ beside the package in a checkout, symbolic/templates in a wheel (templating.templates_dir)
     files = (
         sorted(package.rglob("*.py"))
@@ -248,7 +268,9 @@ def _import_file(path: Path) -> types.ModuleType:
 
 
 @lru_cache(maxsize=64)
-def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
+def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "") -> types.ModuleType:
+    """The module for ``model``; ``contents`` (the cell file's digest) is part of the cache key, so an
+    edited cell file is derived again rather than served from either cache."""
     name = f"bptt_generated_{model.activation}_{mode}" + (f"_{model.steps}" if mode == "unrolled" else "")
     if not model.scalar:
         name += f"_h{model.hidden}" + ("_bias" if model.bias else "")
@@ -259,7 +281,7 @@ def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
         # A module generated before, by this same code and templates, is imported from its file
         # without deriving or rendering it again (no SymPy import: a fresh process loads in
         # milliseconds plus Numba's own import).
-        key = _source_key(model, mode, backend)
+        key = _source_key(model, mode, backend, contents)
         cached = _cached_source(key)
         if cached is not None:
             return _import_file(cached)
@@ -278,7 +300,8 @@ def _load(model: Model, mode: str, backend: str = "numpy") -> types.ModuleType:
 
 
 def load(model: Model, mode: str | None = None, backend: str = "numpy") -> types.ModuleType:
-    """The generated module for ``model``, compiled and imported (cached per model, mode and backend).
+    """The generated module for ``model``, compiled and imported (cached per model, mode, backend and
+    the contents of the model's cell file: edit the file and the next call derives it again).
 
     NumPy modules are executed in memory; Numba modules are written to a cache directory first
     (see ``cache_directories``) so that their compiled kernels are cached on disk between runs.
@@ -288,7 +311,7 @@ def load(model: Model, mode: str | None = None, backend: str = "numpy") -> types
         # A loop module is the same for every n but for the command in its header: one module (one
         # file, one set of compiled kernels) serves every sequence length.
         model = replace(model, steps=1)
-    return _load(model, mode, backend)
+    return _load(model, mode, backend, _cell_contents(model))
 
 
 __all__ = [
