@@ -74,6 +74,9 @@ KINK_MARGIN = 1e-3
 #: steps from h_0 = 0), so the rounding error ε·L/h of a two-point 1e-6 step came within 4x of the
 #: tolerance; at h = 1e-3 rounding (~1e-13) and truncation (h⁴ L⁽⁵⁾/30 ~ 1e-13) both stay far below it.
 DICT_FD_STEP = 1e-3
+#: Finite differences resolve a derivative down to about FD_NOISE·ε·max(1, |L|)/h (the loss's rounding
+#: over the step); a gradient entry below that is compared against that level, not its own size.
+FD_NOISE = 8
 #: For dict-interface modules, finite differences are measured relative to at least this fraction of
 #: the largest gradient entry (see ``_compare``); a 0.1% error stays visible down to gradients 1e-6 of
 #: the largest.
@@ -96,8 +99,11 @@ PROBE_LENGTHS = (1, 2, 40)
 #: A batch wider than any generated module's narrow paths (and than its blocks of 1024 sequences), for
 #: modules that do not list their paths (CHECK_PATHS).
 WIDE_BATCH = 1030
-#: The widest batch a module may ask for, and the largest call (sequences × steps × max(H, D)) made.
-MAX_PROBE_BATCH, MAX_PROBE_ENTRIES = 200_000, 20_000_000
+#: The widest batch a module may ask for, the largest call (sequences × steps × (D + 8 H)) made (a
+#: longer one is shortened to fit, down to 2 steps), and the most paths a module may declare.
+MAX_PROBE_BATCH, MAX_PROBE_ENTRIES, MAX_DECLARED_PATHS = 200_000, 10_000_000, 64
+#: The second length at which each declared path is called, in a module that takes any length.
+SHORT_STEPS = 3
 
 
 @dataclass
@@ -118,6 +124,9 @@ class Report:
     compared: dict = field(default_factory=dict)
     #: what the module returned that cannot be compared (NaN, wrong shape, dtype, type or count)
     problems: list = field(default_factory=list)
+    #: parameter → the call where finite differences could not resolve its gradient (their estimates
+    #: at three steps differ more than from the gradient; the complex step compares it)
+    unresolved: dict = field(default_factory=dict)
     #: the calls made, one per code path reached: {"path", "batch", "steps", "cases", "error"}, error the
     #: worst relative error over every parameter and method at that width and length (None: not compared)
     paths: list = field(default_factory=list)
@@ -223,6 +232,10 @@ def load_module(path: str | Path) -> types.ModuleType:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path} does not exist or is not a file: give a module made by 'bptt codegen'")
+    # what the check imports later (SymPy, through the activation table) is imported now, before a file
+    # beside the checked one (a sympy.py) could stand in for it
+    from . import activations  # noqa: F401
+
     # as Python runs a file: its folder first on sys.path, so it can import the files beside it
     folder = str(path.resolve().parent)
     if folder not in sys.path[:1]:
@@ -382,6 +395,9 @@ class _Interface:
         if wide:
             self.fd_step, self.fd_points = (DICT_FD_STEP, 5) if self.analytic else (1e-6, 2)
             self.fd_floor = FD_FLOOR
+        elif not self.analytic and self.fd_points == 5:
+            # a dict module's base cases draw no point away from ReLU's kinks: a 1e-3 step crossed them
+            self.fd_step, self.fd_points, self.fd_floor = 1e-6, 2, FD_FLOOR
 
     def cases(self, rng: np.random.Generator, batch: int, steps: int, count: int):
         """``count`` test points (x, y, params) of ``batch`` sequences of length ``steps``, one-hot and
@@ -871,20 +887,43 @@ def _parts(interface: _Interface, x, y, params, loss, problems: _Problems) -> di
         if result is None or set(result[1]) != set(interface.shapes):
             return {}
         results.append((x[part].shape[0], *result))
-    mean = sum(size * part_loss for size, part_loss, _ in results) / batch
-    total = sum(part_loss for _, part_loss, _ in results)
-    if abs(loss - mean) <= 1e-9 * max(1.0, abs(mean)):
-        weights = [size / batch for size, _, _ in results]
-    elif abs(loss - total) <= 1e-9 * max(1.0, abs(total)):
-        weights = [1.0] * len(results)
-    else:
-        problems.add(_Wrong("loss", f"loss: the loss of {batch} sequences ({loss!r}) is neither the mean "
-                                    f"({mean!r}) nor the sum of the losses of its parts"), ["loss"])
+    weights = _combination(loss, [(size, part_loss) for size, part_loss, _ in results], problems)
+    if weights is None:
         return {}
     return {
         name: (lambda g: g, sum(w * grads[name].reshape(-1) for w, (_, _, grads) in zip(weights, results)))
         for name in interface.shapes
     }
+
+
+def _combination(loss, parts, problems: _Problems) -> list[float] | None:
+    """How the loss of a batch combines its parts' (size, loss): the weights of their mean, or of their
+    sum; None (and a problem) when it is neither, as when a wide path computes another forward pass."""
+    batch = sum(size for size, _ in parts)
+    mean = sum(size * part_loss for size, part_loss in parts) / batch
+    total = sum(part_loss for _, part_loss in parts)
+    if abs(loss - mean) <= 1e-9 * max(1.0, abs(mean)):
+        return [size / batch for size, _ in parts]
+    if abs(loss - total) <= 1e-9 * max(1.0, abs(total)):
+        return [1.0] * len(parts)
+    problems.add(_Wrong("loss", f"loss: the loss of {batch} sequences ({loss!r}) is neither the mean ({mean!r}) "
+                                "nor the sum of the losses of its parts of 3 (their narrow path)"), ["loss"])
+    return None
+
+
+def _loss_parts(interface: _Interface, x, y, params, loss, problems: _Problems) -> None:
+    """A wide batch's loss against its parts' of BASE_BATCH sequences (the narrow path): a forward pass
+    that is wrong only on a wide path gives a gradient that matches its own wrong loss, so no comparison
+    of gradients sees it."""
+    parts = []
+    for start in range(0, x.shape[0], BASE_BATCH):
+        part = slice(start, start + BASE_BATCH)
+        try:
+            parts.append((x[part].shape[0], _number(interface.loss(x[part], y[part], params), "loss")))
+        except _Wrong as wrong:
+            problems.add(wrong, ["loss"])
+            return
+    _combination(loss, parts, problems)
 
 
 def _check_case(interface: _Interface, case, methods, rng, report: Report, problems: _Problems,
@@ -896,12 +935,16 @@ def _check_case(interface: _Interface, case, methods, rng, report: Report, probl
     if result is None:
         return here
     loss, gradients = result
+    if x.shape[0] > BASE_BATCH and "sub-batches" not in methods and np.isfinite(loss):
+        _loss_parts(interface, x, y, params, loss, problems)
     for method in methods:
         numerical = {}
         if method == "sub-batches":
             numerical = _parts(interface, x, y, params, loss, problems)
+        draws = {}  # the generator's state before each parameter's draw, to redraw the same entries
         for name in [] if method == "sub-batches" else interface.shapes:
             try:
+                draws[name] = rng.bit_generator.state
                 numerical[name] = _numerical(interface, x, y, params, name, method, rng, limit)
             except _Wrong as wrong:
                 problems.add(wrong, [name])
@@ -912,15 +955,56 @@ def _check_case(interface: _Interface, case, methods, rng, report: Report, probl
         floor = 0.0
         if method != "complex step" and interface.fd_floor and numerical:
             floor = interface.fd_floor * max(float(np.max(np.abs(want))) for _, want in numerical.values())
+        if method == "finite differences":
+            # and never below what the stencil's own rounding can resolve: every gradient can be tiny
+            # at once (a saturated ŷ, 30 nested activations), under the loss's rounding ε·L/h
+            noise = FD_NOISE * np.finfo(float).eps * max(1.0, abs(loss)) / interface.fd_step
+            floor = max(floor, noise / TOLERANCES["finite differences"])
         for name, (project, want) in numerical.items():
             if name not in gradients:
                 continue
             error = _relative(project(gradients[name].reshape(-1)), want, floor or 1e-8)
+            if method == "finite differences" and not error <= TOLERANCES[method]:
+                error, unresolved = _finer(interface, case, name, gradients[name], draws[name], floor, limit,
+                                           (error, want))
+                if unresolved:
+                    report.unresolved.setdefault(name, f"{x.shape[0]} × {x.shape[1]}")
             worst = report.errors[method]
             worst[name] = _worse(worst[name], error)
             here[method] = _worse(here.get(method), error)
             report.compared[method][name] += len(want)
     return here
+
+
+def _finer(interface: _Interface, case, name: str, gradient, draw, floor: float, limit: int, first) -> tuple:
+    """(the error of ``name``'s gradient against finite differences at steps 10 and 100 times smaller, on
+    the same entries or direction, whether they cannot resolve it). The stencil's truncation error
+    (h⁴ L⁽⁵⁾) can exceed the tolerance where the loss bends sharply (30 nested activations), while a
+    wrong gradient is wrong at every step: the smallest error is kept, each measured against the floor
+    its own rounding allows. Where even that exceeds the tolerance but the estimates at the three steps
+    differ among themselves by more (the stencil has not converged) and the complex step applies, the
+    gradient is within what finite differences can tell: the tolerance is reported, and why."""
+    x, y, params = case
+    step, (best, first_want) = interface.fd_step, first
+    wants = [np.asarray(first_want, dtype=float)]
+    try:
+        for factor in (10, 100):
+            interface.fd_step = step / factor
+            rng = np.random.default_rng()
+            rng.bit_generator.state = draw
+            try:
+                project, want = _numerical(interface, x, y, params, name, "finite differences", rng, limit)
+            except _Wrong:
+                continue
+            wants.append(np.asarray(want, dtype=float))
+            best = min(best, _relative(project(gradient.reshape(-1)), want, floor * factor or 1e-8))
+    finally:
+        interface.fd_step = step
+    tolerance = TOLERANCES["finite differences"]
+    if best <= tolerance or not interface.analytic or len(wants) < 3:
+        return best, False
+    spread = max(_relative(a, b, floor * 100 or 1e-8) for a in wants for b in wants)
+    return (tolerance, True) if best <= spread else (best, False)
 
 
 def _worse(worst: float | None, error: float) -> float:
@@ -982,6 +1066,9 @@ def _declared_paths(module, path, interface) -> list[tuple[str, int, int]]:
     None where any length reaches it (the module's own, or LOOP_STEPS)."""
     declared = getattr(module, "CHECK_PATHS", ())
     paths = []
+    if isinstance(declared, (tuple, list)) and len(declared) > MAX_DECLARED_PATHS:
+        raise UsageError(f"{path}: CHECK_PATHS lists {len(declared)} paths, more than the {MAX_DECLARED_PATHS} "
+                         f"bptt check calls: {_regenerate(path)}")
     for entry in declared if isinstance(declared, (tuple, list)) else [declared]:
         fine = isinstance(entry, (tuple, list)) and len(entry) == 3 and isinstance(entry[0], str)
         batch, steps = (entry[1], entry[2]) if fine else (None, None)
@@ -991,7 +1078,8 @@ def _declared_paths(module, path, interface) -> list[tuple[str, int, int]]:
                 f"{path}: CHECK_PATHS must list (what, batch, steps or None) for each code path, the steps "
                 f"the module's STEPS when it has one, got {_short(entry)}: {_regenerate(path)}"
             )
-        paths.append((entry[0], int(batch), interface.steps if steps is None else int(steps)))
+        what = " ".join(entry[0].split())[:80] or "a declared path"  # one line of the report each
+        paths.append((what, int(batch), None if steps is None else int(steps)))
     return paths
 
 
@@ -1000,28 +1088,47 @@ def _whole_number(value, limit: int) -> bool:
 
 
 def _probes(module, path, interface) -> list[dict]:
-    """Every call the check makes, as {"path", "batch", "steps", "cases", "entries"}: the base cases,
-    one sequence, short and long sequences (a module that takes any length), a wide batch, and each
-    path the module declares (CHECK_PATHS), so code a module switches to by batch width, hidden size or
-    length is compared with the numerical derivatives too. Calls at one width and length are one probe."""
+    """Every call the check makes, as {"path", "batch", "steps", "cases", "entries", "free"}: the base
+    cases, one sequence, short and long sequences (a module that takes any length), a wide batch, and
+    each path the module declares (CHECK_PATHS), so code a module switches to by batch width, hidden size
+    or length is compared with the numerical derivatives too; "free" when any length reaches the path.
+    Calls at one width and length are one probe."""
     steps = interface.steps
-    wanted = [("the base cases", BASE_BATCH, steps, BASE_CASES, MAX_ENTRIES), ("one sequence", 1, steps, 1, PROBE_ENTRIES)]
+    wanted = [("the base cases", BASE_BATCH, steps, BASE_CASES, MAX_ENTRIES, True),
+              ("one sequence", 1, steps, 1, PROBE_ENTRIES, True)]
     if interface.any_length:
-        wanted += [(f"length {length}", 2, length, 1, PROBE_ENTRIES) for length in PROBE_LENGTHS]
-    wanted.append(("a wide batch", WIDE_BATCH, steps, 1, PROBE_ENTRIES))
-    wanted += [(what, batch, length, 1, PROBE_ENTRIES) for what, batch, length in _declared_paths(module, path, interface)]
+        wanted += [(f"length {length}", 2, length, 1, PROBE_ENTRIES, False) for length in PROBE_LENGTHS]
+    wanted.append(("a wide batch", WIDE_BATCH, steps, 1, PROBE_ENTRIES, True))
+    if interface.any_length:  # wide and long at once (a module wrong only for B > 64 and n > 10)
+        wanted.append(("a wide batch of long sequences", WIDE_BATCH, PROBE_LENGTHS[-1] + 1, 1, PROBE_ENTRIES, True))
+    for what, batch, length in _declared_paths(module, path, interface):
+        # a path any length takes runs at two: widths and lengths meet (a strategy wrong at n = 3 only)
+        lengths = [length] if length is not None else [steps] + ([SHORT_STEPS] if interface.any_length else [])
+        wanted += [(what, batch, n, 1, PROBE_ENTRIES, length is None) for n in lengths]
     probes: dict[tuple[int, int], dict] = {}
-    for what, batch, length, cases, entries in wanted:
+    for what, batch, length, cases, entries, free in wanted:
         probe = probes.setdefault((batch, length), {"path": [], "batch": batch, "steps": length, "cases": cases,
-                                                    "entries": entries, "errors": {}})
+                                                    "entries": entries, "errors": {}, "free": free})
+        probe["free"] = probe["free"] and free
         if what not in probe["path"]:
             probe["path"].append(what)
     return [{**probe, "path": "; ".join(probe["path"])} for probe in probes.values()]
 
 
+def _width(interface) -> int:
+    """Values a call holds per sequence and step, roughly: the inputs, and a few arrays of the states."""
+    hidden = getattr(interface, "hidden", 0) or 1
+    return interface.size + 8 * hidden
+
+
+def _fit(interface, probe) -> None:
+    """A call too large to make is shortened (a module that takes any length), down to 2 steps."""
+    if interface.any_length and probe["free"] and _too_large(interface, probe):
+        probe["steps"] = max(2, MAX_PROBE_ENTRIES // (probe["batch"] * _width(interface)))
+
+
 def _too_large(interface, probe) -> bool:
-    width = max(interface.size, getattr(interface, "hidden", 0) or 0, 1)
-    return probe["batch"] * probe["steps"] * width > MAX_PROBE_ENTRIES
+    return probe["batch"] * probe["steps"] * _width(interface) > MAX_PROBE_ENTRIES
 
 
 def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
@@ -1060,6 +1167,7 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
         report.skipped["complex step"] = reason + "; wide batches are compared with their sub-batches"
     problems = _Problems()
     for probe in _probes(module, path, interface):
+        _fit(interface, probe)
         if _too_large(interface, probe):
             report.skipped[f"{probe['batch']} × {probe['steps']}"] = f"{probe['path']}: too large to check here"
             continue
@@ -1073,7 +1181,7 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
             found = _check_case(interface, case, here, rng, report, problems, probe["entries"])
             for method, error in found.items():
                 probe["errors"][method] = _worse(probe["errors"].get(method), error)
-        report.paths.append({key: value for key, value in probe.items() if key != "entries"})
+        report.paths.append({key: value for key, value in probe.items() if key not in ("entries", "free")})
     # a parameter with any problem was not (fully) compared: no error is reported for it
     for method in methods:
         for name in problems.names & set(names):
@@ -1144,6 +1252,11 @@ def _path_lines(report: Report) -> list[str]:
 def _tail(report: Report) -> list[str]:
     lines = _path_lines(report) if report.paths else []
     lines += [f"  {method:<20}skipped: {reason}" for method, reason in report.skipped.items()]
+    if report.unresolved:
+        where = ", ".join(f"{name} ({call})" for name, call in report.unresolved.items())
+        lines.append(f"  finite differences  cannot resolve {where}: their estimates at steps h, h/10 and "
+                     "h/100 differ more than they differ from the gradient (the loss bends too sharply); the "
+                     "complex step compares them")
     lines += [f"  FAIL {problem}" for problem in report.problems]
     return lines + [_failed_line(report)]
 

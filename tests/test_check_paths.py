@@ -20,6 +20,8 @@ from symbolic.check import MAX_ENTRIES, Report, _failing, _worse, check_module, 
 from symbolic.codegen import generate, load
 from symbolic.model import Model
 
+from .conftest import run_bptt
+
 FAULT = 1.001
 
 
@@ -247,3 +249,97 @@ def test_the_command_names_the_calls(numpy_scalar, capsys):
     assert run_check(numpy_scalar) == 0
     out = capsys.readouterr().out
     assert "1025 × 7" in out and "blocks of _BLOCK sequences" in out and "1 × 7" in out
+
+
+# -- what an adversarial review found (each a regression test) --------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_relu_cell_module_is_not_failed_at_its_kinks(seed):
+    """A right ReLU module through the dict interface (no point is drawn away from the kinks): the base
+    cases' finite differences take a 1e-6 step, which crosses a kink only by rare chance (a 1e-3 step
+    failed seeds 1 and 3 at H = 3 and most seeds at H = 8 and 40)."""
+    module = load(Model(cell="rnn", activation="relu", hidden=8, steps=3), "loop")
+    report = check_module(module, "relu", seed=seed)
+    assert report.passed, format_report(report)
+
+
+def test_a_wide_path_that_computes_another_loss_fails(monkeypatch):
+    """A forward pass wrong only on a wide path gives a gradient that matches its own wrong loss (here a
+    constant added to it for B > 64, which leaves every gradient exact): the wide batch's loss is
+    compared with its parts' of 3 sequences, and fails. Control: the same module unpatched passes."""
+    module = load(Model(cell="gru", hidden=3, steps=3), "loop")
+    assert check_module(module, "gru").passed
+    loss, loss_and_grad = module.loss, module.loss_and_grad
+    shift = lambda x: 1e-3 if np.shape(x)[0] > 64 else 0.0  # noqa: E731
+    monkeypatch.setattr(module, "loss", lambda x, y, p: loss(x, y, p) + shift(x))
+    monkeypatch.setattr(module, "loss_and_grad", lambda x, y, p: (loss_and_grad(x, y, p)[0] + shift(x),
+                                                                  loss_and_grad(x, y, p)[1]))
+    report = check_module(module, "gru")
+    assert not report.passed and any("neither the mean" in problem for problem in report.problems)
+
+
+def test_widths_and_lengths_meet(numpy_scalar, monkeypatch):
+    """A suffix-product strategy wrong only at n = 3 (the doubling distances' loop bound): each declared
+    path runs at the default length and at 3, so it fails there."""
+    module = _load_fresh(numpy_scalar)
+    original = module._suffix_products
+
+    def faulty(chain):
+        result = original(chain)
+        return result * FAULT if module._DOUBLING_BATCH <= chain.shape[1] < module._WIDE_BATCH and len(chain) == 3 \
+            else result
+
+    monkeypatch.setattr(module, "_suffix_products", faulty)
+    report = check_module(module, "scalar")
+    failing = [(p["batch"], p["steps"]) for p in report.paths if _verdicts_of(report, p) == "FAIL"]
+    assert not report.passed and failing == [(module._DOUBLING_BATCH, 3)], failing
+
+
+def _verdicts_of(report, probe):
+    within = all(e is not None and e <= report.tolerances[m] for m, e in probe["errors"].items())
+    return "ok" if within and probe["errors"] else "FAIL"
+
+
+def test_a_module_wrong_only_for_wide_batches_of_long_sequences_fails(monkeypatch):
+    """Wrong only for B > 64 and n > 10 at once: the wide batch of long sequences (1030 × 41) finds it."""
+    module = load(Model(cell="lstm", hidden=2, steps=3), "loop")
+    original = module.loss_and_grad
+
+    def wrong(x, y, params):
+        loss, grads = original(x, y, params)
+        scale = FAULT if np.shape(x)[0] > 64 and np.shape(x)[1] > 10 else 1.0
+        return loss, {name: g * scale for name, g in grads.items()}
+
+    monkeypatch.setattr(module, "loss_and_grad", wrong)
+    report = check_module(module, "lstm")
+    assert not report.passed and _verdicts(report)["a wide batch of long sequences"] == "FAIL"
+
+
+def test_a_declared_path_too_large_at_its_length_runs_shorter(tmp_path):
+    """A path any length takes, too large at the default length (B = 100 000, D = 30): it is called at
+    fewer steps instead of being left out, and a fault there fails the check."""
+    source = generate(Model(steps=3, inputs=30), "loop")
+    (tmp_path / "wide_inputs.py").write_text(source + '\nCHECK_PATHS = CHECK_PATHS + (("huge", 100_000, None),)\n')
+    module = _load_fresh(tmp_path / "wide_inputs.py")
+    report = check_module(module, "wide")
+    huge = [p for p in report.paths if p["batch"] == 100_000]
+    assert report.passed and huge and all(2 <= p["steps"] < 7 for p in huge), report.paths
+
+
+def test_a_sympy_beside_the_checked_file_does_not_stand_in_for_sympy(tmp_path):
+    """The checked file's folder is first on sys.path; what the check imports later was imported first."""
+    (tmp_path / "m.py").write_text(generate(Model(steps=3), "loop"))
+    (tmp_path / "sympy.py").write_text("raise SystemExit('not the real sympy')\n")
+    result = run_bptt("check", str(tmp_path / "m.py"))
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("passed"), result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("paths", ['(("a\\nFAKE LINE passed", 3, None),)', "((\"p\", 3, None),) * 65"])
+def test_hostile_check_paths_are_one_line_or_one_report_line(tmp_path, paths):
+    (tmp_path / "m.py").write_text(generate(Model(steps=3), "loop") + f"\nCHECK_PATHS = {paths}\n")
+    result = run_bptt("check", str(tmp_path / "m.py"))
+    if "65" in paths:
+        assert result.returncode == 2 and "more than the 64" in result.stderr
+    else:
+        assert result.returncode == 0 and "\nFAKE LINE" not in result.stdout and "a FAKE LINE passed" in result.stdout

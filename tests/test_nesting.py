@@ -112,11 +112,18 @@ def test_thirty_nested_activations_generate_and_match_central_differences(tmp_pa
         assert np.abs(value).max() > 1e-6, name  # every parameter's gradient is exercised
         np.testing.assert_allclose(gradients[name], value, rtol=1e-5, atol=1e-8, err_msg=name)
 
-    # bptt check's own finite differences (its step, its tolerance 1e-6) cannot resolve U's small gradient
-    # through 30 alternating σ and tanh levels (its complex step agrees to 1e-13); those above do.
-    if not scaled:
-        checked = run_bptt("check", str(module_file))
-        assert checked.returncode == 0 and checked.stdout.rstrip().endswith("passed"), checked.stdout + checked.stderr
+    # bptt check passes both: where its finite differences cannot resolve a gradient through 30
+    # alternating σ and tanh levels (their estimates at three steps disagree more than with the gradient),
+    # it says so and the complex step compares it
+    checked = run_bptt("check", str(module_file))
+    assert checked.returncode == 0 and checked.stdout.rstrip().endswith("passed"), checked.stdout + checked.stderr
+    if scaled:  # the negative control: U's gradient 0.1 % off fails, by the complex step at least
+        tampered = tmp_path / "tampered.py"
+        source = module_file.read_text()
+        tampered.write_text(source + '\n_right = loss_and_grad\n\n\ndef loss_and_grad(x, y, params):\n'
+                            '    loss, grads = _right(x, y, params)\n    return loss, {**grads, "U": grads["U"] * 1.001}\n')
+        failed = run_bptt("check", str(tampered))
+        assert failed.returncode == 1 and "FAIL U" in failed.stdout, failed.stdout + failed.stderr
 
 
 def _python_calls(tmp_path, depth: int) -> int:

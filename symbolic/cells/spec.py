@@ -38,7 +38,6 @@ from ..activations import relu, sigmoid, tanh
 from ..errors import UsageError
 
 
-
 def identity(z):
     """The identity activation (for symmetry with the table; it is just z)."""
     return z
