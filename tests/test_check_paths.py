@@ -271,7 +271,7 @@ def test_a_wide_path_that_computes_another_loss_fails(monkeypatch):
     module = load(Model(cell="gru", hidden=3, steps=3), "loop")
     assert check_module(module, "gru").passed
     loss, loss_and_grad = module.loss, module.loss_and_grad
-    shift = lambda x: 1e-3 if np.shape(x)[0] > 64 else 0.0  # noqa: E731
+    shift = lambda x: 1e-3 if np.shape(x)[0] > 64 else 0.0
     monkeypatch.setattr(module, "loss", lambda x, y, p: loss(x, y, p) + shift(x))
     monkeypatch.setattr(module, "loss_and_grad", lambda x, y, p: (loss_and_grad(x, y, p)[0] + shift(x),
                                                                   loss_and_grad(x, y, p)[1]))
