@@ -298,3 +298,15 @@ def test_a_map_whose_delta_is_only_what_the_next_step_sends_and_a_scalar_readout
         assert grads[name].shape == params[name].shape == module.PARAMS[name], name
         assert relative(grads[name], complex_step[name]) <= 1e-10, name
         assert relative(grads[name], finite[name], 1e-3) <= 1e-6, name
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", str(ROOT / "docs" / "cells" / "mgu.py")])
+def test_the_docstring_names_each_adjoint_as_the_text_does(cell):
+    """The adjoint of a map M u reads δ(M u) in the generated docstring, as the δh_(t-1) line beside it
+    writes it; no engine-internal name (δdelta_U_n@h_prev) is printed."""
+    from symbolic.codegen import generate as generate_module
+    from symbolic.model import Model as CellModel
+
+    source = generate_module(CellModel(cell=cell, hidden=2, steps=3), "loop")
+    docstring = source.split('"""')[1]
+    assert "δdelta_" not in docstring and "@" not in docstring, docstring

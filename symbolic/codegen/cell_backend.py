@@ -614,7 +614,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
         "delta_names": [g.array for g in groups if not g.shared],
         "output_factor_code": code(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})),
         "equations": [f"{eq.name}{'_t' if eq.state else ''} = {text(eq.expr, _display_names(d))}" for eq in cell.equations],
-        "adjoint_formulas": [f"δ{a.name} = {text(a.expr, _display_names(d))}"
+        "adjoint_formulas": [f"{_display_names(d)[a.symbol]} = {text(a.expr, _display_names(d))}"
                              + "".join(f" + {m}ᵀ δ({m} {a.name})" for m, _ in a.transposed)
                              for a in d.adjoints],
         "sent_formulas": [_sent_formula(d, state, a) for state, a in d.sent.items()],
@@ -795,11 +795,13 @@ def _sent_formula(d: CellDerivation, state: str, adjoint) -> str:
 def _display_names(d: CellDerivation) -> dict:
     names = {symbol: f"{state}_(t-1)" for state, symbol in d.previous.items()}
     names |= {symbol: f"δ{state}_(t+1→t)" for state, symbol in d.incoming.items()}
-    for adjoint in d.adjoints:
-        names[adjoint.symbol] = f"δ{adjoint.name}"
+    maps = {}
     for linear in d.linears:
         operand = linear.operand.replace("_prev", "_(t-1)") if linear.operand != "x" else "x_t"
-        names[linear.symbol] = f"({linear.matrix} {operand})"
+        names[linear.symbol] = maps[f"delta_{linear.symbol}"] = f"({linear.matrix} {operand})"
+    for adjoint in d.adjoints:
+        # the adjoint of a map M u (named delta_M@u by the engine) reads δ(M u), as the text beside it
+        names[adjoint.symbol] = f"δ{maps[adjoint.name]}" if adjoint.name in maps else f"δ{adjoint.name}"
     return names
 
 
