@@ -45,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .check import DEFAULT_TIMEOUT, Wording, _short, _timeout, call_returns, call_starts, run_in_child
+from .check import DEFAULT_TIMEOUT, _short, _timeout
+from .child import Wording, call_returns, call_starts, run_in_child
 from .errors import UsageError
 from .sandbox import ChannelTampered, ChildGone, Opaque, Sandbox
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .check import call_returns, call_starts, end_tree, ended_message
+from .child import call_returns, call_starts, end_tree, ended_message
 from .errors import UsageError
 
 #: Largest answer accepted from the driver (a gradient of the graded sizes is a few kilobytes).

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from symbolic import grade
-from symbolic.check import run_in_child
+from symbolic.child import run_in_child
 from symbolic.grade import FunctionUnusable, grade_function, load_function
 from tests.conftest import ROOT, run_bptt
 
