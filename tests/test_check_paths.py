@@ -185,8 +185,6 @@ def test_numba_scalar_module_every_path(monkeypatch):
         "several blocks, the last one partial": ("_gradients_serial", lambda *a: a[-1] > 1),
         "one block": ("_gradients_serial", lambda *a: a[-1] == 1),
     }
-    if "blocks on Numba's threads" in [label for label, _, _ in module.CHECK_PATHS]:
-        faults["blocks on Numba's threads"] = ("_gradients_parallel", lambda *a: True)
     for label, (name, when) in faults.items():
         original = getattr(module, name)
 
