@@ -18,19 +18,24 @@ Three interfaces are understood, told apart by the module's constants:
   checked per parameter name without knowing the cell, with the five-point stencil. ``HIDDEN_SIZE`` and
   ``BIAS``, when the module declares them, only describe it in the report.
 
-At most MAX_ENTRIES entries of each parameter are differentiated numerically (drawn at random beyond
-that); every entry of every returned gradient is validated (type, dtype, shape, finite). A report
-passes only when every parameter was compared by every method and none of them is beyond tolerance:
-a gradient that cannot be compared (NaN, wrong shape, a list, missing) fails, naming it.
+The module is called at every width and length its code switches on (``_probes``): the base cases
+(3 sequences), one sequence, lengths 1, 2 and 40, a wide batch, a wide batch of long sequences, and
+each path the module declares in CHECK_PATHS. In the base cases at most MAX_ENTRIES entries of each
+parameter are differentiated numerically (drawn at random beyond that); elsewhere each parameter is
+compared along one random direction, a wide batch's loss against its parts', and a ReLU module's wide
+gradients against its sub-batches'. Every entry of every returned gradient is validated (type, dtype,
+shape, finite). A report passes only when every parameter was compared by every method and none of
+them is beyond tolerance: a gradient that cannot be compared (NaN, wrong shape, a list, missing) fails,
+naming it.
 
-The inputs are random: one-hot and dense sequences, labels 0 and 1, weights of moderate size; for a
-non-analytic activation (ReLU) every pre-activation is kept away from the kink so both sides of a
-finite difference stay on one branch.
+The inputs are random: one-hot and dense sequences, labels 0 and 1, weights of moderate size (wide
+batches around three labelled centres); for a non-analytic activation (ReLU) the positional modules'
+pre-activations are kept away from the kink, and a small step makes crossing one unlikely.
 
 ``check_module`` runs in the calling process. ``run_check`` (the command) runs the module in a child
-process with a time limit per call, so a module that hangs, exits or crashes cannot take the check
-with it, and whatever the module prints goes to stderr, never into the report on stdout. That
-mechanism, ``run_in_child``, is shared with ``bptt grade`` (``symbolic.grade.run_grade``).
+process with a time limit per call (``symbolic.child.run_in_child``, shared with ``bptt grade``), so a
+module that hangs, exits or crashes cannot take the check with it, and whatever the module prints goes
+to stderr, never into the report on stdout.
 """
 
 from __future__ import annotations
@@ -735,8 +740,8 @@ def _numerical(
     indices = np.arange(value.size)
     if value.size > limit:
         indices = np.sort(rng.choice(value.size, size=limit, replace=False))
-    moves = [index for index in indices]
-    return _derivatives(interface, x, y, params, name, method, value, moves, lambda g: g[indices], indices)
+    return _derivatives(interface, x, y, params, name, method, value, list(indices), lambda g: g[indices],
+                        indices)
 
 
 def _derivatives(interface, x, y, params, name, method, value, moves, project, indices=None) -> tuple:

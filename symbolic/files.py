@@ -272,8 +272,7 @@ def deferred_signals():
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        _restore_handlers(previous)
         if received:
             signal.raise_signal(received[0])
 
@@ -296,8 +295,13 @@ def signals_interrupt():
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        _restore_handlers(previous)
+
+
+def _restore_handlers(previous: dict) -> None:
+    """Put back the handlers ``signal.signal`` returned (None: one set outside Python, the default)."""
+    for number, handler in previous.items():
+        signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
 
 # -- the standard streams -----------------------------------------------------------------------------

@@ -45,14 +45,15 @@ def _faulty(function, when, index=0):
     return wrapped
 
 
+def _verdicts_of(report, probe) -> str:
+    """One call's verdict: "ok" when something was compared there and all of it within tolerance."""
+    within = all(e is not None and e <= report.tolerances[m] for m, e in probe["errors"].items())
+    return "ok" if within and probe["errors"] else "FAIL"
+
+
 def _verdicts(report: Report) -> dict[str, str]:
     """Each call's path label → "ok" or "FAIL"."""
-    verdicts = {}
-    for probe in report.paths:
-        within = all(error is not None and error <= report.tolerances[m] for m, error in probe["errors"].items())
-        for label in probe["path"].split("; "):
-            verdicts[label] = "ok" if within and probe["errors"] else "FAIL"
-    return verdicts
+    return {label: _verdicts_of(report, probe) for probe in report.paths for label in probe["path"].split("; ")}
 
 
 def _covers_every_path(module, report):
@@ -294,11 +295,6 @@ def test_widths_and_lengths_meet(numpy_scalar, monkeypatch):
     assert not report.passed and failing == [(module._DOUBLING_BATCH, 3)], failing
 
 
-def _verdicts_of(report, probe):
-    within = all(e is not None and e <= report.tolerances[m] for m, e in probe["errors"].items())
-    return "ok" if within and probe["errors"] else "FAIL"
-
-
 def test_a_module_wrong_only_for_wide_batches_of_long_sequences_fails(monkeypatch):
     """Wrong only for B > 64 and n > 10 at once: the wide batch of long sequences (1030 × 41) finds it."""
     module = load(Model(cell="lstm", hidden=2, steps=3), "loop")
@@ -314,15 +310,20 @@ def test_a_module_wrong_only_for_wide_batches_of_long_sequences_fails(monkeypatc
     assert not report.passed and _verdicts(report)["a wide batch of long sequences"] == "FAIL"
 
 
-def test_a_declared_path_too_large_at_its_length_runs_shorter(tmp_path):
+def test_a_declared_path_too_large_at_its_length_runs_shorter(tmp_path, monkeypatch):
     """A path any length takes, too large at the default length (B = 100 000, D = 30): it is called at
-    fewer steps instead of being left out, and a fault there fails the check."""
+    fewer steps instead of being left out, and a fault there (one gradient 0.1 % off at that width
+    only) fails the check there."""
     source = generate(Model(steps=3, inputs=30), "loop")
     (tmp_path / "wide_inputs.py").write_text(source + '\nCHECK_PATHS = CHECK_PATHS + (("huge", 100_000, None),)\n')
     module = _load_fresh(tmp_path / "wide_inputs.py")
     report = check_module(module, "wide")
     huge = [p for p in report.paths if p["batch"] == 100_000]
     assert report.passed and huge and all(2 <= p["steps"] < 7 for p in huge), report.paths
+    right = module.loss_and_grad
+    monkeypatch.setattr(module, "loss_and_grad", _faulty(right, lambda x, *rest: np.shape(x)[0] == 100_000, 2))
+    report = check_module(module, "wide")
+    assert not report.passed and _verdicts(report)["huge"] == "FAIL"
 
 
 def test_a_sympy_beside_the_checked_file_does_not_stand_in_for_sympy(tmp_path):
