@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = """
 import sys, time
 import symbolic
-import symbolic.cells.spec, symbolic.engine  # SymPy's import is not a stage
+import symbolic.cells.spec, symbolic.engine.derivation  # SymPy's import is not a stage
 from symbolic.codegen import generate, numpy_backend, cell_backend
 from symbolic.model import Model
 path, module = sys.argv[1], sys.argv[2]

@@ -11,7 +11,7 @@ is the stage alone, imports excluded. Stages:
 - typesetting: the LaTeX document for n = 3, and the Markdown page for n = 6 (the expanded gradient's
   operation counts);
 - train start: ``train`` on a CSV of 12 000 rows over D words, one epoch (reading the CSV included;
-  D = 3 takes the one-hot path, D = 50 000 the projection, see symbolic/train.py).
+  D = 3 takes the one-hot path, D = 50 000 the projection, see symbolic/study/train.py).
 
 w_i and x_t are vector symbols and w_i·x_t one Dot, so the ratio should be about 1 (noise of a shared
 machine aside); before, D = 1000 took 17 s and D = 3000 over 120 s in the derivation alone.
@@ -42,10 +42,11 @@ PROGRAM = """
 import sys, time, os
 sys.path.insert(0, {root!r})
 from symbolic.codegen import generate
-from symbolic.derive import Derivation
-from symbolic.latex import document
+from symbolic.notes.derive import Derivation
+from symbolic.typeset.notes import document
 from symbolic.model import Model
-from symbolic import data, train
+from symbolic.study import data
+from symbolic.study import train
 
 def train_once(D):
     dataset = data.load_csv(os.path.join({folder!r}, f"vocabulary_{{D}}.csv"))

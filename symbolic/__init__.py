@@ -17,15 +17,15 @@ from .errors import UsageError
 from .model import Model
 
 if TYPE_CHECKING:
-    from .derive import Derivation, derive
+    from .notes.derive import Derivation, derive
 
 __version__ = "0.1.0"
 __all__ = ["Cell", "Derivation", "Model", "UsageError", "__version__", "cell", "derive", "derive_cell", "load_cell"]
 
 #: Public names whose module imports SymPy, imported on first use (PEP 562): ``import symbolic``, the
 #: command line's start and a cached Numba module's load need no SymPy.
-_LAZY = {"Derivation": "derive", "derive": "derive", "cell": "cells", "load_cell": "cells",
-         "derive_cell": "engine", "Cell": "cells.spec"}
+_LAZY = {"Derivation": "notes.derive", "derive": "notes.derive", "cell": "cells", "load_cell": "cells",
+         "derive_cell": "engine.derivation", "Cell": "cells.spec"}
 
 
 def __getattr__(name: str):
@@ -41,12 +41,10 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """The package, whose ``derive`` stays the function: importing the submodule ``symbolic.derive``
-    binds it on the package under the same name, which here binds the submodule's function instead."""
+    """The package, whose ``cell`` stays the function: importing the submodule ``symbolic.cells``
+    binds it on the package, which must not leave ``symbolic.cell`` unbound."""
 
     def __setattr__(self, name, value):
-        if name == "derive" and isinstance(value, types.ModuleType):
-            value = value.derive
         if name == "cells" and isinstance(value, types.ModuleType):
             super().__setattr__("cell", value.cell)
         super().__setattr__(name, value)

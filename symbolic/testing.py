@@ -11,7 +11,7 @@
 dw_h, dw_o)`` for the plain RNN (w_i (D,), w_h and w_o numbers at H = 1; matrices for H > 1, and
 ``b_h=``, ``b_o=`` keywords with ``bias=True``), ``fn(x, y, params) -> (loss, grads)`` with dicts keyed
 by parameter name for every cell; x is (B, n, D), y is (B,), and what it returns may be anything
-``np.asarray`` takes. See ``symbolic.grade`` for how it is graded.
+``np.asarray`` takes. See ``symbolic.verify.grade`` for how it is graded.
 
 ``fn`` is called in the test's own process, with no time limit (``bptt grade FILE.py`` grades a file in
 a child process with ``--timeout``); a function that calls ``sys.exit`` fails like one that raises.
@@ -19,7 +19,7 @@ a child process with ``--timeout``); a function that calls ``sys.exit`` fails li
 
 from __future__ import annotations
 
-from .grade import FunctionUnusable, grade_function
+from .verify.grade import FunctionUnusable, grade_function
 
 
 def assert_bptt(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",

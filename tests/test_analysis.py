@@ -18,10 +18,10 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from symbolic import analysis
-from symbolic.data import encode
 from symbolic.errors import UsageError
 from symbolic.model import VOCABULARY
+from symbolic.study import analysis
+from symbolic.study.data import encode
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -395,7 +395,7 @@ def test_power_of_ten_and_norms_beyond_float64():
 def test_text_reports_are_plain_text(activation):
     """LaTeX belongs in documents: the report writes the local derivative as plain text (ReLU's step
     as [o_k > 0]), and the bound agrees with the table's bound column at gap 1."""
-    from symbolic import analysis
+    from symbolic.study import analysis
 
     text = analysis.table(analysis.analyze(steps=6, activation=activation, w_h=0.5))
     assert "\\" not in text and "LaTeX" not in text and "theta" not in text and "frac" not in text
@@ -408,7 +408,7 @@ def test_the_plot_draws_the_bound_against_what_it_bounds(activation, w_h, monkey
     """The bound (γ|w_h|)^gap and the measured |Π| share a panel and both start at 1 (the bound is
     never below |Π|); the terms have their own panel; every gap tick is a whole number."""
     pytest.importorskip("matplotlib")
-    from symbolic import analysis
+    from symbolic.study import analysis
 
     figures = []
     monkeypatch.setattr(analysis, "save_figure", lambda figure, path: figures.append(figure))

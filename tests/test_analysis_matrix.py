@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from symbolic import analysis
 from symbolic.codegen import load
-from symbolic.data import encode
 from symbolic.errors import UsageError
 from symbolic.model import VOCABULARY
+from symbolic.study import analysis
+from symbolic.study.data import encode
 
 from .conftest import run_bptt as bptt
 

@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 
-from symbolic import cell_analysis
 from symbolic.cells import cell_of
-from symbolic.data import encode
-from symbolic.engine import derive_cell, forward_values
+from symbolic.engine.derivation import derive_cell, forward_values
 from symbolic.model import Model
+from symbolic.study import cell_analysis
+from symbolic.study.data import encode
 
 from .conftest import run_bptt as bptt
 from .test_cell_codegen import CELLS, IDS, REFERENCES

@@ -16,7 +16,7 @@ import pytest
 
 from symbolic.cells import cell_of
 from symbolic.codegen import generate, load
-from symbolic.engine import derive_cell, evaluate
+from symbolic.engine.derivation import derive_cell, evaluate
 from symbolic.errors import UsageError
 from symbolic.model import Model
 

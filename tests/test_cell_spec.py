@@ -12,7 +12,7 @@ import sympy as sp
 
 import symbolic
 from symbolic.cells.spec import Cell, relu, sigmoid, tanh
-from symbolic.engine import derive_cell
+from symbolic.engine.derivation import derive_cell
 from symbolic.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent

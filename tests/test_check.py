@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from symbolic.check import run_check
 from symbolic.codegen import generate
 from symbolic.errors import UsageError
 from symbolic.model import Model
+from symbolic.verify.check import run_check
 
 from .conftest import ACTIVATION_NAMES, ROOT, run_bptt
 

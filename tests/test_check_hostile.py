@@ -103,7 +103,7 @@ TAMPERED = [(kind, name) for kind, names in NAMES.items() for name in names]
 def test_the_interfaces_checked(tmp_path):
     """The generated matrix module is checked through its dict interface (and reported with its H and
     biases), the one without CELL through the positional form with b_h, b_o as keywords."""
-    from symbolic.check import check_module, load_module
+    from symbolic.verify.check import check_module, load_module
 
     for kind in ("matrix", "positional"):
         checked = load_module(module(tmp_path, kind, name=f"{kind}.py"))
@@ -448,7 +448,7 @@ x = np.eye(3)[[[0, 1, 2]]]
 loss, dw_i, dw_h, dw_o = m.loss_and_grad(x, np.array([1.0]), np.ones(3), 0.5, -0.5)
 assert np.isfinite(loss), loss
 if sys.argv[1:] == ["check"]:  # then check it from this very script, both ways
-    from symbolic.check import check_module, load_module, run_check
+    from symbolic.verify.check import check_module, load_module, run_check
 
     assert check_module(load_module("m.py"), "m.py").passed
     sys.exit(run_check("m.py"))

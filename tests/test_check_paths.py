@@ -16,9 +16,17 @@ import os
 import numpy as np
 import pytest
 
-from symbolic.check import MAX_ENTRIES, Report, _failing, _worse, check_module, format_report, run_check
 from symbolic.codegen import generate, load
 from symbolic.model import Model
+from symbolic.verify.check import (
+    MAX_ENTRIES,
+    Report,
+    _failing,
+    _worse,
+    check_module,
+    format_report,
+    run_check,
+)
 
 from .conftest import run_bptt
 
@@ -83,7 +91,7 @@ def numpy_scalar(tmp_path_factory):
 
 
 def _load_fresh(path):
-    from symbolic.check import load_module
+    from symbolic.verify.check import load_module
 
     return load_module(path)
 

@@ -14,9 +14,9 @@ import sympy as sp
 
 from symbolic.activations import ACTIVATIONS
 from symbolic.codegen import UNROLLED_LIMIT, generate, load, resolve_mode
-from symbolic.derive import Derivation
 from symbolic.errors import UsageError
 from symbolic.model import Model
+from symbolic.notes.derive import Derivation
 
 from .conftest import ACTIVATION_NAMES, ROOT, run_bptt
 
@@ -385,7 +385,7 @@ def test_committed_modules_do_not_drift(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_committed_modules_have_correct_gradients(name):
-    from symbolic.check import check_module, load_module
+    from symbolic.verify.check import check_module, load_module
 
     module = load_module(ROOT / "generated" / name)
     report = check_module(module, name)
@@ -397,7 +397,7 @@ def test_committed_modules_have_correct_gradients(name):
 def test_loop_module_from_one_step_equals_module_from_all_steps(activation):
     """generate() derives loop code from one generic step; rendering from all n gives the same bytes."""
     from symbolic.codegen import command, numpy_backend
-    from symbolic.derive import Derivation
+    from symbolic.notes.derive import Derivation
     from symbolic.templating import render
 
     model = Model(steps=6, activation=activation)

@@ -1,7 +1,7 @@
 """Generated modules for hidden size H > 1 and biases (issue 5): gradients, oracles, interface.
 
 Oracles: the complex step and central finite differences of the module's own loss, an independent
-plain-NumPy forward pass, sp.diff of the unrolled loss (symbolic/oracle.py) at 30 digits, and the scalar
+plain-NumPy forward pass, sp.diff of the unrolled loss (symbolic/engine/oracle.py) at 30 digits, and the scalar
 module of the notes' model (H = 1).
 """
 
@@ -16,12 +16,12 @@ import mpmath
 import numpy as np
 import pytest
 
-from symbolic import oracle
 from symbolic.activations import ACTIVATIONS
 from symbolic.cells import builtin
-from symbolic.check import check_module, format_report, load_module
 from symbolic.codegen import generate, load
+from symbolic.engine import oracle
 from symbolic.model import Model
+from symbolic.verify.check import check_module, format_report, load_module
 
 from .conftest import ACTIVATION_NAMES, ROOT, run_bptt
 
@@ -145,7 +145,7 @@ def _exact(value):
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
 def test_values_equal_sp_diff_of_the_unrolled_loss(activation, bias):
-    """loss_and_grad equals sp.diff of the unrolled loss (symbolic/oracle.py: the rnn cell's equations written
+    """loss_and_grad equals sp.diff of the unrolled loss (symbolic/engine/oracle.py: the rnn cell's equations written
     out entry by entry for n steps, no δ, no transpose, no recursion), evaluated at 30 digits."""
     steps, hidden, inputs = 3, 2, 2
     unrolled = oracle.Unrolled(builtin("rnn", activation=activation, bias=bias), hidden, inputs, steps)

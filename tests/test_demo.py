@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from symbolic import demo
+from symbolic.cli import demo
 
 from .conftest import run_bptt as bptt
 

@@ -8,9 +8,9 @@ import sympy as sp
 
 from symbolic import derive
 from symbolic.activations import ACTIVATIONS
-from symbolic.derive import Derivation, OutOfRange
 from symbolic.errors import UsageError
 from symbolic.model import Model
+from symbolic.notes.derive import Derivation, OutOfRange
 
 from .conftest import ACTIVATION_NAMES
 

@@ -9,9 +9,10 @@ import json
 
 import pytest
 
-from symbolic import engine, proof
 from symbolic.cells import load_cell
 from symbolic.cli import main
+from symbolic.engine import derivation as engine
+from symbolic.notes import proof
 
 from .conftest import ROOT, run_bptt
 
@@ -192,7 +193,7 @@ LONG_TEXT = " ".join(["cat", "mat", "rat"] * 50_000)  # 600 KB, past csv's defau
 
 @pytest.mark.parametrize("quoted", [True, False], ids=["quoted", "bare"])
 def test_a_csv_text_over_128_kb_is_read(tmp_path, quoted):
-    from symbolic.data import load_csv
+    from symbolic.study.data import load_csv
 
     field = f'"{LONG_TEXT}"' if quoted else LONG_TEXT
     path = tmp_path / "long.csv"
@@ -204,7 +205,7 @@ def test_a_csv_text_over_128_kb_is_read(tmp_path, quoted):
 
 def test_a_multiline_quoted_text_with_escaped_quotes_is_one_row(tmp_path):
     """The quote tracking must not mistake a closed quote ("" inside, a line break inside) for an open one."""
-    from symbolic.data import load_csv
+    from symbolic.study.data import load_csv
 
     path = tmp_path / "multi.csv"
     path.write_text('text,label\n"cat\nmat ""rat""",1\nrat,0\n', encoding="utf-8")
@@ -242,7 +243,7 @@ def test_csv_row(tmp_path, name):
 
 
 def test_an_unclosed_quote_is_refused_after_16_mb_not_at_the_end_of_a_large_file(tmp_path):
-    from symbolic.data import MAX_FIELD_CHARACTERS
+    from symbolic.study.data import MAX_FIELD_CHARACTERS
 
     line = "cat " * 200_000 + "\n"  # 800 KB a line, under the 1 MB line limit
     lines = MAX_FIELD_CHARACTERS // len(line) + 2
@@ -256,7 +257,7 @@ def test_the_csv_field_limit_is_put_back(tmp_path):
     """csv.field_size_limit is process-wide: reading a CSV must not leave it changed."""
     import csv
 
-    from symbolic.data import load_csv
+    from symbolic.study.data import load_csv
 
     before = csv.field_size_limit()
     path = tmp_path / "long.csv"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from symbolic import UsageError
-from symbolic.grade import FunctionUnusable, grade_function, load_function, mistakes
 from symbolic.testing import assert_bptt
+from symbolic.verify.grade import FunctionUnusable, grade_function, load_function, mistakes
 from tests.conftest import run_bptt
 
 GRADING = Path(__file__).resolve().parent / "grading"

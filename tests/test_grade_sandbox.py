@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from symbolic import grade
-from symbolic.child import run_in_child
-from symbolic.grade import FunctionUnusable, grade_function, load_function
+from symbolic.verify import grade
+from symbolic.verify.child import run_in_child
+from symbolic.verify.grade import FunctionUnusable, grade_function, load_function
 from tests.conftest import ROOT, run_bptt
 
 GRADING = Path(__file__).resolve().parent / "grading"
@@ -74,7 +74,7 @@ PATCH_CHEAT = WRONG_BASE + textwrap.dedent('''
                 if hasattr(module, "_relative") and hasattr(module, "_loss_error"):
                     module._relative = lambda got, want: {k: np.zeros(np.shape(v)) for k, v in want.items()}
                     module._loss_error = lambda got, want: 0.0
-        import symbolic.grade as grade  # and the module itself, imported if it was not
+        import symbolic.verify.grade as grade  # and the module itself, imported if it was not
         grade.RELATIVE = grade.UNDECIDED = grade.FLOOR = float("inf")
         grade._relative = lambda got, want: {k: np.zeros(np.shape(v)) for k, v in want.items()}
         grade._loss_error = lambda got, want: 0.0
@@ -161,12 +161,12 @@ def test_writing_a_verdict_to_inherited_descriptors_is_not_graded_right(tmp_path
 
 def test_the_sandbox_holds_no_reference_and_no_grader(tmp_path):
     """What the graded process holds: its argv is bare, no descriptor but the channel and the standard
-    streams, symbolic.grade not imported, no frame above the driver's."""
+    streams, symbolic.verify.grade not imported, no frame above the driver's."""
     spy = _write(tmp_path, "spy.py", f'''
         import os, sys
         sys.path.insert(0, {str(GRADING)!r})
         from rnn_right_loop import loss_and_grad as right
-        SEEN = {{"argv": sys.argv[1:], "grade": "symbolic.grade" in sys.modules,
+        SEEN = {{"argv": sys.argv[1:], "grade": "symbolic.verify.grade" in sys.modules,
                  "fds": sorted(int(fd) for fd in os.listdir("/proc/self/fd"))}}
 
         def loss_and_grad(x, y, w_i, w_h, w_o):
@@ -297,7 +297,7 @@ def test_cli_gradients_as_strings_are_refused(tmp_path):
 
 
 def test_check_refuses_gradients_as_strings():
-    from symbolic.check import _gradient, _Wrong
+    from symbolic.verify.check import _gradient, _Wrong
 
     assert _gradient("w", np.array([1.5, 2.0]), (2,)).tolist() == [1.5, 2.0]  # control: numbers pass
     for value in (np.array(["1.5", "2"]), np.array([1.5, 2.0], dtype=object), np.array([b"1", b"2"])):

@@ -1,5 +1,5 @@
 """What a fresh process imports: no SymPy for ``import symbolic``, the command line's start or a Numba
-module found in the source cache (issue 8: its compile time with a warm cache); and ``symbolic.derive``
+module found in the source cache (issue 8: its compile time with a warm cache); and ``symbolic.notes.derive``
 stays the public function whether or not the submodule of that name was imported first."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_warm_numba_load_needs_no_sympy(tmp_path, hidden):
 
 DERIVE_AFTER_SUBMODULE = """
 import json
-from symbolic.derive import Derivation
+from symbolic.notes.derive import Derivation
 import symbolic
 derivation = symbolic.derive(steps=3, activation="tanh")
 print(json.dumps([isinstance(derivation, Derivation), str(derivation.output_factor)]))
@@ -86,8 +86,8 @@ DERIVE_BEFORE_SUBMODULE = """
 import json
 import symbolic
 derivation = symbolic.derive(steps=3, activation="tanh")
-from symbolic.derive import Derivation
-import symbolic.derive
+from symbolic.notes.derive import Derivation
+import symbolic.notes.derive
 again = symbolic.derive(steps=3, activation="tanh")
 print(json.dumps([isinstance(again, Derivation), str(derivation.output_factor)]))
 """
@@ -95,7 +95,7 @@ print(json.dumps([isinstance(again, Derivation), str(derivation.output_factor)])
 FROM_PACKAGE = """
 import json
 from symbolic import Derivation, derive
-from symbolic.derive import Derivation as Same
+from symbolic.notes.derive import Derivation as Same
 print(json.dumps([Derivation is Same, str(derive(steps=3, activation="tanh").output_factor)]))
 """
 
@@ -106,8 +106,8 @@ print(json.dumps([Derivation is Same, str(derive(steps=3, activation="tanh").out
     ids=["submodule first", "function first", "from the package"],
 )
 def test_derive_is_the_function_whichever_import_comes_first(code):
-    # symbolic.derive is both the public function and a submodule; importing the submodule binds
-    # its name on the package, which must not hide the function.
+    # symbolic.derive is the public function; the notes' submodule symbolic.notes.derive, imported
+    # before or after, must not hide it.
     assert run_python(code) == [True, "-w_o*(y - y_hat)"]
 
 

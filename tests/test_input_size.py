@@ -12,11 +12,11 @@ import difflib
 import pytest
 import sympy as sp
 
-from symbolic import unroll
 from symbolic.codegen import generate
-from symbolic.derive import Derivation
-from symbolic.latex import document
 from symbolic.model import Model
+from symbolic.notes import unroll
+from symbolic.notes.derive import Derivation
+from symbolic.typeset.notes import document
 
 from .conftest import run_bptt as bptt
 

@@ -16,7 +16,7 @@ import sympy as sp
 
 from symbolic import derive
 from symbolic.files import MARKER
-from symbolic.latex import FORMATS, DerivationPrinter, InOrder, Typesetter, document, summary
+from symbolic.typeset.notes import FORMATS, DerivationPrinter, InOrder, Typesetter, document, summary
 
 from .conftest import ACTIVATION_NAMES, ROOT, run_bptt
 

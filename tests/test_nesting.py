@@ -19,7 +19,7 @@ import pytest
 import sympy as sp
 
 from symbolic.cells import load_cell
-from symbolic.engine import derive_cell
+from symbolic.engine.derivation import derive_cell
 
 from .conftest import ROOT, run_bptt
 

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 from symbolic.activations import ACTIVATIONS
-from symbolic.check import run_check
 from symbolic.codegen import _load, generate, load
 from symbolic.errors import UsageError
 from symbolic.model import Model
+from symbolic.verify.check import run_check
 
 from .conftest import ACTIVATION_NAMES, ROOT
 from .test_codegen import numerical_gradient, point, reference_forward, relative

@@ -1,6 +1,6 @@
 """The generic Numba module of every cell (templates/numba/cell.py.j2): the generic NumPy module's
 interface, constants and messages, its values and gradients to rounding, finite differences and the
-complex step through ``symbolic.check`` on both paths (compiled, and the BLAS drivers), those drivers,
+complex step through ``symbolic.verify.check`` on both paths (compiled, and the BLAS drivers), those drivers,
 kernels printed from the derivation with no BLAS, ruff-clean source; for the plain RNN with H > 1 or
 biases also its positional form (the parameters one by one, the old tuples and bptt_terms keys),
 against a plain loop over time, differences and the complex step (tests/test_codegen_matrix.py's).
@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 
 from symbolic.activations import ACTIVATIONS
-from symbolic.check import check_module, run_check
 from symbolic.codegen import generate, load
 from symbolic.errors import UsageError
 from symbolic.model import Model
+from symbolic.verify.check import check_module, run_check
 
 from . import test_codegen_matrix as matrix
 from .conftest import ROOT
@@ -207,7 +207,7 @@ def test_rnn_bptt_terms_are_the_numpy_modules_and_sum_to_the_compiled_gradient(a
 @pytest.mark.parametrize("mode", ["loop", "unrolled"])
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)
 def test_bptt_check_finite_differences_and_complex_step(cell, mode, path, monkeypatch):
-    """symbolic.check on both paths: five-point differences, and the complex step (complex128 through
+    """symbolic.verify.check on both paths: five-point differences, and the complex step (complex128 through
     the kernels, and through BLAS's products) where every function of the cell is analytic (not
     IndRNN's ReLU)."""
     fast, _ = modules(cell, mode)
@@ -239,7 +239,7 @@ CELL = cell
 
 def test_a_state_updated_without_activation(tmp_path):
     """h' = U tanh(V h) + W x: δ(U m) and δ(W x) are δh itself (no adjoint of their own), and the first
-    adjoint, δm = Uᵀ δh, is a product: both written before it. symbolic.check on the compiled path."""
+    adjoint, δm = Uᵀ δh, is a product: both written before it. symbolic.verify.check on the compiled path."""
     path = tmp_path / "linear.py"
     path.write_text(LINEAR_CELL)
     for mode in ("loop", "unrolled"):

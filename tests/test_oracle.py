@@ -1,11 +1,11 @@
-"""The generic proof (symbolic/oracle.py): every cell's BPTT against sp.diff of its unrolled loss.
+"""The generic proof (symbolic/engine/oracle.py): every cell's BPTT against sp.diff of its unrolled loss.
 
 Parametrized over cells: the built-ins (lstm, gru, the plain RNN with H > 1 or biases, the matrix RNN,
 with each activation) and two user cells loaded from files (docs/cells: IndRNN with its ReLU kink, a
 minimal gated unit with a map applied to f ⊙ h). Each is proved and each negative control is rejected.
 The oracle itself is checked against the literal nested sp.diff of the unrolled loss and its loss
 against a float64 forward pass written here from the papers' equations, so that a wrong oracle cannot
-agree with a wrong engine. The plain RNN at H = 1 gives the notes' Σ/Π gradients (symbolic.derive).
+agree with a wrong engine. The plain RNN at H = 1 gives the notes' Σ/Π gradients (symbolic.notes.derive).
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symbolic import derive, engine, oracle
+from symbolic import derive
 from symbolic.cells import builtin, load_cell
 from symbolic.cells.spec import Cell, sigmoid, tanh
+from symbolic.engine import derivation as engine
+from symbolic.engine import oracle
 from symbolic.files import MARKER
 from symbolic.model import Model
-from symbolic.typeset import document
+from symbolic.typeset.cells import document
 
 from .conftest import run_bptt
 
@@ -257,7 +259,7 @@ _F = {"tanh": np.tanh, "sigmoid": lambda a: 1 / (1 + np.exp(-a)), "relu": lambda
 
 @pytest.mark.parametrize("activation", list(_F))
 def test_the_plain_rnn_at_h1_is_the_notes_model(activation):
-    """The engine's plain RNN at H = 1 without biases gives the gradients of the notes' Σ/Π form (symbolic.derive,
+    """The engine's plain RNN at H = 1 without biases gives the gradients of the notes' Σ/Π form (symbolic.notes.derive,
     the scalar model's own derivation), at a point with units on and off: one model, derived twice."""
     scalar = derive(3, activation)
     u = scalar.unrolled
@@ -323,7 +325,7 @@ def test_derive_verify_on_the_command_line(cell):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     name = "lstm" if cell == "lstm" else "mgu"
-    assert out.startswith(f"Proof that the BPTT recursion of cell {name} (symbolic.engine)")
+    assert out.startswith(f"Proof that the BPTT recursion of cell {name} (symbolic.engine.derivation)")
     assert "model H = 1, D = 3, n = 3" in out.splitlines()[0]
     assert "[ok  ] exact identity (H = 1, D = 2, n = 3): engine recursion − sp.diff(unrolled L) is the zero " \
            "polynomial" in out
@@ -427,7 +429,7 @@ def test_matrix_rnn_verify_is_the_command_its_page_names(bias):
     result = run_bptt(*shlex.split(command)[1:])
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert out.startswith("Proof that the BPTT recursion of cell rnn (symbolic.engine)")
+    assert out.startswith("Proof that the BPTT recursion of cell rnn (symbolic.engine.derivation)")
     assert "model H = 2, D = 2, n = 3" in out.splitlines()[0]
     entries = 2 + 1 + 1 + (2 if bias else 0)   # w_i (1×2), w_h, w_o, and b_h, b_o at H = 1
     assert (f"[ok  ] exact identity (H = 1, D = 2, n = 3): engine recursion − sp.diff(unrolled L) is the zero "

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 import sympy as sp
 
-from symbolic import derive, proof
+from symbolic import derive
 from symbolic.activations import ACTIVATIONS
+from symbolic.notes import proof
 
 from .conftest import ACTIVATION_NAMES
 

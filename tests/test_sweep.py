@@ -1,4 +1,4 @@
-"""The controlled learning rate, measured (bptt train --lr a,b,c; symbolic/sweep.py)."""
+"""The controlled learning rate, measured (bptt train --lr a,b,c; symbolic/study/sweep.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from symbolic import data, sweep, train
+from symbolic.study import data, sweep, train
 
 from .conftest import run_bptt
 
@@ -24,7 +24,7 @@ def test_each_row_is_the_run_at_that_rate_alone():
         alone = train.train(dataset, train.Config(epochs=20, lr=row.lr))
         assert row.final_loss == alone.final_loss and row.accuracy == alone.accuracy
         assert row.first_loss == alone.loss[0] == rows[0].first_loss
-    from symbolic.train import Modules, flat_loss_and_grad, initial_weights
+    from symbolic.study.train import Modules, flat_loss_and_grad, initial_weights
 
     modules = Modules("tanh", len(dataset.vocabulary), False)
     weights = initial_weights(config, len(dataset.vocabulary), modules)

@@ -13,8 +13,9 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from symbolic import cli, data, train
+from symbolic import cli
 from symbolic.errors import UsageError
+from symbolic.study import data, train
 
 from .conftest import run_bptt as bptt
 

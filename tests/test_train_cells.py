@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from symbolic import data, train
+from symbolic.study import data, train
 
 from .conftest import run_bptt as bptt
 from .test_cell_codegen import CELLS, IDS, REFERENCES, sigmoid

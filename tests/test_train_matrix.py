@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from symbolic import data, train
+from symbolic.study import data, train
 
 from .conftest import run_bptt as bptt
 

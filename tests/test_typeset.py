@@ -1,4 +1,4 @@
-"""bptt derive: the generic document (symbolic/typeset.py) of every model but the notes' scalar one: the
+"""bptt derive: the generic document (symbolic/typeset/cells.py) of every model but the notes' scalar one: the
 plain RNN with H > 1 or biases (the matrix RNN, each activation), the built-in gated cells and users'
 cell files.
 
@@ -28,7 +28,7 @@ from symbolic.cells import cell_of
 from symbolic.cells.spec import FUNCTIONS
 from symbolic.files import MARKER
 from symbolic.model import Model
-from symbolic.typeset import _prose, command_of, document
+from symbolic.typeset.cells import _prose, command_of, document
 
 from .conftest import run_bptt
 from .test_latex import compile_pdf, render_katex

@@ -11,8 +11,8 @@ import json
 import numpy as np
 import pytest
 
-from symbolic import data, train
 from symbolic.errors import UsageError
+from symbolic.study import data, train
 
 from .conftest import run_bptt as bptt
 

@@ -21,7 +21,7 @@ builtin, nor a name the generated modules use (``RESERVED``, the module constant
 cross-entropy, where s is the first state declared (or ``readout_state``).
 
 A cell file is Python: ``load_cell(path)`` runs it and takes its ``CELL``. Derivatives, loops and
-templates never appear in a cell: the engine (``symbolic.engine``) derives everything.
+templates never appear in a cell: the engine (``symbolic.engine.derivation``) derives everything.
 """
 
 from __future__ import annotations

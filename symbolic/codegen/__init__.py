@@ -88,7 +88,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     """The source of the module for ``model`` (``output`` only names the file in the header)."""
     # SymPy, Jinja2 and the derivation are imported here, not with the package: a Numba module
     # found in the source cache (see _load) needs none of them.
-    from ..derive import Derivation
+    from ..notes.derive import Derivation
     from ..templating import render
     from . import numba_backend, numpy_backend
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..activations import ACTIVATIONS
-from ..engine import CellDerivation, derive_cell
+from ..engine.derivation import CellDerivation, derive_cell
 from .numpy_backend import LINE_LENGTH, code, formatted, formatted_item, in_place, text
 
 #: Largest n for which --mode unrolled writes straight-line code for a cell.

@@ -20,7 +20,7 @@ import ast
 
 import sympy as sp
 
-from ..derive import Derivation
+from ..notes.derive import Derivation
 from . import numpy_backend
 from .numpy_backend import NumPyCodePrinter
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from ..engine import CellDerivation, derive_cell
+from ..engine.derivation import CellDerivation, derive_cell
 from .cell_backend import NAMED, SIGNATURES
 from .numba_backend import PREFIX, CellKernelPrinter, NumbaScalarPrinter, function_closure, vectorised
 

@@ -24,7 +24,7 @@ from sympy.printing.numpy import NumPyPrinter
 from sympy.printing.precedence import precedence
 
 from ..activations import Activation, relu
-from ..derive import Derivation
+from ..notes.derive import Derivation
 
 
 class NumPyCodePrinter(NumPyPrinter):

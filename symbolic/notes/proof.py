@@ -28,7 +28,7 @@ import mpmath
 import sympy as sp
 from sympy.simplify.simplify import product_simplify, sum_simplify
 
-from .activations import ACTIVATIONS, Activation, sigmoid
+from ..activations import ACTIVATIONS, Activation, sigmoid
 from .derive import EXPANDED_LIMIT, Derivation
 
 #: Exact identities are run up to this n (cancel on the back-substituted nest); above it, for n ≤ SMALL_N.

@@ -19,10 +19,10 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from .derive import EXPANDED_LIMIT, Derivation, Partial
-from .files import MARKER
-from .model import VOCABULARY
-from .templating import render
+from ..files import MARKER
+from ..model import VOCABULARY
+from ..notes.derive import EXPANDED_LIMIT, Derivation, Partial
+from ..templating import render
 
 FORMATS = ("tex", "md")
 #: Up to this n every term of a sum is listed; above it j = n, n−1, n−2, ⋯, 1.

@@ -24,10 +24,10 @@ dw_o)`` for the plain RNN (the notes' scalar shapes at H = 1; b_h=, b_o= keyword
 
 ``grade_function`` (and ``symbolic.testing.assert_bptt``) call the function in this process. ``run_grade``
 (``bptt grade FILE.py``) grades in a child process, with ``bptt check``'s mechanism
-(``symbolic.check.run_in_child``: each call into a user's file, the cell file too, must return within
+(``symbolic.verify.check.run_in_child``: each call into a user's file, the cell file too, must return within
 ``--timeout`` seconds, a file that hangs, exits or crashes is one line (exit 2), a signal to the command
 ends every process it started), and that child runs the graded file in a sandbox process of its own
-(``symbolic.sandbox``) which holds no reference, tolerance or verdict and sends back plain numbers.
+(``symbolic.verify.sandbox``) which holds no reference, tolerance or verdict and sends back plain numbers.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from .check import DEFAULT_TIMEOUT, _short, _timeout
 from .child import Wording, call_returns, call_starts, run_in_child
-from .errors import UsageError
 from .sandbox import ChannelTampered, ChildGone, Opaque, Sandbox
 
 #: An entry is right within this relative error (float64 rounding of a BPTT stays near 1e-15).
@@ -98,7 +98,7 @@ LOSS_MISTAKES = {
 
 def mistakes() -> dict[str, str]:
     """The catalogue: mistake name → what it is, in the order grade tries them."""
-    from .engine import MUTATIONS
+    from ..engine.derivation import MUTATIONS
 
     catalogue = {name: MUTATIONS[name] for name in MODIFIERS}
     for name, text in MUTATIONS.items():
@@ -315,7 +315,7 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
             y = rng.integers(0, 2, size=batch).astype(float)
             cases.append(Case(n, batch, "random", x, y, point()))
         if n == 3 and inputs == 3:
-            from .data import NOTES, encode
+            from ..study.data import NOTES, encode
 
             x = np.stack([encode(text) for text, _ in NOTES])
             y = np.array([label for _, label in NOTES], dtype=float)
@@ -430,7 +430,7 @@ def _total_derivative(d, forward: _ComplexForward, case: Case) -> dict:
             adjoint[(state, t)] = np.stack(columns, axis=1)
     readout = {cell.readout, cell.readout_bias}
     gradients = {}
-    from .engine import evaluate
+    from ..engine.derivation import evaluate
 
     exact = evaluate(d, case.params, case.x, case.y).gradients
     for name, value in params.items():
@@ -470,7 +470,7 @@ class _Candidates:
     """The wrong gradients, computed only when asked for: name → per case → gradients (user shapes)."""
 
     def __init__(self, d, interface: Interface):
-        from .engine import MUTATIONS
+        from ..engine.derivation import MUTATIONS
 
         self.d, self.interface = d, interface
         self.bases: dict = {}
@@ -502,7 +502,7 @@ class _Candidates:
             return case.exact_float
         key = (base, id(case))
         if key not in self._values:
-            from .engine import evaluate
+            from ..engine.derivation import evaluate
 
             with np.errstate(all="ignore"):
                 if base == "total_derivative":
@@ -664,10 +664,10 @@ def _entries_text(finding: Finding) -> str:
 
 def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
     """The exact derivation and the validated sizes; options a user gets wrong raise UsageError."""
-    from .cells import BUILTIN, cell_of
-    from .cells.spec import Cell
-    from .engine import derive_cell
-    from .model import Model
+    from ..cells import BUILTIN, cell_of
+    from ..cells.spec import Cell
+    from ..engine.derivation import derive_cell
+    from ..model import Model
 
     model = Model(steps=steps if steps is not None else 3, activation=activation, inputs=inputs,
                   hidden=1 if hidden is None else hidden, cell="rnn" if isinstance(cell, Cell) else cell, bias=bias)
@@ -713,7 +713,7 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
         )
     cases = _cases(d, interface.hidden, model.inputs, steps, seed)
     lengths_text = ", ".join(map(str, sorted({case.steps for case in cases})))
-    from .engine import evaluate
+    from ..engine.derivation import evaluate
 
     for case in cases:
         with np.errstate(all="ignore"):
@@ -951,7 +951,7 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
               steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
-    The grading runs in one child process (``symbolic.check.run_in_child``, as ``bptt check``): the file
+    The grading runs in one child process (``symbolic.verify.check.run_in_child``, as ``bptt check``): the file
     is imported there (its top-level code runs) and each call into it (the import, each call of the
     function) must return within ``timeout`` seconds. A file that hangs, exits, crashes or raises is a
     ``UsageError`` (``FunctionUnusable`` when the function cannot be graded); what it prints goes to
@@ -968,7 +968,7 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
                "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
                "seed": seed}
     descriptions = {"function": str(function), "cell": f"the cell file {cell} (its top-level code)"}
-    result = run_in_child("symbolic.grade:_grade_in_child", [str(path), options], str(path), timeout,
+    result = run_in_child("symbolic.verify.grade:_grade_in_child", [str(path), options], str(path), timeout,
                           wording=GRADE_WORDING, descriptions=descriptions,
                           errors={"FunctionUnusable": FunctionUnusable})
     if as_json:
@@ -997,7 +997,7 @@ def _cell_hint(path: str, graded: str) -> str:
 
 def _grade_in_child(path: str, options: dict) -> dict:
     """``bptt grade``'s work in the child of ``run_in_child``: the reference, the tolerances and the
-    verdict stay here; the graded file runs in a sandbox process of its own (``symbolic.sandbox``), which
+    verdict stay here; the graded file runs in a sandbox process of its own (``symbolic.verify.sandbox``), which
     returns plain numbers. The report as text and as data."""
     cell, activation, hidden, bias = options["cell"], options["activation"], options["hidden"], options["bias"]
     inputs, steps, function = options["inputs"], options["steps"], options["function"]

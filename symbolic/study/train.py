@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UsageError
+from ..model import Model
 from .data import Dataset
-from .errors import UsageError
-from .model import Model
 
 INITS = ("normal", "identity", "zeros")
 OPTIMIZERS = ("sgd", "adam")
@@ -178,7 +178,7 @@ class Config:
 
     def _resolve_settings(self, model: Model) -> None:
         """settings := the cell's training constants, updated by --set and --forget-bias; checked."""
-        from .cells import cell_of
+        from ..cells import cell_of
 
         cell = cell_of(model)
         settings = dict(cell.training)
@@ -416,7 +416,7 @@ def parameter_count(config: Config, inputs: int) -> int:
     with biases); any other cell: the sizes of its parameters' shapes (the LSTM: 4(H·D + H² + H) + H)."""
     H, D = config.hidden, inputs
     if config.gated:
-        from .cells import cell_of
+        from ..cells import cell_of
 
         sizes = {"H": H, "D": D}
         shapes = cell_of(Model(cell=config.cell)).parameters.values()
@@ -497,7 +497,7 @@ class Modules:
         cell: str = "rnn",
     ):
         if loader is None:
-            from .codegen import load as loader
+            from ..codegen import load as loader
         self._loader = loader
         self._shape = {"hidden": hidden, "bias": bias, "cell": cell}
         self._activation = activation

@@ -25,10 +25,10 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter, translate
 from sympy.printing.precedence import PRECEDENCE
 
-from .engine import CellDerivation, derive_cell
-from .files import MARKER
-from .model import VOCABULARY
-from .templating import render
+from ..engine.derivation import CellDerivation, derive_cell
+from ..files import MARKER
+from ..model import VOCABULARY
+from ..templating import render
 
 FORMATS = ("tex", "md")
 
@@ -442,7 +442,7 @@ def _lines(parts: list[str]) -> list[str]:
 
 
 class CellTypesetter:
-    """Prints the pieces of one :class:`~symbolic.engine.CellDerivation`: rows of printed LaTeX."""
+    """Prints the pieces of one :class:`~symbolic.engine.derivation.CellDerivation`: rows of printed LaTeX."""
 
     def __init__(self, derivation: CellDerivation):
         self.d = d = derivation
@@ -805,8 +805,8 @@ def cell_document(derivation: CellDerivation, fmt: str = "tex", steps: int = 3, 
 
 def document(model, fmt: str = "tex", command: str | None = None) -> str:
     """``bptt derive``'s document for a ``Model`` of any cell (built-in or a cell file), at any size but
-    the notes' scalar model's (which ``symbolic.latex`` typesets)."""
-    from .cells import cell_of
+    the notes' scalar model's (which ``symbolic.typeset.notes`` typesets)."""
+    from ..cells import cell_of
 
     derivation = derive_cell(cell_of(model))
     return cell_document(derivation, fmt, model.steps, model.hidden, model.inputs,

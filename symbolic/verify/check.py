@@ -33,7 +33,7 @@ batches around three labelled centres); for a non-analytic activation (ReLU) the
 pre-activations are kept away from the kink, and a small step makes crossing one unlikely.
 
 ``check_module`` runs in the calling process. ``run_check`` (the command) runs the module in a child
-process with a time limit per call (``symbolic.child.run_in_child``, shared with ``bptt grade``), so a
+process with a time limit per call (``symbolic.verify.child.run_in_child``, shared with ``bptt grade``), so a
 module that hangs, exits or crashes cannot take the check with it, and whatever the module prints goes
 to stderr, never into the report on stdout.
 """
@@ -54,8 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from .child import call_returns, call_starts, run_in_child
-from .errors import UsageError
 
 #: Worst relative error accepted, per method. A 0.1% error in any parameter is far beyond both.
 TOLERANCES = {"finite differences": 1e-6, "complex step": 1e-10, "sub-batches": 1e-8}
@@ -225,7 +225,7 @@ def load_module(path: str | Path) -> types.ModuleType:
         raise UsageError(f"{path} does not exist or is not a file: give a module made by 'bptt codegen'")
     # what the check imports later (SymPy, through the activation table) is imported now, before a file
     # beside the checked one (a sympy.py) could stand in for it
-    from . import activations  # noqa: F401
+    from .. import activations  # noqa: F401
 
     # as Python runs a file: its folder first on sys.path, so it can import the files beside it
     folder = str(path.resolve().parent)
@@ -1042,7 +1042,7 @@ def _analytic(module, path) -> tuple[str, bool, str]:
         raise UsageError(
             f"{path}: ACTIVATION must name the activation, got {_short(names)}: {_regenerate(path)}"
         )
-    from .activations import ACTIVATIONS  # here, not on import: it needs SymPy, the command does not
+    from ..activations import ACTIVATIONS  # here, not on import: it needs SymPy, the command does not
 
     activation = ACTIVATIONS.get(names)
     if activation is None:
@@ -1282,7 +1282,7 @@ def _check_in_child(path: str, seed: int) -> dict:
 def _run_child(path: str, seed: int, timeout: float) -> Report:
     """Run ``check_module`` on ``path`` in a child process; each call into the module ends within
     ``timeout`` seconds or the check ends with a ``UsageError``."""
-    result = run_in_child("symbolic.check:_check_in_child", [path, seed], path, timeout)
+    result = run_in_child("symbolic.verify.check:_check_in_child", [path, seed], path, timeout)
     fields = {key: value for key, value in result.items() if key != "passed"}
     return Report(**fields)
 

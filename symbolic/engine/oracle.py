@@ -49,9 +49,9 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from . import engine
-from .activations import ACTIVATIONS
-from .cells.spec import FUNCTIONS, Cell
+from ..activations import ACTIVATIONS
+from ..cells.spec import FUNCTIONS, Cell
+from . import derivation as engine
 
 DIGITS = 60
 #: The exact identity (H = 1) is proved for n up to this.
@@ -779,8 +779,8 @@ class Report:
 
 def _sizes(model_or_cell, steps, hidden, inputs):
     """(cell, steps, hidden, inputs) from a Model, a Cell, a CellDerivation or a cell name/path."""
-    from .cells import cell as named_cell
-    from .cells import cell_of
+    from ..cells import cell as named_cell
+    from ..cells import cell_of
 
     if isinstance(model_or_cell, engine.CellDerivation):
         cell = model_or_cell.cell
@@ -887,7 +887,7 @@ HEADINGS = {"local": "1. The oracle's local derivatives",
 def format_report(report: Report) -> str:
     """The report as printed by ``bptt derive --cell C --verify``."""
     requested = report.requested
-    lines = [(f"Proof that the BPTT recursion of cell {report.cell} (symbolic.engine) equals ∂L/∂θ of its "
+    lines = [(f"Proof that the BPTT recursion of cell {report.cell} (symbolic.engine.derivation) equals ∂L/∂θ of its "
               f"unrolled loss — model H = {requested['hidden']}, D = {requested['inputs']}, n = {requested['steps']}")]
     for kind, heading in HEADINGS.items():
         lines.append(heading)

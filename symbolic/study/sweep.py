@@ -15,7 +15,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, replace
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: Rates one sweep runs at most (each is a whole training run).
 MAX_RATES = 20

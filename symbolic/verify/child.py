@@ -3,7 +3,7 @@
 ``run_in_child`` calls one function of ours in a fresh interpreter; that function reports each call into
 the user's file with ``call_starts`` / ``call_returns``, and the parent ends the child (and everything it
 started) when one call outlives the time limit, when the child exits or crashes, or when the command is
-signalled. Apart from ``symbolic.check`` so that the checker, the sandbox (``symbolic.sandbox``) and
+signalled. Apart from ``symbolic.verify.check`` so that the checker, the sandbox (``symbolic.verify.sandbox``) and
 the grader share it.
 """
 
@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: In ``run_in_child``'s child process: writes one byte as each call into the module starts ("i" import,
 #: "p" init_params, "l" loss, "g" loss_and_grad, "f" a function the parent names, as bptt grade's graded
@@ -46,7 +46,7 @@ _DESCRIPTIONS = {"import": "its import (the top-level code)"}
 # and the same on every start method.
 #
 # ``run_in_child`` is the mechanism, shared by ``bptt check`` (``_check_in_child``) and ``bptt grade``
-# (``symbolic.grade._grade_in_child``): the child calls one function of ours, which reports each call
+# (``symbolic.verify.grade._grade_in_child``): the child calls one function of ours, which reports each call
 # into the user's file with ``call_starts`` / ``call_returns``, and sends back what it returns (JSON).
 
 # the calls into a user's file that only some commands make (bptt grade's cell file)
@@ -56,7 +56,7 @@ _DESCRIPTIONS["cell"] = "the cell file (its top-level code)"
 
 _CHILD = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from symbolic.child import _child; _child(*sys.argv[2:])"
+    "from symbolic.verify.child import _child; _child(*sys.argv[2:])"
 )
 
 

@@ -22,9 +22,9 @@ from functools import cached_property
 
 import sympy as sp
 
-from .activations import sigmoid
-from .errors import UsageError
-from .model import Model
+from ..activations import sigmoid
+from ..errors import UsageError
+from ..model import Model
 from .unroll import Unrolled, unroll
 
 #: Largest n for which the fully expanded gradient (the whole nest, differentiated) is built.
@@ -321,7 +321,7 @@ class Derivation:
         return component
 
     def _repr_latex_(self) -> str:
-        from .latex import summary
+        from ..typeset.notes import summary
 
         return summary(self)
 

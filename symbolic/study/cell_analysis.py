@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
+from ..errors import UsageError
+from ..model import Model
 from . import analysis
 from .analysis import (
     TOLERANCE,
@@ -39,8 +41,6 @@ from .analysis import (
     pyplot,
     save_figure,
 )
-from .errors import UsageError
-from .model import Model
 
 #: Largest n·(S·H)² analysed: one S·H × S·H Jacobian per step is built and multiplied in.
 ELEMENTS_LIMIT = 20_000_000
@@ -251,10 +251,10 @@ def analyze_cell(
     rnn_w_h_scale: float | None = None,
 ) -> CellAnalysis:
     """The cell's Jacobian products for one sequence, and the tanh RNN's on the same words."""
-    from .cells import cell_of
-    from .codegen import load
+    from ..cells import cell_of
+    from ..codegen import load
+    from ..engine.derivation import derive_cell, forward_values
     from .data import encode
-    from .engine import derive_cell, forward_values
 
     words = analysis._sequence(steps, words, seed)
     x = encode(list(words))[None]

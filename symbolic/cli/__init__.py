@@ -9,9 +9,9 @@ import argparse
 import math
 import sys
 
-from . import __version__
-from .errors import UsageError
-from .model import ACTIVATION_NAMES
+from .. import __version__
+from ..errors import UsageError
+from ..model import ACTIVATION_NAMES
 
 ACTIVATION_HELP = f"activation f: {', '.join(ACTIVATION_NAMES)} (default: tanh)"
 
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _output_options(codegen, "module")
     codegen.set_defaults(handler=_codegen)
 
-    # -- check (symbolic/check.py) ----------------------------------------------------------------
+    # -- check (symbolic/verify/check.py) ----------------------------------------------------------------
     check = commands.add_parser(
         "check",
         help="check a generated module's gradients numerically",
@@ -175,7 +175,7 @@ def _cell_gate(model, args):
 
 
 def _model(args):
-    from .model import Model
+    from ..model import Model
 
     return _cell_gate(
         Model(
@@ -188,7 +188,7 @@ def _model(args):
 
 def _check_shape(args):
     """analyze and train: check --hidden, --cell, --bias and --activation before any work."""
-    from .model import Model
+    from ..model import Model
 
     return _cell_gate(
         Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias), args
@@ -196,7 +196,7 @@ def _check_shape(args):
 
 
 def _write_or_print(text: str, args) -> None:
-    from .files import check_target, write_atomic
+    from ..files import check_target, write_atomic
 
     if args.output:  # main() turned -o - and -o /dev/stdout into None
         write_atomic(check_target(args.output, args.force, example=_example_name(args)), text)
@@ -207,25 +207,25 @@ def _write_or_print(text: str, args) -> None:
 
 def _derive(args) -> int:
     model = _model(args)
-    from .latex import FORMATS, document
+    from ..typeset.notes import FORMATS, document
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}: choose one of {', '.join(FORMATS)}")
     if args.output:
-        from .files import check_target
+        from ..files import check_target
 
         check_target(args.output, args.force, example=_example_name(args))
     if model.generic:
         return _derive_cell(model, args)
-    from .derive import Derivation  # the notes' scalar model: its Σ/Π specialisation
+    from ..notes.derive import Derivation  # the notes' scalar model: its Σ/Π specialisation
 
     derivation = Derivation(model)
     if not args.verify:
         _write_or_print(document(derivation, args.format), args)
         return 0
     derivation.require_components("--verify")  # refuse a large --inputs before any work
-    from .progress import Stages
-    from .proof import format_report, prove
+    from ..notes.proof import format_report, prove
+    from ..progress import Stages
 
     report = prove(derivation, progress=Stages("bptt derive --verify", 3))
     return _after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
@@ -244,9 +244,9 @@ def _after_proof(passed: bool, text: str, make_document, args) -> int:
 
 def _derive_cell(model, args) -> int:
     """derive for every model but the notes' scalar one (any cell, any H, biases): the generic document
-    (symbolic/typeset.py), and with --verify the proof (symbolic/oracle.py), run first so that a refusal
+    (symbolic/typeset/cells.py), and with --verify the proof (symbolic/engine/oracle.py), run first so that a refusal
     or a failure writes nothing."""
-    from .typeset import document
+    from ..typeset.cells import document
 
     if not args.verify:
         _write_or_print(document(model, args.format), args)
@@ -256,21 +256,21 @@ def _derive_cell(model, args) -> int:
 
 
 def _prove_cell(model) -> tuple[bool, str]:
-    """(passed, printed report) of the generic proof (symbolic/oracle.py)."""
-    from . import oracle
-    from .progress import Stages
+    """(passed, printed report) of the generic proof (symbolic/engine/oracle.py)."""
+    from ..engine import oracle
+    from ..progress import Stages
 
     report = oracle.verify(model, progress=Stages("bptt derive --verify", 4))
     return report.passed, oracle.format_report(report)
 
 
 def _codegen(args) -> int:
-    from .codegen import generate, resolve_backend
+    from ..codegen import generate, resolve_backend
 
     model = _model(args)
     resolve_backend(args.backend)  # an unknown backend or a missing Numba fails before any work
     if args.output:
-        from .files import check_target
+        from ..files import check_target
 
         check_target(args.output, args.force, example=_example_name(args))
     _write_or_print(generate(model, mode=args.mode, output=args.output, backend=args.backend), args)
@@ -278,12 +278,12 @@ def _codegen(args) -> int:
 
 
 def _check(args) -> int:
-    from .check import run_check
+    from ..verify.check import run_check
 
     return run_check(args.module, as_json=args.json, seed=args.seed, timeout=args.timeout)
 
 
-# -- grade (symbolic/grade.py) ---------------------------------------------------------------------
+# -- grade (symbolic/verify/grade.py) ---------------------------------------------------------------------
 
 
 def _grade_command(commands) -> None:
@@ -336,14 +336,14 @@ def _grade_command(commands) -> None:
 
 
 def _grade(args) -> int:
-    from .grade import run_grade
+    from ..verify.grade import run_grade
 
     return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
                      inputs=args.inputs, seed=args.seed, timeout=args.timeout)
 
 
-# -- analyze, train, demo (symbolic/analysis.py, train.py, data.py, demo.py) ------------------------
+# -- analyze, train, demo (symbolic/study/analysis.py, train.py, data.py, demo.py) ------------------------
 
 
 def _story_commands(commands) -> None:
@@ -562,8 +562,8 @@ def _plot_target(path):
     """Fail before any work when --plot cannot be honoured (no matplotlib, bad path)."""
     if path is None:
         return None
-    from .analysis import pyplot
-    from .files import check_target
+    from ..files import check_target
+    from ..study.analysis import pyplot
 
     if not str(path).lower().endswith(".png"):
         raise UsageError(f"--plot writes a PNG image: give a file name ending in .png, got {path!r}")
@@ -573,8 +573,8 @@ def _plot_target(path):
 
 
 def _analyze(args) -> int:
-    from . import analysis
-    from .files import json_text
+    from ..files import json_text
+    from ..study import analysis
 
     model = _check_shape(args)
     words = None
@@ -645,8 +645,8 @@ def _settings(args, finite: bool = True, forget_bias: bool = True) -> dict:
 
 def _analyze_cell(args, model, steps, words, seed, scale) -> int:
     """bptt analyze --cell C: the cell's Jacobian products beside the tanh RNN's (cell_analysis)."""
-    from . import cell_analysis
-    from .files import json_text
+    from ..files import json_text
+    from ..study import cell_analysis
 
     given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
     if given:
@@ -676,8 +676,8 @@ def _analyze_cell(args, model, steps, words, seed, scale) -> int:
 
 
 def _train(args) -> int:
-    from . import data, train
-    from .files import json_text
+    from ..files import json_text
+    from ..study import data, train
 
     if args.hidden is None:
         args.hidden = str(train.CELL_DEFAULTS["hidden"]) if args.cell != "rnn" else "1"
@@ -702,7 +702,7 @@ def _train(args) -> int:
     plot_path = _plot_target(args.plot)
     dataset, held_out = data.load(args.data)
     if config.steps_from_data:
-        from .codegen import unrolled_limit
+        from ..codegen import unrolled_limit
 
         longest = max([*dataset.lengths, *(held_out.lengths if held_out is not None else [])])
         if longest > unrolled_limit(model):
@@ -727,10 +727,10 @@ def _train(args) -> int:
 
 
 def _sweep(args, config, dataset, held_out, plot_path) -> int:
-    """train --lr a,b,c: one run per rate, one row each (symbolic/sweep.py); exit 0, a diverged run
+    """train --lr a,b,c: one run per rate, one row each (symbolic/study/sweep.py); exit 0, a diverged run
     being a row of the measurement, not a failure of the command."""
-    from . import sweep, train
-    from .files import json_text
+    from ..files import json_text
+    from ..study import sweep, train
 
     learning_rates = sweep.rates(args.lr)
     rows, results = sweep.sweep(dataset, config, learning_rates, held_out)
@@ -761,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is the run's own (0, or 1 for a failed check, proof or
     training), 2 for a usage mistake, 130 when interrupted. A closed or full standard output is a
     usage mistake; a reader that went away (``| head -1``) only cuts the output short."""
-    from .files import guarded_streams
+    from ..files import guarded_streams
 
     with guarded_streams() as streams:
         try:
@@ -772,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
                     parser.print_help()
                     status = 2
                 else:
-                    from .files import is_stdout
+                    from ..files import is_stdout
 
                     if is_stdout(getattr(args, "output", None)):
                         args.output = None  # -o - and -o /dev/stdout: print, as without -o

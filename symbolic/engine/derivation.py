@@ -31,8 +31,8 @@ from functools import cached_property
 import numpy as np
 import sympy as sp
 
-from .activations import ACTIVATIONS, sigmoid
-from .cells.spec import FUNCTIONS, Cell
+from ..activations import ACTIVATIONS, sigmoid
+from ..cells.spec import FUNCTIONS, Cell
 
 #: Digits of the high-precision evaluation.
 DIGITS = 60

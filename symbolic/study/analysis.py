@@ -35,9 +35,9 @@ import numpy as np
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from .activations import ACTIVATIONS
-from .errors import UsageError
-from .model import VOCABULARY, Model
+from ..activations import ACTIVATIONS
+from ..errors import UsageError
+from ..model import VOCABULARY, Model
 
 #: Width of the band around 1 in which the factors' geometric mean counts as ``stable``.
 TOLERANCE = 0.05
@@ -443,7 +443,7 @@ def analyze(
         if not np.all(np.isfinite(value)):
             raise UsageError(f"{name} must be finite, got {value!r}")
     if loader is None:
-        from .codegen import DEFAULT_UNROLLED_LIMIT, load
+        from ..codegen import DEFAULT_UNROLLED_LIMIT, load
 
         if model.steps > DEFAULT_UNROLLED_LIMIT:
             # Loop code is the same for every n: generate it from one step, not n unrolled ones.
@@ -570,7 +570,7 @@ def integer_ticks():
 
 def save_figure(figure, path) -> None:
     """Render ``figure`` to PNG in memory and write it atomically."""
-    from .files import write_atomic
+    from ..files import write_atomic
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, metadata=PNG_METADATA)
@@ -900,7 +900,7 @@ def _matrix_loader(model: Model):
     loop module generated from one step."""
     from dataclasses import replace
 
-    from .codegen import DEFAULT_UNROLLED_LIMIT, load
+    from ..codegen import DEFAULT_UNROLLED_LIMIT, load
 
     if model.steps > DEFAULT_UNROLLED_LIMIT:
         return load(replace(model, steps=1), "loop")

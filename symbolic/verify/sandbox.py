@@ -1,11 +1,11 @@
 """``bptt grade``'s sandbox: the graded file runs in a process of its own that holds nothing to cheat with.
 
-The grading process (``symbolic.grade._grade_in_child``) holds the exact derivation, the reference
+The grading process (``symbolic.verify.grade._grade_in_child``) holds the exact derivation, the reference
 gradients, the tolerances and the verdict. The graded file runs in a second process, started here,
 that holds only the file and ``_DRIVER`` (a few dozen lines that import nothing of bptt): the driver
 imports the file, calls its function with the inputs it is sent, and answers with plain numbers
 (the loss and the gradients as float lists, or the name of what was returned instead). So a graded
-function that reads its caller's frames finds the driver, one that patches ``symbolic.grade`` patches
+function that reads its caller's frames finds the driver, one that patches ``symbolic.verify.grade`` patches
 a copy nobody consults, and the verdict is computed from numbers alone: it cannot be written.
 
 The two talk over the driver's stdin and stdout pipes, one frame each way per call (8 bytes of length,
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
 from .child import call_returns, call_starts, end_tree, ended_message
-from .errors import UsageError
 
 #: Largest answer accepted from the driver (a gradient of the graded sizes is a few kilobytes).
 MAX_FRAME = 64 << 20

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UsageError
-from .model import VOCABULARY
+from ..errors import UsageError
+from ..model import VOCABULARY
 
 #: The notes' example: "cat mat rat" → 1, "rat rat mat" → 1, "mat mat cat" → 0.
 NOTES = (("cat mat rat", 1), ("rat rat mat", 1), ("mat mat cat", 0))

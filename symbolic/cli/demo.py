@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
-from .files import MARKER, deferred_signals, non_regular, signals_interrupt, write_atomic
+from ..errors import UsageError
+from ..files import MARKER, deferred_signals, non_regular, signals_interrupt, write_atomic
 
 #: The manifest of a directory made by ``bptt demo`` (each file and its SHA-256); only such a directory
 #: whose files are unchanged (or an empty one) is written into without --force.
@@ -254,7 +254,7 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None, force: bool = False) 
     Everything is built in a folder beside ``out`` and moved in at the end (_install), so an
     interrupted or failing run leaves ``out`` as it was; ``force`` writes into a directory that holds
     other files (they are kept) or demo files edited since (they are replaced)."""
-    from . import analysis
+    from ..study import analysis
 
     stream = stream or sys.stdout
     analysis.pyplot("bptt demo (its plots)")  # fail early, in one line, without matplotlib
@@ -288,10 +288,10 @@ def _progress(stage: int, what: str) -> None:
 
 def _build(directory: Path) -> tuple[list[Written], list[str]]:
     """Every file of the demo, written into ``directory`` (the staging folder); (written, notes)."""
-    from .codegen import generate
-    from .derive import Derivation
-    from .latex import document
-    from .model import Model
+    from ..codegen import generate
+    from ..model import Model
+    from ..notes.derive import Derivation
+    from ..typeset.notes import document
 
     written: list[Written] = []
 
@@ -354,7 +354,7 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
 def _analyses_and_training(write, target, written: list[Written]) -> list[str]:
     """The tanh and ReLU analyses of 20 random words, and training on the notes' sentences; returns the
     words (the LSTM's analysis reads the same)."""
-    from . import analysis, data, train
+    from ..study import analysis, data, train
 
     words = analysis.random_words(ANALYSIS_STEPS, analysis.DEFAULT_SEED)
     for activation, w_h, expected in ANALYSES:
@@ -402,8 +402,8 @@ def _analyses_and_training(write, target, written: list[Written]) -> list[str]:
 def _lstm_comparison(write, target, written: list[Written], words: list[str]) -> list[str]:
     """analyze --cell lstm on the analyses' words, and train --data long for the LSTM and the RNN;
     returns the index's paragraph about it."""
-    from . import cell_analysis, data, train
-    from .model import Model
+    from ..model import Model
+    from ..study import cell_analysis, data, train
 
     result = cell_analysis.analyze_cell(Model(cell="lstm"), words=words)
     stem = LSTM_ANALYSIS_STEM

@@ -20,8 +20,8 @@ from functools import cached_property
 
 import sympy as sp
 
-from .activations import ACTIVATIONS, Activation, sigmoid
-from .model import Model
+from ..activations import ACTIVATIONS, Activation, sigmoid
+from ..model import Model
 
 
 def _real(name: str) -> sp.Symbol:
