@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from symbolic.cells import cell_of
+from symbolic.cli.common import derivation_for
 from symbolic.engine.derivation import derive_cell, forward_values
 from symbolic.model import Model
 from symbolic.study import cell_analysis
@@ -19,6 +20,11 @@ from symbolic.study.data import encode
 
 from .conftest import run_bptt as bptt
 from .test_cell_codegen import CELLS, IDS, REFERENCES
+
+
+def _analyze(model, **options):
+    """analyze_cell with the model's one derivation, as bptt analyze makes it."""
+    return cell_analysis.analyze_cell(model, derivation_for(model), **options)
 
 
 def random_params(d, H, D, rng, scale=0.8):
@@ -84,7 +90,7 @@ def test_a_wrong_block_is_caught():
 def test_product_norms_match_the_dense_jacobian_of_the_n_step_map(cell, cell_id, H):
     n = 6
     settings = {"b_f": 2.0} if cell == "lstm" else {}
-    result = cell_analysis.analyze_cell(Model(cell=cell, hidden=H), steps=n, seed=3, settings=settings)
+    result = _analyze(Model(cell=cell, hidden=H), steps=n, seed=3, settings=settings)
     p = result.params
     xs = encode(result.words)
     d = derive_cell(cell_of(Model(cell=cell)))
@@ -102,8 +108,8 @@ def test_product_norms_match_the_dense_jacobian_of_the_n_step_map(cell, cell_id,
 
 
 def test_direct_paths_are_the_forget_gate_and_the_update_gate():
-    lstm = cell_analysis.analyze_cell(Model(cell="lstm", hidden=2), steps=5, seed=1)
-    gru = cell_analysis.analyze_cell(Model(cell="gru", hidden=2), steps=5, seed=1)
+    lstm = _analyze(Model(cell="lstm", hidden=2), steps=5, seed=1)
+    gru = _analyze(Model(cell="gru", hidden=2), steps=5, seed=1)
     assert set(lstm.direct) == {"c"} and lstm.direct_formulas["c"] == "f" and lstm.carried == "c"
     assert set(gru.direct) == {"h"} and gru.direct_formulas["h"] == "z"
     # the carousel alone: max over units of Π f_k, from the module's own gates
@@ -114,12 +120,12 @@ def test_direct_paths_are_the_forget_gate_and_the_update_gate():
     np.testing.assert_allclose(lstm.direct["c"], forget, rtol=1e-12)
     for j in range(1, 5):
         assert 10 ** lstm.log10["direct_c"][j - 1] == pytest.approx(np.max(np.prod(forget[j:], axis=0)), rel=1e-12)
-    mgu = cell_analysis.analyze_cell(Model(cell=str(CELLS[2]), hidden=2), steps=5, seed=1)
+    mgu = _analyze(Model(cell=str(CELLS[2]), hidden=2), steps=5, seed=1)
     assert set(mgu.direct) == {"h"} and mgu.direct_formulas["h"] == "1 - f"
 
 
 def test_rnn_comparison_is_the_plain_tanh_product_on_the_same_words():
-    result = cell_analysis.analyze_cell(Model(cell="gru"), steps=8, seed=1)
+    result = _analyze(Model(cell="gru"), steps=8, seed=1)
     xs = encode(result.words)
     o, factors = 0.0, []
     for x in xs:  # analyze's defaults: w_i = 0.5 each word, w_h = 0.5
@@ -131,10 +137,10 @@ def test_rnn_comparison_is_the_plain_tanh_product_on_the_same_words():
 
 
 def test_the_cell_path_decays_far_slower_than_the_rnn_product():
-    result = cell_analysis.analyze_cell(Model(cell="lstm"), steps=20, seed=0)
+    result = _analyze(Model(cell="lstm"), steps=20, seed=0)
     assert result.log10["c"][0] - result.rnn_log10[0] > 5
     assert result.rates()["c"] > result.rates()["rnn"] + 0.3
-    opened = cell_analysis.analyze_cell(Model(cell="lstm", hidden=4), steps=20, seed=0, settings={"b_f": 5.0})
+    opened = _analyze(Model(cell="lstm", hidden=4), steps=20, seed=0, settings={"b_f": 5.0})
     assert opened.log10["direct_c"][0] > math.log10(0.85)  # σ(5)^19 ≈ 0.88 up to the inputs
 
 

@@ -24,6 +24,7 @@ import sympy as sp
 from symbolic import derive
 from symbolic.cells import builtin, load_cell
 from symbolic.cells.spec import Cell, sigmoid, tanh
+from symbolic.cli.common import derivation_for
 from symbolic.engine import derivation as engine
 from symbolic.engine import oracle
 from symbolic.files import MARKER
@@ -109,7 +110,7 @@ def test_without_a_later_step_there_is_no_path_to_remove(derivations):
 
 def test_large_models_are_proved_at_small_sizes_and_say_so():
     model = Model(steps=100, hidden=64, inputs=10, cell="rnn", bias=True)
-    report = oracle.verify(model, control=False)
+    report = oracle.verify(derivation_for(model), model, control=False)
     assert report.passed and report.control is None
     assert [check.name for check in report.checks[1:]] == [
         "exact identity (H = 1, D = 2, n = 3)", "60-digit evaluation (H = 3, D = 3, n = 4, B = 2)"]
@@ -125,7 +126,7 @@ def test_a_cell_with_fractional_coefficients(rate):
     x, h = cell.input(), cell.state("h")
     W, U, b = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H"), cell.vector("b")
     cell.update(h, (1 - rate) * h + rate * tanh(W @ x + U @ h + b))
-    report = oracle.verify(cell, steps=3, hidden=2, inputs=1)
+    report = oracle.verify(engine.derive_cell(cell), steps=3, hidden=2, inputs=1)
     assert report.passed and report.control.mutation == "no_direct_path", str(report)
 
 
@@ -354,7 +355,8 @@ def test_a_negative_control_that_is_not_rejected_fails_the_proof(monkeypatch, ca
     Negative control of this test: with the real checks the control is rejected and verify passes."""
     from symbolic.cli import main
 
-    report = oracle.verify(Model(cell="gru", steps=2, inputs=2))
+    gru = Model(cell="gru", steps=2, inputs=2)
+    report = oracle.verify(derivation_for(gru), gru)
     assert report.passed and report.control.visible and report.control.rejected
     for oracle_class in (oracle.ExactOracle, oracle.NumericOracle):
         real = oracle_class.check
@@ -365,7 +367,7 @@ def test_a_negative_control_that_is_not_rejected_fails_the_proof(monkeypatch, ca
             return check
 
         monkeypatch.setattr(oracle_class, "check", blind)
-    report = oracle.verify(Model(cell="gru", steps=2, inputs=2))
+    report = oracle.verify(derivation_for(gru), gru)
     assert report.proved and report.control.visible and not report.control.rejected and not report.passed
     status = main(["derive", "--cell", "gru", "--steps", "2", "--inputs", "2", "--verify"])
     out = capsys.readouterr().out
@@ -398,7 +400,7 @@ def test_a_cell_with_copy_states_is_proved_where_its_paths_exist(tmp_path):
     a disagreement: a right derivation is PROVED (before: DISAGREEMENT, exit 1)."""
     path = tmp_path / "skip3.py"
     path.write_text(SKIP_BY_COPIES)
-    report = oracle.verify(load_cell(path))
+    report = oracle.verify(engine.derive_cell(load_cell(path)))
     assert report.passed, str(report)
     numeric = next(check for check in report.checks if check.kind == "numeric")
     assert "n = 4" in numeric.name
@@ -423,7 +425,7 @@ def test_matrix_rnn_verify_is_the_command_its_page_names(bias):
     """bptt derive --hidden 2 [--bias] --verify: the generic proof of the plain RNN (the command the page's
     last line names), with the truncated BPTT as its negative control; the document is not printed."""
     model = Model(steps=3, hidden=2, inputs=2, bias=bias)
-    page = document(model, "md")
+    page = document(model, derivation_for(model), "md")
     command = re.search(r"\n```\n(bptt derive [^\n]* --verify)\n```", page).group(1)
     assert command == "bptt derive --cell rnn --steps 3 --hidden 2" + (" --bias" if bias else "") + " --inputs 2 --verify"
     result = run_bptt(*shlex.split(command)[1:])

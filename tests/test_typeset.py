@@ -26,12 +26,19 @@ import sympy as sp
 
 from symbolic.cells import cell_of
 from symbolic.cells.spec import FUNCTIONS
+from symbolic.cli.common import derivation_for
 from symbolic.files import MARKER
 from symbolic.model import Model
-from symbolic.typeset.cells import _prose, command_of, document
+from symbolic.typeset.cells import _prose, command_of
+from symbolic.typeset.cells import document as typeset_document
 
 from .conftest import run_bptt
 from .test_latex import compile_pdf, render_katex
+
+
+def document(model, fmt="tex"):
+    """The generic document of ``model`` from its one derivation, as bptt derive makes it."""
+    return typeset_document(model, derivation_for(model), fmt)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "cells"

@@ -404,8 +404,10 @@ def _lstm_comparison(write, target, written: list[Written], words: list[str]) ->
     returns the index's paragraph about it."""
     from ..model import Model
     from ..study import cell_analysis, data, train
+    from .common import derivation_for
 
-    result = cell_analysis.analyze_cell(Model(cell="lstm"), words=words)
+    lstm = Model(cell="lstm")
+    result = cell_analysis.analyze_cell(lstm, derivation_for(lstm), words=words)
     stem = LSTM_ANALYSIS_STEM
     command = f"bptt analyze --cell lstm --steps {len(words)}"
     write(

@@ -84,8 +84,10 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
     return shlex.join(words)
 
 
-def generate(model: Model, mode: str | None = None, output: str | None = None, backend: str = "numpy") -> str:
-    """The source of the module for ``model`` (``output`` only names the file in the header)."""
+def generate(model: Model, mode: str | None = None, output: str | None = None, backend: str = "numpy",
+             derivation=None) -> str:
+    """The source of the module for ``model`` (``output`` only names the file in the header);
+    ``derivation``: the command's one derivation of a generic model's cell (derived here if None)."""
     # SymPy, Jinja2 and the derivation are imported here, not with the package: a Numba module
     # found in the source cache (see _load) needs none of them.
     from ..notes.derive import Derivation
@@ -95,7 +97,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
     if model.generic:
-        return _generate_cell(model, mode, output, backend)
+        return _generate_cell(model, mode, output, backend, derivation)
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
     # (a test confirms the module is the same as one derived from all n).
     derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
@@ -110,7 +112,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     return source
 
 
-def _generate_cell(model: Model, mode: str, output: str | None, backend: str) -> str:
+def _generate_cell(model: Model, mode: str, output: str | None, backend: str, derivation=None) -> str:
     """The module of any cell (templates/numpy/cell.py.j2; numba: templates/numba/cell.py.j2), from
     the generic engine's derivation of the cell's equations."""
     from ..templating import render
@@ -121,12 +123,18 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str) ->
             f"--mode unrolled for --cell {model.cell_name} writes the lines of every step and is limited to "
             f"n <= {cell_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
-    source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output)))
+    if derivation is None:  # codegen.load's own call (train, analyze); a command passes its derivation
+        from ..cells import cell_of
+        from ..engine.derivation import derive_cell
+
+        derivation = derive_cell(cell_of(model))
+    context = cell_backend.context(model, mode, command(model, mode, output), derivation)
+    source = render("numpy", "cell.py.j2", **context)
     if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions
         from . import numba_cells
 
         numba_command = command(model, mode, output, backend)
-        context = numba_cells.context(model, mode, numba_command, source)
+        context = numba_cells.context(model, mode, numba_command, source, derivation)
         context["module_name"] = _module_name(source, numba_command)
         source = _numba_environment().get_template("cell.py.j2").render(**context)
     assert MARKER in source.split("\n", 3)[0]

@@ -777,30 +777,23 @@ class Report:
         return format_report(self)
 
 
-def _sizes(model_or_cell, steps, hidden, inputs):
-    """(cell, steps, hidden, inputs) from a Model, a Cell, a CellDerivation or a cell name/path."""
-    from ..cells import cell as named_cell
-    from ..cells import cell_of
-
-    if isinstance(model_or_cell, engine.CellDerivation):
-        cell = model_or_cell.cell
-    elif isinstance(model_or_cell, Cell):
-        cell = model_or_cell.validate()
-    elif isinstance(model_or_cell, str):
-        cell = named_cell(model_or_cell)
-    else:  # a Model
-        cell = cell_of(model_or_cell)
-        steps = model_or_cell.steps if steps is None else steps
-        hidden = model_or_cell.hidden if hidden is None else hidden
-        inputs = model_or_cell.inputs if inputs is None else inputs
+def _sizes(derivation, model, steps, hidden, inputs):
+    """(cell, steps, hidden, inputs): the derivation's cell at the ``Model``'s sizes where one is given."""
+    cell = derivation.cell
+    if model is not None:
+        steps = model.steps if steps is None else steps
+        hidden = model.hidden if hidden is None else hidden
+        inputs = model.inputs if inputs is None else inputs
     return cell, steps or EXACT_STEPS, hidden or 1, inputs or 2
 
 
-def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, inputs: int | None = None,
-           points: int = NUMERIC_POINTS, control: bool = True, seed: int = 0, progress=None) -> Report:
+def verify(derivation: engine.CellDerivation, model=None, steps: int | None = None, hidden: int | None = None,
+           inputs: int | None = None, points: int = NUMERIC_POINTS, control: bool = True, seed: int = 0,
+           progress=None) -> Report:
     """Prove the engine's BPTT of a cell against sp.diff of its unrolled loss, and reject a control.
 
-    ``model_or_cell``: a ``Model``, a ``Cell``, a ``CellDerivation`` or a cell name or file. The exact
+    ``derivation``: the command's one derivation of the cell; ``model``: the ``Model`` whose sizes are
+    proved (else ``steps``, ``hidden``, ``inputs``, which override the model's). The exact
     identity runs at H = 1, n = min(steps, EXACT_STEPS); the 60-digit check at H = min(max(hidden, 2),
     NUMERIC_HIDDEN), n = min(steps, NUMERIC_STEPS) or, where larger, the cell's states + 1 (up to
     MAX_PATH_STEPS), where every path of the cell exists; D = min(inputs, EXACT_INPUTS) and min(inputs, NUMERIC_INPUTS). The
@@ -809,8 +802,8 @@ def verify(model_or_cell, steps: int | None = None, hidden: int | None = None, i
     """
     progress = progress or (lambda stage, what: None)
     started = time.perf_counter()
-    cell, steps, hidden, inputs = _sizes(model_or_cell, steps, hidden, inputs)
-    d = model_or_cell if isinstance(model_or_cell, engine.CellDerivation) else engine.derive_cell(cell)
+    cell, steps, hidden, inputs = _sizes(derivation, model, steps, hidden, inputs)
+    d = derivation
     exact_inputs, numeric_inputs = min(inputs, EXACT_INPUTS), min(inputs, NUMERIC_INPUTS)
     # every path of the cell exists from n = (its states) + 1 on: a chain of copy states (a lag written
     # as o1' = o, o2' = o1) reaches the update only then

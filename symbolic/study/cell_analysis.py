@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sympy as sp
@@ -41,6 +42,9 @@ from .analysis import (
     pyplot,
     save_figure,
 )
+
+if TYPE_CHECKING:
+    from ..engine.derivation import CellDerivation
 
 #: Largest n·(S·H)² analysed: one S·H × S·H Jacobian per step is built and multiplied in.
 ELEMENTS_LIMIT = 20_000_000
@@ -243,6 +247,7 @@ class CellAnalysis:
 
 def analyze_cell(
     model: Model,
+    derivation: CellDerivation,
     steps: int | None = None,
     words: list[str] | None = None,
     seed: int = analysis.DEFAULT_SEED,
@@ -250,15 +255,15 @@ def analyze_cell(
     rnn_w_h: float | None = None,
     rnn_w_h_scale: float | None = None,
 ) -> CellAnalysis:
-    """The cell's Jacobian products for one sequence, and the tanh RNN's on the same words."""
-    from ..cells import cell_of
+    """The cell's Jacobian products for one sequence, and the tanh RNN's on the same words; ``derivation``
+    is the command's one derivation of ``model``'s cell."""
     from ..codegen import load
-    from ..engine.derivation import derive_cell, forward_values
+    from ..engine.derivation import forward_values
     from .data import encode
 
     words = analysis._sequence(steps, words, seed)
     x = encode(list(words))[None]
-    d = derive_cell(cell_of(model))
+    d = derivation
     H, n = model.hidden, len(words)
     size = len(d.states) * H
     if n * size**2 > ELEMENTS_LIMIT:

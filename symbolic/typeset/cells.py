@@ -25,7 +25,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter, translate
 from sympy.printing.precedence import PRECEDENCE
 
-from ..engine.derivation import CellDerivation, derive_cell
+from ..engine.derivation import CellDerivation
 from ..files import MARKER
 from ..model import VOCABULARY
 from ..templating import render
@@ -803,12 +803,10 @@ def cell_document(derivation: CellDerivation, fmt: str = "tex", steps: int = 3, 
     return render("latex", f"cell.{fmt}.j2", **context)
 
 
-def document(model, fmt: str = "tex", command: str | None = None) -> str:
+def document(model, derivation: CellDerivation, fmt: str = "tex", command: str | None = None) -> str:
     """``bptt derive``'s document for a ``Model`` of any cell (built-in or a cell file), at any size but
-    the notes' scalar model's (which ``symbolic.typeset.notes`` typesets)."""
-    from ..cells import cell_of
-
-    derivation = derive_cell(cell_of(model))
+    the notes' scalar model's (which ``symbolic.typeset.notes`` typesets), from the command's one
+    ``derivation`` of the model's cell."""
     return cell_document(derivation, fmt, model.steps, model.hidden, model.inputs,
                          command or command_of(model, fmt), model.cell_name, command_of(model, None))
 

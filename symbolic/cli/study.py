@@ -1,0 +1,165 @@
+"""bptt analyze and train: the BPTT terms measured, the model trained (symbolic/study)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import UsageError
+from .common import check_shape, derivation_for, float_option, int_option, plot_target, settings_of
+
+
+def analyze(args) -> int:
+    from ..files import json_text
+    from ..study import analysis
+
+    model = check_shape(args)
+    words = None
+    if args.input is not None:
+        words = [word for word in args.input.replace(",", " ").split()]
+    steps = None if args.steps is None else int_option(args.steps, "--steps", minimum=1)
+    seed = int_option(args.seed, "--seed")
+    scale = None if args.w_h_scale is None else float_option(args.w_h_scale, "--w-h-scale")
+    if model.gated:
+        pass  # the cell's weights come from --seed and --set (see _analyze_cell)
+    elif model.scalar:
+        w_h = scale if scale is not None else float_option(args.w_h or "0.5", "--w-h")
+        w_i = [float_option(v, "--w-i") for v in (args.w_i or "0.5,0.5,0.5").split(",")]
+        w_o = float_option(args.w_o or "1", "--w-o")
+    else:
+        given = [flag for flag, value in (("--w-h", args.w_h), ("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
+        if given:
+            raise UsageError(
+                f"{given[0]} sets a weight of the scalar model; with --hidden {model.hidden}"
+                f"{' and --bias' if model.bias else ''} set W_h with --w-h-scale S (W_h = S*Q, Q orthogonal) "
+                "and the other weights with --seed"
+            )
+    if model.gated:
+        return _analyze_cell(args, model, steps, words, seed, scale)
+    if args.forget_bias is not None or args.settings:
+        flag = "--forget-bias" if args.forget_bias is not None else "--set"
+        raise UsageError(f"{flag} sets a per-unit parameter of a gated cell (b_f of --cell lstm): add --cell lstm "
+                         "(or another cell) or drop it")
+    plot_path = plot_target(args.plot)
+    if model.scalar:
+        result = analysis.analyze(
+            steps=steps, activation=args.activation, w_h=w_h, w_i=w_i, w_o=w_o, words=words, seed=seed
+        )
+        plot, table = analysis.plot, analysis.table
+    else:
+        result = analysis.analyze_matrix(
+            steps=steps, activation=args.activation, hidden=model.hidden, bias=model.bias,
+            w_h_scale=analysis.DEFAULT_W_H_SCALE if scale is None else scale, words=words, seed=seed,
+        )
+        plot, table = analysis.matrix_plot, analysis.matrix_table
+    if plot_path:
+        plot(result, plot_path)
+    if args.json:
+        print(json_text(result.as_json()))
+    else:
+        sys.stdout.write(table(result))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 0
+
+
+def _analyze_cell(args, model, steps, words, seed, scale) -> int:
+    """bptt analyze --cell C: the cell's Jacobian products beside the tanh RNN's (cell_analysis)."""
+    from ..files import json_text
+    from ..study import cell_analysis
+
+    given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
+    if given:
+        raise UsageError(
+            f"{given[0]} sets a weight of the plain RNN; with --cell {model.cell_name} the cell's weights come "
+            "from --seed (init_params) and --set NAME=V: drop it"
+        )
+    if args.w_h is not None and model.hidden != 1:
+        raise UsageError(
+            f"--w-h sets the compared scalar RNN's w_h; with --hidden {model.hidden} use --w-h-scale S"
+        )
+    settings = settings_of(args)
+    plot_path = plot_target(args.plot)
+    result = cell_analysis.analyze_cell(
+        model, derivation_for(model), steps=steps, words=words, seed=seed, settings=settings,
+        rnn_w_h=None if args.w_h is None else float_option(args.w_h, "--w-h"), rnn_w_h_scale=scale,
+    )
+    if plot_path:
+        cell_analysis.plot(result, plot_path)
+    if args.json:
+        print(json_text(result.as_json()))
+    else:
+        sys.stdout.write(cell_analysis.table(result))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 0
+
+
+def train(args) -> int:
+    from ..files import json_text
+    from ..study import data, train
+
+    if args.hidden is None:
+        args.hidden = str(train.CELL_DEFAULTS["hidden"]) if args.cell != "rnn" else "1"
+    model = check_shape(args)
+    config = train.Config(
+        epochs=None if args.epochs is None else int_option(args.epochs, "--epochs", minimum=1),
+        lr=None if args.lr is None or "," in str(args.lr) else float_option(args.lr, "--lr", positive=True),
+        activation=args.activation,
+        init=args.init,
+        optimizer=args.optimizer,
+        cell=model.cell,
+        forget_bias=None if args.forget_bias is None else float_option(args.forget_bias, "--forget-bias"),
+        settings=tuple(settings_of(args, finite=False, forget_bias=False).items()),
+        init_w_h=None if args.init_w_h is None else float_option(args.init_w_h, "--init-w-h"),
+        clip_norm=None if args.clip_norm is None else float_option(args.clip_norm, "--clip-norm", True),
+        clip_value=None if args.clip_value is None else float_option(args.clip_value, "--clip-value", True),
+        seed=int_option(args.seed, "--seed"),
+        steps_from_data=args.steps_from_data,
+        hidden=model.hidden,
+        bias=model.bias,
+    )
+    plot_path = plot_target(args.plot)
+    dataset, held_out = data.load(args.data)
+    if config.steps_from_data:
+        from ..codegen import unrolled_limit
+
+        longest = max([*dataset.lengths, *(held_out.lengths if held_out is not None else [])])
+        if longest > unrolled_limit(model):
+            raise UsageError(
+                f"--steps-from-data writes an unrolled module for each length, limited to n <= "
+                f"{unrolled_limit(model)}, and the data has a sequence of {longest} words: drop "
+                "--steps-from-data (one loop module serves every length)"
+            )
+    if args.lr is not None and "," in str(args.lr):
+        return _sweep(args, config, dataset, held_out, plot_path)
+    progress = "lines" if args.progress else "bar" if sys.stderr.isatty() and not args.json else "slow"
+    result = train.train(dataset, config, held_out=held_out, progress=progress)
+    if plot_path:
+        train.plot(result, plot_path)
+    if args.json:
+        print(json_text(result.as_json()))
+    else:
+        sys.stdout.write(train.summary(result))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 1 if result.diverged_at is not None else 0
+
+
+def _sweep(args, config, dataset, held_out, plot_path) -> int:
+    """train --lr a,b,c: one run per rate, one row each (symbolic/study/sweep.py); exit 0, a diverged run
+    being a row of the measurement, not a failure of the command."""
+    from ..files import json_text
+    from ..study import sweep, train
+
+    learning_rates = sweep.rates(args.lr)
+    rows, results = sweep.sweep(dataset, config, learning_rates, held_out)
+    if plot_path:
+        train.plot_comparison(results, plot_path)
+    if args.json:
+        print(json_text(sweep.as_json(rows, config, dataset.name)))
+    else:
+        sys.stdout.write(sweep.table(rows, config, dataset.name, held_out is not None))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 0
+
