@@ -275,6 +275,35 @@ def _partials(node: Node) -> dict:
 # -- the derivation -------------------------------------------------------------------------------------
 
 
+def _sent(previous: dict, linears: tuple, linear_delta: dict, through_users) -> dict:
+    """What step t sends back to each state s_(t−1): its direct partials and its transposed maps."""
+    sent = {}
+    for state, symbol in previous.items():
+        direct = through_users(symbol)
+        transposed = tuple(
+            (linear.matrix, linear_delta[linear.symbol])
+            for linear in linears
+            if linear.operand == str(symbol) and linear_delta[linear.symbol] != 0
+        )
+        sent[state] = Adjoint(f"{state}_prev", sp.Symbol(f"delta_{state}_prev"),
+                              sp.factor_terms(direct) if direct != 0 else direct, transposed)
+    return sent
+
+
+def _gradients(cell: Cell, linears: tuple, vectors: dict, linear_delta: dict, through_users) -> dict:
+    """Each parameter's terms of one step: an outer product per map it is, a sum per vector it is."""
+    gradients: dict = {}
+    for name in cell.parameters:
+        if name in cell.matrices:
+            for linear in linears:
+                if linear.matrix == name:
+                    gradients.setdefault(name, []).append(("outer", linear_delta[linear.symbol], linear.operand))
+        elif name in vectors:
+            gradients[name] = [("sum", sp.factor_terms(through_users(vectors[name])))]
+    gradients = {name: tuple(terms) for name, terms in gradients.items()}
+    return gradients
+
+
 def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
     """The exact BPTT of ``cell`` (validated), per unit. ``local_partials`` (node → {u: ∂v/∂u})
     replaces the rule for the local partials: only the mutations use it."""
@@ -333,26 +362,8 @@ def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
         adjoints.append(Adjoint(node.name, delta[node.name], expr, transposed))
     for linear in linears:
         linear_value(linear)
-    sent = {}
-    for state, symbol in previous.items():
-        direct = through_users(symbol)
-        transposed = tuple(
-            (linear.matrix, linear_delta[linear.symbol])
-            for linear in linears
-            if linear.operand == str(symbol) and linear_delta[linear.symbol] != 0
-        )
-        sent[state] = Adjoint(f"{state}_prev", sp.Symbol(f"delta_{state}_prev"),
-                              sp.factor_terms(direct) if direct != 0 else direct, transposed)
-
-    gradients: dict = {}
-    for name in cell.parameters:
-        if name in cell.matrices:
-            for linear in linears:
-                if linear.matrix == name:
-                    gradients.setdefault(name, []).append(("outer", linear_delta[linear.symbol], linear.operand))
-        elif name in vectors:
-            gradients[name] = [("sum", sp.factor_terms(through_users(vectors[name])))]
-    gradients = {name: tuple(terms) for name, terms in gradients.items()}
+    sent = _sent(previous, linears, linear_delta, through_users)
+    gradients = _gradients(cell, linears, vectors, linear_delta, through_users)
 
     z, y, y_hat = sp.Symbol("z"), sp.Symbol("y"), sp.Symbol("y_hat")
     loss_of_logit = -y * sp.log(sigmoid(z)) - (1 - y) * sp.log(1 - sigmoid(z))
