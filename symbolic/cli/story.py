@@ -17,7 +17,7 @@ def derive(args) -> int:
 
         check_target(args.output, args.force, example=example_name(args))
     if model.generic:
-        return _derive_cell(model, args)
+        return _derive_generic(model, args)
     from ..notes.derive import Derivation  # the notes' scalar model: its Σ/Π specialisation
 
     derivation = Derivation(model)
@@ -32,7 +32,7 @@ def derive(args) -> int:
     return after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
 
 
-def _derive_cell(model, args) -> int:
+def _derive_generic(model, args) -> int:
     """derive for every model but the notes' scalar one (any cell, any H, biases): the generic document
     (symbolic/typeset/cells.py), and with --verify the proof (symbolic/engine/oracle.py), run first so that a refusal
     or a failure writes nothing."""
