@@ -100,12 +100,13 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
     # (a test confirms the module is the same as one derived from all n).
     derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
-    source = format_python(render("numpy", "module.py.j2", **numpy_backend.context(derivation, mode, command(model, mode, output))))
+    source = render("numpy", "module.py.j2", **numpy_backend.context(derivation, mode, command(model, mode, output)))
     if backend == "numba":  # printed from the same derivation; the NumPy module's text only names it
         numba_command = command(model, mode, output, backend)
         context = numba_backend.context(derivation, mode, numba_command)
         context["module_name"] = _module_name(source, numba_command)
-        source = format_python(render("numba", "module.py.j2", **context))
+        source = render("numba", "module.py.j2", **context)
+    source = format_python(source)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
