@@ -276,7 +276,7 @@ def compile_times(cells: list[str]) -> None:
                 )
 
 
-ACCURACY_MODULE = """{% import "macros.j2" as m %}import math
+ACCURACY_MODULE = """{% import "numba/macros.j2" as m %}import math
 
 import numpy as np
 from numba import njit, types
@@ -303,9 +303,9 @@ def accuracy() -> None:
     arguments (as tests/test_numba.py measures the scalar module's), and the complex step."""
     import importlib.util
 
-    from symbolic.codegen import _numba_environment
+    from symbolic.templating import environment
 
-    source = _numba_environment().from_string(ACCURACY_MODULE).render()
+    source = environment().from_string(ACCURACY_MODULE).render()
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "real_functions.py"
         path.write_text(source)

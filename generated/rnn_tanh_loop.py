@@ -95,9 +95,7 @@ def _suffix_products(chain: np.ndarray) -> np.ndarray:
     return chain
 
 
-def _gates_step_by_step(  # wrapped at 88 columns
-    o: np.ndarray, output_factor: np.ndarray, w_h: complex, gate: np.ndarray
-) -> None:
+def _gates_step_by_step(o: np.ndarray, output_factor: np.ndarray, w_h: complex, gate: np.ndarray) -> None:
     """gate[t − 1] = δ_t f′(a_t) for t = n..1, for wide batches: from δ_n = output_factor, step by
     step down, δ_(t−1) = δ_t ∂o_t/∂o_(t−1), each step's rows read while in cache (no other array
     the size of the states)."""

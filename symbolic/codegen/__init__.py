@@ -93,6 +93,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     from ..notes.derive import Derivation
     from ..templating import render
     from . import numba_backend, numpy_backend
+    from .format import format_python
 
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
@@ -101,13 +102,13 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
     # (a test confirms the module is the same as one derived from all n).
     derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
-    context = numpy_backend.context(derivation, mode, command(model, mode, output))
-    source = render("numpy", "module.py.j2", **context)
-    if backend == "numba":
+    source = render("numpy", "module.py.j2", **numpy_backend.context(derivation, mode, command(model, mode, output)))
+    if backend == "numba":  # printed from the same derivation; the NumPy module's text only names it
         numba_command = command(model, mode, output, backend)
-        context = numba_backend.context(derivation, mode, numba_command, source)
+        context = numba_backend.context(derivation, mode, numba_command)
         context["module_name"] = _module_name(source, numba_command)
-        source = _numba_environment().get_template("module.py.j2").render(**context)
+        source = render("numba", "module.py.j2", **context)
+    source = format_python(source)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
@@ -136,7 +137,7 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str, de
         numba_command = command(model, mode, output, backend)
         context = numba_cells.context(model, mode, numba_command, source, derivation)
         context["module_name"] = _module_name(source, numba_command)
-        source = _numba_environment().get_template("cell.py.j2").render(**context)
+        source = render("numba", "cell.py.j2", **context)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
@@ -145,24 +146,6 @@ def _module_name(numpy_source: str, numba_command: str) -> str:
     """The name a Numba module registers itself under (templates/numba/register.j2), fixed by what
     its source is generated from, so every loader of one file, in any process, finds the same one."""
     return "bptt_numba_" + hashlib.sha256(f"{numba_command}\n{numpy_source}".encode()).hexdigest()[:16]
-
-
-@lru_cache(maxsize=1)
-def _numba_environment():
-    """``templates/numba`` first, then ``templates/`` itself so ``numpy/macros.j2`` can be imported."""
-    import jinja2
-
-    from ..templating import templates_dir
-
-    root = templates_dir()
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(root / "numba"), str(root)]),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
 
 
 def cache_directories() -> list[Path]:

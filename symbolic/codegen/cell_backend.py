@@ -25,7 +25,8 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS
 from ..engine.derivation import CellDerivation, derive_cell
-from .numpy_backend import LINE_LENGTH, code, formatted, formatted_item, in_place, text
+from .interim_text import LINE_LENGTH, formatted, formatted_item
+from .numpy_backend import code, in_place, text
 
 #: Largest n for which --mode unrolled writes straight-line code for a cell.
 UNROLLED_LIMIT = 256

@@ -9,19 +9,16 @@ and gates stay in cache whatever the batch size. f is printed as a compiled func
 (``KernelPrinter``: tanh and σ without libm, so the loops over a block vectorise; the exact f for
 the complex step).
 
-Beside that context, what the generic cell module (``numba_cells``) shares: the printers
-(``CellKernelPrinter``: exp too), and ``vectorised``, which copies the NumPy module's own functions
-into a Numba module for its wide calls.
+Both backends print the same ``notes_module.NotesModule``; neither reads the other's text. The
+generic cell module (``numba_cells``) shares the printers (``CellKernelPrinter``: exp too).
 """
 
 from __future__ import annotations
 
-import ast
-
 import sympy as sp
 
 from ..notes.derive import Derivation
-from . import numpy_backend
+from .notes_module import prepare
 from .numpy_backend import NumPyCodePrinter
 
 #: Sequences of one block of the scalar module, run in lockstep: its work arrays (w_i·x_t, states,
@@ -82,136 +79,33 @@ class CellKernelPrinter(KernelPrinter):
         return f"_exp({self._print(expr.args[0])})"
 
 
-#: The NumPy module's functions that validate the arguments; the Numba module copies them.
-VALIDATION = ("_inputs", "_labels")
-
-
-def validation(numpy_source: str) -> str:
-    """The NumPy module's validation functions and the module functions they call, verbatim, so
-    both backends accept and reject exactly the same arguments with the same messages."""
-    tree = ast.parse(numpy_source)
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    wanted = function_closure(functions, VALIDATION)
-    return "\n\n\n".join(
-        ast.get_source_segment(numpy_source, node)
-        for node in tree.body
-        if getattr(node, "name", None) in wanted
-    )
-
-
-#: The NumPy module's functions a Numba module copies to call (a cell module's bptt_terms and what it
-#: calls), renamed with this prefix (``bptt_terms`` → ``_numpy_bptt_terms``, ``_sigmoid`` →
-#: ``_numpy_sigmoid``).
-PREFIX = "_numpy_"
-
-
-def function_closure(functions: dict, roots) -> set[str]:
-    """``roots`` and every module function they call, transitively."""
-    wanted, pending = set(), list(roots)
-    while pending:
-        name = pending.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        calls = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)}
-        pending.extend(sorted(calls & set(functions)))
-    return wanted
-
-
-def _with_comments(lines: list[str], node: ast.stmt) -> str:
-    """A top-level statement's source with the comment lines right above it."""
-    first = node.lineno - 1
-    while first > 0 and lines[first - 1].startswith("#"):
-        first -= 1
-    return "\n".join(lines[first : node.end_lineno])
-
-
-def vectorised(numpy_source: str, roots: tuple[str, ...], shared_roots: tuple[str, ...]) -> str:
-    """The NumPy module's functions ``roots`` and the module functions they call, verbatim but for
-    their names: each gets ``PREFIX`` (its calls too, found as name tokens, so docstrings and
-    comments are untouched). The functions of ``shared_roots`` (the validation), which the Numba
-    module copies under their own names, are shared, not copied twice; so are the constants, which
-    the Numba module copies, all of them."""
-    import io
-    import tokenize
-
-    tree = ast.parse(numpy_source)
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    shared = function_closure(functions, shared_roots)
-    wanted = function_closure(functions, roots) - shared
-    renamed = {name: PREFIX + name.lstrip("_") for name in wanted}
-    assert len(set(renamed.values())) == len(renamed), f"two copied functions get one name: {renamed}"
-    lines = numpy_source.splitlines()
-    pieces = [_with_comments(lines, node) for node in tree.body if getattr(node, "name", None) in wanted]
-    text = "\n\n\n".join(pieces)
-    edits, previous = [], None
-    for token in tokenize.generate_tokens(io.StringIO(text).readline):
-        if token.type == tokenize.NAME and token.string in renamed and previous != ".":
-            edits.append(token.start)
-        if token.type not in (tokenize.NL, tokenize.COMMENT):
-            previous = token.string
-    out = text.splitlines()
-    for row, column in reversed(edits):
-        line = out[row - 1]
-        name = line[column:].split("(", 1)[0].split()[0].rstrip(":,)")
-        out[row - 1] = line[:column] + renamed[name] + line[column + len(name) :]
-    return "\n".join(out)
-
-
-def context(derivation: Derivation, mode: str, command: str, numpy_source: str) -> dict:
-    """Everything ``templates/numba/module.py.j2`` places. No SymPy objects.
-
-    ``numpy_source`` is the NumPy module for the same model and mode, whose validation is reused.
-    """
-    model = derivation.model
-    u = derivation.unrolled
-    step = u.step
-    printer = NumbaScalarPrinter()
-    kernel = KernelPrinter()
-
-    def code(expr, names=None, printer=printer):
-        if names:
-            expr = sp.sympify(expr).xreplace({old: sp.Symbol(new) for old, new in names.items()})
-        return printer.doprint(expr)
-
-    pieces = numpy_backend.factored(derivation)
-    uses_derivative = pieces["shared"] != 1
-    derivative_name, delta, gate = sp.Symbol("derivative"), sp.Symbol("delta"), sp.Symbol("gate")
-
-    def with_derivative(expr):
-        return expr * derivative_name if uses_derivative else expr
-
-    local = {step.o: "o_t", step.o_prev: "o_prev"}
-    projection = sp.Symbol("projection_t")
-    recurrent = sp.expand(step.vector_a - step.projection)  # w_i·x_t is hoisted (one Dot)
-    output = {u.o[-1]: "o_n", u.y_hat: "y_hat", u.y: "y", u.w_o: "w_o"}
-    # The docstring formulas are the NumPy backend's, so the two modules read alike.
-    formulas = numpy_backend.docstring_formulas(derivation)
+def context(derivation: Derivation, mode: str, command: str) -> dict:
+    """Everything ``templates/numba/module.py.j2`` places, printed from the same ``NotesModule`` as the
+    NumPy module (its validation is printed by the NumPy template's own macros)."""
+    notes = prepare(derivation, mode)
+    printer, kernel = NumbaScalarPrinter(), KernelPrinter()
     result = {
         "command": command,
         "mode": mode,
-        "steps": derivation.n if mode == "unrolled" else None,
-        "activation": model.activation,
-        "input_size": model.inputs,
-        "unrolled_inputs": model.inputs <= UNROLLED_INPUTS,
+        "steps": notes.steps,
+        "activation": derivation.model.activation,
+        "input_size": notes.input_size,
+        "unrolled_inputs": notes.input_size <= UNROLLED_INPUTS,
         "width": WIDTH,
         "parallel_batch": PARALLEL_BATCH,
-        "kernel_step": code(u.activation.apply(projection + recurrent), local, kernel),
-        "derivative_code": code(pieces["derivative"], local) if uses_derivative else None,
-        "jacobian_code": code(with_derivative(pieces["jacobian"]), local),
-        "gate_code": code(with_derivative(delta)),
-        "term_h_code": code(gate * pieces["immediate_h"], local),
-        "gate_i_code": code(gate * pieces["coefficient_i"], local),
-        "logit_code": code(u.logit, output),
-        "output_code": code(u.output_definition, output),
-        "output_factor_code": code(derivation.output_factor, output),
-        "dL_dw_o_code": code(derivation.dL_dw_o, output),
-        "formulas": formulas,
-        "validation": validation(numpy_source),
+        "kernel_step": kernel.doprint(notes.step),
+        "derivative_code": printer.doprint(notes.derivative) if notes.derivative is not None else None,
+        "jacobian_code": printer.doprint(notes.jacobian),
+        "gate_code": printer.doprint(notes.gate),
+        "term_h_code": printer.doprint(notes.term_h),
+        "gate_i_code": printer.doprint(notes.gate_i),
+        "logit_code": printer.doprint(notes.logit),
+        "output_code": printer.doprint(notes.output),
+        "output_factor_code": printer.doprint(notes.output_factor),
+        "dL_dw_o_code": printer.doprint(notes.dL_dw_o),
+        # The docstring formulas are the NumPy module's, so the two modules read alike.
+        "formulas": notes.formulas,
     }
     helpers = printer.helpers | kernel.helpers
-    result["uses_relu"] = "relu" in helpers
-    result["uses_heaviside"] = "heaviside" in helpers
-    result["uses_tanh"] = "tanh" in helpers
-    result["uses_logistic"] = "logistic" in helpers
+    result.update({f"uses_{name}": name in helpers for name in ("relu", "heaviside", "tanh", "logistic")})
     return result

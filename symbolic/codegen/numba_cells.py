@@ -44,7 +44,8 @@ import sympy as sp
 
 from ..engine.derivation import CellDerivation, derive_cell
 from .cell_backend import NAMED, SIGNATURES
-from .numba_backend import PREFIX, CellKernelPrinter, NumbaScalarPrinter, function_closure, vectorised
+from .interim_text import PREFIX, function_closure, vectorised
+from .numba_backend import CellKernelPrinter, NumbaScalarPrinter
 
 #: Sequences per chunk of the elementwise work of one step (one call of a part's compiled loops).
 ROWS = 64
