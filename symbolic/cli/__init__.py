@@ -52,6 +52,15 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
         "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); or FILE.py, your own cell written with "
         "symbolic.cells.spec (see docs/cells.md). A cell file is Python: it runs when loaded, like any script",
     )
+    _skip_option(parser)
+
+
+def _skip_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip", default=None, metavar="K",
+        help="with --cell skip (required there): the lag K >= 2 of its skip connection, o_t = f(w_i x_t + "
+        "w_h o_(t-1) + w_s o_(t-K)); K >= n is allowed (the skip path then carries nothing)",
+    )
 
 
 def _output_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -180,7 +189,7 @@ def _model(args):
     return _cell_gate(
         Model(
             steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden,
-            cell=args.cell, bias=args.bias,
+            cell=args.cell, bias=args.bias, skip=args.skip,
         ),
         args,
     )
@@ -191,8 +200,20 @@ def _check_shape(args):
     from ..model import Model
 
     return _cell_gate(
-        Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias), args
+        Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias,
+              skip=args.skip), args
     )
+
+
+def _refuse_lags(model, what: str) -> None:
+    """Stages without lagged states yet (code generation and what runs on it) refuse them in one line."""
+    if model.generic:
+        from ..cells import cell_of
+        from ..engine.derivation import derive_cell
+
+        cell = cell_of(model)
+        if cell.lags:
+            derive_cell(cell).refuse_lags(what)
 
 
 def _write_or_print(text: str, args) -> None:
@@ -268,6 +289,7 @@ def _codegen(args) -> int:
     from ..codegen import generate, resolve_backend
 
     model = _model(args)
+    _refuse_lags(model, "bptt codegen")
     resolve_backend(args.backend)  # an unknown backend or a missing Numba fails before any work
     if args.output:
         from ..files import check_target
@@ -318,6 +340,7 @@ def _grade_command(commands) -> None:
                             "scalar model, for the plain RNN's loss_and_grad(x, y, w_i, w_h, w_o))")
     grade.add_argument("--inputs", default="3", metavar="D", help="input size D (default: 3, the notes' one-hot words)")
     grade.add_argument("--bias", action="store_true", help="the RNN with biases b_h and b_o")
+    _skip_option(grade)
     grade.add_argument("--function", default="loss_and_grad", metavar="NAME",
                        help="the function to grade (default: loss_and_grad)")
     grade.add_argument(
@@ -338,6 +361,11 @@ def _grade_command(commands) -> None:
 def _grade(args) -> int:
     from ..verify.grade import run_grade
 
+    if args.cell == "skip" or args.skip is not None:
+        from ..model import Model
+
+        model = Model(cell=args.cell, skip=args.skip, activation=args.activation, bias=args.bias)
+        _refuse_lags(model, "bptt grade")
     return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
                      inputs=args.inputs, seed=args.seed, timeout=args.timeout)
@@ -682,6 +710,7 @@ def _train(args) -> int:
     if args.hidden is None:
         args.hidden = str(train.CELL_DEFAULTS["hidden"]) if args.cell != "rnn" else "1"
     model = _check_shape(args)
+    _refuse_lags(model, "bptt train")
     config = train.Config(
         epochs=None if args.epochs is None else _int_option(args.epochs, "--epochs", minimum=1),
         lr=None if args.lr is None or "," in str(args.lr) else _float_option(args.lr, "--lr", positive=True),
