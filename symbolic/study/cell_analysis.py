@@ -487,10 +487,10 @@ def _lag_rows(a: CellAnalysis) -> list[str]:
     n, state = a.steps, a.output_state
     skips = a.log10["skips"]
     shares = a.path_shares()
-    lines = [f"with lags {', '.join(map(str, a.lags[1:]))}: ∂{state}_n/∂{state}_j sums every path of single steps and "
-             "skips; factors = the fewest Jacobians on a path (the RNN's path has one per step);",
-             f"1-step = the part through single steps only, shortest = the part through the most skips, "
-             "skip share = the share of the paths' norms carried by paths with a skip", ""]
+    lines = [(f"with lags {', '.join(map(str, a.lags[1:]))}: ∂{state}_n/∂{state}_j sums every path of single steps "
+              "and skips; factors = the fewest Jacobians on a path (the RNN's path has one per step);"),
+             ("1-step = the part through single steps only, shortest = the part through the most skips, "
+              "skip share = the share of the paths' norms carried by paths with a skip"), ""]
     titles = [f"‖∂{s}_n/∂{s}_j‖" for s in a.states]
     header = (f"{'j':>5} {'gap':>5} " + " ".join(f"{title:>14}" for title in titles)
               + f" {'RNN |Π|':>12} {'factors':>9} {'1-step':>12} {'shortest':>12} {'skip share':>10}")
