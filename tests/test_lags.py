@@ -188,3 +188,71 @@ def test_cli_proves_the_skip_cell_and_refuses_bad_values():
         run = run_bptt(*args)
         assert run.returncode == 2 and run.stdout == "", (args, run.stdout, run.stderr)
         assert len(run.stderr.splitlines()) == 1 and message in run.stderr, (args, run.stderr)
+
+
+# -- analyze --cell skip --------------------------------------------------------------------------------------------
+
+
+def test_analyze_skip_gap_norms_equal_torch_jacobians():
+    """‖∂o_n/∂o_j‖₂ per gap against torch.autograd's Jacobian of o_n with o_j made a leaf (every path through
+    o_j, the other states held); the single-step part against the product of diag(1 − o_k²) w_h."""
+    from symbolic.study import cell_analysis
+
+    K, n, H = 3, 9, 3
+    result = cell_analysis.analyze_cell(Model(cell="skip", skip=K, hidden=H), steps=n, seed=2)
+    p = {name: torch.tensor(np.asarray(value, dtype=float)) for name, value in result.params.items()}
+    from symbolic.study.data import encode
+
+    x = torch.tensor(encode(result.words))
+    zero = torch.zeros(H, dtype=torch.float64)
+
+    def run(j=None, leaf=None):
+        o = [zero]
+        for t in range(1, n + 1):
+            value = torch.tanh(p["w_i"] @ x[t - 1] + p["w_h"] @ o[t - 1] + p["w_s"] @ (o[t - K] if t >= K else zero))
+            o.append(leaf if t == j else value)
+        return o
+
+    states = [value.detach() for value in run()]
+    for j in range(1, n + 1):
+        jacobian = torch.autograd.functional.jacobian(lambda leaf, j=j: run(j, leaf)[n], states[j]).numpy()
+        expected = np.linalg.norm(jacobian, 2)
+        assert result.norms("o")[j - 1] == pytest.approx(expected, rel=1e-9), j
+        single = np.eye(H)
+        for k in range(n, j, -1):
+            single = single @ (np.diag(1 - states[k].numpy() ** 2) @ result.params["w_h"])
+        assert 10 ** result.log10["skips"][j - 1, 0] == pytest.approx(np.linalg.norm(single, 2), rel=1e-9), j
+    shares = result.path_shares()
+    assert np.allclose(shares.sum(axis=1), 1)
+    assert result.shortest() == [cell_analysis.shortest_path(n - j, (1, K)) for j in range(1, n + 1)]
+    assert result.shortest()[:3] == [4, 3, 2]   # gaps 8, 7, 6 with K = 3: 2 + 2, 2 + 1, 2 skips
+
+
+def test_analyze_skip_cli_table_and_json():
+    run = run_bptt("analyze", "--cell", "skip", "--skip", "3", "--steps", "8", "--hidden", "2")
+    assert run.returncode == 0, run.stderr
+    assert "skip share" in run.stdout and "factors" in run.stdout and "RNN |Π|" in run.stdout
+    run = run_bptt("analyze", "--cell", "skip", "--skip", "3", "--steps", "8", "--hidden", "2", "--json")
+    import json
+
+    data = json.loads(run.stdout)
+    assert set(data["growth_per_step"]) == {"o", "rnn"}
+    assert data["lags"] == [1, 3] and data["shortest_path_factors"][0] == 3   # gap 7 = 3 + 3 + 1
+    assert len(data["path_norms_by_skips"]) == 8
+
+
+# -- the document ---------------------------------------------------------------------------------------------------
+
+
+def test_the_document_shows_what_step_t_plus_k_sends_and_when_the_skip_path_carries_nothing():
+    from symbolic.typeset.cells import document
+
+    long = document(Model(cell="skip", skip=3, steps=5, hidden=2), "md")
+    assert r"\text{through the weights, from step } t+3" in long
+    assert r"w_{s}^{T} \boldsymbol{\delta}\mathbf{a}_{o,t+3}" in long
+    assert r"\frac{\partial \mathbf{o}_{t}}{\partial \mathbf{o}_{t-3}}" in long
+    assert "carries nothing" not in long and "--skip 3 --verify" in long
+    short = document(Model(cell="skip", skip=3, steps=3, hidden=2), "md")
+    assert "the skip path carries nothing" in short and "from $n = 4$ on" in short
+    plain = document(Model(cell="gru", steps=3), "md")
+    assert "skip" not in plain and "step $n + 1$ equal to" in plain
