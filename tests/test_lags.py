@@ -255,4 +255,4 @@ def test_the_document_shows_what_step_t_plus_k_sends_and_when_the_skip_path_carr
     short = document(Model(cell="skip", skip=3, steps=3, hidden=2), "md")
     assert "the skip path carries nothing" in short and "from $n = 4$ on" in short
     plain = document(Model(cell="gru", steps=3), "md")
-    assert "skip" not in plain and "step $n + 1$ equal to" in plain
+    assert "from step } t+3" not in plain and "carries nothing" not in plain and "step $n + 1$ equal to" in plain
