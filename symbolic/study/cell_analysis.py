@@ -344,7 +344,6 @@ def analyze_cell(
 ) -> CellAnalysis:
     """The cell's Jacobian products for one sequence, and the tanh RNN's on the same words."""
     from ..cells import cell_of
-    from ..codegen import load
     from ..engine.derivation import derive_cell, forward_values
     from .data import encode
 
@@ -367,13 +366,7 @@ def analyze_cell(
             )
         if not math.isfinite(value):
             raise UsageError(f"the value of {name} must be a finite number, got {value!r}")
-    if d.lagged:   # no generated module for a lagged cell yet: init_params' own rule
-        params = initial_params(d, H, x.shape[2], seed)
-    else:
-        module = load(replace(model, steps=1, inputs=x.shape[2]), "loop")
-        params = {name: np.array(value, dtype=float) for name, value in module.init_params(seed).items()}
-    for name, value in settings.items():
-        params[name] = np.full(H, float(value))
+    params = _weights(d, model, x.shape[2], seed, settings)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         history, states = forward_values(d, params, x)
         logit = states[d.output_state][-1][0] @ params[d.cell.readout]
@@ -417,6 +410,21 @@ def analyze_cell(
         log10=log10, rnn=rnn, regime=regime, reason=reason,
         lags=tuple(sorted({k for lags in d.lags.values() for k in lags})),
     )
+
+
+def _weights(d, model: Model, inputs: int, seed: int, settings: dict) -> dict:
+    """The generated module's init_params(seed) (for a lagged cell, which has no module yet, its rule),
+    with the per-unit parameters of ``settings`` set to their constants."""
+    from ..codegen import load
+
+    if d.lagged:
+        params = initial_params(d, model.hidden, inputs, seed)
+    else:
+        module = load(replace(model, steps=1, inputs=inputs), "loop")
+        params = {name: np.array(value, dtype=float) for name, value in module.init_params(seed).items()}
+    for name, value in settings.items():
+        params[name] = np.full(model.hidden, float(value))
+    return params
 
 
 def initial_params(d, hidden: int, inputs: int, seed: int) -> dict:
