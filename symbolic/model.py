@@ -3,7 +3,8 @@
 The notes' many-to-one RNN: o_0 = 0, o_t = f(w_i·x_t + w_h o_{t-1}), ŷ = σ(w_o o_n),
 L = −y log ŷ − (1 − y) log(1 − ŷ).
 
-``cell``: the recurrent cell, a built-in name (``rnn``, ``lstm``, ``gru``; see ``symbolic.cells``) or the
+``cell``: the recurrent cell, a built-in name (``rnn``, ``lstm``, ``gru``, ``skip`` with its lag ``skip`` = K;
+see ``symbolic.cells``) or the
 path of a cell file (``mycell.py``, Python that defines ``CELL``); every cell is many-to-one with
 ŷ = σ(w_yᵀ s_n) and the same loss.
 """

@@ -29,9 +29,14 @@ Three checks, and a negative control:
    oracle's derivative evaluated at 60 digits (atoms from their definitions with mpmath): the first
    point with every weight and input positive (every ReLU open, every path carrying gradient), the
    others of any sign; no ReLU argument within 10⁻⁶ of its kink.
-4. The negative control: the same exact and numeric checks on ``d.mutate("no_direct_path")`` (the
+4. The negative control: the same exact and numeric checks on ``d.mutate("no_lag_path")`` for a cell
+   that reads a state K ≥ 2 steps back (the skip path removed), else ``d.mutate("no_direct_path")`` (the
    LSTM's carousel, the GRU's z ⊙ h, IndRNN's u ⊙ h removed) or, for a cell without a direct path,
-   ``d.mutate("truncated")``, at n ≥ 2; both must reject it.
+   ``d.mutate("truncated")``, at n ≥ 2; both must reject it where the mutation changes the gradient.
+
+Both checks run at n = ``d.path_steps`` (1 + Σ_states its largest lag) where that is larger than their
+usual n, so that every path of a cell with lags or copy states exists at the sizes proved (the exact one
+only for a cell of at most EXACT_PATH_ACTIVATIONS activations per step); a path longer than that is said.
 
 The derivation is per unit and does not depend on H, D or n, so ``verify`` proves it at sizes that run
 in seconds (capped at EXACT_STEPS, EXACT_INPUTS, NUMERIC_HIDDEN, NUMERIC_STEPS, NUMERIC_INPUTS) and says so.

@@ -537,6 +537,9 @@ def plot(result: CellAnalysis, path) -> None:
         if state in a.direct:
             axes.semilogy(*positive(a.log10[f"direct_{state}"]), color=color, linestyle=":",
                           label=rf"direct path of ${state}$ alone")
+    if a.lags != (1,):   # the part of the paths through single steps only
+        axes.semilogy(*positive(a.log10["skips"][:, 0]), color="C0", linestyle=":",
+                      label=rf"{a.cell}: the single steps' path alone")
     axes.semilogy(*positive(a.rnn_log10), marker=marker, markersize=3, color="C3",
                   label=rf"{a.rnn_label}: $|\prod_k \partial o_k/\partial o_{{k-1}}|$")
     axes.set_xlabel("gap n − j (timesteps between step j and the output)")
