@@ -3,7 +3,8 @@
 The notes' many-to-one RNN: o_0 = 0, o_t = f(w_i·x_t + w_h o_{t-1}), ŷ = σ(w_o o_n),
 L = −y log ŷ − (1 − y) log(1 − ŷ).
 
-``cell``: the recurrent cell, a built-in name (``rnn``, ``lstm``, ``gru``; see ``symbolic.cells``) or the
+``cell``: the recurrent cell, a built-in name (``rnn``, ``lstm``, ``gru``, ``skip`` with its lag ``skip`` = K;
+see ``symbolic.cells``) or the
 path of a cell file (``mycell.py``, Python that defines ``CELL``); every cell is many-to-one with
 ŷ = σ(w_yᵀ s_n) and the same loss.
 """
@@ -19,9 +20,9 @@ from .errors import UsageError
 #: as plain strings so that validating a Model, and loading a cached Numba module, imports no SymPy.
 ACTIVATION_NAMES = ("tanh", "sigmoid", "relu", "identity")
 #: The built-in cells (symbolic/cells/); a path ending in .py names a user's cell file.
-CELLS = ("rnn", "lstm", "gru")
+CELLS = ("rnn", "lstm", "gru", "skip")
 #: Cells whose equations take --activation and --bias.
-CONFIGURABLE_CELLS = ("rnn",)
+CONFIGURABLE_CELLS = ("rnn", "skip")
 #: The notes' one-hot vocabulary; its size is the default input size D.
 VOCABULARY = ("cat", "mat", "rat")
 
@@ -41,6 +42,23 @@ def _positive_int(value, name: str, flag: str, example: int = 3) -> int:
     return value
 
 
+def checked_skip(value) -> int:
+    """The skip cell's lag K, a whole number >= 2 (K = 1 would be a second w_h on o_(t−1))."""
+    if value is None:
+        raise UsageError("--cell skip needs the lag of its skip connection: pass --skip K (K >= 2), e.g. --skip 3")
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value).strip())
+        except (TypeError, ValueError):
+            raise UsageError(f"--skip must be a whole number K >= 2, got {value!r}: pass e.g. --skip 3") from None
+    if value == 1:
+        raise UsageError("--skip 1 would read o_(t-1) a second time: w_h + w_s on one path, the plain RNN "
+                         "(--cell rnn) with w_h + w_s; pass --skip K with K >= 2")
+    if value < 1:
+        raise UsageError(f"--skip must be a whole number K >= 2, got {value}: pass e.g. --skip 3")
+    return value
+
+
 @dataclass(frozen=True)
 class Model:
     """A validated model: steps n, activation f, input size D, hidden size H, cell."""
@@ -52,6 +70,8 @@ class Model:
     cell: str = "rnn"
     #: Biases b_h (inside f) and b_o (in the output logit); off in the notes' model.
     bias: bool = False
+    #: The skip cell's lag K >= 2 (o_(t−K) in its update); None for every other cell.
+    skip: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "steps", _positive_int(self.steps, "the number of steps", "--steps"))
@@ -69,6 +89,11 @@ class Model:
                 raise UsageError(f"cell file {self.cell} does not exist: give the path of a .py file that defines CELL")
             object.__setattr__(self, "cell", os.path.abspath(self.cell))
         object.__setattr__(self, "bias", bool(self.bias))
+        if self.cell == "skip":
+            object.__setattr__(self, "skip", checked_skip(self.skip))
+        elif self.skip is not None:
+            raise UsageError(f"--skip is the lag of --cell skip and does not apply to --cell {self.cell_name}: "
+                             "drop --skip, or use --cell skip")
         if self.cell not in CONFIGURABLE_CELLS:
             if self.activation != "tanh":
                 raise UsageError(

@@ -1,4 +1,4 @@
-"""Cells as data: the built-in cells (``rnn``, ``lstm``, ``gru``) and a user's own cell file.
+"""Cells as data: the built-in cells (``rnn``, ``lstm``, ``gru``, ``skip``) and a user's own cell file.
 
 Every stage asks a cell for what it needs (states, parameters, equations) and never which cell it
 is; this package is the only place that knows cells by name.
@@ -16,9 +16,9 @@ from ..errors import UsageError
 from .spec import Cell
 
 #: Built-in cell name → (module, whether it takes --activation and --bias).
-BUILTIN = {"rnn": "rnn", "lstm": "lstm", "gru": "gru"}
+BUILTIN = {"rnn": "rnn", "lstm": "lstm", "gru": "gru", "skip": "skip"}
 #: Cells whose equations take the model's activation and bias options.
-CONFIGURABLE = {"rnn"}
+CONFIGURABLE = {"rnn", "skip"}
 
 
 def load_cell(path: str | Path) -> Cell:
@@ -113,11 +113,16 @@ def _flush(stream) -> None:
         pass
 
 
-def builtin(name: str, activation: str = "tanh", bias: bool = False) -> Cell:
-    """A built-in cell by name, with the model's activation and bias where it takes them."""
+def builtin(name: str, activation: str = "tanh", bias: bool = False, skip: int | None = None) -> Cell:
+    """A built-in cell by name, with the model's activation and bias where it takes them (and the
+    skip cell's lag K)."""
     from importlib import import_module
 
     module = import_module(f".{BUILTIN[name]}", __name__)
+    if name == "skip":
+        from ..model import checked_skip
+
+        return module.cell(activation=activation, bias=bias, skip=checked_skip(skip)).validate()
     if name in CONFIGURABLE:
         return module.cell(activation=activation, bias=bias).validate()
     return module.cell().validate()
@@ -126,7 +131,7 @@ def builtin(name: str, activation: str = "tanh", bias: bool = False) -> Cell:
 def cell_of(model) -> Cell:
     """The cell of a ``Model``: a built-in name, or a cell file's path."""
     if model.cell in BUILTIN:
-        return builtin(model.cell, model.activation, model.bias)
+        return builtin(model.cell, model.activation, model.bias, model.skip)
     return load_cell(model.cell)
 
 

@@ -12,6 +12,9 @@ equations of one step, written per unit with SymPy:
     >>> n = cell.let("n", tanh(W_n @ x + U_n @ (f * h) + b_n))
     >>> cell.update(h, (1 - f) * h + f * n)
 
+A state read further back than t − 1 is ``cell.lag(h, K)``, h_(t−K) (0 before the sequence starts):
+``cell.update(h, tanh(W @ x + U @ h + S @ cell.lag(h, 3)))`` is a skip connection through time.
+
 What an equation may hold: linear maps ``M @ v`` (v is the input, a state's previous value, or an
 elementwise expression of this step), per-unit vectors (biases, IndRNN's u), the activations of
 ``activations.ACTIVATIONS`` (tanh, sigmoid, relu, identity), sums, products, positive integer powers and
@@ -66,6 +69,8 @@ RESERVED = ("x", "x_t", "y", "y_hat", "t", "p", "np", "params", "grads", "batch"
 #: Python's keywords and builtins: a module's locals named so are syntax errors or shadow what it calls.
 _PYTHON_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
+#: A lagged state's symbol, s_lagK (``Cell.lag``): no other name may take that form.
+_LAGGED = re.compile(r"^.*_lag[0-9]+$")
 
 
 class Matrix(sp.Symbol):
@@ -132,6 +137,8 @@ class Cell:
                                  f"got {type(value).__name__}")
         self.input_symbol = sp.Symbol("x_t")
         self.states: dict[str, sp.Symbol] = {}   # state name → its previous value's symbol
+        #: (state name, K ≥ 2) → the symbol of the state's value K steps back, s_(t−K) (``lag``)
+        self.lags: dict[tuple[str, int], sp.Symbol] = {}
         self.matrices: dict[str, tuple[str, str]] = {}
         self.vectors: dict[str, sp.Symbol] = {}
         self.applications: list[Application] = []
@@ -154,6 +161,25 @@ class Cell:
         symbol = sp.Symbol(f"{name}_prev")
         self.states[name] = symbol
         return symbol
+
+    def lag(self, state, steps: int) -> sp.Symbol:
+        """The state's value ``steps`` = K steps back, s_(t−K) (size H; 0 before the sequence starts):
+        ``cell.lag(h, 3)`` for h_(t−3). K = 1 is the state's previous value itself, the symbol of
+        ``cell.state``. Use it as any state is used: ``W_s @ cell.lag(h, 3)``, or elementwise."""
+        name = self._state_name(state)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise UsageError(f"lag({name}, {steps!r}): the lag is a whole number of steps K >= 1, e.g. "
+                             f"cell.lag({name}, 3) for {name}_(t-3)")
+        if steps == 1:
+            return self.states[name]
+        if (name, steps) not in self.lags:
+            symbol = f"{name}_lag{steps}"
+            if symbol in self._names:
+                raise UsageError(f"{symbol!r} is already a name in cell {self.name!r}: it names {name} {steps} "
+                                 "steps back; rename it")
+            self._names.add(symbol)
+            self.lags[(name, steps)] = sp.Symbol(symbol)
+        return self.lags[(name, steps)]
 
     def matrix(self, name: str, rows: str = "H", columns: str = "H") -> Matrix:
         """A weight matrix of shape (rows, columns), each "H" or "D"."""
@@ -274,6 +300,9 @@ class Cell:
             raise UsageError(f"{kind} name {name!r} is reserved in cell {self.name!r} (the generated code uses it: "
                              "Python's keywords and builtins, the module's constants, and symbolic.cells.spec."
                              "RESERVED): choose another name")
+        if _LAGGED.match(name):
+            raise UsageError(f"{kind} name {name!r} ends like a lagged state (s_lagK, cell.lag(s, K)): choose "
+                             "another name")
         if name in self._names or f"{name}_prev" in self._names:
             raise UsageError(f"{kind} name {name!r} is already taken in cell {self.name!r}: choose another name")
         self._names.add(name)
@@ -293,8 +322,8 @@ class Cell:
         operand = sp.sympify(operand)
         if operand == self.input_symbol:
             source, size = "x", "D"
-        elif operand in self.states.values():
-            source, size = str(operand), "H"   # s_prev: the state's value at t − 1
+        elif operand in self.states.values() or operand in self.lags.values():
+            source, size = str(operand), "H"   # s_prev or s_lagK: the state's value at t − 1, t − K
         elif any(operand == eq.symbol for eq in self.equations):
             source, size = str(operand), "H"
         else:
@@ -318,6 +347,7 @@ class Cell:
     def _known(self) -> dict[sp.Symbol, str]:
         known = {self.input_symbol: "input"}
         known |= {symbol: "state" for symbol in self.states.values()}
+        known |= {symbol: "state" for symbol in self.lags.values()}
         known |= {symbol: "vector" for symbol in self.vectors.values()}
         known |= {a.symbol: "application" for a in self.applications}
         known |= {eq.symbol: "equation" for eq in self.equations}

@@ -24,7 +24,7 @@ def model_of(args):
     return cell_gate(
         Model(
             steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden,
-            cell=args.cell, bias=args.bias,
+            cell=args.cell, bias=args.bias, skip=args.skip,
         ),
         args,
     )
@@ -35,7 +35,8 @@ def check_shape(args):
     from ..model import Model
 
     return cell_gate(
-        Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias), args
+        Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias,
+              skip=args.skip), args
     )
 
 
@@ -59,6 +60,16 @@ def after_proof(passed: bool, text: str, make_document, args) -> int:
         print(f"the proof failed, so {args.output} was not written", file=sys.stderr)
     return 0 if passed else 1
 
+
+
+def refuse_lags(model, what: str) -> None:
+    """Stages without lagged states yet (code generation and what runs on it) refuse them in one line."""
+    if model.generic:
+        from ..cells import cell_of
+
+        cell = cell_of(model)
+        if cell.lags:
+            derivation_for(model).refuse_lags(what)
 
 
 def derivation_for(model):

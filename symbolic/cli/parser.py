@@ -50,6 +50,15 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
         "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); or FILE.py, your own cell written with "
         "symbolic.cells.spec (see docs/cells.md). A cell file is Python: it runs when loaded, like any script",
     )
+    skip_option(parser)
+
+
+def skip_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--skip", default=None, metavar="K",
+        help="with --cell skip (required there): the lag K >= 2 of its skip connection, o_t = f(w_i x_t + "
+        "w_h o_(t-1) + w_s o_(t-K)); K >= n is allowed (the skip path then carries nothing)",
+    )
 
 
 def _output_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -212,6 +221,7 @@ def _grade_parser(commands) -> None:
                             "scalar model, for the plain RNN's loss_and_grad(x, y, w_i, w_h, w_o))")
     grade.add_argument("--inputs", default="3", metavar="D", help="input size D (default: 3, the notes' one-hot words)")
     grade.add_argument("--bias", action="store_true", help="the RNN with biases b_h and b_o")
+    skip_option(grade)
     grade.add_argument("--function", default="loss_and_grad", metavar="NAME",
                        help="the function to grade (default: loss_and_grad)")
     grade.add_argument(

@@ -61,6 +61,7 @@ def context(model, mode: str, command: str, derivation: CellDerivation | None = 
     from ..cells import cell_of
 
     d = derivation or derive_cell(cell_of(model))
+    d.refuse_lags("code generation (bptt codegen, train, check, grade)")
     cell = d.cell
     H = model.hidden
     steps = model.steps if mode == "unrolled" else None

@@ -12,7 +12,9 @@ Given a cell's per-unit equations (``symbolic.cells.spec``), the engine
 4. applies **one transpose rule** to every linear map M u: δ(M u) flows back as Mᵀ δ(M u) into u, and
    ∂L/∂M = Σ_t δ(M u)_t u_tᵀ;
 5. applies **one time rule**: what a step sends to s_(t−1) is δs_in of step t − 1; per-unit parameters
-   collect ∂L/∂b = Σ_t Σ_(w uses b) δw ∂w/∂b.
+   collect ∂L/∂b = Σ_t Σ_(w uses b) δw ∂w/∂b. A state read K steps back (``Cell.lag``, s_(t−K)) is one
+   more leaf of the step: what step t sends to s_(t−K) arrives in δs_in of step t − K, so δs_t totals
+   what steps t + 1 and t + K send (``sent``, ``sent_lagged``).
 
 Everything is per unit (SymPy scalars): linear maps appear as the symbols ``M@u``, so nothing symbolic
 grows with H or D. ``CellDerivation`` is plain data; ``evaluate`` runs it numerically (float64, or
@@ -33,6 +35,7 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS, sigmoid
 from ..cells.spec import FUNCTIONS, Cell
+from ..errors import UsageError
 
 #: Digits of the high-precision evaluation.
 DIGITS = 60
@@ -104,6 +107,10 @@ class CellDerivation:
     transpose: bool = True
     #: gradients averaged over the batch (False only in the mutation "no_batch_mean")
     batch_mean: bool = True
+    #: (state name, K ≥ 2) → the symbol of s_(t−K), a state read K steps back (``Cell.lag``)
+    lagged: dict = field(default_factory=dict)
+    #: (state name, K ≥ 2) → δs_(t−K), the Adjoint step t sends K steps back (received by δs_in at t − K)
+    sent_lagged: dict = field(default_factory=dict)
 
     # -- what stages read ----------------------------------------------------------------------------
 
@@ -118,6 +125,38 @@ class CellDerivation:
     @property
     def parameters(self) -> dict:
         return self.cell.parameters
+
+    @property
+    def lags(self) -> dict:
+        """state name → the steps back it is read at, (1, K, …): 1 is s_(t−1), every K a ``Cell.lag``."""
+        return {state: (1, *sorted(k for (s, k) in self.lagged if s == state)) for state in self.states}
+
+    @property
+    def max_lag(self) -> int:
+        """The largest K of any state read K steps back (1 for a cell without lags)."""
+        return max((k for (_, k) in self.lagged), default=1)
+
+    def leaf(self, state: str, lag: int) -> sp.Symbol:
+        """The symbol of s_(t−lag): the previous value for lag 1, else the lagged symbol."""
+        return self.previous[state] if lag == 1 else self.lagged[(state, lag)]
+
+    def sent_at(self, state: str, lag: int) -> Adjoint:
+        """What step t sends to s_(t−lag) (``sent`` for lag 1, ``sent_lagged`` else)."""
+        return self.sent[state] if lag == 1 else self.sent_lagged[(state, lag)]
+
+    def refuse_lags(self, what: str) -> None:
+        """A stage that does not handle states read K ≥ 2 steps back yet: one UsageError naming them."""
+        if self.lagged:
+            reads = ", ".join(f"{state}_(t-{lag})" for state, lag in self.lagged)
+            raise UsageError(f"{what} does not handle lagged states yet (cell {self.cell.name} reads {reads}): "
+                             "bptt derive (with --verify) and bptt analyze do; code for it comes in a later version")
+
+    @property
+    def path_steps(self) -> int:
+        """A sequence length from which every path between the states exists: 1 + Σ_states (the largest
+        lag it is read at); a chain of copy states (o1' = o, o2' = o1) or a lag K reaches the update
+        only after that many steps."""
+        return 1 + sum(max(lags) for lags in self.lags.values())
 
     def shapes(self, hidden: int, inputs: int) -> dict[str, tuple[int, ...]]:
         """Parameter name → shape for hidden size H and input size D."""
@@ -137,10 +176,19 @@ class CellDerivation:
         """(new state s', previous state s) → (direct, through) per unit: ∂s'_t/∂s_(t−1) =
         diag(direct) + Σ_(M u) diag(∂s'/∂(M u)) M ∂u/∂s_(t−1); ``through`` maps each linear symbol to
         ∂s'/∂(M u). ``direct`` is a path that skips every matrix (the LSTM's carousel f_t, the GRU's z)."""
+        return {(state, source): jacobian for (state, source, lag), jacobian in self.lag_jacobian.items()
+                if lag == 1}
+
+    @cached_property
+    def lag_jacobian(self) -> dict:
+        """(new state s', state s, K) → (direct, through): the state Jacobian per lag, ∂s'_t/∂s_(t−K), as
+        ``state_jacobian`` writes ∂s'_t/∂s_(t−1) (K = 1). Over a gap the products of these sum over every
+        path: ∂s_n/∂s_j = Σ_K ∂s_n/∂s_(n−K) ∂s_(n−K)/∂s_j."""
         totals = self.totals
         result = {}
         for state, node in self._state_nodes.items():
-            for source, previous in self.previous.items():
+            for source, lag in ((s, k) for s, lags in self.lags.items() for k in lags):
+                previous = self.leaf(source, lag)
                 direct = totals[node.name].get(previous, sp.S.Zero)
                 # the maps whose operand moves with s_(t−1): s_(t−1) itself, or a node of this step
                 # that depends on it (Cho's U (r ⊙ h))
@@ -159,7 +207,7 @@ class CellDerivation:
                     for linear in self.linears
                     if linear.operand in moving and totals[node.name].get(linear.symbol, sp.S.Zero) != 0
                 }
-                result[(state, source)] = (sp.factor_terms(direct), through)
+                result[(state, source, lag)] = (sp.factor_terms(direct), through)
         return result
 
     @cached_property
@@ -167,7 +215,7 @@ class CellDerivation:
         """node name → {leaf: d node/d leaf within one step} for the leaves: previous states, linear maps
         and per-unit parameters (forward accumulation of the immediate partials)."""
         totals: dict = {}
-        leaves = set(self.previous.values()) | {linear.symbol for linear in self.linears}
+        leaves = set(self.previous.values()) | set(self.lagged.values()) | {linear.symbol for linear in self.linears}
         leaves |= set(self.symbols["vectors"].values())
         for node in self.nodes:
             total: dict = {}
@@ -275,19 +323,15 @@ def _partials(node: Node) -> dict:
 # -- the derivation -------------------------------------------------------------------------------------
 
 
-def _sent(previous: dict, linears: tuple, linear_delta: dict, through_users) -> dict:
-    """What step t sends back to each state s_(t−1): its direct partials and its transposed maps."""
-    sent = {}
-    for state, symbol in previous.items():
-        direct = through_users(symbol)
-        transposed = tuple(
-            (linear.matrix, linear_delta[linear.symbol])
-            for linear in linears
-            if linear.operand == str(symbol) and linear_delta[linear.symbol] != 0
-        )
-        sent[state] = Adjoint(f"{state}_prev", sp.Symbol(f"delta_{state}_prev"),
-                              sp.factor_terms(direct) if direct != 0 else direct, transposed)
-    return sent
+def _sent_to(name: str, symbol, linears: tuple, linear_delta: dict, through_users) -> Adjoint:
+    """What step t sends back to a leaf s_(t−K): its uses within the step, and Mᵀ δ(M s_(t−K))."""
+    direct = through_users(symbol)
+    transposed = tuple(
+        (linear.matrix, linear_delta[linear.symbol])
+        for linear in linears
+        if linear.operand == str(symbol) and linear_delta[linear.symbol] != 0
+    )
+    return Adjoint(name, sp.Symbol(f"delta_{name}"), sp.factor_terms(direct) if direct != 0 else direct, transposed)
 
 
 def _gradients(cell: Cell, linears: tuple, vectors: dict, linear_delta: dict, through_users) -> dict:
@@ -362,7 +406,10 @@ def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
         adjoints.append(Adjoint(node.name, delta[node.name], expr, transposed))
     for linear in linears:
         linear_value(linear)
-    sent = _sent(previous, linears, linear_delta, through_users)
+    sent = {state: _sent_to(f"{state}_prev", symbol, linears, linear_delta, through_users)
+            for state, symbol in previous.items()}
+    sent_lagged = {key: _sent_to(str(symbol), symbol, linears, linear_delta, through_users)
+                   for key, symbol in cell.lags.items()}
     gradients = _gradients(cell, linears, vectors, linear_delta, through_users)
 
     z, y, y_hat = sp.Symbol("z"), sp.Symbol("y"), sp.Symbol("y_hat")
@@ -375,6 +422,7 @@ def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
         cell=cell, nodes=tuple(nodes), linears=linears, previous=previous, partials=partials,
         incoming=incoming, adjoints=tuple(adjoints), sent=sent, gradients=gradients,
         output_factor=output_factor, loss_of_logit=loss_of_logit, symbols=symbols,
+        lagged=dict(cell.lags), sent_lagged=sent_lagged,
     )
 
 
@@ -387,6 +435,8 @@ MUTATIONS = {
     "no_direct_path": "a direct path missing: the elementwise path s_(t−1) → s_t (the LSTM's carousel "
                       "δc_(t+1) ⊙ f_(t+1), the GRU's z ⊙ h) is left out",
     "untransposed": "Mᵀ written as M: the δ recursion applies the recurrent matrix untransposed",
+    "no_lag_path": "a skip path missing: nothing is sent K steps back to s_(t−K), so δs_t receives from step "
+                   "t + 1 only",
     "no_batch_mean": "the mean over the batch missing: gradients B times too large",
     "residual_sign": "a sign error in the residual: y − ŷ where ŷ − y belongs",
 }
@@ -397,7 +447,13 @@ def _mutate(d: CellDerivation, mutation: str) -> CellDerivation:
         raise ValueError(f"unknown mutation {mutation!r}: one of {', '.join(MUTATIONS)}")
     if mutation == "truncated":
         sent = {state: replace(adjoint, expr=sp.S.Zero, transposed=()) for state, adjoint in d.sent.items()}
-        return replace(d, sent=sent, mutation=mutation)
+        lagged = {key: replace(adjoint, expr=sp.S.Zero, transposed=()) for key, adjoint in d.sent_lagged.items()}
+        return replace(d, sent=sent, sent_lagged=lagged, mutation=mutation)
+    if mutation == "no_lag_path":
+        if not d.sent_lagged:
+            raise ValueError("no state is read more than one step back")
+        lagged = {key: replace(adjoint, expr=sp.S.Zero, transposed=()) for key, adjoint in d.sent_lagged.items()}
+        return replace(d, sent_lagged=lagged, mutation=mutation)
     if mutation == "no_batch_mean":
         return replace(d, batch_mean=False, mutation=mutation)
     if mutation == "residual_sign":
@@ -408,15 +464,12 @@ def _mutate(d: CellDerivation, mutation: str) -> CellDerivation:
             raise ValueError("no square matrix to transpose")
         return replace(d, transpose=False, mutation=mutation)
     if mutation == "no_direct_path":
-        sent = {}
-        changed = False
-        for state, adjoint in d.sent.items():
-            if adjoint.expr != 0:
-                changed = True
-            sent[state] = replace(adjoint, expr=sp.S.Zero)
+        changed = any(adjoint.expr != 0 for adjoint in (*d.sent.values(), *d.sent_lagged.values()))
         if not changed:
             raise ValueError("no direct elementwise path between states")
-        return replace(d, sent=sent, mutation=mutation)
+        sent = {state: replace(adjoint, expr=sp.S.Zero) for state, adjoint in d.sent.items()}
+        lagged = {key: replace(adjoint, expr=sp.S.Zero) for key, adjoint in d.sent_lagged.items()}
+        return replace(d, sent=sent, sent_lagged=lagged, mutation=mutation)
     if mutation == "no_activation_derivative":
         rules = {}
         for node in d.nodes:
@@ -592,17 +645,19 @@ def _forward(d: CellDerivation, p: dict, x, numbers) -> tuple[list, dict]:
     zero = numbers.zeros((batch, hidden))
     states = {state: [zero] for state in d.states}
     history = []   # per step: symbol → value
+    leaves = [(state, lag, d.leaf(state, lag)) for state, lags in d.lags.items() for lag in lags]
     for t in range(steps):
-        known = {d.previous[state]: states[state][-1] for state in d.states}
+        # s_(t−K) of step t + 1 (0-based t): states[s][t + 1 − K], the zero state before the sequence
+        known = {symbol: states[state][t + 1 - lag] if t + 1 - lag >= 0 else zero for state, lag, symbol in leaves}
         known |= {symbol: p[name] for name, symbol in d.symbols["vectors"].items()}
-        sources = {"x": x[:, t], **{str(d.previous[state]): known[d.previous[state]] for state in d.states}}
+        sources = {"x": x[:, t], **{str(symbol): known[symbol] for _, _, symbol in leaves}}
 
         def apply_maps(operand, known=known, sources=sources):
             for linear in d.linears:
                 if linear.operand == operand:
                     known[linear.symbol] = sources[operand] @ p[linear.matrix].T
 
-        for operand in ("x", *(str(d.previous[state]) for state in d.states)):
+        for operand in ("x", *(str(symbol) for _, _, symbol in leaves)):
             apply_maps(operand)
         for node in d.nodes:
             arguments = [known[symbol] for symbol in node_arguments[node.name]]
@@ -640,7 +695,7 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
 
     # Backward: one step at a time, from t = n down.
     adjoint_functions = {}
-    for adjoint in (*d.adjoints, *d.sent.values()):
+    for adjoint in (*d.adjoints, *d.sent.values(), *d.sent_lagged.values()):
         arguments = sorted(adjoint.expr.free_symbols, key=str)
         adjoint_functions[adjoint.name] = (arguments, numbers.function(arguments, adjoint.expr))
     gradient_functions = {}
@@ -652,11 +707,12 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
             else:
                 arguments = sorted(term[1].free_symbols, key=str)
                 gradient_functions[(name, k)] = (arguments, numbers.function(arguments, term[1]))
-    sent = {state: zero for state in d.states}
-    sent[d.output_state] = residual[:, np.newaxis] * p[cell.readout]
+    # received[s][t]: what later steps (t + 1, and t + K for each lag K) have sent to s_t so far
+    received = {state: [zero] * (steps + 1) for state in d.states}
+    received[d.output_state][steps] = residual[:, np.newaxis] * p[cell.readout]
     for t in range(steps - 1, -1, -1):
         known = dict(history[t])
-        known |= {d.incoming[state]: sent[state] for state in d.states}
+        known |= {d.incoming[state]: received[state][t + 1] for state in d.states}
 
         resolve = known.__getitem__
 
@@ -677,14 +733,16 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
                     operand = term[2]
                     source = x[:, t] if operand == "x" else history[t][sp.Symbol(operand)]
                     gradients[name] = gradients[name] + value.T @ source
-        new_sent = {}
-        for state, adjoint in d.sent.items():
-            arguments, function = adjoint_functions[adjoint.name]
-            value = function(*(resolve(s) for s in arguments)) + zero
-            for matrix, delta in adjoint.transposed:
-                value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
-            new_sent[state] = value
-        sent = new_sent
+        for state, lags in d.lags.items():
+            for lag in lags:
+                if t + 1 - lag < 1:
+                    continue   # s_0 and earlier: the zero state, no parameter behind it
+                adjoint = d.sent_at(state, lag)
+                arguments, function = adjoint_functions[adjoint.name]
+                value = function(*(resolve(s) for s in arguments)) + zero
+                for matrix, delta in adjoint.transposed:
+                    value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
+                received[state][t + 1 - lag] = received[state][t + 1 - lag] + value
 
     scale = batch if d.batch_mean else 1
     return Values(

@@ -129,9 +129,13 @@ class Unrolled:
         losses = []
         for b in range(batch):
             previous = {state: [sp.S.Zero] * hidden for state in cell.states}
+            history = {state: [] for state in cell.states}   # s_1, s_2, … of this sequence
             for t in range(steps):
                 values = {"x": list(self.x[b, t])}
                 values |= {str(symbol): previous[state] for state, symbol in cell.states.items()}
+                # s_(t−K) (``Cell.lag``): K steps back in this sequence, the zero state before it starts
+                values |= {str(symbol): history[state][t - lag] if t - lag >= 0 else [sp.S.Zero] * hidden
+                           for (state, lag), symbol in cell.lags.items()}
                 for eq, template in templates:
                     column = []
                     for j in range(hidden):
@@ -151,6 +155,8 @@ class Unrolled:
                         column.append(value)
                     values[eq.name] = column
                 previous = {state: values[update_of[state]] for state in cell.states}
+                for state in cell.states:
+                    history[state].append(previous[state])
             output = previous[cell.output_state]
             z = sp.Add(*(w * s for w, s in zip(self.parameters[cell.readout], output)))
             if cell.readout_bias:

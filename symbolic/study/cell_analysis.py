@@ -23,7 +23,7 @@ vanishing, m > 1 + TOLERANCE exploding, else stable.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 ELEMENTS_LIMIT = 20_000_000
 
 
-def step_jacobians(d, params: dict, history: list, sequence: int = 0) -> np.ndarray:
-    """J_t for t = 1..n of one sequence, shape (n, S·H, S·H), states in ``d.states`` order."""
+def step_jacobians(d, params: dict, history: list, sequence: int = 0, lag: int = 1) -> np.ndarray:
+    """J_t for t = 1..n of one sequence, shape (n, S·H, S·H), states in ``d.states`` order; with ``lag``
+    K, the immediate ∂(states_t)/∂(states_(t−K)) instead (the blocks of states not read K back are 0)."""
     states = list(d.states)
     hidden = np.shape(params[d.cell.readout])[0]
     size = len(states) * hidden
@@ -61,7 +62,7 @@ def step_jacobians(d, params: dict, history: list, sequence: int = 0) -> np.ndar
             arguments = sorted(partial.free_symbols, key=str)
             functions[(node.name, symbol)] = (arguments, sp.lambdify(arguments, partial, modules=_MODULES))
     linears = {linear.symbol: linear for linear in d.linears}
-    previous = {symbol: k for k, symbol in enumerate(d.previous[state] for state in states)}
+    previous = {d.leaf(state, lag): k for k, state in enumerate(states) if lag in d.lags[state]}
     matrices = {name: np.asarray(params[name], dtype=float) for name in d.cell.matrices}
     blocks = np.zeros((len(history), size, size))
     eye = np.eye(hidden)
@@ -103,6 +104,60 @@ def step_jacobians(d, params: dict, history: list, sequence: int = 0) -> np.ndar
 
 _MODULES = [{"sigmoid": lambda z: 1 / (1 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0.0),
              "Heaviside": lambda v, h0=0.0: np.heaviside(v, h0)}, "numpy"]
+
+
+def path_log_norms(blocks: dict, states: list[str], state: str) -> dict[str, np.ndarray]:
+    """A cell with lags: ∂(states_n)/∂(states_j) is no product but the sum over every path of single steps
+    and skips, G_j = Σ_K G_(j+K) B_K[j+K] (G_n = I, B_K the ``step_jacobians`` of lag K). Returns log10 of
+    the spectral norms of G_j (key "state") and of its diagonal blocks (key: each state), and, for
+    ``state``, of the part of the paths with m skips (m ≥ 0; key "skips", shape (n, most skips + 1),
+    −inf where no path has m skips), for j = 1..n. Each G_j carries its own scale as a logarithm."""
+    lags = sorted(blocks)
+    n, size, _ = blocks[1].shape
+    hidden = size // len(states)
+    most = (n - 1) // min([lag for lag in lags if lag > 1], default=n) if len(lags) > 1 else 0
+    parts = {"state": (slice(None), slice(None))}
+    for k, name in enumerate(states):
+        part = slice(k * hidden, (k + 1) * hidden)
+        parts[name] = (part, part)
+    out = {key: np.full(n, -math.inf) for key in parts}
+    out["skips"] = np.full((n, most + 1), -math.inf)
+    rows, columns = parts[state]
+    # by_skips[j]: (m + 1, size, size) the paths' parts by skips, scaled by 10^−scale[j]
+    by_skips, scale = {n: np.zeros((most + 1, size, size))}, {n: 0.0}
+    by_skips[n][0] = np.eye(size)
+    for j in range(n, 0, -1):
+        if j < n:
+            terms = [(lag, j + lag) for lag in lags if j + lag <= n]
+            top = max(scale[t] for _, t in terms)
+            total = np.zeros((most + 1, size, size))
+            for lag, t in terms:
+                moved = by_skips[t] @ blocks[lag][t - 1] * 10.0 ** (scale[t] - top)
+                total += moved if lag == 1 else np.concatenate([np.zeros((1, size, size)), moved[:-1]])
+            norm = math.sqrt(float(np.sum(total.sum(axis=0) ** 2))) or 1.0
+            if not math.isfinite(norm):
+                for values in out.values():
+                    values[:j] = math.nan
+                break
+            by_skips[j], scale[j] = total / norm, top + math.log10(norm)
+            by_skips.pop(j + max(lags), None)
+        whole = by_skips[j].sum(axis=0)
+        for key, (r, c) in parts.items():
+            value = float(np.linalg.norm(whole[r, c], 2))
+            out[key][j - 1] = scale[j] + math.log10(value) if value > 0 else -math.inf
+        for m in range(most + 1):
+            value = float(np.linalg.norm(by_skips[j][m][rows, columns], 2))
+            out["skips"][j - 1, m] = scale[j] + math.log10(value) if value > 0 else -math.inf
+    return out
+
+
+def shortest_path(gap: int, lags: tuple) -> int:
+    """The fewest Jacobian factors from step j to step j + gap with steps of the given lags (1 among
+    them): ⌊gap/K⌋ + gap mod K for one skip K, where the plain RNN has gap."""
+    fewest = [0] + [math.inf] * gap
+    for g in range(1, gap + 1):
+        fewest[g] = 1 + min(fewest[g - lag] for lag in lags if lag <= g)
+    return int(fewest[gap])
 
 
 def product_log_norms(blocks: np.ndarray, states: list[str]) -> dict[str, np.ndarray]:
@@ -183,10 +238,18 @@ class CellAnalysis:
     rnn: object
     regime: str
     reason: str
+    #: the lags the states are read at, (1,) for a cell without lags; with lags ``log10["skips"]`` holds
+    #: the paths' parts by their number of skips
+    lags: tuple = (1,)
 
     @property
     def steps(self) -> int:
         return len(self.words)
+
+    @property
+    def output_state(self) -> str:
+        """The readout's state (the first declared), whose paths ``log10["skips"]`` splits by skips."""
+        return self.states[0]
 
     @property
     def gaps(self) -> np.ndarray:
@@ -207,6 +270,34 @@ class CellAnalysis:
         if isinstance(self.rnn, analysis.Analysis):
             return f"tanh RNN, w_h = {self.rnn.w_h:g}"
         return f"tanh RNN, H = {self.rnn.hidden}, W_h = {self.rnn.w_h_scale:g}·Q"
+
+    def shortest(self) -> list[int]:
+        """Per gap (j = 1..n), the fewest Jacobian factors of a path from step j to step n."""
+        return [shortest_path(int(gap), self.lags) for gap in self.gaps]
+
+    def path_shares(self) -> np.ndarray:
+        """(n, most skips + 1): per gap, each number of skips' part of the paths as a share of the sum of
+        the parts' norms (a lagged cell; rows of 0 where no path carries anything)."""
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            logs = self.log10["skips"]
+            top = np.max(logs, axis=1, keepdims=True)
+            weights = np.where(np.isfinite(logs), np.power(10.0, logs - np.where(np.isfinite(top), top, 0)), 0.0)
+            totals = weights.sum(axis=1, keepdims=True)
+            return np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+
+    def lag_json(self) -> dict:
+        """The paths of a lagged cell per gap: the fewest factors, the norm of each number of skips' part
+        of ∂s_n/∂s_j (s the readout state) and its share."""
+        if self.lags == (1,):
+            return {}
+        with np.errstate(over="ignore", under="ignore"):
+            by_skips = np.power(10.0, self.log10["skips"])
+        return {
+            "lags": list(self.lags),
+            "shortest_path_factors": self.shortest(),
+            "path_norms_by_skips": _nested(by_skips),
+            "path_shares_by_skips": _nested(self.path_shares()),
+        }
 
     def rates(self) -> dict[str, float]:
         rates = {state: growth(self.log10[state]) for state in self.states}
@@ -242,6 +333,7 @@ class CellAnalysis:
             "regime_reason": self.reason,
             "tolerance": TOLERANCE,
             "rnn": rnn_summary,
+            **self.lag_json(),
         }
 
 
@@ -257,7 +349,6 @@ def analyze_cell(
 ) -> CellAnalysis:
     """The cell's Jacobian products for one sequence, and the tanh RNN's on the same words; ``derivation``
     is the command's one derivation of ``model``'s cell."""
-    from ..codegen import load
     from ..engine.derivation import forward_values
     from .data import encode
 
@@ -280,15 +371,17 @@ def analyze_cell(
             )
         if not math.isfinite(value):
             raise UsageError(f"the value of {name} must be a finite number, got {value!r}")
-    module = load(Model(steps=1, cell=model.cell, hidden=H, inputs=x.shape[2]), "loop")
-    params = {name: np.array(value, dtype=float) for name, value in module.init_params(seed).items()}
-    for name, value in settings.items():
-        params[name] = np.full(H, float(value))
+    params = _weights(d, model, x.shape[2], seed, settings)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        y_hat = float(np.asarray(module.forward(x, params))[0])
-        history, _ = forward_values(d, params, x)
-        blocks = step_jacobians(d, params, history)
-        log10 = product_log_norms(blocks, list(d.states))
+        history, states = forward_values(d, params, x)
+        logit = states[d.output_state][-1][0] @ params[d.cell.readout]
+        y_hat = float(1 / (1 + np.exp(-(logit + (params[d.cell.readout_bias] if d.cell.readout_bias else 0)))))
+        if d.lagged:
+            blocks = {lag: step_jacobians(d, params, history, lag=lag)
+                      for lag in sorted({k for lags in d.lags.values() for k in lags})}
+            log10 = path_log_norms(blocks, list(d.states), d.output_state)
+        else:
+            log10 = product_log_norms(step_jacobians(d, params, history), list(d.states))
     direct, formulas = {}, {}
     for state in d.states:
         expr, _ = d.state_jacobian[(state, state)]
@@ -320,7 +413,34 @@ def analyze_cell(
         cell=d.cell.name, words=list(words), hidden=H, seed=seed, settings=settings, params=params,
         y_hat=y_hat, states=list(d.states), carried=carried, direct=direct, direct_formulas=formulas,
         log10=log10, rnn=rnn, regime=regime, reason=reason,
+        lags=tuple(sorted({k for lags in d.lags.values() for k in lags})),
     )
+
+
+def _weights(d, model: Model, inputs: int, seed: int, settings: dict) -> dict:
+    """The generated module's init_params(seed) (for a lagged cell, which has no module yet, its rule),
+    with the per-unit parameters of ``settings`` set to their constants."""
+    from ..codegen import load
+
+    if d.lagged:
+        params = initial_params(d, model.hidden, inputs, seed)
+    else:
+        module = load(replace(model, steps=1, inputs=inputs), "loop")
+        params = {name: np.array(value, dtype=float) for name, value in module.init_params(seed).items()}
+    for name, value in settings.items():
+        params[name] = np.full(model.hidden, float(value))
+    return params
+
+
+def initial_params(d, hidden: int, inputs: int, seed: int) -> dict:
+    """The generated modules' ``init_params(seed)`` rule (templates/numpy/cell.py.j2): every entry uniform
+    in (−1/√H, 1/√H) in the order of the parameters, then the cell's own constants (``Cell.init``)."""
+    rng = np.random.default_rng(seed)
+    bound = 1 / np.sqrt(hidden)
+    params = {name: rng.uniform(-bound, bound, size=shape) for name, shape in d.shapes(hidden, inputs).items()}
+    for name, value in d.cell.init.items():
+        params[name] = np.full(params[name].shape, float(value))
+    return params
 
 
 def table(result: CellAnalysis) -> str:
@@ -332,7 +452,8 @@ def table(result: CellAnalysis) -> str:
     rates = a.rates()
     lines = [
         f"{a.cell} gradient paths for n = {n}, hidden size H = {H}, input: {words}",
-        f"weights: the generated module's init_params(seed={a.seed}) (uniform in ±1/√H"
+        f"weights: {'the generated module' if a.lags == (1,) else 'the generated modules’ rule'} "
+        f"init_params(seed={a.seed}) (uniform in ±1/√H"
         + (f"; set: {set_text}" if set_text else "") + f"); ŷ = {a.y_hat:.4g}",
         "",
         "state Jacobian ∂(" + ", ".join(f"{s}_t" for s in a.states) + ")/∂("
@@ -355,6 +476,8 @@ def table(result: CellAnalysis) -> str:
         "",
         "gap = n − j; norms are spectral (‖·‖₂) norms of the products over k = j+1..n",
     ]
+    if a.lags != (1,):
+        return "\n".join(lines + _lag_rows(a)) + "\n"
     columns = [(f"‖∂{s}_n/∂{s}_j‖", s) for s in a.states] + [(f"‖Π direct {s}‖", f"direct_{s}") for s in a.direct]
     header = f"{'j':>5} {'gap':>5} " + " ".join(f"{title:>14}" for title, _ in columns) + f" {'RNN |Π|':>12} {'carried / RNN':>13}"
     lines += [header, "-" * len(header)]
@@ -369,6 +492,33 @@ def table(result: CellAnalysis) -> str:
     if n > 30:
         lines.append(f"({n - len(_rows_shown(n))} rows left out; --json gives every gap)")
     return "\n".join(lines) + "\n"
+
+
+def _lag_rows(a: CellAnalysis) -> list[str]:
+    """The table of a lagged cell: per gap the norm of ∂s_n/∂s_j (a sum over every path of single steps
+    and skips) beside the RNN's, the fewest factors of a path, and the parts of the paths by skips."""
+    n, state = a.steps, a.output_state
+    skips = a.log10["skips"]
+    shares = a.path_shares()
+    lines = [(f"with lags {', '.join(map(str, a.lags[1:]))}: ∂{state}_n/∂{state}_j sums every path of single steps "
+              "and skips; factors = the fewest Jacobians on a path (the RNN's path has one per step);"),
+             ("1-step = the part through single steps only, shortest = the part through the most skips, "
+              "skip share = the share of the paths' norms carried by paths with a skip"), ""]
+    titles = [f"‖∂{s}_n/∂{s}_j‖" for s in a.states]
+    header = (f"{'j':>5} {'gap':>5} " + " ".join(f"{title:>14}" for title in titles)
+              + f" {'RNN |Π|':>12} {'factors':>9} {'1-step':>12} {'shortest':>12} {'skip share':>10}")
+    lines += [header, "-" * len(header)]
+    shortest = a.shortest()
+    for gap in _rows_shown(n):
+        i = n - 1 - gap
+        most = max((m for m in range(skips.shape[1]) if np.isfinite(skips[i, m])), default=0)
+        norms = " ".join(f"{_power_of_ten(a.log10[s][i]):>14}" for s in a.states)
+        lines.append(f"{i + 1:>5} {gap:>5} {norms} {_power_of_ten(a.rnn_log10[i]):>12} "
+                     f"{f'{shortest[i]}/{gap}':>9} {_power_of_ten(skips[i, 0]):>12} "
+                     f"{_power_of_ten(skips[i, most]):>12} {1 - shares[i, 0]:>10.3f}")
+    if n > 30:
+        lines.append(f"({n - len(_rows_shown(n))} rows left out; --json gives every gap)")
+    return lines
 
 
 def plot(result: CellAnalysis, path) -> None:
@@ -392,6 +542,9 @@ def plot(result: CellAnalysis, path) -> None:
         if state in a.direct:
             axes.semilogy(*positive(a.log10[f"direct_{state}"]), color=color, linestyle=":",
                           label=rf"direct path of ${state}$ alone")
+    if a.lags != (1,):   # the part of the paths through single steps only
+        axes.semilogy(*positive(a.log10["skips"][:, 0]), color="C0", linestyle=":",
+                      label=rf"{a.cell}: the single steps' path alone")
     axes.semilogy(*positive(a.rnn_log10), marker=marker, markersize=3, color="C3",
                   label=rf"{a.rnn_label}: $|\prod_k \partial o_k/\partial o_{{k-1}}|$")
     axes.set_xlabel("gap n − j (timesteps between step j and the output)")

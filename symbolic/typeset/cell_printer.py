@@ -85,6 +85,8 @@ class Name:
     of: sp.Symbol | None = None
     expr: sp.Expr | None = None
     matrix: str = ""
+    #: for a "previous" state, how many steps back it is read (1: s_(t−1); K: a lagged s_(t−K))
+    back: int = 1
 
 
 def _letter(base: str, bold: bool) -> str:
@@ -115,12 +117,14 @@ def names_of(d: CellDerivation) -> dict:
             names[node.symbol] = Name("value", *_split(node.name))
     for state, symbol in d.previous.items():
         names[symbol] = Name("previous", *_split(state))
+    for (state, lag), symbol in d.lagged.items():
+        names[symbol] = Name("previous", *_split(state), back=lag)
     names[cell.input_symbol] = Name("input", "x")
     for name in cell.parameters:
         kind = "matrix" if name in cell.matrices else ("vector" if cell.parameters[name] == ("H",) else "scalar")
         names[sp.Symbol(name)] = Name(kind, *_split(name))
     for linear in d.linears:
-        operand = {"x": cell.input_symbol} | {str(s): s for s in d.previous.values()}
+        operand = {"x": cell.input_symbol} | {str(s): s for s in (*d.previous.values(), *d.lagged.values())}
         operand = operand.get(linear.operand, sp.Symbol(linear.operand))
         names[linear.symbol] = Name("linear", matrix=linear.matrix, of=operand)
         names[linear.delta] = Name("delta", of=linear.symbol)
@@ -130,6 +134,8 @@ def names_of(d: CellDerivation) -> dict:
         names[delta] = Name("delta", of=d.state_node(state).symbol)
     for state, adjoint in d.sent.items():
         names[adjoint.symbol] = Name("delta", of=d.previous[state])
+    for key, adjoint in d.sent_lagged.items():
+        names[adjoint.symbol] = Name("delta", of=d.lagged[key])
     names[d.symbols["y_hat"]] = Name("scalar", r"\hat{y}")
     names[d.symbols["y"]] = Name("scalar", "y")
     names[sp.Symbol("L")] = Name("scalar", "L")
@@ -175,7 +181,7 @@ class CellPrinter(LatexPrinter):
             return super()._print_Symbol(expr, style)
         kind = name.kind
         if kind in ("value", "previous", "input"):
-            index = self._index(1 if kind == "previous" else 0)
+            index = self._index(name.back if kind == "previous" else 0)
             subscript = f"{name.qualifier},{index}" if name.qualifier else index
             return f"{_letter(name.letter, self.vector)}_{{{subscript}}}"
         if kind in ("matrix", "vector", "scalar"):

@@ -221,6 +221,46 @@ class CellTypesetter:
             parts.append(("through", At(Terms(*through), 1)))
         return parts
 
+    def _sent_lagged(self, state: str) -> list:
+        """What step t + K sends back to s_t for each lag K the state is read at (``Cell.lag``), as
+        (label, display printed at t + K): an elementwise term, then Mᵀ δ through the weights."""
+        parts = []
+        for lag in self.d.lags[state][1:]:
+            adjoint = self.d.sent_lagged[(state, lag)]
+            if adjoint.expr != 0:
+                parts.append((f"elementwise {lag}", At(sp.factor_terms(adjoint.expr), lag)))
+            through = [Transposed(sp.Symbol(matrix), delta) for matrix, delta in adjoint.transposed]
+            if through:
+                parts.append((f"through {lag}", At(Terms(*through), lag)))
+        return parts
+
+    def lag_rows(self, steps: int) -> list[dict]:
+        """Each state read K ≥ 2 steps back: the lag, the terms of ∂s′_t/∂s_(t−K) per new state, and
+        whether any step t + K ≤ n exists at this n (for K ≥ n the path carries nothing)."""
+        d, vec, rows = self.d, self.vec, []
+        for (source, lag), symbol in d.lagged.items():
+            jacobian = []
+            for state in d.states:
+                parts = self._lag_parts(state, source, lag)
+                if parts:
+                    lhs = vec.doprint(Partial(d.state_node(state).symbol, symbol))
+                    jacobian.append((lhs, _lines([vec.doprint(part) for part in parts]), ""))
+            rows.append({"lag": lag, "carries": lag < steps, "delta": vec.doprint(d.incoming[source]),
+                         "read": vec.doprint(symbol), "jacobian": jacobian,
+                         "matrices": [vec.doprint(Transpose(sp.Symbol(m))) for m, _ in d.sent_lagged[(source, lag)].transposed]})
+        return rows
+
+    def _lag_parts(self, state: str, source: str, lag: int) -> list:
+        """The terms of ∂s′_t/∂s_(t−K), as ``_jacobian_parts`` writes those of lag 1."""
+        d = self.d
+        direct = d.lag_jacobian[(state, source, lag)][0]
+        totals, leaf = d.totals[d.state_node(state).name], d.leaf(source, lag)
+        parts = [Brace(Diag(direct), r"\text{direct path}")] if direct != 0 else []
+        for linear in d.linears:
+            if linear.symbol in totals and self._moves(linear.operand, leaf):
+                parts.append(self._through(linear, totals[linear.symbol], leaf))
+        return parts
+
     def delta_rows(self) -> dict:
         """The backward step: rows (lhs, lines, note) in the order the backward pass computes them.
 
@@ -233,12 +273,15 @@ class CellTypesetter:
             "elementwise": r"\text{elementwise, from step } t+1",
             "through": r"\text{through the weights, from step } t+1",
         }
+        labels |= {f"{kind} {lag}": rf"\text{{{kind_text}, from step }} t+{lag}" for lags in d.lags.values()
+                   for lag in lags[1:] for kind, kind_text in (("elementwise", "elementwise"),
+                                                                ("through", "through the weights"))}
         rows = []
         seed_tex = rf"\left({vec.doprint(d.output_factor)}\right) {vec.doprint(self.readout)}"
 
         def state_row(state: str, within) -> None:
             lhs = vec.doprint(d.incoming[state])
-            parts = ([("within", within)] if within != 0 else []) + self._sent(state)
+            parts = ([("within", within)] if within != 0 else []) + self._sent(state) + self._sent_lagged(state)
             note = ""
             if state == d.output_state:  # its row at t = n, where the readout's residual arrives
                 first = [seed_tex] + ([vec.doprint(within)] if within != 0 else [])
@@ -273,7 +316,7 @@ class CellTypesetter:
     def _operand(self, operand: str) -> sp.Symbol:
         if operand == "x":
             return self.cell.input_symbol
-        for symbol in self.d.previous.values():
+        for symbol in (*self.d.previous.values(), *self.d.lagged.values()):
             if operand == str(symbol):
                 return symbol
         return self.d.node[operand].symbol
@@ -437,6 +480,7 @@ class CellTypesetter:
             "jacobian": self.jacobian_rows(),
             "gap": self.gap_product(),
             "direct_products": self.direct_products(),
+            "lags": self.lag_rows(steps),
         }
 
 
@@ -451,6 +495,8 @@ def command_of(model, fmt: str | None) -> str:
     if model.activation != "tanh":
         parts.append(f"--activation {model.activation}")
     parts.append(f"--hidden {model.hidden}")
+    if getattr(model, "skip", None):
+        parts.append(f"--skip {model.skip}")
     if model.bias:
         parts.append("--bias")
     if model.inputs != len(VOCABULARY):

@@ -677,7 +677,9 @@ def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
         call_starts("cell")  # in bptt grade's child process, a cell file's top-level code is timed too
         chosen = cell_of(model)
         call_returns()
-    return derive_cell(chosen), model
+    d = derive_cell(chosen)
+    d.refuse_lags("bptt grade")
+    return d, model
 
 
 def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
