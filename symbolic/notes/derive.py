@@ -24,6 +24,8 @@ import sympy as sp
 
 from ..activations import sigmoid
 from ..errors import UsageError
+from ..cells import cell_of
+from ..engine.derivation import CellDerivation, derive_cell
 from ..model import Model
 from .unroll import Unrolled, unroll
 
@@ -144,30 +146,24 @@ class Derivation:
         self.model = model
         self.unrolled: Unrolled = unroll(model)
         u = self.unrolled
-        f = u.activation
         self.n = model.steps
-        # The output: ∂L/∂ŷ, ∂ŷ/∂o_n and their product, which sigmoid + cross-entropy simplify.
+        # The notes' own output factors ∂L/∂ŷ and ∂ŷ/∂o_n, as the document writes them one by one.
         self.dL_dyhat = sp.diff(u.loss, u.y_hat)
         self.dyhat_do_n = self._written_with_outputs(sp.diff(u.output_definition, u.o[-1]))
         self.dyhat_dw_o = self._written_with_outputs(sp.diff(u.output_definition, u.w_o))
-        self.output_factor = sp.factor(sp.cancel(self.dL_dyhat * self.dyhat_do_n))
-        self.dL_dw_o = sp.factor(sp.cancel(self.dL_dyhat * self.dyhat_dw_o))
-        # One generic step, differentiated once: ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
+        # One generic step, read from the engine's derivation of the rnn cell at H = 1 (this class
+        # is a view on it, not a second derivation): ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
         # with the output o_t; every timestep is an instance of these (linear in n).
-        # w_i·x_t is one Dot of the vector symbols: ∂⁺o_t/∂w_i is one diff, for every D.
-        step = u.step
-        output = f.apply(step.vector_a)
-        written = {output: step.o}
-        self.step_jacobian = sp.diff(output, step.o_prev).xreplace(written)
-        self.step_derivative = f.derivative_from_output(step.o)
-        #: ∂⁺o_t/∂w for w_h and for the vector w_i (f′(a_t) x_t, with the vector symbol x_t).
-        self.step_immediate_vector = {
-            "w_h": sp.diff(output, u.w_h).xreplace(written),
-            "w_i": sp.diff(output, step.w_i_vector).xreplace(written),
-        }
+        self.engine = derive_cell(cell_of(model))
+        self.step_derivative, self.step_jacobian, self.step_immediate_vector = _step_partials(self.engine, u)
+        # The output: the engine's ∂L/∂z (z = w_o o_n, simplified for sigmoid + cross-entropy) times
+        # ∂z/∂o_n = w_o, and ∂z/∂w_o = o_n.
+        residual = self.engine.output_factor.xreplace(_engine_output_symbols(self.engine, u))
+        self.output_factor = sp.factor(sp.cancel(residual * u.w_o))
+        self.dL_dw_o = sp.factor(sp.cancel(residual * u.o[-1]))
         self.step_immediate = {
             "w_h": (self.step_immediate_vector["w_h"],),
-            "w_i": ComponentsOf(self.step_immediate_vector["w_i"], step.x_vector, step.x),
+            "w_i": ComponentsOf(self.step_immediate_vector["w_i"], u.step.x_vector, u.step.x),
         }
 
     # -- building blocks -------------------------------------------------------------------------
@@ -324,6 +320,32 @@ class Derivation:
         from ..typeset.notes import summary
 
         return summary(self)
+
+
+def _engine_output_symbols(engine: CellDerivation, u: Unrolled) -> dict:
+    """The engine's ŷ and y as the notes' symbols."""
+    return {engine.symbols["y_hat"]: u.y_hat, engine.symbols["y"]: u.y}
+
+
+def _step_partials(engine: CellDerivation, u: Unrolled) -> tuple[sp.Expr, sp.Expr, dict]:
+    """f′(a_t), ∂o_t/∂o_{t−1} and ∂⁺o_t/∂w (w_h, and w_i as a vector) from the engine's rnn cell at H = 1.
+
+    The engine keeps w_h o_{t−1} as one linear symbol; at H = 1 its transpose rule is a product with
+    w_h, and ∂⁺o_t/∂M = δ(M u) u (the outer product's one entry) with the operand u = o_{t−1} or x_t.
+    """
+    step = u.step
+    names = {engine.node["o"].symbol: step.o, engine.previous["o"]: step.o_prev}
+    direct, through = engine.state_jacobian[("o", "o")]
+    assert direct == 0, "the plain RNN has no direct path from o_(t−1) to o_t"
+    linear = {linear.matrix: linear for linear in engine.linears}
+    derivative = through[linear["w_h"].symbol].xreplace(names)
+    operands = {"x": step.x_vector, "o_prev": step.o_prev}
+    immediate = {}
+    for parameter in ("w_h", "w_i"):
+        ((kind, _delta, operand),) = engine.gradients[parameter]
+        assert kind == "outer"
+        immediate[parameter] = derivative * operands[operand]
+    return derivative, derivative * step.w_h, immediate
 
 
 def derive(steps: int = 3, activation: str = "tanh", inputs: int = 3) -> Derivation:
