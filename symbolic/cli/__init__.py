@@ -207,7 +207,7 @@ def _write_or_print(text: str, args) -> None:
 
 def _derive(args) -> int:
     model = _model(args)
-    from ..typeset.notes import FORMATS, document
+    from ..typeset.notes import FORMATS, sigma_pi_document
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}: choose one of {', '.join(FORMATS)}")
@@ -221,14 +221,14 @@ def _derive(args) -> int:
 
     derivation = Derivation(model)
     if not args.verify:
-        _write_or_print(document(derivation, args.format), args)
+        _write_or_print(sigma_pi_document(derivation, args.format), args)
         return 0
     derivation.require_components("--verify")  # refuse a large --inputs before any work
     from ..notes.proof import format_report, prove
     from ..progress import Stages
 
     report = prove(derivation, progress=Stages("bptt derive --verify", 3))
-    return _after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
+    return _after_proof(report.passed, format_report(report), lambda: sigma_pi_document(derivation, args.format), args)
 
 
 def _after_proof(passed: bool, text: str, make_document, args) -> int:

@@ -37,7 +37,7 @@ from .forms import (
     OutOfRange,
     Term,
 )
-from .unroll import Unrolled, unroll
+from .unroll import UnrolledScalarRNN, unroll
 
 
 class Derivation:
@@ -52,7 +52,7 @@ class Derivation:
                 "with bptt codegen --mode loop"
             )
         self.model = model
-        self.unrolled: Unrolled = unroll(model)
+        self.unrolled: UnrolledScalarRNN = unroll(model)
         u = self.unrolled
         self.n = model.steps
         # The notes' own output factors ∂L/∂ŷ and ∂ŷ/∂o_n, as the document writes them one by one.
@@ -230,12 +230,12 @@ class Derivation:
         return summary(self)
 
 
-def _engine_output_symbols(engine: CellDerivation, u: Unrolled) -> dict:
+def _engine_output_symbols(engine: CellDerivation, u: UnrolledScalarRNN) -> dict:
     """The engine's ŷ and y as the notes' symbols."""
     return {engine.symbols["y_hat"]: u.y_hat, engine.symbols["y"]: u.y}
 
 
-def _step_partials(engine: CellDerivation, u: Unrolled) -> tuple[sp.Expr, sp.Expr, dict]:
+def _step_partials(engine: CellDerivation, u: UnrolledScalarRNN) -> tuple[sp.Expr, sp.Expr, dict]:
     """f′(a_t), ∂o_t/∂o_{t−1} and ∂⁺o_t/∂w (w_h, and w_i as a vector) from the engine's rnn cell at H = 1.
 
     The engine keeps w_h o_{t−1} as one linear symbol; at H = 1 its transpose rule is a product with

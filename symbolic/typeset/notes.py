@@ -56,7 +56,7 @@ class InOrder(sp.Expr):
 class DerivationPrinter(LatexPrinter):
     """SymPy's LaTeX printer with the model's symbol names and a few readings of our own.
 
-    - symbols print by ``Unrolled.latex_names`` (x_{t,d}, w_{i,d}, \\hat{y}, o_{t});
+    - symbols print by ``UnrolledScalarRNN.latex_names`` (x_{t,d}, w_{i,d}, \\hat{y}, o_{t});
     - a sum leads with a positive term (ŷ − y, not −y + ŷ);
     - ``o[k]`` (an ``Indexed``) prints o_{k}, and the Heaviside step H(o_k);
     - :class:`InOrder` prints its factors in the given order.
@@ -504,7 +504,7 @@ def _context(derivation, fmt: str, command: str | None) -> dict:
     }
 
 
-def document(derivation, fmt: str = "tex", command: str | None = None) -> str:
+def sigma_pi_document(derivation, fmt: str = "tex", command: str | None = None) -> str:
     """The whole derivation as a standalone LaTeX document (``tex``) or a Markdown page (``md``).
 
     ``command`` names what generated it in the header; by default the canonical
@@ -527,4 +527,4 @@ def summary(derivation) -> str:
     return f"$$\\begin{{aligned}}\n{body} \\\\\n&{caption}\n\\end{{aligned}}$$"
 
 
-__all__ = ["FORMATS", "DerivationPrinter", "InOrder", "canonical_command", "document", "summary"]
+__all__ = ["FORMATS", "DerivationPrinter", "InOrder", "canonical_command", "sigma_pi_document", "summary"]
