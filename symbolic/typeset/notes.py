@@ -8,7 +8,7 @@ keep the chain rule's order through :class:`InOrder`, so (∂L/∂ŷ)(∂ŷ/∂o
 Sizes are bounded so that n = 1000 typesets in well under a second: at most
 ``ALL_TERMS_LIMIT`` terms are listed in full (then j = n, n−1, n−2, ⋯, 1), a term shows at most
 ``JACOBIANS_SHOWN`` Jacobian factors, and the fully expanded gradient is shown only for
-n ≤ ``EXPANDED_SHOWN_LIMIT`` (its size is reported up to ``derive.EXPANDED_LIMIT``).
+n ≤ ``EXPANDED_SHOWN_LIMIT`` (its size is reported up to ``forms.EXPANDED_LIMIT``).
 """
 
 from __future__ import annotations
