@@ -43,7 +43,9 @@ from .unroll import UnrolledScalarRNN, unroll
 class Derivation:
     """Everything derived for one model; expressions are SymPy objects, nothing is printed here."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, engine: CellDerivation | None = None):
+        """``engine``: the engine's derivation of ``cell_of(model)`` when the command already has it
+        (derived here otherwise)."""
         model.require_scalar("this derivation")
         if model.steps > UNROLL_LIMIT:
             raise UsageError(
@@ -62,7 +64,7 @@ class Derivation:
         # One generic step, read from the engine's derivation of the rnn cell at H = 1 (this class
         # is a view on it, not a second derivation): ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
         # with the output o_t; every timestep is an instance of these (linear in n).
-        self.engine = derive_cell(cell_of(model))
+        self.engine = derive_cell(cell_of(model)) if engine is None else engine
         self.step_derivative, self.step_jacobian, self.step_immediate_vector = _step_partials(self.engine, u)
         # The output: the engine's ∂L/∂z (z = w_o o_n, simplified for sigmoid + cross-entropy) times
         # ∂z/∂o_n = w_o, and ∂z/∂w_o = o_n.
