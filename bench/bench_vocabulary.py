@@ -33,8 +33,8 @@ STAGES = {
     "derivation": "Derivation(Model(steps=3, inputs=D))",
     "codegen unrolled": "generate(Model(steps=3, inputs=D), 'unrolled')",
     "codegen loop": "generate(Model(steps=3, inputs=D), 'loop')",
-    "typeset tex, n = 3": "document(Derivation(Model(steps=3, inputs=D)), 'tex')",
-    "typeset md, n = 6": "document(Derivation(Model(steps=6, inputs=D)), 'md')",
+    "typeset tex, n = 3": "sigma_pi_document(Derivation(Model(steps=3, inputs=D)), 'tex')",
+    "typeset md, n = 6": "sigma_pi_document(Derivation(Model(steps=6, inputs=D)), 'md')",
     "train start (1 epoch)": "train_once(D)",
 }
 
@@ -43,7 +43,7 @@ import sys, time, os
 sys.path.insert(0, {root!r})
 from symbolic.codegen import generate
 from symbolic.notes.derive import Derivation
-from symbolic.typeset.notes import document
+from symbolic.typeset.notes import sigma_pi_document
 from symbolic.model import Model
 from symbolic.study import data
 from symbolic.study import train

@@ -131,11 +131,12 @@ class Model:
         """A cell other than the plain RNN (whose analysis and training keep the notes' weights w_i, w_h, w_o)."""
         return self.cell != "rnn"
 
-
     @property
     def scalar(self) -> bool:
-        """The notes' model exactly: the plain RNN with one hidden unit and no biases."""
-        return self.cell == "rnn" and self.hidden == 1 and not self.bias
+        """The notes' model exactly (``symbolic.notes.is_notes_model``, the one dispatch point)."""
+        from .notes import is_notes_model
+
+        return is_notes_model(self)
 
     def require_rnn(self, what: str = "this version") -> Model:
         """Refuse other cells in a stage that handles only the plain RNN."""

@@ -16,7 +16,7 @@ from symbolic.codegen import generate
 from symbolic.model import Model
 from symbolic.notes import unroll
 from symbolic.notes.derive import Derivation
-from symbolic.typeset.notes import document
+from symbolic.typeset.notes import sigma_pi_document
 
 from .conftest import run_bptt as bptt
 
@@ -60,8 +60,8 @@ def _census(monkeypatch, work):
         ("derivation", lambda D: Derivation(Model(steps=3, inputs=D))),
         ("codegen unrolled", lambda D: generate(Model(steps=3, inputs=D), "unrolled")),
         ("codegen loop", lambda D: generate(Model(steps=5, inputs=D), "loop")),
-        ("document", lambda D: document(Derivation(Model(steps=3, inputs=D)), "tex")),
-        ("document n = 6", lambda D: document(Derivation(Model(steps=6, inputs=D, activation="relu")), "md")),
+        ("document", lambda D: sigma_pi_document(Derivation(Model(steps=3, inputs=D)), "tex")),
+        ("document n = 6", lambda D: sigma_pi_document(Derivation(Model(steps=6, inputs=D, activation="relu")), "md")),
     ],
 )
 def test_the_same_symbolic_work_for_every_input_size(monkeypatch, name, work):
@@ -96,8 +96,8 @@ def test_generated_sources_differ_only_in_the_input_size(mode, activation):
 
 
 def test_document_differs_only_where_it_states_the_input_size():
-    small = document(Derivation(Model(steps=3, inputs=4)), "tex")
-    large = document(Derivation(Model(steps=3, inputs=LARGE)), "tex")
+    small = sigma_pi_document(Derivation(Model(steps=3, inputs=4)), "tex")
+    large = sigma_pi_document(Derivation(Model(steps=3, inputs=LARGE)), "tex")
     changed = _changed_lines(small, large)
     assert len(changed) == 8, changed  # the command, ℝ^D twice, the last component's row
     assert all("4" in line for line in changed if line.startswith("-")), changed

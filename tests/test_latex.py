@@ -16,7 +16,7 @@ import sympy as sp
 
 from symbolic import derive
 from symbolic.files import MARKER
-from symbolic.typeset.notes import FORMATS, DerivationPrinter, InOrder, Typesetter, document, summary
+from symbolic.typeset.notes import FORMATS, DerivationPrinter, InOrder, Typesetter, sigma_pi_document, summary
 
 from .conftest import ACTIVATION_NAMES, ROOT, run_bptt
 
@@ -65,7 +65,7 @@ def render_katex(markdown: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(("activation", "steps"), COMPILE_CASES)
 def test_tex_compiles_without_overfull_lines_and_reads(tmp_path, activation, steps):
-    run, log, text = compile_pdf(document(derive(steps, activation), "tex"), tmp_path)
+    run, log, text = compile_pdf(sigma_pi_document(derive(steps, activation), "tex"), tmp_path)
     assert run.returncode == 0, log[-3000:]
     assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
     words = " ".join(text.split())
@@ -84,7 +84,7 @@ def test_no_display_is_split_across_pages(tmp_path, steps):
     """Each display stays on one page (pdftotext separates pages with a form feed): the three update
     rules together, and every term of each gradient's Σ/Π listing with its sum; and the unrolled rows
     write w_h o_(t−1) and w_o o_n in the model's order."""
-    tex = document(derive(steps, "tanh"), "tex")
+    tex = sigma_pi_document(derive(steps, "tanh"), "tex")
     assert "allowdisplaybreaks" not in tex
     assert "+ w_h o_{1}" in tex and r"\sigma\left(w_o o_{" in tex and "o_{1} w_h" not in tex
     run, log, text = compile_pdf(tex, tmp_path)
@@ -111,7 +111,7 @@ def test_compile_check_catches_overfull_and_empty_output(tmp_path):
 
 @pytest.mark.parametrize(("activation", "steps"), KATEX_CASES)
 def test_markdown_math_renders_with_katex(activation, steps):
-    markdown = document(derive(steps, activation), "md")
+    markdown = sigma_pi_document(derive(steps, activation), "md")
     result = render_katex(markdown)
     assert result.returncode == 0, result.stderr
     assert "rendered" in result.stdout
@@ -150,7 +150,7 @@ LOCAL = {
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("activation", ACTIVATION_NAMES)
 def test_local_derivatives_match_hand_written(activation, fmt):
-    text = document(derive(3, activation), fmt)
+    text = sigma_pi_document(derive(3, activation), fmt)
     jacobian, immediate_h, immediate_i = LOCAL[activation]
     assert r"\frac{\partial o_{k}}{\partial o_{k-1}} &= f'\left(a_{k}\right) w_h = " + jacobian + " \\\\" in text
     assert r"\frac{\partial^{+} o_{j}}{\partial w_h} &= f'\left(a_{j}\right) o_{j-1} = " + immediate_h in text
@@ -190,14 +190,14 @@ def test_substituted_terms_equal_the_derived_terms(activation):
 
 
 def test_terms_are_labelled_short_and_long_term():
-    text = document(derive(3, "tanh"), "tex")
+    text = sigma_pi_document(derive(3, "tanh"), "tex")
     assert text.count(r"}_{\text{short-term}}") == 2  # one per hidden weight
     assert text.count(r"}_{\text{long-term}}") == 4
     assert r"\frac{\partial^{+} o_{1}}{\partial w_h}" in text  # the immediate partial, marked ∂⁺
 
 
 def test_long_sums_list_first_three_and_last_terms():
-    text = document(derive(50, "tanh"), "tex")
+    text = sigma_pi_document(derive(50, "tanh"), "tex")
     for j in (50, 49, 48, 1):
         assert rf"\frac{{\partial^{{+}} o_{{{j}}}}}{{\partial w_h}}" in text
     assert r"\frac{\partial^{+} o_{47}}{\partial w_h}" not in text
@@ -205,10 +205,10 @@ def test_long_sums_list_first_three_and_last_terms():
 
 
 def test_expanded_result_shown_small_sized_medium_left_out_large():
-    assert r"u_{1} &= \tanh" in document(derive(3, "tanh"), "tex")
-    medium = document(derive(6, "tanh"), "md")
+    assert r"u_{1} &= \tanh" in sigma_pi_document(derive(3, "tanh"), "tex")
+    medium = sigma_pi_document(derive(6, "tanh"), "md")
     assert "u_{1} &=" not in medium and "operations for" in medium
-    large = document(derive(50, "tanh"), "md")
+    large = sigma_pi_document(derive(50, "tanh"), "md")
     assert "u_{1} &=" not in large and "not built" in large
 
 
@@ -221,8 +221,8 @@ def test_header_names_the_canonical_command(tmp_path):
     assert result.returncode == 0, result.stderr
     head = target.read_text(encoding="utf-8").splitlines()[0]
     assert head == f"<!-- {MARKER}. Command: bptt derive --steps 2 --activation relu --inputs 2 --format md -->"
-    assert document(derive(2), "tex").startswith(f"% {MARKER}. Command: bptt derive --steps 2 --activation tanh --format tex\n")
-    assert "% " + MARKER + ". Command: my command\n" in document(derive(2), "tex", command="my command")
+    assert sigma_pi_document(derive(2), "tex").startswith(f"% {MARKER}. Command: bptt derive --steps 2 --activation tanh --format tex\n")
+    assert "% " + MARKER + ". Command: my command\n" in sigma_pi_document(derive(2), "tex", command="my command")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -249,4 +249,4 @@ def test_thousand_steps_typeset_in_seconds():
 
 def test_unknown_format_is_refused():
     with pytest.raises(ValueError, match="unknown format"):
-        document(derive(2), "html")
+        sigma_pi_document(derive(2), "html")

@@ -154,9 +154,17 @@ def test_activation_table_rejects_a_wrong_derivative_from_output(activation, mon
     wrong = replace(entry, derivative_from_output=WRONG_DERIVATIVES[activation])
     assert proof.activation_table(entry).passed
     assert not proof.activation_table(wrong).passed
-    monkeypatch.setitem(ACTIVATIONS, activation, wrong)  # a derivation made with the wrong entry
     derivation = derive(2, activation)
-    assert derivation.step_derivative == WRONG_DERIVATIVES[activation](derivation.unrolled.step.o)
+    monkeypatch.setitem(ACTIVATIONS, activation, wrong)
+    try:
+        fresh = derive(2, activation)
+    except AssertionError:  # the engine, which the notes read, checks the table's f′ against sp.diff
+        assert activation != "identity"
+    else:  # the identity is no node of the engine's: o_t = a_t is differentiated, the table unread
+        assert activation == "identity"
+        assert fresh.step_derivative == entry.derivative_from_output(fresh.unrolled.step.o)
+    # A derivation that took the wrong entry anyway (as before the engine checked it).
+    derivation.step_derivative = WRONG_DERIVATIVES[activation](derivation.unrolled.step.o)
     # The chain-rule step also compares the derivation's f′ with d o_t/dw.
     assert failing(proof.induction(derivation)) == {"activation table", "chain-rule step"}
 
@@ -218,3 +226,21 @@ def test_the_proof_names_its_stages_for_progress_lines():
     Stages("x", 3, after=60, stream=quick)(1, "a")
     Stages("x", 3, after=0, stream=slow)(2, "the exact identity")
     assert quick.getvalue() == "" and slow.getvalue().startswith("x: 2/3 the exact identity… (")
+
+
+@pytest.mark.parametrize(
+    ("mutation", "caught_by"),
+    [("no_activation_derivative", {"chain-rule step"}), ("residual_sign", {"sigmoid + cross-entropy"})],
+)
+def test_the_notes_derivation_is_read_from_the_engine(mutation, caught_by, monkeypatch):
+    """The notes' Σ/Π derivation owns no derivation of its own: a wrong engine (one of its mutations)
+    makes the notes' proof fail where that rule enters, and the exact engine makes it pass."""
+    from symbolic.engine import derivation as engine
+    from symbolic.notes import derive as notes_derive
+
+    assert not failing(proof.induction(derive(3, "tanh")))
+    real = engine.derive_cell
+    monkeypatch.setattr(notes_derive, "derive_cell", lambda cell: real(cell).mutate(mutation))
+    wrong = derive(3, "tanh")
+    assert failing(proof.induction(wrong)) >= caught_by
+    assert not proof.exact(wrong).passed

@@ -394,3 +394,16 @@ def test_parser_defaults_match_the_training_defaults():
     assert f"(default: {train.DEFAULT_EPOCHS}; --cell lstm: {d['epochs']})" in help_text
     assert f"(default: {train.DEFAULT_LR:g}; --cell lstm: {d['lr']:g} with Adam)" in help_text
     assert f"--cell lstm: {d['hidden']})" in help_text and "--cell lstm; default 5" in help_text
+
+
+def test_the_notes_model_is_chosen_at_one_point():
+    """``symbolic.notes.is_notes_model`` decides the notes' view for a Model and for a training Config
+    alike; Config.kind names the weights each kind of run trains."""
+    from symbolic.model import Model
+    from symbolic.notes import is_notes_model
+
+    assert is_notes_model(Model()) and Model().scalar
+    assert not any(is_notes_model(m) for m in (Model(hidden=2), Model(bias=True), Model(cell="lstm")))
+    assert train.Config().kind == "notes"
+    assert train.Config(hidden=2).kind == "matrices" and train.Config(bias=True).kind == "matrices"
+    assert train.Config(cell="gru").kind == "cell"

@@ -61,7 +61,7 @@ def test_projection_equals_one_hot(hidden, bias, steps_from_data):
     dataset = random_dataset(D, 60)
     config = train.Config(hidden=hidden, bias=bias, seed=3)
     projection = train.projection_for(config, D)
-    assert projection is not None and projection.width == (2 if config.scalar else hidden)
+    assert projection is not None and projection.width == (2 if config.kind == "notes" else hidden)
     weights = train.initial_weights(config, D)
     if bias:
         weights.b_h, weights.b_o = np.linspace(-0.3, 0.3, hidden), 0.2

@@ -291,7 +291,7 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
     from ..codegen import generate
     from ..model import Model
     from ..notes.derive import Derivation
-    from ..typeset.notes import document
+    from ..typeset.notes import sigma_pi_document
 
     written: list[Written] = []
 
@@ -312,8 +312,8 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
     model = Model(steps=STEPS, activation=ACTIVATION)
     derivation = Derivation(model)
     stem = DERIVATION_STEM
-    tex = write(f"{stem}.tex", document(derivation, "tex"), "the derivation as a LaTeX document")
-    write(f"{stem}.md", document(derivation, "md"), "the derivation as Markdown (KaTeX math)")
+    tex = write(f"{stem}.tex", sigma_pi_document(derivation, "tex"), "the derivation as a LaTeX document")
+    write(f"{stem}.md", sigma_pi_document(derivation, "md"), "the derivation as Markdown (KaTeX math)")
     pdf, note = _pdf(tex)
     notes = []
     if pdf is not None:

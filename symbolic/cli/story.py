@@ -8,7 +8,7 @@ from .common import after_proof, derivation_for, example_name, model_of, refuse_
 
 def derive(args) -> int:
     model = model_of(args)
-    from ..typeset.notes import FORMATS, document
+    from ..typeset.notes import FORMATS, sigma_pi_document
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}: choose one of {', '.join(FORMATS)}")
@@ -20,16 +20,16 @@ def derive(args) -> int:
         return _derive_generic(model, args)
     from ..notes.derive import Derivation  # the notes' scalar model: its Σ/Π specialisation
 
-    derivation = Derivation(model)
+    derivation = Derivation(model, derivation_for(model))
     if not args.verify:
-        write_or_print(document(derivation, args.format), args)
+        write_or_print(sigma_pi_document(derivation, args.format), args)
         return 0
     derivation.require_components("--verify")  # refuse a large --inputs before any work
     from ..notes.proof import format_report, prove
     from ..progress import Stages
 
     report = prove(derivation, progress=Stages("bptt derive --verify", 3))
-    return after_proof(report.passed, format_report(report), lambda: document(derivation, args.format), args)
+    return after_proof(report.passed, format_report(report), lambda: sigma_pi_document(derivation, args.format), args)
 
 
 def _derive_generic(model, args) -> int:

@@ -16,124 +16,36 @@ vector with x_{t,d} for x_t (``step_immediate["w_i"][d]``, made on demand).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 
 import sympy as sp
 
 from ..activations import sigmoid
+from ..cells import cell_of
+from ..engine.derivation import CellDerivation, derive_cell
 from ..errors import UsageError
 from ..model import Model
-from .unroll import Unrolled, unroll
-
-#: Largest n for which the fully expanded gradient (the whole nest, differentiated) is built.
-EXPANDED_LIMIT = 12
-#: Largest n for which the Σ/Π form is multiplied out term by term (O(n²) factors).
-MULTIPLIED_LIMIT = 400
-#: Largest n unrolled symbolically at all (n·(D + 1) symbols); longer sequences are for loop code.
-UNROLL_LIMIT = 10_000
-#: Largest input size D for which the component-by-component checks run (``--verify`` writes the
-#: unrolled loss out over the D components and checks each of them: O(D²) work).
-EXPLICIT_INPUTS_LIMIT = 16
-
-PARAMETERS = ("w_i", "w_h", "w_o")
-
-
-class OutOfRange(UsageError, IndexError):
-    """An index outside its range (a timestep, a gap, a component of w_i): a ``UsageError`` that
-    ``except IndexError`` catches too, as for any Python sequence."""
-
-
-class Partial(sp.Expr):
-    """An abstract partial derivative ∂of/∂wrt, or the immediate one ∂⁺of/∂wrt.
-
-    Non-commutative so that a product of them keeps the chain rule's order when printed.
-    """
-
-    is_commutative = False
-
-    def __new__(cls, of, wrt, immediate=False):
-        return sp.Expr.__new__(cls, sp.sympify(of), sp.sympify(wrt), sp.true if immediate else sp.false)
-
-    @property
-    def of(self):
-        return self.args[0]
-
-    @property
-    def wrt(self):
-        return self.args[1]
-
-    @property
-    def immediate(self) -> bool:
-        return bool(self.args[2])
-
-    def _latex(self, printer):
-        mark = "^{+}" if self.immediate else ""
-        return rf"\frac{{\partial{mark} {printer._print(self.of)}}}{{\partial {printer._print(self.wrt)}}}"
-
-    def _sympystr(self, printer):
-        mark = "+" if self.immediate else ""
-        return f"∂{mark}{printer._print(self.of)}/∂{printer._print(self.wrt)}"
-
-
-@dataclass(frozen=True)
-class Term:
-    """Term j of a BPTT sum: the part of the gradient that flows through timestep j."""
-
-    j: int
-    gap: int  # n − j, the number of ∂o_k/∂o_{k−1} factors
-
-    @property
-    def kind(self) -> str:
-        return "short-term" if self.gap == 0 else "long-term"
-
-
-@dataclass(frozen=True)
-class GeneralForm:
-    """The BPTT form for symbolic n, with indexed abstract partials (for typesetting and the proof)."""
-
-    n: sp.Symbol
-    j: sp.Symbol
-    k: sp.Symbol
-    o: sp.IndexedBase
-    loss: sp.Symbol
-    y_hat: sp.Symbol
-    weight: sp.Symbol
-
-    @property
-    def hidden_sum(self) -> sp.Expr:
-        """∂L/∂w = Σ_j (∂L/∂ŷ)(∂ŷ/∂o_n) Π_{k=j+1}^{n} (∂o_k/∂o_{k−1}) ∂⁺o_j/∂w."""
-        o, n, j, k = self.o, self.n, self.j, self.k
-        return sp.Sum(
-            Partial(self.loss, self.y_hat)
-            * Partial(self.y_hat, o[n])
-            * sp.Product(Partial(o[k], o[k - 1]), (k, j + 1, n))
-            * Partial(o[j], self.weight, True),
-            (j, 1, n),
-        )
-
-
-class ComponentsOf(Sequence):
-    """The D components of a vector expression linear in the vector symbol x (such as f′(a_t) x_t):
-    component d has x_d for x, made when asked for."""
-
-    def __init__(self, vector: sp.Expr, x: sp.Symbol, components: Sequence):
-        self.vector, self.x, self.components = vector, x, components
-
-    def __len__(self) -> int:
-        return len(self.components)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return tuple(self[i] for i in range(*index.indices(len(self))))
-        return self.vector.xreplace({self.x: self.components[index]})
+from .forms import (
+    EXPANDED_LIMIT,
+    EXPLICIT_INPUTS_LIMIT,
+    MULTIPLIED_LIMIT,
+    PARAMETERS,
+    UNROLL_LIMIT,
+    AbstractPartial,
+    ComponentsOf,
+    GeneralForm,
+    OutOfRange,
+    Term,
+)
+from .unroll import UnrolledScalarRNN, unroll
 
 
 class Derivation:
     """Everything derived for one model; expressions are SymPy objects, nothing is printed here."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, engine: CellDerivation | None = None):
+        """``engine``: the engine's derivation of ``cell_of(model)`` when the command already has it
+        (derived here otherwise)."""
         model.require_scalar("this derivation")
         if model.steps > UNROLL_LIMIT:
             raise UsageError(
@@ -142,32 +54,26 @@ class Derivation:
                 "with bptt codegen --mode loop"
             )
         self.model = model
-        self.unrolled: Unrolled = unroll(model)
+        self.unrolled: UnrolledScalarRNN = unroll(model)
         u = self.unrolled
-        f = u.activation
         self.n = model.steps
-        # The output: ∂L/∂ŷ, ∂ŷ/∂o_n and their product, which sigmoid + cross-entropy simplify.
+        # The notes' own output factors ∂L/∂ŷ and ∂ŷ/∂o_n, as the document writes them one by one.
         self.dL_dyhat = sp.diff(u.loss, u.y_hat)
         self.dyhat_do_n = self._written_with_outputs(sp.diff(u.output_definition, u.o[-1]))
         self.dyhat_dw_o = self._written_with_outputs(sp.diff(u.output_definition, u.w_o))
-        self.output_factor = sp.factor(sp.cancel(self.dL_dyhat * self.dyhat_do_n))
-        self.dL_dw_o = sp.factor(sp.cancel(self.dL_dyhat * self.dyhat_dw_o))
-        # One generic step, differentiated once: ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
+        # One generic step, read from the engine's derivation of the rnn cell at H = 1 (this class
+        # is a view on it, not a second derivation): ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
         # with the output o_t; every timestep is an instance of these (linear in n).
-        # w_i·x_t is one Dot of the vector symbols: ∂⁺o_t/∂w_i is one diff, for every D.
-        step = u.step
-        output = f.apply(step.vector_a)
-        written = {output: step.o}
-        self.step_jacobian = sp.diff(output, step.o_prev).xreplace(written)
-        self.step_derivative = f.derivative_from_output(step.o)
-        #: ∂⁺o_t/∂w for w_h and for the vector w_i (f′(a_t) x_t, with the vector symbol x_t).
-        self.step_immediate_vector = {
-            "w_h": sp.diff(output, u.w_h).xreplace(written),
-            "w_i": sp.diff(output, step.w_i_vector).xreplace(written),
-        }
+        self.engine = derive_cell(cell_of(model)) if engine is None else engine
+        self.step_derivative, self.step_jacobian, self.step_immediate_vector = _step_partials(self.engine, u)
+        # The output: the engine's ∂L/∂z (z = w_o o_n, simplified for sigmoid + cross-entropy) times
+        # ∂z/∂o_n = w_o, and ∂z/∂w_o = o_n.
+        residual = self.engine.output_factor.xreplace(_engine_output_symbols(self.engine, u))
+        self.output_factor = sp.factor(sp.cancel(residual * u.w_o))
+        self.dL_dw_o = sp.factor(sp.cancel(residual * u.o[-1]))
         self.step_immediate = {
             "w_h": (self.step_immediate_vector["w_h"],),
-            "w_i": ComponentsOf(self.step_immediate_vector["w_i"], step.x_vector, step.x),
+            "w_i": ComponentsOf(self.step_immediate_vector["w_i"], u.step.x_vector, u.step.x),
         }
 
     # -- building blocks -------------------------------------------------------------------------
@@ -207,9 +113,9 @@ class Derivation:
         j = self._timestep(j, "j", "abstract_term")
         weight = u.w_h if weight is None else weight
         loss = sp.Symbol("L")
-        factors = [Partial(loss, u.y_hat), Partial(u.y_hat, u.o[-1])]
-        factors += [Partial(u.o[k - 1], u.o[k - 2]) for k in range(n, j, -1)]
-        factors.append(Partial(u.o[j - 1], weight, True))
+        factors = [AbstractPartial(loss, u.y_hat), AbstractPartial(u.y_hat, u.o[-1])]
+        factors += [AbstractPartial(u.o[k - 1], u.o[k - 2]) for k in range(n, j, -1)]
+        factors.append(AbstractPartial(u.o[j - 1], weight, True))
         return sp.Mul(*factors)
 
     def term(self, parameter: str, j: int, component: int = 0) -> sp.Expr:
@@ -326,9 +232,35 @@ class Derivation:
         return summary(self)
 
 
+def _engine_output_symbols(engine: CellDerivation, u: UnrolledScalarRNN) -> dict:
+    """The engine's ŷ and y as the notes' symbols."""
+    return {engine.symbols["y_hat"]: u.y_hat, engine.symbols["y"]: u.y}
+
+
+def _step_partials(engine: CellDerivation, u: UnrolledScalarRNN) -> tuple[sp.Expr, sp.Expr, dict]:
+    """f′(a_t), ∂o_t/∂o_{t−1} and ∂⁺o_t/∂w (w_h, and w_i as a vector) from the engine's rnn cell at H = 1.
+
+    The engine keeps w_h o_{t−1} as one linear symbol; at H = 1 its transpose rule is a product with
+    w_h, and ∂⁺o_t/∂M = δ(M u) u (the outer product's one entry) with the operand u = o_{t−1} or x_t.
+    """
+    step = u.step
+    names = {engine.node["o"].symbol: step.o, engine.previous["o"]: step.o_prev}
+    direct, through = engine.state_jacobian[("o", "o")]
+    assert direct == 0, "the plain RNN has no direct path from o_(t−1) to o_t"
+    linear = {linear.matrix: linear for linear in engine.linears}
+    derivative = through[linear["w_h"].symbol].xreplace(names)
+    operands = {"x": step.x_vector, "o_prev": step.o_prev}
+    immediate = {}
+    for parameter in ("w_h", "w_i"):
+        ((kind, _delta, operand),) = engine.gradients[parameter]
+        assert kind == "outer"
+        immediate[parameter] = derivative * operands[operand]
+    return derivative, derivative * step.w_h, immediate
+
+
 def derive(steps: int = 3, activation: str = "tanh", inputs: int = 3) -> Derivation:
     """Derive the exact gradients of the notes' RNN unrolled over ``steps`` timesteps."""
     return Derivation(Model(steps=steps, activation=activation, inputs=inputs))
 
 
-__all__ = ["Derivation", "OutOfRange", "Partial", "Term", "derive", "sigmoid"]
+__all__ = ["AbstractPartial", "Derivation", "OutOfRange", "Term", "derive", "sigmoid"]

@@ -39,7 +39,7 @@ POINTS = 3
 
 
 @dataclass
-class Check:
+class ProofStep:
     """One proof step: what was checked, how, and whether it held."""
 
     strength: str  # "induction" | "exact" | "numeric"
@@ -52,13 +52,13 @@ class Check:
 class ProofReport:
     steps: int
     activation: str
-    checks: list[Check] = field(default_factory=list)
+    checks: list[ProofStep] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
-    def by_strength(self, strength: str) -> list[Check]:
+    def by_strength(self, strength: str) -> list[ProofStep]:
         return [check for check in self.checks if check.strength == strength]
 
 
@@ -97,7 +97,7 @@ def _split_products(expr: sp.Expr, top) -> sp.Expr:
     )
 
 
-def sum_recurrence(drop_gap: int | None = None) -> Check:
+def sum_recurrence(drop_gap: int | None = None) -> ProofStep:
     """T_{n+1} − p_{n+1} − J_{n+1} T_n = 0 for symbolic n ≥ 1, and T_1 = p_1."""
     n = sp.Symbol("n", integer=True, positive=True)
     j, k = sp.symbols("j k", integer=True, positive=True)
@@ -119,10 +119,10 @@ def sum_recurrence(drop_gap: int | None = None) -> Check:
         if held
         else f"T_(n+1) - p_(n+1) - J_(n+1) T_n = {difference}; T_1 - p_1 = {base}"
     )
-    return Check("induction", "Σ/Π recurrence", held, detail)
+    return ProofStep("induction", "Σ/Π recurrence", held, detail)
 
 
-def activation_table(activation: str | Activation) -> Check:
+def activation_table(activation: str | Activation) -> ProofStep:
     """The table's f′ (written with the output) is the derivative of the independent closed form.
 
     ``activation`` is a name in ACTIVATIONS or an entry itself (the one a derivation used).
@@ -146,7 +146,7 @@ def activation_table(activation: str | Activation) -> Check:
             failures.append("f'")
         if sp.simplify((activation.apply(z) - closed).rewrite(sp.exp)) != 0:
             failures.append("f")
-    return Check(
+    return ProofStep(
         "induction",
         "activation table",
         not failures,
@@ -161,7 +161,7 @@ def _hidden_weights(derivation: Derivation):
             yield parameter, index, weight
 
 
-def chain_rule_step(derivation: Derivation) -> Check:
+def chain_rule_step(derivation: Derivation) -> ProofStep:
     """d o_t/dw = ∂⁺o_t/∂w + (∂o_t/∂o_{t−1}) d o_{t−1}/dw = f′(a_t)(∂⁺a_t/∂w + w_h d o_{t−1}/dw),
     with o_{t−1}(w) an arbitrary function, against the derivation's ∂⁺o_t/∂w, ∂o_t/∂o_{t−1} and f′."""
     u = derivation.unrolled
@@ -180,7 +180,7 @@ def chain_rule_step(derivation: Derivation) -> Check:
         factored = derivation.step_derivative * (sp.diff(step.a, weight) + u.w_h * slope)
         if sp.expand(total - factored) != 0:
             failures.append(f"{weight} (f′(a_t)(∂⁺a_t/∂w + w_h·D))")
-    return Check(
+    return ProofStep(
         "induction",
         "chain-rule step",
         not failures,
@@ -191,7 +191,7 @@ def chain_rule_step(derivation: Derivation) -> Check:
     )
 
 
-def base_case(derivation: Derivation) -> Check:
+def base_case(derivation: Derivation) -> ProofStep:
     """d o_1/dw = ∂⁺o_1/∂w: o_0 = 0 is a constant, so the first step has only the immediate partial."""
     u = derivation.unrolled
     failures = []
@@ -199,7 +199,7 @@ def base_case(derivation: Derivation) -> Check:
         first = sp.diff(u.definition(1), weight).xreplace({u.definition(1): u.o[0]})
         if sp.expand(first - derivation.immediate(parameter, 1, index)) != 0:
             failures.append(str(weight))
-    return Check(
+    return ProofStep(
         "induction",
         "base case",
         not failures,
@@ -209,7 +209,7 @@ def base_case(derivation: Derivation) -> Check:
     )
 
 
-def output_factor(derivation: Derivation) -> Check:
+def output_factor(derivation: Derivation) -> ProofStep:
     """(∂L/∂ŷ)(∂ŷ/∂o_n) = (ŷ − y) w_o and ∂L/∂w_o = (ŷ − y) o_n, checked on the closed-form sigmoid."""
     u = derivation.unrolled
     z = sp.Symbol("z")
@@ -225,7 +225,7 @@ def output_factor(derivation: Derivation) -> Check:
     ]
     if dL_dz != 0:  # pragma: no cover - SymPy's calculus, not the derivation
         failures.append("dL/dz")
-    return Check(
+    return ProofStep(
         "induction",
         "sigmoid + cross-entropy",
         not failures,
@@ -235,7 +235,7 @@ def output_factor(derivation: Derivation) -> Check:
     )
 
 
-def induction(derivation: Derivation, drop_gap: int | None = None) -> list[Check]:
+def induction(derivation: Derivation, drop_gap: int | None = None) -> list[ProofStep]:
     """The proof for every n at once (strength 1); the Σ/Π recurrence comes last."""
     return [
         activation_table(derivation.unrolled.activation),
@@ -262,7 +262,7 @@ def _bptt(derivation: Derivation, parameter: str, index: int, drop_gap: int | No
     return value
 
 
-def exact(derivation: Derivation, drop_gap: int | None = None) -> Check:
+def exact(derivation: Derivation, drop_gap: int | None = None) -> ProofStep:
     """The multiplied-out Σ/Π form equals the derivative of the whole nest (strength 2)."""
     n = derivation.n
     if n > EXACT_LIMIT:
@@ -271,7 +271,7 @@ def exact(derivation: Derivation, drop_gap: int | None = None) -> Check:
         model = derivation.model
         small = [exact(Derivation(replace(model, steps=m)), drop_gap) for m in range(1, SMALL_N + 1)]
         failed = [c.name for c in small if not c.passed]
-        return Check(
+        return ProofStep(
             "exact",
             f"exact identity (n = 1..{SMALL_N}; n = {n} is above {EXACT_LIMIT})",
             not failed,
@@ -292,7 +292,7 @@ def exact(derivation: Derivation, drop_gap: int | None = None) -> Check:
         if difference != 0:
             failures.append(str(weight))
     names = ", ".join(str(weight) for _, _, weight in _components(derivation))
-    return Check(
+    return ProofStep(
         "exact",
         f"exact identity (n = {n})",
         not failures,
@@ -408,7 +408,7 @@ class HighPrecision:
             return gradient
 
 
-def numeric(derivation: Derivation, drop_gap: int | None = None, points: int = POINTS, seed: int = 0) -> Check:
+def numeric(derivation: Derivation, drop_gap: int | None = None, points: int = POINTS, seed: int = 0) -> ProofStep:
     """The Σ/Π form against the high-precision derivative of the unrolled loss (strength 3)."""
     rng = random.Random(seed)
     evaluator = HighPrecision(derivation)
@@ -424,7 +424,7 @@ def numeric(derivation: Derivation, drop_gap: int | None = None, points: int = P
             worst = max(worst, _relative(ours, oracle))
     tolerance = mpmath.mpf(10) ** -(DIGITS - 15)
     held = worst < tolerance
-    return Check(
+    return ProofStep(
         "numeric",
         f"{DIGITS}-digit evaluation (n = {derivation.n})",
         held,
@@ -482,4 +482,4 @@ def format_report(report: ProofReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Check", "ProofReport", "exact", "format_report", "induction", "numeric", "prove", "sigmoid"]
+__all__ = ["ProofReport", "ProofStep", "exact", "format_report", "induction", "numeric", "prove", "sigmoid"]

@@ -155,7 +155,7 @@ class Step:
         """a_t with w_i·x_t written out as Σ_d w_{i,d} x_{t,d} (O(D); for the proofs)."""
         return explicit_dot(self.w_i, self.x) + self.w_h * self.o_prev
 
-    def at(self, unrolled: Unrolled, t: int) -> dict:
+    def at(self, unrolled: UnrolledScalarRNN, t: int) -> dict:
         """The substitution that turns this generic step into timestep t of ``unrolled``: o_t, o_{t−1},
         the vector x_t and, looked up on demand, each component x_{t,d}."""
         mapping = {self.o: unrolled.state(t), self.o_prev: unrolled.state(t - 1),
@@ -191,7 +191,7 @@ class _StepMapping(dict):
 
 
 @dataclass(frozen=True)
-class Unrolled:
+class UnrolledScalarRNN:
     """The symbols and definitions of the model unrolled over ``model.steps`` timesteps."""
 
     model: Model
@@ -306,7 +306,7 @@ class Unrolled:
         return expr.xreplace({self.output_definition: self.y_hat})
 
 
-def unroll(model: Model) -> Unrolled:
+def unroll(model: Model) -> UnrolledScalarRNN:
     """Make the symbols and the defining equations for ``model`` (O(n), whatever D is)."""
     n, inputs = model.steps, model.inputs
     latex_names = LatexNames()  # the components w_{i,d}, x_{t,d} are named on lookup
@@ -334,4 +334,4 @@ def unroll(model: Model) -> Unrolled:
         w_h=w_h,
     )
     latex_names.update({step.o: "o_{t}", step.o_prev: "o_{t-1}", step.x_vector: r"\mathbf{x}_{t}"})
-    return Unrolled(model, x, w_i, w_h, w_o, y, y_hat, o, step, latex_names, w_i_vector, x_vectors)
+    return UnrolledScalarRNN(model, x, w_i, w_h, w_o, y, y_hat, o, step, latex_names, w_i_vector, x_vectors)

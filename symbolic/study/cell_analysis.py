@@ -31,17 +31,10 @@ import sympy as sp
 
 from ..errors import UsageError
 from ..model import Model
-from . import analysis
-from .analysis import (
-    TOLERANCE,
-    _nested,
-    _number,
-    _power_of_ten,
-    _rows_shown,
-    integer_ticks,
-    pyplot,
-    save_figure,
-)
+from . import analysis, matrix_analysis
+from .figures import integer_ticks, pyplot, save_figure
+from .matrix_analysis import _nested
+from .measures import TOLERANCE, _number, _power_of_ten, _rows_shown
 
 if TYPE_CHECKING:
     from ..engine.derivation import CellDerivation
@@ -216,7 +209,7 @@ def classify(rate: float, steps: int, state: str, tolerance: float = TOLERANCE) 
     if math.isnan(rate):
         return "exploding", "the Jacobian product is not finite"
     what = f"the {state} path's growth per step ‖∂{state}_n/∂{state}_1‖₂^(1/(n−1)) = {rate:.4g}"
-    return analysis.judge_growth(what, rate, tolerance)
+    return matrix_analysis.judge_growth(what, rate, tolerance)
 
 
 @dataclass
@@ -352,7 +345,7 @@ def analyze_cell(
     from ..engine.derivation import forward_values
     from .data import encode
 
-    words = analysis._sequence(steps, words, seed)
+    words = matrix_analysis._sequence(steps, words, seed)
     x = encode(list(words))[None]
     d = derivation
     H, n = model.hidden, len(words)

@@ -8,7 +8,7 @@ keep the chain rule's order through :class:`InOrder`, so (∂L/∂ŷ)(∂ŷ/∂o
 Sizes are bounded so that n = 1000 typesets in well under a second: at most
 ``ALL_TERMS_LIMIT`` terms are listed in full (then j = n, n−1, n−2, ⋯, 1), a term shows at most
 ``JACOBIANS_SHOWN`` Jacobian factors, and the fully expanded gradient is shown only for
-n ≤ ``EXPANDED_SHOWN_LIMIT`` (its size is reported up to ``derive.EXPANDED_LIMIT``).
+n ≤ ``EXPANDED_SHOWN_LIMIT`` (its size is reported up to ``forms.EXPANDED_LIMIT``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sympy.printing.precedence import PRECEDENCE
 
 from ..files import MARKER
 from ..model import VOCABULARY
-from ..notes.derive import EXPANDED_LIMIT, Derivation, Partial
+from ..notes.forms import EXPANDED_LIMIT, AbstractPartial
 from ..templating import render
 
 FORMATS = ("tex", "md")
@@ -56,7 +56,7 @@ class InOrder(sp.Expr):
 class DerivationPrinter(LatexPrinter):
     """SymPy's LaTeX printer with the model's symbol names and a few readings of our own.
 
-    - symbols print by ``Unrolled.latex_names`` (x_{t,d}, w_{i,d}, \\hat{y}, o_{t});
+    - symbols print by ``UnrolledScalarRNN.latex_names`` (x_{t,d}, w_{i,d}, \\hat{y}, o_{t});
     - a sum leads with a positive term (ŷ − y, not −y + ŷ);
     - ``o[k]`` (an ``Indexed``) prints o_{k}, and the Heaviside step H(o_k);
     - :class:`InOrder` prints its factors in the given order.
@@ -104,7 +104,7 @@ class DerivationPrinter(LatexPrinter):
         return " ".join(printed)
 
 
-def canonical_command(derivation: Derivation, fmt: str) -> str:
+def canonical_command(derivation, fmt: str) -> str:
     """The command that makes this document, options in a fixed order (independent of -o)."""
     model = derivation.model
     parts = ["bptt derive", f"--steps {model.steps}", f"--activation {model.activation}"]
@@ -117,7 +117,7 @@ def canonical_command(derivation: Derivation, fmt: str) -> str:
 class Typesetter:
     """Prints the pieces of one derivation; every method returns printed LaTeX or plain data."""
 
-    def __init__(self, derivation: Derivation):
+    def __init__(self, derivation):
         self.derivation = derivation
         self.unrolled = u = derivation.unrolled
         self.n = derivation.n
@@ -186,7 +186,7 @@ class Typesetter:
         return {"w_i": self.w_i, "w_h": u.w_h, "w_o": u.w_o}[parameter]
 
     def gradient_lhs(self, parameter: str) -> str:
-        return self.tex(Partial(self.loss, self.weight(parameter)))
+        return self.tex(AbstractPartial(self.loss, self.weight(parameter)))
 
     # -- the model -------------------------------------------------------------------------------
 
@@ -310,7 +310,7 @@ class Typesetter:
     def w_o_rows(self) -> dict:
         u, d = self.unrolled, self.derivation
         return {
-            "abstract": self.tex(Partial(self.loss, u.y_hat)) + " " + self.tex(Partial(u.y_hat, u.w_o)),
+            "abstract": self.tex(AbstractPartial(self.loss, u.y_hat)) + " " + self.tex(AbstractPartial(u.y_hat, u.w_o)),
             "factors": self.tex(InOrder(d.dL_dyhat, d.dyhat_dw_o)),
             "simplified": self.tex(self.output_w_o),
         }
@@ -347,22 +347,22 @@ class Typesetter:
         rows = [
             (f"f'\\left({self.tex(a_k)}\\right)", "", self.tex(self._at(d.step_derivative, "k"))),
             (
-                self.tex(Partial(o_k, o_k1)),
+                self.tex(AbstractPartial(o_k, o_k1)),
                 self.tex(InOrder(f_prime["k"], sp.diff(step.vector_a, step.o_prev))),
                 self.tex(self._at(self.local["jacobian"], "k")),
             ),
             (
-                self.tex(Partial(o_j, u.w_h, True)),
+                self.tex(AbstractPartial(o_j, u.w_h, True)),
                 self.tex(self._at(InOrder(f_prime["j"], sp.diff(step.vector_a, u.w_h)), "j")),
                 self.tex(self._at(self.local["w_h"], "j")),
             ),
             (
-                self.tex(Partial(o_j, self.w_i, True)),
+                self.tex(AbstractPartial(o_j, self.w_i, True)),
                 self.tex(self._at(InOrder(f_prime["j"], self.x_step), "j")),
                 self.tex(self._at(self.local["w_i"], "j")),
             ),
             (
-                self.tex(Partial(self.loss, u.y_hat)) + " " + self.tex(Partial(u.y_hat, o[n])),
+                self.tex(AbstractPartial(self.loss, u.y_hat)) + " " + self.tex(AbstractPartial(u.y_hat, o[n])),
                 self.tex(InOrder(d.dL_dyhat, d.dyhat_do_n.xreplace({u.o[-1]: o[n]}))),
                 self.tex(self.output),
             ),
@@ -383,7 +383,7 @@ class Typesetter:
                 continue
             component = InOrder(d.step_derivative, u.step.x[index])
             assert sp.expand(component.value - d.step_immediate["w_i"][index]) == 0
-            rows.append((self.tex(Partial(o_j, u.w_i[index], True)), self.tex(self._at(component, "j"))))
+            rows.append((self.tex(AbstractPartial(o_j, u.w_i[index], True)), self.tex(self._at(component, "j"))))
         return rows
 
     # -- the fully expanded result ---------------------------------------------------------------
@@ -406,7 +406,7 @@ class Typesetter:
         expressions = [expression for _, _, expression in components]
         if self.n > EXPANDED_SHOWN_LIMIT:
             sizes = [
-                {"lhs": self.tex(Partial(self.loss, w)), "ops": sp.count_ops(expression.xreplace(self._dot_sums()))}
+                {"lhs": self.tex(AbstractPartial(self.loss, w)), "ops": sp.count_ops(expression.xreplace(self._dot_sums()))}
                 for (_, w, _), expression in zip(components, expressions)
             ]
             return {"shown": False, "sizes": sizes[:3], "built": True, "limit": EXPANDED_LIMIT}
@@ -423,7 +423,7 @@ class Typesetter:
             "shown": True,
             "definitions": [(self.tex(symbol), self._lines(value)) for symbol, value in definitions],
             "results": [
-                (self.tex(Partial(self.loss, w)), self._lines(value))
+                (self.tex(AbstractPartial(self.loss, w)), self._lines(value))
                 for (_, w, _), value in zip(components, reduced)
             ],
             "count": len(definitions),
@@ -463,7 +463,7 @@ class Typesetter:
         return lines
 
 
-def _context(derivation: Derivation, fmt: str, command: str | None) -> dict:
+def _context(derivation, fmt: str, command: str | None) -> dict:
     typesetter = Typesetter(derivation)
     model = derivation.model
     activation = derivation.unrolled.activation
@@ -504,7 +504,7 @@ def _context(derivation: Derivation, fmt: str, command: str | None) -> dict:
     }
 
 
-def document(derivation: Derivation, fmt: str = "tex", command: str | None = None) -> str:
+def sigma_pi_document(derivation, fmt: str = "tex", command: str | None = None) -> str:
     """The whole derivation as a standalone LaTeX document (``tex``) or a Markdown page (``md``).
 
     ``command`` names what generated it in the header; by default the canonical
@@ -516,7 +516,7 @@ def document(derivation: Derivation, fmt: str = "tex", command: str | None = Non
     return render("latex", template, **_context(derivation, fmt, command))
 
 
-def summary(derivation: Derivation) -> str:
+def summary(derivation) -> str:
     """A short LaTeX display for Jupyter: the Σ/Π form for any n and the local derivatives."""
     typesetter = Typesetter(derivation)
     general = typesetter.general_rows()
@@ -527,4 +527,4 @@ def summary(derivation: Derivation) -> str:
     return f"$$\\begin{{aligned}}\n{body} \\\\\n&{caption}\n\\end{{aligned}}$$"
 
 
-__all__ = ["FORMATS", "DerivationPrinter", "InOrder", "canonical_command", "document", "summary"]
+__all__ = ["FORMATS", "DerivationPrinter", "InOrder", "canonical_command", "sigma_pi_document", "summary"]
