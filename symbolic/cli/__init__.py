@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check)
     _grade_command(commands)
     _story_commands(commands)  # analyze, train, demo
+    from .remedies import add_command as add_remedies  # bptt remedies (symbolic/cli/remedies.py)
+
+    add_remedies(commands)
     return parser
 
 
