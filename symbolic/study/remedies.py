@@ -111,6 +111,7 @@ class Measured:
     row: Row
     seeds: list
     accuracies: list
+    train_accuracies: list
     final_losses: list
     largest_gradient_norms: list
     diverged_at: list
@@ -133,10 +134,11 @@ class Measured:
             {"mean": float(np.mean(finished)), "min": min(finished), "max": max(finished)},
             "diverged": self.diverged,
             "runs": [
-                {"seed": seed, "accuracy": accuracy, "final_loss": loss, "largest_gradient_norm": norm,
-                 "diverged_at": diverged}
-                for seed, accuracy, loss, norm, diverged in zip(
-                    self.seeds, self.accuracies, self.final_losses, self.largest_gradient_norms, self.diverged_at)
+                {"seed": seed, "accuracy": accuracy, "train_accuracy": trained, "final_loss": loss,
+                 "largest_gradient_norm": norm, "diverged_at": diverged}
+                for seed, accuracy, trained, loss, norm, diverged in zip(
+                    self.seeds, self.accuracies, self.train_accuracies, self.final_losses,
+                    self.largest_gradient_norms, self.diverged_at)
             ],
             "seconds": self.seconds,
         }
@@ -163,8 +165,8 @@ def copy_state_source(lag: int, activation: str) -> str:
     """A cell file for the skip RNN of lag K written with K − 1 copy states: state o_j holds o_(t−1−j)."""
     copies = [f"o{j}" for j in range(1, lag)]
     lines = [
-        f'"""Skip RNN, lag {lag}, as copy states (written by bptt remedies): o\' = {activation}(w_i x + w_h o'
-        f' + w_s {copies[-1]})."""',
+        (f'"""Skip RNN, lag {lag}, as copy states (written by bptt remedies): o\' = {activation}(w_i x + w_h o'
+         f' + w_s {copies[-1]})."""'),
         f"from symbolic.cells.spec import Cell, {activation}",
         "",
         f'cell = Cell("skip_copy_{lag}", readout="w_o", description="skip RNN, lag {lag}, as {lag - 1} copy states")',
@@ -228,12 +230,13 @@ def measure(block: Block, row: Row, dataset, held_out, seeds: int = SEEDS, epoch
     """Train the row once per seed 0 … seeds − 1."""
     from .train import train
 
-    measured = Measured(row, list(range(seeds)), [], [], [], [], 0.0)
+    measured = Measured(row, list(range(seeds)), [], [], [], [], [], 0.0)
     started = time.perf_counter()
     for seed in measured.seeds:
         result = train(dataset, config_for(block, row, seed, epochs), held_out=held_out, loader=loader)
         finished = result.diverged_at is None
         measured.accuracies.append(_number(result.accuracy) if finished else None)
+        measured.train_accuracies.append(_number(result.train_accuracy) if finished and held_out else None)
         measured.final_losses.append(_number(result.final_loss) if finished else None)
         measured.largest_gradient_norms.append(
             None if math.isinf(result.largest_gradient_norm) else float(result.largest_gradient_norm))
@@ -291,20 +294,23 @@ def table(results: dict, data: str, seeds: int, epochs: int | None = None, backe
             continue
         lines += ["", f"{block.problem}", f"  baseline: {describe(block, epochs)}",
                   f"  a row changes only its remedy, never {', '.join(block.fixed)}",
-                  f"  {'remedy':<30} {measured_on:>24}  {'final loss':>10}  {'largest ‖g‖':>11}  "
-                  f"{'diverged':>8}  {'s/run':>6}"]
+                  (f"  {'remedy':<30} {measured_on:>24}  {'train':>5}  {'final loss':>10}  {'largest ‖g‖':>11}  "
+                   f"{'diverged':>8}  {'s/run':>6}")]
         for measured in results[block.name]:
             finished = measured.finished
             accuracy = (f"{np.mean(finished):.3f} [{min(finished):.2f}, {max(finished):.2f}]" if finished
                         else "–")
             losses = [v for v in measured.final_losses if v is not None]
+            trained = [v for v in measured.train_accuracies if v is not None]
             norms = [v for v in measured.largest_gradient_norms if v is not None]
             largest = "inf" if len(norms) < len(measured.largest_gradient_norms) else _value(max(norms, default=None))
             lines.append(
-                f"  {measured.row.name:<30} {accuracy:>24}  {_value(np.mean(losses) if losses else None):>10}  "
+                f"  {measured.row.name:<30} {accuracy:>24}  {_value(np.mean(trained) if trained else None, '.2f'):>5}  "
+                f"{_value(np.mean(losses) if losses else None):>10}  "
                 f"{largest:>11}  {measured.diverged:>4}/{len(measured.seeds):<3}  {measured.seconds:>6.2f}")
     lines += ["", f"{measured_on}: mean [min, max] over the seeds that did not diverge (chance is about 0.5);",
-              "final loss: mean over them; largest ‖g‖: over every epoch and seed, before clipping"]
+              "train: mean accuracy on the training set; final loss: mean over those seeds (training set);",
+              "largest ‖g‖: over every epoch and seed, before clipping"]
     return "\n".join(lines) + "\n"
 
 
