@@ -352,6 +352,7 @@ def plot(results: dict, path, data: str, seeds: int) -> None:
         axes.axvline(0.5, color="grey", linestyle=":", linewidth=1)
         axes.set_yticks(positions, [measured.row.name for measured in rows], fontsize=8)
         axes.set_xlim(0, 1.3)
+        axes.set_ylim(-0.6, len(rows) - 0.4)
         axes.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
         axes.set_title(f"{block.name}: {describe(block)}", fontsize=8)
         axes.grid(True, axis="x", alpha=0.3)
