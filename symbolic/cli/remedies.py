@@ -60,7 +60,7 @@ def _remedies(args) -> int:
     dataset, held_out = data.load(args.data)
     results = remedies.run(dataset, held_out, chosen, seeds, epochs, args.backend)
     if plot_path:
-        remedies.plot(results, plot_path, args.data, seeds)
+        remedies.plot(results, plot_path, args.data, seeds, epochs)
     if args.json:
         print(json_text(remedies.as_json(results, args.data, seeds, epochs, args.backend)))
     else:

@@ -106,7 +106,8 @@ BLOCKS = (VANISHING, EXPLODING)
 
 @dataclass
 class Measured:
-    """One row's runs: per seed (accuracy, final loss, largest gradient norm, diverged epoch)."""
+    """One row's runs, per seed: held-out and training accuracy, final loss (None where the run diverged),
+    the largest gradient norm (None once it overflowed), the diverged epoch (None: it did not)."""
 
     row: Row
     seeds: list
@@ -236,7 +237,7 @@ def measure(block: Block, row: Row, dataset, held_out, seeds: int = SEEDS, epoch
         result = train(dataset, config_for(block, row, seed, epochs), held_out=held_out, loader=loader)
         finished = result.diverged_at is None
         measured.accuracies.append(_number(result.accuracy) if finished else None)
-        measured.train_accuracies.append(_number(result.train_accuracy) if finished and held_out else None)
+        measured.train_accuracies.append(_number(result.train_accuracy) if finished and held_out is not None else None)
         measured.final_losses.append(_number(result.final_loss) if finished else None)
         measured.largest_gradient_norms.append(
             None if math.isinf(result.largest_gradient_norm) else float(result.largest_gradient_norm))
@@ -328,7 +329,7 @@ def as_json(results: dict, data: str, seeds: int, epochs: int | None = None, bac
     return out
 
 
-def plot(results: dict, path, data: str, seeds: int) -> None:
+def plot(results: dict, path, data: str, seeds: int, epochs: int | None = None) -> None:
     """One panel per block: each seed's held-out accuracy as a dot, the mean as a bar, diverged runs
     counted beside the row."""
     from .analysis import pyplot, save_figure
@@ -354,7 +355,7 @@ def plot(results: dict, path, data: str, seeds: int) -> None:
         axes.set_xlim(0, 1.3)
         axes.set_ylim(-0.6, len(rows) - 0.4)
         axes.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
-        axes.set_title(f"{block.name}: {describe(block)}", fontsize=8)
+        axes.set_title(f"{block.name}: {describe(block, epochs)}", fontsize=8)
         axes.grid(True, axis="x", alpha=0.3)
     panels[-1, 0].set_xlabel(f"held-out accuracy on --data {data} ({seeds} seeds: dots; bar: mean)")
     figure.tight_layout()
