@@ -42,6 +42,8 @@ EXPECTED = [
     "training_long_rnn.txt",
     "training_long_rnn.json",
     "training_long.png",
+    "remedies.txt",
+    "remedies.png",
     "index.md",
 ]
 
@@ -167,6 +169,18 @@ def test_demo_compares_the_lstm_with_the_rnn(demo_run):
     assert "## LSTM against the plain RNN" in index
     assert "![" in index and "analysis_lstm_n20.png" in index and "training_long.png" in index
     assert f"held-out accuracy {lstm['accuracy']:.2f}" in index
+
+
+def test_demo_measures_the_remedies(demo_run):
+    """bptt remedies' table in the demo: both blocks, every row, under the command that made it."""
+    from symbolic.study import remedies
+
+    out, _ = demo_run
+    text = (out / "remedies.txt").read_text(encoding="utf-8")
+    assert "Command: bptt remedies -o remedies.png" in text
+    for block in remedies.BLOCKS:
+        assert f"baseline: {remedies.describe(block)}" in text
+        assert all(f"  {row.name} " in text for row in block.rows)
 
 
 def test_demo_refuses_a_foreign_directory_and_a_file(tmp_path):

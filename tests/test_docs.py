@@ -27,7 +27,7 @@ def test_the_readme_is_short_and_starts_with_the_two_commands():
     text = "\n".join(lines)
     try_next = text.split("## Try next")[1].split("\n## ")[0]
     commands = re.findall(r"^\| \d+ \| .* \| `(bptt [^`]+)` \|$", try_next, flags=re.MULTILINE)
-    assert len(commands) == 10, commands
+    assert len(commands) == 11, commands
 
 
 def test_every_link_resolves_and_every_page_says_what_it_is_for():

@@ -259,6 +259,7 @@ JSON_RUNS = {
     ],
     "train": [["train", "--epochs", "3", "--json", "--plot", "t.png"]],
     "grade": [["grade", "loop good", "--json"], ["grade", "loop tampered", "--json"]],
+    "remedies": [["remedies", "--seeds", "1", "--epochs", "2", "--data", "notes", "--json", "--plot", "r.png"]],
 }
 
 

@@ -8,7 +8,8 @@
 5. the LSTM against the plain RNN (issue 7): ``bptt analyze --cell lstm`` on the same 20 words
    (table, JSON, plot), and ``bptt train --data long`` with ``--cell lstm`` and with the tanh RNN at
    their defaults (logs, JSON, one plot of both loss curves);
-6. an ``index.md`` that shows it all, and a listing on stdout.
+6. the notes' remedies side by side (``bptt remedies``): the table and its plot;
+7. an ``index.md`` that shows it all, and a listing on stdout.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Written:
 DERIVATION_STEM = f"derivation_{ACTIVATION}_n{STEPS}"
 MODULE_NAME = f"rnn_{ACTIVATION}_n{STEPS}.py"
 LSTM_ANALYSIS_STEM = f"analysis_lstm_n{ANALYSIS_STEPS}"
+REMEDIES_NAMES = ("remedies.txt", "remedies.png")
 
 
 def _analysis_stem(activation: str, w_h: float) -> str:
@@ -64,7 +66,7 @@ def planned_names() -> list[str]:
     names += ["training_notes.txt", "training_notes.json", "training_loss.png"]
     names += [f"{LSTM_ANALYSIS_STEM}.{suffix}" for suffix in ("txt", "json", "png")]
     names += [f"training_long_{cell}.{suffix}" for cell in ("lstm", "rnn") for suffix in ("txt", "json")]
-    return [*names, "training_long.png", "index.md"]
+    return [*names, "training_long.png", *REMEDIES_NAMES, "index.md"]
 
 
 def _prepare(out: str | os.PathLike, force: bool = False) -> Path:
@@ -278,8 +280,9 @@ def run(out: str | os.PathLike = "bptt-demo", stream=None, force: bool = False) 
     return written
 
 
-#: The demo's stages, for its progress lines on stderr (about 6 s in all; stdout lists the files).
-STAGES = 4
+#: The demo's stages, for its progress lines on stderr (about 6 s in all and the remedies' 30 s of
+#: training; stdout lists the files).
+STAGES = 5
 
 
 def _progress(stage: int, what: str) -> None:
@@ -346,7 +349,11 @@ def _build(directory: Path) -> tuple[list[Written], list[str]]:
     _progress(4, "the LSTM against the plain RNN")
     story = _lstm_comparison(write, target, written, words)
 
-    # 6. The index.
+    # 6. The remedies.
+    _progress(5, "the notes' remedies side by side (bptt remedies, about 30 s)")
+    _remedies(write, target, written)
+
+    # 7. The index.
     write("index.md", _index(written, notes, story), "this list, with the plots shown")
     return written, notes
 
@@ -460,6 +467,22 @@ def _lstm_comparison(write, target, written: list[Written], words: list[str]) ->
         ),
         "",
     ]
+
+
+def _remedies(write, target, written: list[Written]) -> None:
+    """``bptt remedies -o remedies.png``: every remedy of the notes, 5 seeds a row, table and plot."""
+    from ..study import data, remedies
+
+    training, held_out = data.load("long")
+    results = remedies.run(training, held_out)
+    write(
+        "remedies.txt",
+        _header("Command: bptt remedies -o remedies.png") + remedies.table(results, "long", remedies.SEEDS),
+        "the notes' remedies for vanishing and exploding gradients, trained side by side over 5 seeds",
+    )
+    path = target("remedies.png")
+    remedies.plot(results, path, "long", remedies.SEEDS)
+    written.append(Written(path, "held-out accuracy per remedy and seed"))
 
 
 def _index(written: list[Written], notes: list[str], story: list[str] = ()) -> str:

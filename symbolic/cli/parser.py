@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     _analyze_parser(commands)
     _train_parser(commands)
     _demo_parser(commands)
+    from .remedies import add_command as add_remedies  # bptt remedies (symbolic/cli/remedies.py)
+
+    add_remedies(commands)
     return parser
 
 
