@@ -86,8 +86,9 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
 
 def generate(model: Model, mode: str | None = None, output: str | None = None, backend: str = "numpy",
              derivation=None) -> str:
-    """The source of the module for ``model`` (``output`` only names the file in the header);
-    ``derivation``: the command's one derivation of a generic model's cell (derived here if None)."""
+    """The source of the module for ``model`` (``output`` only names the file in the header). A cell's
+    module is printed from ``derivation``, the engine's ``CellDerivation`` of ``model``'s cell, which
+    the caller derives once (``derive_cell(cell_of(model))``) and hands to every stage."""
     # SymPy, Jinja2 and the derivation are imported here, not with the package: a Numba module
     # found in the source cache (see _load) needs none of them.
     from ..notes.derive import Derivation
@@ -98,7 +99,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
     if model.generic:
-        return _generate_cell(model, mode, output, backend, derivation)
+        return _generate_cell(model, mode, output, backend, derivation or _derivation(model))
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
     # (a test confirms the module is the same as one derived from all n).
     derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
@@ -113,29 +114,34 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     return source
 
 
-def _generate_cell(model: Model, mode: str, output: str | None, backend: str, derivation=None) -> str:
+def _derivation(model: Model):
+    """The derivation of ``model``'s cell, for a library caller that has none (``load(model)``)."""
+    from ..cells import cell_of
+    from ..engine.derivation import derive_cell
+
+    return derive_cell(cell_of(model))
+
+
+def _generate_cell(model: Model, mode: str, output: str | None, backend: str, derivation) -> str:
     """The module of any cell (templates/numpy/cell.py.j2; numba: templates/numba/cell.py.j2), from
     the generic engine's derivation of the cell's equations."""
     from ..templating import render
     from . import cell_backend
+    from .layout import layout_of
 
     if mode == "unrolled" and model.steps > cell_backend.UNROLLED_LIMIT:
         raise UsageError(
             f"--mode unrolled for --cell {model.cell_name} writes the lines of every step and is limited to "
             f"n <= {cell_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
-    if derivation is None:  # codegen.load's own call (train, analyze); a command passes its derivation
-        from ..cells import cell_of
-        from ..engine.derivation import derive_cell
-
-        derivation = derive_cell(cell_of(model))
-    context = cell_backend.context(model, mode, command(model, mode, output), derivation)
-    source = render("numpy", "cell.py.j2", **context)
+    derivation.refuse_lags("code generation (bptt codegen, train, check, grade)")
+    layout = layout_of(derivation)  # decided once, printed by each backend
+    source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output), layout))
     if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions
         from . import numba_cells
 
         numba_command = command(model, mode, output, backend)
-        context = numba_cells.context(model, mode, numba_command, source, derivation)
+        context = numba_cells.context(model, mode, numba_command, source, layout)
         context["module_name"] = _module_name(source, numba_command)
         source = render("numba", "cell.py.j2", **context)
     assert MARKER in source.split("\n", 3)[0]
@@ -258,8 +264,23 @@ def _import_file(path: Path) -> types.ModuleType:
     return module
 
 
+class _Handed:
+    """The caller's derivation, passed through ``_load``'s cache without being part of its key: the
+    model and the cell file's digest, which are, determine it."""
+
+    def __init__(self, derivation=None):
+        self.derivation = derivation
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Handed)
+
+    def __hash__(self) -> int:
+        return 0
+
+
 @lru_cache(maxsize=64)
-def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "") -> types.ModuleType:
+def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "", handed: _Handed | None = None
+) -> types.ModuleType:
     """The module for ``model``; ``contents`` (the cell file's digest) is part of the cache key, so an
     edited cell file is derived again rather than served from either cache."""
     name = f"bptt_generated_{model.activation}_{mode}" + (f"_{model.steps}" if mode == "unrolled" else "")
@@ -276,7 +297,7 @@ def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "") -
         cached = _cached_source(key)
         if cached is not None:
             return _import_file(cached)
-    source = generate(model, mode, backend=backend)
+    source = generate(model, mode, backend=backend, derivation=handed and handed.derivation)
     if backend == "numba":
         name += "_numba"
         path = _cached_file(name, source)
@@ -290,9 +311,11 @@ def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "") -
     return module
 
 
-def load(model: Model, mode: str | None = None, backend: str = "numpy") -> types.ModuleType:
+def load(model: Model, mode: str | None = None, backend: str = "numpy", derivation=None) -> types.ModuleType:
     """The generated module for ``model``, compiled and imported (cached per model, mode, backend and
     the contents of the model's cell file: edit the file and the next call derives it again).
+    ``derivation``: the caller's ``CellDerivation`` of the model's cell, derived once per command
+    (without one, a cell's module not found in a cache is derived here).
 
     NumPy modules are executed in memory; Numba modules are written to a cache directory first
     (see ``cache_directories``) so that their compiled kernels are cached on disk between runs.
@@ -302,7 +325,7 @@ def load(model: Model, mode: str | None = None, backend: str = "numpy") -> types
         # A loop module is the same for every n but for the command in its header: one module (one
         # file, one set of compiled kernels) serves every sequence length.
         model = replace(model, steps=1)
-    return _load(model, mode, backend, _cell_contents(model))
+    return _load(model, mode, backend, _cell_contents(model), _Handed(derivation))
 
 
 __all__ = [
