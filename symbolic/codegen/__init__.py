@@ -70,6 +70,8 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
     words = ["bptt", "codegen", "--steps", str(model.steps), "--activation", model.activation]
     if model.gated:  # its activations are in its equations
         words = ["bptt", "codegen", "--cell", model.cell_argument, "--steps", str(model.steps)]
+    if model.skip is not None:  # the skip cell's lag and activation are options
+        words += ["--skip", str(model.skip), "--activation", model.activation]
     if model.inputs != len(VOCABULARY):
         words += ["--inputs", str(model.inputs)]
     if model.hidden != 1:
@@ -134,7 +136,6 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str, de
             f"--mode unrolled for --cell {model.cell_name} writes the lines of every step and is limited to "
             f"n <= {cell_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
-    derivation.refuse_lags("code generation (bptt codegen, train, check, grade)")
     layout = layout_of(derivation)  # decided once, printed by each backend
     source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output), layout))
     if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions

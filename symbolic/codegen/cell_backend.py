@@ -20,7 +20,7 @@ from ..engine.derivation import CellDerivation
 from .interim_text import LINE_LENGTH, formatted, formatted_item
 from .layout import Layout, Step
 from .numpy_backend import code, text
-from .numpy_printer import NumpyCellPrinter, _array, _targets
+from .numpy_printer import NumpyCellPrinter, _array, _targets, ring_name
 
 #: Largest n for which --mode unrolled writes straight-line code for a cell.
 UNROLLED_LIMIT = 256
@@ -97,6 +97,7 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         "delta_width": lay.delta_width,
         "maps_names": maps_names,
         "delta_names": [_array(g) for g in lay.owners],
+        "rings": [{"name": ring_name(state, lag), "state": state, "lag": lag} for state, lag, _ in lay.rings],
     }
 
 
@@ -131,7 +132,8 @@ def _cell_context(model, d: CellDerivation) -> dict:
         "adjoint_formulas": [f"{names[a.symbol]} = {text(a.expr, names)}"
                              + "".join(f" + {m}ᵀ δ({m} {a.name})" for m, _ in a.transposed)
                              for a in d.adjoints],
-        "sent_formulas": [_sent_formula(d, state, a) for state, a in d.sent.items()],
+        "sent_formulas": [_sent_formula(d, state, a) for state, a in d.sent.items()]
+        + [_sent_formula(d, state, a, lag) for (state, lag), a in d.sent_lagged.items()],
         "names_out": {symbol: sp.Symbol(str(symbol)) for symbol in d.symbols["vectors"].values()},
     }
 
@@ -257,18 +259,25 @@ def _unpacked(names: list[str], text_: str) -> str:
     return _targets(used)
 
 
-def _sent_formula(d: CellDerivation, state: str, adjoint) -> str:
+def _sent_formula(d: CellDerivation, state: str, adjoint, lag: int = 1) -> str:
+    """What step t sends to s_(t−lag); K steps back it is added to what step t − K + 1 sends."""
     terms = [text(adjoint.expr, _display_names(d))] if adjoint.expr != 0 else []
-    terms += [f"{matrix}ᵀ δ({matrix} {state}_(t-1))" for matrix, _ in adjoint.transposed]
-    return f"δ{state}_(t-1) = {' + '.join(terms) or '0'}"
+    terms += [f"{matrix}ᵀ δ({matrix} {state}_(t-{lag}))" for matrix, _ in adjoint.transposed]
+    formula = f"δ{state}_(t-{lag}) = {' + '.join(terms) or '0'}"
+    if lag > 1:
+        formula += f"  (sent {lag} steps back: δ{state}_(t+1→t) totals what steps t + 1 and t + {lag} send)"
+    return formula
 
 
 def _display_names(d: CellDerivation) -> dict:
     names = {symbol: f"{state}_(t-1)" for state, symbol in d.previous.items()}
+    lagged = {str(symbol): f"{state}_(t-{lag})" for (state, lag), symbol in d.lagged.items()}
+    names |= {sp.Symbol(name): text_ for name, text_ in lagged.items()}
     names |= {symbol: f"δ{state}_(t+1→t)" for state, symbol in d.incoming.items()}
     maps = {}
     for linear in d.linears:
         operand = linear.operand.replace("_prev", "_(t-1)") if linear.operand != "x" else "x_t"
+        operand = lagged.get(linear.operand, operand)
         names[linear.symbol] = maps[f"delta_{linear.symbol}"] = f"({linear.matrix} {operand})"
     for adjoint in d.adjoints:
         # the adjoint of a map M u (named delta_M@u by the engine) reads δ(M u), as the text beside it

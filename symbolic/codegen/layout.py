@@ -3,7 +3,8 @@ engine's derivation (``engine.CellDerivation``), as plain data. Nothing here is 
 
 * **groups**: the linear maps stacked by operand, as torch.nn.LSTM stacks its gates: the maps of x_t
   (one (G·H, D) matrix applied to every step at once), those of a state s_(t−1) (one (G·H, H) matrix
-  per step) and those of a node of the step (applied right after that node); x first, then states;
+  per step), of a state read K steps back, s_(t−K) (a group per state and lag, ``reads``), and those
+  of a node of the step (applied right after that node); x first, then states;
 * **δ slots**: δ(M u) of each group kept in one (n, B, G·H) array, so the transpose rule
   δu += Σ_M Mᵀ δ(M u) is one product per group and step; a group whose δs are an earlier group's (the
   LSTM's W and U) shares that group's array (``owner``);
@@ -13,8 +14,13 @@ engine's derivation (``engine.CellDerivation``), as plain data. Nothing here is 
   a pre-activation summed straight into the row of the value f applies to, a map of x written straight
   into that row (``direct``).
 
-A feature that changes the time structure (a state read at t − K, a loss at every step) changes these
-data, and the printers print whatever they hold (see docs/architecture.md).
+**Lags.** A state read K steps back (``Cell.lag``) is a leaf of the step like s_(t−1): ``reads`` gives
+each state operand's (state, K); a ``Step`` says whether s_(t−K) is still an initial state (t ≤ K:
+``reads_zero``), whether the step adds what step t + K sent (``receives``) and whether it sends
+K steps back (``sends``). What step t sends to s_(t−K) waits in a ring of K rows (``rings``), row
+t mod K, until step t − K reads it: the row step t reads first and then overwrites. A feature that
+changes the time structure (a loss at every step) changes these data in the same way, and the
+printers print whatever they hold (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -76,11 +82,26 @@ class Fused:
 @dataclass(frozen=True)
 class Step:
     """One step of the order of work: ``t`` (None: the loop's step t, any t), whether it reads the
-    initial states (0, not a stored row) and whether it receives nothing from a step t + 1."""
+    initial states (0, not a stored row) and whether it receives nothing from a step t + 1; ``steps``:
+    n of an unrolled step (None in the loop)."""
 
     t: int | None
     first: bool
     last: bool
+    steps: int | None = None
+
+    def reads_zero(self, lag: int) -> bool:
+        """s_(t−lag) is an initial state, 0 (t ≤ lag); the loop's step reads row max(t − lag, 0), which is."""
+        return self.t is not None and self.t <= lag
+
+    def receives(self, lag: int) -> bool:
+        """Step t + lag exists and has sent to s_t (the loop's step reads the ring, 0 where nothing was sent)."""
+        return self.t is None or self.t + lag <= self.steps
+
+    def sends(self, lag: int) -> bool:
+        """s_(t−lag) is a step's value, not an initial state: step t sends to it (the loop sends from
+        t > 1 on, into a ring row no step reads before it is written again)."""
+        return self.t is None or self.t > lag
 
 
 @dataclass(frozen=True)
@@ -115,7 +136,22 @@ class Layout:
 
     @property
     def state_operands(self) -> set:
-        return {str(symbol) for symbol in self.derivation.previous.values()}
+        return set(self.reads)
+
+    @cached_property
+    def reads(self) -> dict:
+        """The operand of each state read → (state, K): s_(t−1) ("o_prev") and every s_(t−K) ("o_lag3")."""
+        d = self.derivation
+        return {str(d.leaf(state, lag)): (state, lag) for state, lags in d.lags.items() for lag in lags}
+
+    def lag(self, group: MapGroup) -> int:
+        """K of a state group (the maps of s_(t−K)); 1 for s_(t−1) and for the other groups."""
+        return self.reads.get(group.operand, (None, 1))[1]
+
+    @property
+    def rings(self) -> tuple:
+        """(state, K, what step t sends to s_(t−K)) for every lagged read: each a ring of K rows."""
+        return tuple((state, lag, adjoint) for (state, lag), adjoint in self.derivation.sent_lagged.items())
 
     @property
     def stored_maps(self) -> list[MapGroup]:
@@ -130,7 +166,7 @@ class Layout:
         """The forward steps in order: t = 1..n unrolled, or the loop's one step (``steps`` None)."""
         if steps is None:
             return (Step(None, False, False),)
-        return tuple(Step(t, t == 1, t == steps) for t in range(1, steps + 1))
+        return tuple(Step(t, t == 1, t == steps, steps) for t in range(1, steps + 1))
 
     def backward_order(self, steps: int | None) -> tuple[Step, ...]:
         """The backward steps in order: t = n..1 unrolled, or the loop's one step."""
@@ -165,7 +201,7 @@ def layout_of(d: CellDerivation) -> Layout:
 def _read(d: CellDerivation) -> set:
     """What the backward pass reads of the forward pass."""
     read = set()
-    for adjoint in (*d.adjoints, *d.sent.values()):
+    for adjoint in (*d.adjoints, *d.sent.values(), *d.sent_lagged.values()):
         read |= adjoint.expr.free_symbols
     for terms in d.gradients.values():
         for term in terms:

@@ -38,6 +38,26 @@ def _times(t: int | None) -> tuple[str, str]:
     return (str(t), str(t - 1)) if isinstance(t, int) else ("t", "t - 1")
 
 
+def _row(step: Step, lag: int) -> str | None:
+    """The row of s_(t−lag) in a state's (n + 1)-row array: a number in an unrolled step (None where
+    it is an initial state, 0), in the loop's max(t − lag, 0), row 0 holding the initial 0."""
+    if step.reads_zero(lag):
+        return None
+    if isinstance(step.t, int):
+        return str(step.t - lag)
+    return "t - 1" if lag == 1 else f"max(t - {lag}, 0)"
+
+
+def _ring_row(step: Step, lag: int) -> str:
+    """The row of a ring of ``lag`` rows that step t reads and then writes: t mod lag."""
+    return str(step.t % lag) if isinstance(step.t, int) else f"t % {lag}"
+
+
+def ring_name(state: str, lag: int) -> str:
+    """The (K, B, H) ring of what steps send K steps back to a state: δs_(t−K) of step t in row t mod K."""
+    return f"delta_{state}_lag{lag}"
+
+
 class NumpyCellPrinter:
     """Writes one layout as NumPy statements: each method one piece of the module."""
 
@@ -48,7 +68,7 @@ class NumpyCellPrinter:
         self.groups = lay.groups
         self.homes = {delta: (_array(lay.group(owner)), k) for delta, (owner, k) in lay.homes(True).items()}
         self.computed = {adjoint.symbol for adjoint in d.adjoints}
-        self.previous = {symbol: state for state, symbol in d.previous.items()}
+        self.reads = lay.reads   # a state operand (s_prev, s_lagK) → (state, K)
         self.stored_set = set(lay.stored)
         self.node_names = {node.name for node in d.nodes}
         self.state_groups_read = {g.label for g in lay.stored_maps}
@@ -65,31 +85,39 @@ class NumpyCellPrinter:
     def printed(self, expr, names) -> str:
         return code(expr.xreplace({old: new for old, new in names.items()}))
 
-    def forward_names(self, t: str, t_prev: str, first: bool) -> dict:
+    def forward_names(self, step: Step) -> dict:
+        t = _times(step.t)[0]
         names = {}
-        for symbol, state in self.previous.items():
-            names[symbol] = sp.S.Zero if first else sp.Symbol(f"{state}[{t_prev}]")
+        for operand, (state, lag) in self.reads.items():
+            row = _row(step, lag)
+            names[sp.Symbol(operand)] = sp.S.Zero if row is None else sp.Symbol(f"{state}[{row}]")
         for node in self.d.nodes:
             names[node.symbol] = sp.Symbol(f"{node.name}[{t}]" if node.name in self.stored_set else node.name)
         for symbol in self.d.symbols["vectors"].values():
             names[symbol] = symbol
         for group in self.groups:
+            zero = group.kind == "state" and _row(step, self.lay.lag(group)) is None
             for symbol in group.symbols:
-                names[symbol] = sp.S.Zero if first and group.kind == "state" else sp.Symbol(_local(symbol))
+                names[symbol] = sp.S.Zero if zero else sp.Symbol(_local(symbol))
         return names
+
+    def state_at(self, group: MapGroup, step: Step) -> str | None:
+        """The operand s_(t−K) of a state group at ``step``, a (B, H) block (None: an initial 0)."""
+        state, lag = self.reads[group.operand]
+        row = _row(step, lag)
+        return None if row is None else f"{state}[{row}]"
 
     # -- forward ----------------------------------------------------------------------------------------
 
     def forward_step(self, step: Step) -> dict:
         """The lines of forward step t: the maps of its operands, then its nodes in order."""
-        t_text, t_prev = _times(step.t)
-        names = self.forward_names(t_text, t_prev, step.first)
+        names = self.forward_names(step)
         lines: list[str] = []
-        skip = self._forward_maps(lines, t_prev, step.first)
+        skip = self._forward_maps(lines, step)
         for node in self.d.nodes:
             target = names[node.symbol]
             if node.name in self.fused:
-                self._fused_row(lines, node, target, names, t_prev, step.first)
+                self._fused_row(lines, node, target, names, step)
             elif node.name not in skip and node.name not in self.fused_pre:
                 lines.append(f"{target} = {self.printed(self.lay.node_exprs[node.name], names)}")
             for group in self.groups:
@@ -120,10 +148,11 @@ class NumpyCellPrinter:
         else:
             lines.append(f"{targets} = _split({product}, {len(group.symbols)})")
 
-    def _forward_maps(self, lines: list, t_prev: str, first: bool) -> set:
+    def _forward_maps(self, lines: list, step: Step) -> set:
         """The maps of x_t (read from the projection) and of the states; the stacked sum. Returns the
         nodes that sum wrote."""
         stacked, lay = self.stacked, self.lay
+        t_prev = _times(step.t)[1]
         for group in self.groups:
             if group.operand == "x" and lay.direct:
                 continue   # already in the row of the node it feeds
@@ -138,10 +167,9 @@ class NumpyCellPrinter:
                         lines.append(f"{targets[0]} = {source}")
                     else:
                         lines.append(f"{', '.join(targets)} = _split({source}, {len(targets)})")
-            elif group.kind == "state" and not first and group.label not in self.fused_groups:
-                state = self.previous[sp.Symbol(group.operand)]
+            elif group.kind == "state" and self.state_at(group, step) and group.label not in self.fused_groups:
                 stored = t_prev if group.label in self.state_groups_read else None
-                self._apply_group(lines, group, f"{state}[{t_prev}]", stored)
+                self._apply_group(lines, group, self.state_at(group, step), stored)
         if not stacked:
             return set()
         group, members = stacked
@@ -149,7 +177,7 @@ class NumpyCellPrinter:
         projection = f"projection[{t_prev}]"
         if len(members) < len(lay.x_group.symbols):
             projection = f"projection[{t_prev}, :, : {width}]"
-        if first:
+        if self.state_at(group, step) is None:
             total = projection
         else:
             source = f"maps_{group.label}[{t_prev}]" if group.label in self.state_groups_read else f"maps_{group.label}"
@@ -159,10 +187,12 @@ class NumpyCellPrinter:
         lines.append(f"{', '.join(members)} = _split({total}, {len(members)})")
         return set(members)
 
-    def _fused_row(self, lines: list, node, target, names: dict, t_prev: str, first: bool) -> None:
+    def _fused_row(self, lines: list, node, target, names: dict, step: Step) -> None:
         """A fused sum: its terms added into the stored node's row, then f applied there in place."""
         lay = self.lay
         pre, group = self.fused[node.name]
+        operand = None if group is None else self.state_at(group, step)
+        first = operand is None
         slot = f"row_{node.name}"
         lines.append(f"{slot} = {target}")
         terms = list(sp.Add.make_args(lay.node_exprs[pre]))
@@ -172,15 +202,13 @@ class NumpyCellPrinter:
             if group is not None:
                 terms.remove(group.symbols[0])
                 if not first:
-                    state = self.previous[sp.Symbol(group.operand)]
-                    terms.append(sp.Symbol(f"{state}[{t_prev}] @ weights_{group.label}.T"))
+                    terms.append(sp.Symbol(f"{operand} @ weights_{group.label}.T"))
             terms = [None, *terms]
         elif group is not None and first:
             terms.remove(group.symbols[0])
         elif group is not None:
             terms.remove(group.symbols[0])
-            state = self.previous[sp.Symbol(group.operand)]
-            lines.append(f"np.matmul({state}[{t_prev}], weights_{group.label}.T, out={slot})")
+            lines.append(f"np.matmul({operand}, weights_{group.label}.T, out={slot})")
             terms = [None, *terms]
         terms = [term for term in terms if term is None or term.xreplace(names) != 0]
         printed_terms = [self.printed(term, names) for term in terms if term is not None]
@@ -197,18 +225,19 @@ class NumpyCellPrinter:
 
     # -- backward ---------------------------------------------------------------------------------------
 
-    def backward_names(self, t: str, t_prev: str, first: bool, last: bool) -> dict:
+    def backward_names(self, step: Step) -> dict:
         d = self.d
-        names = self.forward_names(t, t_prev, first)
+        t_prev = _times(step.t)[1]
+        names = self.forward_names(step)
         for group in self.groups:
             for k, symbol in enumerate(group.symbols):
                 if group.operand == "x":
                     names[symbol] = sp.Symbol(f"projection[{t_prev}, :, {self.span(k)}]")
                 elif group.label in self.state_groups_read:
                     maps = sp.Symbol(f"maps_{group.label}[{t_prev}, :, {self.span(k)}]")
-                    names[symbol] = sp.S.Zero if first else maps
+                    names[symbol] = sp.S.Zero if self.state_at(group, step) is None else maps
         for state, symbol in d.incoming.items():
-            names[symbol] = sp.S.Zero if last and state != d.output_state else symbol
+            names[symbol] = sp.S.Zero if step.last and state != d.output_state else symbol
         for adjoint in d.adjoints:
             names[adjoint.symbol] = sp.Symbol(_local(adjoint.symbol))
         return names
@@ -221,20 +250,20 @@ class NumpyCellPrinter:
         step, while its δs are in cache."""
         t_text, t_prev = _times(step.t)
         row = t_prev if slot is None else slot
-        names = self.backward_names(t_text, t_prev, step.first, step.last)
-        lines = []
+        names = self.backward_names(step)
+        lines = self._received(step)
         if record:
             for state, symbol in self.d.incoming.items():
                 lines.append(f"terms_delta_{state}[{t_prev}] = {names[symbol]}")
-        owners, copies = self._delta_views(lines, names, row, t_text, t_prev)
+        owners, copies = self._delta_views(lines, names, row, step)
         self._adjoints(lines, names, row, owners, copies)
-        self._parameter_sums(lines, names, row, t_text, t_prev, record, per_step)
-        statement = "" if step.first else self._sent(names, row, step.t, slot, owners)
+        self._parameter_sums(lines, names, row, step, record, per_step)
+        statement = "" if step.first else self._sent(names, row, step, slot, owners)
         if step.first and not statement:
             lines = _live(lines, self.finals_text)
         return {"t": step.t, "lines": lines, "sent": statement}
 
-    def _delta_views(self, lines: list, names: dict, row: str, t_text: str, t_prev: str) -> tuple[dict, dict]:
+    def _delta_views(self, lines: list, names: dict, row: str, step: Step) -> tuple[dict, dict]:
         """Maps of a node read again, the views of the δ slots the step writes into, and the δs only
         received (written into their slots). Returns the views' groups and the copies still due."""
         read = self.lay.read
@@ -242,7 +271,7 @@ class NumpyCellPrinter:
             # a map of a node of the step that the backward pass reads (u ⊙ (M v)): applied again
             if group.operand in self.node_names and set(group.symbols) & read:
                 targets = [_local(s) if s in read else "_" for s in group.symbols]
-                product = f"{self.operand_at(group, t_text, t_prev)} @ weights_{group.label}.T"
+                product = f"{self.operand_at(group, step)} @ weights_{group.label}.T"
                 if len(targets) == 1:
                     lines.append(f"{targets[0]} = {product}")
                 else:
@@ -296,10 +325,11 @@ class NumpyCellPrinter:
             lines.extend(copies.pop(adjoint.symbol, ()))
         assert not copies, copies
 
-    def _parameter_sums(self, lines: list, names: dict, row: str, t_text: str, t_prev: str, record: bool,
+    def _parameter_sums(self, lines: list, names: dict, row: str, step: Step, record: bool,
                         per_step: bool) -> None:
         """The per-unit parameters' terms of the step (summed, or recorded), and with ``per_step`` the
         weight gradients of the step."""
+        t_text, t_prev = _times(step.t)
         for name, terms in self.d.gradients.items():
             for term in terms:
                 if term[0] == "sum" and term[1] not in self.homes:
@@ -309,14 +339,41 @@ class NumpyCellPrinter:
                         lines.append(f"grad_{name} += ({self.printed(term[1], names)}).sum(axis=0)")
         if per_step:
             for group in self.groups:
-                operand = self.operand_at(group, t_text, t_prev)
+                operand = self.operand_at(group, step)
                 lines.append(f"grad_{group.label} += {_array(group)}[{row}].T @ {operand}")
             for array in self.homed_arrays():
                 lines.append(f"sums_{array} += {array}[{row}].sum(axis=0)")
 
-    def _sent(self, names: dict, row: str, t: int | None, slot: str | None, owners: dict) -> str:
-        """What the step sends to step t − 1: one statement or several."""
-        d = self.d
+    def _received(self, step: Step) -> list[str]:
+        """What steps t + K sent to each state read K steps back, added to its δ from step t + 1."""
+        lines = []
+        for state, lag, _ in self.lay.rings:
+            if step.receives(lag):
+                incoming = self.d.incoming[state]
+                lines.append(f"{incoming} = {incoming} + {ring_name(state, lag)}[{_ring_row(step, lag)}]")
+        return lines
+
+    def _sent_back(self, names: dict, row: str, step: Step) -> list[str]:
+        """What the step sends K steps back, into row t mod K of each ring (read there by step t − K)."""
+        lines = []
+        for state, lag, adjoint in self.lay.rings:
+            if not step.sends(lag):
+                continue
+            target = f"{ring_name(state, lag)}[{_ring_row(step, lag)}]"
+            group = next((g for g in self.groups if g.operand == str(self.d.leaf(state, lag))), None)
+            expr = self.printed(adjoint.expr, names) if adjoint.expr != 0 else ""
+            if adjoint.transposed and not expr:
+                lines.append(f"np.matmul({_array(group)}[{row}], weights_{group.label}, out={target})")
+                continue
+            if adjoint.transposed:
+                expr = f"{expr} + {self._transposed(group, row)}"
+            lines.append(f"{target} = {expr or 0}")
+        return lines
+
+    def _sent(self, names: dict, row: str, step: Step, slot: str | None, owners: dict) -> str:
+        """What the step sends to step t − 1, and first (before a product overwrites a δ it reads)
+        what it sends K steps back: one statement or several."""
+        d, t = self.d, step.t
         sent = []
         products = []   # (target, group): what is only Mᵀ δ(M s), multiplied into the target's array
         for state, adjoint in d.sent.items():
@@ -339,7 +396,7 @@ class NumpyCellPrinter:
             # a value sent as it is may be the very array a product would overwrite: assign them all
             sent += [(target, self._transposed(group, row)) for target, group in products]
             products = []
-        statements = []
+        statements = self._sent_back(names, row, step)
         if sent:
             targets = ", ".join(target for target, _ in sent)
             values = ", ".join(value for _, value in sent)
@@ -353,12 +410,14 @@ class NumpyCellPrinter:
     def _transposed(self, group: MapGroup, row: str) -> str:
         return f"{_array(group)}[{row}] @ weights_{group.label}"
 
-    def operand_at(self, group: MapGroup, t_text: str, t_prev: str) -> str:
-        """The operand u_t of a group's maps at step t, a (B, size) block."""
+    def operand_at(self, group: MapGroup, step: Step) -> str:
+        """The operand u_t of a group's maps at step t, a (B, size) block (the per-step sums and the
+        maps of a node: a state's operand is read in the loop's step only)."""
+        t_text, t_prev = _times(step.t)
         if group.operand == "x":
             return f"inputs[{t_prev}]"
         if group.kind == "state":
-            return f"{self.previous[sp.Symbol(group.operand)]}[{t_prev}]"
+            return self.state_at(group, step)
         return f"{group.operand}[{t_text}]"
 
     # -- after the steps --------------------------------------------------------------------------------
@@ -369,12 +428,20 @@ class NumpyCellPrinter:
                        if term[0] == "sum" and term[1] in self.homes})
 
     def _operand_rows(self, group: MapGroup) -> str:
-        """Every step's operand of a group, as rows (steps × batch, size)."""
+        """Every step's operand of a group, as rows (steps × batch, size); of s_(t−K), K ≥ 2, the steps
+        t > K only (``_delta_rows``), the earlier ones read an initial 0."""
         if group.operand == "x":
             return "x.transpose(1, 0, 2).reshape(-1, INPUT_SIZE)"
         if group.kind == "state":
-            return f"{self.previous[sp.Symbol(group.operand)]}[:-1].reshape(-1, HIDDEN_SIZE)"
+            state, lag = self.reads[group.operand]
+            rows = ":-1" if lag == 1 else f"1:-{lag}"
+            return f"{state}[{rows}].reshape(-1, HIDDEN_SIZE)"
         return f"{group.operand}[1:].reshape(-1, HIDDEN_SIZE)"
+
+    def _delta_rows(self, group: MapGroup) -> str:
+        """The δ array of a group over the steps its operand rows cover (t > K for s_(t−K))."""
+        lag = self.lay.lag(group)
+        return _array(group) if lag == 1 else f"{_array(group)}[{lag}:]"
 
     def finals(self) -> list[str]:
         """Gradients at the end: one product per group (rows of every matrix of the group), sums of
@@ -382,7 +449,7 @@ class NumpyCellPrinter:
         finals: list[str] = []
         seen: dict = {}
         for group in self.groups:
-            rows = f"{_array(group)}.reshape(-1, {len(group.matrices) * self.H}).T"
+            rows = f"{self._delta_rows(group)}.reshape(-1, {len(group.matrices) * self.H}).T"
             finals += _matrix_gradients(group.matrices, f"{rows} @ {self._operand_rows(group)} / batch", seen)
         summed = set()
         for name, terms in self.d.gradients.items():
@@ -410,8 +477,12 @@ class NumpyCellPrinter:
         for group in self.groups:
             if group.operand == "x":
                 operand = "x"
+            elif group.kind == "state" and self.lay.lag(group) == 1:
+                operand = f"{self.reads[group.operand][0]}[:-1].transpose(1, 0, 2)"
             elif group.kind == "state":
-                operand = f"{self.previous[sp.Symbol(group.operand)]}[:-1].transpose(1, 0, 2)"
+                # rows t − K for t = 1..n, row 0 (the initial 0) where t ≤ K
+                state, lag = self.reads[group.operand]
+                operand = f"{state}[np.maximum(np.arange(steps) - {lag - 1}, 0)].transpose(1, 0, 2)"
             else:
                 operand = f"{group.operand}[1:].transpose(1, 0, 2)"
             for k, name in enumerate(group.matrices):
