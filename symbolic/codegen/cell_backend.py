@@ -74,7 +74,7 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         "recorded_reads_projection": bool(re.search(r"\bprojection\b", "\n".join(step_lines([recorded])))),
         "groups": [
             {"label": g.label, "matrices": g.matrices, "count": g.count, "array": _array(g), "shared": g.shared,
-             "stored": g in lay.stored_maps, "operand": g.operand}
+             "stored": g in lay.stored_maps, "operand": g.operand, "lag": lay.lag(g)}
             for g in lay.groups
         ],
         "stored": stored,
