@@ -257,7 +257,7 @@ def _part_calls(forward_parts: list[dict], backward_parts: list[dict], arguments
 def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
     """What the drivers around the compiled parts write: products, allocations, the kernels' calls,
     the gradients' arrays."""
-    groups, state_row, previous = printer.groups, printer.state_row, printer.previous
+    groups = printer.groups
     homed_sums = printer.homed_sums()
     stored_maps = arguments["stored_maps"]
     gradient_names = [*(f"grad_{g.label}" for g in groups), *map(sums_of, homed_sums)]
@@ -276,11 +276,8 @@ def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
         **{key: value for key, value in arguments.items() if key != "backward_driver_call"},
         "input_products": [call("_product", f"x[t - 1], weights_{g.label}_transposed, {printer.view(g)}")
                            for g in groups if g.kind == "x"],
-        "state_products": [
-            call("_product", f"values[{state_row[previous[sp.Symbol(g.label)]]}, t - 1], "
-                             f"weights_{g.label}_transposed, {printer.view(g)}")
-            for g in groups if g.kind == "state"
-        ],
+        "state_products": printer.state_products(),
+        "incoming_rows": printer.incoming_rows,
         "allocations": [
             f"maps_{g.label} = np.zeros(({'steps, ' if g.reads_maps else ''}batch, {g.count} * hidden), x.dtype)"
             for g in groups

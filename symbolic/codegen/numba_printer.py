@@ -7,6 +7,10 @@ module writes them for kernels that loop over sequences b and units k: every val
 loaded from its array at (b, k), every value a later part or the backward pass reads is written back.
 The backward step is cut the same way, before each adjoint whose transpose product reads δ(M u) of
 every unit (``pieces``).
+
+A state read K steps back (the layout's ``reads``) is loaded from row max(t − K, 0) (row 0: the initial
+0); what a step sends to s_(t−K) waits in K more rows of ``incoming`` (a ring per lag, row t mod K),
+which step t − K adds to what step t − K + 1 sent.
 """
 
 from __future__ import annotations
@@ -91,10 +95,17 @@ class NumbaCellPrinter:
         self.kernel = CellKernelPrinter()  # the entry-by-entry kernels: f without libm for real arguments
         self.node_of = {node.symbol: node for node in d.nodes}
         self.previous = {symbol: state for state, symbol in d.previous.items()}
+        self.reads = {sp.Symbol(operand): read for operand, read in lay.reads.items()}   # s_(t−K) → (state, K)
         self.vectors = sorted(d.symbols["vectors"])
         self.vector_index = {sp.Symbol(name): k for k, name in enumerate(self.vectors)}
         self.incoming = {symbol: k for k, symbol in enumerate(d.incoming.values())}
         self.states = list(d.states)
+        self.rings: dict = {}   # (state, K) → the first of its K rows in ``incoming``, after one row per state
+        row = len(self.states)
+        for state, lag, _ in lay.rings:
+            self.rings[(state, lag)] = row
+            row += lag
+        self.incoming_rows = row
         self.groups = lay.groups
         self.arrays = list(lay.owners)
         self.slot_of = {symbol: (group, k) for group in self.groups for k, symbol in enumerate(group.symbols)}
@@ -121,6 +132,16 @@ class NumbaCellPrinter:
         names = {symbol: sp.Symbol(_local(symbol)) for symbol in sp.sympify(expr).free_symbols}
         return self.kernel.doprint(_int64_safe(sp.sympify(expr).xreplace(names)))
 
+    def time(self, symbol) -> str:
+        """The row of a state read, s_(t−K): t − 1, or max(t − K, 0) (row 0: the initial 0)."""
+        lag = self.reads[symbol][1]
+        return "t - 1" if lag == 1 else f"max(t - {lag}, 0)"
+
+    def ring(self, state: str, lag: int) -> str:
+        """The row of ``incoming`` that step t reads what step t + K sent to s_t from, then writes what
+        it sends to s_(t−K) into."""
+        return f"{self.rings[(state, lag)]} + t % {lag}"
+
     def view(self, group: MapGroup) -> str:
         """A group's maps in the step: row t − 1 of those kept for the backward pass, else this step's."""
         return f"maps_{group.label}[t - 1]" if group.reads_maps else f"maps_{group.label}"
@@ -137,8 +158,9 @@ class NumbaCellPrinter:
             loads, lines = [], []
             for symbol in _ordered(needed):
                 name = _local(symbol)
-                if symbol in self.previous:
-                    loads.append(f"{name} = values[{self.state_row[self.previous[symbol]]}, t - 1, b, k]")
+                if symbol in self.reads:
+                    state = self.reads[symbol][0]
+                    loads.append(f"{name} = values[{self.state_row[state]}, {self.time(symbol)}, b, k]")
                 elif symbol in self.vector_index:
                     loads.append(f"{name} = vectors[{self.vector_index[symbol]}, k]")
                 elif symbol in self.node_of:
@@ -192,7 +214,8 @@ class NumbaCellPrinter:
     def _piece_exprs(self, p: int) -> list:
         exprs = [a.expr for a in self.pieces[p]]
         if p == len(self.pieces) - 1:
-            exprs += [a.expr for a in self.d.sent.values()] + [self.sums[name] for name in self.summed]
+            exprs += [a.expr for a in (*self.d.sent.values(), *self.d.sent_lagged.values())]
+            exprs += [self.sums[name] for name in self.summed]
         if p == 0:
             exprs += [delta for delta in self.writes_of if delta != 0 and delta not in self.adjoint_of]
         return exprs
@@ -201,9 +224,12 @@ class NumbaCellPrinter:
         """The statement that loads ``symbol`` at (b, k) in a backward piece."""
         name = _local(symbol)
         if symbol in self.incoming:
-            return f"{name} = incoming[{self.incoming[symbol]}, b, k]"
-        if symbol in self.previous:
-            return f"{name} = values[{self.state_row[self.previous[symbol]]}, t - 1, b, k]"
+            state = self.states[self.incoming[symbol]]
+            # what step t + 1 sent, and what each step t + K sent
+            rings = "".join(f" + incoming[{self.ring(state, lag)}, b, k]" for (s, lag) in self.rings if s == state)
+            return f"{name} = incoming[{self.incoming[symbol]}, b, k]{rings}"
+        if symbol in self.reads:
+            return f"{name} = values[{self.state_row[self.reads[symbol][0]]}, {self.time(symbol)}, b, k]"
         if symbol in self.node_of:
             assert str(symbol) in self.row, f"the backward pass reads {symbol}, which is not stored"
             return f"{name} = values[{self.row[str(symbol)]}, t, b, k]"
@@ -244,10 +270,12 @@ class NumbaCellPrinter:
             if p == last:
                 for j, name in enumerate(self.summed):
                     lines.append(f"sums[{j}, b, k] += {self.code(self.sums[name])}")
-                for state, adjoint in d.sent.items():
+                sent = [(str(self.states.index(state)), adjoint) for state, adjoint in d.sent.items()]
+                sent += [(self.ring(state, lag), adjoint) for (state, lag), adjoint in d.sent_lagged.items()]
+                for row, adjoint in sent:
                     value = self.code(adjoint.expr) if adjoint.expr != 0 else "0.0"
                     if adjoint.expr != 0 or not adjoint.transposed:
-                        lines.append(f"incoming[{self.states.index(state)}, b, k] = {value}")
+                        lines.append(f"incoming[{row}, b, k] = {value}")
             before = None
             if adjoints and adjoints[0].transposed:
                 group = self.lay.group(adjoints[0].name)
@@ -257,14 +285,27 @@ class NumbaCellPrinter:
         return parts
 
     def sent_products(self) -> list[dict]:
-        """δs_(t−1) through the maps of s_(t−1): one product per state and step, after the pieces."""
+        """δs_(t−1) through the maps of s_(t−1), and δs_(t−K) through those of s_(t−K) into its ring:
+        one product per state read and step, after the pieces."""
+        d = self.d
+        sent = [(state, 1, adjoint, str(self.states.index(state))) for state, adjoint in d.sent.items()]
+        sent += [(state, lag, adjoint, self.ring(state, lag)) for (state, lag), adjoint in d.sent_lagged.items()]
         products = []
-        for state, adjoint in self.d.sent.items():
+        for state, lag, adjoint, row in sent:
             if adjoint.transposed:
-                group = self.lay.group(str(self.d.previous[state]))
+                group = self.lay.group(str(d.leaf(state, lag)))
                 function = "_add_product" if adjoint.expr != 0 else "_product"
-                products.append(call(function, f"{deltas(group)}[slot], weights_{group.label}, "
-                                               f"incoming[{self.states.index(state)}]"))
+                products.append(call(function, f"{deltas(group)}[slot], weights_{group.label}, incoming[{row}]"))
+        return products
+
+    def state_products(self) -> list[dict]:
+        """The maps of each state read, s_(t−1) or s_(t−K), for the whole batch: one product a step."""
+        products = []
+        for group in self.groups:
+            if group.kind == "state":
+                symbol = sp.Symbol(group.label)
+                products.append(call("_product", f"values[{self.state_row[self.reads[symbol][0]]}, {self.time(symbol)}], "
+                                                 f"weights_{group.label}_transposed, {self.view(group)}"))
         return products
 
     # -- the gradients ----------------------------------------------------------------------------------
@@ -282,6 +323,9 @@ class NumbaCellPrinter:
         for group in self.groups:
             if group.kind == "x":
                 operand = "x[t - 1 : t - 1 + count].reshape(count * batch, x.shape[2])"
+            elif group.kind == "state" and self.lay.lag(group) > 1:
+                flush += self._lagged_flush(group)
+                continue
             elif group.kind == "state":
                 state = self.state_row[self.previous[sp.Symbol(group.label)]]
                 operand = f"values[{state}, t - 1 : t - 1 + count].reshape(count * batch, hidden)"
@@ -293,6 +337,17 @@ class NumbaCellPrinter:
             owner = next(g for g in self.arrays if deltas(g) == array)
             flush.append(call("_add_rows", f"rows_{owner.label}, {sums_of(array)}"))
         return flush
+
+    def _lagged_flush(self, group: MapGroup) -> list[dict]:
+        """∂L/∂M += Σ δ(M s_(t−K)) s_(t−K)ᵀ over the steps of the span with t ≥ K (the last rows of the
+        span's δs; at t < K, s_(t−K) is an initial 0)."""
+        state, lag = self.lay.reads[group.label]
+        row, operand = self.state_row[state], f"operand_{group.label}"
+        return [
+            statement(f"{operand} = values[{row}, max(t - {lag}, 0) : max(t - {lag} + count, 0)].reshape(-1, hidden)"),
+            call("_add_transposed_product", f"rows_{group.owner}[rows_{group.owner}.shape[0] - {operand}.shape[0] :], "
+                                            f"{operand}, grad_{group.label}"),
+        ]
 
     def gradients(self, hidden: int) -> list[dict]:
         """Each parameter's gradient from the kernels' sums (scaled by 1/B in place, views of their rows)."""

@@ -248,7 +248,7 @@ class NumpyCellPrinter:
         t − 1; "0" for arrays one step long); ``record``: also keep what bptt_terms returns (each
         state's δ, each per-unit parameter's term); ``per_step``: the weight gradients summed in the
         step, while its δs are in cache."""
-        t_text, t_prev = _times(step.t)
+        t_prev = _times(step.t)[1]
         row = t_prev if slot is None else slot
         names = self.backward_names(step)
         lines = self._received(step)
@@ -329,7 +329,7 @@ class NumpyCellPrinter:
                         per_step: bool) -> None:
         """The per-unit parameters' terms of the step (summed, or recorded), and with ``per_step`` the
         weight gradients of the step."""
-        t_text, t_prev = _times(step.t)
+        t_prev = _times(step.t)[1]
         for name, terms in self.d.gradients.items():
             for term in terms:
                 if term[0] == "sum" and term[1] not in self.homes:
