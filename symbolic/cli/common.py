@@ -62,16 +62,6 @@ def after_proof(passed: bool, text: str, make_document, args) -> int:
 
 
 
-def refuse_lags(model, what: str) -> None:
-    """Stages without lagged states yet (code generation and what runs on it) refuse them in one line."""
-    if model.generic:
-        from ..cells import cell_of
-
-        cell = cell_of(model)
-        if cell.lags:
-            derivation_for(model).refuse_lags(what)
-
-
 def derivation_for(model):
     """The engine's derivation of ``model``'s cell (symbolic/engine/derivation.py), made once per command
     and handed to every stage that needs it (typeset, proof, codegen, analysis)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UsageError
-from .common import after_proof, derivation_for, example_name, model_of, refuse_lags, write_or_print
+from .common import after_proof, derivation_for, example_name, model_of, write_or_print
 
 
 def derive(args) -> int:
@@ -59,7 +59,6 @@ def codegen(args) -> int:
     from ..codegen import generate, resolve_backend
 
     model = model_of(args)
-    refuse_lags(model, "bptt codegen")
     resolve_backend(args.backend)  # an unknown backend or a missing Numba fails before any work
     if args.output:
         from ..files import check_target

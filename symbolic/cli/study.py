@@ -11,7 +11,6 @@ from .common import (
     float_option,
     int_option,
     plot_target,
-    refuse_lags,
     settings_of,
 )
 
@@ -109,7 +108,6 @@ def train(args) -> int:
     if args.hidden is None:
         args.hidden = str(train.CELL_DEFAULTS["hidden"]) if args.cell != "rnn" else "1"
     model = check_shape(args)
-    refuse_lags(model, "bptt train")
     config = train.Config(
         epochs=None if args.epochs is None else int_option(args.epochs, "--epochs", minimum=1),
         lr=None if args.lr is None or "," in str(args.lr) else float_option(args.lr, "--lr", positive=True),

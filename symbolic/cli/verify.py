@@ -11,11 +11,6 @@ def check(args) -> int:
 def grade(args) -> int:
     from ..verify.grade import run_grade
 
-    if args.cell == "skip" or args.skip is not None:
-        from ..model import Model
-        from .common import refuse_lags
-
-        refuse_lags(Model(cell=args.cell, skip=args.skip, activation=args.activation, bias=args.bias), "bptt grade")
-    return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
+    return run_grade(args.file, cell=args.cell, skip=args.skip, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
                      inputs=args.inputs, seed=args.seed, timeout=args.timeout)

@@ -35,7 +35,6 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS, sigmoid
 from ..cells.spec import FUNCTIONS, Cell
-from ..errors import UsageError
 
 #: Digits of the high-precision evaluation.
 DIGITS = 60
@@ -143,13 +142,6 @@ class CellDerivation:
     def sent_at(self, state: str, lag: int) -> Adjoint:
         """What step t sends to s_(t−lag) (``sent`` for lag 1, ``sent_lagged`` else)."""
         return self.sent[state] if lag == 1 else self.sent_lagged[(state, lag)]
-
-    def refuse_lags(self, what: str) -> None:
-        """A stage that does not handle states read K ≥ 2 steps back yet: one UsageError naming them."""
-        if self.lagged:
-            reads = ", ".join(f"{state}_(t-{lag})" for state, lag in self.lagged)
-            raise UsageError(f"{what} does not handle lagged states yet (cell {self.cell.name} reads {reads}): "
-                             "bptt derive (with --verify) and bptt analyze do; code for it comes in a later version")
 
     @property
     def path_steps(self) -> int:

@@ -359,7 +359,8 @@ def _chain_only(d, mutation: str):
 
     chain = tuple(renamed(a, f"{a.name}__chain") for a in wrong.adjoints)
     sent = {state: replace(renamed(adjoint), symbol=adjoint.symbol) for state, adjoint in wrong.sent.items()}
-    return replace(d, adjoints=d.adjoints + chain, sent=sent, mutation=f"{mutation}_in_chain")
+    lagged = {key: replace(renamed(adjoint), symbol=adjoint.symbol) for key, adjoint in wrong.sent_lagged.items()}
+    return replace(d, adjoints=d.adjoints + chain, sent=sent, sent_lagged=lagged, mutation=f"{mutation}_in_chain")
 
 
 class _ComplexForward:
@@ -383,11 +384,14 @@ class _ComplexForward:
         zero = np.zeros((batch, hidden), dtype=complex)
         states = {state: [zero] for state in d.states}
         vectors = {symbol: params[name] for name, symbol in d.symbols["vectors"].items()}
+        # every state read: s_(t−1) and each s_(t−K) (an initial 0 before the sequence)
+        leaves = [(state, lag, d.leaf(state, lag)) for state, lags in d.lags.items() for lag in lags]
         for t in range(steps):
-            known = {d.previous[state]: states[state][-1] for state in d.states} | vectors
-            sources = {"x": x[:, t], **{str(d.previous[state]): states[state][-1] for state in d.states}}
+            known = {symbol: states[state][t + 1 - lag] if t + 1 >= lag else zero for state, lag, symbol in leaves}
+            known |= vectors
+            sources = {"x": x[:, t], **{str(symbol): known[symbol] for _, _, symbol in leaves}}
 
-            for operand in ("x", *(str(d.previous[state]) for state in d.states)):
+            for operand in ("x", *(str(symbol) for _, _, symbol in leaves)):
                 self._apply_maps(operand, known, sources, params)
             for node, arguments, function in self.nodes:
                 value = function(*(known[a] for a in arguments)) + zero
@@ -662,7 +666,7 @@ def _entries_text(finding: Finding) -> str:
 # -- grading -------------------------------------------------------------------------------------------
 
 
-def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
+def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps, skip=None):
     """The exact derivation and the validated sizes; options a user gets wrong raise UsageError."""
     from ..cells import BUILTIN, cell_of
     from ..cells.spec import Cell
@@ -670,21 +674,20 @@ def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
     from ..model import Model
 
     model = Model(steps=steps if steps is not None else 3, activation=activation, inputs=inputs,
-                  hidden=1 if hidden is None else hidden, cell="rnn" if isinstance(cell, Cell) else cell, bias=bias)
+                  hidden=1 if hidden is None else hidden, cell="rnn" if isinstance(cell, Cell) else cell, bias=bias,
+                  skip=skip)
     if isinstance(cell, Cell) or model.cell in BUILTIN:
         chosen = cell if isinstance(cell, Cell) else cell_of(model)
     else:
         call_starts("cell")  # in bptt grade's child process, a cell file's top-level code is timed too
         chosen = cell_of(model)
         call_returns()
-    d = derive_cell(chosen)
-    d.refuse_lags("bptt grade")
-    return d, model
+    return derive_cell(chosen), model
 
 
 def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
                    bias: bool = False, inputs: int = 3, seed: int = 0, name: str | None = None,
-                   steps_hint: str = "steps=N") -> Report:
+                   steps_hint: str = "steps=N", skip: int | None = None) -> Report:
     """Grade ``fn`` (a generated module's ``loss_and_grad`` interface) against the exact BPTT of ``cell``.
 
     ``cell``: a built-in name, a cell file's path, or a ``Cell``; ``steps``: None to grade every length
@@ -693,7 +696,7 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None 
     and FunctionUnusable when fn cannot be graded. fn runs in this process (``bptt grade`` runs it in a
     sandbox process of its own).
     """
-    d, model = _derivation(cell, activation, hidden, bias, inputs, steps)
+    d, model = _derivation(cell, activation, hidden, bias, inputs, steps, skip)
     report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint)
     return report
 
@@ -950,7 +953,7 @@ GRADE_WORDING = Wording(
 
 
 def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_and_grad", as_json=False,
-              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT) -> int:
+              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT, skip=None) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
     The grading runs in one child process (``symbolic.verify.check.run_in_child``, as ``bptt check``): the file
@@ -968,7 +971,7 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
     timeout = _timeout(timeout)
     options = {"cell": os.fspath(cell) if isinstance(cell, os.PathLike) else cell, "activation": activation,
                "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
-               "seed": seed}
+               "seed": seed, "skip": skip}
     descriptions = {"function": str(function), "cell": f"the cell file {cell} (its top-level code)"}
     result = run_in_child("symbolic.verify.grade:_grade_in_child", [str(path), options], str(path), timeout,
                           wording=GRADE_WORDING, descriptions=descriptions,
@@ -1004,7 +1007,7 @@ def _grade_in_child(path: str, options: dict) -> dict:
     cell, activation, hidden, bias = options["cell"], options["activation"], options["hidden"], options["bias"]
     inputs, steps, function = options["inputs"], options["steps"], options["function"]
     # options first: a bad --cell is reported before the file runs
-    d, model = _derivation(cell, activation, hidden, bias, inputs, steps)
+    d, model = _derivation(cell, activation, hidden, bias, inputs, steps, options["skip"])
     if not Path(path).is_file():
         raise UsageError(f"{path} does not exist or is not a file: give the .py file that defines {function}")
     with Sandbox(path, function, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}) as sandbox:
