@@ -115,6 +115,7 @@ def train(args) -> int:
         init=args.init,
         optimizer=args.optimizer,
         cell=model.cell,
+        skip=model.skip,
         forget_bias=None if args.forget_bias is None else float_option(args.forget_bias, "--forget-bias"),
         settings=tuple(settings_of(args, finite=False, forget_bias=False).items()),
         init_w_h=None if args.init_w_h is None else float_option(args.init_w_h, "--init-w-h"),

@@ -66,6 +66,8 @@ class Config:
     #: Cells but the plain RNN: (name, value) pairs, every entry of the per-unit parameter ``name`` at
     #: the start; resolved to the cell's ``training`` constants updated by these.
     settings: tuple = ()
+    #: ``cell="skip"`` only (required there): the lag K ≥ 2 of its skip connection, o_(t−K).
+    skip: int | None = None
 
     def __post_init__(self):
         self._resolve_defaults()
@@ -85,9 +87,10 @@ class Config:
         if self.init_w_h is not None and not math.isfinite(self.init_w_h):
             raise UsageError(f"--init-w-h must be a finite number, got {self.init_w_h!r}")
         # Validates the activation name, the hidden size and the cell (with its fixed activations).
-        model = Model(steps=1, activation=self.activation, hidden=self.hidden, bias=self.bias, cell=self.cell)
+        model = self.model(steps=1)
         object.__setattr__(self, "hidden", model.hidden)
         object.__setattr__(self, "cell", model.cell)
+        object.__setattr__(self, "skip", model.skip)
         if self.kind == "cell":
             self._resolve_settings(model)
 
@@ -144,6 +147,11 @@ class Config:
         if "b_f" in settings:
             object.__setattr__(self, "forget_bias", float(settings["b_f"]))
 
+    def model(self, steps: int) -> Model:
+        """The model a run trains, at ``steps`` steps (validates the cell, its options and the sizes)."""
+        return Model(steps=steps, activation=self.activation, hidden=self.hidden, bias=self.bias, cell=self.cell,
+                     skip=self.skip)
+
     @property
     def kind(self) -> str:
         """Which weights the run trains, decided here once (the notes' dispatch point decides "notes"):
@@ -158,4 +166,6 @@ class Config:
 
     @property
     def cell_name(self) -> str:
-        return os.path.basename(self.cell) if self.cell.endswith(".py") else self.cell
+        """The cell as the reports name it: a built-in name (the skip cell with its K), or the file's name."""
+        name = os.path.basename(self.cell) if self.cell.endswith(".py") else self.cell
+        return name if self.skip is None else f"{name} (K = {self.skip})"

@@ -26,11 +26,12 @@ class Modules:
         hidden: int = 1,
         bias: bool = False,
         cell: str = "rnn",
+        skip: int | None = None,
     ):
         if loader is None:
             from ..codegen import load as loader
         self._loader = loader
-        self._shape = {"hidden": hidden, "bias": bias, "cell": cell}
+        self._shape = {"hidden": hidden, "bias": bias, "cell": cell, "skip": skip}
         self._activation = activation
         self._inputs = inputs
         self._unrolled = steps_from_data

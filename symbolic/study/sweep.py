@@ -11,7 +11,6 @@ whether and at which epoch the run diverged (a loss, gradient or weight that ove
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass, replace
 
@@ -86,7 +85,7 @@ def table(rows: list[Row], config, data: str, held_out: bool) -> str:
     clipping = (f"clip-norm {config.clip_norm:g}" if config.clip_norm is not None
                 else f"clip-value {config.clip_value:g}" if config.clip_value is not None else "no clipping")
     lines = [
-        (f"learning rates on --data {data}: cell {os.path.basename(str(config.cell))}, "
+        (f"learning rates on --data {data}: cell {config.cell_name}, "
         f"activation {config.activation}, H = {config.hidden}, {config.optimizer}, {config.epochs} epochs, "
         f"{clipping}, seed {config.seed}; only η changes"),
         (f"{'η':>10}  {'loss before → after':>25}  {'diverged':>16}  {'largest ‖g‖':>12}  "
@@ -104,4 +103,6 @@ def as_json(rows: list[Row], config, data: str) -> dict:
     settings = {"data": data, "cell": config.cell, "activation": config.activation, "hidden": config.hidden,
                 "optimizer": config.optimizer, "epochs": config.epochs, "clip_norm": config.clip_norm,
                 "clip_value": config.clip_value, "seed": config.seed}
+    if config.skip is not None:
+        settings["skip"] = config.skip
     return {"settings": settings, "rates": [asdict(row) for row in rows]}

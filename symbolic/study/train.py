@@ -247,7 +247,7 @@ def train(
     projection = projection_for(config, inputs)
     modules = Modules(
         config.activation, projection.width if projection else inputs, config.steps_from_data, loader,
-        config.hidden, config.bias, config.cell,
+        config.hidden, config.bias, config.cell, config.skip,
     )
     weights = initial_weights(config, inputs, modules)
     step = Optimizer(config, weights.flat().size)

@@ -48,6 +48,8 @@ class Result:
         )
         out["data"] = self.data
         out["cell"] = self.config.cell
+        if self.config.skip is not None:
+            out["skip"] = self.config.skip
         out["activation"] = self.config.activation
         out["optimizer"] = self.config.optimizer
         out["lr"] = self.config.lr

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from ..model import Model
 from .config import Config
 from .modules import Modules
 
@@ -115,7 +114,7 @@ def initial_weights(config: Config, inputs: int, modules: Modules | None = None)
 
 def _initial_params(config: Config, inputs: int, modules: Modules | None) -> ParamWeights:
     if modules is None:
-        modules = Modules(config.activation, inputs, False, hidden=config.hidden, cell=config.cell)
+        modules = Modules(config.activation, inputs, False, hidden=config.hidden, cell=config.cell, skip=config.skip)
     module = modules.for_length(1)
     params = {name: np.array(value, dtype=float) for name, value in module.init_params(config.seed).items()}
     for name, value in config.settings:
@@ -166,7 +165,7 @@ def parameter_count(config: Config, inputs: int) -> int:
         from ..cells import cell_of
 
         sizes = {"H": H, "D": D}
-        shapes = cell_of(Model(cell=config.cell)).parameters.values()
+        shapes = cell_of(config.model(steps=1)).parameters.values()
         return sum(math.prod(sizes[s] for s in shape) for shape in shapes)
     if config.kind == "notes":
         return D + 2
