@@ -9,19 +9,16 @@ the remedy's. Per row: the held-out accuracy's mean and range over the seeds tha
 the mean final loss, the largest gradient norm any seed saw (before clipping), how many seeds
 diverged, and the seconds a run took.
 
-The skip RNN, o_t = f(w_i x_t + w_h o_(t−1) + w_s o_(t−K)), is the built-in ``skip`` cell when the
-package has one (a ``skip`` field on ``train.Config``); until then it is the same equations written as
-a cell file with K − 1 copy states (o1' = o, o2' = o1, …, w_s @ o_(K−1)), see ``copy_state_source``.
+The skip RNN, o_t = f(w_i x_t + w_h o_(t−1) + w_s o_(t−K)), is the built-in ``skip`` cell
+(``train.Config(cell="skip", skip=K)``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -155,54 +152,6 @@ def blocks(name: str = "all") -> tuple[Block, ...]:
     return chosen
 
 
-def skip_built_in() -> bool:
-    """Whether the package has the built-in skip cell (``train.Config`` takes ``skip``)."""
-    from .train import Config
-
-    return "skip" in {field.name for field in dataclasses.fields(Config)}
-
-
-def copy_state_source(lag: int, activation: str) -> str:
-    """A cell file for the skip RNN of lag K written with K − 1 copy states: state o_j holds o_(t−1−j)."""
-    copies = [f"o{j}" for j in range(1, lag)]
-    lines = [
-        (f'"""Skip RNN, lag {lag}, as copy states (written by bptt remedies): o\' = {activation}(w_i x + w_h o'
-         f' + w_s {copies[-1]})."""'),
-        f"from symbolic.cells.spec import Cell, {activation}",
-        "",
-        f'cell = Cell("skip_copy_{lag}", readout="w_o", description="skip RNN, lag {lag}, as {lag - 1} copy states")',
-        'x, o = cell.input(), cell.state("o")',
-        *(f'{name} = cell.state("{name}")' for name in copies),
-        'w_i, w_h, w_s = cell.matrix("w_i", "H", "D"), cell.matrix("w_h", "H", "H"), cell.matrix("w_s", "H", "H")',
-        f"cell.update(o, {activation}(w_i @ x + w_h @ o + w_s @ {copies[-1]}))",
-        *(f"cell.update({name}, {previous})" for name, previous in zip(copies, ["o", *copies])),
-        "",
-        "CELL = cell",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def copy_state_cell(lag: int, activation: str) -> str:
-    """The path of the copy-state skip cell file, written once into the bptt cache directory (a stable
-    path, so its generated modules are cached across runs like any cell file's)."""
-    from ..codegen import cache_directories
-    from ..files import write_atomic
-
-    if lag < 2:
-        raise UsageError(f"a skip RNN reads o_(t-K) for K >= 2, got K = {lag} (K = 1 is the plain RNN's own w_h path)")
-    source = copy_state_source(lag, activation)
-    for directory in cache_directories():
-        path = Path(directory) / "cells" / f"skip_copy_{lag}_{activation}.py"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.is_file() or path.read_text(encoding="utf-8") != source:
-                write_atomic(path, source)
-            return str(path)
-        except (OSError, UsageError):
-            continue
-    raise UsageError("no writable cache directory for the copy-state skip cell: set BPTT_CACHE_DIR to one")
-
-
 def config_for(block: Block, row: Row, seed: int, epochs: int | None = None):
     """The train.Config of one run: the row's settings, ``seed``, and ``epochs`` if given."""
     from .train import Config
@@ -210,11 +159,6 @@ def config_for(block: Block, row: Row, seed: int, epochs: int | None = None):
     settings = block.settings(row)
     if epochs is not None:
         settings["epochs"] = epochs
-    lag = settings.pop("skip", None)
-    if lag is not None and not skip_built_in():
-        settings["cell"] = copy_state_cell(lag, settings["activation"])
-    elif lag is not None:
-        settings["skip"] = lag
     config = Config(seed=seed, **settings)
     if settings["clip_norm"] is None and settings["clip_value"] is None and config.clip_norm is not None:
         # A gated cell's default clip-norm 1 would be a second remedy in a block without clipping.
@@ -287,9 +231,6 @@ def table(results: dict, data: str, seeds: int, epochs: int | None = None, backe
     """Each block under the settings it holds fixed."""
     measured_on = "held-out accuracy" if held_out else "accuracy (training set)"
     lines = [f"the notes' remedies on --data {data}, seeds 0-{seeds - 1} per row, {backend} modules"]
-    if not skip_built_in():
-        lines.append("(skip rows: the copy-state cell file o1' = o, …, w_s @ o_(K-1); the built-in skip cell is "
-                     "not in this package yet)")
     for block in BLOCKS:
         if block.name not in results:
             continue
@@ -316,8 +257,7 @@ def table(results: dict, data: str, seeds: int, epochs: int | None = None, backe
 
 
 def as_json(results: dict, data: str, seeds: int, epochs: int | None = None, backend: str = "numpy") -> dict:
-    out = {"data": data, "seeds": list(range(seeds)), "backend": backend, "skip_cell":
-           "built-in" if skip_built_in() else "copy-state cell file", "blocks": []}
+    out = {"data": data, "seeds": list(range(seeds)), "backend": backend, "blocks": []}
     for block in BLOCKS:
         if block.name in results:
             base = block.settings(block.rows[0])
