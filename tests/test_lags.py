@@ -486,3 +486,25 @@ def test_train_lr_rows_for_the_skip_cell():
     assert report["settings"]["cell"] == "skip" and report["settings"]["skip"] == 3
     assert [row["lr"] for row in report["rates"]] == [0.01, 0.1]
     assert all(row["diverged_at"] is None and 0 <= row["accuracy"] <= 1 for row in report["rates"])
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "loop"])
+def test_bptt_terms_deltas_are_torchs_state_gradients(mode):
+    """δo_t = ∂L_b/∂o_t (each sequence's own loss), which totals what steps t + 1 and t + K send."""
+    from symbolic.codegen import load
+
+    skip, steps, hidden, batch = 3, 8, 3, 4
+    model = Model(cell="skip", skip=skip, steps=steps, hidden=hidden)
+    d = derivation_for(model)
+    params, x, y = _point(d, hidden, model.inputs, batch, steps, seed=5)
+    deltas = load(model, mode, derivation=d).bptt_terms(x, y, params)["deltas"]["o"]
+    p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    inputs, zero = torch.tensor(x), torch.zeros(batch, hidden, dtype=torch.float64)
+    o = [zero]
+    for t in range(1, steps + 1):
+        o.append(torch.tanh(inputs[:, t - 1] @ p["w_i"].T + o[t - 1] @ p["w_h"].T
+                            + (o[t - skip] if t >= skip else zero) @ p["w_s"].T))
+        o[-1].retain_grad()
+    torch.nn.functional.binary_cross_entropy_with_logits(o[steps] @ p["w_o"], torch.tensor(y), reduction="sum").backward()
+    want = np.stack([o[t].grad.numpy() for t in range(1, steps + 1)], axis=1)
+    np.testing.assert_allclose(deltas, want, rtol=0, atol=1e-12)

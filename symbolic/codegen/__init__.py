@@ -290,6 +290,8 @@ def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "", h
     if model.generic:
         tag = model.cell if model.cell.isidentifier() else "cell_" + hashlib.sha256(model.cell.encode()).hexdigest()[:12]
         name = name.replace("bptt_generated_", f"bptt_generated_{tag}_", 1) + f"_d{model.inputs}"
+    if model.skip is not None:
+        name += f"_k{model.skip}"
     if backend == "numba":
         # A module generated before, by this same code and templates, is imported from its file
         # without deriving or rendering it again (no SymPy import: a fresh process loads in
