@@ -342,11 +342,11 @@ class NumbaCellPrinter:
         """∂L/∂M += Σ δ(M s_(t−K)) s_(t−K)ᵀ over the steps of the span with t ≥ K (the last rows of the
         span's δs; at t < K, s_(t−K) is an initial 0)."""
         state, lag = self.lay.reads[group.label]
-        row, operand = self.state_row[state], f"operand_{group.label}"
+        row, operand, rows = self.state_row[state], f"operand_{group.label}", f"rows_{group.owner}"
         return [
             statement(f"{operand} = values[{row}, max(t - {lag}, 0) : max(t - {lag} + count, 0)].reshape(-1, hidden)"),
-            call("_add_transposed_product", f"rows_{group.owner}[rows_{group.owner}.shape[0] - {operand}.shape[0] :], "
-                                            f"{operand}, grad_{group.label}"),
+            statement(f"rows_{group.label} = {rows}[{rows}.shape[0] - {operand}.shape[0] :]"),
+            call("_add_transposed_product", f"rows_{group.label}, {operand}, grad_{group.label}"),
         ]
 
     def gradients(self, hidden: int) -> list[dict]:
