@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..model import Model
+from ..verify.interfaces import adapt
 from .config import Config
 from .modules import Modules
 
@@ -72,6 +73,8 @@ class Weights:
 class ParamWeights:
     """A cell's parameters: a dict name → array in the generated module's PARAMS order."""
 
+    interface = "dict"
+
     params: dict
 
     def parameters(self) -> dict:
@@ -116,11 +119,11 @@ def initial_weights(config: Config, inputs: int, modules: Modules | None = None)
 def _initial_params(config: Config, inputs: int, modules: Modules | None) -> ParamWeights:
     if modules is None:
         modules = Modules(config.activation, inputs, False, hidden=config.hidden, cell=config.cell)
-    module = modules.for_length(1)
-    params = {name: np.array(value, dtype=float) for name, value in module.init_params(config.seed).items()}
+    # the module's init_params(seed) by name, in PARAMS order, as bptt check reads it
+    params = dict(adapt(modules.for_length(1), kind="dict", seed=config.seed).initial)
     for name, value in config.settings:
         params[name] = np.full(np.shape(params[name]), float(value))
-    return ParamWeights({name: params[name] for name in module.PARAMS})
+    return ParamWeights(params)
 
 
 def _initial_scalars(config: Config, inputs: int, modules=None) -> Weights:

@@ -315,12 +315,13 @@ class DictCalls(Calls):
         return loss, dict(grads)
 
 
-#: The interfaces' names (``kind_of``) → how their modules are called.
-CALLS = {"scalar": PositionalCalls, "matrix": PositionalCalls, "dict": DictCalls}
+#: The interfaces' names (``kind_of``; "positional" for either of the first two) → how their modules are
+#: called.
+CALLS = {"scalar": PositionalCalls, "matrix": PositionalCalls, "positional": PositionalCalls, "dict": DictCalls}
 
 
 def calls(module, kind: str, call: Callable = direct, functions: Mapping | None = None) -> Calls:
-    """How to call ``module`` through its interface ``kind`` ("scalar", "matrix" or "dict")."""
+    """How to call ``module`` through its interface ``kind`` ("scalar", "matrix", "positional" or "dict")."""
     return CALLS[kind](module, call, functions)
 
 
