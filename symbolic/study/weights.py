@@ -27,6 +27,9 @@ class Weights:
     """The parameters: the notes' scalars (w_i (D,), w_h and w_o floats) for hidden size 1 without
     biases, else W_i (H, D), W_h (H, H), w_o (H,) and, with biases, b_h (H,) and b_o (a float)."""
 
+    #: how the generated module takes them (``symbolic.verify.interfaces.calls``)
+    interface = "positional"
+
     w_i: np.ndarray
     w_h: float | np.ndarray
     w_o: float | np.ndarray
@@ -73,6 +76,7 @@ class Weights:
 class ParamWeights:
     """A cell's parameters: a dict name → array in the generated module's PARAMS order."""
 
+    #: how the generated module takes them
     interface = "dict"
 
     params: dict
