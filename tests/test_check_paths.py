@@ -18,15 +18,9 @@ import pytest
 
 from symbolic.codegen import generate, load
 from symbolic.model import Model
-from symbolic.verify.check import (
-    MAX_ENTRIES,
-    Report,
-    _failing,
-    _worse,
-    check_module,
-    format_report,
-    run_check,
-)
+from symbolic.verify.check import MAX_ENTRIES, Report, check_module, format_report, run_check
+from symbolic.verify.check_points import worse as _worse
+from symbolic.verify.check_report import failing as _failing
 
 from .conftest import run_bptt
 

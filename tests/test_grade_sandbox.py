@@ -297,7 +297,8 @@ def test_cli_gradients_as_strings_are_refused(tmp_path):
 
 
 def test_check_refuses_gradients_as_strings():
-    from symbolic.verify.check import _gradient, _Wrong
+    from symbolic.verify.check_points import gradient_array as _gradient
+    from symbolic.verify.interfaces import Wrong as _Wrong
 
     assert _gradient("w", np.array([1.5, 2.0]), (2,)).tolist() == [1.5, 2.0]  # control: numbers pass
     for value in (np.array(["1.5", "2"]), np.array([1.5, 2.0], dtype=object), np.array([b"1", b"2"])):

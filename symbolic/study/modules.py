@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Model
+from ..verify.interfaces import PositionalCalls
 from .config import Config
 
 #: From this vocabulary size on the plain RNN is fed input projections, not one-hot vectors
@@ -81,9 +82,11 @@ class Projection:
 
     def loss_and_grad(self, module, ids, y, weights) -> tuple[float, list]:
         x, w_i = self.inputs(ids, weights)
-        arguments = (x, y, w_i, weights.w_h, weights.w_o)
-        value, _, *rest = module.loss_and_grad(*arguments, **weights.keywords())
-        terms = module.bptt_terms(*arguments, **weights.keywords())
+        params = {**weights.parameters(), "w_i": w_i}
+        module_calls = PositionalCalls(module)
+        value, gradients = module_calls.loss_and_grad(x, y, params)
+        rest = [gradients[name] for name in params if name != "w_i"]
+        terms = module_calls.apply("bptt_terms", (x, y), params)
         batch = len(ids)
         if self.scalar:
             gates = terms["terms_w_i"][..., 1]  # δ_t f′(a_t) · 1
@@ -97,7 +100,7 @@ class Projection:
 
     def forward(self, module, ids, weights) -> np.ndarray:
         x, w_i = self.inputs(ids, weights)
-        return module.forward(x, w_i, weights.w_h, weights.w_o, **weights.keywords())
+        return PositionalCalls(module).forward(x, {**weights.parameters(), "w_i": w_i})
 
 
 def projection_for(config: Config, vocabulary_size: int) -> Projection | None:

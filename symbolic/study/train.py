@@ -43,6 +43,7 @@ import time
 
 import numpy as np
 
+from ..verify.interfaces import calls
 from .config import (
     CELL_DEFAULTS,
     CELL_INIT,
@@ -91,18 +92,15 @@ def clip(gradient: np.ndarray, config: Config) -> tuple[np.ndarray, bool]:
 
 
 def _module_loss_and_grad(module, x, y, weights) -> tuple[float, list]:
-    """The generated ``loss_and_grad`` on one chunk: (loss, gradients in the weights' order)."""
-    if isinstance(weights, ParamWeights):
-        value, gradients = module.loss_and_grad(x, y, weights.params)
-        return value, [gradients[name] for name in weights.params]
-    value, *parts = module.loss_and_grad(x, y, weights.w_i, weights.w_h, weights.w_o, **weights.keywords())
-    return value, parts
+    """The generated ``loss_and_grad`` on one chunk, called through the weights' interface: (loss,
+    gradients in the weights' order)."""
+    parameters = weights.parameters()
+    value, gradients = calls(module, weights.interface).loss_and_grad(x, y, parameters)
+    return value, [gradients[name] for name in parameters]
 
 
 def _module_forward(module, x, weights) -> np.ndarray:
-    if isinstance(weights, ParamWeights):
-        return module.forward(x, weights.params)
-    return module.forward(x, weights.w_i, weights.w_h, weights.w_o, **weights.keywords())
+    return calls(module, weights.interface).forward(x, weights.parameters())
 
 
 def loss_and_grad(dataset: Dataset, weights: Weights, modules: Modules, projection: Projection | None = None):

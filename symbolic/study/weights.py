@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..verify.interfaces import adapt
 from .config import Config
 from .modules import Modules
 
@@ -24,6 +25,9 @@ PARAMETER_COPIES = 6
 class Weights:
     """The parameters: the notes' scalars (w_i (D,), w_h and w_o floats) for hidden size 1 without
     biases, else W_i (H, D), W_h (H, H), w_o (H,) and, with biases, b_h (H,) and b_o (a float)."""
+
+    #: how the generated module takes them (``symbolic.verify.interfaces.calls``)
+    interface = "positional"
 
     w_i: np.ndarray
     w_h: float | np.ndarray
@@ -71,6 +75,9 @@ class Weights:
 class ParamWeights:
     """A cell's parameters: a dict name → array in the generated module's PARAMS order."""
 
+    #: how the generated module takes them
+    interface = "dict"
+
     params: dict
 
     def parameters(self) -> dict:
@@ -115,11 +122,11 @@ def initial_weights(config: Config, inputs: int, modules: Modules | None = None)
 def _initial_params(config: Config, inputs: int, modules: Modules | None) -> ParamWeights:
     if modules is None:
         modules = Modules(config.activation, inputs, False, hidden=config.hidden, cell=config.cell, skip=config.skip)
-    module = modules.for_length(1)
-    params = {name: np.array(value, dtype=float) for name, value in module.init_params(config.seed).items()}
+    # the module's init_params(seed) by name, in PARAMS order, as bptt check reads it
+    params = dict(adapt(modules.for_length(1), kind="dict", seed=config.seed).initial)
     for name, value in config.settings:
         params[name] = np.full(np.shape(params[name]), float(value))
-    return ParamWeights({name: params[name] for name in module.PARAMS})
+    return ParamWeights(params)
 
 
 def _initial_scalars(config: Config, inputs: int, modules=None) -> Weights:

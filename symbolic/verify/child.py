@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
+import reprlib
 import select
 import signal
 import subprocess
@@ -30,6 +32,9 @@ _WATCH = None
 _CALL_CODES = {"import": b"i", "init_params": b"p", "loss": b"l", "loss_and_grad": b"g", "function": b"f"}
 _CALL_NAMES = {code[0]: name for name, code in _CALL_CODES.items()}
 _DESCRIPTIONS = {"import": "its import (the top-level code)"}
+#: ``bptt check --timeout`` (and grade's): seconds one call into the module (its import, init_params, loss,
+#: loss_and_grad) may take. A Numba module compiles on its first call, which takes seconds, not minutes.
+DEFAULT_TIMEOUT = 60.0
 
 
 # -- a user's file in a child process, one time limit per call (bptt check, bptt grade) ---------------
@@ -405,3 +410,50 @@ def _complete(payload) -> bool:
     )
 
 
+
+
+# -- calling into a user's file ------------------------------------------------------------------------
+
+
+def short(value, limit: int = 60) -> str:
+    """A repr of anything the module holds, on one line and short."""
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = limit
+    return " ".join(shortener.repr(value).split())
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+def guarded_call(path, label: str, function, *args, **kwargs):
+    """Call into the module at ``path`` under the time limit (``call_starts``); whatever it raises or
+    exits with is one ``UsageError`` line."""
+    call_starts(label)
+    try:
+        result = function(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as error:
+        raise UsageError(
+            f"{path}: {label} called sys.exit({short(error.code)}): a module to check must return "
+            "its values, not exit"
+        ) from None
+    except BaseException as error:  # noqa: BLE001 - whatever the module raises is the user's file
+        raise UsageError(f"{path}: {label} fails ({one_line(error)})") from None
+    call_returns()
+    return result
+
+
+def time_limit(timeout) -> float:
+    """``--timeout``, validated: a positive number of seconds."""
+    try:
+        value = float(timeout)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise UsageError(
+            f"the time limit must be a positive number of seconds, got {timeout!r}: pass e.g. --timeout 60"
+        )
+    return value
