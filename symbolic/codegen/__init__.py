@@ -127,6 +127,7 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str, de
     the generic engine's derivation of the cell's equations."""
     from ..templating import render
     from . import cell_backend
+    from .format import format_python
     from .layout import layout_of
 
     if mode == "unrolled" and model.steps > cell_backend.UNROLLED_LIMIT:
@@ -137,13 +138,14 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str, de
     derivation.refuse_lags("code generation (bptt codegen, train, check, grade)")
     layout = layout_of(derivation)  # decided once, printed by each backend
     source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output), layout))
-    if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions
+    if backend == "numba":  # templates/numba/cell.py.j2: the NumPy module's interface through the shared macros
         from . import numba_cells
 
         numba_command = command(model, mode, output, backend)
-        context = numba_cells.context(model, mode, numba_command, source, layout)
+        context = numba_cells.context(model, mode, numba_command, layout)
         context["module_name"] = _module_name(source, numba_command)
         source = render("numba", "cell.py.j2", **context)
+    source = format_python(source)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
