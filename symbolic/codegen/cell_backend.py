@@ -5,8 +5,9 @@ order of the steps) is decided once from the engine's ``CellDerivation``; ``nump
 as NumPy statements (time on axis 0, the batch on axis 1: every per-step array one contiguous (B, H)
 block; the maps of x_t applied to every step at once, ``projection``; ∂L/∂M = Σ_t δ(M u)_t u_tᵀ one
 product per group at the end, or summed step by step for wide batches). Here: the cell's facts (names,
-shapes, formulas for the docstring), the statements laid out for the indent the template gives them,
-and the signatures. Nothing names a cell.
+shapes, formulas for the docstring), the statements and the signatures, each on one line
+(``format.format_python`` lays the module out). The Numba module places the same context's parts
+through the shared macros of ``templates/numpy/macros.j2`` (``numba_cells``). Nothing names a cell.
 """
 
 from __future__ import annotations
