@@ -16,6 +16,7 @@ import pytest
 
 from symbolic.cells import cell_of
 from symbolic.codegen import generate, load
+from symbolic.codegen.format import SETTINGS
 from symbolic.engine.derivation import derive_cell, evaluate
 from symbolic.errors import UsageError
 from symbolic.model import Model
@@ -239,18 +240,19 @@ def test_bad_input_is_a_value_error_naming_it(cell, cell_id, mode):
     (str(ROOT / "tests" / "cells" / "residual.py"), "loop", 6, 1),
 ])
 def test_generated_source_passes_ruff(cell, mode, hidden, steps, tmp_path):
-    """ruff check is clean and ruff format changes nothing, at its default line length (88) and at
-    the project's (110): long statements come split as ruff splits them, in a layout both keep."""
+    """ruff check is clean and ruff format changes nothing, under the settings format_python pins and
+    under the project's configuration: long statements come split as ruff splits them."""
     path = tmp_path / "cell_module.py"
     path.write_text(generate(Model(cell=cell, steps=steps, hidden=hidden), mode))
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--line-length", "200",
                              "--select", "F,E9", str(path)], check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    for config in (["--isolated"], ["--config", str(ROOT / "pyproject.toml")]):
-        for command in (["check"], ["format", "--check", "--diff"]):
-            result = subprocess.run([sys.executable, "-m", "ruff", *command, *config, str(path)],
-                                    check=False, capture_output=True, text=True)
-            assert result.returncode == 0, result.stdout + result.stderr
+    project = ["--config", str(ROOT / "pyproject.toml")]
+    for command in (["check", "--isolated"], ["check", *project], ["format", "--check", "--diff", *SETTINGS],
+                    ["format", "--check", "--diff", *project]):
+        result = subprocess.run([sys.executable, "-m", "ruff", *command, str(path)],
+                                check=False, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_unrolled_code_comes_from_the_derivation():

@@ -19,6 +19,7 @@ import pytest
 from symbolic.activations import ACTIVATIONS
 from symbolic.cells import builtin
 from symbolic.codegen import generate, load
+from symbolic.codegen.format import SETTINGS
 from symbolic.engine import oracle
 from symbolic.model import Model
 from symbolic.verify.check import check_module, format_report, load_module
@@ -315,15 +316,16 @@ def test_shapes_and_errors():
 def test_generated_source_passes_ruff(activation, mode, hidden, bias, tmp_path):
     path = tmp_path / "rnn_matrix.py"
     path.write_text(generate(Model(steps=4, activation=activation, hidden=hidden, bias=bias), mode))
-    for config in (["--isolated"], ["--config", str(ROOT / "pyproject.toml")]):
-        for command in (["check"], ["format", "--check"]):
-            result = subprocess.run(
-                [sys.executable, "-m", "ruff", *command, *config, str(path)],
-                check=False,
-                capture_output=True,
-                text=True,
-            )
-            assert result.returncode == 0, result.stdout + result.stderr
+    project = ["--config", str(ROOT / "pyproject.toml")]
+    for command in (["check", "--isolated"], ["check", *project], ["format", "--check", *SETTINGS],
+                    ["format", "--check", *project]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, str(path)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_unrolled_code_grows_linearly_and_has_no_batch_loop():

@@ -13,7 +13,6 @@ and one unrolled module per cell (its kernels are those of loop mode behind a fi
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib.util
 import inspect
 import os
@@ -26,6 +25,7 @@ import pytest
 
 from symbolic.activations import ACTIVATIONS
 from symbolic.codegen import generate, load
+from symbolic.codegen.format import SETTINGS
 from symbolic.errors import UsageError
 from symbolic.model import Model
 from symbolic.verify.check import check_module, run_check
@@ -635,42 +635,13 @@ def _ruff(*arguments, stdin: str | None = None) -> subprocess.CompletedProcess:
     "cell", [*CELLS, RNN, {"cell": "rnn", "activation": "relu"}], ids=[*IDS, "rnn-bias", "rnn-relu"]
 )
 def test_generated_source_passes_ruff(cell, mode, tmp_path):
-    """ruff check, and stable under ruff format but for lines copied from the NumPy module (whose
-    own layout is its template's)."""
+    """ruff check clean, and ruff format changes nothing under the settings format_python pins and
+    the project's configuration: the whole module, the parts shared with the NumPy module too."""
     model = Model(steps=3, hidden=2, **(cell if isinstance(cell, dict) else {"cell": cell}))
-    source, numpy_source = generate(model, mode, backend="numba"), generate(model, mode)
     path = tmp_path / "cell_numba.py"
-    path.write_text(source)
+    path.write_text(generate(model, mode, backend="numba"))
     result = _ruff("check", "--isolated", "--line-length", "110", "--select", "E4,E7,E9,F", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
-    formatted = _ruff("format", "--isolated", "--line-length", "110", "-", stdin=source)
-    assert formatted.returncode == 0, formatted.stderr
-    # the lines of what is copied from the NumPy module: its constants, functions and bptt_terms
-    numpy_names = {node.name for node in ast.parse(numpy_source).body if isinstance(node, ast.FunctionDef)}
-    numpy_names |= {
-        target.id
-        for node in ast.parse(numpy_source).body
-        if isinstance(node, ast.Assign)
-        for target in node.targets
-        if isinstance(target, ast.Name)
-    }
-    numpy_names |= {"PARAMS", "STEPS"}
-    copied = set()
-    for node in ast.parse(source).body:
-        names = (
-            [node.name]
-            if isinstance(node, ast.FunctionDef)
-            else [
-                t.id
-                for t in getattr(node, "targets", [getattr(node, "target", None)])
-                if isinstance(t, ast.Name)
-            ]
-        )
-        if any(name in numpy_names or name.startswith("_numpy_") for name in names):
-            copied.update(range(node.lineno - 1, node.end_lineno))
-    lines = source.splitlines()
-    matcher = difflib.SequenceMatcher(None, lines, formatted.stdout.splitlines(), autojunk=False)
-    changed = {
-        i for tag, i1, i2, _, _ in matcher.get_opcodes() if tag != "equal" for i in range(i1, max(i2, i1 + 1))
-    }
-    assert changed <= copied, [lines[i] for i in sorted(changed - copied)]
+    for configuration in (SETTINGS, ("--config", str(ROOT / "pyproject.toml"))):
+        result = _ruff("format", "--check", "--diff", *configuration, str(path))
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,6 @@ Numba-compiled module through ``templates/numba`` (``backend="numba"``, needs ``
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.util
 import os
@@ -87,10 +86,12 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
 
 
 def generate(model: Model, mode: str | None = None, output: str | None = None, backend: str = "numpy",
-             derivation=None) -> str:
+             derivation=None, disk_cache: bool = True) -> str:
     """The source of the module for ``model`` (``output`` only names the file in the header). A cell's
     module is printed from ``derivation``, the engine's ``CellDerivation`` of ``model``'s cell, which
-    the caller derives once (``derive_cell(cell_of(model))``) and hands to every stage."""
+    the caller derives once (``derive_cell(cell_of(model))``) and hands to every stage.
+    ``disk_cache``: a Numba module's kernels are compiled with ``cache=True`` (False where no
+    directory is writable)."""
     # SymPy, Jinja2 and the derivation are imported here, not with the package: a Numba module
     # found in the source cache (see _load) needs none of them.
     from ..notes.derive import Derivation
@@ -101,7 +102,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
     backend = resolve_backend(backend)
     mode = resolve_mode(model, mode)
     if model.generic:
-        return _generate_cell(model, mode, output, backend, derivation or _derivation(model))
+        return _generate_cell(model, mode, output, backend, derivation or _derivation(model), disk_cache)
     # Loop code comes from the one-step derivatives alone, so it never unrolls the n steps
     # (a test confirms the module is the same as one derived from all n).
     derivation = Derivation(replace(model, steps=1) if mode == "loop" else model)
@@ -110,7 +111,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
         numba_command = command(model, mode, output, backend)
         context = numba_backend.context(derivation, mode, numba_command)
         context["module_name"] = _module_name(source, numba_command)
-        source = render("numba", "module.py.j2", **context)
+        source = render("numba", "module.py.j2", **context, disk_cache=disk_cache)
     source = format_python(source)
     assert MARKER in source.split("\n", 3)[0]
     return source
@@ -124,11 +125,12 @@ def _derivation(model: Model):
     return derive_cell(cell_of(model))
 
 
-def _generate_cell(model: Model, mode: str, output: str | None, backend: str, derivation) -> str:
+def _generate_cell(model: Model, mode: str, output: str | None, backend: str, derivation, disk_cache: bool) -> str:
     """The module of any cell (templates/numpy/cell.py.j2; numba: templates/numba/cell.py.j2), from
     the generic engine's derivation of the cell's equations."""
     from ..templating import render
     from . import cell_backend
+    from .format import format_python
     from .layout import layout_of
 
     if mode == "unrolled" and model.steps > cell_backend.UNROLLED_LIMIT:
@@ -138,13 +140,14 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str, de
         )
     layout = layout_of(derivation)  # decided once, printed by each backend
     source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output), layout))
-    if backend == "numba":  # templates/numba/cell.py.j2, with the NumPy module's constants, checks and functions
+    if backend == "numba":  # templates/numba/cell.py.j2: the NumPy module's interface through the shared macros
         from . import numba_cells
 
         numba_command = command(model, mode, output, backend)
-        context = numba_cells.context(model, mode, numba_command, source, layout)
+        context = numba_cells.context(model, mode, numba_command, layout)
         context["module_name"] = _module_name(source, numba_command)
-        source = render("numba", "cell.py.j2", **context)
+        source = render("numba", "cell.py.j2", **context, disk_cache=disk_cache)
+    source = format_python(source)
     assert MARKER in source.split("\n", 3)[0]
     return source
 
@@ -184,15 +187,6 @@ def _cached_file(name: str, source: str) -> Path | None:
         except OSError:
             continue
     return None
-
-
-def _without_disk_cache(source: str) -> str:
-    """The module with ``cache=False`` in its ``@njit`` decorators (no writable directory anywhere)."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == "cache":
-            node.value = ast.Constant(False)
-    return ast.unparse(tree)
 
 
 def _cell_contents(model: Model) -> str:
@@ -307,7 +301,7 @@ def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "", h
         if path is not None:  # a real file, so Numba's cache=True has somewhere to write
             _record_source(key, path)
             return _import_file(path)
-        source = _without_disk_cache(source)
+        source = generate(model, mode, backend=backend, derivation=handed and handed.derivation, disk_cache=False)
     module = types.ModuleType(name)
     module.__file__ = f"<{name}>"
     exec(compile(source, module.__file__, "exec"), module.__dict__)  # noqa: S102 - our own generated source

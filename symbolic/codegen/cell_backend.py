@@ -5,8 +5,9 @@ order of the steps) is decided once from the engine's ``CellDerivation``; ``nump
 as NumPy statements (time on axis 0, the batch on axis 1: every per-step array one contiguous (B, H)
 block; the maps of x_t applied to every step at once, ``projection``; ∂L/∂M = Σ_t δ(M u)_t u_tᵀ one
 product per group at the end, or summed step by step for wide batches). Here: the cell's facts (names,
-shapes, formulas for the docstring), the statements laid out for the indent the template gives them,
-and the signatures. Nothing names a cell.
+shapes, formulas for the docstring), the statements and the signatures, each on one line
+(``format.format_python`` lays the module out). The Numba module places the same context's parts
+through the shared macros of ``templates/numpy/macros.j2`` (``numba_cells``). Nothing names a cell.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS
 from ..engine.derivation import CellDerivation
-from .interim_text import LINE_LENGTH, formatted, formatted_item
 from .layout import Layout, Step
 from .numpy_backend import code, text
 from .numpy_printer import NumpyCellPrinter, _array, _targets, ring_name
@@ -31,14 +31,20 @@ UNROLLED_LIMIT = 256
 PER_STEP_ENTRIES = 4096
 
 
-def context(model, mode: str, command: str, cell_layout: Layout) -> dict:
+def context(model, mode: str, command: str, cell_layout: Layout, prefix: str = "_") -> dict:
     """Everything ``cell.py.j2`` places: names, shapes and printed statements, from the cell's layout
-    (``layout.layout_of``). No SymPy objects."""
+    (``layout.layout_of``). No SymPy objects. ``prefix``: how the module's helpers are named
+    (``_split``; ``_numpy_split`` where a Numba module places them beside its own, ``numba_cells``).
+    ``numpy`` holds the same context for the shared macros of ``templates/numpy/macros.j2``."""
     printer = NumpyCellPrinter(model.hidden, cell_layout)
+    printer.prefix = prefix
     steps = model.steps if mode == "unrolled" else None
-    result = {"command": command, "mode": mode, "steps": steps, **_cell_context(model, printer.d)}
+    result = {"command": command, "mode": mode, "steps": steps, "ns": prefix, **_cell_context(model, printer.d)}
     result |= _printed(printer, steps)
-    return _laid_out(result, mode)
+    result = _statements(result)
+    result["uses_split"] = any(f"{prefix}split(" in line for step in (*result["forward_steps"], result["recorded"])
+                               for line in step["lines"])
+    return {**result, "numpy": result}
 
 
 def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
@@ -138,65 +144,45 @@ def _cell_context(model, d: CellDerivation) -> dict:
     }
 
 
-def _laid_out(context: dict, mode: str) -> dict:
-    """The context's statements in ruff's layout for the indent the template gives them (a step's
-    lines inside the loop over t in loop mode, what it sends back inside ``if t > 1:``), and the
-    statements and signatures the template writes around them."""
-    loop = mode == "loop"
-
-    def sent(statements: str, indent: int) -> str:
-        """What a step sends back: one statement or several, each laid out."""
-        return ("\n" + " " * indent).join(formatted(line, indent) for line in statements.split("\n")) if statements else ""
-
-    def step(step_: dict, indent: int) -> dict:
-        laid = {**step_, "lines": [formatted(line, indent) for line in step_["lines"]]}
-        if step_.get("sent"):
-            laid["sent"] = sent(step_["sent"], indent + 4 if loop else indent)
-        return laid
-
+def _statements(context: dict) -> dict:
+    """The statements and signatures the template writes around the printed steps, each on one line
+    (``format.format_python`` lays the module out)."""
     context = dict(context)
     context["groups"] = [dict(group) for group in context["groups"]]
     context["map_deltas"] = [dict(entry) for entry in context["map_deltas"]]
-    step_indent = 8 if loop else 4
-    context["forward_steps"] = [step(s, step_indent) for s in context["forward_steps"]]
-    context["backward_steps"] = [step(s, step_indent) for s in context["backward_steps"]]
-    context["per_step"] = {**step(context["per_step"], 8), "sent": sent(context["per_step"]["sent"], 12)}
-    context["recorded"] = {**step(context["recorded"], 8), "sent": sent(context["recorded"]["sent"], 12)}
-    for key in ("finals", "per_step_finals", "term_lines", "forward_bindings", "backward_bindings",
-                "per_step_bindings", "recorded_bindings"):
-        context[key] = [formatted(line, 4) for line in context[key]]
-    groups = context["groups"]
+    groups, ns = context["groups"], context["ns"]
     maps, deltas = context["maps_names"], context["delta_names"]
 
     def spare(rows: str) -> str:
         return _tuple([f"({rows}, batch, {g['count']} * HIDDEN_SIZE)" for g in groups if not g["shared"]])
 
-    context["spare_code"] = formatted(f"values, projection, *rest = _forward_values(x, p, {spare('rows')})", 4)
+    context["spare_code"] = f"values, projection, *rest = {ns}forward_values(x, p, {spare('rows')})"
     recorded = "projection" if context["recorded_reads_projection"] else "_"
-    context["recorded_spare_code"] = formatted(
-        f"values, {recorded}, *rest = _forward_values(x, p, {spare('steps')})", 4)
+    context["recorded_spare_code"] = f"values, {recorded}, *rest = {ns}forward_values(x, p, {spare('steps')})"
     biases = [f'p["{b}"]' if b else "np.zeros(HIDDEN_SIZE)" for b in context["projection_bias"]]
     target = "projection" if context["direct"] is None else f"values[{context['direct']}, 1:]"
     context["projection_target"] = target
-    context["projection_bias_code"] = formatted(f"{target} += np.concatenate([{', '.join(biases)}])", 4)
+    context["projection_bias_code"] = f"{target} += np.concatenate([{', '.join(biases)}])"
     for group in groups:
         matrices = [f'p["{name}"]' for name in group["matrices"]]
         value = matrices[0] if len(matrices) == 1 else f"np.concatenate([{', '.join(matrices)}])"
-        group["weights_code"] = formatted_item(f'"{group["label"]}": ', value, ",", 8)
+        group["weights_code"] = f'"{group["label"]}": {value},'
     for entry in context["map_deltas"]:
         value = f"np.ascontiguousarray({entry['array']}[:, :, {entry['span']}].transpose(1, 0, 2))"
-        entry["code"] = formatted_item(f'"{entry["matrix"]}": ', value, ",", 12)
+        entry["code"] = f'"{entry["matrix"]}": {value},'
     if context["flat_derivative"]:
-        context["flat_derivative"] = formatted_item(
-            '"derivatives": ', context["flat_derivative"], ",", 8)
-    context["deltas_code"] = formatted(f"{_targets(deltas)} = deltas", 4)
-    context["rest_code"] = formatted(f"{_targets(maps + deltas)} = rest", 4)
+        context["flat_derivative"] = f'"derivatives": {context["flat_derivative"]},'
+    context["deltas_code"] = f"{_targets(deltas)} = deltas"
+    context["rest_code"] = f"{_targets(maps + deltas)} = rest"
+    # the NumPy module's own functions; in a Numba module (prefix _numpy_) only its bptt_terms is placed
+    impl = context["impl"] if ns == "_" else {name: ns + f.lstrip("_") for name, f in context["impl"].items()}
+    context["impl_names"] = impl
     context["signatures"] = {
-        name: _signature(f"def {function}", arguments, returns)
+        name: f"def {function}({', '.join(arguments)}) -> {returns}:"
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
-            **{name: (context["impl"][name], arguments + (NAMED if context["positional"] else []), returns)
+            **{name: (impl[name], arguments + (NAMED if context["positional"] else []), returns)
                for name, (arguments, returns) in SIGNATURES.items()},
             **{f"positional_{name}": (name, arguments, returns)
                for name, (arguments, returns) in _POSITIONAL.items()},
@@ -229,15 +215,6 @@ _POSITIONAL = {
     "loss_and_grad": (_LABELLED + _WEIGHTS, "tuple"),
     "bptt_terms": (_LABELLED + _WEIGHTS, "dict"),
 }
-
-
-def _signature(head: str, arguments: list[str], returns: str) -> str:
-    """``def f(…) -> r:`` on one line if it fits, else one argument a line with a magic trailing
-    comma (ruff keeps that at any line length)."""
-    line = f"{head}({', '.join(arguments)}) -> {returns}:"
-    if len(line) <= LINE_LENGTH:
-        return line
-    return "\n".join([f"{head}(", *(f"    {argument}," for argument in arguments), f") -> {returns}:"])
 
 
 def _literal(value) -> str:

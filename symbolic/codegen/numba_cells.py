@@ -1,10 +1,10 @@
 """The Numba backend for any cell: the context for ``templates/numba/cell.py.j2``.
 
-The compiled module has the generic NumPy module's interface (``templates/numpy/cell.py.j2``, the
-context of ``cell_backend``): its constants, ``init_params`` and argument validation are copied
-verbatim from the NumPy module for the same model and mode, so both accept and reject exactly the same
-arguments with the same messages; its ``bptt_terms`` is the NumPy module's (copied with the prefix
-``_numpy_``).
+The compiled module has the generic NumPy module's interface: its docstring's formulas, constants,
+``init_params`` and argument validation are the NumPy module's macros (``templates/numpy/macros.j2``)
+over the same context (``cell_backend``), so both accept and reject exactly the same arguments with
+the same messages; its ``bptt_terms`` is the NumPy module's, printed from the same layout with its
+helpers named ``_numpy_…`` (``NUMPY_PREFIX``).
 
 The work runs in ``@njit(cache=True)`` kernels printed from the cell's layout (``layout.layout_of``,
 the one the NumPy module is printed from) by ``numba_printer.NumbaCellPrinter`` with
@@ -35,12 +35,10 @@ fixed-length check, as the other Numba modules do.
 
 from __future__ import annotations
 
-import ast
-
 import sympy as sp
 
+from . import cell_backend
 from .cell_backend import NAMED, SIGNATURES
-from .interim_text import PREFIX, function_closure, vectorised
 from .layout import Layout
 from .numba_backend import NumbaScalarPrinter
 from .numba_printer import NumbaCellPrinter, call, deltas, sums_of
@@ -70,16 +68,14 @@ REAL_FUNCTIONS = {
     "tanh": "_tanh_real: within 2 ulp of np.tanh",
 }
 
-#: What the Numba module copies from the NumPy module under their own names, verbatim: the
-#: constants (module-level assignments) and these functions with the module functions they call.
-COPIED_FUNCTIONS = ("init_params", "_inputs", "_labels")
+#: The NumPy module's functions the Numba module places beside its own (its bptt_terms and what that
+#: calls) are named with this prefix: ``bptt_terms`` → ``_numpy_bptt_terms``, ``_split`` → ``_numpy_split``.
+NUMPY_PREFIX = "_numpy_"
 #: The module's public functions. A cell that declares ``positional`` parameters (the plain RNN) has
-#: them as the NumPy module's wrappers, copied verbatim with their ``_call``, which take one params
+#: them as the NumPy module's wrappers (the same macro), with their ``_call``, which take one params
 #: dict or the parameters one by one and call the dict implementations ``_dict_<name>``; other cells'
 #: implementations are the public functions themselves (``cell_backend``'s context key ``impl``).
 PUBLIC = ("forward", "states", "loss", "loss_and_grad", "bptt_terms")
-#: The positional form's helper, copied with the wrappers.
-WRAPPER_HELPERS = ("_call",)
 
 def blas_entries(state_maps: int, hidden: int) -> int:
     """Entries per step (B·H) from which a call takes the BLAS drivers (BLAS_ENTRIES, …)."""
@@ -91,97 +87,31 @@ def implementations(positional: bool) -> dict[str, str]:
     return {name: f"_dict_{name}" if positional else name for name in PUBLIC}
 
 
-def copied(numpy_source: str, positional: bool = False) -> dict[str, str]:
-    """The NumPy module's constants, its ``init_params``/validation functions and, for a cell with
-    positional parameters, its public wrappers, as source.
-
-    ``constants``: every module-level assignment (CELL, STEPS, MODE, …, PARAMS, STORED, POSITIONAL)
-    with the comment lines directly above it; ``functions``: ``COPIED_FUNCTIONS`` and the functions
-    they call; ``wrappers``: ``_call`` and the public functions of the positional form (empty for
-    other cells), which call only what is copied here and the dict implementations.
-    """
-    tree = ast.parse(numpy_source)
-    lines = numpy_source.splitlines()
-    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-    wanted = function_closure(functions, COPIED_FUNCTIONS)
-    wrappers = (*WRAPPER_HELPERS, *PUBLIC) if positional else ()
-    impl = set(implementations(positional).values())
-    for name in wrappers:
-        calls = {n.id for n in ast.walk(functions[name]) if isinstance(n, ast.Name)} & set(functions)
-        stray = calls - wanted - set(wrappers) - impl
-        assert not stray, f"the NumPy module's {name} calls {sorted(stray)}, which the Numba module lacks"
-    constants = []
-    for node in tree.body:
-        if isinstance(node, ast.Assign | ast.AnnAssign):
-            first = node.lineno - 1
-            while first > 0 and lines[first - 1].startswith("#:"):
-                first -= 1  # the comment that documents the constant
-            constants.append("\n".join(lines[first : node.end_lineno]))
-    return {
-        "constants": "\n".join(constants),
-        "functions": "\n\n\n".join(
-            ast.get_source_segment(numpy_source, node)
-            for node in tree.body
-            if getattr(node, "name", None) in wanted
-        ),
-        "wrappers": "\n\n\n".join(
-            ast.get_source_segment(numpy_source, node)
-            for node in tree.body
-            if getattr(node, "name", None) in wrappers
-        ),
-    }
+def _joined(head: str, items: list[str], tail: str = "", brackets: str = "()") -> str:
+    """``head(item, …)tail`` on one line (``format.format_python`` wraps it)."""
+    return f"{head}{brackets[0]}{', '.join(items)}{brackets[1]}{tail}"
 
 
-#: The line length of ``ruff format`` (pyproject.toml): the generated module is stable under it.
-LINE_LENGTH = 110
-
-
-def layout(head: str, items: list[str], indent: int, tail: str = "", brackets: str = "()") -> str:
-    """``head(item, …)tail`` laid out as ``ruff format`` does: on one line if it fits, else the items
-    on one line of their own inside the brackets, else one item a line with a trailing comma."""
-    pad, inner = " " * indent, " " * (indent + 4)
-    opening, closing = brackets
-    line = f"{pad}{head}{opening}{', '.join(items)}{closing}{tail}"
-    if len(line) <= LINE_LENGTH:
-        return line.lstrip()
-    if len(inner + ", ".join(items)) <= LINE_LENGTH:
-        return f"{head}{opening}\n{inner}{', '.join(items)}\n{pad}{closing}{tail}"
-    return f"{head}{opening}\n" + "".join(f"{inner}{item},\n" for item in items) + f"{pad}{closing}{tail}"
-
-
-def context(model, mode: str, command: str, numpy_source: str, cell_layout: Layout) -> dict:
+def context(model, mode: str, command: str, cell_layout: Layout) -> dict:
     """Everything ``templates/numba/cell.py.j2`` places: names, printed statements. No SymPy objects.
 
-    ``cell_layout``: the cell's (``layout.layout_of``), the one the NumPy module was printed from;
-    ``numpy_source`` is the NumPy module for the same model and mode (``cell_backend``); its
-    constants, ``init_params`` and validation are copied, and its ``bptt_terms`` (with what it calls).
+    ``cell_layout``: the cell's (``layout.layout_of``), the one the NumPy module is printed from; the
+    NumPy module's context for the same model and mode (``cell_backend``, its helpers prefixed
+    ``NUMPY_PREFIX``) is ``numpy``, which the shared macros of ``templates/numpy/macros.j2`` read.
     """
     printer = NumbaCellPrinter(cell_layout)
     d = printer.d
     assert d.mutation is None and d.transpose and d.batch_mean, "only the exact derivation is compiled"
-    tree = ast.parse(numpy_source)
     forward_parts, backward_parts = printer.forward_parts(), printer.backward_parts()
     arguments = _arguments(printer)
     _part_calls(forward_parts, backward_parts, arguments)
-    positional = bool(d.cell.positional)
-    impl = implementations(positional)
-    missing = [
-        name for name in impl.values() if name not in {n.name for n in tree.body if hasattr(n, "name")}
-    ]
-    assert not missing, f"the NumPy module lacks {missing}: the implementations are named as in cell_backend"
-    scalar = NumbaScalarPrinter()  # the per-sequence outputs: exact f (σ of the logit)
-    y_hat, y = d.symbols["y_hat"], d.symbols["y"]
-    output_factor_code = scalar.doprint(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")}))
-    helpers = scalar.helpers | printer.kernel.helpers
+    numpy = cell_backend.context(model, mode, command, cell_layout, prefix=NUMPY_PREFIX)["numpy"]
     return {
         "command": command,
         "mode": mode,
         "steps": model.steps if mode == "unrolled" else None,
         "cell": d.cell.name,
-        # the NumPy module's docstring after its first line: the equations and the gradient formulas
-        # (its text as written again: a cell's description may hold backslashes and quotes)
-        "formulas": ast.get_docstring(tree, clean=False).split("\n", 1)[1].rstrip()
-        .replace("\\", "\\\\").replace('"""', '\\"\\"\\"'),
+        "numpy": numpy,
         "readout": d.cell.readout,
         "readout_bias": d.cell.readout_bias,
         "output_state": d.output_state,
@@ -197,20 +127,38 @@ def context(model, mode: str, command: str, numpy_source: str, cell_layout: Layo
         "forward_parts": forward_parts,
         "backward_parts": backward_parts,
         "sent_products": printer.sent_products(),
-        "output_factor_code": output_factor_code,
         "rows": ROWS,
         "span_rows": SPAN_ROWS,
         "blas_entries": blas_entries(sum(g.count for g in printer.groups if g.kind == "state"), model.hidden),
+        **_interface(bool(d.cell.positional), numpy),
+        **_helpers(d, printer.kernel.helpers),
+    }
+
+
+def _interface(positional: bool, numpy: dict) -> dict:
+    """The public functions' names and signatures (the NumPy module's), and the name its bptt_terms,
+    placed beside them, has here."""
+    impl = implementations(positional)
+    return {
         "impl": impl,
         "impl_signatures": {
-            name: layout(f"def {impl[name]}", names + (NAMED if positional else []), 0, f" -> {returns}:")
+            name: _joined(f"def {impl[name]}", names + (NAMED if positional else []), f" -> {returns}:")
             for name, (names, returns) in SIGNATURES.items()
         },
         "positional": positional,
-        # the NumPy module's bptt_terms, prefixed _numpy_, with what it calls
-        "numpy_impl": {"bptt_terms": PREFIX + impl["bptt_terms"].lstrip("_")},
-        "vectorised": vectorised(numpy_source, (impl["bptt_terms"],), COPIED_FUNCTIONS),
-        **copied(numpy_source, positional),
+        "numpy_impl": {"bptt_terms": numpy["impl_names"]["bptt_terms"]},
+    }
+
+
+def _helpers(d, kernel_helpers: set) -> dict:
+    """The per-sequence outputs' code (exact f: σ of the logit) and which scalar helpers the module
+    defines: those it printed (``kernel_helpers``, the kernels')."""
+    scalar = NumbaScalarPrinter()
+    y_hat, y = d.symbols["y_hat"], d.symbols["y"]
+    output_factor_code = scalar.doprint(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")}))
+    helpers = scalar.helpers | kernel_helpers
+    return {
+        "output_factor_code": output_factor_code,
         **{f"uses_{name}": name in helpers for name in ("relu", "heaviside", "tanh", "logistic", "exp")},
         "real_functions": [REAL_FUNCTIONS[name] for name in sorted(helpers & set(REAL_FUNCTIONS))],
     }
@@ -247,11 +195,11 @@ def _part_calls(forward_parts: list[dict], backward_parts: list[dict], arguments
     for stage, parts in (("forward", forward_parts), ("backward", backward_parts)):
         names, call = arguments[f"{stage}_part"], arguments[f"{stage}_call"]
         for k, part in enumerate(parts, 1):
-            part["call"] = layout(f"_{stage}_part_{k}", call, 12)
-            part["signature"] = layout(f"def _{stage}_part_{k}", names, 0, ":")
-            part["sweep_signature"] = layout(f"def _{stage}_sweep_{k}", names[:-1], 0, ":")
-            part["sweep_inner_call"] = layout(f"_{stage}_part_{k}", names, 8)
-            part["sweep_call"] = layout(f"_{stage}_sweep_{k}", call[:-1], 8)
+            part["call"] = _joined(f"_{stage}_part_{k}", call)
+            part["signature"] = _joined(f"def _{stage}_part_{k}", names, ":")
+            part["sweep_signature"] = _joined(f"def _{stage}_sweep_{k}", names[:-1], ":")
+            part["sweep_inner_call"] = _joined(f"_{stage}_part_{k}", names)
+            part["sweep_call"] = _joined(f"_{stage}_sweep_{k}", call[:-1])
 
 
 def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
@@ -283,15 +231,15 @@ def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
             for g in groups
         ],
         "signatures": {
-            f"{stage}_{kind}": layout(f"def _{stage}_{kind}", arguments[f"{stage}_arguments"], 0, ":")
+            f"{stage}_{kind}": _joined(f"def _{stage}_{kind}", arguments[f"{stage}_arguments"], ":")
             for stage in ("forward", "backward") for kind in ("serial", "blas")
         },
-        "forward_kernel_call": layout(
-            "return forward_kernel", ["x", *(f'w["{name}"]' for name in arguments["forward_arguments"][1:])], 4
+        "forward_kernel_call": _joined(
+            "return forward_kernel", ["x", *(f'w["{name}"]' for name in arguments["forward_arguments"][1:])]
         ),
-        "backward_kernel_call": layout(
+        "backward_kernel_call": _joined(
             f"{', '.join([*gradient_names, 'sums' if printer.summed else '_'])} = backward_kernel",
-            arguments["backward_driver_call"], 4,
+            arguments["backward_driver_call"],
         ),
         "stacking": _stacking(groups, printer.vectors),
         # the kernels' sums scaled by 1/B in place (one division per array)
@@ -313,7 +261,7 @@ def _stacking(groups, vectors: list[str]) -> list[str]:
         if len(group.matrices) == 1:
             stacked = f'p["{group.matrices[0]}"]'
         else:
-            stacking.append(layout(f"{name} = ", [f'p["{m}"]' for m in group.matrices], 4, brackets="[]"))
+            stacking.append(_joined(f"{name} = ", [f'p["{m}"]' for m in group.matrices], brackets="[]"))
             stacked = f"np.concatenate({name})"
         if group.kind == "x":
             stacking.append(f'w["{name}_transposed"] = np.ascontiguousarray({stacked}.T, dtype=dtype)')
@@ -323,7 +271,7 @@ def _stacking(groups, vectors: list[str]) -> list[str]:
     if len(vectors) == 1:
         stacking.append(f'w["vectors"] = np.ascontiguousarray(p["{vectors[0]}"], dtype=dtype)[np.newaxis]')
     elif vectors:
-        stacking.append(layout("vectors = ", [f'p["{name}"]' for name in vectors], 4, brackets="[]"))
+        stacking.append(_joined("vectors = ", [f'p["{name}"]' for name in vectors], brackets="[]"))
         stacking.append('w["vectors"] = np.ascontiguousarray(np.stack(vectors), dtype=dtype)')
     else:
         stacking.append('w["vectors"] = np.zeros((0, HIDDEN_SIZE), dtype)')
@@ -333,11 +281,11 @@ def _stacking(groups, vectors: list[str]) -> list[str]:
 __all__ = [
     "BLAS_ENTRIES",
     "BLAS_HIDDEN",
+    "NUMPY_PREFIX",
     "PUBLIC",
     "ROWS",
     "SPAN_ROWS",
     "blas_entries",
     "context",
-    "copied",
     "implementations",
 ]

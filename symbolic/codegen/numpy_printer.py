@@ -10,12 +10,29 @@ once before the recursion (``projection``), a δ array per owning group of maps.
 from __future__ import annotations
 
 import re
+from functools import cache
 
 import sympy as sp
 
 from ..activations import ACTIVATIONS
 from .layout import Layout, MapGroup, Step
-from .numpy_backend import code, in_place
+from .numpy_backend import NumPyCodePrinter, code, in_place
+
+
+class _HelperPrinter(NumPyCodePrinter):
+    """SymPy's NumPy printer calling the module's σ helper as ``<prefix>sigmoid``."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def _print_sigmoid(self, expr):
+        return f"{self.prefix}sigmoid({self._print(expr.args[0])})"
+
+
+@cache
+def _code_printer(prefix: str) -> _HelperPrinter:
+    return _HelperPrinter(prefix)
 
 
 def _local(symbol) -> str:
@@ -61,6 +78,10 @@ def ring_name(state: str, lag: int) -> str:
 class NumpyCellPrinter:
     """Writes one layout as NumPy statements: each method one piece of the module."""
 
+    #: How the statements name the module's helpers (``_split``, ``_weights``, ``_sigmoid``): a Numba
+    #: module keeps the NumPy bptt_terms beside its own functions under ``_numpy_`` (numba_cells).
+    prefix = "_"
+
     def __init__(self, hidden: int, lay: Layout):
         self.lay = lay
         d = self.d = lay.derivation
@@ -83,7 +104,7 @@ class NumpyCellPrinter:
         return f"{k * self.H}:{(k + 1) * self.H}"
 
     def printed(self, expr, names) -> str:
-        return code(expr.xreplace({old: new for old, new in names.items()}))
+        return _code_printer(self.prefix).doprint(expr.xreplace({old: new for old, new in names.items()}))
 
     def forward_names(self, step: Step) -> dict:
         t = _times(step.t)[0]
@@ -141,12 +162,12 @@ class NumpyCellPrinter:
             rest = group.symbols[unused:]
             if rest:
                 lines.append(f"{_targets([_local(s) for s in rest])} = "
-                             f"_split({product}, {len(group.symbols)})[{unused}:]")
+                             f"{self.prefix}split({product}, {len(group.symbols)})[{unused}:]")
             return
         if len(group.symbols) == 1:
             lines.append(f"{targets} = {product}")
         else:
-            lines.append(f"{targets} = _split({product}, {len(group.symbols)})")
+            lines.append(f"{targets} = {self.prefix}split({product}, {len(group.symbols)})")
 
     def _forward_maps(self, lines: list, step: Step) -> set:
         """The maps of x_t (read from the projection) and of the states; the stacked sum. Returns the
@@ -184,7 +205,7 @@ class NumpyCellPrinter:
             if len(members) < len(group.symbols):
                 source = f"{source}[:, : {width}]"
             total = f"{projection} + {source}"
-        lines.append(f"{', '.join(members)} = _split({total}, {len(members)})")
+        lines.append(f"{', '.join(members)} = {self.prefix}split({total}, {len(members)})")
         return set(members)
 
     def _fused_row(self, lines: list, node, target, names: dict, step: Step) -> None:
@@ -219,7 +240,7 @@ class NumpyCellPrinter:
             lines.extend(f"{slot} += {term}" for term in printed_terms[2:])
         else:
             lines.append(f"{slot}[...] = {printed_terms[0] if printed_terms else 0}")
-        statement = in_place(ACTIVATIONS[node.activation], slot)
+        statement = in_place(ACTIVATIONS[node.activation], slot, _code_printer(self.prefix))
         if statement:
             lines.append(statement)
 
@@ -275,7 +296,7 @@ class NumpyCellPrinter:
                 if len(targets) == 1:
                     lines.append(f"{targets[0]} = {product}")
                 else:
-                    lines.append(f"{', '.join(targets)} = _split({product}, {len(targets)})")
+                    lines.append(f"{', '.join(targets)} = {self.prefix}split({product}, {len(targets)})")
         owners = {}
         for group in self.lay.owners:
             views = [_local(delta) if self.homes.get(delta) == (_array(group), k) else "_"
@@ -284,7 +305,7 @@ class NumpyCellPrinter:
                 if len(views) == 1:
                     lines.append(f"{views[0]} = {_array(group)}[{row}]")
                 else:
-                    lines.append(f"{', '.join(views)} = _split({_array(group)}[{row}], {len(views)})")
+                    lines.append(f"{', '.join(views)} = {self.prefix}split({_array(group)}[{row}], {len(views)})")
             owners.update({view: group for view in views if view != "_"})
         copies: dict = {}
         for group in self.lay.owners:
@@ -526,7 +547,7 @@ class NumpyCellPrinter:
         bound += [f'{name} = p["{name}"]' for name in sorted(str(s) for s in self.d.symbols["vectors"].values())
                   if re.search(rf"\b{re.escape(name)}\b", text_)]
         if any(line.startswith("weights_") for line in bound):
-            bound.insert(0, "weights = _weights(p)")
+            bound.insert(0, f"weights = {self.prefix}weights(p)")
         return bound
 
 
