@@ -21,16 +21,12 @@ from ..notes.derive import Derivation
 from .notes_module import prepare
 from .numpy_backend import NumPyCodePrinter
 
-#: Sequences of one block of the scalar module, run in lockstep: its work arrays (w_i·x_t, states,
-#: gates: about 2 (n + 1) · WIDTH floats) and its inputs stay in cache. Not a power of two: rows of
-#: 2 KiB or 4 KiB (256, 512 sequences) map to the same few cache sets, and the strided writes of
-#: w_i·x_t and the row-by-row passes evict each other (about 1.4× slower in bench/bench_backends.py
-#: --only widths); 33 cache lines per row spread over all sets.
+#: Sequences of one block of the scalar module, run in lockstep so its work arrays stay in cache; not a
+#: power of two, whose rows map to the same cache sets (bench/bench_backends.py --only widths; the
+#: figures are in docs/performance.md).
 WIDTH = 264
-#: From this batch size on runs of blocks go to Numba's threads (one run of consecutive blocks per
-#: thread). bench/bench_backends.py --only parallel on 2 shared cores: quiet, parallel / serial was
-#: 0.49–0.55 from B = 1024 on; loaded, 2.3–3.9 up to B = 4096, 1.7 at 10⁴, 1.06 at 10⁵ and 0.93 at
-#: 10⁶ (the second thread waits for a core): so only batches this wide go parallel.
+#: From this batch size on runs of blocks go to Numba's threads: on two shared cores the second thread
+#: pays off only for batches this wide (bench/bench_backends.py --only parallel, docs/performance.md).
 PARALLEL_BATCH = 100_000
 #: Up to this input size the input gradient keeps one running sum per input in registers.
 UNROLLED_INPUTS = 8
