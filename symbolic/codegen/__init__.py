@@ -27,6 +27,10 @@ from ..model import CELLS, VOCABULARY, Model
 
 MODES = ("unrolled", "loop")
 BACKENDS = ("numpy", "numba")
+#: What a module is written for: NumPy functions (with a backend), or a framework's autodiff (torch, jax).
+TARGETS = ("numpy", "torch", "jax")
+#: The framework each target imports, its name for people, and the extra that installs it.
+_FRAMEWORKS = {"torch": ("torch", "PyTorch", "torch"), "jax": ("jax", "JAX", "jax")}
 #: Above this n the default mode is ``loop``.
 DEFAULT_UNROLLED_LIMIT = 64
 #: Largest n for which straight-line code is written at all (its size grows linearly in n).
@@ -63,6 +67,45 @@ def resolve_backend(backend: str) -> str:
     if backend == "numba" and importlib.util.find_spec("numba") is None:
         raise UsageError("--backend numba needs Numba, which is not installed: pip install bptt[fast]")
     return backend
+
+
+def resolve_target(target: str) -> str:
+    """The target, checked: a known name, and for a framework an importable framework."""
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    if target in _FRAMEWORKS:
+        module, name, extra = _FRAMEWORKS[target]
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"--target {target} needs {name}, which is not installed: pip install 'bptt[{extra}]'")
+    return target
+
+
+def target_command(model: Model, target: str, output: str | None = None) -> str:
+    """The command line that generates a framework module (any sequence length, H and D: no --steps)."""
+    words = ["bptt", "codegen", "--cell", model.cell_argument]
+    if not model.gated:
+        words += ["--activation", model.activation] + (["--bias"] if model.bias else [])
+    words += ["--target", target]
+    if output is not None:
+        words += ["-o", str(output)]
+    return shlex.join(words)
+
+
+def generate_target(model: Model, target: str, output: str | None = None, derivation=None) -> str:
+    """The source of the torch or JAX module of ``model``'s cell (templates/torch, templates/jax): the
+    derivation's step functions inside the framework's own autodiff (an autograd.Function, a custom_vjp)."""
+    from ..templating import render
+    from .format import format_python
+    from .layout import layout_of
+
+    resolve_target(target)
+    derivation = derivation or _derivation(model)
+    derivation.refuse_lags(f"--target {target}")
+    printer = importlib.import_module(f".{target}_printer", __name__)
+    context = printer.context(model, target_command(model, target, output), layout_of(derivation))
+    source = format_python(render(target, "cell.py.j2", **context))
+    assert MARKER in source.split("\n", 3)[0]
+    return source
 
 
 def command(model: Model, mode: str, output: str | None = None, backend: str = "numpy") -> str:
@@ -331,11 +374,15 @@ def load(model: Model, mode: str | None = None, backend: str = "numpy", derivati
 __all__ = [
     "BACKENDS",
     "MODES",
+    "TARGETS",
     "UNROLLED_LIMIT",
     "cache_directories",
     "command",
     "generate",
+    "generate_target",
     "load",
     "resolve_backend",
     "resolve_mode",
+    "resolve_target",
+    "target_command",
 ]
