@@ -148,10 +148,10 @@ class FrameworkCellPrinter:
             """Each owning group's δ array as soon as every δ in it is known."""
             known = {adjoint.symbol for adjoint in done} | set(d.incoming.values())
             for group in self.lay.owners:
-                if group.operand not in stacked and all(delta == 0 or delta in known for delta in group.deltas):
-                    if any(delta != 0 for delta in group.deltas):
-                        lines.append(f"delta_maps_{group.operand} = {self._stacked_deltas(group)}")
-                        stacked.add(group.operand)
+                ready = all(delta == 0 or delta in known for delta in group.deltas)
+                if group.operand not in stacked and ready and any(delta != 0 for delta in group.deltas):
+                    lines.append(f"delta_maps_{group.operand} = {self._stacked_deltas(group)}")
+                    stacked.add(group.operand)
 
         done: list = []
         stack_ready()
