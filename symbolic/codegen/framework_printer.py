@@ -15,6 +15,8 @@ group once at the end. A subclass names the framework's array functions (``conca
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 from .layout import Layout, MapGroup
@@ -28,6 +30,13 @@ def _local(symbol) -> str:
 def _targets(names: list[str]) -> str:
     """Assignment targets unpacking a sequence: ``(a,)`` for one name, as ruff writes it."""
     return f"({names[0]},)" if len(names) == 1 else ", ".join(names)
+
+
+def _unpack(names: list[str], source: str, body: list[str]) -> list[str]:
+    """``a, _, c = source`` for the names ``body`` reads (``_`` for the others); nothing if it reads none."""
+    text = "\n".join(body)
+    used = [name if re.search(rf'(?<![\w"]){re.escape(name)}(?![\w"])', text) else "_" for name in names]
+    return [f"{_targets(used)} = {source}"] if any(name != "_" for name in used) else []
 
 
 def _tuple(items: list[str]) -> str:
@@ -88,8 +97,6 @@ class FrameworkCellPrinter:
 
     def _parameters(self, text: str) -> list[str]:
         """``b, c = p["b"], p["c"]`` for the per-unit parameters the lines read."""
-        import re
-
         used = [name for name in self.vectors if re.search(rf"\b{re.escape(name)}\b", text)]
         if not used:
             return []
@@ -108,7 +115,6 @@ class FrameworkCellPrinter:
 
     def forward_lines(self) -> list[str]:
         d, lines = self.d, []
-        lines.append(f"{_targets(self.previous_names)} = previous")
         x_names = [_local(symbol) for symbol in self.lay.x_group.symbols]
         lines.append(f"{x_names[0]} = projection" if len(x_names) == 1
                      else f"{', '.join(x_names)} = {self.split('projection', len(x_names))}")
@@ -122,7 +128,7 @@ class FrameworkCellPrinter:
                     lines.append(self._apply(group, node.name))
         states = [d.state_node(state).name for state in d.states]
         lines.append(f"return {_tuple(states)}, {_tuple(self.saved)}")
-        return self._parameters("\n".join(lines)) + lines
+        return self._parameters("\n".join(lines)) + _unpack(self.previous_names, "previous", lines) + lines
 
     # -- backward -----------------------------------------------------------------------------------------
 
@@ -138,10 +144,6 @@ class FrameworkCellPrinter:
 
     def backward_lines(self) -> list[str]:
         d, lines = self.d, []
-        lines.append(f"{_targets(self.previous_names)} = previous")
-        if self.saved:
-            lines.append(f"{_targets(self.saved)} = saved")
-        lines.append(f"{_targets(self.incoming_names)} = incoming")
         stacked: set = set()
 
         def stack_ready():
@@ -174,7 +176,9 @@ class FrameworkCellPrinter:
         owners = [f"delta_maps_{g.operand}" for g in self.lay.owners if g.operand in stacked]
         sums = [self._sum_term(name) for name in self.vectors]
         lines.append(f"return {_tuple(sent)}, {_tuple(owners)}, {_tuple(sums)}")
-        return self._parameters("\n".join(lines)) + lines
+        unpacked = [*_unpack(self.previous_names, "previous", lines), *_unpack(self.saved, "saved", lines),
+                    *_unpack(self.incoming_names, "incoming", lines)]
+        return self._parameters("\n".join(lines)) + unpacked + lines
 
     def _sum_term(self, name: str) -> str:
         terms = self.d.gradients.get(name, ())
