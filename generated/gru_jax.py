@@ -105,12 +105,14 @@ def backward_step(saved, previous, incoming, p, weights):
 
 def _outer(deltas: jax.Array, operand: jax.Array) -> jax.Array:
     """Σ over time and batch of δ(M u) u^T."""
-    return deltas.reshape(-1, deltas.shape[-1]).T @ operand.reshape(-1, operand.shape[-1])
+    # a contraction, not a reshape: the batch axis may be sharded over devices
+    leading = tuple(range(deltas.ndim - 1))
+    return jnp.tensordot(deltas, operand, (leading, leading))
 
 
 def _total(terms: jax.Array) -> jax.Array:
     """Σ over time and batch of a per-unit parameter's terms."""
-    return terms.reshape(-1, terms.shape[-1]).sum(0)
+    return terms.sum(tuple(range(terms.ndim - 1)))
 
 
 def _scan(params, x, initial):
