@@ -23,26 +23,26 @@ IDS = ("rnn", "lstm", "gru", "mgu", "skip_copy")
 B, N, D, H = 2, 4, 3, 3
 
 
-def model(cell: str) -> Model:
-    return Model(steps=N, hidden=H, inputs=D, cell=cell, activation="tanh", bias=cell == "rnn")
+def model(cell: str, activation: str = "tanh") -> Model:
+    return Model(steps=N, hidden=H, inputs=D, cell=cell, activation=activation, bias=cell == "rnn")
 
 
 @cache
-def module(cell: str, target: str, mutation: str | None = None) -> types.ModuleType:
+def module(cell: str, target: str, mutation: str | None = None, activation: str = "tanh") -> types.ModuleType:
     """The generated module (of a deliberately wrong derivation with ``mutation``), imported."""
-    derivation = derive_cell(cell_of(model(cell)))
+    derivation = derive_cell(cell_of(model(cell, activation)))
     if mutation:
         derivation = derivation.mutate(mutation)
-    source = generate_target(model(cell), target, derivation=derivation)
-    generated = types.ModuleType(f"bptt_{target}_{abs(hash(cell))}_{mutation}")
+    source = generate_target(model(cell, activation), target, derivation=derivation)
+    generated = types.ModuleType(f"bptt_{target}_{abs(hash(cell))}_{mutation}_{activation}")
     exec(compile(source, generated.__name__, "exec"), generated.__dict__)  # noqa: S102 - our generated module
     return generated
 
 
-def reference(cell: str, functions: dict, matmul):
+def reference(cell: str, functions: dict, matmul, activation: str = "tanh"):
     """``run(params, x, initial) -> (output, final)`` over x time first (a sequence of (B, D) steps), from
     the cell's equations: the maps u Mᵀ (``matmul(u, M)``), then each equation in order."""
-    spec = cell_of(model(cell))
+    spec = cell_of(model(cell, activation))
     compiled = []
     for equation in spec.equations:
         arguments = sorted(equation.expr.free_symbols, key=str)

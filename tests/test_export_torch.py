@@ -17,9 +17,9 @@ else:
 FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "exp": torch.exp}
 
 
-def _case(cell: str, dtype=torch.float64, seed: int = 0):
+def _case(cell: str, dtype=torch.float64, seed: int = 0, activation: str = "tanh"):
     """The module, parameters, x (B, n, D) and initial states, all requiring gradients."""
-    generated = module(cell, "torch")
+    generated = module(cell, "torch", activation=activation)
     generator = torch.Generator().manual_seed(seed)
     layer = generated.Layer(D, H).to(dtype)
     with torch.no_grad():
@@ -31,9 +31,10 @@ def _case(cell: str, dtype=torch.float64, seed: int = 0):
     return generated, layer, x, initial
 
 
-def _reference(cell: str, layer, x, initial):
-    params = {name: getattr(layer, name) for name in module(cell, "torch").PARAMS}
-    output, final = reference(cell, FUNCTIONS, lambda u, m: u @ m.T)(params, x.transpose(0, 1), initial)
+def _reference(cell: str, layer, x, initial, activation: str = "tanh"):
+    params = {name: getattr(layer, name) for name in module(cell, "torch", activation=activation).PARAMS}
+    run = reference(cell, FUNCTIONS, lambda u, m: u @ m.T, activation)
+    output, final = run(params, x.transpose(0, 1), initial)
     return torch.stack(output).transpose(0, 1), final
 
 
@@ -65,8 +66,8 @@ def test_gradcheck(cell):
     assert torch.autograd.gradcheck(run, (x, *initial.values(), *params))
 
 
-def _compare(cell, dtype, tolerance, loss_of=_loss):
-    generated, layer, x, initial = _case(cell, dtype)
+def _compare(cell, dtype, tolerance, loss_of=_loss, activation="tanh"):
+    generated, layer, x, initial = _case(cell, dtype, activation=activation)
     tensors = [x, *initial.values(), *layer.parameters()]
     weights = _weights(generated, dtype)
     ours = _gradients(loss_of(*layer(x, initial), weights), tensors)
@@ -76,7 +77,7 @@ def _compare(cell, dtype, tolerance, loss_of=_loss):
     wide_x = x.detach().double().requires_grad_()
     wide_initial = {s: v.detach().double().requires_grad_() for s, v in initial.items()}
     wide_tensors = [wide_x, *wide_initial.values(), *wide.parameters()]
-    expected = _gradients(loss_of(*_reference(cell, wide, wide_x, wide_initial),
+    expected = _gradients(loss_of(*_reference(cell, wide, wide_x, wide_initial, activation),
                                   {k: v.double() for k, v in weights.items()}), wide_tensors)
     for got, want in zip(ours, expected):
         if want is None:
@@ -89,6 +90,11 @@ def _compare(cell, dtype, tolerance, loss_of=_loss):
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)
 def test_equals_torch_autograd_of_the_equations(cell):
     _compare(cell, torch.float64, 1e-10)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "relu", "identity"])
+def test_every_activation_of_the_rnn(activation):
+    _compare("rnn", torch.float64, 1e-10, activation=activation)
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)

@@ -11,7 +11,8 @@ from symbolic import templating
 def test_one_environment_serves_every_folder():
     environment = templating.environment()
     assert environment is templating.environment()
-    for name in ("latex/document.tex.j2", "numpy/module.py.j2", "numba/module.py.j2", "numba/cell.py.j2"):
+    for name in ("latex/document.tex.j2", "numpy/module.py.j2", "numba/module.py.j2", "numba/cell.py.j2",
+                 "torch/cell.py.j2", "jax/cell.py.j2"):
         assert environment.get_template(name).environment is environment
 
 
