@@ -47,6 +47,7 @@ def test_a_numpy_module_needs_neither_framework():
     (["--cell", "skip", "--skip", "3", "--target", "torch"], "does not handle lagged states yet"),
     (["--cell", "gru", "--target", "tensorflow"], "unknown target 'tensorflow'"),
     (["--cell", "gru", "--target", "jax", "--backend", "numba"], "--backend numba is for --target numpy"),
+    (["--cell", "lstm", "--target", "torch", "--mode", "unrolled"], "--mode unrolled is for --target numpy"),
 ])
 def test_mistakes_are_one_line(argv, fragment):
     one_line_error(run_bptt("codegen", *argv), fragment)

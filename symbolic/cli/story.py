@@ -78,8 +78,9 @@ def _codegen_target(model, args) -> int:
     from ..codegen import generate_target, resolve_target
 
     resolve_target(args.target)  # an unknown target or a missing framework fails before any work
-    if args.backend != "numpy":
-        raise UsageError(f"--backend {args.backend} is for --target numpy: drop it with --target {args.target}")
+    for option, value in (("--backend", args.backend if args.backend != "numpy" else None), ("--mode", args.mode)):
+        if value is not None:   # a framework module loops over any length, in the framework's own code
+            raise UsageError(f"{option} {value} is for --target numpy: drop it with --target {args.target}")
     refuse_lags(model, f"bptt codegen --target {args.target}")
     if args.output:
         from ..files import check_target
