@@ -1,5 +1,7 @@
 """Code generation: the derivation rendered as a NumPy module through ``templates/numpy``, or as a
-Numba-compiled module through ``templates/numba`` (``backend="numba"``, needs ``bptt[fast]``).
+Numba-compiled module through ``templates/numba`` (``backend="numba"``, needs ``bptt[fast]``); or, with
+``generate_target``, a cell inside a framework's autodiff: a torch.autograd.Function and nn.Module
+(``templates/torch``) or a jax.custom_vjp over lax.scan (``templates/jax``).
 
 >>> from symbolic.model import Model
 >>> module = load(Model(steps=3, activation="tanh"))
