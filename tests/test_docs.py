@@ -21,13 +21,13 @@ def test_the_readme_is_short_and_starts_with_the_two_commands():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 250, len(lines)
     assert lines[2:4] == ["```bash", "python3 -m pip install '.[plot]' && bptt demo"]
-    assert "bash tests/install-tools.sh && python3 -m pip install -e '.[test,plot,torch]' && python3 -m pytest" in lines[6]
+    assert "bash tests/install-tools.sh && python3 -m pip install -e '.[test,plot,torch,jax]' && python3 -m pytest" in lines[6]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "bash tests/install-tools.sh && python3 -m pip install -q -e '.[test,plot,torch]' && python3 -m pytest" in ci
+    assert "bash tests/install-tools.sh && python3 -m pip install -q -e '.[test,plot,torch,jax]' && python3 -m pytest" in ci
     text = "\n".join(lines)
     try_next = text.split("## Try next")[1].split("\n## ")[0]
     commands = re.findall(r"^\| \d+ \| .* \| `(bptt [^`]+)` \|$", try_next, flags=re.MULTILINE)
-    assert len(commands) == 11, commands
+    assert len(commands) == 12, commands
 
 
 def test_every_link_resolves_and_every_page_says_what_it_is_for():

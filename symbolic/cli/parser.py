@@ -157,6 +157,13 @@ def _codegen_parser(commands) -> None:
         help="numpy (default; imports only NumPy) or numba (loops over time and batch compiled with "
         "Numba, same interface; needs pip install bptt[fast])",
     )
+    codegen.add_argument(
+        "--target", "-t", default="numpy", metavar="numpy|torch|jax",
+        help="numpy (default: the module above), torch (a torch.autograd.Function whose backward is the "
+        "derived BPTT, and Layer, an nn.Module shaped like nn.RNN; needs pip install 'bptt[torch]') or jax "
+        "(apply(params, x, initial), a jax.custom_vjp over lax.scan; needs pip install 'bptt[jax]'); "
+        "a framework module serves any sequence length, H and D",
+    )
     _output_options(codegen, "module")
     codegen.set_defaults(handler=story.codegen)
 

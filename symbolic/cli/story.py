@@ -59,6 +59,8 @@ def codegen(args) -> int:
     from ..codegen import generate, resolve_backend
 
     model = model_of(args)
+    if args.target != "numpy":
+        return _codegen_target(model, args)
     resolve_backend(args.backend)  # an unknown backend or a missing Numba fails before any work
     if args.output:
         from ..files import check_target
@@ -66,6 +68,23 @@ def codegen(args) -> int:
         check_target(args.output, args.force, example=example_name(args))
     derivation = derivation_for(model) if model.generic else None  # the notes' model: its own Σ/Π form
     write_or_print(generate(model, mode=args.mode, output=args.output, backend=args.backend, derivation=derivation), args)
+    return 0
+
+
+def _codegen_target(model, args) -> int:
+    """codegen --target torch|jax: the cell inside the framework's autodiff (symbolic/codegen/torch_printer.py,
+    jax_printer.py)."""
+    from ..codegen import generate_target, resolve_target
+
+    resolve_target(args.target)  # an unknown target or a missing framework fails before any work
+    for option, value in (("--backend", args.backend if args.backend != "numpy" else None), ("--mode", args.mode)):
+        if value is not None:   # a framework module loops over any length, in the framework's own code
+            raise UsageError(f"{option} {value} is for --target numpy: drop it with --target {args.target}")
+    if args.output:
+        from ..files import check_target
+
+        check_target(args.output, args.force, example=example_name(args))
+    write_or_print(generate_target(model, args.target, args.output, derivation_for(model)), args)
     return 0
 
 

@@ -1,5 +1,7 @@
 """Code generation: the derivation rendered as a NumPy module through ``templates/numpy``, or as a
-Numba-compiled module through ``templates/numba`` (``backend="numba"``, needs ``bptt[fast]``).
+Numba-compiled module through ``templates/numba`` (``backend="numba"``, needs ``bptt[fast]``); or, with
+``generate_target``, a cell inside a framework's autodiff: a torch.autograd.Function and nn.Module
+(``templates/torch``) or a jax.custom_vjp over lax.scan (``templates/jax``).
 
 >>> from symbolic.model import Model
 >>> module = load(Model(steps=3, activation="tanh"))
@@ -26,6 +28,10 @@ from ..model import CELLS, VOCABULARY, Model
 
 MODES = ("unrolled", "loop")
 BACKENDS = ("numpy", "numba")
+#: What a module is written for: NumPy functions (with a backend), or a framework's autodiff (torch, jax).
+TARGETS = ("numpy", "torch", "jax")
+#: The framework each target imports, its name for people, and the extra that installs it.
+_FRAMEWORKS = {"torch": ("torch", "PyTorch", "torch"), "jax": ("jax", "JAX", "jax")}
 #: Above this n the default mode is ``loop``.
 DEFAULT_UNROLLED_LIMIT = 64
 #: Largest n for which straight-line code is written at all (its size grows linearly in n).
@@ -62,6 +68,48 @@ def resolve_backend(backend: str) -> str:
     if backend == "numba" and importlib.util.find_spec("numba") is None:
         raise UsageError("--backend numba needs Numba, which is not installed: pip install bptt[fast]")
     return backend
+
+
+def resolve_target(target: str) -> str:
+    """The target, checked: a known name, and for a framework an importable framework."""
+    if target not in TARGETS:
+        raise UsageError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    if target in _FRAMEWORKS:
+        module, name, extra = _FRAMEWORKS[target]
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"--target {target} needs {name}, which is not installed: pip install 'bptt[{extra}]'")
+    return target
+
+
+def target_command(model: Model, target: str, output: str | None = None) -> str:
+    """The command line that generates a framework module (any sequence length, H and D: no --steps)."""
+    words = ["bptt", "codegen", "--cell", model.cell_argument]
+    if not model.gated:
+        words += ["--activation", model.activation] + (["--bias"] if model.bias else [])
+    words += ["--target", target]
+    if output is not None:
+        words += ["-o", str(output)]
+    return shlex.join(words)
+
+
+def generate_target(model: Model, target: str, output: str | None = None, derivation=None) -> str:
+    """The source of the torch or JAX module of ``model``'s cell (templates/torch, templates/jax): the
+    derivation's step functions inside the framework's own autodiff (an autograd.Function, a custom_vjp)."""
+    from ..templating import render
+    from .format import format_python
+    from .layout import layout_of
+
+    resolve_target(target)
+    derivation = derivation or _derivation(model)
+    if derivation.lagged:   # the framework printers keep one previous state per step
+        reads = ", ".join(f"{state}_(t-{lag})" for state, lag in derivation.lagged)
+        raise UsageError(f"--target {target} does not handle lagged states yet (the cell reads {reads}): "
+                         "use --target numpy, whose modules do")
+    printer = importlib.import_module(f".{target}_printer", __name__)
+    context = printer.context(model, target_command(model, target, output), layout_of(derivation))
+    source = format_python(render(target, "cell.py.j2", **context))
+    assert MARKER in source.split("\n", 3)[0]
+    return source
 
 
 def command(model: Model, mode: str, output: str | None = None, backend: str = "numpy") -> str:
@@ -328,11 +376,15 @@ def load(model: Model, mode: str | None = None, backend: str = "numpy", derivati
 __all__ = [
     "BACKENDS",
     "MODES",
+    "TARGETS",
     "UNROLLED_LIMIT",
     "cache_directories",
     "command",
     "generate",
+    "generate_target",
     "load",
     "resolve_backend",
     "resolve_mode",
+    "resolve_target",
+    "target_command",
 ]
