@@ -40,7 +40,7 @@ import inspect
 import json
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,16 +48,23 @@ import numpy as np
 from ..errors import UsageError
 from .check import DEFAULT_TIMEOUT, _short, _timeout
 from .child import Wording, call_returns, call_starts, run_in_child
+from .grade_mistakes import _Candidates
+from .grade_report import (
+    DIGITS,
+    EXTRA_MISTAKES,
+    FLOOR,
+    LOSS_MISTAKES,
+    RELATIVE,
+    UNDECIDED,
+    Finding,
+    Report,
+    _listed,
+    _loss_error,
+    _relative,
+    mistakes,
+)
 from .sandbox import ChannelTampered, ChildGone, Opaque, Sandbox
 
-#: An entry is right within this relative error (float64 rounding of a BPTT stays near 1e-15).
-RELATIVE = 1e-7
-#: Relative errors are taken against max(|exact|, FLOOR · the case's largest |entry|), so entries that
-#: are zero or tiny by cancellation are judged on the gradient's own scale.
-FLOOR = 1e-4
-#: Errors from RELATIVE up to this are re-judged against the exact value at DIGITS digits.
-UNDECIDED = 1e-4
-DIGITS = 60
 #: The sequence lengths and batch sizes graded when the function takes any length: every n to 8 and
 #: two well past it, so a gradient truncated to the last k steps, or wrong at one n only, shows.
 LENGTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 20)
@@ -70,43 +77,6 @@ HIDDEN = 3
 #: Random points: every parameter N(0, SCALE²), x N(0, 1): long-term terms well above the tolerance,
 #: gates away from saturation.
 SCALE = 0.6
-COMPLEX_STEP = 1e-30
-
-#: The mistakes grade can name; the engine's mutations keep the engine's names.
-EXTRA_MISTAKES = {
-    "no_activation_derivative_in_chain": (
-        "f′ missing from ∂s_t/∂s_(t−1) only: the time recursion multiplies by the weights alone "
-        "(the notes' ∂o_k/∂o_(k−1) written as w_h, not f′(a_k) w_h), the immediate partials keep f′"
-    ),
-    "derivative_wrong_step_in_chain": (
-        "f′ at the wrong step in ∂s_t/∂s_(t−1) only: ∂o_k/∂o_(k−1) written with f′ of o_(k−1) where "
-        "f′ of o_k belongs, the immediate partials right"
-    ),
-    "total_derivative": (
-        "the total derivative where the immediate partial belongs (the notes' own slip): "
-        "∂L/∂w = Σ_j δ_j · d o_j/dw with d o_j/dw through o_(j−1) too, so every long-term path is "
-        "counted again; the sum needs ∂⁺o_j/∂w, o_(j−1) held fixed"
-    ),
-}
-#: Mistakes that scale every gradient (ŷ − y negated; the batch summed): also tried on top of the others.
-MODIFIERS = ("residual_sign", "no_batch_mean")
-LOSS_MISTAKES = {
-    "loss_summed": "the loss summed over the batch where the mean belongs",
-    "loss_sign": "the loss with the wrong sign",
-}
-
-
-def mistakes() -> dict[str, str]:
-    """The catalogue: mistake name → what it is, in the order grade tries them."""
-    from ..engine.derivation import MUTATIONS
-
-    catalogue = {name: MUTATIONS[name] for name in MODIFIERS}
-    for name, text in MUTATIONS.items():
-        if name not in MODIFIERS:
-            catalogue[name] = text
-    catalogue |= EXTRA_MISTAKES
-    return catalogue
-
 
 class FunctionUnusable(UsageError):
     """The graded function cannot be called as the interface says (missing, wrong signature, raises,
@@ -323,342 +293,6 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
     return cases
 
 
-def _relative(got: dict, want: dict) -> dict:
-    """name → per-entry |got − want| / max(|want|, FLOOR · s); not finite → inf."""
-    scale = max((float(np.max(np.abs(v))) for v in want.values() if np.size(v)), default=0.0)
-    floor = max(FLOOR * scale, np.finfo(float).tiny)
-    errors = {}
-    with np.errstate(all="ignore"):
-        for name, value in want.items():
-            error = np.abs(got[name] - value) / np.maximum(np.abs(value), floor)
-            errors[name] = np.where(np.isfinite(error), error, np.inf)
-    return errors
-
-
-def _loss_error(got: float, want: float) -> float:
-    with np.errstate(all="ignore"):
-        error = abs(got - want) / max(abs(want), np.finfo(float).tiny)
-    return float(error) if np.isfinite(error) else float("inf")
-
-
-# -- the wrong derivations ------------------------------------------------------------------------------
-
-
-def _chain_only(d, mutation: str):
-    """d with ``mutation`` applied to what each step sends back in time only: the adjoints that feed the
-    gradients stay exact, a renamed copy of the mutated adjoints feeds s_(t−1)."""
-    import sympy as sp
-
-    wrong = d.mutate(mutation)
-    rename = {a.symbol: sp.Symbol(f"{a.symbol}__chain") for a in wrong.adjoints}
-
-    def renamed(adjoint, name=None):
-        return replace(adjoint, name=name or adjoint.name, symbol=rename.get(adjoint.symbol, adjoint.symbol),
-                       expr=adjoint.expr.xreplace(rename),
-                       transposed=tuple((m, delta.xreplace(rename)) for m, delta in adjoint.transposed))
-
-    chain = tuple(renamed(a, f"{a.name}__chain") for a in wrong.adjoints)
-    sent = {state: replace(renamed(adjoint), symbol=adjoint.symbol) for state, adjoint in wrong.sent.items()}
-    return replace(d, adjoints=d.adjoints + chain, sent=sent, mutation=f"{mutation}_in_chain")
-
-
-class _ComplexForward:
-    """The cell's forward pass in complex arithmetic, for the complex step: states of every step and
-    the loss of every sequence, with an optional poke i·h into one state's unit at one step."""
-
-    def __init__(self, d):
-        import sympy as sp
-
-        self.d = d
-        modules = [{"sigmoid": _sigmoid, "relu": _relu}, "numpy"]
-        self.nodes = []
-        for node in d.nodes:
-            arguments = sorted(node.expr.free_symbols, key=str)
-            self.nodes.append((node, arguments, sp.lambdify(arguments, node.expr, modules=modules)))
-
-    def run(self, params: dict, x: np.ndarray, y: np.ndarray, poke=None):
-        d, cell = self.d, self.d.cell
-        batch, steps, _ = x.shape
-        hidden = params[cell.readout].shape[0]
-        zero = np.zeros((batch, hidden), dtype=complex)
-        states = {state: [zero] for state in d.states}
-        vectors = {symbol: params[name] for name, symbol in d.symbols["vectors"].items()}
-        for t in range(steps):
-            known = {d.previous[state]: states[state][-1] for state in d.states} | vectors
-            sources = {"x": x[:, t], **{str(d.previous[state]): states[state][-1] for state in d.states}}
-
-            for operand in ("x", *(str(d.previous[state]) for state in d.states)):
-                self._apply_maps(operand, known, sources, params)
-            for node, arguments, function in self.nodes:
-                value = function(*(known[a] for a in arguments)) + zero
-                if poke is not None and node.state == poke[0] and t == poke[1]:
-                    value = value.copy()
-                    value[:, poke[2]] += 1j * COMPLEX_STEP
-                known[node.symbol] = value
-                sources[node.name] = value
-                self._apply_maps(node.name, known, sources, params)
-            for state in d.states:
-                states[state].append(known[d.state_node(state).symbol])
-        z = states[d.output_state][-1] @ params[cell.readout]
-        if cell.readout_bias:
-            z = z + params[cell.readout_bias]
-        return states, y * _softplus(-z) + (1 - y) * _softplus(z)
-
-    def _apply_maps(self, operand: str, known: dict, sources: dict, params: dict) -> None:
-        """(M u) for every linear map of the operand u, once u is known."""
-        for linear in self.d.linears:
-            if linear.operand == operand:
-                known[linear.symbol] = sources[operand] @ params[linear.matrix].T
-
-
-def _total_derivative(d, forward: _ComplexForward, case: Case) -> dict:
-    """The notes' slip, generically: ∂L/∂θ ≈ mean_b Σ_t Σ_s ⟨dL/ds_t, d s_t/dθ⟩ with both factors total
-    derivatives (complex step on the forward pass); the readout's gradients are exact (no state depends
-    on them)."""
-    cell = d.cell
-    params = {name: np.asarray(value, dtype=complex) for name, value in case.params.items()}
-    x, y = case.x.astype(complex), case.y
-    hidden = params[cell.readout].shape[0]
-    # dL_b/ds_t[b, u], every sequence at once (their losses are independent)
-    adjoint = {}
-    for state in d.states:
-        for t in range(case.steps):
-            columns = []
-            for unit in range(hidden):
-                _, loss = forward.run(params, x, y, poke=(state, t, unit))
-                columns.append(np.imag(loss) / COMPLEX_STEP)
-            adjoint[(state, t)] = np.stack(columns, axis=1)
-    readout = {cell.readout, cell.readout_bias}
-    gradients = {}
-    from ..engine.derivation import evaluate
-
-    exact = evaluate(d, case.params, case.x, case.y).gradients
-    for name, value in params.items():
-        if name in readout:
-            gradients[name] = np.asarray(exact[name], dtype=float)
-            continue
-        gradient = np.zeros(value.shape)
-        for index in np.ndindex(value.shape):
-            shifted = dict(params)
-            shifted[name] = value.copy()
-            shifted[name][index] += 1j * COMPLEX_STEP
-            states, _ = forward.run(shifted, x, y)
-            total = 0.0
-            for (state, t), weight in adjoint.items():
-                total += float(np.sum(weight * np.imag(states[state][t + 1]))) / COMPLEX_STEP
-            gradient[index] = total / case.batch
-        gradients[name] = gradient
-    return gradients
-
-
-def _sigmoid(z):
-    positive = np.real(z) > 0
-    e = np.exp(np.where(positive, -z, z))
-    return np.where(positive, 1 / (1 + e), e / (1 + e))
-
-
-def _relu(z):
-    return np.where(np.real(z) > 0, z, 0)
-
-
-def _softplus(z):
-    positive = np.real(z) > 0
-    return np.where(positive, z, 0) + np.log1p(np.exp(np.where(positive, -z, z)))
-
-
-class _Candidates:
-    """The wrong gradients, computed only when asked for: name → per case → gradients (user shapes)."""
-
-    def __init__(self, d, interface: Interface):
-        from ..engine.derivation import MUTATIONS
-
-        self.d, self.interface = d, interface
-        self.bases: dict = {}
-        for name in MUTATIONS:
-            if name in MODIFIERS:
-                continue
-            try:
-                self.bases[name] = d.mutate(name)
-            except ValueError:
-                continue
-            if name in ("no_activation_derivative", "derivative_wrong_step"):
-                self.bases[f"{name}_in_chain"] = _chain_only(d, name)
-        self.bases["total_derivative"] = None  # computed by complex step
-        self._forward = None
-        self._values: dict = {}
-
-    def names(self) -> list[tuple[str, str | None, tuple]]:
-        """(candidate name, base mistake or None for exact, modifiers), singles first."""
-        singles = [(m, None, (m,)) for m in MODIFIERS]
-        singles += [(base, base, ()) for base in self.bases]
-        combined = [(" + ".join(MODIFIERS), None, MODIFIERS)]
-        for base in self.bases:
-            for modifiers in ((MODIFIERS[0],), (MODIFIERS[1],), MODIFIERS):
-                combined.append((" + ".join((base, *modifiers)), base, modifiers))
-        return singles + combined
-
-    def base(self, base: str | None, case: Case) -> dict:
-        if base is None:
-            return case.exact_float
-        key = (base, id(case))
-        if key not in self._values:
-            from ..engine.derivation import evaluate
-
-            with np.errstate(all="ignore"):
-                if base == "total_derivative":
-                    if self._forward is None:
-                        self._forward = _ComplexForward(self.d)
-                    values = _total_derivative(self.d, self._forward, case)
-                else:
-                    values = evaluate(self.bases[base], case.params, case.x, case.y).as_float()[1]
-            self._values[key] = self.interface.to_user(values)
-        return self._values[key]
-
-    def values(self, base, modifiers, case: Case) -> dict:
-        factor = 1.0
-        if "residual_sign" in modifiers:
-            factor = -factor
-        if "no_batch_mean" in modifiers:
-            factor *= case.batch
-        return {name: factor * value for name, value in self.base(base, case).items()}
-
-
-# -- the report ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Finding:
-    """One parameter (or the loss): right or not, where, how far off, and the mistake it matches."""
-
-    parameter: str
-    shape: tuple
-    right: bool
-    entries: list = field(default_factory=list)
-    first_failing_steps: int | None = None
-    #: every length n at which it is wrong
-    failing_steps: list = field(default_factory=list)
-    worst_relative_error: float = 0.0
-    worst_case: dict | None = None
-    mistake: str | None = None
-
-    def as_data(self) -> dict:
-        return {"parameter": self.parameter, "shape": list(self.shape), "right": self.right,
-                "entries": [list(index) for index in self.entries],
-                "first_failing_steps": self.first_failing_steps, "failing_steps": self.failing_steps,
-                "worst_relative_error": self.worst_relative_error, "worst_case": self.worst_case,
-                "mistake": self.mistake}
-
-
-@dataclass
-class Report:
-    function: str
-    interface: str
-    model: str
-    settings: dict
-    cases: list
-    findings: list
-    localisation: str = ""
-    mistake: str | None = None
-    also: list = field(default_factory=list)
-    source: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return all(finding.right for finding in self.findings)
-
-    def as_data(self) -> dict:
-        catalogue = {**mistakes(), **LOSS_MISTAKES}
-        return {
-            "file": self.source, "function": self.function, "interface": self.interface, "model": self.model,
-            **self.settings,
-            "passed": self.passed, "verdict": "right" if self.passed else "wrong",
-            "tolerance": {"relative": RELATIVE, "floor": FLOOR, "undecided_up_to": UNDECIDED, "digits": DIGITS},
-            "cases": [case.describe() for case in self.cases],
-            "findings": [finding.as_data() for finding in self.findings],
-            "localisation": self.localisation or None,
-            "mistake": self.mistake,
-            "mistake_description": _describe(self.mistake, catalogue) if self.mistake else None,
-            "also_consistent_with": self.also,
-        }
-
-    def format(self) -> str:
-        catalogue = {**mistakes(), **LOSS_MISTAKES}
-        lengths = sorted({case.steps for case in self.cases})
-        batches = sorted({case.batch for case in self.cases if case.data == "random"})
-        notes = any(case.data == "notes" for case in self.cases)
-        decided = sum(1 for case in self.cases if case.digits)
-        lines = [
-            f"grade {self.interface}" + (f" from {self.source}" if self.source else ""),
-            f"model: {self.model}",
-            f"{len(self.cases)} cases: n = {', '.join(map(str, lengths))} × B = {', '.join(map(str, batches))} "
-            "at random points" + (", and the notes' three sentences (n = 3)" if notes else ""),
-            f"tolerance: an entry g is right when |g − g_exact| ≤ {RELATIVE:.0e} · max(|g_exact|, {FLOOR:.0e} · s),",
-            "  s the case's largest |entry| (float64 rounding stays near 1e-15); errors up to "
-            f"{UNDECIDED:.0e} are re-judged at {DIGITS} digits"
-            + (f" ({decided} case{'s' if decided != 1 else ''} so judged)" if decided else ""),
-            "",
-        ]
-        width = max(len(f.parameter) for f in self.findings)
-        for finding in self.findings:
-            if finding.right:
-                lines.append(f"  {finding.parameter:<{width}}  right   worst relative error "
-                             f"{finding.worst_relative_error:.1e}")
-                continue
-            where = ""
-            if finding.failing_steps and len(lengths) > 1:
-                first = finding.failing_steps[0]
-                if finding.failing_steps != [n for n in lengths if n >= first]:
-                    where = f"; wrong at n = {_listed(finding.failing_steps)} only"
-                else:
-                    where = f"; wrong from n = {first}" if first > lengths[0] else f"; wrong at n = {lengths[0]}"
-            worst = finding.worst_case or {}
-            case_text = f"n = {worst.get('steps')}, B = {worst.get('batch')}" + (
-                ", the notes' sentences" if worst.get("data") == "notes" else "")
-            lines.append(
-                f"  {finding.parameter:<{width}}  WRONG   {_entries_text(finding)}{where}; worst relative error "
-                f"{_error_text(finding.worst_relative_error)} ({case_text})"
-                + (f"; matches {finding.mistake}" if finding.mistake and finding.mistake != self.mistake else "")
-            )
-        lines.append("")
-        if self.passed:
-            lines.append(f"right: every entry within {RELATIVE:.0e} of the exact gradient in all "
-                         f"{len(self.cases)} cases")
-            return "\n".join(lines)
-        lines.append(f"wrong: {self.localisation}" if self.localisation else "wrong")
-        if self.mistake:
-            parameters = [f.parameter for f in self.findings if not f.right]
-            lines.append(f"the mistake: {self.mistake}: {_describe(self.mistake, catalogue)}")
-            lines.append(f"  ({', '.join(parameters)} match it within {RELATIVE:.0e} in every case"
-                         + (f"; also consistent with {', '.join(self.also)}" if self.also else "") + ")")
-        else:
-            named = [f for f in self.findings if not f.right and f.mistake]
-            if named:
-                lines.append("no single known mistake explains every wrong parameter; per parameter: "
-                             + "; ".join(f"{f.parameter}: {f.mistake}" for f in named))
-            else:
-                lines.append("not a known mistake: it matches none of " + ", ".join(mistakes()))
-        return "\n".join(lines)
-
-
-def _describe(name: str, catalogue: dict) -> str:
-    return "; and ".join(catalogue[part] for part in name.split(" + "))
-
-
-def _error_text(error: float) -> str:
-    return "inf (not finite)" if not np.isfinite(error) else f"{error:.1e}"
-
-
-def _entries_text(finding: Finding) -> str:
-    total = int(np.prod(finding.shape)) if finding.shape else 1
-    if total == 1:
-        return "its value"
-    if len(finding.entries) == total:
-        return f"all {total} entries"
-    shown = ", ".join(str(list(e)) if len(e) > 1 else str(e[0]) for e in finding.entries[:6])
-    more = ", …" if len(finding.entries) > 6 else ""
-    return f"{len(finding.entries)} of {total} entries ({shown}{more})"
-
-
 # -- grading -------------------------------------------------------------------------------------------
 
 
@@ -861,10 +495,6 @@ def _localise(findings: list[Finding], cases: list[Case], steps) -> str:
     return (f"right for n = {_listed(right)}, wrong from n = {first}: the long-term terms are wrong from gap "
             f"{first - 1} on (a product of {first - 1} or more factors ∂s_k/∂s_(k−1)), as in BPTT truncated "
             f"to the last {first - 1} steps")
-
-
-def _listed(numbers) -> str:
-    return ", ".join(map(str, numbers))
 
 
 def _name_mistakes(d, interface: Interface, cases: list[Case], report: Report) -> None:
