@@ -16,6 +16,24 @@ def grade(args) -> int:
         from .common import refuse_lags
 
         refuse_lags(Model(cell=args.cell, skip=args.skip, activation=args.activation, bias=args.bias), "bptt grade")
+    if args.forward or args.backward:
+        return _grade_pair(args)
     return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
-                     inputs=args.inputs, seed=args.seed, timeout=args.timeout)
+                     inputs=args.inputs, seed=args.seed, timeout=args.timeout, strict=args.strict)
+
+
+def _grade_pair(args) -> int:
+    from ..errors import UsageError
+    from ..verify.grade_pairs import run_pair_grade
+
+    if not (args.forward and args.backward):
+        raise UsageError("--forward and --backward go together: name both functions of the pair")
+    try:
+        seed = int(str(args.seed).strip())
+    except ValueError:
+        raise UsageError(f"--seed must be a whole number, got {args.seed!r}") from None
+    options = {"cell": args.cell, "layout": args.layout, "gates": args.gates, "params": args.params,
+               "concat": args.concat, "hidden": args.hidden, "inputs": args.inputs, "activation": args.activation,
+               "unbatched": args.unbatched, "seed": seed, "strict": args.strict}
+    return run_pair_grade(args.file, args.forward, args.backward, options, as_json=args.json, timeout=args.timeout)

@@ -40,7 +40,7 @@ import inspect
 import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,7 @@ import numpy as np
 from ..errors import UsageError
 from .check import DEFAULT_TIMEOUT, _short, _timeout
 from .child import Wording, call_returns, call_starts, run_in_child
+from .grade_diagnoses import constant_factor, diagnose, forward_in_float32, low_precision, within_float32
 from .grade_mistakes import _Candidates
 from .grade_report import (
     DIGITS,
@@ -55,6 +56,7 @@ from .grade_report import (
     FLOOR,
     LOSS_MISTAKES,
     RELATIVE,
+    RELATIVE32,
     UNDECIDED,
     Finding,
     Report,
@@ -257,6 +259,8 @@ class Case:
     exact_float: dict = field(default_factory=dict)
     user: dict = field(default_factory=dict)
     user_loss: float = 0.0
+    #: it returned float16/float32 numbers
+    low_precision: bool = False
     #: None: judged against the float64 reference; DIGITS: against the 60-digit one
     digits: int | None = None
 
@@ -318,7 +322,7 @@ def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
 
 def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
                    bias: bool = False, inputs: int = 3, seed: int = 0, name: str | None = None,
-                   steps_hint: str = "steps=N") -> Report:
+                   steps_hint: str = "steps=N", strict: bool = False) -> Report:
     """Grade ``fn`` (a generated module's ``loss_and_grad`` interface) against the exact BPTT of ``cell``.
 
     ``cell``: a built-in name, a cell file's path, or a ``Cell``; ``steps``: None to grade every length
@@ -328,11 +332,12 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None 
     sandbox process of its own).
     """
     d, model = _derivation(cell, activation, hidden, bias, inputs, steps)
-    report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint)
+    report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint, strict=strict)
     return report
 
 
-def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_hint: str = "") -> Report:
+def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_hint: str = "",
+           strict: bool = False) -> Report:
     """grade_function's work once the cell is derived; ``cell_hint``, when the file names another cell,
     is the fix to name if the function cannot be called (rather than the length)."""
     hidden = None if hidden is None else model.hidden
@@ -380,18 +385,19 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
             raise FunctionUnusable(
                 f"{name} raises {type(error).__name__} at {case.label()}: {first}{hint}"
             ) from error
+        case.low_precision = low_precision(result)
         case.user_loss, case.user = interface.outputs(result)  # what it returned may run its code too
         call_returns()
         errors = _relative(case.user, case.exact)
         worst = max(float(np.max(e)) if e.size else 0.0 for e in errors.values())
         loss_error = _loss_error(case.user_loss, case.exact_loss)
-        if RELATIVE < max(worst, loss_error) <= UNDECIDED or any(
-                np.any((e > RELATIVE) & (e <= UNDECIDED)) for e in errors.values()):
+        if not case.low_precision and (RELATIVE < max(worst, loss_error) <= UNDECIDED or any(
+                np.any((e > RELATIVE) & (e <= UNDECIDED)) for e in errors.values())):
             precise = evaluate(d, case.params, case.x, case.y, digits=DIGITS)
             case.exact_loss = float(precise.loss)
             case.exact = interface.to_user({k: np.asarray(v, dtype=float) for k, v in precise.gradients.items()})
             case.digits = DIGITS
-    report = _judge(d, interface, cases, steps)
+    report = _judge(d, interface, cases, steps, strict)
     report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": interface.hidden,
                        "inputs": model.inputs, "bias": model.bias, "steps": steps, "seed": seed}
     return report
@@ -412,7 +418,7 @@ def _signature_text(fn) -> str:
         return ""
 
 
-def _judge(d, interface: Interface, cases: list[Case], steps) -> Report:
+def _judge(d, interface: Interface, cases: list[Case], steps, strict: bool = False) -> Report:
     findings = [_loss_finding(cases)]
     for name, shape in interface.shapes.items():
         finding = Finding(name, shape, True)
@@ -437,8 +443,23 @@ def _judge(d, interface: Interface, cases: list[Case], steps) -> Report:
                     findings)
     if report.passed:
         return report
+    names = [f.parameter for f in findings[1:]]
+    if (any(c.low_precision for c in cases) or forward_in_float32([_loss_error(c.user_loss, c.exact_loss)
+                                                                  for c in cases])) and (
+            within_float32(cases, names) and all(_loss_error(c.user_loss, c.exact_loss) <= RELATIVE32 for c in cases)):
+        report.precision, report.strict = "float32", strict
+        if strict:
+            report.localisation = ("every entry is within float32's reach of the exact gradient and it computes in "
+                                   "float32: right formula, float32 precision (--strict grades at float64's tolerance)")
+        else:
+            for finding in findings:
+                finding.right, finding.entries, finding.failing_steps = True, [], []
+        return report
     report.localisation = _localise(findings, cases, steps)
     _name_mistakes(d, interface, cases, report)
+    if report.mistake is None:
+        wrong = [f.parameter for f in findings[1:] if not f.right]
+        report.diagnosis = diagnose(cases, wrong, [(c.user, c.exact) for c in cases]) if wrong else None
     return report
 
 
@@ -460,6 +481,10 @@ def _loss_finding(cases: list[Case]) -> Finding:
                     continue
                 finding.mistake = name
                 break
+        losses = [replace(c, user={"loss": np.array([c.user_loss])}, exact={"loss": np.array([c.exact_loss])})
+                  for c in cases]
+        if finding.mistake is None and constant_factor(losses, ["loss"]):
+            finding.mistake = "loss_scaled"
     return finding
 
 
@@ -580,7 +605,7 @@ GRADE_WORDING = Wording(
 
 
 def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_and_grad", as_json=False,
-              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT) -> int:
+              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT, strict=False) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
     The grading runs in one child process (``symbolic.verify.check.run_in_child``, as ``bptt check``): the file
@@ -598,7 +623,7 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
     timeout = _timeout(timeout)
     options = {"cell": os.fspath(cell) if isinstance(cell, os.PathLike) else cell, "activation": activation,
                "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
-               "seed": seed}
+               "seed": seed, "strict": strict}
     descriptions = {"function": str(function), "cell": f"the cell file {cell} (its top-level code)"}
     result = run_in_child("symbolic.verify.grade:_grade_in_child", [str(path), options], str(path), timeout,
                           wording=GRADE_WORDING, descriptions=descriptions,
@@ -640,7 +665,7 @@ def _grade_in_child(path: str, options: dict) -> dict:
     with Sandbox(path, function, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}) as sandbox:
         fn = sandbox.open()
         report = _grade(d, model, fn, hidden, steps, options["seed"], function, "--steps N",
-                        _cell_hint(path, d.cell.name))
+                        _cell_hint(path, d.cell.name), options.get("strict", False))
     report.source = str(path)
     return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 

@@ -40,6 +40,7 @@ MODIFIERS = ("residual_sign", "no_batch_mean")
 LOSS_MISTAKES = {
     "loss_summed": "the loss summed over the batch where the mean belongs",
     "loss_sign": "the loss with the wrong sign",
+    "loss_scaled": "the loss scaled by a constant factor (½, 1/B, 1/n, a sum for a mean)",
 }
 
 
