@@ -32,7 +32,7 @@ def lstm_step_backward(dnext_h, dnext_c, cache, order=(0, 1, 2, 3), copy_bias=Fa
 
 
 def lstm_forward(x, h0, Wx, Wh, b):
-    N, T, D = x.shape
+    N, T, _ = x.shape
     H = h0.shape[1]
     h, cache = np.zeros((N, T, H)), []
     prev_h, prev_c = h0, np.zeros_like(h0)

@@ -21,7 +21,7 @@ def rnn_step_backward(dnext_h, cache):
 
 
 def rnn_forward(x, h0, Wx, Wh, b):
-    N, T, D = x.shape
+    N, T, _ = x.shape
     H = h0.shape[1]
     h = np.zeros((N, T, H))
     cache = []

@@ -1,0 +1,134 @@
+"""bptt grade on the code people write: CS231n-shaped forward/backward pairs, layouts, one sequence at a
+time, float32, a constant factor, clipping, copies (issue 26).
+
+The graded implementations (tests/grade_cases/) are written by hand in the style of course code; the
+reference is the engine's vector–Jacobian product, itself checked here against torch autograd."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from symbolic.verify.grade_pairs import grade_pair
+
+CASES = Path(__file__).parent / "grade_cases"
+sys.path.insert(0, str(CASES))
+
+import lstm_cs231n as lstm
+import rnn_cs231n as rnn
+
+
+def bptt(*args):
+    return subprocess.run([sys.executable, "-m", "symbolic", "grade", *map(str, args)], check=False,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_vjp_matches_torch_autograd():
+    torch = pytest.importorskip("torch")
+    from symbolic.cells import lstm as lstm_cell
+    from symbolic.engine.derivation import derive_cell
+    from symbolic.engine.vjp import vjp
+
+    d = derive_cell(lstm_cell.cell())
+    rng = np.random.default_rng(1)
+    B, n, D, H = 2, 5, 3, 3
+    p = {k: rng.normal(0, 0.6, s) for k, s in d.shapes(H, D).items()}
+    x, G, h0 = rng.normal(size=(B, n, D)), rng.normal(size=(B, n, H)), rng.normal(size=(B, H))
+    values = vjp(d, p, x, G, {"h": h0})
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    tx, th0 = torch.tensor(x, requires_grad=True), torch.tensor(h0, requires_grad=True)
+    h, c, hs = th0, torch.zeros(B, H, dtype=torch.float64), []
+    for step in range(n):
+        a = {g: tx[:, step] @ t[f"W_{g}"].T + h @ t[f"U_{g}"].T + t[f"b_{g}"] for g in "ifgo"}
+        c = torch.sigmoid(a["f"]) * c + torch.sigmoid(a["i"]) * torch.tanh(a["g"])
+        h = torch.sigmoid(a["o"]) * torch.tanh(c)
+        hs.append(h)
+    (torch.stack(hs, 1) * torch.tensor(G)).sum().backward()
+    for name in ("W_f", "U_o", "b_g"):
+        assert np.allclose(values.gradients[name], t[name].grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert np.allclose(values.gradients["x"], tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+    assert np.allclose(values.gradients["h_0"], th0.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_cs231n_rnn_pair_right_and_the_no_carry_bug_named():
+    right = bptt(CASES / "rnn_cs231n.py", "--forward", "rnn_forward", "--backward", "rnn_backward", "--layout", "row")
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert "right: every entry" in right.stdout
+    wrong = bptt(CASES / "rnn_cs231n.py", "--forward", "rnn_forward", "--backward", "rnn_backward_no_carry")
+    assert wrong.returncode == 1
+    assert "the mistake: truncated" in wrong.stdout and "wrong from n = 2" in wrong.stdout
+
+
+def test_cs231n_lstm_pair_with_its_gate_order():
+    right = bptt(CASES / "lstm_cs231n.py", "--forward", "lstm_forward", "--backward", "lstm_backward",
+                 "--layout", "row", "--cell", "lstm", "--gates", "ifog")
+    assert right.returncode == 0, right.stdout + right.stderr
+    # declared in torch's order, the forward's own order is found and named
+    declared = bptt(CASES / "lstm_cs231n.py", "--forward", "lstm_forward", "--backward", "lstm_backward",
+                    "--cell", "lstm", "--gates", "ifgo")
+    assert declared.returncode == 1
+    assert "reads the stacked gates as ifog" in declared.stdout
+
+
+def test_lstm_backward_gate_order_and_copied_bias_named():
+    swapped = grade_pair(lstm.lstm_forward, lstm.lstm_backward_gates_swapped, cell="lstm", gates="ifog")
+    assert not swapped.passed and "stacks the gate gradients as ifgo" in swapped.diagnosis
+    copied = grade_pair(lstm.lstm_forward, lstm.lstm_backward_copied_bias, cell="lstm", gates="ifog")
+    assert not copied.passed and "∂L/∂db[i] is returned as a copy of ∂L/∂db[f]" in copied.diagnosis
+
+
+def test_float32_is_right_formula_and_a_1e6_error_in_float64_is_wrong():
+    report = grade_pair(rnn.rnn_forward_float32, rnn.rnn_backward_float32, cell="rnn")
+    assert report.passed and report.precision == "float32"
+    assert "right formula, float32 precision" in report.format()
+    strict = grade_pair(rnn.rnn_forward_float32, rnn.rnn_backward_float32, cell="rnn", strict=True)
+    assert not strict.passed and "float32 precision" in strict.localisation
+    assert "batch" not in strict.localisation and "long-term" not in strict.localisation
+    # negative control: float64 with a 1e-6 error in one term stays wrong, and is not called float32
+    off = grade_pair(rnn.rnn_forward, rnn.rnn_backward_off_1e6, cell="rnn")
+    assert not off.passed and off.precision is None
+    assert [f.parameter for f in off.findings if not f.right] == ["dWh"]
+
+
+def test_constant_factor_and_clipping_named():
+    half = grade_pair(rnn.rnn_forward, rnn.rnn_backward_half, cell="rnn")
+    assert not half.passed and "½ × the exact one" in half.diagnosis
+    clipped = grade_pair(rnn.rnn_forward, rnn.rnn_backward_clipped, cell="rnn")
+    assert not clipped.passed and "clipped to ±0.5" in clipped.diagnosis
+
+
+def test_unbatched_pair():
+    assert grade_pair(rnn.rnn_forward_one, rnn.rnn_backward_one, cell="rnn", unbatched=True).passed
+    # negative control: the one-sequence wrapper of the no-carry bug
+    def no_carry_one(dh, cache):
+        dx, dh0, dWx, dWh, db = rnn.rnn_backward_no_carry(dh[np.newaxis], cache)
+        return dx[0], dh0[0], dWx, dWh, db
+
+    report = grade_pair(rnn.rnn_forward_one, no_carry_one, cell="rnn", unbatched=True)
+    assert not report.passed and report.mistake == "truncated"
+
+
+def test_loss_and_grad_in_float32_and_a_half_loss():
+    f32 = bptt(CASES / "rnn_loss_and_grad_float32.py", "--hidden", "3")
+    assert f32.returncode == 0, f32.stdout + f32.stderr
+    assert "right formula, float32 precision" in f32.stdout and "batch" not in f32.stdout.split("\n\n")[-1]
+    assert bptt(CASES / "rnn_loss_and_grad_float32.py", "--hidden", "3", "--strict").returncode == 1
+    half = bptt(CASES / "rnn_loss_and_grad_half.py", "--hidden", "3")
+    assert half.returncode == 1 and "½ × the exact one" in half.stdout
+    assert "forward pass is not" not in half.stdout
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--forward", "rnn_forward"], "--forward and --backward go together"),
+    (["--forward", "rnn_forward", "--backward", "rnn_backward", "--layout", "diagonal"], "--layout diagonal"),
+    (["--forward", "lstm_forward", "--backward", "lstm_backward", "--cell", "lstm", "--gates", "ifx"], "--gates ifx"),
+    (["--forward", "rnn_forward", "--backward", "rnn_backward", "--params", "Wx,Q"], "--params Wx,Q"),
+    (["--forward", "rnn_forward", "--backward", "nothing_here"], "no function nothing_here"),
+])
+def test_bad_flags_one_line_exit_2(flags, words):
+    path = CASES / ("lstm_cs231n.py" if "lstm_forward" in flags else "rnn_cs231n.py")
+    result = bptt(path, *flags)
+    assert result.returncode == 2
+    assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
