@@ -132,3 +132,15 @@ def test_bad_flags_one_line_exit_2(flags, words):
     result = bptt(path, *flags)
     assert result.returncode == 2
     assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_min_char_rnn_columns_one_sequence():
+    assert grade_pair(rnn.min_char_forward, rnn.min_char_backward, cell="rnn", layout="column", unbatched=True).passed
+    # negative control: declared row, the column code is graded wrong (or cannot be called)
+    from symbolic.verify.grade import FunctionUnusable
+
+    try:
+        report = grade_pair(rnn.min_char_forward, rnn.min_char_backward, cell="rnn", layout="row", unbatched=True)
+        assert not report.passed
+    except FunctionUnusable:
+        pass

@@ -98,3 +98,25 @@ def rnn_forward_one(x, h0, Wx, Wh, b):
 def rnn_backward_one(dh, cache):
     dx, dh0, dWx, dWh, db = rnn_backward(dh[np.newaxis], cache)
     return dx[0], dh0[0], dWx, dWh, db
+
+
+def min_char_forward(xs, hprev, Wxh, Whh, bh):
+    """min-char-rnn's loop: column layout, per-step column vectors xs[t] (D, 1), hprev (H, 1)."""
+    hs = {-1: hprev}
+    for t in range(len(xs)):
+        hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
+    return np.array([hs[t] for t in range(len(xs))]), (xs, hs, Wxh, Whh)
+
+
+def min_char_backward(dh, cache):
+    xs, hs, Wxh, Whh = cache
+    dWxh, dWhh, dbh = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros((Whh.shape[0], 1))
+    dhnext, dxs = np.zeros_like(hs[0]), []
+    for t in reversed(range(len(xs))):
+        dhraw = (1 - hs[t] * hs[t]) * (dh[t] + dhnext)
+        dbh += dhraw
+        dWxh += np.dot(dhraw, xs[t].T)
+        dWhh += np.dot(dhraw, hs[t - 1].T)
+        dhnext = np.dot(Whh.T, dhraw)
+        dxs.append(np.dot(Wxh.T, dhraw))
+    return np.array(dxs[::-1]), dhnext, dWxh, dWhh, dbh
