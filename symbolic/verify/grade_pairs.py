@@ -229,7 +229,7 @@ def _judge(d, layout, pair: Pair, cases: list, strict: bool) -> Report:
     model = f"{d.cell.description or 'cell ' + d.cell.name}, H = {cases[0].h0.shape[1]}, D = {cases[0].x.shape[2]}, " \
             f"{layout.orientation} layout" + (f", gates {layout.gates}" if layout.gates else "")
     report = Report(pair.backward_name, interface, model, {}, cases, findings,
-                    precision="float32" if float32 else None, strict=strict)
+                    precision="float32" if float32 else None, strict=strict, rejudged=False)
     if report.passed:
         return report
     wrong = [f.parameter for f in findings if not f.right and f.parameter != "h"]

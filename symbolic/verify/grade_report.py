@@ -118,6 +118,8 @@ class Report:
     #: "float32" when the implementation computes in float32; ``strict``: graded at float64's tolerance anyway
     precision: str | None = None
     strict: bool = False
+    #: whether errors between RELATIVE and UNDECIDED were re-judged at DIGITS digits (not for pairs)
+    rejudged: bool = True
 
     @property
     def passed(self) -> bool:
@@ -139,6 +141,16 @@ class Report:
             "also_consistent_with": self.also,
         }
 
+    def _tolerance(self, decided: int) -> list[str]:
+        if self.precision == "float32" and not self.strict:
+            return [(f"tolerance: it computes in float32, so an entry g is right when |g − g_exact| ≤ {RELATIVE32:.0e}"
+                     f" · max(|g_exact|, {FLOOR32:.0e} · s),"),
+                    f"  s the case's largest |entry| (float32's reach; --strict applies float64's {RELATIVE:.0e})"]
+        return [f"tolerance: an entry g is right when |g − g_exact| ≤ {RELATIVE:.0e} · max(|g_exact|, {FLOOR:.0e} · s),",
+                "  s the case's largest |entry| (float64 rounding stays near 1e-15)"
+                + (f"; errors up to {UNDECIDED:.0e} are re-judged at {DIGITS} digits" if self.rejudged else "")
+                + (f" ({decided} case{'s' if decided != 1 else ''} so judged)" if decided else "")]
+
     def format(self) -> str:
         catalogue = {**mistakes(), **LOSS_MISTAKES}
         lengths = sorted({case.steps for case in self.cases})
@@ -150,10 +162,7 @@ class Report:
             f"model: {self.model}",
             f"{len(self.cases)} cases: n = {', '.join(map(str, lengths))} × B = {', '.join(map(str, batches))} "
             "at random points" + (", and the notes' three sentences (n = 3)" if notes else ""),
-            f"tolerance: an entry g is right when |g − g_exact| ≤ {RELATIVE:.0e} · max(|g_exact|, {FLOOR:.0e} · s),",
-            "  s the case's largest |entry| (float64 rounding stays near 1e-15); errors up to "
-            f"{UNDECIDED:.0e} are re-judged at {DIGITS} digits"
-            + (f" ({decided} case{'s' if decided != 1 else ''} so judged)" if decided else ""),
+            *self._tolerance(decided),
             "",
         ]
         width = max(len(f.parameter) for f in self.findings)
