@@ -144,3 +144,17 @@ def test_min_char_rnn_columns_one_sequence():
         assert not report.passed
     except FunctionUnusable:
         pass
+
+
+def test_layer_objects_with_gradients_as_attributes():
+    import rnn_layers
+
+    assert grade_pair(rnn_layers.TimeRNN, "backward", cell="rnn", grads_from="layer.grads").passed
+    assert grade_pair(rnn_layers.AttributeRNN, "backward", cell="rnn", grads_from="layer.d{}").passed
+    wrong = grade_pair(rnn_layers.NoCarryRNN, "backward", cell="rnn", grads_from="grads")
+    assert not wrong.passed and wrong.mistake == "truncated"
+    cli = bptt(CASES / "rnn_layers.py", "--layer", "AttributeRNN", "--grads-from", "layer.d{}")
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert bptt(CASES / "rnn_layers.py", "--layer", "NoCarryRNN", "--grads-from", "layer.grads").returncode == 1
+    bad = bptt(CASES / "rnn_layers.py", "--grads-from", "grads")
+    assert bad.returncode == 2 and "--layer CLASS" in bad.stderr

@@ -255,6 +255,12 @@ def _grade_parser(commands) -> None:
     pair.add_argument("--unbatched", action="store_true",
                       help="the pair takes one sequence, x (n, D) and h0 (H,) (with --layout column per-step "
                            "columns, x (n, D, 1)); grade calls it per sequence and sums the weight gradients")
+    pair.add_argument("--layer", default=None, metavar="CLASS",
+                      help="a layer class built from the weights (CLASS(Wx, Wh, b)): --forward and --backward name "
+                           "its methods (default forward, backward): forward(x, h0) -> h, backward(dh) -> (dx, dh0)")
+    pair.add_argument("--grads-from", default=None, metavar="ATTR",
+                      help="where the layer keeps its weight gradients: layer.grads (a list in --params order or a "
+                           "dict by name) or layer.d{} (one attribute per weight: layer.dWx, layer.dWh, layer.db)")
     grade.add_argument("--strict", action="store_true",
                        help="grade an implementation that computes in float32 at float64's tolerance (exit 1)")
     grade.set_defaults(handler=verify.grade)

@@ -16,7 +16,7 @@ def grade(args) -> int:
         from .common import refuse_lags
 
         refuse_lags(Model(cell=args.cell, skip=args.skip, activation=args.activation, bias=args.bias), "bptt grade")
-    if args.forward or args.backward:
+    if args.forward or args.backward or args.layer or args.grads_from:
         return _grade_pair(args)
     return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
@@ -27,6 +27,10 @@ def _grade_pair(args) -> int:
     from ..errors import UsageError
     from ..verify.grade_pairs import run_pair_grade
 
+    if args.layer:
+        args.forward, args.backward = args.forward or "forward", args.backward or "backward"
+    elif args.grads_from:
+        raise UsageError("--grads-from reads a layer's attributes: name its class with --layer CLASS")
     if not (args.forward and args.backward):
         raise UsageError("--forward and --backward go together: name both functions of the pair")
     try:
@@ -35,5 +39,6 @@ def _grade_pair(args) -> int:
         raise UsageError(f"--seed must be a whole number, got {args.seed!r}") from None
     options = {"cell": args.cell, "layout": args.layout, "gates": args.gates, "params": args.params,
                "concat": args.concat, "hidden": args.hidden, "inputs": args.inputs, "activation": args.activation,
-               "unbatched": args.unbatched, "seed": seed, "strict": args.strict}
+               "unbatched": args.unbatched, "seed": seed, "strict": args.strict, "layer": args.layer,
+               "grads_from": args.grads_from}
     return run_pair_grade(args.file, args.forward, args.backward, options, as_json=args.json, timeout=args.timeout)

@@ -28,7 +28,8 @@ from .grade_diagnoses import diagnose, forward_in_float32, low_precision
 from .grade_layouts import layout_of
 from .grade_mistakes import _chain_only
 from .grade_report import FLOOR, FLOOR32, RELATIVE, RELATIVE32, Finding, Report, _relative
-from .sandbox import ChannelTampered, ChildGone, Opaque, Sandbox
+from .layer_pair import layer_pair
+from .sandbox import ChannelTampered, ChildGone, Opaque, Remote, Sandbox
 
 #: The engine's wrong derivations tried on a pair (the batch mean and the residual do not exist here).
 PAIR_MUTATIONS = ("truncated", "no_activation_derivative", "derivative_wrong_step", "no_direct_path",
@@ -73,20 +74,46 @@ class Pair:
 
 
 def grade_pair(forward, backward, cell="lstm", layout="row", gates=None, params=None, concat="hx",
-               hidden=None, inputs=3, activation="tanh", unbatched=False, seed=0, strict=False) -> Report:
-    """Grade ``forward``/``backward`` (Python functions, called in this process) against the engine."""
-    pair = Pair(forward, backward, getattr(forward, "__name__", "forward"), getattr(backward, "__name__", "backward"),
-                unbatched)
-    return _grade_pair(pair, cell, layout, gates, params, concat, hidden, inputs, activation, seed, strict)
+               hidden=None, inputs=3, activation="tanh", unbatched=False, seed=0, strict=False,
+               grads_from=None) -> Report:
+    """Grade ``forward``/``backward`` (Python functions, called in this process) against the engine. With
+    ``forward`` a class (a layer built from the weights), ``backward`` names its backward method and
+    ``grads_from`` where its gradients are read (``layer_pair``); its forward method is ``forward``."""
+    setup = _setup(cell, layout, gates, params, concat, hidden, inputs, activation)
+    if isinstance(forward, type):
+        names = (f"{forward.__name__}.forward", f"{forward.__name__}.{backward}")
+        run = layer_pair(forward, "forward", backward, _grads_from(grads_from), list(setup[2].names))
+        pair = Pair(*run, *names, unbatched)
+    else:
+        pair = Pair(forward, backward, getattr(forward, "__name__", "forward"),
+                    getattr(backward, "__name__", "backward"), unbatched)
+    return _grade_pair(pair, setup, seed, strict)
 
 
-def _grade_pair(pair: Pair, cell, orientation, gates, params, concat, hidden, inputs, activation, seed,
-                strict) -> Report:
-    from ..engine.vjp import vjp
-
+def _setup(cell, orientation, gates, params, concat, hidden, inputs, activation):
+    """(the derivation, the model, the layout) from the options; UsageError for a bad one."""
     bias = params is None or any(b in params.replace(" ", "").split(",") for b in ("b", "bx", "bh"))
     d, model = _derivation(cell, activation, hidden or HIDDEN, bias if _takes_bias(cell) else False, inputs, None)
-    layout = layout_of(d, orientation, gates, params, concat)
+    return d, model, layout_of(d, orientation, gates, params, concat)
+
+
+def _grads_from(spec: str | None) -> str | None:
+    """"grads", "d{}" (with or without "layer."); UsageError for anything else."""
+    if spec is None:
+        return None
+    text = spec.strip().removeprefix("layer.")
+    if not text.replace("{}", "x").isidentifier() or text.count("{}") > 1:
+        raise UsageError(f"--grads-from {spec}: give an attribute of the layer holding the gradients (layer.grads: "
+                         "a list in --params order or a dict by name) or one per weight with {} for its name "
+                         "(layer.d{}: layer.dWx, layer.dWh, layer.db)")
+    return text
+
+
+def _grade_pair(pair: Pair, setup, seed, strict) -> Report:
+    from ..engine.vjp import vjp
+
+    d, model, layout = setup
+    orientation = layout.orientation
     hidden, inputs = model.hidden, model.inputs
     cases = _cases(d, hidden, inputs, seed)
     for case in cases:
@@ -174,7 +201,7 @@ def _invoke(function, name: str, case: PairCase, args, keep=None):
     call_starts("function")
     try:
         if hasattr(function, "_sandbox"):  # bptt grade: the sandbox keeps the cache, we hold its number
-            result = function._sandbox.call_positional(name, args, keep)
+            result = function._sandbox.call_positional(function.__name__, args, keep)
         else:
             result = function(*args)
     except (KeyboardInterrupt, ChildGone, ChannelTampered):
@@ -394,11 +421,22 @@ def _pair_in_child(path: str, options: dict) -> dict:
     forward, backward = options["forward"], options["backward"]
     if not Path(path).is_file():
         raise UsageError(f"{path} does not exist or is not a file: give the .py file that defines {forward}")
-    with Sandbox(path, forward, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}, also=(backward,)) as sandbox:
-        pair = Pair(sandbox.open(), sandbox.others[backward], forward, backward, options["unbatched"])
-        report = _grade_pair(pair, options["cell"], options["layout"], options["gates"], options["params"],
-                             options["concat"], options["hidden"], options["inputs"], options["activation"],
-                             options["seed"], options["strict"])
+    setup = _setup(options["cell"], options["layout"], options["gates"], options["params"], options["concat"],
+                   options["hidden"], options["inputs"], options["activation"])
+    layer, unbatched = options.get("layer"), options["unbatched"]
+    if layer:
+        spec = {"forward": forward, "backward": backward, "grads_from": _grads_from(options.get("grads_from")),
+                "names": list(setup[2].names)}
+        with Sandbox(path, layer, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}, layer=spec) as sandbox:
+            sandbox.open()
+            pair = Pair(Remote(sandbox, "layer.forward", None), Remote(sandbox, "layer.backward", None),
+                        f"{layer}.{forward}", f"{layer}.{backward}", unbatched)
+            report = _grade_pair(pair, setup, options["seed"], options["strict"])
+    else:
+        with Sandbox(path, forward, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable},
+                     also=(backward,)) as sandbox:
+            pair = Pair(sandbox.open(), sandbox.others[backward], forward, backward, unbatched)
+            report = _grade_pair(pair, setup, options["seed"], options["strict"])
     report.source = str(path)
     return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 

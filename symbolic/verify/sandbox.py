@@ -32,6 +32,9 @@ import numpy as np
 from ..errors import UsageError
 from .child import call_returns, call_starts, end_tree, ended_message
 
+#: A layer object as a forward/backward pair: its code runs in the driver (which imports nothing of bptt)
+#: and, for ``grade_pair`` in this process, as the module itself.
+LAYER = Path(__file__).with_name("layer_pair.py")
 #: Largest answer accepted from the driver (a gradient of the graded sizes is a few kilobytes).
 MAX_FRAME = 64 << 20
 #: Values of a returned tuple looked at (the interface has at most a handful).
@@ -63,6 +66,8 @@ def main():
     np = numpy
     function, answer = load(request["path"], request["function"], request["module"])
     functions = {request["function"]: function}
+    if function is not None and request.get("layer"):  # a layer class: its forward and backward as a pair
+        functions |= dict(zip(("layer.forward", "layer.backward"), layer_pair(function, **request["layer"])))
     if function is not None:
         module = sys.modules[request["module"]]
         answer["also"] = {}
@@ -210,6 +215,8 @@ def array(value):
         return {"other": type(value).__name__}
 
 
+%(layer)s
+
 try:
     main()
 except OSError:  # the channel closed: the grading process has stopped listening
@@ -244,21 +251,25 @@ class Sandbox:
     """The graded file's process. ``open()`` imports the file (its top-level code runs under the time
     limit) and returns the function as a callable proxy; ``close()`` ends the process and its own."""
 
-    def __init__(self, path, function: str, wording, errors: dict, also: tuple = ()):
+    def __init__(self, path, function: str, wording, errors: dict, also: tuple = (), layer: dict | None = None):
         self.path, self.function, self.wording = Path(path), function, wording
         self.unusable = errors["FunctionUnusable"]
         self.process = None
         #: further functions of the file (a backward beside its forward): name → Remote, after open()
         self.also, self.others = tuple(also), {}
+        #: for a layer class: {"forward", "backward", "grads_from", "names"} (``LAYER``)
+        self.layer = layer
 
     def open(self):
         keep_private()  # the reference is computed in this process
-        command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _DRIVER, str(os.getpid())]
+        command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c",
+                   _DRIVER.replace("%(layer)s", LAYER.read_text(encoding="utf-8")), str(os.getpid())]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         module = "bptt_graded_" + __import__("hashlib").sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
         call_starts("import")
         answer = self._exchange({"sys_path": sys.path, "path": str(self.path), "function": self.function,
-                                 "module": module, "also": list(self.also)}, "its import (the top-level code)")
+                                 "module": module, "also": list(self.also), "layer": self.layer},
+                                "its import (the top-level code)")
         call_returns()
         primary = self._function(answer)
         others = answer.get("also") if isinstance(answer.get("also"), dict) else {}
