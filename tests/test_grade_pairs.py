@@ -158,3 +158,22 @@ def test_layer_objects_with_gradients_as_attributes():
     assert bptt(CASES / "rnn_layers.py", "--layer", "NoCarryRNN", "--grads-from", "layer.grads").returncode == 1
     bad = bptt(CASES / "rnn_layers.py", "--grads-from", "grads")
     assert bad.returncode == 2 and "--layer CLASS" in bad.stderr
+
+
+def test_torch_conventions_split_bias_and_concatenation():
+    import torch_style
+
+    lstm_torch = grade_pair(torch_style.lstm_forward, torch_style.lstm_backward, cell="lstm", layout="column",
+                            params="Wx,Wh,bx,bh")
+    assert lstm_torch.passed, lstm_torch.format()
+    assert grade_pair(torch_style.rnn_concat_forward, torch_style.rnn_concat_backward, cell="rnn",
+                      params="W,b", concat="hx").passed
+    # negative controls: the other concatenation, and the row layout, are not passed
+    other = grade_pair(torch_style.rnn_concat_forward, torch_style.rnn_concat_backward, cell="rnn",
+                       params="W,b", concat="xh")
+    assert not other.passed and "--concat hx" in other.diagnosis
+    from symbolic.verify.grade import FunctionUnusable
+
+    with pytest.raises(FunctionUnusable):
+        grade_pair(torch_style.lstm_forward, torch_style.lstm_backward, cell="lstm", layout="row",
+                   params="Wx,Wh,bx,bh")

@@ -9,7 +9,8 @@ move entries, so the gradients move the same way; a split bias receives ∂L/∂
 
 The user's names (``--params``, in the order the function takes them):
 ``Wx`` the input weights, ``Wh`` the recurrent weights, ``b`` the bias, ``bx`` and ``bh`` a bias split
-in two (the forward adds them), ``W`` one matrix on the concatenation (``--concat hx``: [h; x], or xh).
+in two (the forward adds them), ``W`` one matrix on the concatenation (``--concat hx``: [h; x], or xh). Biases are (G·H,), or columns
+(G·H, 1) for per-step column vectors (``bias_column``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Layout:
     concat: str = "hx"
     #: the gate letters in the user's order ("" for a cell with one map per group)
     gates: str = ""
+    #: biases as columns (G·H, 1), for per-step column vectors; else (G·H,)
+    bias_column: bool = False
 
     def to_user(self, params: dict) -> dict:
         """The engine's parameters (name → array) as the user's arrays (token → array)."""
@@ -53,7 +56,7 @@ class Layout:
         shapes = {"Wx": (inputs, stacked) if row else (stacked, inputs),
                   "Wh": (hidden, stacked) if row else (stacked, hidden),
                   "W": (hidden + inputs, stacked) if row else (stacked, hidden + inputs),
-                  "b": (stacked,) if row else (stacked, 1)}
+                  "b": (stacked, 1) if self.bias_column else (stacked,)}
         shapes["bx"] = shapes["bh"] = shapes["b"]
         return {name: shapes[name] for name in self.names}
 
@@ -75,7 +78,7 @@ class Layout:
             arrays["W"] = np.concatenate(order, axis=0 if row else 1)
         if self.biases:
             bias = np.concatenate([np.asarray(values[p]).reshape(-1) for p in self.biases])
-            bias = bias if row else bias[:, np.newaxis]
+            bias = bias[:, np.newaxis] if self.bias_column else bias
             arrays["b"] = bias
             # a fixed, uneven split: each half alone is not the bias
             arrays["bx"] = 0.3 * bias + 0.1 if split else bias

@@ -79,7 +79,7 @@ def grade_pair(forward, backward, cell="lstm", layout="row", gates=None, params=
     """Grade ``forward``/``backward`` (Python functions, called in this process) against the engine. With
     ``forward`` a class (a layer built from the weights), ``backward`` names its backward method and
     ``grads_from`` where its gradients are read (``layer_pair``); its forward method is ``forward``."""
-    setup = _setup(cell, layout, gates, params, concat, hidden, inputs, activation)
+    setup = _setup(cell, layout, gates, params, concat, hidden, inputs, activation, unbatched)
     if isinstance(forward, type):
         names = (f"{forward.__name__}.forward", f"{forward.__name__}.{backward}")
         run = layer_pair(forward, "forward", backward, _grads_from(grads_from), list(setup[2].names))
@@ -90,11 +90,13 @@ def grade_pair(forward, backward, cell="lstm", layout="row", gates=None, params=
     return _grade_pair(pair, setup, seed, strict)
 
 
-def _setup(cell, orientation, gates, params, concat, hidden, inputs, activation):
+def _setup(cell, orientation, gates, params, concat, hidden, inputs, activation, unbatched=False):
     """(the derivation, the model, the layout) from the options; UsageError for a bad one."""
     bias = params is None or any(b in params.replace(" ", "").split(",") for b in ("b", "bx", "bh"))
     d, model = _derivation(cell, activation, hidden or HIDDEN, bias if _takes_bias(cell) else False, inputs, None)
-    return d, model, layout_of(d, orientation, gates, params, concat)
+    layout = layout_of(d, orientation, gates, params, concat)
+    # per-step columns (min-char-rnn's x (D, 1)) add a bias column (H, 1); a batch of rows takes (H,)
+    return d, model, replace(layout, bias_column=unbatched and orientation == "column")
 
 
 def _grads_from(spec: str | None) -> str | None:
@@ -266,7 +268,7 @@ def _judge(d, layout, pair: Pair, cases: list, strict: bool) -> Report:
         return report
     if not findings[0].right:
         report.localisation = "the forward pass is not the graded model's: h differs from the exact states"
-        report.diagnosis = _forward_gate_order(d, layout, cases, relative, floor)
+        report.diagnosis = _forward_layout(d, layout, cases, relative, floor)
         return report
     report.localisation = _localise(findings, cases, None) if not float32 else (
         "wrong beyond float32's reach (it computes in float32)")
@@ -363,30 +365,39 @@ def _backward_gate_order(layout, cases, wrong, relative, floor) -> str | None:
     return None
 
 
-def _forward_gate_order(d, layout, cases, relative, floor) -> str | None:
-    """The forward reading the stacked gates in another order: its h is the engine's with the gates swapped."""
+def _forward_layout(d, layout, cases, relative, floor) -> str | None:
+    """A forward that reads the arrays in another declared layout (another gate order, the other
+    concatenation): its h is the engine's at the parameters that layout reads from the same arrays."""
     from ..engine.vjp import vjp
 
+    hypotheses = []
     for order in _orders(layout):
         other = _reordered(layout, order)
-        ok = True
-        for case in cases[:6]:
-            # the parameters that, stacked in ``order``, give the arrays the pair was sent
-            sent = layout.to_user(case.params)
-            swapped = dict(case.params)
-            for group in ("inputs", "recurrent", "biases"):
-                for ours, theirs in zip(getattr(layout, group), getattr(other, group)):
-                    swapped[theirs] = case.params[ours]
-            assert all(np.allclose(other.to_user(swapped)[n], sent[n]) for n in sent)
-            h = vjp(d, swapped, case.x, case.upstream, {d.output_state: case.h0}).forward["h"]
-            error = _relative({"h": case.user_h}, {"h": np.asarray(h, dtype=float)}, floor)["h"]
-            if float(np.max(error, initial=0)) > relative:
-                ok = False
-                break
-        if ok:
-            return (f"a wrong gate order: the forward reads the stacked gates as {order}, not {layout.gates}: "
-                    f"if that is its convention, grade it with --gates {order}")
+        hypotheses.append((other, (f"a wrong gate order: the forward reads the stacked gates as {order}, not "
+                                  f"{layout.gates}: if that is its convention, grade it with --gates {order}")))
+    if "W" in layout.names and cases[0].x.shape[2] == cases[0].h0.shape[1]:
+        flipped = "xh" if layout.concat == "hx" else "hx"
+        hypotheses.append((replace(layout, concat=flipped),
+                           (f"the concatenation the other way round: the forward multiplies W by [{flipped[0]}; "
+                           f"{flipped[1]}], not [{layout.concat[0]}; {layout.concat[1]}]: if that is its convention, "
+                           f"grade it with --concat {flipped}")))
+    for other, text in hypotheses:
+        if all(_reads_as(d, layout, other, case, vjp, relative, floor) for case in cases[:6]):
+            return text
     return None
+
+
+def _reads_as(d, layout, other, case, vjp, relative, floor) -> bool:
+    """Whether the user's h is the engine's at the parameters ``other`` reads from the arrays sent."""
+    pairs = list(zip((*layout.inputs, *layout.recurrent, *layout.biases),
+                     (*other.inputs, *other.recurrent, *other.biases)))
+    if other.concat != layout.concat:  # [h; x] read as [x; h] (H = D): the two maps trade places
+        pairs = list(zip((*layout.inputs, *layout.recurrent), (*layout.recurrent, *layout.inputs)))
+        pairs += list(zip(layout.biases, layout.biases))
+    read = dict(case.params) | {theirs: case.params[ours] for ours, theirs in pairs}
+    h = vjp(d, read, case.x, case.upstream, {d.output_state: case.h0}).forward["h"]
+    error = _relative({"h": case.user_h}, {"h": np.asarray(h, dtype=float)}, floor)["h"]
+    return float(np.max(error, initial=0)) <= relative
 
 
 def _pieces(layout, gradients: dict) -> dict:
@@ -422,7 +433,7 @@ def _pair_in_child(path: str, options: dict) -> dict:
     if not Path(path).is_file():
         raise UsageError(f"{path} does not exist or is not a file: give the .py file that defines {forward}")
     setup = _setup(options["cell"], options["layout"], options["gates"], options["params"], options["concat"],
-                   options["hidden"], options["inputs"], options["activation"])
+                   options["hidden"], options["inputs"], options["activation"], options["unbatched"])
     layer, unbatched = options.get("layer"), options["unbatched"]
     if layer:
         spec = {"forward": forward, "backward": backward, "grads_from": _grads_from(options.get("grads_from")),
