@@ -177,3 +177,19 @@ def test_torch_conventions_split_bias_and_concatenation():
     with pytest.raises(FunctionUnusable):
         grade_pair(torch_style.lstm_forward, torch_style.lstm_backward, cell="lstm", layout="row",
                    params="Wx,Wh,bx,bh")
+
+
+def test_two_mistakes_and_norm_clipping_named():
+    both = grade_pair(rnn.rnn_forward, rnn.rnn_backward_no_carry_half, cell="rnn")
+    assert not both.passed and both.mistake == "truncated" and "½ × that one" in both.diagnosis
+    norm = grade_pair(rnn.rnn_forward, rnn.rnn_backward_norm_clipped, cell="rnn")
+    assert not norm.passed and "clipped by norm to 0.5" in norm.diagnosis and "the gradient is right" in norm.diagnosis
+
+
+def test_loss_and_grad_clipped_and_copied_lstm_biases():
+    clipped = bptt(CASES / "rnn_clipped.py", "--hidden", "3")
+    assert clipped.returncode == 1 and "clipped to ±0.05" in clipped.stdout
+    assert "long-term" not in clipped.stdout
+    copied = bptt(CASES / "lstm_copied_biases.py", "--cell", "lstm")
+    assert copied.returncode == 1
+    assert "∂L/∂b_i is returned as a copy of ∂L/∂b_f; ∂L/∂b_o is returned as a copy of ∂L/∂b_f" in copied.stdout

@@ -460,7 +460,7 @@ def _judge(d, interface: Interface, cases: list[Case], steps, strict: bool = Fal
     if report.mistake is None:
         wrong = [f.parameter for f in findings[1:] if not f.right]
         report.diagnosis = diagnose(cases, wrong, [(c.user, c.exact) for c in cases]) if wrong else None
-        if report.diagnosis and not report.diagnosis.startswith("copied"):
+        if report.diagnosis and ("factor" in report.diagnosis or "clipped" in report.diagnosis):
             report.localisation = ""  # a scaled or clipped gradient is off in every case: time is not at fault
     return report
 

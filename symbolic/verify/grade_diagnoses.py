@@ -125,7 +125,9 @@ def copies(cases, pieces: dict, wrong) -> str | None:
         if not any(w in name for w in wrong) or all(np.allclose(user[name], exact[name], rtol=RELATIVE, atol=0)
                                                      for user, exact in pieces):
             continue
-        for other in names:
+        # a source that is right itself first: b_o copied from b_f, not from b_i (a copy too)
+        right = [n for n in names if all(np.allclose(u[n], e[n], rtol=RELATIVE, atol=0) for u, e in pieces)]
+        for other in right + [n for n in names if n not in right]:
             if other == name or np.shape(pieces[0][0][other]) != np.shape(pieces[0][0][name]):
                 continue
             same = all(np.allclose(user[name], user[other], rtol=RELATIVE, atol=0)

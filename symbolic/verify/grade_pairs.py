@@ -24,10 +24,10 @@ from ..errors import UsageError
 from .check import DEFAULT_TIMEOUT, _timeout
 from .child import call_returns, call_starts, run_in_child
 from .grade import BATCHES, GRADE_WORDING, HIDDEN, LENGTHS, SCALE, FunctionUnusable, _derivation, _localise
-from .grade_diagnoses import diagnose, forward_in_float32, low_precision
+from .grade_diagnoses import constant_factor, diagnose, forward_in_float32, low_precision
 from .grade_layouts import layout_of
 from .grade_mistakes import _chain_only
-from .grade_report import FLOOR, FLOOR32, RELATIVE, RELATIVE32, Finding, Report, _relative
+from .grade_report import FLOOR, FLOOR32, RELATIVE, RELATIVE32, Finding, Report, _relative, mistakes
 from .layer_pair import layer_pair
 from .sandbox import ChannelTampered, ChildGone, Opaque, Remote, Sandbox
 
@@ -272,11 +272,11 @@ def _judge(d, layout, pair: Pair, cases: list, strict: bool) -> Report:
         return report
     report.localisation = _localise(findings, cases, None) if not float32 else (
         "wrong beyond float32's reach (it computes in float32)")
-    report.mistake = _mutation(d, layout, cases, wrong, relative, floor)
+    report.mistake, report.diagnosis = _mutation(d, layout, cases, wrong, relative, floor)
     if report.mistake is None:
         report.diagnosis = _backward_gate_order(layout, cases, wrong, relative, floor) or diagnose(
             cases, wrong, [(_pieces(layout, c.user), _pieces(layout, c.exact)) for c in cases])
-    if report.diagnosis and not report.diagnosis.startswith("copied"):
+    if report.diagnosis and ("factor" in report.diagnosis or "clipped" in report.diagnosis):
         report.localisation = ""  # a scaled or clipped gradient is off in every case: time is not at fault
     return report
 
@@ -315,7 +315,8 @@ def _matches(cases, names, candidate, relative, floor) -> bool:
     return True
 
 
-def _mutation(d, layout, cases, wrong, relative, floor) -> str | None:
+def _mutation(d, layout, cases, wrong, relative, floor) -> tuple:
+    """(the wrong derivation the gradients match, or None; words for it times a constant factor, or None)."""
     from ..engine.vjp import vjp
 
     candidates = []
@@ -336,8 +337,11 @@ def _mutation(d, layout, cases, wrong, relative, floor) -> str | None:
                     engine[f"{d.output_state}_0"] = np.asarray(first.gradients[f"{d.output_state}_0"], dtype=float)
             return _user_gradients(d, layout, engine)
         if _matches(cases, wrong, gradients, relative, floor):
-            return name
-    return None
+            return name, None
+        scaled = constant_factor([replace(c, exact=gradients(c)) for c in cases], wrong)
+        if scaled:  # two mistakes the catalogue separates: a wrong derivation, and a scaled loss on top
+            return name, f"{name} ({mistakes()[name]}), and {scaled.replace('the exact one', 'that one')}"
+    return None, None
 
 
 def _orders(layout):

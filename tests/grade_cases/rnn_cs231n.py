@@ -120,3 +120,15 @@ def min_char_backward(dh, cache):
         dhnext = np.dot(Whh.T, dhraw)
         dxs.append(np.dot(Wxh.T, dhraw))
     return np.array(dxs[::-1]), dhnext, dWxh, dWhh, dbh
+
+
+def rnn_backward_no_carry_half(dh, cache):
+    """Two mistakes at once: the no-carry bug, and every gradient halved."""
+    return tuple(0.5 * g for g in rnn_backward_no_carry(dh, cache))
+
+
+def rnn_backward_norm_clipped(dh, cache):
+    """The weight gradients rescaled to a global norm of 0.5 (clip_grad_norm_ style); dx, dh0 left alone."""
+    dx, dh0, *weights = rnn_backward(dh, cache)
+    norm = np.sqrt(sum(np.sum(g * g) for g in weights))
+    return (dx, dh0, *(g * min(1.0, 0.5 / norm) for g in weights))

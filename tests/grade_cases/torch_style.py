@@ -46,7 +46,7 @@ def lstm_backward(dh, stored):
 
 
 def rnn_concat_forward(x, h0, W, b):
-    N, T, _ = x.shape
+    T = x.shape[1]
     h, hs, cache = h0, [], []
     for t in range(T):
         hx = np.hstack([h, x[:, t]])
