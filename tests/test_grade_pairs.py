@@ -193,3 +193,11 @@ def test_loss_and_grad_clipped_and_copied_lstm_biases():
     copied = bptt(CASES / "lstm_copied_biases.py", "--cell", "lstm")
     assert copied.returncode == 1
     assert "∂L/∂b_i is returned as a copy of ∂L/∂b_f; ∂L/∂b_o is returned as a copy of ∂L/∂b_f" in copied.stdout
+
+
+def test_float32_arrays_through_the_sandbox_and_a_float32_mistake_is_not_passed():
+    right = bptt(CASES / "rnn_cs231n.py", "--forward", "rnn_forward_pure32", "--backward", "rnn_backward_pure32")
+    assert right.returncode == 0 and "right formula, float32 precision" in right.stdout
+    wrong = bptt(CASES / "rnn_cs231n.py", "--forward", "rnn_forward_pure32", "--backward",
+                 "rnn_backward_pure32_no_carry")
+    assert wrong.returncode == 1 and "the mistake: truncated" in wrong.stdout and "within 1e-04" in wrong.stdout

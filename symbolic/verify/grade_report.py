@@ -202,7 +202,8 @@ class Report:
         elif self.mistake:
             parameters = [f.parameter for f in self.findings if not f.right]
             lines.append(f"the mistake: {self.mistake}: {_describe(self.mistake, catalogue)}")
-            lines.append(f"  ({', '.join(parameters)} match it within {RELATIVE:.0e} in every case"
+            within = RELATIVE32 if self.precision == "float32" and not self.strict else RELATIVE
+            lines.append(f"  ({', '.join(parameters)} match it within {within:.0e} in every case"
                          + (f"; also consistent with {', '.join(self.also)}" if self.also else "") + ")")
         else:
             named = [f for f in self.findings if not f.right and f.mistake]

@@ -132,3 +132,20 @@ def rnn_backward_norm_clipped(dh, cache):
     dx, dh0, *weights = rnn_backward(dh, cache)
     norm = np.sqrt(sum(np.sum(g * g) for g in weights))
     return (dx, dh0, *(g * min(1.0, 0.5 / norm) for g in weights))
+
+
+def rnn_forward_pure32(x, h0, Wx, Wh, b):
+    """float32 throughout: every array it returns is float32."""
+    x, h0, Wx, Wh, b = (np.asarray(a, dtype=np.float32) for a in (x, h0, Wx, Wh, b))
+    h, cache = rnn_forward(x, h0, Wx, Wh, b)
+    return h.astype(np.float32), cache
+
+
+def rnn_backward_pure32(dh, cache):
+    return tuple(np.asarray(g, dtype=np.float32) for g in rnn_backward(np.asarray(dh, dtype=np.float32), cache))
+
+
+def rnn_backward_pure32_no_carry(dh, cache):
+    """float32 and the no-carry bug: wrong well beyond float32's reach."""
+    grads = rnn_backward_no_carry(np.asarray(dh, dtype=np.float32), cache)
+    return tuple(np.asarray(g, dtype=np.float32) for g in grads)
