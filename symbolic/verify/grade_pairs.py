@@ -24,7 +24,7 @@ from ..errors import UsageError
 from .check import DEFAULT_TIMEOUT, _timeout
 from .child import call_returns, call_starts, run_in_child
 from .grade import BATCHES, GRADE_WORDING, HIDDEN, LENGTHS, SCALE, FunctionUnusable, _derivation, _localise
-from .grade_diagnoses import constant_factor, diagnose, forward_in_float32, low_precision
+from .grade_diagnoses import constant_factor, diagnose, forward_in_float32, low_precision, within_float32
 from .grade_layouts import layout_of
 from .grade_mistakes import _chain_only
 from .grade_report import FLOOR, FLOOR32, RELATIVE, RELATIVE32, Finding, Report, _relative, mistakes
@@ -73,7 +73,7 @@ class Pair:
     unbatched: bool = False
 
 
-def grade_pair(forward, backward, cell="lstm", layout="row", gates=None, params=None, concat="hx",
+def grade_pair(forward, backward, cell="rnn", layout="row", gates=None, params=None, concat="hx",
                hidden=None, inputs=3, activation="tanh", unbatched=False, seed=0, strict=False,
                grads_from=None) -> Report:
     """Grade ``forward``/``backward`` (Python functions, called in this process) against the engine. With
@@ -115,7 +115,6 @@ def _grade_pair(pair: Pair, setup, seed, strict) -> Report:
     from ..engine.vjp import vjp
 
     d, model, layout = setup
-    orientation = layout.orientation
     hidden, inputs = model.hidden, model.inputs
     cases = _cases(d, hidden, inputs, seed)
     for case in cases:
@@ -127,13 +126,16 @@ def _grade_pair(pair: Pair, setup, seed, strict) -> Report:
         _call(pair, layout, case)
     report = _judge(d, layout, pair, cases, strict)
     report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": hidden, "inputs": inputs,
-                       "layout": orientation, "gates": layout.gates or None, "params": list(layout.names),
+                       "layout": layout.orientation, "gates": layout.gates or None, "params": list(layout.names),
                        "unbatched": pair.unbatched, "seed": seed}
     return report
 
 
 def _takes_bias(cell) -> bool:
-    return isinstance(cell, str) and cell == "rnn"
+    """Whether --bias applies (the configurable cells); other cells' biases are in their equations."""
+    from ..model import CONFIGURABLE_CELLS
+
+    return isinstance(cell, str) and cell in CONFIGURABLE_CELLS
 
 
 def _user_gradients(d, layout, engine: dict) -> dict:
@@ -158,28 +160,28 @@ def _cases(d, hidden: int, inputs: int, seed: int) -> list[PairCase]:
 
 
 def _call(pair: Pair, layout, case: PairCase) -> None:
+    """The pair on the case's batch (or on each sequence, ``unbatched``): case.user_h, case.user."""
     weights = [layout.to_user(case.params)[name] for name in layout.names]
-    column = pair.unbatched and layout.orientation == "column"
     if not pair.unbatched:
-        h, grads = _call_once(pair, layout, case, case.x, case.h0, case.upstream, weights)
-    else:
-        results = []
-        for b in range(case.batch):
-            x, h0, dh = case.x[b], case.h0[b], case.upstream[b]
-            if column:  # min-char-rnn's per-step column vectors
-                x, h0, dh = x[:, :, np.newaxis], h0[:, np.newaxis], dh[:, :, np.newaxis]
-            results.append(_call_once(pair, layout, case, x, h0, dh, weights, one=True))
-        h = np.stack([r[0] for r in results])
-        grads = {name: np.stack([r[1][name] for r in results]) for name in ("dx", "dh0")}
-        grads |= {name: sum(r[1][name] for r in results) for name in results[0][1] if name not in grads}
-        case.low_precision = any(r[2] for r in results)
-        case.user_h, case.user = h, grads
+        case.user_h, case.user, case.low_precision = _call_once(pair, layout, case, case.x, case.h0,
+                                                                case.upstream, weights)
         return
-    case.user_h, case.user, case.low_precision = h, grads[1], grads[0]
+    results = []
+    for b in range(case.batch):
+        x, h0, dh = case.x[b], case.h0[b], case.upstream[b]
+        if layout.orientation == "column":  # min-char-rnn's per-step column vectors
+            x, h0, dh = x[:, :, np.newaxis], h0[:, np.newaxis], dh[:, :, np.newaxis]
+        results.append(_call_once(pair, layout, case, x, h0, dh, weights, one=True))
+    grads = {name: np.stack([r[1][name] for r in results]) for name in ("dx", "dh0")}
+    # the batch's weight gradient is the sum of its sequences' (the loss is a sum)
+    grads |= {name: sum(r[1][name] for r in results) for name in results[0][1] if name not in grads}
+    case.user_h, case.user = np.stack([r[0] for r in results]), grads
+    case.low_precision = any(r[2] for r in results)
 
 
 def _call_once(pair: Pair, layout, case: PairCase, x, h0, dh, weights, one: bool = False):
-    """(h (B, n, H), gradients by name) for a batch, or (h (n, H), gradients, low precision) for one."""
+    """(h, gradients by name, whether it computed in float32), for a batch (h (B, n, H)) or ``one``
+    sequence (h (n, H))."""
     batch_shape = () if one else (case.batch,)
     hidden, inputs = case.h0.shape[1], case.x.shape[2]
     result = _invoke(pair.forward, pair.forward_name, case, (x, h0, *weights), keep=1)
@@ -196,7 +198,7 @@ def _call_once(pair: Pair, layout, case: PairCase, x, h0, dh, weights, one: bool
     grads = {name: _array(value, shapes[name], f"{name} from {pair.backward_name}")
              for name, value in zip(names, returned)}
     low = low_precision(result[0]) or low_precision(tuple(returned))
-    return (h, grads, low) if one else (h, (low, grads))
+    return h, grads, low
 
 
 def _invoke(function, name: str, case: PairCase, args, keep=None):
@@ -245,6 +247,7 @@ def _array(value, shape: tuple, what: str) -> np.ndarray:
 
 
 def _judge(d, layout, pair: Pair, cases: list, strict: bool) -> Report:
+    """The verdict: float32 told apart first (by its evidence), then the forward, then the backward's mistake."""
     forward_errors = [float(np.max(_relative({"h": c.user_h}, {"h": c.exact_h}, FLOOR32)["h"], initial=0))
                       for c in cases]
     float32 = any(c.low_precision for c in cases) or forward_in_float32(forward_errors)
@@ -262,7 +265,7 @@ def _judge(d, layout, pair: Pair, cases: list, strict: bool) -> Report:
     if report.passed:
         return report
     wrong = [f.parameter for f in findings if not f.right and f.parameter != "h"]
-    if float32 and strict and _all_within(cases, [f.parameter for f in findings[1:]]):
+    if float32 and strict and within_float32(cases, [f.parameter for f in findings[1:]]):
         report.localisation = ("every entry is within float32's reach of the exact gradient and it computes in "
                                "float32: right formula, float32 precision (--strict grades at float64's tolerance)")
         return report
@@ -300,11 +303,6 @@ def _finding(name: str, cases, values, relative: float, floor: float) -> Finding
             finding.first_failing_steps = finding.failing_steps[0]
     finding.entries = [tuple(int(i) for i in index) for index in zip(*np.nonzero(wrong_entries))]
     return finding
-
-
-def _all_within(cases, names) -> bool:
-    return all(float(np.max(_relative(c.user, c.exact, FLOOR32)[n], initial=0)) <= RELATIVE32
-               for c in cases for n in names)
 
 
 def _matches(cases, names, candidate, relative, floor) -> bool:
