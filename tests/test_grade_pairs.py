@@ -201,3 +201,21 @@ def test_float32_arrays_through_the_sandbox_and_a_float32_mistake_is_not_passed(
     wrong = bptt(CASES / "rnn_cs231n.py", "--forward", "rnn_forward_pure32", "--backward",
                  "rnn_backward_pure32_no_carry")
     assert wrong.returncode == 1 and "the mistake: truncated" in wrong.stdout and "within 1e-04" in wrong.stdout
+
+
+def test_params_names_another_order():
+    def forward(x, h0, Wh, b, Wx):  # the weights in another order than CS231n's
+        return rnn.rnn_forward(x, h0, Wx, Wh, b)
+
+    def backward(dh, cache):
+        dx, dh0, dWx, dWh, db = rnn.rnn_backward(dh, cache)
+        return dx, dh0, dWh, db, dWx
+
+    assert grade_pair(forward, backward, cell="rnn", params="Wh,b,Wx").passed
+    # negative control: graded in CS231n's order, the same pair is not passed
+    from symbolic.verify.grade import FunctionUnusable
+
+    try:
+        assert not grade_pair(forward, backward, cell="rnn").passed
+    except FunctionUnusable:  # b (H,) where Wx (D, H) belongs may not even broadcast
+        pass
