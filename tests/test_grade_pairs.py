@@ -219,3 +219,12 @@ def test_params_names_another_order():
         assert not grade_pair(forward, backward, cell="rnn").passed
     except FunctionUnusable:  # b (H,) where Wx (D, H) belongs may not even broadcast
         pass
+
+
+def test_loss_and_grad_of_one_sequence():
+    right = bptt(CASES / "rnn_one_sequence.py", "--hidden", "3", "--unbatched")
+    assert right.returncode == 0, right.stdout + right.stderr
+    wrong = bptt(CASES / "rnn_one_sequence.py", "--hidden", "3", "--unbatched", "--function", "loss_and_grad_no_carry")
+    assert wrong.returncode == 1 and "the mistake: truncated" in wrong.stdout
+    batched = bptt(CASES / "rnn_one_sequence.py", "--hidden", "3")
+    assert batched.returncode == 2 and "--unbatched" in batched.stderr

@@ -253,8 +253,9 @@ def _grade_parser(commands) -> None:
                            "bias), W (one matrix on the concatenation); default Wx,Wh,b")
     pair.add_argument("--concat", default="hx", metavar="ORDER", help="for W: hx ([h; x], default) or xh")
     pair.add_argument("--unbatched", action="store_true",
-                      help="the pair takes one sequence, x (n, D) and h0 (H,) (with --layout column per-step "
-                           "columns, x (n, D, 1)); grade calls it per sequence and sums the weight gradients")
+                      help="the function (or pair) takes one sequence: loss_and_grad(x (n, D), y a number, …), "
+                           "or the pair x (n, D) and h0 (H,) (with --layout column per-step columns, x (n, D, 1)); "
+                           "grade calls it per sequence (the batch's mean, or for a pair its sum)")
     pair.add_argument("--layer", default=None, metavar="CLASS",
                       help="a layer class built from the weights (CLASS(Wx, Wh, b)): --forward and --backward name "
                            "its methods (default forward, backward): forward(x, h0) -> h, backward(dh) -> (dx, dh0)")

@@ -20,7 +20,8 @@ def grade(args) -> int:
         return _grade_pair(args)
     return run_grade(args.file, cell=args.cell, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
-                     inputs=args.inputs, seed=args.seed, timeout=args.timeout, strict=args.strict)
+                     inputs=args.inputs, seed=args.seed, timeout=args.timeout, strict=args.strict,
+                     unbatched=args.unbatched)
 
 
 def _grade_pair(args) -> int:

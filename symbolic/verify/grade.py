@@ -322,7 +322,7 @@ def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps):
 
 def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
                    bias: bool = False, inputs: int = 3, seed: int = 0, name: str | None = None,
-                   steps_hint: str = "steps=N", strict: bool = False) -> Report:
+                   steps_hint: str = "steps=N", strict: bool = False, unbatched: bool = False) -> Report:
     """Grade ``fn`` (a generated module's ``loss_and_grad`` interface) against the exact BPTT of ``cell``.
 
     ``cell``: a built-in name, a cell file's path, or a ``Cell``; ``steps``: None to grade every length
@@ -332,12 +332,12 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None 
     sandbox process of its own).
     """
     d, model = _derivation(cell, activation, hidden, bias, inputs, steps)
-    report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint, strict=strict)
+    report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint, strict=strict, unbatched=unbatched)
     return report
 
 
 def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_hint: str = "",
-           strict: bool = False) -> Report:
+           strict: bool = False, unbatched: bool = False) -> Report:
     """grade_function's work once the cell is derived; ``cell_hint``, when the file names another cell,
     is the fix to name if the function cannot be called (rather than the length)."""
     hidden = None if hidden is None else model.hidden
@@ -352,6 +352,9 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
             f"{name}{_signature_text(fn)} cannot be called as {interface.describe()}: give it that signature"
             + (" or choose the cell with --cell" if not interface.dict_form else "")
         )
+    if unbatched:
+        fn = _per_sequence(fn, interface)
+        interface.name = f"{name} per sequence"
     cases = _cases(d, interface.hidden, model.inputs, steps, seed)
     lengths_text = ", ".join(map(str, sorted({case.steps for case in cases})))
     from ..engine.derivation import evaluate
@@ -375,8 +378,10 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
             ) from None
         except Exception as error:  # whatever the graded function raises is its own
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            one = "; if it takes one sequence, x (n, D), with --unbatched" if (
+                steps_hint == "--steps N" and not unbatched) else ""
             hint = (f" (grade calls it with n = {lengths_text}: if it takes one sequence length only, give it "
-                    f"with {steps_hint})") if steps is None else ""
+                    f"with {steps_hint}{one})") if steps is None else ""
             # a parameter of another cell (by name: the sandbox re-raises the file's KeyError as its own class)
             if type(error).__name__ == "KeyError" and not cell_hint:
                 cell_hint = (f" (it asks for a parameter the cell {d.cell.name} does not have: if it is for "
@@ -401,6 +406,22 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
     report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": interface.hidden,
                        "inputs": model.inputs, "bias": model.bias, "steps": steps, "seed": seed}
     return report
+
+
+def _per_sequence(fn, interface: Interface):
+    """``fn`` of one sequence (x (n, D), y a number) as a function of a batch: the mean of its losses and
+    gradients, returned as fn returns them (float32 kept, for the float32 diagnosis)."""
+    def batched(x, y, *args, **kwargs):
+        raw = [fn(x[b], float(y[b]), *args, **kwargs) for b in range(len(x))]
+        outputs = [interface.outputs(result) for result in raw]
+        dtype = np.float32 if low_precision(raw) else float
+        loss = np.mean([loss for loss, _ in outputs]).astype(dtype)
+        grads = {name: np.mean([g[name] for _, g in outputs], axis=0).astype(dtype) for name in interface.shapes}
+        if interface.dict_form:
+            return loss, grads
+        return (loss, *(grads[name] for name in (*interface.positional, *interface.keywords)))
+
+    return batched
 
 
 def _signature_known(fn) -> bool:
@@ -607,7 +628,8 @@ GRADE_WORDING = Wording(
 
 
 def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_and_grad", as_json=False,
-              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT, strict=False) -> int:
+              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT, strict=False,
+              unbatched=False) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
     The grading runs in one child process (``symbolic.verify.check.run_in_child``, as ``bptt check``): the file
@@ -625,7 +647,7 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
     timeout = _timeout(timeout)
     options = {"cell": os.fspath(cell) if isinstance(cell, os.PathLike) else cell, "activation": activation,
                "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
-               "seed": seed, "strict": strict}
+               "seed": seed, "strict": strict, "unbatched": unbatched}
     descriptions = {"function": str(function), "cell": f"the cell file {cell} (its top-level code)"}
     result = run_in_child("symbolic.verify.grade:_grade_in_child", [str(path), options], str(path), timeout,
                           wording=GRADE_WORDING, descriptions=descriptions,
@@ -667,7 +689,7 @@ def _grade_in_child(path: str, options: dict) -> dict:
     with Sandbox(path, function, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}) as sandbox:
         fn = sandbox.open()
         report = _grade(d, model, fn, hidden, steps, options["seed"], function, "--steps N",
-                        _cell_hint(path, d.cell.name), options.get("strict", False))
+                        _cell_hint(path, d.cell.name), options.get("strict", False), options.get("unbatched", False))
     report.source = str(path)
     return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 
