@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from symbolic.verify.grade_pairs import grade_pair
+from symbolic.verify.grade_pairs import grade_layer, grade_pair
 
 CASES = Path(__file__).parent / "grade_cases"
 sys.path.insert(0, str(CASES))
@@ -149,9 +149,9 @@ def test_min_char_rnn_columns_one_sequence():
 def test_layer_objects_with_gradients_as_attributes():
     import rnn_layers
 
-    assert grade_pair(rnn_layers.TimeRNN, "backward", cell="rnn", grads_from="layer.grads").passed
-    assert grade_pair(rnn_layers.AttributeRNN, "backward", cell="rnn", grads_from="layer.d{}").passed
-    wrong = grade_pair(rnn_layers.NoCarryRNN, "backward", cell="rnn", grads_from="grads")
+    assert grade_layer(rnn_layers.TimeRNN, grads_from="layer.grads").passed
+    assert grade_layer(rnn_layers.AttributeRNN, grads_from="layer.d{}").passed
+    wrong = grade_layer(rnn_layers.NoCarryRNN, grads_from="grads", cell="rnn")
     assert not wrong.passed and wrong.mistake == "truncated"
     cli = bptt(CASES / "rnn_layers.py", "--layer", "AttributeRNN", "--grads-from", "layer.d{}")
     assert cli.returncode == 0, cli.stdout + cli.stderr

@@ -74,19 +74,25 @@ class Pair:
 
 
 def grade_pair(forward, backward, cell="rnn", layout="row", gates=None, params=None, concat="hx",
-               hidden=None, inputs=3, activation="tanh", unbatched=False, seed=0, strict=False,
-               grads_from=None) -> Report:
-    """Grade ``forward``/``backward`` (Python functions, called in this process) against the engine. With
-    ``forward`` a class (a layer built from the weights), ``backward`` names its backward method and
-    ``grads_from`` where its gradients are read (``layer_pair``); its forward method is ``forward``."""
+               hidden=None, inputs=3, activation="tanh", unbatched=False, seed=0, strict=False) -> Report:
+    """Grade ``forward``/``backward`` (Python functions, called in this process) against the engine; the
+    options as ``bptt grade --forward --backward`` takes them. Raises UsageError for bad options and
+    FunctionUnusable when the pair cannot be called."""
     setup = _setup(cell, layout, gates, params, concat, hidden, inputs, activation, unbatched)
-    if isinstance(forward, type):
-        names = (f"{forward.__name__}.forward", f"{forward.__name__}.{backward}")
-        run = layer_pair(forward, "forward", backward, _grads_from(grads_from), list(setup[2].names))
-        pair = Pair(*run, *names, unbatched)
-    else:
-        pair = Pair(forward, backward, getattr(forward, "__name__", "forward"),
-                    getattr(backward, "__name__", "backward"), unbatched)
+    pair = Pair(forward, backward, getattr(forward, "__name__", "forward"), getattr(backward, "__name__", "backward"),
+                unbatched)
+    return _grade_pair(pair, setup, seed, strict)
+
+
+def grade_layer(cls, forward="forward", backward="backward", grads_from=None, cell="rnn", layout="row", gates=None,
+                params=None, concat="hx", hidden=None, inputs=3, activation="tanh", unbatched=False, seed=0,
+                strict=False) -> Report:
+    """Grade a layer class built from the weights (``cls(*weights)``, ``forward(x, h0) -> h``,
+    ``backward(dh) -> (dx, dh0)``) whose gradients are read as ``grads_from`` says (``layer_pair``);
+    the other options as for ``grade_pair``."""
+    setup = _setup(cell, layout, gates, params, concat, hidden, inputs, activation, unbatched)
+    run = layer_pair(cls, forward, backward, _grads_from(grads_from), list(setup[2].names))
+    pair = Pair(*run, f"{cls.__name__}.{forward}", f"{cls.__name__}.{backward}", unbatched)
     return _grade_pair(pair, setup, seed, strict)
 
 
@@ -454,4 +460,4 @@ def _pair_in_child(path: str, options: dict) -> dict:
     return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 
 
-__all__ = ["PairCase", "grade_pair", "run_pair_grade"]
+__all__ = ["PairCase", "grade_layer", "grade_pair", "run_pair_grade"]
