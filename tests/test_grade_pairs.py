@@ -228,3 +228,12 @@ def test_loss_and_grad_of_one_sequence():
     assert wrong.returncode == 1 and "the mistake: truncated" in wrong.stdout
     batched = bptt(CASES / "rnn_one_sequence.py", "--hidden", "3")
     assert batched.returncode == 2 and "--unbatched" in batched.stderr
+
+
+def test_a_small_forward_error_in_float64_is_not_taken_for_float32():
+    """The negative control of the float32 evidence: values off by 1e-6, but following a move of the
+    parameters far below float32's resolution as a float64 function does, stay wrong."""
+    pair = grade_pair(rnn.rnn_forward_off_1e6, rnn.rnn_backward, cell="rnn")
+    assert not pair.passed and pair.precision is None
+    function = bptt(CASES / "rnn_loss_and_grad_float32.py", "--hidden", "3", "--function", "loss_and_grad_off_1e6")
+    assert function.returncode == 1 and "float32 precision" not in function.stdout

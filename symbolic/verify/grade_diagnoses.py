@@ -4,8 +4,9 @@ Each reads only the graded cases (``case.user`` and ``case.exact``: name → arr
 ``case.steps``) and says in words what it finds, or None:
 
 - **float32**: the implementation computes in float32 (a returned array is float32, or its forward
-  values, the loss or the states, are off by more than float64 rounding) and every entry is within
-  float32's reach of the exact gradient: the formula is right, the precision is float32's.
+  values, the loss or the states, are off by more than float64 rounding and do not follow a move of
+  the parameters far below float32's resolution, ``PROBE``, as a float64 function does) and every entry
+  is within float32's reach of the exact gradient: the formula is right, the precision is float32's.
 - **a constant factor**: every wrong gradient is c · the exact one with c the same in every case, or
   c/B, c/n, c/(B n): the loss was scaled (½, a sum for a mean, a mean over the steps).
 - **clipping**: the wrong entries sit at ±c, every one whose exact value is beyond c (np.clip); or the
@@ -39,6 +40,27 @@ def forward_in_float32(errors) -> bool:
     """Forward values' relative errors (the loss, the states) that only float32 rounding explains."""
     errors = [e for e in errors if e > 0]
     return bool(errors) and max(errors) > FORWARD64 and max(errors) <= RELATIVE32
+
+
+#: The probe that tells float32 rounding from a small mistake: every parameter moved by PROBE times its
+#: scale, far below float32's resolution (6e-8) and far above float64's (1e-16): a float64 function's
+#: output follows the move smoothly, one that rounds its states to float32 loses it or jumps by an ulp.
+PROBE = 1e-9
+
+
+def probed(params: dict, seed: int = 0) -> dict:
+    """The parameters moved by the probe (a fixed random direction)."""
+    rng = np.random.default_rng(seed)
+    return {name: np.asarray(value, dtype=float)
+            + PROBE * max(float(np.max(np.abs(value), initial=0)), 1.0) * rng.normal(size=np.shape(value))
+            for name, value in params.items()}
+
+
+def follows_float64(user_change, exact_change) -> bool:
+    """Whether the user's output moved with the probe as the exact one does (to 1 %)."""
+    user_change, exact_change = np.ravel(user_change), np.ravel(exact_change)
+    scale = max(float(np.max(np.abs(exact_change), initial=0)), np.finfo(float).tiny)
+    return float(np.max(np.abs(user_change - exact_change), initial=0)) <= 1e-2 * scale
 
 
 def within_float32(cases, names) -> bool:
@@ -148,5 +170,16 @@ def diagnose(cases, names, pieces=None) -> str | None:
             or (copies(cases, pieces, names) if pieces else None))
 
 
-__all__ = ["FORWARD64", "clipping", "constant_factor", "copies", "diagnose", "forward_in_float32", "low_precision",
-           "within_float32"]
+__all__ = [
+    "FORWARD64",
+    "PROBE",
+    "clipping",
+    "constant_factor",
+    "copies",
+    "diagnose",
+    "follows_float64",
+    "forward_in_float32",
+    "low_precision",
+    "probed",
+    "within_float32",
+]

@@ -24,7 +24,15 @@ from ..errors import UsageError
 from .check import DEFAULT_TIMEOUT, _timeout
 from .child import call_returns, call_starts, run_in_child
 from .grade import BATCHES, GRADE_WORDING, HIDDEN, LENGTHS, SCALE, FunctionUnusable, _derivation, _localise
-from .grade_diagnoses import constant_factor, diagnose, forward_in_float32, low_precision, within_float32
+from .grade_diagnoses import (
+    constant_factor,
+    diagnose,
+    follows_float64,
+    forward_in_float32,
+    low_precision,
+    probed,
+    within_float32,
+)
 from .grade_layouts import layout_of
 from .grade_mistakes import _chain_only
 from .grade_report import FLOOR, FLOOR32, RELATIVE, RELATIVE32, Finding, Report, _relative, mistakes
@@ -130,11 +138,41 @@ def _grade_pair(pair: Pair, setup, seed, strict) -> Report:
         case.exact = _user_gradients(d, layout, case.engine_exact)
         case.exact_h = np.asarray(values.forward["h"], dtype=float)
         _call(pair, layout, case)
-    report = _judge(d, layout, pair, cases, strict)
+    forward_errors = [float(np.max(_relative({"h": c.user_h}, {"h": c.exact_h}, FLOOR32)["h"], initial=0))
+                      for c in cases]
+    float32 = any(c.low_precision for c in cases) or (
+        forward_in_float32(forward_errors) and not _follows_float64(d, layout, pair, cases))
+    report = _judge(d, layout, pair, cases, strict, float32)
     report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": hidden, "inputs": inputs,
                        "layout": layout.orientation, "gates": layout.gates or None, "params": list(layout.names),
                        "unbatched": pair.unbatched, "seed": seed}
     return report
+
+
+def _follows_float64(d, layout, pair: Pair, cases: list) -> bool:
+    """Whether the forward's h follows the probe (``grade_diagnoses.PROBE``) as a float64 function's does,
+    at the three longest cases (their first sequence when unbatched)."""
+    from ..engine.vjp import vjp
+
+    for case in sorted(cases, key=lambda c: c.steps)[-3:]:
+        moved = probed(case.params)
+        one = slice(0, 1) if pair.unbatched else slice(None)
+        x, h0, upstream = case.x[one], case.h0[one], case.upstream[one]
+        if pair.unbatched:
+            x, h0 = x[0], h0[0]
+            if layout.orientation == "column":
+                x, h0 = x[:, :, np.newaxis], h0[:, np.newaxis]
+        weights = layout.to_user(moved)
+        result = _invoke(pair.forward, pair.forward_name, case, (x, h0, *(weights[n] for n in layout.names)), keep=1)
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            return True
+        h = np.asarray(result[0], dtype=float).reshape(case.user_h[one].shape)
+        with np.errstate(all="ignore"):
+            exact = (np.asarray(vjp(d, moved, case.x[one], upstream, {d.output_state: case.h0[one]}).forward["h"],
+                                dtype=float) - case.exact_h[one])
+        if not follows_float64(h - case.user_h[one], exact):
+            return False
+    return True
 
 
 def _takes_bias(cell) -> bool:
@@ -252,11 +290,8 @@ def _array(value, shape: tuple, what: str) -> np.ndarray:
 # -- the verdict --------------------------------------------------------------------------------------
 
 
-def _judge(d, layout, pair: Pair, cases: list, strict: bool) -> Report:
-    """The verdict: float32 told apart first (by its evidence), then the forward, then the backward's mistake."""
-    forward_errors = [float(np.max(_relative({"h": c.user_h}, {"h": c.exact_h}, FLOOR32)["h"], initial=0))
-                      for c in cases]
-    float32 = any(c.low_precision for c in cases) or forward_in_float32(forward_errors)
+def _judge(d, layout, pair: Pair, cases: list, strict: bool, float32: bool) -> Report:
+    """The verdict: float32 (told apart by its evidence) first, then the forward, then the backward's mistake."""
     relative, floor = (RELATIVE32, FLOOR32) if float32 and not strict else (RELATIVE, FLOOR)
     findings = [_finding("h", cases, lambda c: ({"h": c.user_h}, {"h": c.exact_h}), relative, floor)]
     for name in cases[0].exact:

@@ -149,3 +149,9 @@ def rnn_backward_pure32_no_carry(dh, cache):
     """float32 and the no-carry bug: wrong well beyond float32's reach."""
     grads = rnn_backward_no_carry(np.asarray(dh, dtype=np.float32), cache)
     return tuple(np.asarray(g, dtype=np.float32) for g in grads)
+
+
+def rnn_forward_off_1e6(x, h0, Wx, Wh, b):
+    """float64 with a deliberate 1e-6 error in the forward's states: not float32's rounding."""
+    h, cache = rnn_forward(x, h0, Wx, Wh, b)
+    return h * (1 + 1e-6), cache

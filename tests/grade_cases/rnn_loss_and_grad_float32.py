@@ -27,3 +27,15 @@ def loss_and_grad(x, y, params):
         delta = da @ w_h
     scale = 0.5 if HALF else 1.0
     return scale * loss, {"w_i": scale * dw_i, "w_h": scale * dw_h, "w_o": scale * dw_o}
+
+
+def loss_and_grad_off_1e6(x, y, params):
+    """float64 throughout, with the loss and every gradient off by a deliberate 1e-6 (not a simple factor
+    of a scaled loss, not float32's rounding)."""
+    global DTYPE
+    DTYPE, saved = np.float64, DTYPE
+    try:
+        loss, grads = loss_and_grad(x, y, params)
+    finally:
+        DTYPE = saved
+    return loss * (1 + 1e-6), {name: g * (1 + 1.3e-6) for name, g in grads.items()}
