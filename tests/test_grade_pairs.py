@@ -126,6 +126,11 @@ def test_loss_and_grad_in_float32_and_a_half_loss():
     (["--forward", "lstm_forward", "--backward", "lstm_backward", "--cell", "lstm", "--gates", "ifx"], "--gates ifx"),
     (["--forward", "rnn_forward", "--backward", "rnn_backward", "--params", "Wx,Q"], "--params Wx,Q"),
     (["--forward", "rnn_forward", "--backward", "nothing_here"], "no function nothing_here"),
+    (["--gates", "ifog"], "--gates declares the weights of a forward/backward pair"),
+    (["--forward", "rnn_forward", "--backward", "rnn_backward", "--steps", "3"], "drop --steps"),
+    (["--forward", "rnn_forward", "--backward", "rnn_backward", "--seed", "-1"], "--seed must be"),
+    (["--forward", "lstm_forward", "--backward", "lstm_backward", "--cell", "lstm", "--params", "Wx,Wh"],
+     "has a bias"),
 ])
 def test_bad_flags_one_line_exit_2(flags, words):
     path = CASES / ("lstm_cs231n.py" if "lstm_forward" in flags else "rnn_cs231n.py")

@@ -244,14 +244,14 @@ def _grade_parser(commands) -> None:
         "rnn_backward(dh, cache) -> (dx, dh0, dWx, dWh, db)); grade injects dL/dh_t at every step")
     pair.add_argument("--forward", default=None, metavar="NAME", help="the forward function (with --backward)")
     pair.add_argument("--backward", default=None, metavar="NAME", help="the backward function (with --forward)")
-    pair.add_argument("--layout", default="row", metavar="L",
+    pair.add_argument("--layout", default=None, metavar="L",
                       help="row: x @ Wx, Wx (D, H) (CS231n, d2l; default); column: Wx @ x, Wx (H, D) (min-char-rnn)")
     pair.add_argument("--gates", default=None, metavar="ORDER",
                       help="the order of the stacked gates, e.g. ifog (CS231n) or ifgo (torch; the default)")
     pair.add_argument("--params", default=None, metavar="NAMES",
                       help="the weights in the order the forward takes them, from Wx, Wh, b, bx and bh (a split "
                            "bias), W (one matrix on the concatenation); default Wx,Wh,b")
-    pair.add_argument("--concat", default="hx", metavar="ORDER", help="for W: hx ([h; x], default) or xh")
+    pair.add_argument("--concat", default=None, metavar="ORDER", help="for W: hx ([h; x], default) or xh")
     pair.add_argument("--unbatched", action="store_true",
                       help="the function (or pair) takes one sequence: loss_and_grad(x (n, D), y a number, …), "
                            "or the pair x (n, D) and h0 (H,) (with --layout column per-step columns, x (n, D, 1)); "
