@@ -137,7 +137,7 @@ class Report:
             "localisation": self.localisation or None,
             "mistake": self.mistake,
             "mistake_description": _describe(self.mistake, catalogue) if self.mistake else self.diagnosis,
-            "precision": self.precision or "float64", "strict": self.strict,
+            "diagnosis": self.diagnosis, "precision": self.precision or "float64", "strict": self.strict,
             "also_consistent_with": self.also,
         }
 
