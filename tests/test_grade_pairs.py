@@ -242,3 +242,11 @@ def test_a_small_forward_error_in_float64_is_not_taken_for_float32():
     assert not pair.passed and pair.precision is None
     function = bptt(CASES / "rnn_loss_and_grad_float32.py", "--hidden", "3", "--function", "loss_and_grad_off_1e6")
     assert function.returncode == 1 and "float32 precision" not in function.stdout
+
+
+def test_assert_bptt_pair():
+    from symbolic.testing import assert_bptt_pair
+
+    assert_bptt_pair(lstm.lstm_forward, lstm.lstm_backward, cell="lstm", gates="ifog")
+    with pytest.raises(AssertionError, match="the mistake: truncated"):
+        assert_bptt_pair(rnn.rnn_forward, rnn.rnn_backward_no_carry)
