@@ -6,6 +6,7 @@
     def test_my_bptt():
         assert_bptt(loss_and_grad)                       # the notes' RNN: tanh, H = 1
         assert_bptt(lstm_loss_and_grad, cell="lstm", hidden=4)
+        assert_bptt_pair(rnn_forward, rnn_backward)      # CS231n's pair: dh at every step
 
 ``fn`` has a generated module's ``loss_and_grad`` interface: ``fn(x, y, w_i, w_h, w_o) -> (loss, dw_i,
 dw_h, dw_o)`` for the plain RNN (w_i (D,), w_h and w_o numbers at H = 1; matrices for H > 1, and
@@ -20,6 +21,7 @@ a child process with ``--timeout``); a function that calls ``sys.exit`` fails li
 from __future__ import annotations
 
 from .verify.grade import FunctionUnusable, grade_function
+from .verify.grade_pairs import grade_pair
 
 
 def assert_bptt(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
@@ -43,4 +45,18 @@ def assert_bptt(fn, cell="rnn", steps: int | None = None, hidden: int | None = N
         raise AssertionError("\n" + report.format())
 
 
-__all__ = ["assert_bptt"]
+def assert_bptt_pair(forward, backward, **options) -> None:
+    """Raise AssertionError, its message the diagnosis, unless the pair ``forward(x, h0, *weights) -> (h,
+    cache)``, ``backward(dh, cache) -> (dx, dh0, *weight gradients)`` is exact (float32's reach for one
+    that computes in float32). ``options`` as ``symbolic.verify.grade_pairs.grade_pair`` takes them
+    (cell, layout, gates, params, concat, hidden, inputs, activation, unbatched, seed, strict)."""
+    __tracebackhide__ = True  # pytest: the failure points at the test's call
+    try:
+        report = grade_pair(forward, backward, **options)
+    except FunctionUnusable as error:
+        raise AssertionError(f"cannot grade: {error}") from error.__cause__
+    if not report.passed:
+        raise AssertionError("\n" + report.format())
+
+
+__all__ = ["assert_bptt", "assert_bptt_pair"]

@@ -246,6 +246,31 @@ def _grade_parser(commands) -> None:
         help="time limit for each call into the file (its import, each call of the function), after which "
         "grading stops with exit 2 (default: 60)",
     )
+    pair = grade.add_argument_group(
+        "forward/backward pairs (CS231n's rnn_forward(x, h0, Wx, Wh, b) -> (h, cache), "
+        "rnn_backward(dh, cache) -> (dx, dh0, dWx, dWh, db)); grade injects dL/dh_t at every step")
+    pair.add_argument("--forward", default=None, metavar="NAME", help="the forward function (with --backward)")
+    pair.add_argument("--backward", default=None, metavar="NAME", help="the backward function (with --forward)")
+    pair.add_argument("--layout", default=None, metavar="L",
+                      help="row: x @ Wx, Wx (D, H) (CS231n, d2l; default); column: Wx @ x, Wx (H, D) (min-char-rnn)")
+    pair.add_argument("--gates", default=None, metavar="ORDER",
+                      help="the order of the stacked gates, e.g. ifog (CS231n) or ifgo (torch; the default)")
+    pair.add_argument("--params", default=None, metavar="NAMES",
+                      help="the weights in the order the forward takes them, from Wx, Wh, b, bx and bh (a split "
+                           "bias), W (one matrix on the concatenation); default Wx,Wh,b")
+    pair.add_argument("--concat", default=None, metavar="ORDER", help="for W: hx ([h; x], default) or xh")
+    pair.add_argument("--unbatched", action="store_true",
+                      help="the function (or pair) takes one sequence: loss_and_grad(x (n, D), y a number, …), "
+                           "or the pair x (n, D) and h0 (H,) (with --layout column per-step columns, x (n, D, 1)); "
+                           "grade calls it per sequence (the batch's mean, or for a pair its sum)")
+    pair.add_argument("--layer", default=None, metavar="CLASS",
+                      help="a layer class built from the weights (CLASS(Wx, Wh, b)): --forward and --backward name "
+                           "its methods (default forward, backward): forward(x, h0) -> h, backward(dh) -> (dx, dh0)")
+    pair.add_argument("--grads-from", default=None, metavar="ATTR",
+                      help="where the layer keeps its weight gradients: layer.grads (a list in --params order or a "
+                           "dict by name) or layer.d{} (one attribute per weight: layer.dWx, layer.dWh, layer.db)")
+    grade.add_argument("--strict", action="store_true",
+                       help="grade an implementation that computes in float32 at float64's tolerance (exit 1)")
     grade.set_defaults(handler=verify.grade)
 
 

@@ -628,14 +628,15 @@ def forward_values(d: CellDerivation, params: dict, x) -> tuple[list, dict]:
     return _forward(d, p, x, numbers)
 
 
-def _forward(d: CellDerivation, p: dict, x, numbers) -> tuple[list, dict]:
+def _forward(d: CellDerivation, p: dict, x, numbers, initial=None) -> tuple[list, dict]:
+    """``initial``: state name → s_0 (B, H), zeros where not given."""
     batch, steps, _ = x.shape
     hidden = p[d.cell.readout].shape[0]
     node_functions = {node.name: numbers.function(sorted(node.expr.free_symbols, key=str), node.expr)
                       for node in d.nodes}
     node_arguments = {node.name: sorted(node.expr.free_symbols, key=str) for node in d.nodes}
     zero = numbers.zeros((batch, hidden))
-    states = {state: [zero] for state in d.states}
+    states = {state: [(initial or {}).get(state, zero) + zero] for state in d.states}
     history = []   # per step: symbol → value
     leaves = [(state, lag, d.leaf(state, lag)) for state, lags in d.lags.items() for lag in lags]
     for t in range(steps):
@@ -685,7 +686,26 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
     if cell.readout_bias:
         gradients[cell.readout_bias] = residual.sum()
 
-    # Backward: one step at a time, from t = n down.
+    # received[s][t]: what later steps (t + 1, and t + K for each lag K) have sent to s_t so far
+    received = {state: [zero] * (steps + 1) for state in d.states}
+    received[d.output_state][steps] = residual[:, np.newaxis] * p[cell.readout]
+    _backward(d, p, x, history, received, gradients, numbers)
+
+    scale = batch if d.batch_mean else 1
+    return Values(
+        loss=total_loss / batch,
+        gradients={name: value / scale for name, value in gradients.items()},
+        forward={"states": states, "steps": history},
+    )
+
+
+def _backward(d: CellDerivation, p: dict, x, history: list, received: dict, gradients: dict, numbers,
+              on_step=None) -> None:
+    """The δ recursion from t = n down: adds each step's terms to ``gradients`` and what it sends back to
+    ``received`` (state → [δ into s_0, …, s_n]; s_0's entry is ∂/∂s_0); ``on_step(t, resolve)`` sees
+    every step's adjoints."""
+    batch, steps, _ = x.shape
+    zero = numbers.zeros((batch, p[d.cell.readout].shape[0]))
     adjoint_functions = {}
     for adjoint in (*d.adjoints, *d.sent.values(), *d.sent_lagged.values()):
         arguments = sorted(adjoint.expr.free_symbols, key=str)
@@ -699,9 +719,6 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
             else:
                 arguments = sorted(term[1].free_symbols, key=str)
                 gradient_functions[(name, k)] = (arguments, numbers.function(arguments, term[1]))
-    # received[s][t]: what later steps (t + 1, and t + K for each lag K) have sent to s_t so far
-    received = {state: [zero] * (steps + 1) for state in d.states}
-    received[d.output_state][steps] = residual[:, np.newaxis] * p[cell.readout]
     for t in range(steps - 1, -1, -1):
         known = dict(history[t])
         known |= {d.incoming[state]: received[state][t + 1] for state in d.states}
@@ -727,21 +744,16 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
                     gradients[name] = gradients[name] + value.T @ source
         for state, lags in d.lags.items():
             for lag in lags:
-                if t + 1 - lag < 1:
-                    continue   # s_0 and earlier: the zero state, no parameter behind it
+                if t + 1 - lag < 0:
+                    continue   # before s_0: nothing there
                 adjoint = d.sent_at(state, lag)
                 arguments, function = adjoint_functions[adjoint.name]
                 value = function(*(resolve(s) for s in arguments)) + zero
                 for matrix, delta in adjoint.transposed:
                     value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
                 received[state][t + 1 - lag] = received[state][t + 1 - lag] + value
-
-    scale = batch if d.batch_mean else 1
-    return Values(
-        loss=total_loss / batch,
-        gradients={name: value / scale for name, value in gradients.items()},
-        forward={"states": states, "steps": history},
-    )
+        if on_step is not None:
+            on_step(t, resolve)
 
 
 def _transpose_apply(delta, matrix, transpose: bool):

@@ -48,16 +48,33 @@ import numpy as np
 from ..errors import UsageError
 from .check import DEFAULT_TIMEOUT, _short, _timeout
 from .child import Wording, call_returns, call_starts, run_in_child
+from .grade_diagnoses import (
+    constant_factor,
+    diagnose,
+    follows_float64,
+    forward_in_float32,
+    low_precision,
+    probed,
+    within_float32,
+)
+from .grade_mistakes import _Candidates
+from .grade_report import (
+    DIGITS,
+    EXTRA_MISTAKES,
+    FLOOR,
+    LOSS_MISTAKES,
+    RELATIVE,
+    RELATIVE32,
+    UNDECIDED,
+    Finding,
+    Report,
+    _listed,
+    _loss_error,
+    _relative,
+    mistakes,
+)
 from .sandbox import ChannelTampered, ChildGone, Opaque, Sandbox
 
-#: An entry is right within this relative error (float64 rounding of a BPTT stays near 1e-15).
-RELATIVE = 1e-7
-#: Relative errors are taken against max(|exact|, FLOOR · the case's largest |entry|), so entries that
-#: are zero or tiny by cancellation are judged on the gradient's own scale.
-FLOOR = 1e-4
-#: Errors from RELATIVE up to this are re-judged against the exact value at DIGITS digits.
-UNDECIDED = 1e-4
-DIGITS = 60
 #: The sequence lengths and batch sizes graded when the function takes any length: every n to 8 and
 #: two well past it, so a gradient truncated to the last k steps, or wrong at one n only, shows.
 LENGTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 20)
@@ -70,43 +87,6 @@ HIDDEN = 3
 #: Random points: every parameter N(0, SCALE²), x N(0, 1): long-term terms well above the tolerance,
 #: gates away from saturation.
 SCALE = 0.6
-COMPLEX_STEP = 1e-30
-
-#: The mistakes grade can name; the engine's mutations keep the engine's names.
-EXTRA_MISTAKES = {
-    "no_activation_derivative_in_chain": (
-        "f′ missing from ∂s_t/∂s_(t−1) only: the time recursion multiplies by the weights alone "
-        "(the notes' ∂o_k/∂o_(k−1) written as w_h, not f′(a_k) w_h), the immediate partials keep f′"
-    ),
-    "derivative_wrong_step_in_chain": (
-        "f′ at the wrong step in ∂s_t/∂s_(t−1) only: ∂o_k/∂o_(k−1) written with f′ of o_(k−1) where "
-        "f′ of o_k belongs, the immediate partials right"
-    ),
-    "total_derivative": (
-        "the total derivative where the immediate partial belongs (the notes' own slip): "
-        "∂L/∂w = Σ_j δ_j · d o_j/dw with d o_j/dw through o_(j−1) too, so every long-term path is "
-        "counted again; the sum needs ∂⁺o_j/∂w, o_(j−1) held fixed"
-    ),
-}
-#: Mistakes that scale every gradient (ŷ − y negated; the batch summed): also tried on top of the others.
-MODIFIERS = ("residual_sign", "no_batch_mean")
-LOSS_MISTAKES = {
-    "loss_summed": "the loss summed over the batch where the mean belongs",
-    "loss_sign": "the loss with the wrong sign",
-}
-
-
-def mistakes() -> dict[str, str]:
-    """The catalogue: mistake name → what it is, in the order grade tries them."""
-    from ..engine.derivation import MUTATIONS
-
-    catalogue = {name: MUTATIONS[name] for name in MODIFIERS}
-    for name, text in MUTATIONS.items():
-        if name not in MODIFIERS:
-            catalogue[name] = text
-    catalogue |= EXTRA_MISTAKES
-    return catalogue
-
 
 class FunctionUnusable(UsageError):
     """The graded function cannot be called as the interface says (missing, wrong signature, raises,
@@ -287,6 +267,8 @@ class Case:
     exact_float: dict = field(default_factory=dict)
     user: dict = field(default_factory=dict)
     user_loss: float = 0.0
+    #: it returned float16/float32 numbers
+    low_precision: bool = False
     #: None: judged against the float64 reference; DIGITS: against the 60-digit one
     digits: int | None = None
 
@@ -323,346 +305,6 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
     return cases
 
 
-def _relative(got: dict, want: dict) -> dict:
-    """name → per-entry |got − want| / max(|want|, FLOOR · s); not finite → inf."""
-    scale = max((float(np.max(np.abs(v))) for v in want.values() if np.size(v)), default=0.0)
-    floor = max(FLOOR * scale, np.finfo(float).tiny)
-    errors = {}
-    with np.errstate(all="ignore"):
-        for name, value in want.items():
-            error = np.abs(got[name] - value) / np.maximum(np.abs(value), floor)
-            errors[name] = np.where(np.isfinite(error), error, np.inf)
-    return errors
-
-
-def _loss_error(got: float, want: float) -> float:
-    with np.errstate(all="ignore"):
-        error = abs(got - want) / max(abs(want), np.finfo(float).tiny)
-    return float(error) if np.isfinite(error) else float("inf")
-
-
-# -- the wrong derivations ------------------------------------------------------------------------------
-
-
-def _chain_only(d, mutation: str):
-    """d with ``mutation`` applied to what each step sends back in time only: the adjoints that feed the
-    gradients stay exact, a renamed copy of the mutated adjoints feeds s_(t−1)."""
-    import sympy as sp
-
-    wrong = d.mutate(mutation)
-    rename = {a.symbol: sp.Symbol(f"{a.symbol}__chain") for a in wrong.adjoints}
-
-    def renamed(adjoint, name=None):
-        return replace(adjoint, name=name or adjoint.name, symbol=rename.get(adjoint.symbol, adjoint.symbol),
-                       expr=adjoint.expr.xreplace(rename),
-                       transposed=tuple((m, delta.xreplace(rename)) for m, delta in adjoint.transposed))
-
-    chain = tuple(renamed(a, f"{a.name}__chain") for a in wrong.adjoints)
-    sent = {state: replace(renamed(adjoint), symbol=adjoint.symbol) for state, adjoint in wrong.sent.items()}
-    lagged = {key: replace(renamed(adjoint), symbol=adjoint.symbol) for key, adjoint in wrong.sent_lagged.items()}
-    return replace(d, adjoints=d.adjoints + chain, sent=sent, sent_lagged=lagged, mutation=f"{mutation}_in_chain")
-
-
-class _ComplexForward:
-    """The cell's forward pass in complex arithmetic, for the complex step: states of every step and
-    the loss of every sequence, with an optional poke i·h into one state's unit at one step."""
-
-    def __init__(self, d):
-        import sympy as sp
-
-        self.d = d
-        modules = [{"sigmoid": _sigmoid, "relu": _relu}, "numpy"]
-        self.nodes = []
-        for node in d.nodes:
-            arguments = sorted(node.expr.free_symbols, key=str)
-            self.nodes.append((node, arguments, sp.lambdify(arguments, node.expr, modules=modules)))
-
-    def run(self, params: dict, x: np.ndarray, y: np.ndarray, poke=None):
-        d, cell = self.d, self.d.cell
-        batch, steps, _ = x.shape
-        hidden = params[cell.readout].shape[0]
-        zero = np.zeros((batch, hidden), dtype=complex)
-        states = {state: [zero] for state in d.states}
-        vectors = {symbol: params[name] for name, symbol in d.symbols["vectors"].items()}
-        # every state read: s_(t−1) and each s_(t−K) (an initial 0 before the sequence)
-        leaves = [(state, lag, d.leaf(state, lag)) for state, lags in d.lags.items() for lag in lags]
-        for t in range(steps):
-            known = {symbol: states[state][t + 1 - lag] if t + 1 >= lag else zero for state, lag, symbol in leaves}
-            known |= vectors
-            sources = {"x": x[:, t], **{str(symbol): known[symbol] for _, _, symbol in leaves}}
-
-            for operand in ("x", *(str(symbol) for _, _, symbol in leaves)):
-                self._apply_maps(operand, known, sources, params)
-            for node, arguments, function in self.nodes:
-                value = function(*(known[a] for a in arguments)) + zero
-                if poke is not None and node.state == poke[0] and t == poke[1]:
-                    value = value.copy()
-                    value[:, poke[2]] += 1j * COMPLEX_STEP
-                known[node.symbol] = value
-                sources[node.name] = value
-                self._apply_maps(node.name, known, sources, params)
-            for state in d.states:
-                states[state].append(known[d.state_node(state).symbol])
-        z = states[d.output_state][-1] @ params[cell.readout]
-        if cell.readout_bias:
-            z = z + params[cell.readout_bias]
-        return states, y * _softplus(-z) + (1 - y) * _softplus(z)
-
-    def _apply_maps(self, operand: str, known: dict, sources: dict, params: dict) -> None:
-        """(M u) for every linear map of the operand u, once u is known."""
-        for linear in self.d.linears:
-            if linear.operand == operand:
-                known[linear.symbol] = sources[operand] @ params[linear.matrix].T
-
-
-def _total_derivative(d, forward: _ComplexForward, case: Case) -> dict:
-    """The notes' slip, generically: ∂L/∂θ ≈ mean_b Σ_t Σ_s ⟨dL/ds_t, d s_t/dθ⟩ with both factors total
-    derivatives (complex step on the forward pass); the readout's gradients are exact (no state depends
-    on them)."""
-    cell = d.cell
-    params = {name: np.asarray(value, dtype=complex) for name, value in case.params.items()}
-    x, y = case.x.astype(complex), case.y
-    hidden = params[cell.readout].shape[0]
-    # dL_b/ds_t[b, u], every sequence at once (their losses are independent)
-    adjoint = {}
-    for state in d.states:
-        for t in range(case.steps):
-            columns = []
-            for unit in range(hidden):
-                _, loss = forward.run(params, x, y, poke=(state, t, unit))
-                columns.append(np.imag(loss) / COMPLEX_STEP)
-            adjoint[(state, t)] = np.stack(columns, axis=1)
-    readout = {cell.readout, cell.readout_bias}
-    gradients = {}
-    from ..engine.derivation import evaluate
-
-    exact = evaluate(d, case.params, case.x, case.y).gradients
-    for name, value in params.items():
-        if name in readout:
-            gradients[name] = np.asarray(exact[name], dtype=float)
-            continue
-        gradient = np.zeros(value.shape)
-        for index in np.ndindex(value.shape):
-            shifted = dict(params)
-            shifted[name] = value.copy()
-            shifted[name][index] += 1j * COMPLEX_STEP
-            states, _ = forward.run(shifted, x, y)
-            total = 0.0
-            for (state, t), weight in adjoint.items():
-                total += float(np.sum(weight * np.imag(states[state][t + 1]))) / COMPLEX_STEP
-            gradient[index] = total / case.batch
-        gradients[name] = gradient
-    return gradients
-
-
-def _sigmoid(z):
-    positive = np.real(z) > 0
-    e = np.exp(np.where(positive, -z, z))
-    return np.where(positive, 1 / (1 + e), e / (1 + e))
-
-
-def _relu(z):
-    return np.where(np.real(z) > 0, z, 0)
-
-
-def _softplus(z):
-    positive = np.real(z) > 0
-    return np.where(positive, z, 0) + np.log1p(np.exp(np.where(positive, -z, z)))
-
-
-class _Candidates:
-    """The wrong gradients, computed only when asked for: name → per case → gradients (user shapes)."""
-
-    def __init__(self, d, interface: Interface):
-        from ..engine.derivation import MUTATIONS
-
-        self.d, self.interface = d, interface
-        self.bases: dict = {}
-        for name in MUTATIONS:
-            if name in MODIFIERS:
-                continue
-            try:
-                self.bases[name] = d.mutate(name)
-            except ValueError:
-                continue
-            if name in ("no_activation_derivative", "derivative_wrong_step"):
-                self.bases[f"{name}_in_chain"] = _chain_only(d, name)
-        self.bases["total_derivative"] = None  # computed by complex step
-        self._forward = None
-        self._values: dict = {}
-
-    def names(self) -> list[tuple[str, str | None, tuple]]:
-        """(candidate name, base mistake or None for exact, modifiers), singles first."""
-        singles = [(m, None, (m,)) for m in MODIFIERS]
-        singles += [(base, base, ()) for base in self.bases]
-        combined = [(" + ".join(MODIFIERS), None, MODIFIERS)]
-        for base in self.bases:
-            for modifiers in ((MODIFIERS[0],), (MODIFIERS[1],), MODIFIERS):
-                combined.append((" + ".join((base, *modifiers)), base, modifiers))
-        return singles + combined
-
-    def base(self, base: str | None, case: Case) -> dict:
-        if base is None:
-            return case.exact_float
-        key = (base, id(case))
-        if key not in self._values:
-            from ..engine.derivation import evaluate
-
-            with np.errstate(all="ignore"):
-                if base == "total_derivative":
-                    if self._forward is None:
-                        self._forward = _ComplexForward(self.d)
-                    values = _total_derivative(self.d, self._forward, case)
-                else:
-                    values = evaluate(self.bases[base], case.params, case.x, case.y).as_float()[1]
-            self._values[key] = self.interface.to_user(values)
-        return self._values[key]
-
-    def values(self, base, modifiers, case: Case) -> dict:
-        factor = 1.0
-        if "residual_sign" in modifiers:
-            factor = -factor
-        if "no_batch_mean" in modifiers:
-            factor *= case.batch
-        return {name: factor * value for name, value in self.base(base, case).items()}
-
-
-# -- the report ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Finding:
-    """One parameter (or the loss): right or not, where, how far off, and the mistake it matches."""
-
-    parameter: str
-    shape: tuple
-    right: bool
-    entries: list = field(default_factory=list)
-    first_failing_steps: int | None = None
-    #: every length n at which it is wrong
-    failing_steps: list = field(default_factory=list)
-    worst_relative_error: float = 0.0
-    worst_case: dict | None = None
-    mistake: str | None = None
-
-    def as_data(self) -> dict:
-        return {"parameter": self.parameter, "shape": list(self.shape), "right": self.right,
-                "entries": [list(index) for index in self.entries],
-                "first_failing_steps": self.first_failing_steps, "failing_steps": self.failing_steps,
-                "worst_relative_error": self.worst_relative_error, "worst_case": self.worst_case,
-                "mistake": self.mistake}
-
-
-@dataclass
-class Report:
-    function: str
-    interface: str
-    model: str
-    settings: dict
-    cases: list
-    findings: list
-    localisation: str = ""
-    mistake: str | None = None
-    also: list = field(default_factory=list)
-    source: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        return all(finding.right for finding in self.findings)
-
-    def as_data(self) -> dict:
-        catalogue = {**mistakes(), **LOSS_MISTAKES}
-        return {
-            "file": self.source, "function": self.function, "interface": self.interface, "model": self.model,
-            **self.settings,
-            "passed": self.passed, "verdict": "right" if self.passed else "wrong",
-            "tolerance": {"relative": RELATIVE, "floor": FLOOR, "undecided_up_to": UNDECIDED, "digits": DIGITS},
-            "cases": [case.describe() for case in self.cases],
-            "findings": [finding.as_data() for finding in self.findings],
-            "localisation": self.localisation or None,
-            "mistake": self.mistake,
-            "mistake_description": _describe(self.mistake, catalogue) if self.mistake else None,
-            "also_consistent_with": self.also,
-        }
-
-    def format(self) -> str:
-        catalogue = {**mistakes(), **LOSS_MISTAKES}
-        lengths = sorted({case.steps for case in self.cases})
-        batches = sorted({case.batch for case in self.cases if case.data == "random"})
-        notes = any(case.data == "notes" for case in self.cases)
-        decided = sum(1 for case in self.cases if case.digits)
-        lines = [
-            f"grade {self.interface}" + (f" from {self.source}" if self.source else ""),
-            f"model: {self.model}",
-            f"{len(self.cases)} cases: n = {', '.join(map(str, lengths))} × B = {', '.join(map(str, batches))} "
-            "at random points" + (", and the notes' three sentences (n = 3)" if notes else ""),
-            f"tolerance: an entry g is right when |g − g_exact| ≤ {RELATIVE:.0e} · max(|g_exact|, {FLOOR:.0e} · s),",
-            "  s the case's largest |entry| (float64 rounding stays near 1e-15); errors up to "
-            f"{UNDECIDED:.0e} are re-judged at {DIGITS} digits"
-            + (f" ({decided} case{'s' if decided != 1 else ''} so judged)" if decided else ""),
-            "",
-        ]
-        width = max(len(f.parameter) for f in self.findings)
-        for finding in self.findings:
-            if finding.right:
-                lines.append(f"  {finding.parameter:<{width}}  right   worst relative error "
-                             f"{finding.worst_relative_error:.1e}")
-                continue
-            where = ""
-            if finding.failing_steps and len(lengths) > 1:
-                first = finding.failing_steps[0]
-                if finding.failing_steps != [n for n in lengths if n >= first]:
-                    where = f"; wrong at n = {_listed(finding.failing_steps)} only"
-                else:
-                    where = f"; wrong from n = {first}" if first > lengths[0] else f"; wrong at n = {lengths[0]}"
-            worst = finding.worst_case or {}
-            case_text = f"n = {worst.get('steps')}, B = {worst.get('batch')}" + (
-                ", the notes' sentences" if worst.get("data") == "notes" else "")
-            lines.append(
-                f"  {finding.parameter:<{width}}  WRONG   {_entries_text(finding)}{where}; worst relative error "
-                f"{_error_text(finding.worst_relative_error)} ({case_text})"
-                + (f"; matches {finding.mistake}" if finding.mistake and finding.mistake != self.mistake else "")
-            )
-        lines.append("")
-        if self.passed:
-            lines.append(f"right: every entry within {RELATIVE:.0e} of the exact gradient in all "
-                         f"{len(self.cases)} cases")
-            return "\n".join(lines)
-        lines.append(f"wrong: {self.localisation}" if self.localisation else "wrong")
-        if self.mistake:
-            parameters = [f.parameter for f in self.findings if not f.right]
-            lines.append(f"the mistake: {self.mistake}: {_describe(self.mistake, catalogue)}")
-            lines.append(f"  ({', '.join(parameters)} match it within {RELATIVE:.0e} in every case"
-                         + (f"; also consistent with {', '.join(self.also)}" if self.also else "") + ")")
-        else:
-            named = [f for f in self.findings if not f.right and f.mistake]
-            if named:
-                lines.append("no single known mistake explains every wrong parameter; per parameter: "
-                             + "; ".join(f"{f.parameter}: {f.mistake}" for f in named))
-            else:
-                lines.append("not a known mistake: it matches none of " + ", ".join(mistakes()))
-        return "\n".join(lines)
-
-
-def _describe(name: str, catalogue: dict) -> str:
-    return "; and ".join(catalogue[part] for part in name.split(" + "))
-
-
-def _error_text(error: float) -> str:
-    return "inf (not finite)" if not np.isfinite(error) else f"{error:.1e}"
-
-
-def _entries_text(finding: Finding) -> str:
-    total = int(np.prod(finding.shape)) if finding.shape else 1
-    if total == 1:
-        return "its value"
-    if len(finding.entries) == total:
-        return f"all {total} entries"
-    shown = ", ".join(str(list(e)) if len(e) > 1 else str(e[0]) for e in finding.entries[:6])
-    more = ", …" if len(finding.entries) > 6 else ""
-    return f"{len(finding.entries)} of {total} entries ({shown}{more})"
-
-
 # -- grading -------------------------------------------------------------------------------------------
 
 
@@ -687,7 +329,8 @@ def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps, skip=N
 
 def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
                    bias: bool = False, inputs: int = 3, seed: int = 0, name: str | None = None,
-                   steps_hint: str = "steps=N", skip: int | None = None) -> Report:
+                   steps_hint: str = "steps=N", strict: bool = False, unbatched: bool = False,
+                   skip: int | None = None) -> Report:
     """Grade ``fn`` (a generated module's ``loss_and_grad`` interface) against the exact BPTT of ``cell``.
 
     ``cell``: a built-in name, a cell file's path, or a ``Cell``; ``steps``: None to grade every length
@@ -697,11 +340,12 @@ def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None 
     sandbox process of its own).
     """
     d, model = _derivation(cell, activation, hidden, bias, inputs, steps, skip)
-    report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint)
+    report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint, strict=strict, unbatched=unbatched)
     return report
 
 
-def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_hint: str = "") -> Report:
+def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_hint: str = "",
+           strict: bool = False, unbatched: bool = False) -> Report:
     """grade_function's work once the cell is derived; ``cell_hint``, when the file names another cell,
     is the fix to name if the function cannot be called (rather than the length)."""
     hidden = None if hidden is None else model.hidden
@@ -716,6 +360,9 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
             f"{name}{_signature_text(fn)} cannot be called as {interface.describe()}: give it that signature"
             + (" or choose the cell with --cell" if not interface.dict_form else "")
         )
+    if unbatched:
+        fn = _per_sequence(fn, interface)
+        interface.name = f"{name} per sequence"
     cases = _cases(d, interface.hidden, model.inputs, steps, seed)
     lengths_text = ", ".join(map(str, sorted({case.steps for case in cases})))
     from ..engine.derivation import evaluate
@@ -739,8 +386,10 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
             ) from None
         except Exception as error:  # whatever the graded function raises is its own
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            one = "; if it takes one sequence, x (n, D), with --unbatched" if (
+                steps_hint == "--steps N" and not unbatched) else ""
             hint = (f" (grade calls it with n = {lengths_text}: if it takes one sequence length only, give it "
-                    f"with {steps_hint})") if steps is None else ""
+                    f"with {steps_hint}{one})") if steps is None else ""
             # a parameter of another cell (by name: the sandbox re-raises the file's KeyError as its own class)
             if type(error).__name__ == "KeyError" and not cell_hint:
                 cell_hint = (f" (it asks for a parameter the cell {d.cell.name} does not have: if it is for "
@@ -749,21 +398,65 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
             raise FunctionUnusable(
                 f"{name} raises {type(error).__name__} at {case.label()}: {first}{hint}"
             ) from error
+        case.low_precision = low_precision(result)
         case.user_loss, case.user = interface.outputs(result)  # what it returned may run its code too
         call_returns()
         errors = _relative(case.user, case.exact)
         worst = max(float(np.max(e)) if e.size else 0.0 for e in errors.values())
         loss_error = _loss_error(case.user_loss, case.exact_loss)
-        if RELATIVE < max(worst, loss_error) <= UNDECIDED or any(
-                np.any((e > RELATIVE) & (e <= UNDECIDED)) for e in errors.values()):
+        if not case.low_precision and (RELATIVE < max(worst, loss_error) <= UNDECIDED or any(
+                np.any((e > RELATIVE) & (e <= UNDECIDED)) for e in errors.values())):
             precise = evaluate(d, case.params, case.x, case.y, digits=DIGITS)
             case.exact_loss = float(precise.loss)
             case.exact = interface.to_user({k: np.asarray(v, dtype=float) for k, v in precise.gradients.items()})
             case.digits = DIGITS
-    report = _judge(d, interface, cases, steps)
+    float32 = any(c.low_precision for c in cases) or (
+        forward_in_float32([_loss_error(c.user_loss, c.exact_loss) for c in cases])
+        and not _follows_float64(d, interface, fn, cases))
+    report = _judge(d, interface, cases, steps, strict, float32)
     report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": interface.hidden,
                        "inputs": model.inputs, "bias": model.bias, "steps": steps, "seed": seed}
     return report
+
+
+def _follows_float64(d, interface: Interface, fn, cases: list[Case]) -> bool:
+    """Whether the loss follows the probe (``grade_diagnoses.PROBE``) as a float64 function's does, at
+    the three longest cases: a loss off by float32 rounding that does not is float32's."""
+    from ..engine.derivation import evaluate
+
+    for case in sorted(cases, key=lambda c: c.steps)[-3:]:
+        moved = probed(case.params)
+        args, kwargs = interface.arguments(interface.to_user(moved))
+        call_starts("function")
+        try:
+            loss, _ = interface.outputs(fn(case.x.copy(), case.y.copy(), *args, **kwargs))
+        except (KeyboardInterrupt, ChildGone, ChannelTampered):
+            raise
+        except Exception:  # noqa: BLE001 - the graded function's own; no evidence either way
+            return True
+        finally:
+            call_returns()
+        with np.errstate(all="ignore"):
+            exact = float(evaluate(d, moved, case.x, case.y).loss) - float(evaluate(d, case.params, case.x, case.y).loss)
+        if not follows_float64(loss - case.user_loss, exact):
+            return False
+    return True
+
+
+def _per_sequence(fn, interface: Interface):
+    """``fn`` of one sequence (x (n, D), y a number) as a function of a batch: the mean of its losses and
+    gradients, returned as fn returns them (float32 kept, for the float32 diagnosis)."""
+    def batched(x, y, *args, **kwargs):
+        raw = [fn(x[b], float(y[b]), *args, **kwargs) for b in range(len(x))]
+        outputs = [interface.outputs(result) for result in raw]
+        dtype = np.float32 if low_precision(raw) else float
+        loss = np.mean([loss for loss, _ in outputs]).astype(dtype)
+        grads = {name: np.mean([g[name] for _, g in outputs], axis=0).astype(dtype) for name in interface.shapes}
+        if interface.dict_form:
+            return loss, grads
+        return (loss, *(grads[name] for name in (*interface.positional, *interface.keywords)))
+
+    return batched
 
 
 def _signature_known(fn) -> bool:
@@ -781,7 +474,7 @@ def _signature_text(fn) -> str:
         return ""
 
 
-def _judge(d, interface: Interface, cases: list[Case], steps) -> Report:
+def _judge(d, interface: Interface, cases: list[Case], steps, strict: bool = False, float32: bool = False) -> Report:
     findings = [_loss_finding(cases)]
     for name, shape in interface.shapes.items():
         finding = Finding(name, shape, True)
@@ -806,8 +499,24 @@ def _judge(d, interface: Interface, cases: list[Case], steps) -> Report:
                     findings)
     if report.passed:
         return report
+    names = [f.parameter for f in findings[1:]]
+    if float32 and within_float32(cases, names) and all(
+            _loss_error(c.user_loss, c.exact_loss) <= RELATIVE32 for c in cases):
+        report.precision, report.strict = "float32", strict
+        if strict:
+            report.localisation = ("every entry is within float32's reach of the exact gradient and it computes in "
+                                   "float32: right formula, float32 precision (--strict grades at float64's tolerance)")
+        else:
+            for finding in findings:
+                finding.right, finding.entries, finding.failing_steps = True, [], []
+        return report
     report.localisation = _localise(findings, cases, steps)
     _name_mistakes(d, interface, cases, report)
+    if report.mistake is None:
+        wrong = [f.parameter for f in findings[1:] if not f.right]
+        report.diagnosis = diagnose(cases, wrong, [(c.user, c.exact) for c in cases]) if wrong else None
+        if report.diagnosis and ("factor" in report.diagnosis or "clipped" in report.diagnosis):
+            report.localisation = ""  # a scaled or clipped gradient is off in every case: time is not at fault
     return report
 
 
@@ -829,6 +538,10 @@ def _loss_finding(cases: list[Case]) -> Finding:
                     continue
                 finding.mistake = name
                 break
+        losses = [replace(c, user={"loss": np.array([c.user_loss])}, exact={"loss": np.array([c.exact_loss])})
+                  for c in cases]
+        if finding.mistake is None and constant_factor(losses, ["loss"]):
+            finding.mistake = "loss_scaled"
     return finding
 
 
@@ -864,10 +577,6 @@ def _localise(findings: list[Finding], cases: list[Case], steps) -> str:
     return (f"right for n = {_listed(right)}, wrong from n = {first}: the long-term terms are wrong from gap "
             f"{first - 1} on (a product of {first - 1} or more factors ∂s_k/∂s_(k−1)), as in BPTT truncated "
             f"to the last {first - 1} steps")
-
-
-def _listed(numbers) -> str:
-    return ", ".join(map(str, numbers))
 
 
 def _name_mistakes(d, interface: Interface, cases: list[Case], report: Report) -> None:
@@ -953,7 +662,8 @@ GRADE_WORDING = Wording(
 
 
 def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_and_grad", as_json=False,
-              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT, skip=None) -> int:
+              steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT, strict=False,
+              unbatched=False, skip=None) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
     The grading runs in one child process (``symbolic.verify.check.run_in_child``, as ``bptt check``): the file
@@ -971,7 +681,7 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
     timeout = _timeout(timeout)
     options = {"cell": os.fspath(cell) if isinstance(cell, os.PathLike) else cell, "activation": activation,
                "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
-               "seed": seed, "skip": skip}
+               "seed": seed, "strict": strict, "unbatched": unbatched, "skip": skip}
     descriptions = {"function": str(function), "cell": f"the cell file {cell} (its top-level code)"}
     result = run_in_child("symbolic.verify.grade:_grade_in_child", [str(path), options], str(path), timeout,
                           wording=GRADE_WORDING, descriptions=descriptions,
@@ -1013,7 +723,7 @@ def _grade_in_child(path: str, options: dict) -> dict:
     with Sandbox(path, function, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}) as sandbox:
         fn = sandbox.open()
         report = _grade(d, model, fn, hidden, steps, options["seed"], function, "--steps N",
-                        _cell_hint(path, d.cell.name))
+                        _cell_hint(path, d.cell.name), options.get("strict", False), options.get("unbatched", False))
     report.source = str(path)
     return {"passed": report.passed, "text": report.format(), "data": report.as_data()}
 

@@ -32,6 +32,9 @@ import numpy as np
 from ..errors import UsageError
 from .child import call_returns, call_starts, end_tree, ended_message
 
+#: A layer object as a forward/backward pair: its code runs in the driver (which imports nothing of bptt)
+#: and, for ``grade_pair`` in this process, as the module itself.
+LAYER = Path(__file__).with_name("layer_pair.py")
 #: Largest answer accepted from the driver (a gradient of the graded sizes is a few kilobytes).
 MAX_FRAME = 64 << 20
 #: Values of a returned tuple looked at (the interface has at most a handful).
@@ -62,12 +65,22 @@ def main():
     global np
     np = numpy
     function, answer = load(request["path"], request["function"], request["module"])
+    functions = {request["function"]: function}
+    if function is not None and request.get("layer"):  # a layer class: its forward and backward as a pair
+        functions |= dict(zip(("layer.forward", "layer.backward"), layer_pair(function, **request["layer"])))
+    if function is not None:
+        module = sys.modules[request["module"]]
+        answer["also"] = {}
+        for name in request.get("also", []):
+            value = getattr(module, name, None)
+            functions[name] = value
+            answer["also"][name] = describe(value) if hasattr(module, name) else None
     send(outbox, answer)
     while True:
         request = receive(inbox)
         if request is None:
             os._exit(0)
-        send(outbox, call(function, request))
+        send(outbox, call(functions.get(request.get("function"), function), request))
 
 
 def receive(fd):
@@ -122,16 +135,26 @@ def load(path, name, module_name):
     if not hasattr(module, name):
         return None, {"error": "missing", "functions": functions}
     function = getattr(module, name)
+    return function, describe(function)
+
+
+def describe(function):
+    import inspect
     answer = {"callable": callable(function), "type": type(function).__name__, "signature": None}
     try:
         parameters = inspect.signature(function).parameters.values()
         answer["signature"] = [[p.name, int(p.kind), p.default is not p.empty] for p in parameters]
     except (TypeError, ValueError):
         pass
-    return function, answer
+    return answer
+
+
+KEPT = {}
 
 
 def decode(value):
+    if isinstance(value, dict) and "handle" in value:
+        return KEPT[value["handle"]]
     if isinstance(value, dict) and "shape" in value:
         return np.array(value["data"], dtype=float).reshape(value["shape"])
     if isinstance(value, dict):
@@ -140,11 +163,17 @@ def decode(value):
 
 
 def call(function, request):
-    x, y = decode(request["x"]), decode(request["y"])
-    args = [decode(a) for a in request["args"]]
+    first = [] if "positional" in request else [decode(request["x"]), decode(request["y"])]
+    args = first + [decode(a) for a in request.get("positional", request.get("args", []))]
     kwargs = {k: decode(v) for k, v in request["kwargs"].items()}
     try:
-        result = function(x, y, *args, **kwargs)
+        result = function(*args, **kwargs)
+        keep = request.get("keep")
+        if keep is not None and isinstance(result, (tuple, list)) and len(result) > keep:
+            KEPT[len(KEPT)] = result[keep]  # a forward's cache stays here; the grader holds its number
+            encoded = encode(result)
+            encoded["items"][keep] = {"handle": len(KEPT) - 1}
+            return {"result": encoded}
         return {"result": encode(result)}
     except SystemExit as error:
         code = error.code if isinstance(error.code, (int, str, type(None))) else repr(error.code)
@@ -174,7 +203,10 @@ def array(value):
         a = np.asarray(value)
         kind = a.dtype.kind
         if kind in "biuf":
-            return {"array": a.astype(float).ravel().tolist(), "shape": list(a.shape)}
+            answer = {"array": a.astype(float).ravel().tolist(), "shape": list(a.shape)}
+            if a.dtype.name in ("float16", "float32"):
+                answer["dtype"] = a.dtype.name  # the precision it computed in, for the float32 diagnosis
+            return answer
         if kind == "c":
             return {"array": a.real.astype(float).ravel().tolist(), "imag": a.imag.astype(float).ravel().tolist(),
                     "shape": list(a.shape)}
@@ -182,6 +214,8 @@ def array(value):
     except Exception:
         return {"other": type(value).__name__}
 
+
+%(layer)s
 
 try:
     main()
@@ -217,21 +251,31 @@ class Sandbox:
     """The graded file's process. ``open()`` imports the file (its top-level code runs under the time
     limit) and returns the function as a callable proxy; ``close()`` ends the process and its own."""
 
-    def __init__(self, path, function: str, wording, errors: dict):
+    def __init__(self, path, function: str, wording, errors: dict, also: tuple = (), layer: dict | None = None):
         self.path, self.function, self.wording = Path(path), function, wording
         self.unusable = errors["FunctionUnusable"]
         self.process = None
+        #: further functions of the file (a backward beside its forward): name → Remote, after open()
+        self.also, self.others = tuple(also), {}
+        #: for a layer class: {"forward", "backward", "grads_from", "names"} (``LAYER``)
+        self.layer = layer
 
     def open(self):
         keep_private()  # the reference is computed in this process
-        command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c", _DRIVER, str(os.getpid())]
+        command = [sys.executable, *subprocess._args_from_interpreter_flags(), "-c",
+                   _DRIVER.replace("%(layer)s", LAYER.read_text(encoding="utf-8")), str(os.getpid())]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         module = "bptt_graded_" + __import__("hashlib").sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
         call_starts("import")
         answer = self._exchange({"sys_path": sys.path, "path": str(self.path), "function": self.function,
-                                 "module": module}, "its import (the top-level code)")
+                                 "module": module, "also": list(self.also), "layer": self.layer},
+                                "its import (the top-level code)")
         call_returns()
-        return self._function(answer)
+        primary = self._function(answer)
+        others = answer.get("also") if isinstance(answer.get("also"), dict) else {}
+        for name in self.also:
+            self.others[name] = self._function(others.get(name) or {"error": "missing", "functions": []}, name)
+        return primary
 
     def close(self) -> None:
         if self.process is None:
@@ -252,8 +296,8 @@ class Sandbox:
         self.close()
         return False
 
-    def _function(self, answer: dict):
-        path, name = self.path, self.function
+    def _function(self, answer: dict, name: str | None = None):
+        path, name = self.path, name or self.function
         error = answer.get("error")
         if error == "not_module":
             raise UsageError(f"{path} cannot be imported as a Python module: give a .py file")
@@ -269,12 +313,20 @@ class Sandbox:
             raise self.unusable(f"{path}: {name} is {answer.get('type')}, not a function")
         return Remote(self, name, _signature(answer.get("signature")))
 
+    def call_positional(self, name: str, args, keep: int | None = None):
+        """One call of ``name`` with these arguments (``Handle``s for kept values); ``keep``: the index of
+        a returned item that stays in the sandbox (a cache), returned as a ``Handle``."""
+        request = {"function": name, "positional": [_encode(a) for a in args], "kwargs": {}, "keep": keep}
+        return self._answer(self._exchange(request, name))
+
     def call(self, x, y, args, kwargs):
         """One call of the graded function: what it returned (numbers, dicts of them, ``Opaque``), or
         the exception it raised, re-raised here by name."""
         request = {"x": _encode(x), "y": _encode(y), "args": [_encode(a) for a in args],
                    "kwargs": {k: _encode(v) for k, v in kwargs.items()}}
-        answer = self._exchange(request, self.function)
+        return self._answer(self._exchange(request, self.function))
+
+    def _answer(self, answer: dict):
         if "exit" in answer:
             raise SystemExit(answer["exit"])
         if "raised" in answer:
@@ -353,7 +405,16 @@ def _signature(parameters):
         return None
 
 
+class Handle:
+    """A value that stays in the sandbox (a forward's cache), known here by its number."""
+
+    def __init__(self, number: int):
+        self.number = number
+
+
 def _encode(value):
+    if isinstance(value, Handle):
+        return {"handle": value.number}
     if isinstance(value, dict):
         return {"dict": {str(k): _encode(v) for k, v in value.items()}}
     if isinstance(value, np.ndarray):
@@ -380,6 +441,10 @@ def _decode_item(item, tampered):
         raise tampered()
     if "other" in item:
         return Opaque(item["other"], item.get("dtype"))
+    if "handle" in item:
+        if type(item["handle"]) is not int:
+            raise tampered()
+        return Handle(item["handle"])
     if "mapping" in item:
         if not isinstance(item["mapping"], dict):
             raise tampered()
@@ -394,7 +459,9 @@ def _decode_item(item, tampered):
     array = np.array(parts[0], dtype=float)
     if len(parts) > 1:
         array = array + 1j * np.array(parts[1], dtype=float)
-    return array.reshape(shape)
+    # float32 values are exact in float64: cast back, so the grader sees the precision computed in
+    return array.reshape(shape).astype(item["dtype"]) if item.get("dtype") in ("float16", "float32") else (
+        array.reshape(shape))
 
 
-__all__ = ["ChannelTampered", "ChildGone", "Opaque", "Remote", "Sandbox"]
+__all__ = ["ChannelTampered", "ChildGone", "Handle", "Opaque", "Remote", "Sandbox"]
