@@ -8,6 +8,10 @@ over arrays whose last axis is the unit (any leading axes: the batch, or none un
   maps stacked as one array, and what step t sends back to each state at t − 1 (Mᵀ δ(M s) one product
   per group). ``sums``: each per-unit parameter's term of the step.
 
+A cell that reads a state K steps back (``Layout.reads``) gets s_(t−K) in ``previous`` after the states at
+t − 1, and ``sent`` holds what step t sends to each s_(t−K) (``Layout.rings``) after what it sends to the
+states at t − 1; the drivers keep the windows of past states and the rings of pending δs.
+
 The drivers (templates/torch, templates/jax) run these over time and sum ∂L/∂M = Σ_t δ(M u)_t u_tᵀ per
 group once at the end. A subclass names the framework's array functions (``concatenate``, ``split``,
 ``zeros``) and its SymPy printer (``printer``); nothing here names a cell.
