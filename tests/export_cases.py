@@ -1,6 +1,8 @@
 """What tests/test_export_torch.py and test_export_jax.py share: the cells, the generated modules, and an
 independent reference, the cell's own equations (``Cell.equations``, not the engine's derivation)
-evaluated step by step in the framework, so that its autodiff gives the oracle's gradient."""
+evaluated step by step in the framework, so that its autodiff gives the oracle's gradient. A state read K
+steps back (``Cell.lag``) is looked up in the list of every state so far, s_0 the initial state and zeros
+before it, not through the derivation's layout."""
 
 from __future__ import annotations
 
@@ -19,12 +21,20 @@ from .conftest import ROOT
 #: The built-in cells and two users' cells (MGU: a map of a node, f ⊙ h; skip_copy: three states).
 CELLS = ("rnn", "lstm", "gru", str(ROOT / "docs" / "cells" / "mgu.py"), str(ROOT / "docs" / "cells" / "skip_copy.py"))
 IDS = ("rnn", "lstm", "gru", "mgu", "skip_copy")
+#: Cells reading a state K steps back: the skip RNN at K = 2, 3 (``skip:K``) and a user's cell reading
+#: h_(t−2) and h_(t−3) (gated_skip); each is run with n > K and n ≤ K steps (``LAGGED_STEPS``).
+LAGGED = ("skip:2", "skip:3", str(ROOT / "docs" / "cells" / "gated_skip.py"))
+LAGGED_IDS = ("skip2", "skip3", "gated_skip")
+LAGGED_STEPS = (2, 6)
 #: Small sizes: batch, steps, inputs, hidden.
 B, N, D, H = 2, 4, 3, 3
 
 
 def model(cell: str, activation: str = "tanh") -> Model:
-    return Model(steps=N, hidden=H, inputs=D, cell=cell, activation=activation, bias=cell == "rnn")
+    """``skip:K`` is the skip RNN with lag K."""
+    name, _, lag = cell.partition(":")
+    return Model(steps=N, hidden=H, inputs=D, cell=name, activation=activation, bias=cell == "rnn",
+                 skip=int(lag) if lag else None)
 
 
 @cache
@@ -52,11 +62,14 @@ def reference(cell: str, functions: dict, matmul, activation: str = "tanh"):
 
     def run(params, x, initial):
         states = dict(initial)
+        past = [states]   # s_0, s_1, …: s_(t−K) is past[t − K], zero before s_0
         output = []
         for x_t in x:
             known = {symbol: states[name] for name, symbol in spec.states.items()}
+            known |= {symbol: past[-lag][name] if lag <= len(past) else 0 * initial[name]
+                      for (name, lag), symbol in spec.lags.items()}
             known |= {sp.Symbol(name): params[name] for name in spec.vectors}
-            operands = {"x": x_t, **{str(symbol): states[name] for name, symbol in spec.states.items()}}
+            operands = {"x": x_t, **{str(symbol): value for symbol, value in known.items()}}
 
             def maps(operands=operands, known=known):
                 for application in spec.applications:
@@ -69,6 +82,7 @@ def reference(cell: str, functions: dict, matmul, activation: str = "tanh"):
                 operands[equation.name] = known[equation.symbol]
                 maps()
             states = {name: operands[_updater(spec, name)] for name in spec.states}
+            past.append(states)
             output.append(states[spec.output_state])
         return output, states
 

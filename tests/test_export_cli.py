@@ -1,5 +1,6 @@
 """``bptt codegen --target`` at the command line (issue 27): torch and JAX stay optional (a missing one is one
-line naming the extra), a lagged cell is refused in one line, and every framework module is ruff-clean."""
+line naming the extra), a lagged cell generates (its command line names --skip), and every framework module is
+ruff-clean."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import pytest
 
 from .conftest import ROOT, run_bptt
-from .export_cases import CELLS, IDS, model
+from .export_cases import CELLS, IDS, LAGGED, LAGGED_IDS, model
 from .test_check_hostile import one_line_error
 
 
@@ -44,7 +45,6 @@ def test_a_numpy_module_needs_neither_framework():
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["--cell", "skip", "--skip", "3", "--target", "torch"], "does not handle lagged states yet"),
     (["--cell", "gru", "--target", "tensorflow"], "unknown target 'tensorflow'"),
     (["--cell", "gru", "--target", "jax", "--backend", "numba"], "--backend numba is for --target numpy"),
     (["--cell", "lstm", "--target", "torch", "--mode", "unrolled"], "--mode unrolled is for --target numpy"),
@@ -54,7 +54,20 @@ def test_mistakes_are_one_line(argv, fragment):
 
 
 @pytest.mark.parametrize("target", ["torch", "jax"])
-@pytest.mark.parametrize("cell", CELLS, ids=IDS)
+def test_a_lagged_cell_generates_with_the_command_that_made_it(target, tmp_path):
+    """Once refused, now generated: the header's command line regenerates the same file (--skip kept)."""
+    argv = ["codegen", "--cell", "skip", "--skip", "3", "--target", target, "-o", "skip.py"]
+    assert run_bptt(*argv, cwd=tmp_path).returncode == 0
+    source = (tmp_path / "skip.py").read_text(encoding="utf-8")
+    assert 'LAGGED = (("o", 3),)' in source
+    header = source.splitlines()[1].removeprefix("#   bptt ").split()
+    assert header[:5] == argv[:5] and header[-2:] == ["-o", "skip.py"]
+    assert run_bptt(*header[:-1], "again.py", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "again.py").read_text(encoding="utf-8") == source.replace("-o skip.py", "-o again.py")
+
+
+@pytest.mark.parametrize("target", ["torch", "jax"])
+@pytest.mark.parametrize("cell", CELLS + LAGGED, ids=IDS + LAGGED_IDS)
 def test_framework_modules_are_ruff_clean(cell, target):
     from symbolic.codegen import generate_target
 

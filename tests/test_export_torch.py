@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .export_cases import CELLS, IDS, B, D, H, N, module, reference
+from .export_cases import CELLS, IDS, LAGGED, LAGGED_IDS, LAGGED_STEPS, B, D, H, N, module, reference
 
 if os.environ.get("CI"):
     import torch  # CI installs the extra: a missing PyTorch fails there instead of skipping
@@ -17,7 +17,7 @@ else:
 FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "exp": torch.exp}
 
 
-def _case(cell: str, dtype=torch.float64, seed: int = 0, activation: str = "tanh"):
+def _case(cell: str, dtype=torch.float64, seed: int = 0, activation: str = "tanh", steps: int = N):
     """The module, parameters, x (B, n, D) and initial states, all requiring gradients."""
     generated = module(cell, "torch", activation=activation)
     generator = torch.Generator().manual_seed(seed)
@@ -25,7 +25,7 @@ def _case(cell: str, dtype=torch.float64, seed: int = 0, activation: str = "tanh
     with torch.no_grad():
         for name in generated.PARAMS:
             getattr(layer, name).copy_(0.6 * torch.randn(getattr(layer, name).shape, generator=generator))
-    x = torch.randn(B, N, D, generator=generator, dtype=dtype).requires_grad_()
+    x = torch.randn(B, steps, D, generator=generator, dtype=dtype).requires_grad_()
     initial = {s: (0.5 * torch.randn(B, H, generator=generator, dtype=dtype)).requires_grad_()
                for s in generated.STATES}
     return generated, layer, x, initial
@@ -48,15 +48,15 @@ def _loss(output, final, weights):
     return total + sum((final[s] * weights[s]).sum() for s in final)
 
 
-def _weights(generated, dtype, seed=1):
+def _weights(generated, dtype, seed=1, steps=N):
     generator = torch.Generator().manual_seed(seed)
-    weights = {"output": torch.randn(B, N, H, generator=generator, dtype=dtype)}
+    weights = {"output": torch.randn(B, steps, H, generator=generator, dtype=dtype)}
     return weights | {s: torch.randn(B, H, generator=generator, dtype=dtype) for s in generated.STATES}
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)
-def test_gradcheck(cell):
-    generated, layer, x, initial = _case(cell)
+def test_gradcheck(cell, steps=N):
+    generated, layer, x, initial = _case(cell, steps=steps)
     params = [getattr(layer, name) for name in generated.PARAMS]
     states = len(generated.STATES)
 
@@ -66,10 +66,10 @@ def test_gradcheck(cell):
     assert torch.autograd.gradcheck(run, (x, *initial.values(), *params))
 
 
-def _compare(cell, dtype, tolerance, loss_of=_loss, activation="tanh"):
-    generated, layer, x, initial = _case(cell, dtype, activation=activation)
+def _compare(cell, dtype, tolerance, loss_of=_loss, activation="tanh", steps=N):
+    generated, layer, x, initial = _case(cell, dtype, activation=activation, steps=steps)
     tensors = [x, *initial.values(), *layer.parameters()]
-    weights = _weights(generated, dtype)
+    weights = _weights(generated, dtype, steps=steps)
     ours = _gradients(loss_of(*layer(x, initial), weights), tensors)
     # the oracle in float64 whatever the dtype under test
     wide = generated.Layer(D, H).double()
@@ -90,6 +90,35 @@ def _compare(cell, dtype, tolerance, loss_of=_loss, activation="tanh"):
 @pytest.mark.parametrize("cell", CELLS, ids=IDS)
 def test_equals_torch_autograd_of_the_equations(cell):
     _compare(cell, torch.float64, 1e-10)
+
+
+@pytest.mark.parametrize("steps", LAGGED_STEPS)
+@pytest.mark.parametrize("cell", LAGGED, ids=LAGGED_IDS)
+def test_lagged_cells_pass_gradcheck(cell, steps):
+    """s_(t−K) of a window, δ sent K steps back through a ring: n > K and n ≤ K (only s_0 and zeros read)."""
+    test_gradcheck(cell, steps)
+
+
+@pytest.mark.parametrize("steps", LAGGED_STEPS)
+@pytest.mark.parametrize("cell", LAGGED, ids=LAGGED_IDS)
+def test_lagged_cells_equal_torch_autograd_of_the_equations(cell, steps):
+    _compare(cell, torch.float64, 1e-10, steps=steps)
+
+
+def test_lagged_float32_within_its_reach():
+    _compare(LAGGED[-1], torch.float32, 1e-5, steps=LAGGED_STEPS[-1])
+
+
+def test_negative_control_a_lagged_cell_without_its_skip_gradient_is_caught():
+    """The module printed from a derivation that sends nothing K steps back fails gradcheck."""
+    generated = module("skip:3", "torch", "no_lag_path")
+    _, layer, x, initial = _case("skip:3", steps=6)
+    params = [getattr(layer, name) for name in generated.PARAMS]
+
+    def run(x, *rest):
+        return generated.Recurrence.apply(x.transpose(0, 1), *rest[:1], *rest[1:])
+
+    assert not torch.autograd.gradcheck(run, (x, *initial.values(), *params), raise_exception=False)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "identity"])

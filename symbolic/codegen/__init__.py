@@ -84,6 +84,8 @@ def resolve_target(target: str) -> str:
 def target_command(model: Model, target: str, output: str | None = None) -> str:
     """The command line that generates a framework module (any sequence length, H and D: no --steps)."""
     words = ["bptt", "codegen", "--cell", model.cell_argument]
+    if model.skip is not None:  # the skip cell's lag is an option
+        words += ["--skip", str(model.skip)]
     if not model.gated:
         words += ["--activation", model.activation] + (["--bias"] if model.bias else [])
     words += ["--target", target]
@@ -101,10 +103,6 @@ def generate_target(model: Model, target: str, output: str | None = None, deriva
 
     resolve_target(target)
     derivation = derivation or _derivation(model)
-    if derivation.lagged:   # the framework printers keep one previous state per step
-        reads = ", ".join(f"{state}_(t-{lag})" for state, lag in derivation.lagged)
-        raise UsageError(f"--target {target} does not handle lagged states yet (the cell reads {reads}): "
-                         "use --target numpy, whose modules do")
     printer = importlib.import_module(f".{target}_printer", __name__)
     context = printer.context(model, target_command(model, target, output), layout_of(derivation))
     source = format_python(render(target, "cell.py.j2", **context))

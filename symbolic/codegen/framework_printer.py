@@ -8,6 +8,10 @@ over arrays whose last axis is the unit (any leading axes: the batch, or none un
   maps stacked as one array, and what step t sends back to each state at t − 1 (Mᵀ δ(M s) one product
   per group). ``sums``: each per-unit parameter's term of the step.
 
+A cell that reads a state K steps back (``Layout.reads``) gets s_(t−K) in ``previous`` after the states at
+t − 1, and ``sent`` holds what step t sends to each s_(t−K) (``Layout.rings``) after what it sends to the
+states at t − 1; the drivers keep the windows of past states and the rings of pending δs.
+
 The drivers (templates/torch, templates/jax) run these over time and sum ∂L/∂M = Σ_t δ(M u)_t u_tᵀ per
 group once at the end. A subclass names the framework's array functions (``concatenate``, ``split``,
 ``zeros``) and its SymPy printer (``printer``); nothing here names a cell.
@@ -61,11 +65,12 @@ class FrameworkCellPrinter:
 
     def __init__(self, lay: Layout):
         d = self.d = lay.derivation
-        assert d.transpose and not d.lagged, "an exact derivation without lagged states"
+        assert d.transpose, "an exact derivation"
         self.lay = lay
         self.groups = lay.groups
         self.node_names = [node.name for node in d.nodes]
-        self.previous_names = [str(d.previous[state]) for state in d.states]
+        # what the step reads: s_(t−1) of each state, then its s_(t−K) (STATES' order without lags)
+        self.previous_names = list(lay.reads)
         self.incoming_names = [str(d.incoming[state]) for state in d.states]
         self.vectors = list(d.symbols["vectors"])
         self.saved = self._saved()
@@ -79,7 +84,7 @@ class FrameworkCellPrinter:
     def _backward_reads(self) -> set:
         d = self.d
         read = set()
-        for adjoint in (*d.adjoints, *d.sent.values()):
+        for adjoint in (*d.adjoints, *d.sent.values(), *d.sent_lagged.values()):
             read |= adjoint.expr.free_symbols
             read |= {delta for _, delta in adjoint.transposed}
         for terms in d.gradients.values():
@@ -165,11 +170,12 @@ class FrameworkCellPrinter:
             done.append(adjoint)
             stack_ready()
         sent = []
-        for state in d.states:
-            adjoint = d.sent[state]
+        # to each state at t − 1, then to each s_(t−K) in the order of the rings
+        for state, lag in [(state, 1) for state in d.states] + [(state, lag) for state, lag, _ in self.lay.rings]:
+            adjoint = d.sent_at(state, lag)
             terms = [self.code(adjoint.expr)] if adjoint.expr != 0 else []
             if adjoint.transposed:
-                terms.append(self._transposed(str(d.previous[state])))
+                terms.append(self._transposed(str(d.leaf(state, lag))))
             name = _local(adjoint.symbol)
             lines.append(f"{name} = {' + '.join(terms) if terms else self.zeros(self.previous_names[0])}")
             sent.append(name)
@@ -230,6 +236,10 @@ class FrameworkCellPrinter:
         assert all(g["owner"] is not None for g in groups), "a map whose δ is 0"
         return {
             "states": list(d.states),
+            "lagged": bool(lay.rings),
+            "reads": [f'("{state}", {lag})' for state, lag in lay.reads.values()],
+            "rings": [f'("{state}", {lag})' for state, lag, _ in lay.rings],
+            "depths": [max(d.lags[state]) for state in d.states],
             "output_index": list(d.states).index(d.output_state),
             "vectors": self.vectors,
             "groups": groups,
