@@ -65,10 +65,9 @@ def after_proof(passed: bool, text: str, make_document, args) -> int:
 def derivation_for(model):
     """The engine's derivation of ``model``'s cell (symbolic/engine/derivation.py), made once per command
     and handed to every stage that needs it (typeset, proof, codegen, analysis)."""
-    from ..cells import cell_of
-    from ..engine.derivation import derive_cell
+    from ..engine.derivation import derive_model
 
-    return derive_cell(cell_of(model))
+    return derive_model(model)
 
 
 def float_option(text, flag: str, positive: bool = False) -> float:

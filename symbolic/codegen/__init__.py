@@ -135,7 +135,7 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
              derivation=None, disk_cache: bool = True) -> str:
     """The source of the module for ``model`` (``output`` only names the file in the header). A cell's
     module is printed from ``derivation``, the engine's ``CellDerivation`` of ``model``'s cell, which
-    the caller derives once (``derive_cell(cell_of(model))``) and hands to every stage.
+    the caller derives once (``derive_model(model)`` in cli/common.py) and hands to every stage.
     ``disk_cache``: a Numba module's kernels are compiled with ``cache=True`` (False where no
     directory is writable)."""
     # SymPy, Jinja2 and the derivation are imported here, not with the package: a Numba module
@@ -165,10 +165,9 @@ def generate(model: Model, mode: str | None = None, output: str | None = None, b
 
 def _derivation(model: Model):
     """The derivation of ``model``'s cell, for a library caller that has none (``load(model)``)."""
-    from ..cells import cell_of
-    from ..engine.derivation import derive_cell
+    from ..engine.derivation import derive_model
 
-    return derive_cell(cell_of(model))
+    return derive_model(model)
 
 
 def _generate_cell(model: Model, mode: str, output: str | None, backend: str, derivation, disk_cache: bool) -> str:

@@ -340,6 +340,14 @@ def _gradients(cell: Cell, linears: tuple, vectors: dict, linear_delta: dict, th
     return gradients
 
 
+def derive_model(model) -> CellDerivation:
+    """The derivation of ``model``'s cell: what a command computes once and hands to every stage
+    (typeset, proof, codegen, analysis); library callers that bring none get it here too."""
+    from ..cells import cell_of
+
+    return derive_cell(cell_of(model))
+
+
 def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
     """The exact BPTT of ``cell`` (validated), per unit. ``local_partials`` (node → {u: ∂v/∂u})
     replaces the rule for the local partials: only the mutations use it."""

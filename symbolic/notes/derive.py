@@ -21,8 +21,7 @@ from functools import cached_property
 import sympy as sp
 
 from ..activations import sigmoid
-from ..cells import cell_of
-from ..engine.derivation import CellDerivation, derive_cell
+from ..engine.derivation import CellDerivation, derive_model
 from ..errors import UsageError
 from ..model import Model
 from .forms import (
@@ -64,7 +63,7 @@ class Derivation:
         # One generic step, read from the engine's derivation of the rnn cell at H = 1 (this class
         # is a view on it, not a second derivation): ∂o_t/∂o_{t−1}, f′(a_t) and ∂⁺o_t/∂w, written
         # with the output o_t; every timestep is an instance of these (linear in n).
-        self.engine = derive_cell(cell_of(model)) if engine is None else engine
+        self.engine = derive_model(model) if engine is None else engine
         self.step_derivative, self.step_jacobian, self.step_immediate_vector = _step_partials(self.engine, u)
         # The output: the engine's ∂L/∂z (z = w_o o_n, simplified for sigmoid + cross-entropy) times
         # ∂z/∂o_n = w_o, and ∂z/∂w_o = o_n.
