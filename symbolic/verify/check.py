@@ -51,6 +51,7 @@ from functools import partial
 import numpy as np
 
 from ..errors import UsageError
+from .check_float32 import FLOAT32_STENCIL, FLOAT64, Precision, computes_in_float32, float32
 from .check_points import (
     MAX_ENTRIES,
     Stencil,
@@ -61,7 +62,6 @@ from .check_points import (
     stencil_for,
     worse,
 )
-from .check_float32 import FLOAT32_STENCIL, FLOAT64, Precision, computes_in_float32, float32
 from .check_report import Report, format_report
 from .child import DEFAULT_TIMEOUT, guarded_call, run_in_child, short, time_limit
 from .interfaces import (
