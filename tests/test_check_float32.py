@@ -166,3 +166,29 @@ def test_float32_gradients_of_a_float64_loss_are_still_refused(tmp_path):
     result, report = checked(path)
     assert result.returncode == 1 and report["precision"] == "float64"
     assert any("float32" in problem and problem.startswith("W:") for problem in report["problems"])
+
+
+def test_the_float32_evidence_in_process():
+    """``computes_in_float32`` on losses written here: float32 throughout, float32 summed in float64, a
+    float64 one, and a float64 one rounded to float32 at the end (float32 numbers: float32's precision)."""
+    from symbolic.verify.check_float32 import computes_in_float32
+
+    rng = np.random.default_rng(1)
+    x, y, params = rng.normal(size=(3, 5, 2)), np.array([0.0, 1.0, 0.0]), {"w": rng.normal(size=(2,))}
+
+    def loss64(x, y, params):
+        return float(np.mean(np.tanh(x @ params["w"]) ** 2))
+
+    def loss32(x, y, params):
+        return np.mean(np.tanh(x.astype(np.float32) @ params["w"].astype(np.float32)) ** 2)
+
+    def summed64(x, y, params):
+        return float(np.mean(loss32(x, y, params), dtype=np.float64) + 0.1)
+
+    def rounded(x, y, params):
+        return float(np.float32(loss64(x, y, params)))
+
+    assert not computes_in_float32(loss64, (x, y, params))
+    assert computes_in_float32(loss32, (x, y, params))
+    assert computes_in_float32(summed64, (x, y, params))
+    assert computes_in_float32(rounded, (x, y, params))

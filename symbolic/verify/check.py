@@ -32,6 +32,11 @@ The inputs are random: one-hot and dense sequences, labels 0 and 1, weights of m
 batches around three labelled centres); for a non-analytic activation (ReLU) the positional modules'
 pre-activations are kept away from the kink, and a small step makes crossing one unlikely.
 
+A module whose loss computes in float32 (``symbolic.verify.check_float32``: it loses a move of the
+parameters below float32's resolution) may return float32 gradients; they are compared with its loss's
+five-point finite differences at a step and tolerance within float32's reach ("right formula, float32
+precision"), or at float64's tolerances with ``strict`` (``bptt check --strict``).
+
 The module's interfaces and test points are ``symbolic.verify.interfaces`` (one adapter, shared with
 ``bptt train``), the numerical derivatives ``symbolic.verify.check_points``, the report's text
 ``symbolic.verify.check_report``. ``check_module`` runs in the calling process. ``run_check`` (the command) runs the module in a child

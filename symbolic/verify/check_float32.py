@@ -54,7 +54,8 @@ def float32(strict: bool) -> Precision:
 def computes_in_float32(loss, case, seed: int = 0) -> bool:
     """Whether ``loss`` at ``case`` = (x, y, params) loses a move of every parameter far below float32's
     resolution (``grade_diagnoses.PROBE``): a float64 loss changes in proportion to the move (t = 1, 2,
-    −1), a float32 one not at all or by whole ulps. A loss that returns no number is not judged here."""
+    −1), a float32 one not at all or by whole ulps, and its values are float32 numbers. A loss that
+    returns no number is not judged here."""
     x, y, params = case
     moved = probed(params, seed)
     base = {name: np.asarray(value, dtype=float) for name, value in params.items()}
@@ -64,14 +65,18 @@ def computes_in_float32(loss, case, seed: int = 0) -> bool:
         return float(number(loss(x, y, point), "loss"))
 
     try:
-        start = at(0.0)
-        one, two, back = (at(t) - start for t in (1.0, 2.0, -1.0))
+        values = [at(t) for t in (0.0, 1.0, 2.0, -1.0)]
     except (Wrong, TypeError, ValueError):
         return False
-    if not np.isfinite([start, one, two, back]).all():
+    if not np.isfinite(values).all():
         return False
+    start = values[0]
+    one, two, back = (value - start for value in values[1:])
     linear = one != 0 and abs(two - 2 * one) <= 2e-2 * abs(one) and abs(back + one) <= 1e-2 * abs(one)
-    return not linear
+    # and the evidence of float32 itself, so that a float64 loss too flat to follow the move is not
+    # judged at float32's tolerance: float32 numbers (a float64 one is one with chance 2⁻²⁹), or no change
+    rounded = all(float(np.float32(value)) == value for value in values)
+    return not linear and (rounded or one == two == back == 0)
 
 
 def verdict(precision: Precision, passed: bool, tolerance: float) -> str:
