@@ -196,6 +196,8 @@ def _check_parser(commands) -> None:
         help="time limit for each call into the module (its import, loss, loss_and_grad), after which the "
         "check stops with exit 2 (default: 60; a Numba module compiles on its first call)",
     )
+    check.add_argument("--strict", action="store_true",
+                       help="judge a module that computes in float32 at float64's tolerances (exit 1)")
     check.set_defaults(handler=verify.check)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 def check(args) -> int:
     from ..verify.check import run_check
 
-    return run_check(args.module, as_json=args.json, seed=args.seed, timeout=args.timeout)
+    return run_check(args.module, as_json=args.json, seed=args.seed, timeout=args.timeout, strict=args.strict)
 
 def grade(args) -> int:
     from ..verify.grade import run_grade

@@ -32,6 +32,11 @@ The inputs are random: one-hot and dense sequences, labels 0 and 1, weights of m
 batches around three labelled centres); for a non-analytic activation (ReLU) the positional modules'
 pre-activations are kept away from the kink, and a small step makes crossing one unlikely.
 
+A module whose loss computes in float32 (``symbolic.verify.check_float32``: it loses a move of the
+parameters below float32's resolution) may return float32 gradients; they are compared with its loss's
+five-point finite differences at a step and tolerance within float32's reach ("right formula, float32
+precision"), or at float64's tolerances with ``strict`` (``bptt check --strict``).
+
 The module's interfaces and test points are ``symbolic.verify.interfaces`` (one adapter, shared with
 ``bptt train``), the numerical derivatives ``symbolic.verify.check_points``, the report's text
 ``symbolic.verify.check_report``. ``check_module`` runs in the calling process. ``run_check`` (the command) runs the module in a child
@@ -51,6 +56,7 @@ from functools import partial
 import numpy as np
 
 from ..errors import UsageError
+from .check_float32 import FLOAT32_STENCIL, FLOAT64, Precision, computes_in_float32, float32
 from .check_points import (
     MAX_ENTRIES,
     Stencil,
@@ -122,9 +128,10 @@ class _Problems:
         ]
 
 
-def _result(interface: Interface, x, y, params, problems: _Problems) -> tuple | None:
+def _result(interface: Interface, x, y, params, problems: _Problems, precision: Precision = FLOAT64) -> tuple | None:
     """``loss_and_grad`` at one point, validated: (loss, parameter name → float64 gradient) with the
-    gradients that can be compared; None when the result has not even the interface's structure."""
+    gradients that can be compared; None when the result has not even the interface's structure. A
+    module that computes in float32 (``precision``) may return float32 gradients."""
     names = list(interface.shapes)
     try:
         loss, raw = interface.loss_and_grad(x, y, params)
@@ -137,7 +144,7 @@ def _result(interface: Interface, x, y, params, problems: _Problems) -> tuple | 
     else:
         try:
             value = number(interface.loss(x, y, params), "loss")
-            if not abs(value - loss) <= 1e-8 * max(1.0, abs(value)):
+            if not abs(value - loss) <= precision.loss * max(1.0, abs(value)):
                 message = (
                     f"loss: loss_and_grad returns the loss {loss!r}, loss returns {value!r} at the same point"
                 )
@@ -149,13 +156,13 @@ def _result(interface: Interface, x, y, params, problems: _Problems) -> tuple | 
         try:
             if name not in raw:
                 raise Wrong("missing", f"{name}: loss_and_grad returns no gradient for it", [name])
-            gradients[name] = gradient_array(name, raw[name], shape)
+            gradients[name] = gradient_array(name, raw[name], shape, precision.float32)
         except Wrong as wrong:
             problems.add(wrong, [name])
     return loss, gradients
 
 
-def _parts(interface: Interface, x, y, params, loss, problems: _Problems) -> dict:
+def _parts(interface: Interface, x, y, params, loss, problems: _Problems, precision: Precision = FLOAT64) -> dict:
     """Parameter name → (compare all, the gradient the module gives the batch in parts of BASE_BATCH
     sequences, combined as its loss combines them: their mean, or their sum). The parts take the narrow
     path, which the base cases compare with finite differences; for a ReLU module at a wide batch,
@@ -164,11 +171,11 @@ def _parts(interface: Interface, x, y, params, loss, problems: _Problems) -> dic
     results = []
     for start in range(0, batch, BASE_BATCH):
         part = slice(start, start + BASE_BATCH)
-        result = _result(interface, x[part], y[part], params, problems)
+        result = _result(interface, x[part], y[part], params, problems, precision)
         if result is None or set(result[1]) != set(interface.shapes):
             return {}
         results.append((x[part].shape[0], *result))
-    weights = _combination(loss, [(size, part_loss) for size, part_loss, _ in results], problems)
+    weights = _combination(loss, [(size, part_loss) for size, part_loss, _ in results], problems, precision.loss / 10)
     if weights is None:
         return {}
     return {
@@ -177,22 +184,22 @@ def _parts(interface: Interface, x, y, params, loss, problems: _Problems) -> dic
     }
 
 
-def _combination(loss, parts, problems: _Problems) -> list[float] | None:
+def _combination(loss, parts, problems: _Problems, tolerance: float = 1e-9) -> list[float] | None:
     """How the loss of a batch combines its parts' (size, loss): the weights of their mean, or of their
     sum; None (and a problem) when it is neither, as when a wide path computes another forward pass."""
     batch = sum(size for size, _ in parts)
     mean = sum(size * part_loss for size, part_loss in parts) / batch
     total = sum(part_loss for _, part_loss in parts)
-    if abs(loss - mean) <= 1e-9 * max(1.0, abs(mean)):
+    if abs(loss - mean) <= tolerance * max(1.0, abs(mean)):
         return [size / batch for size, _ in parts]
-    if abs(loss - total) <= 1e-9 * max(1.0, abs(total)):
+    if abs(loss - total) <= tolerance * max(1.0, abs(total)):
         return [1.0] * len(parts)
     problems.add(Wrong("loss", f"loss: the loss of {batch} sequences ({loss!r}) is neither the mean ({mean!r}) "
                                 "nor the sum of the losses of its parts of 3 (their narrow path)"), ["loss"])
     return None
 
 
-def _loss_parts(interface: Interface, x, y, params, loss, problems: _Problems) -> None:
+def _loss_parts(interface: Interface, x, y, params, loss, problems: _Problems, precision: Precision = FLOAT64) -> None:
     """A wide batch's loss against its parts' of BASE_BATCH sequences (the narrow path): a forward pass
     that is wrong only on a wide path gives a gradient that matches its own wrong loss, so no comparison
     of gradients sees it."""
@@ -204,25 +211,25 @@ def _loss_parts(interface: Interface, x, y, params, loss, problems: _Problems) -
         except Wrong as wrong:
             problems.add(wrong, ["loss"])
             return
-    _combination(loss, parts, problems)
+    _combination(loss, parts, problems, precision.loss / 10)
 
 
 def _check_case(interface: Interface, stencil: Stencil, case, methods, rng, report: Report, problems: _Problems,
-                limit: int = MAX_ENTRIES) -> dict:
+                limit: int = MAX_ENTRIES, precision: Precision = FLOAT64) -> dict:
     """Compare one test point, finite differences with ``stencil``; method → the worst relative error
     found there (absent: none compared)."""
     x, y, params = case
     here = {}
-    result = _result(interface, x, y, params, problems)
+    result = _result(interface, x, y, params, problems, precision)
     if result is None:
         return here
     loss, gradients = result
     if x.shape[0] > BASE_BATCH and "sub-batches" not in methods and np.isfinite(loss):
-        _loss_parts(interface, x, y, params, loss, problems)
+        _loss_parts(interface, x, y, params, loss, problems, precision)
     for method in methods:
         estimates = {}
         if method == "sub-batches":
-            estimates = _parts(interface, x, y, params, loss, problems)
+            estimates = _parts(interface, x, y, params, loss, problems, precision)
         draws = {}  # the generator's state before each parameter's draw, to redraw the same entries
         for name in [] if method == "sub-batches" else interface.shapes:
             try:
@@ -240,13 +247,13 @@ def _check_case(interface: Interface, stencil: Stencil, case, methods, rng, repo
         if method == "finite differences":
             # and never below what the stencil's own rounding can resolve: every gradient can be tiny
             # at once (a saturated ŷ, 30 nested activations), under the loss's rounding ε·L/h
-            noise = FD_NOISE * np.finfo(float).eps * max(1.0, abs(loss)) / stencil.step
-            floor = max(floor, noise / TOLERANCES["finite differences"])
+            noise = FD_NOISE * precision.eps * max(1.0, abs(loss)) / stencil.step
+            floor = max(floor, noise / precision.reach)
         for name, (project, want) in estimates.items():
             if name not in gradients:
                 continue
             error = relative(project(gradients[name].reshape(-1)), want, floor or 1e-8)
-            if method == "finite differences" and not error <= TOLERANCES[method]:
+            if method == "finite differences" and not error <= TOLERANCES[method] and not precision.float32:
                 error, unresolved = _finer(interface, stencil, case, name, gradients[name], draws[name], floor,
                                            limit, (error, want))
                 if unresolved:
@@ -358,9 +365,12 @@ def _too_large(interface, probe) -> bool:
 
 
 
-def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
+def check_module(module, path: str = "<module>", seed: int = 0, strict: bool = False) -> Report:
     """Compare ``module.loss_and_grad`` with the numerical gradients on random inputs, at every width and
     length in ``_probes`` (B = 1 included, and every code path the module declares).
+
+    A module whose loss computes in float32 (``check_float32``) is compared with finite differences
+    within float32's reach, or at float64's tolerances with ``strict``.
 
     Runs in this process with no time limit (``run_check`` adds one). Whatever the module raises is a
     ``UsageError``; whatever it returns that cannot be compared fails the report, named in
@@ -368,22 +378,32 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
     """
     require_interface(module, path)
     name, analytic, reason = analytic_of(module, path)
-    methods = ["finite differences"] + (["complex step"] if analytic else ["sub-batches"])
     rng = np.random.default_rng(seed)
     interface = adapt(module, path, analytic=analytic, seed=seed, call=partial(guarded_call, path))
     names = interface.names
+    # its own draw, so that the test points of a float64 module stay those of every other check
+    first = next(iter(interface.cases(np.random.default_rng([seed, 32]), BASE_BATCH, interface.steps, 1)))
+    precision = float32(strict) if computes_in_float32(interface.loss, first, seed) else FLOAT64
+    methods = ["finite differences"] + (["complex step"] if analytic and not precision.float32 else [])
+    methods += [] if analytic else ["sub-batches"]
+    tolerances = {method: TOLERANCES[method] for method in methods}
+    if precision.float32 and not strict:
+        tolerances = dict.fromkeys(methods, precision.reach)
     report = Report(
         path=str(path),
         activation=name,
         steps=interface.steps,
         cases=0,
-        tolerances={method: TOLERANCES[method] for method in methods},
+        tolerances=tolerances,
         errors={method: dict.fromkeys(names) for method in methods},
         compared={method: dict.fromkeys(names, 0) for method in methods},
     )
     report.hidden, report.bias, report.cell = interface.hidden, interface.bias, interface.cell
+    report.precision, report.strict = precision.name, strict
     if not analytic:
         report.skipped["complex step"] = reason + "; wide batches are compared with their sub-batches"
+    elif precision.float32:
+        report.skipped["complex step"] = "the module computes in float32, which drops the imaginary step"
     problems = _Problems()
     for probe in _probes(module, path, interface):
         _fit(interface, probe)
@@ -391,13 +411,13 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
             report.skipped[f"{probe['batch']} × {probe['steps']}"] = f"{probe['path']}: too large to check here"
             continue
         base = probe["entries"] == MAX_ENTRIES
-        stencil = stencil_for(interface.kind, analytic, wide=not base)
+        stencil = FLOAT32_STENCIL if precision.float32 else stencil_for(interface.kind, analytic, wide=not base)
         here = methods
         if not analytic:  # finite differences at a wide batch would straddle some kink of f
             here = ["finite differences"] if base or probe["batch"] <= BASE_BATCH else ["sub-batches"]
         for case in interface.cases(rng, probe["batch"], probe["steps"], probe["cases"]):
             report.cases += 1
-            found = _check_case(interface, stencil, case, here, rng, report, problems, probe["entries"])
+            found = _check_case(interface, stencil, case, here, rng, report, problems, probe["entries"], precision)
             for method, error in found.items():
                 probe["errors"][method] = worse(probe["errors"].get(method), error)
         report.paths.append({key: value for key, value in probe.items() if key not in ("entries", "free")})
@@ -413,17 +433,17 @@ def check_module(module, path: str = "<module>", seed: int = 0) -> Report:
 # -- the command ---------------------------------------------------------------------------------------
 
 
-def _check_in_child(path: str, seed: int) -> dict:
+def _check_in_child(path: str, seed: int, strict: bool = False) -> dict:
     """``bptt check``'s work in the child of ``run_in_child``: the report as data."""
     with np.errstate(all="ignore"):
-        report = check_module(load_module(path), path, seed)
+        report = check_module(load_module(path), path, seed, strict)
     return {**asdict(report), "passed": report.passed}
 
 
-def _run_child(path: str, seed: int, timeout: float) -> Report:
+def _run_child(path: str, seed: int, timeout: float, strict: bool = False) -> Report:
     """Run ``check_module`` on ``path`` in a child process; each call into the module ends within
     ``timeout`` seconds or the check ends with a ``UsageError``."""
-    result = run_in_child("symbolic.verify.check:_check_in_child", [path, seed], path, timeout)
+    result = run_in_child("symbolic.verify.check:_check_in_child", [path, seed, strict], path, timeout)
     fields = {key: value for key, value in result.items() if key != "passed"}
     return Report(**fields)
 
@@ -438,15 +458,16 @@ def _seed(seed) -> int:
     return value
 
 
-def run_check(path, as_json: bool = False, seed=0, timeout=DEFAULT_TIMEOUT) -> int:
+def run_check(path, as_json: bool = False, seed=0, timeout=DEFAULT_TIMEOUT, strict: bool = False) -> int:
     """``bptt check``: print the worst relative error per parameter and method; 0 if all pass, 1 if not.
 
     The module runs in a child process: it is imported (its top-level code runs) and each call into it
     must return within ``timeout`` seconds. A module that raises, exits, crashes or hangs is a
-    ``UsageError`` (exit 2); one that returns wrong or uncomparable gradients fails (1).
+    ``UsageError`` (exit 2); one that returns wrong or uncomparable gradients fails (1); ``strict`` judges
+    a module that computes in float32 at float64's tolerances.
     """
     seed, timeout = _seed(seed), _timeout(timeout)
-    report = _run_child(str(path), seed, timeout)
+    report = _run_child(str(path), seed, timeout, bool(strict))
     if as_json:
         print(json.dumps({**asdict(report), "passed": report.passed}, indent=2, sort_keys=True))
     else:

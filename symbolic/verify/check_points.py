@@ -82,8 +82,9 @@ def _not_finite(name: str, value: np.ndarray, what: str) -> Wrong | None:
     return Wrong("finite", f"{name}: {what} is {kinds}{where}", [name])
 
 
-def gradient_array(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
-    """The gradient ``value`` as a float64 array of ``shape``; ``Wrong`` naming what is wrong with it."""
+def gradient_array(name: str, value, shape: tuple[int, ...], float32: bool = False) -> np.ndarray:
+    """The gradient ``value`` as a float64 array of ``shape``; ``Wrong`` naming what is wrong with it.
+    ``float32``: the module computes in float32, so float32 gradients are its own precision."""
     scalar_types = (float, np.floating, np.integer, np.complexfloating, int, complex)
     if isinstance(value, np.ndarray):
         array = value
@@ -103,7 +104,7 @@ def gradient_array(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
         raise Wrong(
             "dtype", f"{name}: the gradient is complex ({array.dtype}) although every input was real", [name]
         )
-    if array.dtype.kind != "f" or array.dtype.itemsize < 8:
+    if array.dtype.kind != "f" or array.dtype.itemsize < (4 if float32 else 8):
         raise Wrong("dtype", f"{name}: the gradient has dtype {array.dtype}, not float64", [name])
     if array.shape != shape:
         raise Wrong("shape", f"{name}: the gradient has shape {array.shape}, the parameter {shape}", [name])

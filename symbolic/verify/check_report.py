@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .check_float32 import float32, verdict
+
 #: The notes' parameters, the columns of a report that names none.
 PARAMETERS = ("w_i", "w_h", "w_o")
 
@@ -33,6 +35,10 @@ class Report:
     #: the calls made, one per code path reached: {"path", "batch", "steps", "cases", "error"}, error the
     #: worst relative error over every parameter and method at that width and length (None: not compared)
     paths: list = field(default_factory=list)
+    #: "float32" when the module computes in float32 (``check_float32``); ``strict``: judged at float64's
+    #: tolerances anyway
+    precision: str = "float64"
+    strict: bool = False
 
     @property
     def passed(self) -> bool:
@@ -51,6 +57,8 @@ class Report:
 
 
 def _failed_line(report: Report) -> str:
+    if report.precision == "float32" and not report.problems:
+        return verdict(float32(report.strict), report.passed, next(iter(report.tolerances.values()), 0.0))
     if report.passed:
         return "passed"
     if report.problems:
