@@ -35,6 +35,7 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS, sigmoid
 from ..cells.spec import FUNCTIONS, Cell
+from ..outputs import Outputs
 
 #: Digits of the high-precision evaluation.
 DIGITS = 60
@@ -110,6 +111,9 @@ class CellDerivation:
     lagged: dict = field(default_factory=dict)
     #: (state name, K ≥ 2) → δs_(t−K), the Adjoint step t sends K steps back (received by δs_in at t − K)
     sent_lagged: dict = field(default_factory=dict)
+    #: the output side (``symbolic.outputs``): at every step the readout's error W_yᵀ e_t joins δs_in of
+    #: the output state, beside what step t + 1 sends (the per-unit recursion is the same)
+    outputs: Outputs = field(default_factory=Outputs)
 
     # -- what stages read ----------------------------------------------------------------------------
 
@@ -123,7 +127,12 @@ class CellDerivation:
 
     @property
     def parameters(self) -> dict:
-        return self.cell.parameters
+        """Parameter name → shape in "H"/"D"/"K": the cell's, the readout (K, H) and its bias (K,) for softmax."""
+        shapes = dict(self.cell.parameters)
+        shapes[self.cell.readout] = self.outputs.readout_shape()
+        if self.cell.readout_bias:
+            shapes[self.cell.readout_bias] = self.outputs.bias_shape()
+        return shapes
 
     @property
     def lags(self) -> dict:
@@ -152,7 +161,7 @@ class CellDerivation:
 
     def shapes(self, hidden: int, inputs: int) -> dict[str, tuple[int, ...]]:
         """Parameter name → shape for hidden size H and input size D."""
-        sizes = {"H": hidden, "D": inputs}
+        sizes = {"H": hidden, "D": inputs, "K": self.outputs.classes}
         return {name: tuple(sizes[s] for s in shape) for name, shape in self.parameters.items()}
 
     @cached_property
@@ -340,9 +349,11 @@ def _gradients(cell: Cell, linears: tuple, vectors: dict, linear_delta: dict, th
     return gradients
 
 
-def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
-    """The exact BPTT of ``cell`` (validated), per unit. ``local_partials`` (node → {u: ∂v/∂u})
-    replaces the rule for the local partials: only the mutations use it."""
+def derive_cell(cell: Cell, local_partials=None, outputs: Outputs | None = None) -> CellDerivation:
+    """The exact BPTT of ``cell`` (validated), per unit, with the readout and loss of ``outputs`` (the
+    notes' σ and binary cross-entropy after the last step by default). ``local_partials`` (node →
+    {u: ∂v/∂u}) replaces the rule for the local partials: only the mutations use it."""
+    outputs = outputs or Outputs()
     cell.validate()
     nodes = _normalise(cell)
     partials = {node.name: (local_partials or _partials)(node) for node in nodes}
@@ -405,8 +416,7 @@ def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
     gradients = _gradients(cell, linears, vectors, linear_delta, through_users)
 
     z, y, y_hat = sp.Symbol("z"), sp.Symbol("y"), sp.Symbol("y_hat")
-    loss_of_logit = -y * sp.log(sigmoid(z)) - (1 - y) * sp.log(1 - sigmoid(z))
-    output_factor = sp.expand(sp.diff(loss_of_logit, z).xreplace({sigmoid(z): y_hat}))
+    loss_of_logit, output_factor = _loss_terms(outputs.loss, z, y, y_hat)
 
     symbols = {"z": z, "y": y, "y_hat": y_hat, "delta": delta, "vectors": vectors,
                "value": dict(value), "linear_delta": dict(linear_delta)}
@@ -414,8 +424,24 @@ def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
         cell=cell, nodes=tuple(nodes), linears=linears, previous=previous, partials=partials,
         incoming=incoming, adjoints=tuple(adjoints), sent=sent, gradients=gradients,
         output_factor=output_factor, loss_of_logit=loss_of_logit, symbols=symbols,
-        lagged=dict(cell.lags), sent_lagged=sent_lagged,
+        lagged=dict(cell.lags), sent_lagged=sent_lagged, outputs=outputs,
     )
+
+
+def _loss_terms(loss: str, z, y, y_hat) -> tuple:
+    """The loss of one logit z and ∂ℓ/∂z by sp.diff, written with ŷ and y: bce ŷ − y (ŷ = σ(z)); softmax
+    ŷ_k − y_k per class (y_k the one-hot entry [y = k], the sum taken at K = 2, where z is z_1); mse
+    2 (ŷ − y) (ŷ = z)."""
+    if loss == "bce":
+        loss_of_logit = -y * sp.log(sigmoid(z)) - (1 - y) * sp.log(1 - sigmoid(z))
+        return loss_of_logit, sp.expand(sp.diff(loss_of_logit, z).xreplace({sigmoid(z): y_hat}))
+    if loss == "softmax":
+        other = sp.Symbol("z_2")
+        loss_of_logit = sp.log(sp.exp(z) + sp.exp(other)) - y * z - (1 - y) * other
+        softmax = sp.exp(z) / (sp.exp(z) + sp.exp(other))
+        return loss_of_logit, sp.expand(sp.diff(loss_of_logit, z).xreplace({softmax: y_hat}))
+    loss_of_logit = (z - y) ** 2
+    return loss_of_logit, sp.expand(sp.diff(loss_of_logit, z).xreplace({z: y_hat}))
 
 
 # -- mutations: the classic wrong BPTTs ---------------------------------------------------------------
@@ -489,7 +515,7 @@ def _rederived(d: CellDerivation, rules: dict, mutation: str) -> CellDerivation:
     def patched(node):
         return {symbol: rules.get((node.name, symbol), partial) for symbol, partial in _partials(node).items()}
 
-    return replace(derive_cell(d.cell, local_partials=patched), mutation=mutation)
+    return replace(derive_cell(d.cell, local_partials=patched, outputs=d.outputs), mutation=mutation)
 
 
 # -- numerical evaluation: the reference implementation ---------------------------------------------
@@ -507,19 +533,21 @@ class Values:
         return float(self.loss), {name: np.asarray(value, dtype=float) for name, value in self.gradients.items()}
 
 
-def evaluate(d: CellDerivation, params: dict, x, y, digits: int | None = None) -> Values:
+def evaluate(d: CellDerivation, params: dict, x, y, digits: int | None = None, mask=None) -> Values:
     """Loss and gradients by the derived recursion: float64 NumPy, or mpmath at ``digits`` digits.
 
     ``params``: name → array of the shapes for some H (read from the readout weight) and D (from x);
-    ``x``: (B, n, D) or (n, D); ``y``: (B,) or a number. Exact inputs (ints, Fractions, SymPy rationals)
-    are converted exactly in the mpmath mode.
+    ``x``: (B, n, D) or (n, D); ``y``: (B,) or a number for a readout after the last step, (B, n) for
+    one after every step (class indices for softmax); ``mask``: (B, n) of 0/1 for a readout after every
+    step (a masked step adds no loss). Exact inputs (ints, Fractions, SymPy rationals) are converted
+    exactly in the mpmath mode.
     """
     if digits is None:
-        return _evaluate(d, params, x, y, _Float64())
+        return _evaluate(d, params, x, y, _Float64(), mask)
     import mpmath
 
     with mpmath.workdps(digits):
-        return _evaluate(d, params, x, y, _Mpmath())
+        return _evaluate(d, params, x, y, _Mpmath(), mask)
 
 
 def _plain(arguments, expr):
@@ -549,6 +577,14 @@ class _Float64:
 
     def sigmoid(self, z):
         return _np_sigmoid(z)
+
+    def softmax(self, z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def softmax_loss(self, z, classes):
+        top = z.max(axis=1)
+        return top + np.log(np.exp(z - top[:, np.newaxis]).sum(axis=1)) - z[np.arange(len(classes)), classes]
 
 
 class _Mpmath:
@@ -593,6 +629,18 @@ class _Mpmath:
 
         return np.frompyfunc(lambda v: 1 / (1 + mpmath.exp(-v)), 1, 1)(z)
 
+    def softmax(self, z):
+        import mpmath
+
+        e = np.frompyfunc(mpmath.exp, 1, 1)(z)
+        return e / e.sum(axis=1)[:, np.newaxis]
+
+    def softmax_loss(self, z, classes):
+        import mpmath
+
+        return np.array([mpmath.log(sum(mpmath.exp(v) for v in row)) - row[k] for row, k in zip(z, classes)],
+                        dtype=object)
+
 
 def _np_sigmoid(z):
     z = np.asarray(z)
@@ -621,7 +669,7 @@ def forward_values(d: CellDerivation, params: dict, x) -> tuple[list, dict]:
     """The forward recursion in float64: per step t = 1..n a dict symbol → (B, H) value (every node,
     linear map, previous state and per-unit parameter of the step), and state → [s_0, …, s_n]."""
     numbers = _Float64()
-    p = {name: numbers.array(params[name]) for name in d.cell.parameters}
+    p = {name: numbers.array(params[name]) for name in d.parameters}
     x = numbers.array(x)
     if x.ndim == 2:
         x = x[np.newaxis]
@@ -630,7 +678,7 @@ def forward_values(d: CellDerivation, params: dict, x) -> tuple[list, dict]:
 
 def _forward(d: CellDerivation, p: dict, x, numbers) -> tuple[list, dict]:
     batch, steps, _ = x.shape
-    hidden = p[d.cell.readout].shape[0]
+    hidden = p[d.cell.readout].shape[-1]
     node_functions = {node.name: numbers.function(sorted(node.expr.free_symbols, key=str), node.expr)
                       for node in d.nodes}
     node_arguments = {node.name: sorted(node.expr.free_symbols, key=str) for node in d.nodes}
@@ -662,28 +710,72 @@ def _forward(d: CellDerivation, p: dict, x, numbers) -> tuple[list, dict]:
     return history, states
 
 
-def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
+def _readout(d: CellDerivation, p: dict, outputs: list, y, mask, numbers, gradients: dict, received: list):
+    """The readout at every step it is read (the last, or each): adds its loss, its weight's gradient
+    and W_yᵀ e_t to ``received[t]`` (what δs_t receives), e_t = ∂ℓ_t/∂z_t times the step's mask.
+    Returns (the summed loss, the divisor of the reduction: B, or the unmasked steps for "all")."""
+    cell, spec = d.cell, d.outputs
+    batch, steps = outputs[0].shape[0], len(outputs) - 1
+    y = np.asarray(y, dtype=object)
+    y = y.reshape(batch, steps) if spec.every else np.atleast_1d(y)
+    weights = None if mask is None else numbers.array(np.asarray(mask, dtype=object))
+    residual_of = numbers.function([d.symbols["y_hat"], d.symbols["y"]], d.output_factor)
+    total = 0
+    for t in range(1, steps + 1) if spec.every else (steps,):
+        s = outputs[t]
+        labels = y[:, t - 1] if spec.every else y
+        weight = None if weights is None else weights[:, t - 1]
+        if spec.loss == "softmax":
+            z = s @ p[cell.readout].T
+            if cell.readout_bias:
+                z = z + p[cell.readout_bias]
+            classes = [int(label) for label in labels]
+            onehot = numbers.array(np.eye(z.shape[1], dtype=int)[classes])
+            losses = numbers.softmax_loss(z, classes)
+            residual = residual_of(numbers.softmax(z), onehot)
+        else:
+            z = s @ p[cell.readout]
+            if cell.readout_bias:
+                z = z + p[cell.readout_bias]
+            labels = numbers.array(labels)
+            if spec.loss == "bce":
+                losses, residual = numbers.log_sigmoid_loss(z, labels), residual_of(numbers.sigmoid(z), labels)
+            else:
+                losses, residual = (z - labels) ** 2, residual_of(z, labels)
+        if weight is not None:
+            losses = losses * weight
+            residual = residual * (weight[:, np.newaxis] if residual.ndim == 2 else weight)
+        total = total + losses.sum()
+        if residual.ndim == 2:     # softmax: e_t (B, K), W (K, H)
+            gradients[cell.readout] = gradients[cell.readout] + residual.T @ s
+            received[t] = received[t] + residual @ p[cell.readout]
+            bias_gradient = residual.sum(axis=0)
+        else:
+            gradients[cell.readout] = gradients[cell.readout] + residual @ s
+            received[t] = received[t] + residual[:, np.newaxis] * p[cell.readout]
+            bias_gradient = residual.sum()
+        if cell.readout_bias:
+            gradients[cell.readout_bias] = gradients[cell.readout_bias] + bias_gradient
+    if spec.reduction == "all":
+        return total, (batch * steps if weights is None else weights.sum())
+    return total, batch
+
+
+def _evaluate(d: CellDerivation, params: dict, x, y, numbers, mask=None) -> Values:
     cell = d.cell
     x = numbers.array(x)
     if x.ndim == 2:
         x = x[np.newaxis]
     batch, steps, _ = x.shape
-    p = {name: numbers.array(params[name]) for name in cell.parameters}
-    hidden = p[cell.readout].shape[0]
-    y = numbers.array(np.atleast_1d(np.asarray(y, dtype=object)))
+    p = {name: numbers.array(params[name]) for name in d.parameters}
+    hidden = p[cell.readout].shape[-1]
     zero = numbers.zeros((batch, hidden))
     history, states = _forward(d, p, x, numbers)
-
-    z = states[d.output_state][-1] @ p[cell.readout]
-    if cell.readout_bias:
-        z = z + p[cell.readout_bias]
-    y_hat = numbers.sigmoid(z)
-    residual = numbers.function([d.symbols["y_hat"], d.symbols["y"]], d.output_factor)(y_hat, y)
-    total_loss = numbers.log_sigmoid_loss(z, y).sum()
     gradients = {name: numbers.zeros(value.shape) for name, value in p.items()}
-    gradients[cell.readout] = residual @ states[d.output_state][-1]
-    if cell.readout_bias:
-        gradients[cell.readout_bias] = residual.sum()
+    # received[s][t]: what later steps (t + 1, and t + K for each lag K) and the readout at t have sent to s_t
+    received = {state: [zero] * (steps + 1) for state in d.states}
+    total_loss, divisor = _readout(d, p, states[d.output_state], y, mask, numbers, gradients,
+                                   received[d.output_state])
 
     # Backward: one step at a time, from t = n down.
     adjoint_functions = {}
@@ -699,9 +791,6 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
             else:
                 arguments = sorted(term[1].free_symbols, key=str)
                 gradient_functions[(name, k)] = (arguments, numbers.function(arguments, term[1]))
-    # received[s][t]: what later steps (t + 1, and t + K for each lag K) have sent to s_t so far
-    received = {state: [zero] * (steps + 1) for state in d.states}
-    received[d.output_state][steps] = residual[:, np.newaxis] * p[cell.readout]
     for t in range(steps - 1, -1, -1):
         known = dict(history[t])
         known |= {d.incoming[state]: received[state][t + 1] for state in d.states}
@@ -736,9 +825,9 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
                     value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
                 received[state][t + 1 - lag] = received[state][t + 1 - lag] + value
 
-    scale = batch if d.batch_mean else 1
+    scale = divisor if d.batch_mean else 1
     return Values(
-        loss=total_loss / batch,
+        loss=total_loss / divisor,
         gradients={name: value / scale for name, value in gradients.items()},
         forward={"states": states, "steps": history},
     )

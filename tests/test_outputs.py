@@ -1,0 +1,161 @@
+"""A loss at every step (many-to-many), softmax/mse/bce, both reductions and a mask: the engine's
+recursion (``engine.evaluate``) and the generated NumPy modules against torch autograd in float64.
+
+The reference is independent of the engine: ``torch.nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` (or the MGU's
+equations written by hand in torch) with a readout applied to every step's state and torch's own
+``CrossEntropyLoss`` / ``MSELoss`` / ``BCEWithLogitsLoss`` (reduction "sum" divided by B for the
+batch mean of the sum over steps, "mean" for the mean over every step; a mask by dropping the masked
+rows, as torch's ``ignore_index`` does).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from symbolic.cells import cell_of
+from symbolic.engine.derivation import derive_cell, evaluate
+from symbolic.errors import UsageError
+from symbolic.model import Model
+from symbolic.outputs import Outputs
+
+torch = pytest.importorskip("torch")
+
+TOLERANCE = 1e-10
+MGU = os.path.join(os.path.dirname(__file__), "..", "docs", "cells", "mgu.py")
+CELLS = ["rnn", "lstm", "gru", MGU]
+GATES = {"lstm": "ifgo", "gru": "rzn"}
+
+
+def _torch_states(cell: str, x, p):
+    """(B, n, H) states of the cell in torch, from torch's own layers (the MGU by hand)."""
+    t = {name: torch.tensor(value, requires_grad=True) for name, value in p.items()}
+    xs = torch.from_numpy(x)
+    batch, steps, inputs = x.shape
+    if cell == "rnn":
+        hidden = p["w_h"].shape[0]
+        layer = torch.nn.RNN(inputs, hidden, bias=False, batch_first=True).double()
+        layer.weight_ih_l0 = torch.nn.Parameter(t["w_i"])
+        layer.weight_hh_l0 = torch.nn.Parameter(t["w_h"])
+        return layer(xs)[0], t, {"w_i": layer.weight_ih_l0, "w_h": layer.weight_hh_l0}
+    if cell in GATES:
+        gates = GATES[cell]
+        hidden = p[f"U_{gates[0]}"].shape[0]
+        layer = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(inputs, hidden, batch_first=True).double()
+        with torch.no_grad():
+            layer.weight_ih_l0.copy_(torch.from_numpy(np.concatenate([p[f"W_{g}"] for g in gates])))
+            layer.weight_hh_l0.copy_(torch.from_numpy(np.concatenate([p[f"U_{g}"] for g in gates])))
+            names = ["b_i", "b_f", "b_g", "b_o"] if cell == "lstm" else ["b_r", "b_z", "b_in"]
+            layer.bias_ih_l0.copy_(torch.from_numpy(np.concatenate([p[n] for n in names])))
+            hh = [np.zeros(hidden)] * 4 if cell == "lstm" else [np.zeros(hidden), np.zeros(hidden), p["b_hn"]]
+            layer.bias_hh_l0.copy_(torch.from_numpy(np.concatenate(hh)))
+        split = {}
+        for family, weight in (("W", layer.weight_ih_l0), ("U", layer.weight_hh_l0)):
+            split |= {f"{family}_{g}": (weight, k, len(gates)) for k, g in enumerate(gates)}
+        for k, name in enumerate(names):
+            split[name] = (layer.bias_ih_l0, k, len(gates))
+        if cell == "gru":
+            split["b_hn"] = (layer.bias_hh_l0, 2, 3)
+        return layer(xs)[0], t, split
+    h = torch.zeros(batch, p["U_f"].shape[0], dtype=torch.float64)
+    out = []
+    for step in range(steps):
+        f = torch.sigmoid(xs[:, step] @ t["W_f"].T + h @ t["U_f"].T + t["b_f"])
+        n = torch.tanh(xs[:, step] @ t["W_n"].T + (f * h) @ t["U_n"].T + t["b_n"])
+        h = (1 - f) * h + f * n
+        out.append(h)
+    return torch.stack(out, 1), t, {}
+
+
+def torch_reference(cell, outputs: Outputs, x, y, p, mask=None):
+    """Loss and gradients by torch autograd (readout at every step, torch's losses)."""
+    states, t, split = _torch_states(cell, x, p)
+    readout = "w_o" if cell == "rnn" else "w_y"
+    w = t[readout]
+    steps = x.shape[1]
+    keep = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else torch.from_numpy(mask.astype(bool))
+    if outputs.readout == "last":
+        states, keep, steps = states[:, -1:], keep[:, -1:], 1
+    rows = states[keep]
+    targets = torch.from_numpy(np.asarray(y)).reshape(x.shape[0], -1)[keep]
+    if outputs.loss == "softmax":
+        loss = torch.nn.CrossEntropyLoss(reduction="sum")(rows @ w.T, targets.long())
+    elif outputs.loss == "mse":
+        loss = torch.nn.MSELoss(reduction="sum")(rows @ w, targets.double())
+    else:
+        loss = torch.nn.BCEWithLogitsLoss(reduction="sum")(rows @ w, targets.double())
+    loss = loss / (rows.shape[0] if outputs.reduction == "all" else x.shape[0])
+    loss.backward()
+    grads = {name: value.grad.numpy() for name, value in t.items() if value.grad is not None}
+    for name, layer_param in split.items():
+        if isinstance(layer_param, tuple):
+            weight, k, count = layer_param
+            grads[name] = np.split(weight.grad.numpy(), count)[k]
+        else:
+            grads[name] = layer_param.grad.numpy()
+    return loss.item(), grads
+
+
+def point(d, outputs: Outputs, hidden=3, inputs=2, steps=5, batch=4, seed=0, masked=False):
+    rng = np.random.default_rng(seed)
+    params = {name: rng.normal(0, 0.6, shape) for name, shape in d.shapes(hidden, inputs).items()}
+    x = rng.normal(size=(batch, steps, inputs))
+    shape = (batch, steps) if outputs.every else (batch,)
+    if outputs.loss == "softmax":
+        y = rng.integers(0, outputs.classes, shape)
+    elif outputs.loss == "bce":
+        y = rng.integers(0, 2, shape).astype(float)
+    else:
+        y = rng.normal(size=shape)
+    mask = None
+    if masked:
+        mask = (rng.random((batch, steps)) < 0.7).astype(float)
+        mask[0, :] = 1.0
+    return params, x, y, mask
+
+
+def relative(ours, want) -> float:
+    ours, want = np.asarray(ours, float), np.asarray(want, float)
+    return float(np.max(np.abs(ours - want)) / max(1.0, float(np.max(np.abs(want)))))
+
+
+SETTINGS = [Outputs("every", "softmax", 3), Outputs("every", "mse"), Outputs("every", "bce"),
+            Outputs("every", "softmax", 3, "all"), Outputs("every", "mse", reduction="all"),
+            Outputs("last", "softmax", 4), Outputs("last", "mse")]
+
+
+@pytest.mark.parametrize("outputs", SETTINGS, ids=lambda o: o.flags.replace("--", "").replace(" ", "-"))
+@pytest.mark.parametrize("cell", CELLS, ids=os.path.basename)
+@pytest.mark.parametrize("masked", [False, True])
+def test_engine_equals_torch(cell, outputs, masked):
+    if masked and not outputs.every:
+        pytest.skip("a mask is of a readout after every step")
+    model = Model(cell=cell, hidden=3, inputs=2, steps=5, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=model.outputs)
+    params, x, y, mask = point(d, outputs, masked=masked)
+    ours = evaluate(d, params, x, y, mask=mask)
+    loss, grads = torch_reference(cell, outputs, x, y, params, mask)
+    assert relative(ours.loss, loss) < TOLERANCE
+    assert set(grads) == set(ours.gradients)
+    for name, want in grads.items():
+        assert relative(ours.gradients[name], want) < TOLERANCE, name
+
+
+def test_wrong_recursion_is_caught():
+    """Negative control: the readout's error at every step but the last dropped is visibly wrong."""
+    outputs = Outputs("every", "softmax", 3)
+    d = derive_cell(cell_of(Model(cell="lstm", outputs=outputs)), outputs=Outputs("last", "softmax", 3))
+    params, x, y, _ = point(d, outputs)
+    ours = evaluate(d, params, x, y[:, -1])
+    _, grads = torch_reference("lstm", outputs, x, y, params)
+    assert relative(ours.gradients["U_f"], grads["U_f"]) > 1e-3
+
+
+@pytest.mark.parametrize("kwargs", [dict(readout="sometimes"), dict(loss="hinge"), dict(loss="softmax", classes=1),
+                                    dict(loss="mse", classes=3), dict(reduction="all"),
+                                    dict(loss="softmax", classes="many")])
+def test_bad_outputs(kwargs):
+    with pytest.raises(UsageError):
+        Outputs(**kwargs)
