@@ -51,6 +51,28 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
         "symbolic.cells.spec (see docs/cells.md). A cell file is Python: it runs when loaded, like any script",
     )
     skip_option(parser)
+    _readout_options(parser)
+
+
+def _readout_options(parser: argparse.ArgumentParser) -> None:
+    """The output side (symbolic/outputs.py): where the loss enters, which loss, its reduction."""
+    parser.add_argument(
+        "--readout", default=None, choices=("last", "every"),
+        help="where the loss enters: last, one readout after the last step (the notes' many-to-one model, "
+        "default), or every, a readout and a loss term after every step (many-to-many; y is then (B, n))",
+    )
+    parser.add_argument(
+        "--loss", default=None, choices=("bce", "softmax", "mse"),
+        help="bce: y_hat = sigmoid(w_y . s), binary cross-entropy (default); softmax: y_hat = softmax(W_y s) "
+        "over --classes K, cross-entropy with a class index y (W_y is (K, H)); mse: y_hat = w_y . s, "
+        "(y_hat - y)^2 without a factor 1/2, as torch's MSELoss",
+    )
+    parser.add_argument("--classes", default=None, metavar="K", help="with --loss softmax: the classes K >= 2 (default: 2)")
+    parser.add_argument(
+        "--reduction", default=None, choices=("steps", "all"),
+        help="with --readout every: steps, the batch mean of the sum over steps (default; min-char-rnn, CS231n), "
+        "or all, the mean over every step and sequence (torch's CrossEntropyLoss on the B*n rows)",
+    )
 
 
 def skip_option(parser: argparse.ArgumentParser) -> None:

@@ -419,6 +419,8 @@ class Report:
     seconds: float = 0.0
     #: what the sizes proved leave out (a path longer than the longest sequence checked), or ""
     note: str = ""
+    #: the output side proved, when it is not the notes' (``Outputs.describe``), or ""
+    outputs: str = ""
 
     @property
     def proved(self) -> bool:
@@ -474,7 +476,8 @@ def verify(derivation: engine.CellDerivation, model=None, steps: int | None = No
     if sum(node.activation is not None for node in d.nodes) <= EXACT_PATH_ACTIVATIONS:
         exact_steps = max(exact_steps, min(d.path_steps, EXACT_PATH_STEPS))
     numeric_hidden = min(max(hidden, 2), NUMERIC_HIDDEN)
-    report = Report(cell.name, cell.description, {"steps": steps, "hidden": hidden, "inputs": inputs})
+    report = Report(cell.name, cell.description, {"steps": steps, "hidden": hidden, "inputs": inputs},
+                    outputs="" if d.outputs.default else d.outputs.describe)
     if d.path_steps > numeric_steps:
         report.note = (f"every path of the cell exists from n = {d.path_steps} on (its lags and copy states), "
                        f"beyond the largest size checked (n = {numeric_steps}): the paths that need more steps are "
@@ -483,7 +486,7 @@ def verify(derivation: engine.CellDerivation, model=None, steps: int | None = No
     if outputs.loss == "softmax":
         # the softmax's exp(z_k)/Σ exp(z_j) is no polynomial in independent atoms: the 60-digit check proves it
         report.note = " ".join(filter(None, (report.note, "with --loss softmax the exact identity is not run (the "
-                                             "softmax is not a polynomial in its atoms); the 60-digit check covers it")))
+                                             "softmax is not a polynomial in its atoms): the 60-digit check proves it")))
     progress(1, "the oracle's local derivatives")
     report.checks.append(local(cell))
     exact_oracle = None if outputs.loss == "softmax" else ExactOracle(cell, exact_inputs, exact_steps, outputs)
@@ -561,9 +564,12 @@ def format_report(report: Report) -> str:
     """The report as printed by ``bptt derive --cell C --verify``."""
     requested = report.requested
     lines = [(f"Proof that the BPTT recursion of cell {report.cell} (symbolic.engine.derivation) equals ∂L/∂θ of its "
-              f"unrolled loss — model H = {requested['hidden']}, D = {requested['inputs']}, n = {requested['steps']}")]
+              f"unrolled loss — model H = {requested['hidden']}, D = {requested['inputs']}, n = {requested['steps']}"
+              + (f"; outputs: {report.outputs}" if report.outputs else ""))]
     for kind, heading in HEADINGS.items():
         lines.append(heading)
+        if not any(check.kind == kind for check in report.checks):
+            lines.append("   [----] not run (see the note)")
         for check in report.checks:
             if check.kind == kind:
                 mark = "ok  " if check.passed else "FAIL"
