@@ -341,7 +341,7 @@ def test_derive_verify_exits_1_on_a_disagreement(monkeypatch, capsys):
     from symbolic.cli import main
 
     right = engine.derive_cell
-    monkeypatch.setattr(engine, "derive_cell", lambda cell: right(cell).mutate("no_direct_path"))
+    monkeypatch.setattr(engine, "derive_cell", lambda cell, **kw: right(cell, **kw).mutate("no_direct_path"))
     status = main(["derive", "--cell", "lstm", "--steps", "2", "--inputs", "2", "--verify"])
     out = capsys.readouterr().out
     assert status == 1, out

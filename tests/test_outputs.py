@@ -159,3 +159,72 @@ def test_wrong_recursion_is_caught():
 def test_bad_outputs(kwargs):
     with pytest.raises(UsageError):
         Outputs(**kwargs)
+
+
+# -- the generated NumPy modules --------------------------------------------------------------------------
+
+MODULE_SETTINGS = [Outputs("every", "softmax", 3), Outputs("every", "mse"), Outputs("every", "bce", reduction="all"),
+                   Outputs("every", "softmax", 3, "all"), Outputs("last", "softmax", 3), Outputs("last", "mse")]
+
+
+def _module(cell, outputs, mode, steps=5, hidden=3, inputs=2, bias=False):
+    from symbolic.codegen import load
+
+    return load(Model(cell=cell, hidden=hidden, inputs=inputs, steps=steps, outputs=outputs, bias=bias), mode)
+
+
+@pytest.mark.parametrize("outputs", MODULE_SETTINGS, ids=lambda o: o.flags.replace("--", "").replace(" ", "-"))
+@pytest.mark.parametrize("cell", CELLS, ids=os.path.basename)
+@pytest.mark.parametrize("mode", ["loop", "unrolled"])
+def test_module_equals_torch(cell, outputs, mode):
+    module = _module(cell, outputs, mode)
+    d = derive_cell(cell_of(Model(cell=cell, outputs=outputs)), outputs=outputs)
+    for masked in ([False, True] if outputs.every else [False]):
+        params, x, y, mask = point(d, outputs, masked=masked, seed=3)
+        loss, grads = module.loss_and_grad(x, y, params, mask=mask)
+        want_loss, want = torch_reference(cell, outputs, x, y, params, mask)
+        assert relative(loss, want_loss) < TOLERANCE
+        assert relative(module.loss(x, y, params, mask=mask), want_loss) < TOLERANCE
+        for name, value in want.items():
+            assert relative(grads[name], value) < TOLERANCE, name
+
+
+def test_module_with_biases_and_wide_batches_equals_torch():
+    """The rnn with --bias (its readout bias (K,)) and a batch wide enough for the per-step gradients."""
+    outputs = Outputs("every", "softmax", 4)
+    module = _module("rnn", outputs, "loop", hidden=16, bias=True)
+    d = derive_cell(cell_of(Model(cell="rnn", outputs=outputs, bias=True)), outputs=outputs)
+    params, x, y, mask = point(d, outputs, hidden=16, batch=300, masked=True)
+    loss, grads = module.loss_and_grad(x, y, params, mask=mask)
+    ours = evaluate(d, params, x, y, mask=mask)
+    assert relative(loss, ours.loss) < TOLERANCE
+    for name, value in ours.gradients.items():
+        assert relative(grads[name], value) < TOLERANCE, name
+    assert grads["b_o"].shape == (4,) and grads["w_o"].shape == (4, 16)
+
+
+@pytest.mark.parametrize("mutate, phrase", [
+    (lambda y, m: y[:, :-1], "shape"),
+    (lambda y, m: y + 3, "class indices"),
+    (lambda y, m: y - 1, "class indices"),
+    (lambda y, m: y.astype(float), "integers"),
+])
+def test_module_refuses_bad_labels(mutate, phrase):
+    outputs = Outputs("every", "softmax", 3)
+    module = _module("gru", outputs, "loop")
+    d = derive_cell(cell_of(Model(cell="gru", outputs=outputs)), outputs=outputs)
+    params, x, y, mask = point(d, outputs)
+    y[0, 0] = 2
+    with pytest.raises(ValueError, match=phrase):
+        module.loss_and_grad(x, mutate(y, mask), params)
+
+
+@pytest.mark.parametrize("mask, phrase", [(np.ones((4, 4)), "shape"), (np.full((4, 5), 0.5), "only 0 and 1"),
+                                          (np.zeros((4, 5)), None)])
+def test_module_refuses_bad_masks(mask, phrase):
+    outputs = Outputs("every", "mse", reduction="all")
+    module = _module("rnn", outputs, "loop")
+    d = derive_cell(cell_of(Model(cell="rnn", outputs=outputs)), outputs=outputs)
+    params, x, y, _ = point(d, outputs)
+    with pytest.raises(ValueError, match=phrase or "no step"):
+        module.loss_and_grad(x, y, params, mask=mask)

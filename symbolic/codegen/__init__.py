@@ -77,6 +77,8 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
         words += ["--hidden", str(model.hidden)]
     if model.bias:
         words += ["--bias"]
+    if not model.outputs.default:
+        words += model.outputs.flags.split()
     words += ["--mode", mode]
     if backend != "numpy":
         words += ["--backend", backend]
@@ -122,7 +124,7 @@ def _derivation(model: Model):
     from ..cells import cell_of
     from ..engine.derivation import derive_cell
 
-    return derive_cell(cell_of(model))
+    return derive_cell(cell_of(model), outputs=model.outputs)
 
 
 def _generate_cell(model: Model, mode: str, output: str | None, backend: str, derivation, disk_cache: bool) -> str:
@@ -138,6 +140,9 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str, de
             f"--mode unrolled for --cell {model.cell_name} writes the lines of every step and is limited to "
             f"n <= {cell_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
+    if backend == "numba" and not derivation.outputs.default:
+        raise UsageError(f"--backend numba does not print {model.outputs.flags} yet: use the NumPy backend "
+                         "(drop --backend numba)")
     layout = layout_of(derivation)  # decided once, printed by each backend
     source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output), layout))
     if backend == "numba":  # templates/numba/cell.py.j2: the NumPy module's interface through the shared macros
@@ -286,6 +291,9 @@ def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "", h
         name = name.replace("bptt_generated_", f"bptt_generated_{tag}_", 1) + f"_d{model.inputs}"
     if model.skip is not None:
         name += f"_k{model.skip}"
+    if not model.outputs.default:
+        o = model.outputs
+        name += f"_{o.readout}_{o.loss}{o.classes or ''}_{o.reduction}"
     if backend == "numba":
         # A module generated before, by this same code and templates, is imported from its file
         # without deriving or rendering it again (no SymPy import: a fresh process loads in
