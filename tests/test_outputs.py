@@ -74,10 +74,9 @@ def torch_reference(cell, outputs: Outputs, x, y, p, mask=None):
     states, t, split = _torch_states(cell, x, p)
     readout = "w_o" if cell == "rnn" else "w_y"
     w = t[readout]
-    steps = x.shape[1]
     keep = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else torch.from_numpy(mask.astype(bool))
     if outputs.readout == "last":
-        states, keep, steps = states[:, -1:], keep[:, -1:], 1
+        states, keep = states[:, -1:], keep[:, -1:]
     rows = states[keep]
     targets = torch.from_numpy(np.asarray(y)).reshape(x.shape[0], -1)[keep]
     if outputs.loss == "softmax":
@@ -153,9 +152,9 @@ def test_wrong_recursion_is_caught():
     assert relative(ours.gradients["U_f"], grads["U_f"]) > 1e-3
 
 
-@pytest.mark.parametrize("kwargs", [dict(readout="sometimes"), dict(loss="hinge"), dict(loss="softmax", classes=1),
-                                    dict(loss="mse", classes=3), dict(reduction="all"),
-                                    dict(loss="softmax", classes="many")])
+@pytest.mark.parametrize("kwargs", [{"readout": "sometimes"}, {"loss": "hinge"}, {"loss": "softmax", "classes": 1},
+                                    {"loss": "mse", "classes": 3}, {"reduction": "all"},
+                                    {"loss": "softmax", "classes": "many"}])
 def test_bad_outputs(kwargs):
     with pytest.raises(UsageError):
         Outputs(**kwargs)

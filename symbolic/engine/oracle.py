@@ -55,8 +55,8 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS
 from ..cells.spec import FUNCTIONS, Cell
-from . import derivation as engine
 from ..outputs import Outputs
+from . import derivation as engine
 from .unrolled import (
     _FAMILY,
     _INERT,
@@ -66,7 +66,6 @@ from .unrolled import (
     Unrolled,
     _decimal,
     _inert,
-    parameter_shapes,
     _mp,
     _NearKink,
     _rational,
@@ -74,6 +73,7 @@ from .unrolled import (
     _Sigmoid,
     _Step,
     _Tanh,  # noqa: F401 - tests read the oracle's activations here
+    parameter_shapes,
     value_of,
 )
 
@@ -485,8 +485,9 @@ def verify(derivation: engine.CellDerivation, model=None, steps: int | None = No
     outputs = d.outputs
     if outputs.loss == "softmax":
         # the softmax's exp(z_k)/Σ exp(z_j) is no polynomial in independent atoms: the 60-digit check proves it
-        report.note = " ".join(filter(None, (report.note, "with --loss softmax the exact identity is not run (the "
-                                             "softmax is not a polynomial in its atoms): the 60-digit check proves it")))
+        softmax = ("with --loss softmax the exact identity is not run (the softmax is not a polynomial in its "
+                   "atoms): the 60-digit check proves it")
+        report.note = " ".join(filter(None, (report.note, softmax)))
     progress(1, "the oracle's local derivatives")
     report.checks.append(local(cell))
     exact_oracle = None if outputs.loss == "softmax" else ExactOracle(cell, exact_inputs, exact_steps, outputs)

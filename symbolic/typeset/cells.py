@@ -26,7 +26,6 @@ from ..engine.derivation import CellDerivation
 from ..files import MARKER
 from ..model import VOCABULARY
 from ..templating import render
-from .outputs import OutputsTypesetter
 from .cell_printer import (
     At,
     Brace,
@@ -42,6 +41,7 @@ from .cell_printer import (
     Transposed,
     names_of,
 )
+from .outputs import OutputsTypesetter
 
 FORMATS = ("tex", "md")
 
