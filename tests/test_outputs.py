@@ -227,3 +227,40 @@ def test_module_refuses_bad_masks(mask, phrase):
     params, x, y, _ = point(d, outputs)
     with pytest.raises(ValueError, match=phrase or "no step"):
         module.loss_and_grad(x, y, params, mask=mask)
+
+
+# -- bptt check, and the command line ----------------------------------------------------------------------
+
+CHECKED = [("lstm", Outputs("every", "softmax", 3)), ("gru", Outputs("every", "mse", reduction="all")),
+           (MGU, Outputs("every", "bce")), ("rnn", Outputs("last", "softmax", 4))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell, outputs", CHECKED, ids=lambda v: os.path.basename(v) if isinstance(v, str) else v.loss)
+def test_check_passes_generated_and_fails_tampered(cell, outputs, tmp_path, capsys):
+    """check reads READOUT/LOSS/CLASSES and feeds y of that shape; a module whose per-step error is
+    scaled by 0.9 (the loss terms of every step) fails."""
+    from symbolic.codegen import generate
+    from symbolic.verify.check import run_check
+
+    source = generate(Model(cell=cell, hidden=2, outputs=outputs), "loop")
+    good = tmp_path / "good.py"
+    good.write_text(source)
+    assert run_check(good) == 0, capsys.readouterr().out
+    line = next(line for line in source.splitlines() if "+ residual[t - 1]" in line)
+    bad = tmp_path / "bad.py"
+    bad.write_text(source.replace(line, line.replace("+ residual[t - 1]", "+ 0.9 * residual[t - 1]")))
+    assert run_check(bad) == 1
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--readout", "every", "--loss", "mse", "--classes", "3"], "--classes"),
+    (["--reduction", "all"], "--readout every"),
+    (["--loss", "softmax", "--classes", "1"], "K >= 2"),
+    (["--readout", "every", "--backend", "numba"], "numba"),
+])
+def test_bad_options_are_one_line(args, phrase):
+    from .conftest import run_bptt
+
+    result = run_bptt("codegen", "--cell", "gru", *args)
+    assert result.returncode == 2 and phrase in result.stderr and len(result.stderr.strip().splitlines()) == 1
