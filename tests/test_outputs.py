@@ -264,3 +264,39 @@ def test_bad_options_are_one_line(args, phrase):
 
     result = run_bptt("codegen", "--cell", "gru", *args)
     assert result.returncode == 2 and phrase in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- bptt train with a loss at every step -----------------------------------------------------------------
+
+def test_train_learns_the_copy_task():
+    """The label at step t is the symbol of step t − 1: a cell without memory is at chance (1/3)."""
+    from .conftest import run_bptt
+
+    result = run_bptt("train", "--cell", "gru", "--readout", "every", "--loss", "softmax", "--classes", "3")
+    assert result.returncode == 0, result.stderr
+    accuracy = float(result.stdout.split("held-out accuracy (unmasked steps):")[1].split()[0])
+    assert accuracy > 0.9
+
+
+def test_train_a_character_model(tmp_path):
+    from .conftest import ROOT, run_bptt
+
+    result = run_bptt("train", "--data", "text", str(ROOT / "docs" / "data" / "bptt.txt"), "--sample", "30",
+                      "--epochs", "10", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    run = json.loads(result.stdout)
+    assert run["bits_per_character"] < np.log2(30)   # better than uniform over its 30 characters
+    assert len(run["sample"]) == 31
+
+
+@pytest.mark.parametrize("content, phrase", [(b"", "empty"), (b"\x00\x01binary\x00", "binary"),
+                                             (b"\xff\xfe\xfa not utf8 at all, really", "UTF-8"), (b"short", "too few")])
+def test_train_refuses_bad_text(tmp_path, content, phrase):
+    from .conftest import run_bptt
+
+    path = tmp_path / "t.txt"
+    path.write_bytes(content)
+    result = run_bptt("train", "--data", "text", str(path))
+    assert result.returncode == 2 and phrase in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -364,10 +364,22 @@ def _train_parser(commands) -> None:
         ),
     )
     train.add_argument(
-        "--data", default="notes", metavar="notes|long|FILE.csv",
+        "--data", default=["notes"], nargs="+", metavar="notes|long|FILE.csv|copy|text FILE.txt",
         help="notes: the notes' three sentences (default); long: 200 sequences of 50 words whose label "
         "is 1 iff the first word is 'cat', with a held-out set of 100 drawn the same way; or a CSV "
-        "file with columns text,label (label 0 or 1, text split on whitespace, D = vocabulary size)",
+        "file with columns text,label (label 0 or 1, text split on whitespace, D = vocabulary size). "
+        "With --readout every (a loss at every step): copy (default there), the label at step t is the "
+        "symbol of step t - 1; text FILE.txt, a character-level language model (--readout every --loss "
+        "softmax --reduction all implied, the file's characters the classes, chunks of --steps characters, "
+        "the last tenth held out and reported in bits per character)",
+    )
+    train.add_argument(
+        "--steps", "-n", default=None, metavar="N",
+        help="with --readout every: the length of each sequence (copy: default 8) or chunk (text: default 25)",
+    )
+    train.add_argument(
+        "--sample", default=None, metavar="N",
+        help="with --data text: print N characters generated from a seed character after training",
     )
     train.add_argument(
         "--steps-from-data", action="store_true",
