@@ -257,7 +257,7 @@ def test_check_passes_generated_and_fails_tampered(cell, outputs, tmp_path, caps
     (["--readout", "every", "--loss", "mse", "--classes", "3"], "--classes"),
     (["--reduction", "all"], "--readout every"),
     (["--loss", "softmax", "--classes", "1"], "K >= 2"),
-    (["--readout", "every", "--backend", "numba"], "numba"),
+    (["--readout", "every", "--loss", "softmax", "--classes", "x"], "--classes"),
 ])
 def test_bad_options_are_one_line(args, phrase):
     from .conftest import run_bptt
@@ -300,3 +300,26 @@ def test_train_refuses_bad_text(tmp_path, content, phrase):
     path.write_bytes(content)
     result = run_bptt("train", "--data", "text", str(path))
     assert result.returncode == 2 and phrase in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# -- the Numba modules ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell, outputs", [("lstm", Outputs("every", "softmax", 3)),
+                                           ("rnn", Outputs("every", "mse", reduction="all")),
+                                           ("gru", Outputs("last", "softmax", 3))],
+                         ids=lambda v: os.path.basename(v) if isinstance(v, str) else v.loss)
+def test_numba_module_equals_torch(cell, outputs):
+    """Both compiled paths (the serial kernels for a small batch, the BLAS drivers for a wide one)."""
+    pytest.importorskip("numba")
+    from symbolic.codegen import load
+
+    module = load(Model(cell=cell, hidden=3, inputs=2, steps=5, outputs=outputs), "loop", backend="numba")
+    d = derive_cell(cell_of(Model(cell=cell, outputs=outputs)), outputs=outputs)
+    for batch in (4, 1500):
+        params, x, y, mask = point(d, outputs, batch=batch, masked=outputs.every, seed=batch)
+        loss, grads = module.loss_and_grad(x, y, params, mask=mask)
+        want_loss, want = torch_reference(cell, outputs, x, y, params, mask)
+        assert relative(loss, want_loss) < TOLERANCE
+        for name, value in want.items():
+            assert relative(grads[name], value) < TOLERANCE, name

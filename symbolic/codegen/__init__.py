@@ -140,9 +140,6 @@ def _generate_cell(model: Model, mode: str, output: str | None, backend: str, de
             f"--mode unrolled for --cell {model.cell_name} writes the lines of every step and is limited to "
             f"n <= {cell_backend.UNROLLED_LIMIT}; n = {model.steps}: use --mode loop (any sequence length)"
         )
-    if backend == "numba" and not derivation.outputs.default:
-        raise UsageError(f"--backend numba does not print {model.outputs.flags} yet: use the NumPy backend "
-                         "(drop --backend numba)")
     layout = layout_of(derivation)  # decided once, printed by each backend
     source = render("numpy", "cell.py.j2", **cell_backend.context(model, mode, command(model, mode, output), layout))
     if backend == "numba":  # templates/numba/cell.py.j2: the NumPy module's interface through the shared macros
