@@ -178,19 +178,21 @@ def forward_values(d: CellDerivation, params: dict, x) -> tuple[list, dict]:
     return _forward(d, p, x, numbers)
 
 
-def _forward(d: CellDerivation, p: dict, x, numbers) -> tuple[list, dict]:
+def _forward(d: CellDerivation, p: dict, x, numbers, initial: dict | None = None) -> tuple[list, dict]:
+    """``initial``: state → (B, H) starting value s_0 (zero where missing), also what a state read K
+    steps back reads before the sequence starts."""
     batch, steps, _ = x.shape
     hidden = p[d.cell.readout].shape[-1]
     node_functions = {node.name: numbers.function(sorted(node.expr.free_symbols, key=str), node.expr)
                       for node in d.nodes}
     node_arguments = {node.name: sorted(node.expr.free_symbols, key=str) for node in d.nodes}
     zero = numbers.zeros((batch, hidden))
-    states = {state: [zero] for state in d.states}
+    states = {state: [numbers.array((initial or {}).get(state, zero)) + zero] for state in d.states}
     history = []   # per step: symbol → value
     leaves = [(state, lag, d.leaf(state, lag)) for state, lags in d.lags.items() for lag in lags]
     for t in range(steps):
         # s_(t−K) of step t + 1 (0-based t): states[s][t + 1 − K], the zero state before the sequence
-        known = {symbol: states[state][t + 1 - lag] if t + 1 - lag >= 0 else zero for state, lag, symbol in leaves}
+        known = {symbol: states[state][max(t + 1 - lag, 0)] for state, lag, symbol in leaves}
         known |= {symbol: p[name] for name, symbol in d.symbols["vectors"].items()}
         sources = {"x": x[:, t], **{str(symbol): known[symbol] for _, _, symbol in leaves}}
 
@@ -278,8 +280,24 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers, mask=None) -> Valu
     received = {state: [zero] * (steps + 1) for state in d.states}
     total_loss, divisor = _readout(d, p, states[d.output_state], y, mask, numbers, gradients,
                                    received[d.output_state])
+    _backward(d, p, x, history, received, gradients, numbers)
+    scale = divisor if d.batch_mean else 1
+    return Values(
+        loss=total_loss / divisor,
+        gradients={name: value / scale for name, value in gradients.items()},
+        forward={"states": states, "steps": history},
+    )
 
-    # Backward: one step at a time, from t = n down.
+
+def _backward(d: CellDerivation, p: dict, x, history: list, received: dict, gradients: dict, numbers,
+              inputs: bool = False) -> tuple:
+    """BPTT from t = n down: adds each step's terms to ``gradients`` (unscaled), what each step sends to
+    ``received``; returns (what reaches the initial states, state → (B, H); ∂/∂x, (B, n, D), with
+    ``inputs`` only, else None)."""
+    steps = x.shape[1]
+    zero = numbers.zeros(received[d.output_state][0].shape)
+    initial = {state: zero for state in d.states}
+    dx = [numbers.zeros(x[:, 0].shape) for _ in range(steps)]
     adjoint_functions = {}
     for adjoint in (*d.adjoints, *d.sent.values(), *d.sent_lagged.values()):
         arguments = sorted(adjoint.expr.free_symbols, key=str)
@@ -316,23 +334,43 @@ def _evaluate(d: CellDerivation, params: dict, x, y, numbers, mask=None) -> Valu
                     operand = term[2]
                     source = x[:, t] if operand == "x" else history[t][sp.Symbol(operand)]
                     gradients[name] = gradients[name] + value.T @ source
+        for linear in d.linears:   # δx_t = Σ Mᵀ δ(M x)_t over the maps of x
+            delta = d.symbols["linear_delta"][linear.symbol]
+            if inputs and linear.operand == "x" and delta != 0:
+                dx[t] = dx[t] + _transpose_apply(resolve(delta) + zero, p[linear.matrix], d.transpose)
         for state, lags in d.lags.items():
             for lag in lags:
-                if t + 1 - lag < 1:
-                    continue   # s_0 and earlier: the zero state, no parameter behind it
                 adjoint = d.sent_at(state, lag)
                 arguments, function = adjoint_functions[adjoint.name]
                 value = function(*(resolve(s) for s in arguments)) + zero
                 for matrix, delta in adjoint.transposed:
                     value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
-                received[state][t + 1 - lag] = received[state][t + 1 - lag] + value
+                if t + 1 - lag < 1:   # s_0 and earlier: the initial state
+                    initial[state] = initial[state] + value
+                else:
+                    received[state][t + 1 - lag] = received[state][t + 1 - lag] + value
+    return initial, np.stack(dx, axis=1) if inputs else None
 
-    scale = divisor if d.batch_mean else 1
-    return Values(
-        loss=total_loss / divisor,
-        gradients={name: value / scale for name, value in gradients.items()},
-        forward={"states": states, "steps": history},
-    )
+
+def vjp(d: CellDerivation, params: dict, x, upstream: dict, initial: dict | None = None) -> tuple:
+    """The backward pass for any upstream gradient: (grads, dx, dinitial) with ``upstream`` state →
+    (B, n, H) ∂L/∂s_t (zero where missing), ``initial`` state → (B, H) s_0 (zero when None); grads of
+    the cell's parameters (not the readout), summed over the batch; dx (B, n, D); dinitial state → (B, H).
+    The reference of the generated modules' vjp, in float64."""
+    numbers = _Float64()
+    x = numbers.array(x)
+    p = {name: numbers.array(params[name]) for name in d.parameters if name in params}
+    hidden = next(np.shape(v)[-1] for v in upstream.values()) if upstream else p[d.cell.readout].shape[-1]
+    p.setdefault(d.cell.readout, np.zeros(hidden))
+    batch, steps, _ = x.shape
+    history, _ = _forward(d, p, x, numbers, initial)
+    zero = np.zeros((batch, hidden))
+    received = {state: [zero] + [numbers.array(upstream[state])[:, t] if state in upstream else zero
+                                 for t in range(steps)] for state in d.states}
+    readout = {d.cell.readout, d.cell.readout_bias}
+    gradients = {name: np.zeros(np.shape(value)) for name, value in p.items() if name not in readout}
+    dinitial, dx = _backward(d, p, x, history, received, gradients, numbers, inputs=True)
+    return gradients, dx, dinitial
 
 
 def _transpose_apply(delta, matrix, transpose: bool):
@@ -340,4 +378,4 @@ def _transpose_apply(delta, matrix, transpose: bool):
     return delta @ matrix if transpose else delta @ matrix.T
 
 
-__all__ = ["Values", "evaluate", "forward_values"]
+__all__ = ["Values", "evaluate", "forward_values", "vjp"]
