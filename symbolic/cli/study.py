@@ -185,6 +185,9 @@ def _train_steps(args) -> int:
         outputs = outputs_of("every", "softmax", len(data.vocabulary), "all")
     else:
         outputs = outputs_of(args.readout or "every", args.loss, args.classes, args.reduction)
+        if not outputs.every:
+            raise UsageError("train takes --loss and --classes with a loss at every step (the copy task, or "
+                             "--data text FILE.txt): add --readout every")
         data = None
     inputs = len(data.vocabulary) if text else (outputs.classes or 4)
     model = Model(steps=steps, activation=args.activation, inputs=inputs, hidden=args.hidden or (32 if text else 16),
