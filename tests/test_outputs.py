@@ -379,3 +379,17 @@ def test_engine_vjp_equals_torch_autograd(cell):
     # negative control: the initial state matters (the same call from zero states differs)
     assert relative(vjp(d, params, x, upstream)[0]["U_f" if "U_f" in grads else "U_z"],
                     want["U_f" if "U_f" in want else "U_z"]) > 1e-6
+
+
+@pytest.mark.parametrize("constants, phrase", [({"READOUT": "sometimes"}, "READOUT"),
+                                               ({"LOSS": "softmax", "CLASSES": 1}, "CLASSES")])
+def test_check_refuses_a_module_whose_output_constants_are_wrong(tmp_path, constants, phrase):
+    from symbolic.codegen import generate
+    from symbolic.verify.check import run_check
+
+    source = generate(Model(cell="gru", hidden=2, outputs=Outputs("every", "mse")), "loop")
+    source += "".join(f"\n{name} = {value!r}\n" for name, value in constants.items())
+    path = tmp_path / "m.py"
+    path.write_text(source)
+    with pytest.raises(UsageError, match=phrase):
+        run_check(path)
