@@ -5,8 +5,9 @@ L = −y log ŷ − (1 − y) log(1 − ŷ).
 
 ``cell``: the recurrent cell, a built-in name (``rnn``, ``lstm``, ``gru``, ``skip`` with its lag ``skip`` = K;
 see ``symbolic.cells``) or the
-path of a cell file (``mycell.py``, Python that defines ``CELL``); every cell is many-to-one with
-ŷ = σ(w_yᵀ s_n) and the same loss.
+path of a cell file (``mycell.py``, Python that defines ``CELL``); by default every cell is many-to-one with
+ŷ = σ(w_yᵀ s_n) and the same loss, and ``outputs`` (``symbolic.outputs.Outputs``) puts a readout after
+every step, or another loss, beside it.
 """
 
 from __future__ import annotations

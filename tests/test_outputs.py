@@ -393,3 +393,27 @@ def test_check_refuses_a_module_whose_output_constants_are_wrong(tmp_path, const
     path.write_text(source)
     with pytest.raises(UsageError, match=phrase):
         run_check(path)
+
+
+@pytest.mark.parametrize("cell, outputs", [("gru", Outputs("every", "bce")), ("lstm", Outputs("every", "softmax", 3, "all")),
+                                           (MGU, Outputs("last", "mse"))],
+                         ids=lambda v: os.path.basename(v) if isinstance(v, str) else v.loss)
+def test_the_document_compiles_and_shows_both_terms(cell, outputs, tmp_path):
+    """The δ of the output state receives from the loss at step t and from step t + 1 (every step), and
+    the LaTeX compiles (its prose is pdflatex's: no raw σ)."""
+    import shutil
+    import subprocess
+
+    from symbolic.typeset.cells import document
+
+    model = Model(cell=cell, hidden=2, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=outputs)
+    tex = document(model, d, "tex")
+    assert ("from the loss at step } t" in tex) == outputs.every
+    assert "from step } t+1" in tex or not outputs.every
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    (tmp_path / "d.tex").write_text(tex)
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "d.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]

@@ -499,7 +499,8 @@ class CellTypesetter:
             "gap": self.gap_product(),
             "direct_products": self.direct_products(),
             "lags": self.lag_rows(steps),
-            "outputs": self.outputs.context() if self.outputs else None,
+            "outputs": ({**self.outputs.context(), "describe": _prose(self.outputs.context()["describe"], fmt)}
+                        if self.outputs else None),
         }
 
 

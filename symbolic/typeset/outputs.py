@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .cell_printer import Partial
+
 
 class OutputsTypesetter:
     """Printed pieces of the output side of one derivation, at step ``t`` (every step) or ``n`` (last)."""
@@ -102,8 +104,6 @@ class OutputsTypesetter:
 
 
 def _partial(ts, name: str):
-    from .cell_printer import Partial
-
     return Partial(ts.loss, sp.Symbol(name))
 
 
