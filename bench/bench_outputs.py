@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import _threads  # noqa: F401  (before NumPy: BLAS reads its thread count as it loads)
@@ -75,8 +76,8 @@ def main() -> int:
             x = rng.normal(size=(batch, STEPS, INPUTS))
             y = rng.integers(0, CLASSES, size=(batch, STEPS))
             numba_module.loss_and_grad(x, y, params)   # compile outside the timing
-            candidates = {"numba": lambda: numba_module.loss_and_grad(x, y, params),
-                          "numpy": lambda: numpy_module.loss_and_grad(x, y, params)}
+            candidates = {"numba": partial(numba_module.loss_and_grad, x, y, params),
+                          "numpy": partial(numpy_module.loss_and_grad, x, y, params)}
             step = torch_step(cell, x, y, args.threads)
             if step is not None:
                 candidates["torch"] = step
