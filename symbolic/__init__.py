@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .model import Model
+from .outputs import Outputs
 
 if TYPE_CHECKING:
     from .notes.derive import Derivation, derive
 
 __version__ = "0.1.0"
-__all__ = ["Cell", "Derivation", "Model", "UsageError", "__version__", "cell", "derive", "derive_cell", "load_cell"]
+__all__ = ["Cell", "Derivation", "Model", "Outputs", "UsageError", "__version__", "cell", "derive", "derive_cell", "load_cell"]
 
 #: Public names whose module imports SymPy, imported on first use (PEP 562): ``import symbolic``, the
 #: command line's start and a cached Numba module's load need no SymPy.

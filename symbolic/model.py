@@ -5,8 +5,9 @@ L = −y log ŷ − (1 − y) log(1 − ŷ).
 
 ``cell``: the recurrent cell, a built-in name (``rnn``, ``lstm``, ``gru``, ``skip`` with its lag ``skip`` = K;
 see ``symbolic.cells``) or the
-path of a cell file (``mycell.py``, Python that defines ``CELL``); every cell is many-to-one with
-ŷ = σ(w_yᵀ s_n) and the same loss.
+path of a cell file (``mycell.py``, Python that defines ``CELL``); by default every cell is many-to-one with
+ŷ = σ(w_yᵀ s_n) and the same loss, and ``outputs`` (``symbolic.outputs.Outputs``) puts a readout after
+every step, or another loss, beside it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import UsageError
+from .outputs import Outputs
 
 #: The names of activations.ACTIVATIONS, in its order (activations.py asserts the two agree). Kept here
 #: as plain strings so that validating a Model, and loading a cached Numba module, imports no SymPy.
@@ -72,8 +74,12 @@ class Model:
     bias: bool = False
     #: The skip cell's lag K >= 2 (o_(t−K) in its update); None for every other cell.
     skip: int | None = None
+    #: The output side (symbolic.outputs): readout last|every, loss, classes, reduction; None: the notes'.
+    outputs: Outputs | None = None
 
     def __post_init__(self):
+        if self.outputs is None:
+            object.__setattr__(self, "outputs", Outputs())
         object.__setattr__(self, "steps", _positive_int(self.steps, "the number of steps", "--steps"))
         object.__setattr__(self, "inputs", _positive_int(self.inputs, "the input size", "--inputs"))
         object.__setattr__(self, "hidden", _positive_int(self.hidden, "the hidden size", "--hidden", 1))

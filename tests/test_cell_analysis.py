@@ -13,7 +13,8 @@ import pytest
 
 from symbolic.cells import cell_of
 from symbolic.cli.common import derivation_for
-from symbolic.engine.derivation import derive_cell, forward_values
+from symbolic.engine.derivation import derive_cell
+from symbolic.engine.evaluate import forward_values
 from symbolic.model import Model
 from symbolic.study import cell_analysis
 from symbolic.study.data import encode

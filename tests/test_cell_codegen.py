@@ -17,7 +17,8 @@ import pytest
 from symbolic.cells import cell_of
 from symbolic.codegen import generate, load
 from symbolic.codegen.format import SETTINGS
-from symbolic.engine.derivation import derive_cell, evaluate
+from symbolic.engine.derivation import derive_cell
+from symbolic.engine.evaluate import evaluate
 from symbolic.errors import UsageError
 from symbolic.model import Model
 

@@ -146,7 +146,7 @@ def _failing_scalar_proof(monkeypatch):
 
 def _failing_cell_proof(monkeypatch):
     right = engine.derive_cell
-    monkeypatch.setattr(engine, "derive_cell", lambda cell: right(cell).mutate("no_direct_path"))
+    monkeypatch.setattr(engine, "derive_cell", lambda cell, **kw: right(cell, **kw).mutate("no_direct_path"))
 
 
 @pytest.mark.parametrize(

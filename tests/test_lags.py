@@ -20,6 +20,7 @@ from symbolic.cells import builtin, load_cell
 from symbolic.cells.spec import Cell, sigmoid, tanh
 from symbolic.cli.common import derivation_for
 from symbolic.engine import derivation as engine
+from symbolic.engine import evaluate as evaluation
 from symbolic.engine import oracle
 from symbolic.errors import UsageError
 from symbolic.model import Model
@@ -67,7 +68,7 @@ def _document(model):
 def test_skip_gradient_equals_torch(skip, steps, activation, bias):
     d = engine.derive_cell(builtin("skip", activation=activation, bias=bias, skip=skip))
     params, x, y = _point(d, 3, 2, 4, steps)
-    values = engine.evaluate(d, params, x, y)
+    values = evaluation.evaluate(d, params, x, y)
     loss, expected = _torch_skip(params, x, y, skip, activation, bias)
     assert abs(float(values.loss) - loss) < 1e-10
     assert set(values.gradients) == set(expected) == set(d.parameters)
@@ -88,7 +89,7 @@ def test_a_lagged_cell_file_with_several_lags_and_an_elementwise_read_equals_tor
     d = engine.derive_cell(cell)
     assert d.lags == {"h": (1, 2, 3)} and d.max_lag == 3 and d.path_steps == 4
     params, x_values, y = _point(d, 2, 3, 3, 9, seed=4)
-    values = engine.evaluate(d, params, x_values, y)
+    values = evaluation.evaluate(d, params, x_values, y)
     p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
     xt = torch.tensor(x_values)
     hs = [torch.zeros(3, 2, dtype=torch.float64)]
@@ -444,7 +445,7 @@ def test_grade_passes_the_skip_module_and_names_a_missing_skip_path():
     right = load(model, "loop", derivation=d).loss_and_grad
     assert grade_function(lambda x, y, params: right(x, y, params), cell="skip", skip=3, hidden=2).passed
     wrong = d.mutate("no_lag_path")
-    report = grade_function(lambda x, y, params: engine.evaluate(wrong, params, x, y).as_float(), cell="skip",
+    report = grade_function(lambda x, y, params: evaluation.evaluate(wrong, params, x, y).as_float(), cell="skip",
                             skip=3, hidden=2)
     assert not report.passed and report.mistake == "no_lag_path"
 

@@ -71,7 +71,7 @@ def test_codegen_derives_nothing_it_is_given(monkeypatch, backend):
     derivation = engine.derive_cell(cell_of(model))
     calls = []
     real = engine.derive_cell
-    monkeypatch.setattr(engine, "derive_cell", lambda cell: calls.append(cell) or real(cell))
+    monkeypatch.setattr(engine, "derive_cell", lambda cell, **kw: calls.append(cell) or real(cell, **kw))
     given = generate(model, "unrolled", backend=backend, derivation=derivation)
     assert calls == []
     assert generate(model, "unrolled", backend=backend) == given   # derived here: the same module
@@ -83,7 +83,7 @@ def test_bptt_codegen_derives_once(monkeypatch):
 
     calls = []
     real = engine.derive_cell
-    monkeypatch.setattr(engine, "derive_cell", lambda cell: calls.append(cell) or real(cell))
+    monkeypatch.setattr(engine, "derive_cell", lambda cell, **kw: calls.append(cell) or real(cell, **kw))
     with redirect_stdout(io.StringIO()) as out:
         assert main(["codegen", "--cell", "gru", "--hidden", "2", "--steps", "3", "--backend", "numba"]) == 0
     assert "def loss_and_grad" in out.getvalue() and len(calls) == 1

@@ -26,6 +26,7 @@ from symbolic.cells import builtin, load_cell
 from symbolic.cells.spec import Cell, sigmoid, tanh
 from symbolic.cli.common import derivation_for
 from symbolic.engine import derivation as engine
+from symbolic.engine import evaluate as evaluation
 from symbolic.engine import oracle
 from symbolic.files import MARKER
 from symbolic.model import Model
@@ -277,7 +278,7 @@ def test_the_plain_rnn_at_h1_is_the_notes_model(activation):
     notes = {"w_i": [float(scalar.bptt("w_i", c).xreplace(point)) for c in range(3)],
              "w_h": float(scalar.bptt("w_h").xreplace(point)), "w_o": float(scalar.bptt("w_o").xreplace(point))}
     d = engine.derive_cell(builtin("rnn", activation=activation))
-    values = engine.evaluate(d, {"w_i": w_i.reshape(1, 3), "w_h": np.array([[w_h]]), "w_o": np.array([w_o])}, x, y)
+    values = evaluation.evaluate(d, {"w_i": w_i.reshape(1, 3), "w_h": np.array([[w_h]]), "w_o": np.array([w_o])}, x, y)
     assert np.allclose(values.gradients["w_i"].ravel(), notes["w_i"], rtol=1e-12, atol=1e-15)
     assert values.gradients["w_h"].item() == pytest.approx(notes["w_h"], rel=1e-12)
     assert values.gradients["w_o"].item() == pytest.approx(notes["w_o"], rel=1e-12)
@@ -341,7 +342,7 @@ def test_derive_verify_exits_1_on_a_disagreement(monkeypatch, capsys):
     from symbolic.cli import main
 
     right = engine.derive_cell
-    monkeypatch.setattr(engine, "derive_cell", lambda cell: right(cell).mutate("no_direct_path"))
+    monkeypatch.setattr(engine, "derive_cell", lambda cell, **kw: right(cell, **kw).mutate("no_direct_path"))
     status = main(["derive", "--cell", "lstm", "--steps", "2", "--inputs", "2", "--verify"])
     out = capsys.readouterr().out
     assert status == 1, out

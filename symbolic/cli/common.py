@@ -18,25 +18,33 @@ def cell_gate(model, args):
     return model
 
 
+def outputs_of_args(args):
+    """--readout, --loss, --classes, --reduction as ``symbolic.outputs.Outputs`` (the notes' by default)."""
+    from ..outputs import outputs_of
+
+    return outputs_of(getattr(args, "readout", None), getattr(args, "loss", None), getattr(args, "classes", None),
+                      getattr(args, "reduction", None))
+
+
 def model_of(args):
     from ..model import Model
 
     return cell_gate(
         Model(
             steps=args.steps, activation=args.activation, inputs=args.inputs, hidden=args.hidden,
-            cell=args.cell, bias=args.bias, skip=args.skip,
+            cell=args.cell, bias=args.bias, skip=args.skip, outputs=outputs_of_args(args),
         ),
         args,
     )
 
 
 def check_shape(args):
-    """analyze and train: check --hidden, --cell, --bias and --activation before any work."""
+    """analyze and train: check --hidden, --cell, --bias, --activation and the outputs before any work."""
     from ..model import Model
 
     return cell_gate(
         Model(steps=1, activation=args.activation, hidden=args.hidden, cell=args.cell, bias=args.bias,
-              skip=args.skip), args
+              skip=args.skip, outputs=outputs_of_args(args)), args
     )
 
 

@@ -51,6 +51,28 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
         "symbolic.cells.spec (see docs/cells.md). A cell file is Python: it runs when loaded, like any script",
     )
     skip_option(parser)
+    _readout_options(parser)
+
+
+def _readout_options(parser: argparse.ArgumentParser) -> None:
+    """The output side (symbolic/outputs.py): where the loss enters, which loss, its reduction."""
+    parser.add_argument(
+        "--readout", default=None, choices=("last", "every"),
+        help="where the loss enters: last, one readout after the last step (the notes' many-to-one model, "
+        "default), or every, a readout and a loss term after every step (many-to-many; y is then (B, n))",
+    )
+    parser.add_argument(
+        "--loss", default=None, choices=("bce", "softmax", "mse"),
+        help="bce: y_hat = sigmoid(w_y . s), binary cross-entropy (default); softmax: y_hat = softmax(W_y s) "
+        "over --classes K, cross-entropy with a class index y (W_y is (K, H)); mse: y_hat = w_y . s, "
+        "(y_hat - y)^2 without a factor 1/2, as torch's MSELoss",
+    )
+    parser.add_argument("--classes", default=None, metavar="K", help="with --loss softmax: the classes K >= 2 (default: 2)")
+    parser.add_argument(
+        "--reduction", default=None, choices=("steps", "all"),
+        help="with --readout every: steps, the batch mean of the sum over steps (default; min-char-rnn, CS231n), "
+        "or all, the mean over every step and sequence (torch's CrossEntropyLoss on the B*n rows)",
+    )
 
 
 def skip_option(parser: argparse.ArgumentParser) -> None:
@@ -376,10 +398,22 @@ def _train_parser(commands) -> None:
         ),
     )
     train.add_argument(
-        "--data", default="notes", metavar="notes|long|FILE.csv",
+        "--data", default=["notes"], nargs="+", metavar="notes|long|FILE.csv|copy|text FILE.txt",
         help="notes: the notes' three sentences (default); long: 200 sequences of 50 words whose label "
         "is 1 iff the first word is 'cat', with a held-out set of 100 drawn the same way; or a CSV "
-        "file with columns text,label (label 0 or 1, text split on whitespace, D = vocabulary size)",
+        "file with columns text,label (label 0 or 1, text split on whitespace, D = vocabulary size). "
+        "With --readout every (a loss at every step): copy (default there), the label at step t is the "
+        "symbol of step t - 1; text FILE.txt, a character-level language model (--readout every --loss "
+        "softmax --reduction all implied, the file's characters the classes, chunks of --steps characters, "
+        "the last tenth held out and reported in bits per character)",
+    )
+    train.add_argument(
+        "--steps", "-n", default=None, metavar="N",
+        help="with --readout every: the length of each sequence (copy: default 8) or chunk (text: default 25)",
+    )
+    train.add_argument(
+        "--sample", default=None, metavar="N",
+        help="with --data text: print N characters generated from a seed character after training",
     )
     train.add_argument(
         "--steps-from-data", action="store_true",

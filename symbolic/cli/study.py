@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 from ..errors import UsageError
@@ -20,6 +21,9 @@ def analyze(args) -> int:
     from ..study import analysis
 
     model = check_shape(args)
+    if not model.outputs.default:
+        raise UsageError(f"bptt analyze measures the many-to-one readout only, not {model.outputs.flags} yet: "
+                         "drop those options")
     words = None
     if args.input is not None:
         words = [word for word in args.input.replace(",", " ").split()]
@@ -105,6 +109,12 @@ def train(args) -> int:
     from ..files import json_text
     from ..study import data, train
 
+    if args.data[0] == "text" or (args.readout or "last") != "last" or args.loss or args.classes:
+        return _train_steps(args)
+    if len(args.data) != 1 or args.steps is not None or args.sample is not None:
+        raise UsageError("--data takes one of notes, long or FILE.csv here, and --steps and --sample apply to "
+                         "--readout every or --data text FILE.txt: drop them, or add --readout every")
+    args.data = args.data[0]
     if args.hidden is None:
         args.hidden = str(train.CELL_DEFAULTS["hidden"]) if args.cell != "rnn" else "1"
     model = check_shape(args)
@@ -151,6 +161,53 @@ def train(args) -> int:
     if plot_path:
         print(f"wrote {plot_path}", file=sys.stderr)
     return 1 if result.diverged_at is not None else 0
+
+
+def _train_steps(args) -> int:
+    """train with a loss at every step (symbolic/study/many.py): the copy task, or a text file's
+    character-level language model."""
+    from ..codegen import load
+    from ..files import json_text
+    from ..model import Model
+    from ..outputs import outputs_of
+    from ..study import many
+
+    text = args.data[0] == "text"
+    if (text and len(args.data) != 2) or (not text and args.data not in (["copy"], ["notes"])):  # notes: the default
+        raise UsageError("with --readout every, --data is copy or text FILE.txt (e.g. --data text story.txt)")
+    steps = int_option(args.steps if args.steps is not None else (25 if text else 8), "--steps", minimum=1)
+    seed = int_option(args.seed, "--seed")
+    if text:
+        if args.loss not in (None, "softmax") or args.reduction not in (None, "all") or args.classes is not None:
+            raise UsageError("--data text trains a softmax over the file's characters with --reduction all: "
+                             "drop --loss, --classes and --reduction")
+        data = many.text_task(args.data[1], steps)
+        outputs = outputs_of("every", "softmax", len(data.vocabulary), "all")
+    else:
+        outputs = outputs_of(args.readout or "every", args.loss, args.classes, args.reduction)
+        if not outputs.every:
+            raise UsageError("train takes --loss and --classes with a loss at every step (the copy task, or "
+                             "--data text FILE.txt): add --readout every")
+        data = None
+    inputs = len(data.vocabulary) if text else (outputs.classes or 4)
+    model = Model(steps=steps, activation=args.activation, inputs=inputs, hidden=args.hidden or (32 if text else 16),
+                  cell=args.cell, bias=args.bias, skip=args.skip, outputs=outputs)
+    if data is None:
+        data = many.copy_task(outputs, inputs, steps, seed)
+    length = None if args.sample is None else int_option(args.sample, "--sample", minimum=1)
+    if length is not None and not text:
+        raise UsageError("--sample prints generated text: use it with --data text FILE.txt")
+    epochs = int_option(args.epochs if args.epochs is not None else (40 if text else 30), "--epochs", minimum=1)
+    lr = float_option(args.lr if args.lr is not None else 0.01, "--lr", positive=True)
+    module = load(model, "loop", derivation=derivation_for(model))
+    run = many.train_steps(module, data, outputs, epochs, lr, seed)
+    if length is not None:
+        run.sample = many.sample(module, run.params, data.vocabulary, length, steps, seed)
+    if args.json:
+        print(json_text(run.as_json()))
+    else:
+        sys.stdout.write(many.summary(run))
+    return 0 if math.isfinite(run.losses[-1]) else 1
 
 
 def _sweep(args, config, dataset, held_out, plot_path) -> int:

@@ -123,6 +123,8 @@ def command(model: Model, mode: str, output: str | None = None, backend: str = "
         words += ["--hidden", str(model.hidden)]
     if model.bias:
         words += ["--bias"]
+    if not model.outputs.default:
+        words += model.outputs.flags.split()
     words += ["--mode", mode]
     if backend != "numpy":
         words += ["--backend", backend]
@@ -331,6 +333,9 @@ def _load(model: Model, mode: str, backend: str = "numpy", contents: str = "", h
         name = name.replace("bptt_generated_", f"bptt_generated_{tag}_", 1) + f"_d{model.inputs}"
     if model.skip is not None:
         name += f"_k{model.skip}"
+    if not model.outputs.default:
+        o = model.outputs
+        name += f"_{o.readout}_{o.loss}{o.classes or ''}_{o.reduction}"
     if backend == "numba":
         # A module generated before, by this same code and templates, is imported from its file
         # without deriving or rendering it again (no SymPy import: a fresh process loads in

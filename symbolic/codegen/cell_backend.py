@@ -18,7 +18,7 @@ import sympy as sp
 
 from ..activations import ACTIVATIONS
 from ..engine.derivation import CellDerivation
-from .layout import Layout, Step
+from .layout import Layout
 from .numpy_backend import code, text
 from .numpy_printer import NumpyCellPrinter, _array, _targets, ring_name
 
@@ -52,7 +52,7 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
     lay, d = printer.lay, printer.d
     forward_steps = [printer.forward_step(step) for step in lay.forward_order(steps)]
     backward_steps = [printer.backward_step(step) for step in lay.backward_order(steps)]
-    loop_step = Step(None, False, False)
+    (loop_step,) = lay.forward_order(None)
     # Wide batches: the same step with δ arrays one step long, each weight gradient summed in the step.
     per_step = printer.backward_step(loop_step, slot="0", per_step=True)
     # bptt_terms: the loop's step keeping each state's δ and each per-unit parameter's term per step.
@@ -112,6 +112,8 @@ def _cell_context(model, d: CellDerivation) -> dict:
     cell, H = d.cell, model.hidden
     y_hat, y = d.symbols["y_hat"], d.symbols["y"]
     names = _display_names(d)
+    # the notes' positional form f(x, y, w_i, w_h, w_o) is of the notes' output side only
+    positional = cell.positional if d.outputs.default else ()
     return {
         "cell": cell.name,
         # the description sits in the module's docstring: its backslashes and quotes escaped
@@ -127,10 +129,10 @@ def _cell_context(model, d: CellDerivation) -> dict:
         "activations": sorted({node.activation for node in d.nodes if node.activation}),
         "analytic": all(ACTIVATIONS[node.activation].analytic for node in d.nodes if node.activation),
         "incoming": [{"state": state, "name": str(symbol)} for state, symbol in d.incoming.items()],
-        "positional": [{"name": name, "shape": d.shapes(H, model.inputs)[name]} for name in cell.positional],
-        "positional_matrices": [name for name in cell.positional if name in cell.matrices],
+        "positional": [{"name": name, "shape": d.shapes(H, model.inputs)[name]} for name in positional],
+        "positional_matrices": [name for name in positional if name in cell.matrices],
         "constants": [{"name": key, "value": _literal(value)} for key, value in cell.constants.items()],
-        "impl": {name: f"_dict_{name}" if cell.positional else name
+        "impl": {name: f"_dict_{name}" if positional else name
                  for name in ("forward", "states", "loss", "loss_and_grad", "bptt_terms")},
         "per_step_entries": PER_STEP_ENTRIES,
         "output_factor_code": code(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")})),
@@ -141,7 +143,15 @@ def _cell_context(model, d: CellDerivation) -> dict:
         "sent_formulas": [_sent_formula(d, state, a) for state, a in d.sent.items()]
         + [_sent_formula(d, state, a, lag) for (state, lag), a in d.sent_lagged.items()],
         "names_out": {symbol: sp.Symbol(str(symbol)) for symbol in d.symbols["vectors"].values()},
+        "outputs": None if d.outputs.default else _outputs_context(d),
     }
+
+
+def _outputs_context(d: CellDerivation) -> dict:
+    """The output side of a module other than the notes' (templates/numpy/outputs.j2)."""
+    o = d.outputs
+    return {"readout": o.readout, "loss": o.loss, "classes": o.classes, "reduction": o.reduction,
+            "every": o.every, "describe": o.describe, "flags": o.flags}
 
 
 def _statements(context: dict) -> dict:
@@ -177,8 +187,9 @@ def _statements(context: dict) -> dict:
     # the NumPy module's own functions; in a Numba module (prefix _numpy_) only its bptt_terms is placed
     impl = context["impl"] if ns == "_" else {name: ns + f.lstrip("_") for name, f in context["impl"].items()}
     context["impl_names"] = impl
+    masked = _MASK if context["outputs"] else []
     context["signatures"] = {
-        name: f"def {function}({', '.join(arguments)}) -> {returns}:"
+        name: f"def {function}({', '.join(arguments + (masked if name in _MASKED else []))}) -> {returns}:"
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
@@ -199,6 +210,9 @@ NAMED = ["named: bool = False"]
 _WEIGHTS = ["*weights: npt.ArrayLike", "**keywords: npt.ArrayLike"]
 _GRADIENT_ARGUMENTS = ["x: np.ndarray", "p: dict[str, np.ndarray]", "values: np.ndarray", "projection: np.ndarray",
                        "maps: tuple[np.ndarray, ...]", "deltas: tuple[np.ndarray, ...]", "residual: np.ndarray"]
+#: A loss at every step takes a mask (B, n) of 0/1 (symbolic.outputs).
+_MASK = ["mask: npt.ArrayLike | None = None"]
+_MASKED = ("loss", "loss_and_grad", "bptt_terms")
 #: The public functions' (dict form's) arguments and return annotations (the Numba module's too).
 SIGNATURES = {
     "forward": (_DATA + _PARAMS, "np.ndarray"),

@@ -89,6 +89,9 @@ class Step:
     first: bool
     last: bool
     steps: int | None = None
+    #: the readout's error of this step (``residual``, (n, B, H)) joins δs_in of the output state: any
+    #: output side but the notes' (whose δs_in starts at step n from the one readout instead)
+    seeded: bool = False
 
     def reads_zero(self, lag: int) -> bool:
         """s_(t−lag) is an initial state, 0 (t ≤ lag); the loop's step reads row max(t − lag, 0), which is."""
@@ -164,9 +167,10 @@ class Layout:
 
     def forward_order(self, steps: int | None) -> tuple[Step, ...]:
         """The forward steps in order: t = 1..n unrolled, or the loop's one step (``steps`` None)."""
+        seeded = not self.derivation.outputs.default
         if steps is None:
-            return (Step(None, False, False),)
-        return tuple(Step(t, t == 1, t == steps, steps) for t in range(1, steps + 1))
+            return (Step(None, False, False, None, seeded),)
+        return tuple(Step(t, t == 1, t == steps, steps, seeded) for t in range(1, steps + 1))
 
     def backward_order(self, steps: int | None) -> tuple[Step, ...]:
         """The backward steps in order: t = n..1 unrolled, or the loop's one step."""

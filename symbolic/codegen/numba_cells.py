@@ -38,7 +38,7 @@ from __future__ import annotations
 import sympy as sp
 
 from . import cell_backend
-from .cell_backend import NAMED, SIGNATURES
+from .cell_backend import _MASK, _MASKED, NAMED, SIGNATURES
 from .layout import Layout
 from .numba_backend import NumbaScalarPrinter
 from .numba_printer import NumbaCellPrinter, call, deltas, sums_of
@@ -130,8 +130,9 @@ def context(model, mode: str, command: str, cell_layout: Layout) -> dict:
         "rows": ROWS,
         "span_rows": SPAN_ROWS,
         "blas_entries": blas_entries(sum(g.count for g in printer.groups if g.kind == "state"), model.hidden),
-        **_interface(bool(d.cell.positional), numpy),
+        **_interface(bool(numpy["positional"]), numpy),
         **_helpers(d, printer.kernel.helpers),
+        "outputs": numpy["outputs"],
     }
 
 
@@ -142,7 +143,8 @@ def _interface(positional: bool, numpy: dict) -> dict:
     return {
         "impl": impl,
         "impl_signatures": {
-            name: _joined(f"def {impl[name]}", names + (NAMED if positional else []), f" -> {returns}:")
+            name: _joined(f"def {impl[name]}", names + (NAMED if positional else [])
+                          + (_MASK if numpy["outputs"] and name in _MASKED else []), f" -> {returns}:")
             for name, (names, returns) in SIGNATURES.items()
         },
         "positional": positional,
@@ -169,8 +171,10 @@ def _arguments(printer: NumbaCellPrinter) -> dict[str, list[str]]:
     groups = printer.groups
     stored_maps = [f"maps_{g.label}" for g in groups if g.reads_maps]
     arrays = [deltas(g) for g in printer.arrays]
+    # any output side but the notes': what each step's readout sends to the output state, (n, B, H)
+    seeded = ["residual"] if not printer.d.outputs.default else []
     backward = ["x", "values", *stored_maps, *(f"weights_{g.label}" for g in groups if g.kind != "x"),
-                "vectors", "incoming", "span"]
+                "vectors", "incoming", *seeded, "span"]
     return {
         "forward_arguments": ["x", *(f"weights_{g.label}_transposed" for g in groups), "vectors"],
         "backward_arguments": backward,
@@ -181,7 +185,7 @@ def _arguments(printer: NumbaCellPrinter) -> dict[str, list[str]]:
         "backward_call": ["values", "vectors", "incoming", *(f"{name}[t - 1]" for name in stored_maps),
                           *(f"{array}[slot]" for array in arrays), "transposed", "kept", "sums", "t", "chunk"],
         "backward_driver_call": [
-            name if name in ("x", "values", "incoming", *stored_maps)
+            name if name in ("x", "values", "incoming", "residual", *stored_maps)
             else "_span(batch, steps)" if name == "span" else f'w["{name}"]'
             for name in backward
         ],

@@ -366,8 +366,12 @@ class NumpyCellPrinter:
                 lines.append(f"sums_{array} += {array}[{row}].sum(axis=0)")
 
     def _received(self, step: Step) -> list[str]:
-        """What steps t + K sent to each state read K steps back, added to its δ from step t + 1."""
+        """What steps t + K sent to each state read K steps back, added to its δ from step t + 1; and
+        the readout's error of step t (``residual``) where the loss enters at every step."""
         lines = []
+        if step.seeded:
+            incoming = self.d.incoming[self.d.output_state]
+            lines.append(f"{incoming} = {incoming} + residual[{_times(step.t)[1]}]")
         for state, lag, _ in self.lay.rings:
             if step.receives(lag):
                 incoming = self.d.incoming[state]

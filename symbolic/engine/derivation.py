@@ -30,11 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-import numpy as np
 import sympy as sp
 
 from ..activations import ACTIVATIONS, sigmoid
 from ..cells.spec import FUNCTIONS, Cell
+from ..outputs import Outputs
 
 #: Digits of the high-precision evaluation.
 DIGITS = 60
@@ -110,6 +110,9 @@ class CellDerivation:
     lagged: dict = field(default_factory=dict)
     #: (state name, K ≥ 2) → δs_(t−K), the Adjoint step t sends K steps back (received by δs_in at t − K)
     sent_lagged: dict = field(default_factory=dict)
+    #: the output side (``symbolic.outputs``): at every step the readout's error W_yᵀ e_t joins δs_in of
+    #: the output state, beside what step t + 1 sends (the per-unit recursion is the same)
+    outputs: Outputs = field(default_factory=Outputs)
 
     # -- what stages read ----------------------------------------------------------------------------
 
@@ -123,7 +126,12 @@ class CellDerivation:
 
     @property
     def parameters(self) -> dict:
-        return self.cell.parameters
+        """Parameter name → shape in "H"/"D"/"K": the cell's, the readout (K, H) and its bias (K,) for softmax."""
+        shapes = dict(self.cell.parameters)
+        shapes[self.cell.readout] = self.outputs.readout_shape()
+        if self.cell.readout_bias:
+            shapes[self.cell.readout_bias] = self.outputs.bias_shape()
+        return shapes
 
     @property
     def lags(self) -> dict:
@@ -152,7 +160,7 @@ class CellDerivation:
 
     def shapes(self, hidden: int, inputs: int) -> dict[str, tuple[int, ...]]:
         """Parameter name → shape for hidden size H and input size D."""
-        sizes = {"H": hidden, "D": inputs}
+        sizes = {"H": hidden, "D": inputs, "K": self.outputs.classes}
         return {name: tuple(sizes[s] for s in shape) for name, shape in self.parameters.items()}
 
     @cached_property
@@ -341,16 +349,18 @@ def _gradients(cell: Cell, linears: tuple, vectors: dict, linear_delta: dict, th
 
 
 def derive_model(model) -> CellDerivation:
-    """The derivation of ``model``'s cell: what a command computes once and hands to every stage
-    (typeset, proof, codegen, analysis); library callers that bring none get it here too."""
+    """The derivation of ``model``'s cell with its outputs: what a command computes once and hands to
+    every stage (typeset, proof, codegen, analysis); library callers that bring none get it here too."""
     from ..cells import cell_of
 
-    return derive_cell(cell_of(model))
+    return derive_cell(cell_of(model), outputs=model.outputs)
 
 
-def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
-    """The exact BPTT of ``cell`` (validated), per unit. ``local_partials`` (node → {u: ∂v/∂u})
-    replaces the rule for the local partials: only the mutations use it."""
+def derive_cell(cell: Cell, local_partials=None, outputs: Outputs | None = None) -> CellDerivation:
+    """The exact BPTT of ``cell`` (validated), per unit, with the readout and loss of ``outputs`` (the
+    notes' σ and binary cross-entropy after the last step by default). ``local_partials`` (node →
+    {u: ∂v/∂u}) replaces the rule for the local partials: only the mutations use it."""
+    outputs = outputs or Outputs()
     cell.validate()
     nodes = _normalise(cell)
     partials = {node.name: (local_partials or _partials)(node) for node in nodes}
@@ -413,8 +423,7 @@ def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
     gradients = _gradients(cell, linears, vectors, linear_delta, through_users)
 
     z, y, y_hat = sp.Symbol("z"), sp.Symbol("y"), sp.Symbol("y_hat")
-    loss_of_logit = -y * sp.log(sigmoid(z)) - (1 - y) * sp.log(1 - sigmoid(z))
-    output_factor = sp.expand(sp.diff(loss_of_logit, z).xreplace({sigmoid(z): y_hat}))
+    loss_of_logit, output_factor = _loss_terms(outputs.loss, z, y, y_hat)
 
     symbols = {"z": z, "y": y, "y_hat": y_hat, "delta": delta, "vectors": vectors,
                "value": dict(value), "linear_delta": dict(linear_delta)}
@@ -422,8 +431,24 @@ def derive_cell(cell: Cell, local_partials=None) -> CellDerivation:
         cell=cell, nodes=tuple(nodes), linears=linears, previous=previous, partials=partials,
         incoming=incoming, adjoints=tuple(adjoints), sent=sent, gradients=gradients,
         output_factor=output_factor, loss_of_logit=loss_of_logit, symbols=symbols,
-        lagged=dict(cell.lags), sent_lagged=sent_lagged,
+        lagged=dict(cell.lags), sent_lagged=sent_lagged, outputs=outputs,
     )
+
+
+def _loss_terms(loss: str, z, y, y_hat) -> tuple:
+    """The loss of one logit z and ∂ℓ/∂z by sp.diff, written with ŷ and y: bce ŷ − y (ŷ = σ(z)); softmax
+    ŷ_k − y_k per class (y_k the one-hot entry [y = k], the sum taken at K = 2, where z is z_1); mse
+    2 (ŷ − y) (ŷ = z)."""
+    if loss == "bce":
+        loss_of_logit = -y * sp.log(sigmoid(z)) - (1 - y) * sp.log(1 - sigmoid(z))
+        return loss_of_logit, sp.expand(sp.diff(loss_of_logit, z).xreplace({sigmoid(z): y_hat}))
+    if loss == "softmax":
+        other = sp.Symbol("z_2")
+        loss_of_logit = sp.log(sp.exp(z) + sp.exp(other)) - y * z - (1 - y) * other
+        softmax = sp.exp(z) / (sp.exp(z) + sp.exp(other))
+        return loss_of_logit, sp.expand(sp.diff(loss_of_logit, z).xreplace({softmax: y_hat}))
+    loss_of_logit = (z - y) ** 2
+    return loss_of_logit, sp.expand(sp.diff(loss_of_logit, z).xreplace({z: y_hat}))
 
 
 # -- mutations: the classic wrong BPTTs ---------------------------------------------------------------
@@ -497,277 +522,7 @@ def _rederived(d: CellDerivation, rules: dict, mutation: str) -> CellDerivation:
     def patched(node):
         return {symbol: rules.get((node.name, symbol), partial) for symbol, partial in _partials(node).items()}
 
-    return replace(derive_cell(d.cell, local_partials=patched), mutation=mutation)
+    return replace(derive_cell(d.cell, local_partials=patched, outputs=d.outputs), mutation=mutation)
 
 
-# -- numerical evaluation: the reference implementation ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Values:
-    """Mean loss, gradients (name → array of the parameter's shape) and the forward values."""
-
-    loss: object
-    gradients: dict
-    forward: dict = field(default_factory=dict)
-
-    def as_float(self) -> tuple[float, dict]:
-        return float(self.loss), {name: np.asarray(value, dtype=float) for name, value in self.gradients.items()}
-
-
-def evaluate(d: CellDerivation, params: dict, x, y, digits: int | None = None) -> Values:
-    """Loss and gradients by the derived recursion: float64 NumPy, or mpmath at ``digits`` digits.
-
-    ``params``: name → array of the shapes for some H (read from the readout weight) and D (from x);
-    ``x``: (B, n, D) or (n, D); ``y``: (B,) or a number. Exact inputs (ints, Fractions, SymPy rationals)
-    are converted exactly in the mpmath mode.
-    """
-    if digits is None:
-        return _evaluate(d, params, x, y, _Float64())
-    import mpmath
-
-    with mpmath.workdps(digits):
-        return _evaluate(d, params, x, y, _Mpmath())
-
-
-def _plain(arguments, expr):
-    """The arguments renamed _a0, _a1, …: lambdify puts each argument's name in the namespace of the
-    function it writes, where a cell's value named pi or tanh would shadow the constant or function."""
-    plain = [sp.Symbol(f"_a{k}") for k in range(len(arguments))]
-    return plain, sp.sympify(expr).xreplace(dict(zip(arguments, plain)))
-
-
-class _Float64:
-    dtype = float
-
-    def array(self, value):
-        return np.asarray(value, dtype=float)
-
-    def zeros(self, shape):
-        return np.zeros(shape)
-
-    def function(self, arguments, expr):
-        arguments, expr = _plain(arguments, expr)
-        return sp.lambdify(arguments, expr, modules=[{"sigmoid": _np_sigmoid, "relu": _np_relu,
-                                                      "Heaviside": lambda v, h0=0.0: np.heaviside(v, h0)},
-                                                     "numpy"])
-
-    def log_sigmoid_loss(self, z, y):
-        return y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z)
-
-    def sigmoid(self, z):
-        return _np_sigmoid(z)
-
-
-class _Mpmath:
-    dtype = object
-
-    def array(self, value):
-        return np.vectorize(_mp, otypes=[object])(np.asarray(value, dtype=object))
-
-    def zeros(self, shape):
-        import mpmath
-
-        return np.full(shape, mpmath.mpf(0), dtype=object)
-
-    def function(self, arguments, expr):
-        import mpmath
-
-        arguments, expr = _plain(arguments, expr)
-        scalar = sp.lambdify(arguments, expr, modules=[{
-            "sigmoid": lambda v: 1 / (1 + mpmath.exp(-v)),
-            "relu": lambda v: v if v > 0 else mpmath.mpf(0),
-            "Heaviside": lambda v, h0=0: mpmath.mpf(1) if v > 0 else (mpmath.mpf(h0) if v == 0 else mpmath.mpf(0)),
-        }, "mpmath"])
-        vectorised = np.frompyfunc(scalar, len(arguments), 1) if arguments else None
-
-        def apply(*values):
-            if not arguments:
-                return scalar()
-            return vectorised(*values)
-
-        return apply
-
-    def log_sigmoid_loss(self, z, y):
-        import mpmath
-
-        def one(zv, yv):
-            return yv * mpmath.log1p(mpmath.exp(-zv)) + (1 - yv) * mpmath.log1p(mpmath.exp(zv))
-
-        return np.frompyfunc(one, 2, 1)(z, y)
-
-    def sigmoid(self, z):
-        import mpmath
-
-        return np.frompyfunc(lambda v: 1 / (1 + mpmath.exp(-v)), 1, 1)(z)
-
-
-def _np_sigmoid(z):
-    z = np.asarray(z)
-    positive = np.real(z) > 0
-    e = np.exp(np.where(positive, -z, z))
-    return np.where(positive, 1 / (1 + e), e / (1 + e))
-
-
-def _np_relu(z):
-    return np.maximum(z, 0.0)
-
-
-def _mp(value):
-    import mpmath
-
-    if hasattr(value, "numerator") and hasattr(value, "denominator") and not isinstance(value, float):
-        return mpmath.mpf(int(value.numerator)) / int(value.denominator)
-    if isinstance(value, sp.Rational):
-        return mpmath.mpf(int(value.p)) / int(value.q)
-    if isinstance(value, sp.Basic):
-        return mpmath.mpf(sp.Float(value, mpmath.mp.dps + 5))
-    return mpmath.mpf(value)
-
-
-def forward_values(d: CellDerivation, params: dict, x) -> tuple[list, dict]:
-    """The forward recursion in float64: per step t = 1..n a dict symbol → (B, H) value (every node,
-    linear map, previous state and per-unit parameter of the step), and state → [s_0, …, s_n]."""
-    numbers = _Float64()
-    p = {name: numbers.array(params[name]) for name in d.cell.parameters}
-    x = numbers.array(x)
-    if x.ndim == 2:
-        x = x[np.newaxis]
-    return _forward(d, p, x, numbers)
-
-
-def _forward(d: CellDerivation, p: dict, x, numbers, initial=None) -> tuple[list, dict]:
-    """``initial``: state name → s_0 (B, H), zeros where not given."""
-    batch, steps, _ = x.shape
-    hidden = p[d.cell.readout].shape[0]
-    node_functions = {node.name: numbers.function(sorted(node.expr.free_symbols, key=str), node.expr)
-                      for node in d.nodes}
-    node_arguments = {node.name: sorted(node.expr.free_symbols, key=str) for node in d.nodes}
-    zero = numbers.zeros((batch, hidden))
-    states = {state: [(initial or {}).get(state, zero) + zero] for state in d.states}
-    history = []   # per step: symbol → value
-    leaves = [(state, lag, d.leaf(state, lag)) for state, lags in d.lags.items() for lag in lags]
-    for t in range(steps):
-        # s_(t−K) of step t + 1 (0-based t): states[s][t + 1 − K], the zero state before the sequence
-        known = {symbol: states[state][t + 1 - lag] if t + 1 - lag >= 0 else zero for state, lag, symbol in leaves}
-        known |= {symbol: p[name] for name, symbol in d.symbols["vectors"].items()}
-        sources = {"x": x[:, t], **{str(symbol): known[symbol] for _, _, symbol in leaves}}
-
-        def apply_maps(operand, known=known, sources=sources):
-            for linear in d.linears:
-                if linear.operand == operand:
-                    known[linear.symbol] = sources[operand] @ p[linear.matrix].T
-
-        for operand in ("x", *(str(symbol) for _, _, symbol in leaves)):
-            apply_maps(operand)
-        for node in d.nodes:
-            arguments = [known[symbol] for symbol in node_arguments[node.name]]
-            known[node.symbol] = node_functions[node.name](*arguments) + zero   # (B, H) even for constants
-            sources[node.name] = known[node.symbol]
-            apply_maps(node.name)
-        for state in d.states:
-            states[state].append(known[d.state_node(state).symbol])
-        history.append(known)
-    return history, states
-
-
-def _evaluate(d: CellDerivation, params: dict, x, y, numbers) -> Values:
-    cell = d.cell
-    x = numbers.array(x)
-    if x.ndim == 2:
-        x = x[np.newaxis]
-    batch, steps, _ = x.shape
-    p = {name: numbers.array(params[name]) for name in cell.parameters}
-    hidden = p[cell.readout].shape[0]
-    y = numbers.array(np.atleast_1d(np.asarray(y, dtype=object)))
-    zero = numbers.zeros((batch, hidden))
-    history, states = _forward(d, p, x, numbers)
-
-    z = states[d.output_state][-1] @ p[cell.readout]
-    if cell.readout_bias:
-        z = z + p[cell.readout_bias]
-    y_hat = numbers.sigmoid(z)
-    residual = numbers.function([d.symbols["y_hat"], d.symbols["y"]], d.output_factor)(y_hat, y)
-    total_loss = numbers.log_sigmoid_loss(z, y).sum()
-    gradients = {name: numbers.zeros(value.shape) for name, value in p.items()}
-    gradients[cell.readout] = residual @ states[d.output_state][-1]
-    if cell.readout_bias:
-        gradients[cell.readout_bias] = residual.sum()
-
-    # received[s][t]: what later steps (t + 1, and t + K for each lag K) have sent to s_t so far
-    received = {state: [zero] * (steps + 1) for state in d.states}
-    received[d.output_state][steps] = residual[:, np.newaxis] * p[cell.readout]
-    _backward(d, p, x, history, received, gradients, numbers)
-
-    scale = batch if d.batch_mean else 1
-    return Values(
-        loss=total_loss / batch,
-        gradients={name: value / scale for name, value in gradients.items()},
-        forward={"states": states, "steps": history},
-    )
-
-
-def _backward(d: CellDerivation, p: dict, x, history: list, received: dict, gradients: dict, numbers,
-              on_step=None) -> None:
-    """The δ recursion from t = n down: adds each step's terms to ``gradients`` and what it sends back to
-    ``received`` (state → [δ into s_0, …, s_n]; s_0's entry is ∂/∂s_0); ``on_step(t, resolve)`` sees
-    every step's adjoints."""
-    batch, steps, _ = x.shape
-    zero = numbers.zeros((batch, p[d.cell.readout].shape[0]))
-    adjoint_functions = {}
-    for adjoint in (*d.adjoints, *d.sent.values(), *d.sent_lagged.values()):
-        arguments = sorted(adjoint.expr.free_symbols, key=str)
-        adjoint_functions[adjoint.name] = (arguments, numbers.function(arguments, adjoint.expr))
-    gradient_functions = {}
-    for name, terms in d.gradients.items():
-        for k, term in enumerate(terms):
-            if term[0] == "sum":
-                arguments = sorted(term[1].free_symbols, key=str)
-                gradient_functions[(name, k)] = (arguments, numbers.function(arguments, term[1]))
-            else:
-                arguments = sorted(term[1].free_symbols, key=str)
-                gradient_functions[(name, k)] = (arguments, numbers.function(arguments, term[1]))
-    for t in range(steps - 1, -1, -1):
-        known = dict(history[t])
-        known |= {d.incoming[state]: received[state][t + 1] for state in d.states}
-
-        resolve = known.__getitem__
-
-        for adjoint in d.adjoints:
-            arguments, function = adjoint_functions[adjoint.name]
-            value = function(*(resolve(s) for s in arguments)) + zero
-            for matrix, delta in adjoint.transposed:
-                value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
-            known[adjoint.symbol] = value
-        # gradients of this step
-        for name, terms in d.gradients.items():
-            for k, term in enumerate(terms):
-                arguments, function = gradient_functions[(name, k)]
-                value = function(*(resolve(s) for s in arguments)) + zero
-                if term[0] == "sum":
-                    gradients[name] = gradients[name] + value.sum(axis=0)
-                else:
-                    operand = term[2]
-                    source = x[:, t] if operand == "x" else history[t][sp.Symbol(operand)]
-                    gradients[name] = gradients[name] + value.T @ source
-        for state, lags in d.lags.items():
-            for lag in lags:
-                if t + 1 - lag < 0:
-                    continue   # before s_0: nothing there
-                adjoint = d.sent_at(state, lag)
-                arguments, function = adjoint_functions[adjoint.name]
-                value = function(*(resolve(s) for s in arguments)) + zero
-                for matrix, delta in adjoint.transposed:
-                    value = value + _transpose_apply(resolve(delta) + zero, p[matrix], d.transpose)
-                received[state][t + 1 - lag] = received[state][t + 1 - lag] + value
-        if on_step is not None:
-            on_step(t, resolve)
-
-
-def _transpose_apply(delta, matrix, transpose: bool):
-    """Mᵀ δ per sequence (rows of δ): δ @ M; the mutation "untransposed" applies M instead: δ @ Mᵀ."""
-    return delta @ matrix if transpose else delta @ matrix.T
-
-
-__all__ = ["DIGITS", "MUTATIONS", "Adjoint", "CellDerivation", "Linear", "Node", "Values", "derive_cell",
-           "evaluate"]
+__all__ = ["DIGITS", "MUTATIONS", "Adjoint", "CellDerivation", "Linear", "Node", "derive_cell", "derive_model"]

@@ -14,6 +14,7 @@ import numpy as np
 import sympy as sp
 
 from ..cells.spec import FUNCTIONS, Cell
+from ..outputs import Outputs
 
 DIGITS = 60
 #: ReLU arguments closer than this to 0 are avoided in the 60-digit check (the kink).
@@ -105,18 +106,20 @@ class Unrolled:
     readout's σ nodes. ``nested(loss)`` is the literal nest.
     """
 
-    def __init__(self, cell: Cell, hidden: int, inputs: int, steps: int, batch: int = 1):
+    def __init__(self, cell: Cell, hidden: int, inputs: int, steps: int, batch: int = 1,
+                 outputs: Outputs | None = None):
         self.cell, self.hidden, self.inputs, self.steps, self.batch = cell, hidden, inputs, steps, batch
-        sizes = {"H": hidden, "D": inputs}
+        self.outputs = outputs = outputs or Outputs()
+        sizes = {"H": hidden, "D": inputs, "K": outputs.classes}
         self.parameters = {}
-        for name, shape in cell.parameters.items():
+        for name, shape in parameter_shapes(cell, outputs).items():
             dims = tuple(sizes[s] for s in shape)
             entries = [sp.Symbol(f"{name}[{','.join(str(i + 1) for i in index)}]" if dims else name)
                        for index in np.ndindex(dims)]
             self.parameters[name] = np.array(entries, dtype=object).reshape(dims)
         self.x = np.array([sp.Symbol(f"x[{b + 1},{t + 1},{d + 1}]") for b in range(batch) for t in range(steps)
                            for d in range(inputs)], dtype=object).reshape(batch, steps, inputs)
-        self.y = np.array([sp.Symbol(f"y[{b + 1}]") for b in range(batch)], dtype=object)
+        self.y = _labels(outputs, batch, steps)
         self.parameter_symbols = {s for value in self.parameters.values() for s in value.flat}
         self.nodes: list[Node] = []
         self.node: dict = {}          # symbol → Node
@@ -157,13 +160,27 @@ class Unrolled:
                 previous = {state: values[update_of[state]] for state in cell.states}
                 for state in cell.states:
                     history[state].append(previous[state])
-            output = previous[cell.output_state]
-            z = sp.Add(*(w * s for w, s in zip(self.parameters[cell.readout], output)))
-            if cell.readout_bias:
-                z += self.parameters[cell.readout_bias][()]
-            y_hat = self.activation("sigmoid", z).symbol
-            losses.append(-self.y[b] * sp.log(y_hat) - (1 - self.y[b]) * sp.log(1 - y_hat))
-        self.loss = sp.Add(*losses) / batch
+            read = range(steps) if outputs.every else (steps - 1,)
+            losses += [self._step_loss(history[cell.output_state][t], self.y[b, t] if outputs.every else self.y[b])
+                       for t in read]
+        self.loss = sp.Add(*losses) / (batch * steps if outputs.reduction == "all" else batch)
+
+    def _step_loss(self, state: list, y) -> sp.Expr:
+        """The loss of one readout of ``state`` (H values) against ``y`` (a one-hot row for softmax)."""
+        cell, loss = self.cell, self.outputs.loss
+        weight = self.parameters[cell.readout]
+        bias = self.parameters[cell.readout_bias] if cell.readout_bias else None
+        if loss == "softmax":
+            z = [sp.Add(*(w * s for w, s in zip(row, state))) + (bias[k] if bias is not None else 0)
+                 for k, row in enumerate(weight)]
+            return sp.log(sp.Add(*(sp.exp(v) for v in z))) - sp.Add(*(label * v for label, v in zip(y, z)))
+        z = sp.Add(*(w * s for w, s in zip(weight, state)))
+        if bias is not None:
+            z += bias[()]
+        if loss == "mse":
+            return (z - y) ** 2
+        y_hat = self.activation("sigmoid", z).symbol
+        return -y * sp.log(y_hat) - (1 - y) * sp.log(1 - y_hat)
 
     @property
     def atoms(self) -> list[Node]:
@@ -335,7 +352,7 @@ class Unrolled:
         # integer coefficients (B = 1, the readout's ŷ − y, integer equations) multiply several times
         # faster than rationals
         numbers = {n for eq in self.cell.equations for n in eq.expr.atoms(sp.Number, sp.NumberSymbol)}
-        domain = sp.ZZ if self.batch == 1 and all(n.is_Integer for n in numbers) else sp.QQ
+        domain = sp.ZZ if self.batch == 1 and self.outputs.reduction != "all" and all(n.is_Integer for n in numbers) else sp.QQ
         polynomials, *gens = ring(generators, domain)
         point = dict(zip(generators, gens))
 
@@ -349,6 +366,28 @@ class Unrolled:
 
 class _NearKink(Exception):
     pass
+
+
+def parameter_shapes(cell: Cell, outputs: Outputs) -> dict:
+    """The cell's parameters with the readout of ``outputs``: (K, H) and (K,) for softmax."""
+    shapes = dict(cell.parameters)
+    shapes[cell.readout] = outputs.readout_shape()
+    if cell.readout_bias:
+        shapes[cell.readout_bias] = outputs.bias_shape()
+    return shapes
+
+
+def _labels(outputs: Outputs, batch: int, steps: int):
+    """The label symbols: y[b] for a readout after the last step, y[b,t] after every step, and for softmax
+    one more axis of one-hot entries y[…,k]."""
+    index = [(b,) for b in range(batch)] if not outputs.every else [(b, t) for b in range(batch) for t in range(steps)]
+    shape = (batch, steps) if outputs.every else (batch,)
+    if outputs.loss != "softmax":
+        return np.array([sp.Symbol(f"y[{','.join(str(i + 1) for i in key)}]") for key in index],
+                        dtype=object).reshape(shape)
+    classes = outputs.classes
+    return np.array([sp.Symbol(f"y[{','.join(str(i + 1) for i in key)},{k + 1}]") for key in index
+                     for k in range(classes)], dtype=object).reshape(*shape, classes)
 
 
 def _rational(rng: random.Random, low: float, high: float) -> Fraction:
@@ -409,6 +448,8 @@ def value_of(expr: sp.Expr, point: dict, memo: dict, number=_fraction):
         value = value_of(expr.base, point, memo, number) ** int(expr.exp)
     elif isinstance(expr, sp.log):
         value = mpmath.log(value_of(expr.args[0], point, memo, number))
+    elif isinstance(expr, sp.exp):   # a softmax readout's exp(z_k)
+        value = mpmath.exp(value_of(expr.args[0], point, memo, number))
     else:
         raise AssertionError(f"cannot evaluate {type(expr).__name__}: {str(expr)[:80]}")
     memo[key] = (expr, value)   # keep expr alive so its id is not reused

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .derivation import CellDerivation, Values, _backward, _Float64, _forward, _Mpmath, _transpose_apply
+from .derivation import CellDerivation
+from .evaluate import Values, _backward, _Float64, _forward, _Mpmath, _transpose_apply
 
 
 def vjp(d: CellDerivation, params: dict, x, upstream, initial: dict | None = None,
@@ -48,7 +49,7 @@ def _vjp(d: CellDerivation, params: dict, x, upstream, initial, numbers) -> Valu
             if delta != 0:  # the input's own map is applied transposed in every derivation, wrong ones too
                 inputs_delta[t] = inputs_delta[t] + _transpose_apply(resolve(delta) + zero, p[matrix], True)
 
-    _backward(d, p, x, history, received, gradients, numbers, on_step)
+    _backward(d, p, x, history, received, gradients, numbers, on_step=on_step)
     gradients["x"] = np.stack(inputs_delta, axis=1)
     for state in d.states:
         gradients[f"{state}_0"] = received[state][0]

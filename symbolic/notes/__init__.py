@@ -12,7 +12,8 @@ from __future__ import annotations
 def is_notes_model(model) -> bool:
     """The notes' model exactly: the plain RNN with one hidden unit and no biases (a ``Model``, or
     anything with ``cell``, ``hidden`` and ``bias``, such as the training ``Config``)."""
-    return model.cell == "rnn" and model.hidden == 1 and not model.bias
+    outputs = getattr(model, "outputs", None)   # a loss at every step, or another loss, is the generic engine's
+    return model.cell == "rnn" and model.hidden == 1 and not model.bias and (outputs is None or outputs.default)
 
 
 __all__ = ["is_notes_model"]

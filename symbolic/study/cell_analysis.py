@@ -342,7 +342,7 @@ def analyze_cell(
 ) -> CellAnalysis:
     """The cell's Jacobian products for one sequence, and the tanh RNN's on the same words; ``derivation``
     is the command's one derivation of ``model``'s cell."""
-    from ..engine.derivation import forward_values
+    from ..engine.evaluate import forward_values
     from .data import encode
 
     words = matrix_analysis._sequence(steps, words, seed)

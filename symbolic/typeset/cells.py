@@ -41,6 +41,7 @@ from .cell_printer import (
     Transposed,
     names_of,
 )
+from .outputs import OutputsTypesetter
 
 FORMATS = ("tex", "md")
 
@@ -124,6 +125,8 @@ class CellTypesetter:
         self.y, self.y_hat = d.symbols["y"], d.symbols["y_hat"]
         self.readout = sp.Symbol(self.cell.readout)
         self.output = d.state_node(d.output_state).symbol
+        #: the output side when it is not the notes' σ and cross-entropy after the last step
+        self.outputs = None if d.outputs.default else OutputsTypesetter(self)
 
     # -- the model ------------------------------------------------------------------------------------------
 
@@ -144,6 +147,9 @@ class CellTypesetter:
             rows.append((self.vec.doprint(eq.symbol), self.vec.doprint(eq.expr), note))
         initial = ", ".join(self.vec.at(0, "0")._print_Symbol(self.d.state_node(s).symbol) for s in self.d.states)
         rows.append((initial, r"\mathbf{0}", ""))
+        if self.outputs:
+            rows.append(self.outputs.model_row())
+            return rows
         rows.append((self.vec.doprint(self.y_hat), rf"\sigma\left({self.vec.doprint(self.logit())}\right)", ""))
         return rows
 
@@ -153,8 +159,8 @@ class CellTypesetter:
 
     def _shapes(self, hidden: int, inputs: int) -> list[str]:
         groups: dict = {}
-        sizes = {"H": str(hidden), "D": str(inputs)}
-        for name, shape in self.cell.parameters.items():
+        sizes = {"H": str(hidden), "D": str(inputs), "K": str(self.d.outputs.classes)}
+        for name, shape in self.d.parameters.items():
             groups.setdefault(shape, []).append(self.vec.doprint(sp.Symbol(name)))
         rows = []
         for shape, members in groups.items():
@@ -194,6 +200,9 @@ class CellTypesetter:
                 if partial == 1 and kind in ("linear", "vector", "matrix"):
                     continue
                 rows.append((self.unit.doprint(Partial(node.symbol, symbol)), self.unit.doprint(partial)))
+        if self.outputs:
+            rows.append(self.outputs.local_row())
+            return rows
         rows.append((self.unit.doprint(Partial(self.loss, self.logit())), self.unit.doprint(self.d.output_factor)))
         return rows
 
@@ -272,18 +281,23 @@ class CellTypesetter:
             "direct": r"\text{direct path, from step } t+1",
             "elementwise": r"\text{elementwise, from step } t+1",
             "through": r"\text{through the weights, from step } t+1",
+            "loss": r"\text{from the loss at step } t",
         }
         labels |= {f"{kind} {lag}": rf"\text{{{kind_text}, from step }} t+{lag}" for lags in d.lags.values()
                    for lag in lags[1:] for kind, kind_text in (("elementwise", "elementwise"),
                                                                 ("through", "through the weights"))}
         rows = []
-        seed_tex = rf"\left({vec.doprint(d.output_factor)}\right) {vec.doprint(self.readout)}"
+        seed_tex = (self.outputs.seed() if self.outputs
+                    else rf"\left({vec.doprint(d.output_factor)}\right) {vec.doprint(self.readout)}")
+        every = d.outputs.every
 
         def state_row(state: str, within) -> None:
             lhs = vec.doprint(d.incoming[state])
             parts = ([("within", within)] if within != 0 else []) + self._sent(state) + self._sent_lagged(state)
             note = ""
-            if state == d.output_state:  # its row at t = n, where the readout's residual arrives
+            if state == d.output_state and every:  # the loss at step t sends to δs_t at every step
+                parts = [("loss", seed_tex)] + parts
+            elif state == d.output_state:  # its row at t = n, where the readout's residual arrives
                 first = [seed_tex] + ([vec.doprint(within)] if within != 0 else [])
                 rows.append((vec.at(0, "n").doprint(d.incoming[state]), _lines(first), ""))
                 note = r"t < n"
@@ -291,7 +305,8 @@ class CellTypesetter:
                 rows.append((lhs, ["0"], note))
                 return
             braced = len(parts) > 1
-            printed = [vec.doprint(Brace(part, labels[label]) if braced else part) for label, part in parts]
+            printed = [(rf"\underbrace{{{part}}}_{{{labels[label]}}}" if braced else part) if isinstance(part, str)
+                       else vec.doprint(Brace(part, labels[label]) if braced else part) for label, part in parts]
             rows.append((lhs, _lines(printed), note))
 
         aliased = [state for state in d.states if state not in d.adjoint]
@@ -324,9 +339,12 @@ class CellTypesetter:
     def gradient_rows(self) -> list[tuple[str, list[str]]]:
         """∂L/∂θ for every parameter: Σ_t δ uᵀ for a matrix, Σ_t (…) for a per-unit vector, the readout's."""
         vec, rows = self.vec, []
+        readout = dict(self.outputs.gradient_rows()) if self.outputs else {}
         for name in self.cell.parameters:
             lhs = vec.doprint(Partial(self.loss, sp.Symbol(name)))
-            if name == self.cell.readout:
+            if lhs in readout:
+                rhs = readout[lhs]
+            elif name == self.cell.readout:
                 rhs = rf"\left({vec.doprint(self.d.output_factor)}\right) {vec.at(0, 'n').doprint(self.output)}"
             elif name == self.cell.readout_bias:
                 rhs = vec.doprint(self.d.output_factor)
@@ -481,6 +499,8 @@ class CellTypesetter:
             "gap": self.gap_product(),
             "direct_products": self.direct_products(),
             "lags": self.lag_rows(steps),
+            "outputs": ({**self.outputs.context(), "describe": _prose(self.outputs.context()["describe"], fmt)}
+                        if self.outputs else None),
         }
 
 
@@ -501,6 +521,9 @@ def command_of(model, fmt: str | None) -> str:
         parts.append("--bias")
     if model.inputs != len(VOCABULARY):
         parts.append(f"--inputs {model.inputs}")
+    outputs = getattr(model, "outputs", None)
+    if outputs is not None and not outputs.default:
+        parts.append(outputs.flags)
     parts.append(f"--format {fmt}" if fmt else "--verify")
     return " ".join(parts)
 

@@ -365,7 +365,7 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
         interface.name = f"{name} per sequence"
     cases = _cases(d, interface.hidden, model.inputs, steps, seed)
     lengths_text = ", ".join(map(str, sorted({case.steps for case in cases})))
-    from ..engine.derivation import evaluate
+    from ..engine.evaluate import evaluate
 
     for case in cases:
         with np.errstate(all="ignore"):
@@ -422,7 +422,7 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
 def _follows_float64(d, interface: Interface, fn, cases: list[Case]) -> bool:
     """Whether the loss follows the probe (``grade_diagnoses.PROBE``) as a float64 function's does, at
     the three longest cases: a loss off by float32 rounding that does not is float32's."""
-    from ..engine.derivation import evaluate
+    from ..engine.evaluate import evaluate
 
     for case in sorted(cases, key=lambda c: c.steps)[-3:]:
         moved = probed(case.params)

@@ -104,7 +104,7 @@ def _total_derivative(d, forward: _ComplexForward, case) -> dict:
             adjoint[(state, t)] = np.stack(columns, axis=1)
     readout = {cell.readout, cell.readout_bias}
     gradients = {}
-    from ..engine.derivation import evaluate
+    from ..engine.evaluate import evaluate
 
     exact = evaluate(d, case.params, case.x, case.y).gradients
     for name, value in params.items():
@@ -176,7 +176,7 @@ class _Candidates:
             return case.exact_float
         key = (base, id(case))
         if key not in self._values:
-            from ..engine.derivation import evaluate
+            from ..engine.evaluate import evaluate
 
             with np.errstate(all="ignore"):
                 if base == "total_derivative":

@@ -475,6 +475,8 @@ class DictInterface(Interface):
         self.hidden = whole(module, "HIDDEN_SIZE", path, MAX_SIZE) if hasattr(module, "HIDDEN_SIZE") else 0
         self.bias = _bias(module, path)  # for the report only: the parameters are PARAMS
         self.shapes = _parameter_shapes(module, path)
+        #: the labels the module takes (READOUT, LOSS, CLASSES; the notes' (B,) of 0/1 without them)
+        self.labels = _label_kind(module, path)
         #: ``init_params(seed)``, validated
         self.initial = self.init_params(seed)
 
@@ -512,11 +514,37 @@ class DictInterface(Interface):
             scales[name] = 2.0 * largest if largest > 0 else 0.5
         for case in range(count):
             x, y = _batch(rng, batch, steps, self.size, dense=bool(case % 2))
+            y = _labels_like(y, steps, *self.labels)
             params = {}
             for name, shape in self.shapes.items():
                 centre = self.initial[name] if case % 2 else 0.0
                 params[name] = centre + rng.uniform(-1, 1, size=shape) * scales[name]
             yield x, y, params
+
+
+def _label_kind(module, path) -> tuple:
+    """(readout, loss, classes) a module declares (symbolic/outputs.py's READOUT, LOSS, CLASSES), checked."""
+    readout, loss = getattr(module, "READOUT", "last"), getattr(module, "LOSS", "bce")
+    classes = getattr(module, "CLASSES", None)
+    if readout not in ("last", "every") or loss not in ("bce", "softmax", "mse"):
+        raise UsageError(f"{path}: READOUT must be 'last' or 'every' and LOSS 'bce', 'softmax' or 'mse', got "
+                         f"{short(readout)} and {short(loss)}")
+    if loss == "softmax" and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 2):
+        raise UsageError(f"{path}: LOSS 'softmax' needs CLASSES, a whole number >= 2, got {short(classes)}")
+    return readout, loss, classes
+
+
+def _labels_like(y: np.ndarray, steps: int, readout: str, loss: str, classes: int | None) -> np.ndarray:
+    """The (B,) labels of ``_batch`` as the module takes them: per step (B, n) for a readout after every
+    step, class indices for softmax; each sequence's labels follow its own (a centre's) label."""
+    if readout == "every":
+        t = np.arange(steps)
+        y = (y[:, np.newaxis] + t) % 2 if loss == "bce" else y[:, np.newaxis] + t
+    if loss == "softmax":
+        return (y.astype(np.int64) * 2 + (np.arange(y.shape[-1]) if y.ndim == 2 else 0)) % classes
+    if loss == "mse":
+        return y - 0.5
+    return y
 
 
 def adapt(module, path="<module>", *, kind: str | None = None, analytic: bool | None = None, seed: int = 0,
