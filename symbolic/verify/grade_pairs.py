@@ -319,7 +319,8 @@ def _judge(d, layout, pair: Pair, cases: list, strict: bool, float32: bool) -> R
         "wrong beyond float32's reach (it computes in float32)")
     report.mistake, report.diagnosis = _mutation(d, layout, cases, wrong, relative, floor)
     if report.mistake is None:
-        report.diagnosis = _backward_gate_order(layout, cases, wrong, relative, floor) or diagnose(
+        report.diagnosis = _last_step_only(d, layout, cases, wrong, relative, floor) or _backward_gate_order(
+            layout, cases, wrong, relative, floor) or diagnose(
             cases, wrong, [(_pieces(layout, c.user), _pieces(layout, c.exact)) for c in cases])
     if report.diagnosis and ("factor" in report.diagnosis or "clipped" in report.diagnosis):
         report.localisation = ""  # a scaled or clipped gradient is off in every case: time is not at fault
@@ -382,6 +383,24 @@ def _mutation(d, layout, cases, wrong, relative, floor) -> tuple:
         if scaled:  # two mistakes the catalogue separates: a wrong derivation, and a scaled loss on top
             return name, f"{name} ({mistakes()[name]}), and {scaled.replace('the exact one', 'that one')}"
     return None, None
+
+
+def _last_step_only(d, layout, cases, wrong, relative, floor) -> str | None:
+    """The backward reads dh only at the last step (a many-to-one habit): its gradients are the exact
+    ones of an upstream gradient zero before step n."""
+    from ..engine.vjp import vjp
+
+    def gradients(case):
+        upstream = np.zeros_like(case.upstream)
+        upstream[:, -1] = case.upstream[:, -1]
+        with np.errstate(all="ignore"):
+            values = vjp(d, case.params, case.x, upstream, {d.output_state: case.h0})
+        return _user_gradients(d, layout, {k: np.asarray(v, dtype=float) for k, v in values.gradients.items()})
+
+    if _matches(cases, wrong, gradients, relative, floor):
+        return ("only the last step's upstream gradient is used: dh[:, t] is added at every step t, not only at "
+                "the last (the loss has a term at every step)")
+    return None
 
 
 def _orders(layout):

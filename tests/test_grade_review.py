@@ -1,0 +1,103 @@
+"""An adversarial pass over bptt grade's pairs: course-style RNN pairs written here (not tests/grade_cases/),
+each wrong in one way a student writes it, must be graded wrong with that mistake named, and a right one
+right. The oracle is an independent hand-written BPTT (``_backward``), checked against finite differences."""
+
+import numpy as np
+
+from symbolic.verify.grade_pairs import grade_pair
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    h, prev, cache = np.zeros((*x.shape[:2], h0.shape[1])), h0, []
+    for t in range(x.shape[1]):
+        prev = np.tanh(x[:, t] @ Wx + prev @ Wh + b)
+        h[:, t] = prev
+    cache = (x, h0, Wx, Wh, h)
+    return h, cache
+
+
+def _backward(dh, cache, last_only=False):
+    x, h0, Wx, Wh, h = cache
+    dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[1])
+    dnext = np.zeros_like(h0)
+    for t in reversed(range(x.shape[1])):
+        upstream = dh[:, t] if (t == x.shape[1] - 1 or not last_only) else 0
+        da = (upstream + dnext) * (1 - h[:, t] ** 2)
+        prev = h[:, t - 1] if t else h0
+        dx[:, t], dnext = da @ Wx.T, da @ Wh.T
+        dWx, dWh, db = dWx + x[:, t].T @ da, dWh + prev.T @ da, db + da.sum(0)
+    return dx, dnext, dWx, dWh, db
+
+
+def rnn_backward(dh, cache):
+    return _backward(dh, cache)
+
+
+def test_the_hand_written_oracle_is_finite_differences():
+    rng = np.random.default_rng(3)
+    x, h0, Wx, Wh, b = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 3)), *rng.normal(0, 0.6, (2, 3, 3)), \
+        rng.normal(0, 0.6, 3)
+    G = rng.normal(size=(2, 4, 3))
+    grads = rnn_backward(G, rnn_forward(x, h0, Wx, Wh, b)[1])
+    eps = 1e-6
+    for k, array in enumerate((x, h0, Wx, Wh, b)):
+        numeric = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            array[index] += eps
+            up = (rnn_forward(x, h0, Wx, Wh, b)[0] * G).sum()
+            array[index] -= 2 * eps
+            down = (rnn_forward(x, h0, Wx, Wh, b)[0] * G).sum()
+            array[index] += eps
+            numeric[index] = (up - down) / (2 * eps)
+        assert np.allclose(grads[k], numeric, atol=1e-7)
+
+
+def test_right_pair_passes():
+    assert grade_pair(rnn_forward, rnn_backward).passed
+
+
+def test_dx_not_computed_is_named_not_a_factor_of_zero():
+    def rnn_backward_no_dx(dh, cache):
+        dx, *rest = rnn_backward(dh, cache)
+        return (np.zeros_like(dx), *rest)
+
+    report = grade_pair(rnn_forward, rnn_backward_no_dx)
+    assert not report.passed
+    assert "0 ×" not in (report.diagnosis or "") and "clipped" not in (report.diagnosis or "")
+    assert "dx" in report.diagnosis and "zero" in report.diagnosis
+
+
+def test_dh0_zero_is_named():
+    def rnn_backward_no_dh0(dh, cache):
+        dx, dh0, *rest = rnn_backward(dh, cache)
+        return (dx, np.zeros_like(dh0), *rest)
+
+    report = grade_pair(rnn_forward, rnn_backward_no_dh0)
+    assert not report.passed
+    assert report.mistake is None and "dh0" in report.diagnosis and "zero" in report.diagnosis
+
+
+def test_transposed_dWh_is_named():
+    def rnn_backward_transposed(dh, cache):
+        dx, dh0, dWx, dWh, db = rnn_backward(dh, cache)
+        return dx, dh0, dWx, dWh.T, db
+
+    report = grade_pair(rnn_forward, rnn_backward_transposed)
+    assert not report.passed
+    assert "dWh" in report.diagnosis and "transpose" in report.diagnosis
+
+
+def test_only_the_last_steps_upstream_gradient_is_named():
+    report = grade_pair(rnn_forward, lambda dh, cache: _backward(dh, cache, last_only=True))
+    assert not report.passed
+    assert "last step" in report.diagnosis
+
+
+def test_nan_gradient_is_wrong_and_named():
+    def rnn_backward_nan(dh, cache):
+        dx, dh0, dWx, dWh, db = rnn_backward(dh, cache)
+        return dx, dh0, dWx * np.nan, dWh, db
+
+    report = grade_pair(rnn_forward, rnn_backward_nan)
+    assert not report.passed
+    assert "dWx" in report.diagnosis and "NaN" in report.diagnosis
