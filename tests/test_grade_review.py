@@ -16,13 +16,13 @@ def rnn_forward(x, h0, Wx, Wh, b):
     return h, cache
 
 
-def _backward(dh, cache, last_only=False):
+def _backward(dh, cache, last_only=False, unsquared=False):
     x, h0, Wx, Wh, h = cache
     dx, dWx, dWh, db = np.zeros_like(x), np.zeros_like(Wx), np.zeros_like(Wh), np.zeros(Wh.shape[1])
     dnext = np.zeros_like(h0)
     for t in reversed(range(x.shape[1])):
         upstream = dh[:, t] if (t == x.shape[1] - 1 or not last_only) else 0
-        da = (upstream + dnext) * (1 - h[:, t] ** 2)
+        da = (upstream + dnext) * (1 - h[:, t] ** (1 if unsquared else 2))
         prev = h[:, t - 1] if t else h0
         dx[:, t], dnext = da @ Wx.T, da @ Wh.T
         dWx, dWh, db = dWx + x[:, t].T @ da, dWh + prev.T @ da, db + da.sum(0)
@@ -101,3 +101,14 @@ def test_nan_gradient_is_wrong_and_named():
     report = grade_pair(rnn_forward, rnn_backward_nan)
     assert not report.passed
     assert "dWx" in report.diagnosis and "NaN" in report.diagnosis
+
+
+def test_tanh_derivative_without_its_square_is_named():
+    def rnn_backward_unsquared(dh, cache):
+        x, h0, Wx, Wh, h = cache
+        # 1 − h where 1 − h² belongs: tanh(a) = h makes the wrong derivative (1 − h), i.e. h² → h
+        return _backward(dh, (x, h0, Wx, Wh, h), unsquared=True)
+
+    report = grade_pair(rnn_forward, rnn_backward_unsquared)
+    assert not report.passed
+    assert report.mistake == "tanh_derivative_unsquared"

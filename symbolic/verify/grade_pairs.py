@@ -34,7 +34,7 @@ from .grade_diagnoses import (
     within_float32,
 )
 from .grade_layouts import layout_of
-from .grade_mistakes import _chain_only
+from .grade_mistakes import _chain_only, _unsquared
 from .grade_report import FLOOR, FLOOR32, RELATIVE, RELATIVE32, Finding, Report, _relative, mistakes
 from .layer_pair import layer_pair
 from .sandbox import ChannelTampered, ChildGone, Opaque, Remote, Sandbox
@@ -368,6 +368,10 @@ def _mutation(d, layout, cases, wrong, relative, floor) -> tuple:
             continue
         if name in ("no_activation_derivative", "derivative_wrong_step"):
             candidates.append((f"{name}_in_chain", _chain_only(d, name)))
+    try:
+        candidates.append(("tanh_derivative_unsquared", _unsquared(d)))
+    except ValueError:
+        pass
     for name, wrong_d in candidates:
         def gradients(case, wrong_d=wrong_d, sent=name == "truncated"):
             with np.errstate(all="ignore"):
