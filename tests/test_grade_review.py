@@ -112,3 +112,18 @@ def test_tanh_derivative_without_its_square_is_named():
     report = grade_pair(rnn_forward, rnn_backward_unsquared)
     assert not report.passed
     assert report.mistake == "tanh_derivative_unsquared"
+
+
+def test_a_missing_backward_or_layer_names_its_own_flag(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "pair.py"
+    path.write_text("def rnn_forward(x, h0, Wx, Wh, b):\n    return x, None\n")
+    for flags, wanted in ((["--forward", "rnn_forward", "--backward", "rnn_backwards"], "--backward"),
+                          (["--forward", "rnn_fwd", "--backward", "rnn_forward"], "--forward"),
+                          (["--forward", "forward", "--backward", "backward", "--layer", "RNN"], "--layer")):
+        result = subprocess.run([sys.executable, "-m", "symbolic", "grade", str(path), *flags], capture_output=True,
+                                text=True, timeout=300, check=False)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert wanted in result.stderr and "--function" not in result.stderr, result.stderr
