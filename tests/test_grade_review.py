@@ -127,3 +127,46 @@ def test_a_missing_backward_or_layer_names_its_own_flag(tmp_path):
                                 text=True, timeout=300, check=False)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert wanted in result.stderr and "--function" not in result.stderr, result.stderr
+
+
+LAYERS = '''
+import numpy as np
+
+
+class RNN:
+    def __init__(self, Wx, Wh, b):
+        self.Wx, self.Wh, self.b = Wx, Wh, b
+
+    def forward(self, x, h0):
+        self.x, self.hs = x, [h0]
+        for t in range(x.shape[1]):
+            self.hs.append(np.tanh(x[:, t] @ self.Wx + self.hs[-1] @ self.Wh + self.b))
+        return np.stack(self.hs[1:], 1)
+
+    def backward(self, dh):
+        self.grads = {"Wx": 0, "Wh": 0}
+        dx, dnext = np.zeros_like(self.x), 0
+        for t in reversed(range(dh.shape[1])):
+            da = (dh[:, t] + dnext) * (1 - self.hs[t + 1] ** 2)
+            dx[:, t], dnext = da @ self.Wx.T, da @ self.Wh.T
+        return dx
+'''
+
+
+def test_a_layer_without_dh0_or_a_wrong_grads_from_says_what_is_missing(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "layers.py"
+    path.write_text(LAYERS)
+    base = [sys.executable, "-m", "symbolic", "grade", str(path), "--layer", "RNN", "--forward", "forward",
+            "--backward", "backward"]
+    result = subprocess.run([*base, "--grads-from", "grads"], capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 2 and "dh0" in result.stderr and "StopIteration" not in result.stderr, result.stderr
+    path.write_text(LAYERS.replace("        return dx\n", "        self.dh0 = dnext\n        return dx\n"))
+    for flags, wanted in ((["--grads-from", "gradients"], "--grads-from"), (["--grads-from", "d{}"], "--grads-from"),
+                          (["--grads-from", "grads"], "grads has no b")):
+        result = subprocess.run([*base, *flags], capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert wanted in result.stderr, result.stderr

@@ -311,7 +311,7 @@ class Sandbox:
             kind, flag = self._flag(name)
             raise self.unusable(f"{path} has no {kind} {name}{known}: name the {kind} with {flag}")
         if not answer.get("callable"):
-            raise self.unusable(f"{path}: {name} is {answer.get('type')}, not a function")
+            raise self.unusable(f"{path}: {name} is {answer.get('type')}, not a {self._flag(name)[0]}")
         return Remote(self, name, _signature(answer.get("signature")))
 
     def _flag(self, name: str) -> tuple:
