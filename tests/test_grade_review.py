@@ -170,3 +170,31 @@ def test_a_layer_without_dh0_or_a_wrong_grads_from_says_what_is_missing(tmp_path
         result = subprocess.run([*base, *flags], capture_output=True, text=True, timeout=300, check=False)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert wanted in result.stderr, result.stderr
+
+
+def test_a_float64_gradient_off_by_1e6_stays_wrong_beside_a_float32_dx():
+    def rnn_backward_off(dh, cache):
+        dx, dh0, dWx, dWh, db = rnn_backward(dh, cache)
+        dWh = dWh.copy()
+        dWh[0, 1] *= 1 + 1e-6
+        return dx.astype(np.float32), dh0, dWx, dWh, db
+
+    def rnn_backward_dx32(dh, cache):
+        dx, *rest = rnn_backward(dh, cache)
+        return (dx.astype(np.float32), *rest)
+
+    report = grade_pair(rnn_forward, rnn_backward_off)
+    assert not report.passed
+    assert [f.parameter for f in report.findings if not f.right] == ["dWh"]
+    assert grade_pair(rnn_forward, rnn_backward_dx32).passed  # the float32 dx itself is within its reach
+
+
+def test_float32_forward_and_backward_still_pass():
+    def forward32(x, h0, Wx, Wh, b):
+        return rnn_forward(*(a.astype(np.float32) for a in (x, h0, Wx, Wh, b)))
+
+    def backward32(dh, cache):
+        return tuple(a.astype(np.float32) for a in rnn_backward(dh.astype(np.float32), cache))
+
+    report = grade_pair(forward32, backward32)
+    assert report.passed and report.precision == "float32"
