@@ -186,6 +186,8 @@ def apply(params: dict[str, jax.Array], x: jax.Array, initial: dict[str, jax.Arr
     default): the output state h at every step (B, n, H) and a dict state name → final state (B, H).
     ``params``: a dict keyed like PARAMS (other keys, such as a readout, are ignored)."""
     params = {name: params[name] for name in PARAMS}
+    if initial is not None and set(initial) - set(STATES):  # a misspelt state would silently start from zeros
+        raise KeyError(f"initial has {sorted(set(initial) - set(STATES))}: the states are {STATES}")
     hidden = params["W_r"].shape[0]
     zeros = jnp.zeros((*x.shape[:-2], hidden), x.dtype)
     starts = tuple(zeros if initial is None or state not in initial else initial[state] for state in STATES)

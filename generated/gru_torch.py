@@ -202,6 +202,8 @@ class Layer(nn.Module):
         batch = sequence.shape[1]
         if initial is None:
             initial = {}
+        if set(initial) - set(STATES):  # a misspelt state would silently start from zeros
+            raise KeyError(f"initial has {sorted(set(initial) - set(STATES))}: the states are {STATES}")
         zeros = sequence.new_zeros(batch, self.hidden_size)
         starts = [initial.get(state, zeros) for state in STATES]
         output, *final = Recurrence.apply(sequence, *starts, *(getattr(self, name) for name in PARAMS))

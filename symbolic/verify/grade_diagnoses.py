@@ -94,7 +94,7 @@ def constant_factor(cases, names, tolerance: float = RELATIVE) -> str | None:
             if text and all(c.batch == 1 for _, c in ratios) and "B" in text:
                 continue
             factor = _fraction(factors[0])
-            if factor is None or (factor == "1" and not text):
+            if factor is None or factor in ("0", "-0") or (factor == "1" and not text):
                 return None  # near 1 but not a simple factor: an error in a term, not a scaled loss
             factor += text
             return (f"every gradient is {factor} × the exact one in every case (a constant factor: the loss was "
@@ -123,7 +123,7 @@ def clipping(cases, names) -> str | None:
         if right_beyond.any() or np.any(np.abs(exact[wrong]) < np.abs(user[wrong]) * (1 - 1e-9)):
             elementwise = False
         norms.append((float(np.linalg.norm(user)), float(np.linalg.norm(exact)), user, exact))
-    if elementwise and len(levels) == 1:
+    if elementwise and len(levels) == 1 and min(levels) > 0:
         c = levels.pop()
         return (f"the gradients are clipped to ±{c:g}: every wrong entry sits at ±{c:g} where the exact one is "
                 "beyond it (np.clip), every other is right; the unclipped gradient cannot be recovered from a "
@@ -164,9 +164,33 @@ def copies(cases, pieces: dict, wrong) -> str | None:
         " (the exact ones differ): compute each from its own gate")
 
 
+def not_finite(cases, names) -> str | None:
+    """The wrong gradients holding NaN or inf (a division by zero, an overflow, an uninitialised array)."""
+    found = [n for n in names if any(not np.all(np.isfinite(c.user[n])) for c in cases)]
+    return (f"{', '.join(found)} holds NaN or inf where the exact gradient is finite: look for a division by "
+            "zero, an overflow or np.empty left unfilled") if found else None
+
+
+def zeros(cases, names) -> str | None:
+    """Wrong gradients that are all zeros in every case: never computed (np.zeros_like returned)."""
+    found = [n for n in names if all(not np.any(c.user[n]) for c in cases)]
+    return (f"{', '.join(found)} is zero in every case where the exact gradient is not: it is never computed "
+            "(or never accumulated into the array returned)") if found else None
+
+
+def transposed(cases, names) -> str | None:
+    """Wrong square gradients that are the exact ones transposed (a product in the wrong order)."""
+    found = [n for n in names if all(np.ndim(c.user[n]) == 2 and np.shape(c.user[n])[0] == np.shape(c.user[n])[1]
+                                     and np.allclose(c.user[n], np.transpose(c.exact[n]), rtol=RELATIVE, atol=0)
+                                     for c in cases)]
+    return (f"{', '.join(found)} is the exact gradient transposed: the outer product is taken in the wrong "
+            "order (h_prev.T @ da for a row layout, da @ h_prev.T for a column one)") if found else None
+
+
 def diagnose(cases, names, pieces=None) -> str | None:
     """The first of the diagnoses that explains the wrong ``names``; ``pieces`` as for ``copies``."""
-    return (constant_factor(cases, names) or clipping(cases, names)
+    return (not_finite(cases, names) or zeros(cases, names) or constant_factor(cases, names)
+            or transposed(cases, names) or clipping(cases, names)
             or (copies(cases, pieces, names) if pieces else None))
 
 
@@ -180,6 +204,9 @@ __all__ = [
     "follows_float64",
     "forward_in_float32",
     "low_precision",
+    "not_finite",
     "probed",
+    "transposed",
     "within_float32",
+    "zeros",
 ]

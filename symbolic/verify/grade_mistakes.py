@@ -33,6 +33,24 @@ def _chain_only(d, mutation: str):
     return replace(d, adjoints=d.adjoints + chain, sent=sent, sent_lagged=lagged, mutation=f"{mutation}_in_chain")
 
 
+def _unsquared(d):
+    """d with tanh′ written 1 − o where 1 − o² belongs (the square forgotten); ValueError without a tanh."""
+    from ..engine.derivation import _partials, derive_cell
+
+    tanh = {node.name: node for node in d.nodes if node.activation == "tanh"}
+    if not tanh:
+        raise ValueError("no tanh activation")
+
+    def patched(node):
+        partials = _partials(node)
+        if node.name in tanh:
+            (argument,) = node.expr.args
+            partials[argument] = 1 - node.symbol
+        return partials
+
+    return replace(derive_cell(d.cell, local_partials=patched), mutation="tanh_derivative_unsquared")
+
+
 class _ComplexForward:
     """The cell's forward pass in complex arithmetic, for the complex step: states of every step and
     the loss of every sequence, with an optional poke i·h into one state's unit at one step."""

@@ -29,6 +29,7 @@ EXTRA_MISTAKES = {
         "f′ at the wrong step in ∂s_t/∂s_(t−1) only: ∂o_k/∂o_(k−1) written with f′ of o_(k−1) where "
         "f′ of o_k belongs, the immediate partials right"
     ),
+    "tanh_derivative_unsquared": "tanh′ written 1 − o where 1 − o² belongs (the square forgotten)",
     "total_derivative": (
         "the total derivative where the immediate partial belongs (the notes' own slip): "
         "∂L/∂w = Σ_j δ_j · d o_j/dw with d o_j/dw through o_(j−1) too, so every long-term path is "

@@ -308,10 +308,19 @@ class Sandbox:
         if error == "missing":
             functions = [str(f) for f in answer.get("functions") or []]
             known = f" (it defines {', '.join(functions)})" if functions else ""
-            raise self.unusable(f"{path} has no function {name}{known}: name the function with --function NAME")
+            kind, flag = self._flag(name)
+            raise self.unusable(f"{path} has no {kind} {name}{known}: name the {kind} with {flag}")
         if not answer.get("callable"):
-            raise self.unusable(f"{path}: {name} is {answer.get('type')}, not a function")
+            raise self.unusable(f"{path}: {name} is {answer.get('type')}, not a {self._flag(name)[0]}")
         return Remote(self, name, _signature(answer.get("signature")))
+
+    def _flag(self, name: str) -> tuple:
+        """(what is missing, the flag that names it): a layer's class, a pair's forward or backward."""
+        if self.layer:
+            return "class", "--layer CLASS"
+        if name != self.function:
+            return "function", "--backward NAME"
+        return "function", "--forward NAME" if self.also else "--function NAME"
 
     def call_positional(self, name: str, args, keep: int | None = None):
         """One call of ``name`` with these arguments (``Handle``s for kept values); ``keep``: the index of
