@@ -48,7 +48,7 @@ def _unsquared(d):
             partials[argument] = 1 - node.symbol
         return partials
 
-    return replace(derive_cell(d.cell, local_partials=patched), mutation="tanh_derivative_unsquared")
+    return replace(derive_cell(d.cell, local_partials=patched, outputs=d.outputs), mutation="tanh_derivative_unsquared")
 
 
 class _ComplexForward:
