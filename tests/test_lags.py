@@ -129,6 +129,12 @@ def test_the_spec_refuses_bad_lags():
             cell.lag(h, bad)
     with pytest.raises(UsageError, match="not a state"):
         cell.lag("g", 2)
+    # a whole number of another type (NumPy's, SymPy's) is the same lag, named by the plain int
+    assert cell.lag(h, np.int64(3)) is cell.lag(h, 3) and cell.lag(h, sp.Integer(3)) is cell.lag(h, 3)
+    assert cell.lags == {("h", 3): sp.Symbol("h_lag3")} and type(next(iter(cell.lags))[1]) is int
+    for bad in (np.float64(3.0), sp.Rational(5, 2), np.bool_(True)):
+        with pytest.raises(UsageError, match="whole number of steps"):
+            cell.lag(h, bad)
     with pytest.raises(UsageError, match="lagged state"):
         cell.let("h_lag2", h)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import math
+import operator
 import re
 from dataclasses import dataclass
 
@@ -167,9 +168,14 @@ class Cell:
         ``cell.lag(h, 3)`` for h_(t−3). K = 1 is the state's previous value itself, the symbol of
         ``cell.state``. Use it as any state is used: ``W_s @ cell.lag(h, 3)``, or elementwise."""
         name = self._state_name(state)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise UsageError(f"lag({name}, {steps!r}): the lag is a whole number of steps K >= 1, e.g. "
-                             f"cell.lag({name}, 3) for {name}_(t-3)")
+        try:   # any whole number type (NumPy's, SymPy's Integer) is one: operator.index refuses 2.5 and "3"
+            whole = None if isinstance(steps, bool) else operator.index(steps)
+        except TypeError:
+            whole = None
+        if whole is None or whole < 1:
+            raise UsageError(f"lag({name}, {steps!r}): the lag is a whole number of steps K >= 1, got "
+                             f"{type(steps).__name__} {steps!r}: write e.g. cell.lag({name}, 3) for {name}_(t-3)")
+        steps = int(whole)
         if steps == 1:
             return self.states[name]
         if (name, steps) not in self.lags:
