@@ -350,6 +350,31 @@ def test_a_lagged_cell_files_numpy_module_equals_torch(mode, steps):
     _assert_module_equals_torch(load(model, mode, derivation=d), d, steps, (3, 800), _torch_gated_skip, terms=True)
 
 
+FAR = 10**9   # a lag far beyond any sequence: a ring of K rows of (B, H) would be terabytes
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "loop"])
+def test_a_lag_far_beyond_the_sequence_needs_no_ring_of_k_rows(mode):
+    """--skip 10**9 is a valid cell (the skip path carries nothing): its NumPy module allocates min(K, n + 1)
+    rows per ring, not K, and its gradient is torch's (B = 1400 also takes the per-step weight gradients)."""
+    from symbolic.codegen import load
+
+    model = Model(cell="skip", skip=FAR, steps=3, hidden=3, bias=True)
+    d = derivation_for(model)
+    _assert_module_equals_torch(load(model, mode, derivation=d), d, 3, (4, 1400), _skip(FAR, "tanh", True), terms=True)
+
+
+@pytest.mark.slow
+def test_a_lag_far_beyond_the_sequence_in_the_numba_modules():
+    from symbolic.codegen import load
+
+    for mode in ("loop", "unrolled"):
+        model = Model(cell="skip", skip=FAR, steps=3, hidden=3)
+        d = derivation_for(model)
+        _assert_module_equals_torch(load(model, mode, backend="numba", derivation=d), d, 3, (5, 400),
+                                    _skip(FAR, "tanh", False))
+
+
 @pytest.mark.slow
 def test_the_numba_skip_modules_equal_torch():
     """The loop module (one for every n) over n ≤ K and n > K and every driver: compiled (B = 5), several chunks

@@ -103,7 +103,9 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         "delta_width": lay.delta_width,
         "maps_names": maps_names,
         "delta_names": [_array(g) for g in lay.owners],
-        "rings": [{"name": ring_name(state, lag), "state": state, "lag": lag} for state, lag, _ in lay.rings],
+        # row t mod K is below min(K, n + 1) for every t ≤ n: a lag beyond the sequence needs no K rows
+        "rings": [{"name": ring_name(state, lag), "state": state, "lag": lag,
+                   "rows": lag if steps is None else min(lag, steps + 1)} for state, lag, _ in lay.rings],
     }
 
 
