@@ -47,7 +47,8 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cell", default="rnn", metavar="CELL",
         help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default); lstm (gates i, f, "
-        "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); or FILE.py, your own cell written with "
+        "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); skip (the rnn with w_s o_(t-K), K from --skip); "
+        "or FILE.py, your own cell written with "
         "symbolic.cells.spec (see docs/cells.md). A cell file is Python: it runs when loaded, like any script",
     )
     skip_option(parser)
@@ -216,7 +217,7 @@ def _grade_parser(commands) -> None:
     grade.add_argument("file", metavar="FILE.py", help="the Python file to grade (imported: its top-level code runs)")
     grade.add_argument(
         "--cell", default="rnn", metavar="C",
-        help="the cell it implements: rnn (default), lstm, gru, or a cell file ending in .py",
+        help="the cell it implements: rnn (default), lstm, gru, skip (with --skip K), or a cell file ending in .py",
     )
     grade.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP + " (rnn only)")
     grade.add_argument("--hidden", default=None, metavar="H",
