@@ -451,6 +451,23 @@ def test_check_passes_the_skip_module_and_rejects_one_without_its_skip_path(mode
         assert "FAIL" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
+def test_check_sees_a_lag_longer_than_its_own_lengths(backend, tmp_path, capsys):
+    """K = 50 is beyond every length check tries by itself (at most 41): the loop module declares the length
+    from which its lag's path exists (CHECK_PATHS), so check rejects a module that drops what step t + K
+    sends, on every driver (negative control), and passes the module itself."""
+    from symbolic.verify.check import run_check
+
+    model = Model(cell="skip", skip=50, steps=6, hidden=2)
+    drop = {"numpy": ("delta_o_in = delta_o_in + delta_o_lag50[", "delta_o_in = delta_o_in + 0 * delta_o_lag50["),
+            "numba": ("+ incoming[1 + t % 50, b, k]", "+ 0 * incoming[1 + t % 50, b, k]")}[backend]
+    assert run_check(_module_file(tmp_path, model, "loop", backend)) == 0
+    assert "every lag's path" in capsys.readouterr().out
+    assert run_check(_module_file(tmp_path, model, "loop", backend, tamper=drop)) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if "FAIL" in line and " × " in line]
+    assert failed and all("× 51" in line and "every lag's path" in line for line in failed), failed
+
+
 def test_check_passes_a_lagged_cell_files_module(tmp_path, capsys):
     from symbolic.verify.check import run_check
 
