@@ -497,6 +497,37 @@ def test_grade_passes_the_skip_module_and_names_a_missing_skip_path():
     assert not report.passed and report.mistake == "no_lag_path"
 
 
+def test_grade_sees_a_skip_path_longer_than_its_lengths(tmp_path):
+    """K = 30: the skip path exists only from n = 31 on, past grade's lengths 1..8, 12, 20; a function that
+    drops it (a torch oracle with w_s's path cut where it sends back, and the tampered module) is wrong there."""
+    import importlib.util
+
+    from symbolic.verify.grade import grade_function
+
+    model = Model(cell="skip", skip=30, steps=4, hidden=2)
+    drop = ("delta_o_in = delta_o_in + delta_o_lag30[", "delta_o_in = delta_o_in + 0 * delta_o_lag30[")
+    spec = importlib.util.spec_from_file_location("tampered", _module_file(tmp_path, model, "loop", tamper=drop))
+    spec.loader.exec_module(tampered := importlib.util.module_from_spec(spec))
+    report = grade_function(tampered.loss_and_grad, cell="skip", skip=30, hidden=2)
+    assert not report.passed and report.mistake == "no_lag_path"
+
+    def detached(params, x, y):
+        """torch's gradient with o_(t−K) detached: w_s's own term kept, nothing sent back K steps."""
+        p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+        xt, zero = torch.tensor(x), torch.zeros(x.shape[0], 2, dtype=torch.float64)
+        o = [zero]
+        for t in range(1, x.shape[1] + 1):
+            back = o[t - 30].detach() if t >= 30 else zero
+            o.append(torch.tanh(xt[:, t - 1] @ p["w_i"].T + o[t - 1] @ p["w_h"].T + back @ p["w_s"].T))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(o[-1] @ p["w_o"], torch.tensor(y))
+        loss.backward()
+        return loss.item(), {name: value.grad.numpy() for name, value in p.items()}
+
+    assert not grade_function(lambda x, y, params: detached(params, x, y), cell="skip", skip=30, hidden=2).passed
+    assert grade_function(lambda x, y, params: _torch_skip(params, x, y, 30, "tanh", False), cell="skip", skip=30,
+                          hidden=2).passed
+
+
 def test_the_module_header_regenerates_the_module(tmp_path, monkeypatch):
     """The command in a skip module's header (its K, activation and bias) writes the same bytes again."""
     import shlex

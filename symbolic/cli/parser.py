@@ -200,7 +200,8 @@ def _grade_parser(commands) -> None:
         description=(
             "Import FILE.py (its top-level code runs) in a sandbox process that holds only the file, and "
             "grade its function loss_and_grad in another: the loss and every gradient entry against the exact recursion (float64, and 60 digits where float64 cannot "
-            "decide) at n = 1..8, 12, 20, B = 1, 2, 5 and the notes' three sentences; where it goes wrong in time "
+            "decide) at n = 1..8, 12, 20 (and n = K + 1 for a lag K past 20), B = 1, 2, 5 and the notes' three "
+            "sentences; where it goes wrong in time "
             "(n = 1 is the short-term term alone); and the known mistake it matches (long-term terms "
             "dropped, f′ missing or at the wrong step, the total derivative for the immediate partial, W_h "
             "for W_hᵀ, the batch mean, the carousel or another direct path, the sign of ŷ − y). Exit 0 "
