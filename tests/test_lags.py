@@ -135,6 +135,9 @@ def test_the_spec_refuses_bad_lags():
     for bad in (np.float64(3.0), sp.Rational(5, 2), np.bool_(True)):
         with pytest.raises(UsageError, match="whole number of steps"):
             cell.lag(h, bad)
+    assert cell.lag(h, 10**18) == sp.Symbol(f"h_lag{10**18}")
+    with pytest.raises(UsageError, match="10\\^18"):
+        cell.lag(h, 10**18 + 1)
     with pytest.raises(UsageError, match="lagged state"):
         cell.let("h_lag2", h)
 
@@ -201,6 +204,9 @@ def test_cli_proves_the_skip_cell_and_refuses_bad_values():
         (("train", "--cell", "skip", "--skip", "1", "--epochs", "1"), "plain RNN"),
         (("train", "--cell", "skip", "--skip", "3", "--lr", "0.1,0"), "positive"),
         (("grade", "nothing.py", "--cell", "skip", "--skip", "0"), "K >= 2"),
+        # beyond the generated Numba code's 64-bit t − K, t mod K (a module that failed on its first call)
+        (("codegen", "--cell", "skip", "--skip", str(10**30), "--steps", "3", "--backend", "numba"), "10^18"),
+        (("train", "--cell", "skip", "--skip", str(10**18 + 1), "--epochs", "1"), "10^18"),
     ]:
         run = run_bptt(*args)
         assert run.returncode == 2 and run.stdout == "", (args, run.stdout, run.stderr)
@@ -350,12 +356,12 @@ def test_a_lagged_cell_files_numpy_module_equals_torch(mode, steps):
     _assert_module_equals_torch(load(model, mode, derivation=d), d, steps, (3, 800), _torch_gated_skip, terms=True)
 
 
-FAR = 10**9   # a lag far beyond any sequence: a ring of K rows of (B, H) would be terabytes
+FAR = 10**18   # the longest lag a cell may read: a ring of K rows of (B, H) would be beyond any memory
 
 
 @pytest.mark.parametrize("mode", ["unrolled", "loop"])
 def test_a_lag_far_beyond_the_sequence_needs_no_ring_of_k_rows(mode):
-    """--skip 10**9 is a valid cell (the skip path carries nothing): its NumPy module allocates min(K, n + 1)
+    """--skip 10**18 is a valid cell (the skip path carries nothing): its NumPy module allocates min(K, n + 1)
     rows per ring, not K, and its gradient is torch's (B = 1400 also takes the per-step weight gradients)."""
     from symbolic.codegen import load
 

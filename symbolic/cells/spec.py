@@ -40,6 +40,7 @@ import sympy as sp
 
 from ..activations import relu, sigmoid, tanh
 from ..errors import UsageError
+from ..model import MAX_LAG
 
 
 def identity(z):
@@ -175,6 +176,9 @@ class Cell:
         if whole is None or whole < 1:
             raise UsageError(f"lag({name}, {steps!r}): the lag is a whole number of steps K >= 1, got "
                              f"{type(steps).__name__} {steps!r}: write e.g. cell.lag({name}, 3) for {name}_(t-3)")
+        if whole > MAX_LAG:
+            raise UsageError(f"lag({name}, {whole}) is beyond the longest lag, 10^18 (the generated code's 64-bit "
+                             f"integers): write a K up to 10^18, which is past any sequence already")
         steps = int(whole)
         if steps == 1:
             return self.states[name]
