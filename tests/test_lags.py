@@ -129,6 +129,15 @@ def test_the_spec_refuses_bad_lags():
             cell.lag(h, bad)
     with pytest.raises(UsageError, match="not a state"):
         cell.lag("g", 2)
+    two = Cell("two")
+    x, c = two.input(), two.state("c")
+    two.state("d")
+    new = two.update(c, two.matrix("W", "H", "D") @ x)
+    with pytest.raises(UsageError, match="is the new value c_t of state c .*pass the state itself"):
+        two.lag(new, 2)   # c_t, not the state: was "c is not a state", which it is
+    with pytest.raises(UsageError, match="new value"):
+        two.lag(two.new(c), 2)
+    assert two.lag(c, 2) == sp.Symbol("c_lag2") and two.lag("d", 2) == sp.Symbol("d_lag2")
     # a whole number of another type (NumPy's, SymPy's) is the same lag, named by the plain int
     assert cell.lag(h, np.int64(3)) is cell.lag(h, 3) and cell.lag(h, sp.Integer(3)) is cell.lag(h, 3)
     assert cell.lags == {("h", 3): sp.Symbol("h_lag3")} and type(next(iter(cell.lags))[1]) is int

@@ -322,6 +322,10 @@ class Cell:
         for name, symbol in self.states.items():
             if state == symbol or state == name:
                 return name
+        if isinstance(state, sp.Symbol) and state.name in self.states:   # cell.new(s) or update's result, s_t
+            raise UsageError(f"{state} is the new value {state}_t of state {state} in cell {self.name!r}: pass the "
+                             f"state itself, as cell.state({state.name!r}) returned it (cell.lag({state}, K) is "
+                             f"{state}_(t-K))")
         raise UsageError(f"{state} is not a state of cell {self.name!r}: declare it with cell.state(...)")
 
     def _apply(self, matrix: Matrix, operand) -> sp.Symbol:
