@@ -390,6 +390,61 @@ def test_a_lag_far_beyond_the_sequence_in_the_numba_modules():
                                     _skip(FAR, "tanh", False))
 
 
+#: Two states, each read by the other at a lag, x mapped into both (two maps of x that are not stacked).
+CROSS = """from symbolic.cells.spec import Cell, sigmoid, tanh
+cell = Cell("cross", readout="w_y", readout_state="b2")
+x, a, b = cell.input(), cell.state("a1"), cell.state("b2")
+W, V, P, Q = cell.matrix("W", "H", "D"), cell.matrix("V", "H", "D"), cell.matrix("P"), cell.matrix("Q")
+cell.update(a, tanh(W @ x + P @ cell.lag(b, 2)))
+cell.update(b, sigmoid(V @ x + Q @ cell.lag(a, 3)) * cell.lag(b, 4) + cell.new(a) * a)
+CELL = cell
+"""
+
+
+def _torch_cross(params, x, y):
+    p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    xt = torch.tensor(x)
+    zero = torch.zeros(x.shape[0], p["w_y"].shape[0], dtype=torch.float64)
+    a, b = [zero], [zero]
+    for t in range(1, x.shape[1] + 1):
+        def back(s, k, t=t):
+            return s[t - k] if t >= k else zero
+        a.append(torch.tanh(xt[:, t - 1] @ p["W"].T + back(b, 2) @ p["P"].T))
+        b.append(torch.sigmoid(xt[:, t - 1] @ p["V"].T + back(a, 3) @ p["Q"].T) * back(b, 4) + a[t] * a[t - 1])
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(b[-1] @ p["w_y"], torch.tensor(y))
+    loss.backward()
+    return loss.item(), {name: value.grad.numpy() for name, value in p.items()}
+
+
+def test_the_numba_module_names_only_its_own_helpers(tmp_path):
+    """The NumPy statements a Numba module carries (bptt_terms) call the helpers under their prefix
+    (_numpy_split): an undefined _split was a NameError in bptt_terms (ruff's F821 finds it)."""
+    import subprocess
+    import sys
+
+    from symbolic.codegen import generate
+
+    (cell := tmp_path / "cross.py").write_text(CROSS)
+    (module := tmp_path / "cross_numba.py").write_text(generate(Model(cell=str(cell), steps=6, hidden=2), "loop",
+                                                                backend="numba"))
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", str(module)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.slow
+def test_the_numba_module_of_a_two_state_lagged_cell_equals_torch_with_its_bptt_terms(tmp_path):
+    from symbolic.codegen import load
+
+    (cell := tmp_path / "cross.py").write_text(CROSS)
+    model = Model(cell=str(cell), steps=6, hidden=3)
+    d = derivation_for(model)
+    for backend in ("numpy", "numba"):
+        module = load(model, "loop", backend=backend, derivation=d)
+        for steps in (3, 9):
+            _assert_module_equals_torch(module, d, steps, (4, 70), _torch_cross, terms=True)
+
+
 @pytest.mark.slow
 def test_the_numba_skip_modules_equal_torch():
     """The loop module (one for every n) over n ≤ K and n > K and every driver: compiled (B = 5), several chunks
