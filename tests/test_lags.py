@@ -432,6 +432,28 @@ def test_the_numba_module_names_only_its_own_helpers(tmp_path):
     assert result.returncode == 0, result.stdout
 
 
+@pytest.mark.parametrize("steps", [2, 4, 5])
+def test_straight_line_code_allocates_no_ring_no_step_uses(steps, tmp_path):
+    """Unrolled at n ≤ K no step sends K steps back: the ring of that lag was an unused local (ruff F841 in a
+    module that must be ruff-clean); lags 2, 3, 4 at n = 2 (none used), 4 (lag 4 not), 5 (all)."""
+    import subprocess
+    import sys
+
+    from symbolic.codegen import generate
+
+    (cell := tmp_path / "cross.py").write_text(CROSS)
+    model = Model(cell=str(cell), steps=steps, hidden=2)
+    (module := tmp_path / "cross_unrolled.py").write_text(generate(model, "unrolled"))
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", str(module)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+    from symbolic.codegen import load
+
+    d = derivation_for(model)
+    _assert_module_equals_torch(load(model, "unrolled", derivation=d), d, steps, (3,), _torch_cross, hidden=2,
+                                terms=True)
+
+
 @pytest.mark.slow
 def test_the_numba_module_of_a_two_state_lagged_cell_equals_torch_with_its_bptt_terms(tmp_path):
     from symbolic.codegen import load

@@ -112,9 +112,10 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         "delta_width": lay.delta_width,
         "maps_names": maps_names,
         "delta_names": [_array(g) for g in lay.owners],
-        # row t mod K is below min(K, n + 1) for every t ≤ n: a lag beyond the sequence needs no K rows
+        # row t mod K is below min(K, n + 1) for every t ≤ n: a lag beyond the sequence needs no K rows; in
+        # straight-line code for n ≤ K no step sends K steps back, so the ring is not there at all (rows 0)
         "rings": [{"name": ring_name(state, lag), "state": state, "lag": lag,
-                   "rows": lag if steps is None else min(lag, steps + 1)} for state, lag, _ in lay.rings],
+                   "rows": lag if steps is None else (lag if lag < steps else 0)} for state, lag, _ in lay.rings],
     }
 
 
