@@ -44,6 +44,11 @@ def _positive_int(value, name: str, flag: str, example: int = 3) -> int:
     return value
 
 
+#: The longest lag K a cell may read back (--skip, cell.lag): the generated Numba code computes t − K and
+#: t mod K in 64-bit integers, which hold up to about 9.2·10^18.
+MAX_LAG = 10**18
+
+
 def checked_skip(value) -> int:
     """The skip cell's lag K, a whole number >= 2 (K = 1 would be a second w_h on o_(t−1))."""
     if value is None:
@@ -58,6 +63,9 @@ def checked_skip(value) -> int:
                          "(--cell rnn) with w_h + w_s; pass --skip K with K >= 2")
     if value < 1:
         raise UsageError(f"--skip must be a whole number K >= 2, got {value}: pass e.g. --skip 3")
+    if value > MAX_LAG:
+        raise UsageError(f"--skip {value} is beyond the longest lag, 10^18 (the generated code's 64-bit "
+                         "integers): pass a K up to 10^18, which is past any sequence already")
     return value
 
 

@@ -36,6 +36,17 @@ def test_help_explains_every_option(bptt):
         assert option in derive.stdout
 
 
+@pytest.mark.parametrize("command", ["derive", "codegen", "analyze", "train", "grade"])
+def test_every_command_that_takes_a_cell_names_the_skip_cell_and_its_lag(bptt, command):
+    from symbolic.cli.parser import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    helps = {action.dest: action.help for action in commands[command]._actions}
+    assert "skip" in helps["cell"].split(", ") or "skip (" in helps["cell"], helps["cell"]
+    assert "--skip" in helps["cell"] and helps["skip"].startswith("with --cell skip (required there)")
+    assert "--skip K" in " ".join(bptt(command, "--help").stdout.split())
+
+
 def test_derive_verify_proves_and_exits_zero(bptt):
     result = bptt("derive", "--steps", "3", "--verify")
     assert result.returncode == 0, result.stderr

@@ -130,6 +130,24 @@ def test_the_spec_refuses_bad_lags():
             cell.lag(h, bad)
     with pytest.raises(UsageError, match="not a state"):
         cell.lag("g", 2)
+    two = Cell("two")
+    x, c = two.input(), two.state("c")
+    two.state("d")
+    new = two.update(c, two.matrix("W", "H", "D") @ x)
+    with pytest.raises(UsageError, match="is the new value c_t of state c .*pass the state itself"):
+        two.lag(new, 2)   # c_t, not the state: was "c is not a state", which it is
+    with pytest.raises(UsageError, match="new value"):
+        two.lag(two.new(c), 2)
+    assert two.lag(c, 2) == sp.Symbol("c_lag2") and two.lag("d", 2) == sp.Symbol("d_lag2")
+    # a whole number of another type (NumPy's, SymPy's) is the same lag, named by the plain int
+    assert cell.lag(h, np.int64(3)) is cell.lag(h, 3) and cell.lag(h, sp.Integer(3)) is cell.lag(h, 3)
+    assert cell.lags == {("h", 3): sp.Symbol("h_lag3")} and type(next(iter(cell.lags))[1]) is int
+    for bad in (np.float64(3.0), sp.Rational(5, 2), np.bool_(True)):
+        with pytest.raises(UsageError, match="whole number of steps"):
+            cell.lag(h, bad)
+    assert cell.lag(h, 10**18) == sp.Symbol(f"h_lag{10**18}")
+    with pytest.raises(UsageError, match="10\\^18"):
+        cell.lag(h, 10**18 + 1)
     with pytest.raises(UsageError, match="lagged state"):
         cell.let("h_lag2", h)
 
@@ -196,6 +214,9 @@ def test_cli_proves_the_skip_cell_and_refuses_bad_values():
         (("train", "--cell", "skip", "--skip", "1", "--epochs", "1"), "plain RNN"),
         (("train", "--cell", "skip", "--skip", "3", "--lr", "0.1,0"), "positive"),
         (("grade", "nothing.py", "--cell", "skip", "--skip", "0"), "K >= 2"),
+        # beyond the generated Numba code's 64-bit t − K, t mod K (a module that failed on its first call)
+        (("codegen", "--cell", "skip", "--skip", str(10**30), "--steps", "3", "--backend", "numba"), "10^18"),
+        (("train", "--cell", "skip", "--skip", str(10**18 + 1), "--epochs", "1"), "10^18"),
     ]:
         run = run_bptt(*args)
         assert run.returncode == 2 and run.stdout == "", (args, run.stdout, run.stderr)
@@ -345,6 +366,108 @@ def test_a_lagged_cell_files_numpy_module_equals_torch(mode, steps):
     _assert_module_equals_torch(load(model, mode, derivation=d), d, steps, (3, 800), _torch_gated_skip, terms=True)
 
 
+FAR = 10**18   # the longest lag a cell may read: a ring of K rows of (B, H) would be beyond any memory
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "loop"])
+def test_a_lag_far_beyond_the_sequence_needs_no_ring_of_k_rows(mode):
+    """--skip 10**18 is a valid cell (the skip path carries nothing): its NumPy module allocates min(K, n + 1)
+    rows per ring, not K, and its gradient is torch's (B = 1400 also takes the per-step weight gradients)."""
+    from symbolic.codegen import load
+
+    model = Model(cell="skip", skip=FAR, steps=3, hidden=3, bias=True)
+    d = derivation_for(model)
+    _assert_module_equals_torch(load(model, mode, derivation=d), d, 3, (4, 1400), _skip(FAR, "tanh", True), terms=True)
+
+
+@pytest.mark.slow
+def test_a_lag_far_beyond_the_sequence_in_the_numba_modules():
+    from symbolic.codegen import load
+
+    for mode in ("loop", "unrolled"):
+        model = Model(cell="skip", skip=FAR, steps=3, hidden=3)
+        d = derivation_for(model)
+        _assert_module_equals_torch(load(model, mode, backend="numba", derivation=d), d, 3, (5, 400),
+                                    _skip(FAR, "tanh", False))
+
+
+#: Two states, each read by the other at a lag, x mapped into both (two maps of x that are not stacked).
+CROSS = """from symbolic.cells.spec import Cell, sigmoid, tanh
+cell = Cell("cross", readout="w_y", readout_state="b2")
+x, a, b = cell.input(), cell.state("a1"), cell.state("b2")
+W, V, P, Q = cell.matrix("W", "H", "D"), cell.matrix("V", "H", "D"), cell.matrix("P"), cell.matrix("Q")
+cell.update(a, tanh(W @ x + P @ cell.lag(b, 2)))
+cell.update(b, sigmoid(V @ x + Q @ cell.lag(a, 3)) * cell.lag(b, 4) + cell.new(a) * a)
+CELL = cell
+"""
+
+
+def _torch_cross(params, x, y):
+    p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    xt = torch.tensor(x)
+    zero = torch.zeros(x.shape[0], p["w_y"].shape[0], dtype=torch.float64)
+    a, b = [zero], [zero]
+    for t in range(1, x.shape[1] + 1):
+        def back(s, k, t=t):
+            return s[t - k] if t >= k else zero
+        a.append(torch.tanh(xt[:, t - 1] @ p["W"].T + back(b, 2) @ p["P"].T))
+        b.append(torch.sigmoid(xt[:, t - 1] @ p["V"].T + back(a, 3) @ p["Q"].T) * back(b, 4) + a[t] * a[t - 1])
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(b[-1] @ p["w_y"], torch.tensor(y))
+    loss.backward()
+    return loss.item(), {name: value.grad.numpy() for name, value in p.items()}
+
+
+def test_the_numba_module_names_only_its_own_helpers(tmp_path):
+    """The NumPy statements a Numba module carries (bptt_terms) call the helpers under their prefix
+    (_numpy_split): an undefined _split was a NameError in bptt_terms (ruff's F821 finds it)."""
+    import subprocess
+    import sys
+
+    from symbolic.codegen import generate
+
+    (cell := tmp_path / "cross.py").write_text(CROSS)
+    (module := tmp_path / "cross_numba.py").write_text(generate(Model(cell=str(cell), steps=6, hidden=2), "loop",
+                                                                backend="numba"))
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", str(module)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("steps", [2, 4, 5])
+def test_straight_line_code_allocates_no_ring_no_step_uses(steps, tmp_path):
+    """Unrolled at n ≤ K no step sends K steps back: the ring of that lag was an unused local (ruff F841 in a
+    module that must be ruff-clean); lags 2, 3, 4 at n = 2 (none used), 4 (lag 4 not), 5 (all)."""
+    import subprocess
+    import sys
+
+    from symbolic.codegen import generate
+
+    (cell := tmp_path / "cross.py").write_text(CROSS)
+    model = Model(cell=str(cell), steps=steps, hidden=2)
+    (module := tmp_path / "cross_unrolled.py").write_text(generate(model, "unrolled"))
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F", str(module)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout
+    from symbolic.codegen import load
+
+    d = derivation_for(model)
+    _assert_module_equals_torch(load(model, "unrolled", derivation=d), d, steps, (3,), _torch_cross, hidden=2,
+                                terms=True)
+
+
+@pytest.mark.slow
+def test_the_numba_module_of_a_two_state_lagged_cell_equals_torch_with_its_bptt_terms(tmp_path):
+    from symbolic.codegen import load
+
+    (cell := tmp_path / "cross.py").write_text(CROSS)
+    model = Model(cell=str(cell), steps=6, hidden=3)
+    d = derivation_for(model)
+    for backend in ("numpy", "numba"):
+        module = load(model, "loop", backend=backend, derivation=d)
+        for steps in (3, 9):
+            _assert_module_equals_torch(module, d, steps, (4, 70), _torch_cross, terms=True)
+
+
 @pytest.mark.slow
 def test_the_numba_skip_modules_equal_torch():
     """The loop module (one for every n) over n ≤ K and n > K and every driver: compiled (B = 5), several chunks
@@ -421,6 +544,23 @@ def test_check_passes_the_skip_module_and_rejects_one_without_its_skip_path(mode
         assert "FAIL" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
+def test_check_sees_a_lag_longer_than_its_own_lengths(backend, tmp_path, capsys):
+    """K = 50 is beyond every length check tries by itself (at most 41): the loop module declares the length
+    from which its lag's path exists (CHECK_PATHS), so check rejects a module that drops what step t + K
+    sends, on every driver (negative control), and passes the module itself."""
+    from symbolic.verify.check import run_check
+
+    model = Model(cell="skip", skip=50, steps=6, hidden=2)
+    drop = {"numpy": ("delta_o_in = delta_o_in + delta_o_lag50[", "delta_o_in = delta_o_in + 0 * delta_o_lag50["),
+            "numba": ("+ incoming[1 + t % 50, b, k]", "+ 0 * incoming[1 + t % 50, b, k]")}[backend]
+    assert run_check(_module_file(tmp_path, model, "loop", backend)) == 0
+    assert "every lag's path" in capsys.readouterr().out
+    assert run_check(_module_file(tmp_path, model, "loop", backend, tamper=drop)) == 1
+    failed = [line for line in capsys.readouterr().out.splitlines() if "FAIL" in line and " × " in line]
+    assert failed and all("× 51" in line and "every lag's path" in line for line in failed), failed
+
+
 def test_check_passes_a_lagged_cell_files_module(tmp_path, capsys):
     from symbolic.verify.check import run_check
 
@@ -448,6 +588,37 @@ def test_grade_passes_the_skip_module_and_names_a_missing_skip_path():
     report = grade_function(lambda x, y, params: evaluation.evaluate(wrong, params, x, y).as_float(), cell="skip",
                             skip=3, hidden=2)
     assert not report.passed and report.mistake == "no_lag_path"
+
+
+def test_grade_sees_a_skip_path_longer_than_its_lengths(tmp_path):
+    """K = 30: the skip path exists only from n = 31 on, past grade's lengths 1..8, 12, 20; a function that
+    drops it (a torch oracle with w_s's path cut where it sends back, and the tampered module) is wrong there."""
+    import importlib.util
+
+    from symbolic.verify.grade import grade_function
+
+    model = Model(cell="skip", skip=30, steps=4, hidden=2)
+    drop = ("delta_o_in = delta_o_in + delta_o_lag30[", "delta_o_in = delta_o_in + 0 * delta_o_lag30[")
+    spec = importlib.util.spec_from_file_location("tampered", _module_file(tmp_path, model, "loop", tamper=drop))
+    spec.loader.exec_module(tampered := importlib.util.module_from_spec(spec))
+    report = grade_function(tampered.loss_and_grad, cell="skip", skip=30, hidden=2)
+    assert not report.passed and report.mistake == "no_lag_path"
+
+    def detached(params, x, y):
+        """torch's gradient with o_(t−K) detached: w_s's own term kept, nothing sent back K steps."""
+        p = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+        xt, zero = torch.tensor(x), torch.zeros(x.shape[0], 2, dtype=torch.float64)
+        o = [zero]
+        for t in range(1, x.shape[1] + 1):
+            back = o[t - 30].detach() if t >= 30 else zero
+            o.append(torch.tanh(xt[:, t - 1] @ p["w_i"].T + o[t - 1] @ p["w_h"].T + back @ p["w_s"].T))
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(o[-1] @ p["w_o"], torch.tensor(y))
+        loss.backward()
+        return loss.item(), {name: value.grad.numpy() for name, value in p.items()}
+
+    assert not grade_function(lambda x, y, params: detached(params, x, y), cell="skip", skip=30, hidden=2).passed
+    assert grade_function(lambda x, y, params: _torch_skip(params, x, y, 30, "tanh", False), cell="skip", skip=30,
+                          hidden=2).passed
 
 
 def test_the_module_header_regenerates_the_module(tmp_path, monkeypatch):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import builtins
 import keyword
 import math
+import operator
 import re
 from dataclasses import dataclass
 
@@ -39,6 +40,7 @@ import sympy as sp
 
 from ..activations import relu, sigmoid, tanh
 from ..errors import UsageError
+from ..model import MAX_LAG
 
 
 def identity(z):
@@ -167,9 +169,17 @@ class Cell:
         ``cell.lag(h, 3)`` for h_(t−3). K = 1 is the state's previous value itself, the symbol of
         ``cell.state``. Use it as any state is used: ``W_s @ cell.lag(h, 3)``, or elementwise."""
         name = self._state_name(state)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise UsageError(f"lag({name}, {steps!r}): the lag is a whole number of steps K >= 1, e.g. "
-                             f"cell.lag({name}, 3) for {name}_(t-3)")
+        try:   # any whole number type (NumPy's, SymPy's Integer) is one: operator.index refuses 2.5 and "3"
+            whole = None if isinstance(steps, bool) else operator.index(steps)
+        except TypeError:
+            whole = None
+        if whole is None or whole < 1:
+            raise UsageError(f"lag({name}, {steps!r}): the lag is a whole number of steps K >= 1, got "
+                             f"{type(steps).__name__} {steps!r}: write e.g. cell.lag({name}, 3) for {name}_(t-3)")
+        if whole > MAX_LAG:
+            raise UsageError(f"lag({name}, {whole}) is beyond the longest lag, 10^18 (the generated code's 64-bit "
+                             f"integers): write a K up to 10^18, which is past any sequence already")
+        steps = int(whole)
         if steps == 1:
             return self.states[name]
         if (name, steps) not in self.lags:
@@ -312,6 +322,10 @@ class Cell:
         for name, symbol in self.states.items():
             if state == symbol or state == name:
                 return name
+        if isinstance(state, sp.Symbol) and state.name in self.states:   # cell.new(s) or update's result, s_t
+            raise UsageError(f"{state} is the new value {state}_t of state {state} in cell {self.name!r}: pass the "
+                             f"state itself, as cell.state({state.name!r}) returned it (cell.lag({state}, K) is "
+                             f"{state}_(t-K))")
         raise UsageError(f"{state} is not a state of cell {self.name!r}: declare it with cell.state(...)")
 
     def _apply(self, matrix: Matrix, operand) -> sp.Symbol:

@@ -47,7 +47,8 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cell", default="rnn", metavar="CELL",
         help="recurrent cell: rnn, the notes' o_t = f(w_i·x_t + w_h o_(t-1)) (default); lstm (gates i, f, "
-        "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); or FILE.py, your own cell written with "
+        "g, o as torch.nn.LSTM); gru (torch.nn.GRU's convention); skip (the rnn with w_s o_(t-K), K from --skip); "
+        "or FILE.py, your own cell written with "
         "symbolic.cells.spec (see docs/cells.md). A cell file is Python: it runs when loaded, like any script",
     )
     skip_option(parser)
@@ -230,7 +231,8 @@ def _grade_parser(commands) -> None:
         description=(
             "Import FILE.py (its top-level code runs) in a sandbox process that holds only the file, and "
             "grade its function loss_and_grad in another: the loss and every gradient entry against the exact recursion (float64, and 60 digits where float64 cannot "
-            "decide) at n = 1..8, 12, 20, B = 1, 2, 5 and the notes' three sentences; where it goes wrong in time "
+            "decide) at n = 1..8, 12, 20 (and n = K + 1 for a lag K past 20), B = 1, 2, 5 and the notes' three "
+            "sentences; where it goes wrong in time "
             "(n = 1 is the short-term term alone); and the known mistake it matches (long-term terms "
             "dropped, f′ missing or at the wrong step, the total derivative for the immediate partial, W_h "
             "for W_hᵀ, the batch mean, the carousel or another direct path, the sign of ŷ − y). Exit 0 "
@@ -247,7 +249,7 @@ def _grade_parser(commands) -> None:
     grade.add_argument("file", metavar="FILE.py", help="the Python file to grade (imported: its top-level code runs)")
     grade.add_argument(
         "--cell", default="rnn", metavar="C",
-        help="the cell it implements: rnn (default), lstm, gru, or a cell file ending in .py",
+        help="the cell it implements: rnn (default), lstm, gru, skip (with --skip K), or a cell file ending in .py",
     )
     grade.add_argument("--activation", "-a", default="tanh", metavar="A", help=ACTIVATION_HELP + " (rnn only)")
     grade.add_argument("--hidden", default=None, metavar="H",

@@ -31,6 +31,11 @@ UNROLLED_LIMIT = 256
 PER_STEP_ENTRIES = 4096
 
 
+#: The longest lag path a module for any length declares for bptt check (one call of that many steps
+#: per declared path; a longer lag is left out of CHECK_PATHS).
+CHECKED_LAG_STEPS = 5000
+
+
 def context(model, mode: str, command: str, cell_layout: Layout, prefix: str = "_") -> dict:
     """Everything ``cell.py.j2`` places: names, shapes and printed statements, from the cell's layout
     (``layout.layout_of``). No SymPy objects. ``prefix``: how the module's helpers are named
@@ -40,6 +45,10 @@ def context(model, mode: str, command: str, cell_layout: Layout, prefix: str = "
     printer.prefix = prefix
     steps = model.steps if mode == "unrolled" else None
     result = {"command": command, "mode": mode, "steps": steps, "ns": prefix, **_cell_context(model, printer.d)}
+    # a module for any length declares the length from which every lag's path exists (CHECK_PATHS), so
+    # bptt check calls it there too, not only at lengths shorter than K
+    lag_steps = printer.d.path_steps if printer.d.lagged and steps is None else None
+    result["lag_steps"] = lag_steps if lag_steps and lag_steps <= CHECKED_LAG_STEPS else None
     result |= _printed(printer, steps)
     result = _statements(result)
     result["uses_split"] = any(f"{prefix}split(" in line for step in (*result["forward_steps"], result["recorded"])
@@ -103,7 +112,10 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         "delta_width": lay.delta_width,
         "maps_names": maps_names,
         "delta_names": [_array(g) for g in lay.owners],
-        "rings": [{"name": ring_name(state, lag), "state": state, "lag": lag} for state, lag, _ in lay.rings],
+        # row t mod K is below min(K, n + 1) for every t ≤ n: a lag beyond the sequence needs no K rows; in
+        # straight-line code for n ≤ K no step sends K steps back, so the ring is not there at all (rows 0)
+        "rings": [{"name": ring_name(state, lag), "state": state, "lag": lag,
+                   "rows": lag if steps is None else (lag if lag < steps else 0)} for state, lag, _ in lay.rings],
     }
 
 

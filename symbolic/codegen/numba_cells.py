@@ -230,6 +230,7 @@ def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
                            for g in groups if g.kind == "x"],
         "state_products": printer.state_products(),
         "incoming_rows": printer.incoming_rows,
+        "ring_steps": bool(printer.rings),   # _output_gradients sizes the rings by the sequence's length
         "allocations": [
             f"maps_{g.label} = np.zeros(({'steps, ' if g.reads_maps else ''}batch, {g.count} * hidden), x.dtype)"
             for g in groups

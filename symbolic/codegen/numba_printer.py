@@ -9,7 +9,8 @@ The backward step is cut the same way, before each adjoint whose transpose produ
 every unit (``pieces``).
 
 A state read K steps back (the layout's ``reads``) is loaded from row max(t − K, 0) (row 0: the initial
-0); what a step sends to s_(t−K) waits in K more rows of ``incoming`` (a ring per lag, row t mod K),
+0); what a step sends to s_(t−K) waits in more rows of ``incoming`` (a ring per lag, row t mod K, the rings
+interleaved so that they take min(K, n + 1) rows each whatever n: K may be far beyond the sequence),
 which step t − K adds to what step t − K + 1 sent.
 """
 
@@ -100,12 +101,12 @@ class NumbaCellPrinter:
         self.vector_index = {sp.Symbol(name): k for k, name in enumerate(self.vectors)}
         self.incoming = {symbol: k for k, symbol in enumerate(d.incoming.values())}
         self.states = list(d.states)
-        self.rings: dict = {}   # (state, K) → the first of its K rows in ``incoming``, after one row per state
-        row = len(self.states)
-        for state, lag, _ in lay.rings:
-            self.rings[(state, lag)] = row
-            row += lag
-        self.incoming_rows = row
+        # (state, K) → the ring's index j: its row r is row S + j + r·J of ``incoming`` (S states, J rings)
+        self.rings: dict = {(state, lag): j for j, (state, lag, _) in enumerate(lay.rings)}
+        rows = len(self.states)
+        if self.rings:   # row t mod K is below min(K, n + 1) for every step t ≤ n
+            rows = f"{rows} + {len(self.rings)} * min({max(lag for _, lag in self.rings)}, steps + 1)"
+        self.incoming_rows = rows
         self.groups = lay.groups
         self.arrays = list(lay.owners)
         self.slot_of = {symbol: (group, k) for group in self.groups for k, symbol in enumerate(group.symbols)}
@@ -140,7 +141,8 @@ class NumbaCellPrinter:
     def ring(self, state: str, lag: int) -> str:
         """The row of ``incoming`` that step t reads what step t + K sent to s_t from, then writes what
         it sends to s_(t−K) into."""
-        return f"{self.rings[(state, lag)]} + t % {lag}"
+        first, count = len(self.states) + self.rings[(state, lag)], len(self.rings)
+        return f"{first} + t % {lag}" if count == 1 else f"{first} + (t % {lag}) * {count}"
 
     def view(self, group: MapGroup) -> str:
         """A group's maps in the step: row t − 1 of those kept for the backward pass, else this step's."""

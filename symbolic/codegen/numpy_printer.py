@@ -187,7 +187,7 @@ class NumpyCellPrinter:
                     if len(targets) == 1:
                         lines.append(f"{targets[0]} = {source}")
                     else:
-                        lines.append(f"{', '.join(targets)} = _split({source}, {len(targets)})")
+                        lines.append(f"{', '.join(targets)} = {self.prefix}split({source}, {len(targets)})")
             elif group.kind == "state" and self.state_at(group, step) and group.label not in self.fused_groups:
                 stored = t_prev if group.label in self.state_groups_read else None
                 self._apply_group(lines, group, self.state_at(group, step), stored)

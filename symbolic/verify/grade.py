@@ -3,7 +3,8 @@
 ``grade_function(fn, cell=...)`` calls a user's ``loss_and_grad`` on a fixed set of cases and compares
 every returned number with the exact recursion of the generic engine (``engine.evaluate``):
 
-1. **Compare**, per parameter and per entry, over n = 1..8, 12, 20 (LENGTHS), batch sizes B = 1, 2, 5 at
+1. **Compare**, per parameter and per entry, over n = 1..8, 12, 20 (LENGTHS; and n = path_steps where a
+   cell's lags reach past 20, LAG_LENGTH_LIMIT), batch sizes B = 1, 2, 5 at
    random points and the notes' three sentences, at H = 3 unless told (HIDDEN; the notes' scalars for
    the plain RNN's positional form). An entry g is right when
    |g − g_exact| ≤ RELATIVE · max(|g_exact|, FLOOR · s), s the case's largest |gradient entry|.
@@ -78,6 +79,9 @@ from .sandbox import ChannelTampered, ChildGone, Opaque, Sandbox
 #: The sequence lengths and batch sizes graded when the function takes any length: every n to 8 and
 #: two well past it, so a gradient truncated to the last k steps, or wrong at one n only, shows.
 LENGTHS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 20)
+#: A cell whose lags make some path exist only from n = path_steps > 20 on (a skip K ≥ 20) is also graded
+#: there, up to this length, so a function that drops that path is not called right.
+LAG_LENGTH_LIMIT = 400
 BATCHES = (1, 2, 5)
 #: Cases at the one length of a function that takes one length (``steps``): 12 random points.
 ONE_LENGTH_CASES = 4
@@ -284,6 +288,8 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
     rng = np.random.default_rng(seed)
     shapes = d.shapes(hidden, inputs)
     lengths = LENGTHS if steps is None else (steps,)
+    if steps is None and LENGTHS[-1] < d.path_steps <= LAG_LENGTH_LIMIT:
+        lengths = (*LENGTHS, d.path_steps)
     cases = []
 
     def point():
