@@ -239,8 +239,8 @@ def test_the_notes_derivation_is_read_from_the_engine(mutation, caught_by, monke
     from symbolic.notes import derive as notes_derive
 
     assert not failing(proof.induction(derive(3, "tanh")))
-    real = engine.derive_cell
-    monkeypatch.setattr(notes_derive, "derive_cell", lambda cell: real(cell).mutate(mutation))
+    real = engine.derive_model
+    monkeypatch.setattr(notes_derive, "derive_model", lambda model: real(model).mutate(mutation))
     wrong = derive(3, "tanh")
     assert failing(proof.induction(wrong)) >= caught_by
     assert not proof.exact(wrong).passed
