@@ -58,6 +58,10 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
     # bptt_terms: the loop's step keeping each state's δ and each per-unit parameter's term per step.
     recorded = printer.backward_step(loop_step, record=True)
     finals, per_step_finals, term_lines = printer.finals(), printer.per_step_finals(), printer.term_lines()
+    # vjp: the same recursion seeded by every state's upstream gradient, from given initial states
+    vjp_forward = [printer.forward_step(step) for step in lay.vjp_forward_order(steps)]
+    vjp_steps = [printer.backward_step(step) for step in lay.vjp_order(steps)]
+    vjp_finals = [*printer.finals(scale="", initial=True), *printer.vjp_lines()]
     stored = list(lay.stored)
     maps_names = [f"maps_{g.label}" for g in lay.stored_maps]
 
@@ -65,16 +69,21 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         return [line for step in steps_ for line in (*step["lines"], step["sent"])]
 
     forward_lines = [line for step in forward_steps for line in step["lines"]]
+    vjp_forward_lines = [line for step in vjp_forward for line in step["lines"]]
     texts = {
         "forward": "\n".join(forward_lines),
         "gradients": "\n".join([*step_lines(backward_steps), *finals]),
         "per_step": "\n".join([*step_lines([per_step]), *per_step_finals]),
         "recorded": "\n".join([*step_lines([recorded]), *term_lines]),
+        "vjp_forward": "\n".join(vjp_forward_lines),
+        "vjp": "\n".join([*step_lines(vjp_steps), *vjp_finals]),
     }
     return {
         "forward_bindings": printer.bindings(forward_lines),
         "projection_bias": [str(lay.folded[k]) if k in lay.folded else None for k in range(lay.x_group.count)],
         "backward_bindings": printer.bindings(step_lines(backward_steps)),
+        "vjp_forward_bindings": printer.bindings(vjp_forward_lines),
+        "vjp_bindings": printer.bindings([*step_lines(vjp_steps), *vjp_finals]),
         "per_step_bindings": printer.bindings(step_lines([per_step])),
         "recorded_bindings": printer.bindings(step_lines([recorded])),
         "recorded_reads_projection": bool(re.search(r"\bprojection\b", "\n".join(step_lines([recorded])))),
@@ -85,12 +94,15 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         ],
         "stored": stored,
         "unpacked": {key: _unpacked(stored, text_) for key, text_ in texts.items()},
-        "maps_unpacked": {key: _unpacked(maps_names, texts[key]) for key in ("gradients", "per_step")},
+        "maps_unpacked": {key: _unpacked(maps_names, texts[key]) for key in ("gradients", "per_step", "vjp")},
         "accumulated": [name for name, terms in d.gradients.items() for term in terms
                         if term[0] == "sum" and term[1] not in printer.homes],
         "forward_steps": forward_steps,
         "backward_steps": backward_steps,
         "finals": finals,
+        "vjp_forward_steps": vjp_forward,
+        "vjp_steps": vjp_steps,
+        "vjp_finals": vjp_finals,
         "per_step": per_step,
         "per_step_finals": per_step_finals,
         "homed_arrays": printer.homed_arrays(),
@@ -167,6 +179,7 @@ def _statements(context: dict) -> dict:
         return _tuple([f"({rows}, batch, {g['count']} * HIDDEN_SIZE)" for g in groups if not g["shared"]])
 
     context["spare_code"] = f"values, projection, *rest = {ns}forward_values(x, p, {spare('rows')})"
+    context["vjp_spare_code"] = f"values, projection, *rest = {ns}vjp_forward_values(x, p, start, {spare('steps')})"
     recorded = "projection" if context["recorded_reads_projection"] else "_"
     context["recorded_spare_code"] = f"values, {recorded}, *rest = {ns}forward_values(x, p, {spare('steps')})"
     biases = [f'p["{b}"]' if b else "np.zeros(HIDDEN_SIZE)" for b in context["projection_bias"]]
@@ -193,6 +206,8 @@ def _statements(context: dict) -> dict:
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
+            "vjp_gradients": ("_vjp_gradients", [*_GRADIENT_ARGUMENTS[:-1], "upstream: dict[str, np.ndarray]"],
+                              "tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]"),
             **{name: (impl[name], arguments + (NAMED if context["positional"] else []), returns)
                for name, (arguments, returns) in SIGNATURES.items()},
             **{f"positional_{name}": (name, arguments, returns)
