@@ -186,6 +186,12 @@ def _statements(context: dict) -> dict:
     target = "projection" if context["direct"] is None else f"values[{context['direct']}, 1:]"
     context["projection_target"] = target
     context["projection_bias_code"] = f"{target} += np.concatenate([{', '.join(biases)}])"
+    # the vjp's values: rows 0..n, then (in the loop) the K − 1 zero rows a lagged read finds before s_0
+    lags = [ring["lag"] for ring in context["rings"]]
+    context["vjp_rows"] = 1 + (max(lags) - 1 if lags and context["mode"] == "loop" else 0)
+    vjp_target = "projection" if context["direct"] is None else f"values[{context['direct']}, 1 : steps + 1]"
+    context["vjp_projection_target"] = vjp_target
+    context["vjp_projection_bias_code"] = f"{vjp_target} += np.concatenate([{', '.join(biases)}])"
     for group in groups:
         matrices = [f'p["{name}"]' for name in group["matrices"]]
         value = matrices[0] if len(matrices) == 1 else f"np.concatenate([{', '.join(matrices)}])"

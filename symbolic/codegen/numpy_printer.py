@@ -57,11 +57,14 @@ def _times(t: int | None) -> tuple[str, str]:
 
 def _row(step: Step, lag: int) -> str | None:
     """The row of s_(t−lag) in a state's (n + 1)-row array: a number in an unrolled step (None where
-    it is an initial state, 0), in the loop's max(t − lag, 0), row 0 holding the initial 0."""
+    it is an initial state, 0), in the loop's max(t − lag, 0), row 0 holding the initial 0. The vjp's
+    loop, where row 0 is a given s_0, reads row t − lag: before s_0 the K − 1 zero rows after row n."""
     if step.reads_zero(lag):
         return None
     if isinstance(step.t, int):
         return str(step.t - lag)
+    if step.upstream:
+        return f"t - {lag}"
     return "t - 1" if lag == 1 else f"max(t - {lag}, 0)"
 
 
@@ -463,9 +466,11 @@ class NumpyCellPrinter:
             return "x.transpose(1, 0, 2).reshape(-1, INPUT_SIZE)"
         if group.kind == "state":
             state, lag = self.reads[group.operand]
-            rows = f":-{lag}" if lag == 1 or initial else f"1:-{lag}"
+            # the vjp's values may have zero rows after row n (the loop's reads before s_0)
+            rows = f": steps + 1 - {lag}" if initial else ":-1" if lag == 1 else f"1:-{lag}"
             return f"{state}[{rows}].reshape(-1, HIDDEN_SIZE)"
-        return f"{group.operand}[1:].reshape(-1, HIDDEN_SIZE)"
+        rows = "1 : steps + 1" if initial else "1:"
+        return f"{group.operand}[{rows}].reshape(-1, HIDDEN_SIZE)"
 
     def _delta_rows(self, group: MapGroup, initial: bool = False) -> str:
         """The δ array of a group over the steps its operand rows cover (t > K for s_(t−K); t ≥ K with
