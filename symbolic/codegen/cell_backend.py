@@ -83,7 +83,8 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         "projection_bias": [str(lay.folded[k]) if k in lay.folded else None for k in range(lay.x_group.count)],
         "backward_bindings": printer.bindings(step_lines(backward_steps)),
         "vjp_forward_bindings": printer.bindings(vjp_forward_lines),
-        "vjp_bindings": printer.bindings([*step_lines(vjp_steps), *vjp_finals]),
+        # the finals name parameters as grads' keys: bound are what the steps and dx read
+        "vjp_bindings": printer.bindings([*step_lines(vjp_steps), *printer.vjp_lines()]),
         "per_step_bindings": printer.bindings(step_lines([per_step])),
         "recorded_bindings": printer.bindings(step_lines([recorded])),
         "recorded_reads_projection": bool(re.search(r"\bprojection\b", "\n".join(step_lines([recorded])))),
