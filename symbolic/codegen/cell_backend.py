@@ -208,8 +208,11 @@ def _statements(context: dict) -> dict:
     impl = context["impl"] if ns == "_" else {name: ns + f.lstrip("_") for name, f in context["impl"].items()}
     context["impl_names"] = impl
     masked = _MASK if context["outputs"] else []
+    # the NumPy module's forward, states, loss and loss_and_grad start from given states too
+    context["started"] = ns == "_"
+    initial = _INITIAL if context["started"] else []
     context["signatures"] = {
-        name: f"def {function}({', '.join(arguments + (masked if name in _MASKED else []))}) -> {returns}:"
+        name: f"def {function}({', '.join(arguments + (masked if name in _MASKED else []) + (initial if name in _STARTED else []))}) -> {returns}:"
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
@@ -235,6 +238,9 @@ _GRADIENT_ARGUMENTS = ["x: np.ndarray", "p: dict[str, np.ndarray]", "values: np.
 #: A loss at every step takes a mask (B, n) of 0/1 (symbolic.outputs).
 _MASK = ["mask: npt.ArrayLike | None = None"]
 _MASKED = ("loss", "loss_and_grad", "bptt_terms")
+#: forward, states, loss and loss_and_grad take the initial states (state → (B, H); zeros when None).
+_INITIAL = ["initial: Mapping[str, npt.ArrayLike] | None = None"]
+_STARTED = ("forward", "states", "loss", "loss_and_grad")
 #: The public functions' (dict form's) arguments and return annotations (the Numba module's too).
 SIGNATURES = {
     "forward": (_DATA + _PARAMS, "np.ndarray"),
