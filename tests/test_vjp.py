@@ -112,3 +112,65 @@ def test_vjp_refuses_bad_upstream():
         generated.vjp(x, params, {"h": upstream["h"][:, :2]})
     with pytest.raises(ValueError, match=r"initial\['c'\] must have shape"):
         generated.vjp(x, params, upstream, {"c": initial["c"][:1]})
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", ("rnn", "lstm", "skip:2"), ids=("rnn", "lstm", "skip2"))
+def test_initial_states_in_states_and_loss_and_grad(cell, mode):
+    """``initial=`` on states, forward, loss and loss_and_grad: the states and the gradient of the mean
+    binary cross-entropy of σ(readout · s_n) equal torch's from the cell's equations started there."""
+    generated = _module(cell, mode)
+    params, x, _, initial = _case(generated, seed=2)
+    y = np.array([0.0, 1.0])
+    spec = cell_of(model(cell))
+    tensors = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    xs = torch.tensor(x)
+    trace: list = []
+    starts = {state: torch.tensor(value) for state, value in initial.items()}
+    reference(cell, FUNCTIONS, lambda u, m: u @ m.T)(tensors, xs.transpose(0, 1), starts, trace)
+    states = generated.states(x, params, initial=initial)
+    for state in generated.STATES:
+        expected = torch.stack([step[state] for step in trace], dim=1).detach().numpy()
+        assert _close(states[state], expected) < TOLERANCE, state
+    logit = trace[-1][spec.output_state] @ tensors[spec.readout]
+    if spec.readout_bias:
+        logit = logit + tensors[spec.readout_bias]
+    expected_loss = torch.nn.functional.binary_cross_entropy_with_logits(logit, torch.from_numpy(y))
+    expected_grads = dict(zip(tensors, torch.autograd.grad(expected_loss, list(tensors.values()), allow_unused=True)))
+    value, grads = generated.loss_and_grad(x, y, params, initial=initial)
+    assert abs(value - expected_loss.item()) < TOLERANCE
+    assert abs(generated.loss(x, y, params, initial=initial) - expected_loss.item()) < TOLERANCE
+    assert _close(generated.forward(x, params, initial=initial), torch.sigmoid(logit).detach().numpy()) < TOLERANCE
+    for name, expected in expected_grads.items():
+        expected = np.zeros(generated.PARAMS[name]) if expected is None else expected.numpy()
+        assert _close(grads[name], expected) < TOLERANCE, name
+    # zero initial states are the default's
+    zeros = {state: np.zeros((B, H)) for state in generated.STATES}
+    value, grads = generated.loss_and_grad(x, y, params, initial=zeros)
+    default_value, default_grads = generated.loss_and_grad(x, y, params)
+    assert abs(value - default_value) < TOLERANCE
+    assert all(_close(grads[name], default_grads[name]) < TOLERANCE for name in grads)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_many_to_many_module_has_vjp_and_initial(mode):
+    """A module with a readout after every step: the same vjp (the readout is no parameter of it), and
+    loss_and_grad from zero initial states is the default's."""
+    from symbolic.model import Model
+    from symbolic.outputs import Outputs
+
+    generated = load(Model(steps=N, hidden=H, inputs=D, cell="gru",
+                           outputs=Outputs(readout="every", loss="softmax", classes=3)), mode=mode)
+    params, x, upstream, initial = _case(generated, seed=3)
+    names = _cell_parameters("gru", generated)
+    grads, dx, dinitial = generated.vjp(x, params, upstream, initial)
+    expected, expected_dx, expected_initial = _torch_vjp("gru", names, params, x, upstream, initial)
+    assert all(_close(grads[name], expected[name]) < TOLERANCE for name in names)
+    assert _close(dx, expected_dx) < TOLERANCE and _close(dinitial["h"], expected_initial["h"]) < TOLERANCE
+    y = np.array([[0, 1, 2, 1], [2, 2, 0, 1]])
+    mask = np.array([[1, 1, 0, 1], [1, 0, 1, 1]])
+    zeros = {"h": np.zeros((B, H))}
+    value, grads = generated.loss_and_grad(x, y, params, mask=mask, initial=zeros)
+    default_value, default_grads = generated.loss_and_grad(x, y, params, mask=mask)
+    assert abs(value - default_value) < TOLERANCE
+    assert all(_close(grads[name], default_grads[name]) < TOLERANCE for name in default_grads)
