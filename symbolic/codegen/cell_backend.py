@@ -220,7 +220,7 @@ def _statements(context: dict) -> dict:
                               "tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]"),
             **{name: (impl[name], arguments + (NAMED if context["positional"] else []), returns)
                for name, (arguments, returns) in SIGNATURES.items()},
-            **{f"positional_{name}": (name, arguments, returns)
+            **{f"positional_{name}": (name, _started(arguments, initial if name in _STARTED else []), returns)
                for name, (arguments, returns) in _POSITIONAL.items()},
         }.items()
     }
@@ -257,6 +257,11 @@ _POSITIONAL = {
     "loss_and_grad": (_LABELLED + _WEIGHTS, "tuple"),
     "bptt_terms": (_LABELLED + _WEIGHTS, "dict"),
 }
+
+
+def _started(arguments: list[str], initial: list[str]) -> list[str]:
+    """The positional form's arguments with ``initial`` keyword-only, before ``**keywords``."""
+    return arguments[:-1] + initial + arguments[-1:]
 
 
 def _literal(value) -> str:
