@@ -5,6 +5,9 @@ upstream gradient for every state at every step and random initial states."""
 
 from __future__ import annotations
 
+import functools
+import types
+
 import numpy as np
 import pytest
 
@@ -174,3 +177,69 @@ def test_many_to_many_module_has_vjp_and_initial(mode):
     default_value, default_grads = generated.loss_and_grad(x, y, params, mask=mask)
     assert abs(value - default_value) < TOLERANCE
     assert all(_close(grads[name], default_grads[name]) < TOLERANCE for name in default_grads)
+
+
+# -- bptt check compares vjp with finite differences -----------------------------------------------------
+
+
+def _tampered(generated, vjp):
+    """A copy of ``generated`` whose vjp is ``vjp(original)``."""
+    copy = types.ModuleType(f"{generated.__name__}_tampered")
+    copy.__dict__.update(generated.__dict__)
+    copy.vjp = vjp(generated.vjp)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def checked():
+    from symbolic.verify.check import check_module
+
+    return check_module
+
+
+@pytest.mark.parametrize("cell", ("gru", "skip:2"), ids=("gru", "skip2"))
+def test_check_compares_vjp(checked, cell):
+    generated = _module(cell, "loop")
+    report = checked(generated, "<generated>")
+    assert report.passed, report.problems
+    names = _cell_parameters(cell, generated)
+    assert set(report.vjp) == {*names, "x", *(f"s_0 of {state}" for state in generated.STATES)}
+    assert max(report.vjp.values()) < 1e-8
+
+
+def _wrong_dx(vjp):
+    @functools.wraps(vjp)
+    def wrong(*args, **kwargs):
+        grads, dx, dinitial = vjp(*args, **kwargs)
+        dx = dx.copy()
+        dx[0, -1, 0] += 0.1
+        return grads, dx, dinitial
+    return wrong
+
+
+def _wrong_initial(vjp):
+    @functools.wraps(vjp)
+    def wrong(*args, **kwargs):
+        grads, dx, dinitial = vjp(*args, **kwargs)
+        return grads, dx, {state: 0.5 * value for state, value in dinitial.items()}
+    return wrong
+
+
+def _missing_parameter(vjp):
+    @functools.wraps(vjp)
+    def wrong(*args, **kwargs):
+        grads, dx, dinitial = vjp(*args, **kwargs)
+        return {name: value for name, value in grads.items() if name != "U_z"}, dx, dinitial
+    return wrong
+
+
+@pytest.mark.parametrize(("tamper", "message"), [
+    (_wrong_dx, "vjp: x disagrees"),
+    (_wrong_initial, "vjp: s_0 of h disagrees"),
+    (_missing_parameter, "vjp: grads has no U_z"),
+], ids=("dx", "dinitial", "missing"))
+def test_check_fails_a_wrong_vjp(checked, tamper, message):
+    """Negative controls: a vjp whose dx, dinitial or parameter set is wrong fails bptt check, named."""
+    report = checked(_tampered(_module("gru", "loop"), tamper), "<tampered>")
+    assert not report.passed
+    assert any(line.startswith(message) for line in report.problems), report.problems
