@@ -25,8 +25,8 @@ MODES = ("unrolled", "loop")
 TOLERANCE = 1e-10
 
 
-def _module(cell: str, mode: str):
-    return load(model(cell), mode=mode)
+def _module(cell: str, mode: str, backend: str = "numpy"):
+    return load(model(cell), mode=mode, backend=backend)
 
 
 def _case(generated, seed: int = 0):
@@ -81,6 +81,21 @@ def test_vjp_equals_torch_autograd(cell, mode):
     for state in generated.STATES:
         assert dinitial[state].shape == (B, H)
         assert _close(dinitial[state], expected_initial[state]) < TOLERANCE, state
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", ("lstm", "skip:2", str(ROOT / "docs" / "cells" / "mgu.py")), ids=("lstm", "skip2", "mgu"))
+def test_numba_module_vjp_equals_torch_autograd(cell, mode):
+    """The Numba module has the same vjp (the NumPy recursion placed beside its compiled functions)."""
+    generated = _module(cell, mode, "numba")
+    params, x, upstream, initial = _case(generated, seed=4)
+    names = _cell_parameters(cell, generated)
+    grads, dx, dinitial = generated.vjp(x, params, upstream, initial)
+    expected, expected_dx, expected_initial = _torch_vjp(cell, names, params, x, upstream, initial)
+    assert sorted(grads) == sorted(names)
+    assert all(_close(grads[name], expected[name]) < TOLERANCE for name in names)
+    assert _close(dx, expected_dx) < TOLERANCE
+    assert all(_close(dinitial[state], expected_initial[state]) < TOLERANCE for state in generated.STATES)
 
 
 @pytest.mark.parametrize("mode", MODES)

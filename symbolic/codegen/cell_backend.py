@@ -42,7 +42,8 @@ def context(model, mode: str, command: str, cell_layout: Layout, prefix: str = "
     result = {"command": command, "mode": mode, "steps": steps, "ns": prefix, **_cell_context(model, printer.d)}
     result |= _printed(printer, steps)
     result = _statements(result)
-    result["uses_split"] = any(f"{prefix}split(" in line for step in (*result["forward_steps"], result["recorded"])
+    result["uses_split"] = any(f"{prefix}split(" in line for step in (*result["forward_steps"], result["recorded"],
+                                                                   *result["vjp_forward_steps"], *result["vjp_steps"])
                                for line in step["lines"])
     return {**result, "numpy": result}
 
@@ -216,7 +217,7 @@ def _statements(context: dict) -> dict:
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
-            "vjp_gradients": ("_vjp_gradients", [*_GRADIENT_ARGUMENTS[:-1], "upstream: dict[str, np.ndarray]"],
+            "vjp_gradients": (f"{ns}vjp_gradients", [*_GRADIENT_ARGUMENTS[:-1], "upstream: dict[str, np.ndarray]"],
                               "tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]"),
             **{name: (impl[name], arguments + (NAMED if context["positional"] else []), returns)
                for name, (arguments, returns) in SIGNATURES.items()},

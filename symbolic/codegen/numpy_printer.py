@@ -190,7 +190,7 @@ class NumpyCellPrinter:
                     if len(targets) == 1:
                         lines.append(f"{targets[0]} = {source}")
                     else:
-                        lines.append(f"{', '.join(targets)} = _split({source}, {len(targets)})")
+                        lines.append(f"{', '.join(targets)} = {self.prefix}split({source}, {len(targets)})")
             elif group.kind == "state" and self.state_at(group, step) and group.label not in self.fused_groups:
                 stored = t_prev if group.label in self.state_groups_read else None
                 self._apply_group(lines, group, self.state_at(group, step), stored)
@@ -487,7 +487,7 @@ class NumpyCellPrinter:
         for group in self.groups:
             rows = f"{self._delta_rows(group, initial)}.reshape(-1, {len(group.matrices) * self.H}).T"
             product = f"{rows} @ {self._operand_rows(group, initial)}{scale}"
-            finals += _matrix_gradients(group.matrices, product, seen)
+            finals += _matrix_gradients(group.matrices, product, seen, self.prefix)
         summed = set()
         for name, terms in self.d.gradients.items():
             for term in terms:
@@ -515,7 +515,7 @@ class NumpyCellPrinter:
         lines: list[str] = []
         seen: dict = {}
         for group in self.groups:
-            lines += _matrix_gradients(group.matrices, f"grad_{group.label} / batch", seen)
+            lines += _matrix_gradients(group.matrices, f"grad_{group.label} / batch", seen, self.prefix)
         return lines
 
     def term_lines(self) -> list[str]:
@@ -578,7 +578,7 @@ class NumpyCellPrinter:
         return bound
 
 
-def _matrix_gradients(matrices, value: str, seen: dict) -> list[str]:
+def _matrix_gradients(matrices, value: str, seen: dict, prefix: str = "_") -> list[str]:
     """``grads[M] = value`` for a group's stacked matrices (rows of ``value``). A matrix already
     assigned by another group (applied to another operand) is added to, not overwritten: its block
     goes under a tuple key, which no parameter name can be, and is summed in. ``seen`` counts them."""
@@ -593,7 +593,7 @@ def _matrix_gradients(matrices, value: str, seen: dict) -> list[str]:
             sums.append(f'grads["{name}"] += grads.pop(("{name}", {count}))')
     if len(matrices) == 1:
         return [f"{keys[0]} = {value}"]
-    return [f"{', '.join(keys)} = _rows({value}, {len(matrices)})", *sums]
+    return [f"{', '.join(keys)} = {prefix}rows({value}, {len(matrices)})", *sums]
 
 
 def _live(lines: list[str], after: str) -> list[str]:
