@@ -102,6 +102,8 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         "forward_steps": forward_steps,
         "backward_steps": backward_steps,
         "finals": finals,
+        # the vjp's backward pass names the sequence's length where it reads it (rings, rows up to n)
+        "vjp_steps_needed": bool(lay.rings) or steps is None or bool(re.search(r"\bsteps\b", texts["vjp"])),
         "vjp_forward_steps": vjp_forward,
         "vjp_steps": vjp_steps,
         "vjp_finals": vjp_finals,
@@ -209,9 +211,8 @@ def _statements(context: dict) -> dict:
     impl = context["impl"] if ns == "_" else {name: ns + f.lstrip("_") for name, f in context["impl"].items()}
     context["impl_names"] = impl
     masked = _MASK if context["outputs"] else []
-    # the NumPy module's forward, states, loss and loss_and_grad start from given states too
-    context["started"] = ns == "_"
-    initial = _INITIAL if context["started"] else []
+    # forward, states, loss and loss_and_grad start from given states too
+    initial = _INITIAL
     context["signatures"] = {
         name: f"def {function}({', '.join(arguments + (masked if name in _MASKED else []) + (initial if name in _STARTED else []))}) -> {returns}:"
         for name, (function, arguments, returns) in {
