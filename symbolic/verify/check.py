@@ -426,7 +426,7 @@ def check_module(module, path: str = "<module>", seed: int = 0, strict: bool = F
         # the backward entry point against finite differences of ⟨upstream, states⟩ (check_vjp)
         report.vjp, found = check_vjp(interface, np.random.default_rng([seed, 25]), BASE_BATCH, interface.steps)
         for line in found:
-            problems.add(Wrong("vjp", line), ["vjp"])
+            problems.add(Wrong("vjp", line), [line])
     # a parameter with any problem was not (fully) compared: no error is reported for it
     for method in methods:
         for name in problems.names & set(names):

@@ -128,6 +128,9 @@ def _tail(report: Report) -> list[str]:
         worst = max(report.vjp.values(), key=lambda error: -1.0 if error is None else error)
         lines.append(f"  {'vjp':<20}worst {_cell(worst, 0).strip()} over {len(report.vjp)} gradients (parameters, x, "
                      f"s_0) against finite differences of ⟨upstream, states⟩, tolerance {VJP_TOLERANCE:.0e}")
+        beyond = [what for what, error in report.vjp.items() if error is None or not error <= VJP_TOLERANCE]
+        if beyond:
+            lines.append(f"  FAIL vjp: {', '.join(beyond)} beyond tolerance")
     if report.unresolved:
         where = ", ".join(f"{name} ({call})" for name, call in report.unresolved.items())
         lines.append(f"  finite differences  cannot resolve {where}: their estimates at steps h, h/10 and "

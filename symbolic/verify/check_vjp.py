@@ -18,8 +18,9 @@ from .check_report import VJP_TOLERANCE as TOLERANCE
 from .interfaces import Wrong
 
 #: The five-point stencil's step along a unit-size direction: its truncation (h⁴ f⁽⁵⁾) and rounding
-#: (ε f / h) errors are near 1e-12 for the generated modules, far below TOLERANCE.
-STEP = 1e-3
+#: (ε f / h) errors are near 1e-12 for the generated modules, far below TOLERANCE; for a module with a
+#: kink (ReLU, ANALYTIC False) the step is small enough that crossing one is unlikely.
+STEP, KINKED_STEP = 1e-3, 1e-6
 #: What a direction that must not move f (a parameter the vjp leaves out) may move it by, relative.
 UNMOVED = 1e-9
 
@@ -40,9 +41,8 @@ def _inner(interface, upstream: dict, x, params: dict, initial) -> float:
     return float(sum(np.sum(np.asarray(states[name], dtype=float) * value) for name, value in upstream.items()))
 
 
-def _quotient(f, move) -> float:
-    """The five-point central difference of f(move(ε)) at ε = 0."""
-    h = STEP
+def _quotient(f, move, h: float) -> float:
+    """The five-point central difference of f(move(ε)) at ε = 0, step h."""
     return (-f(move(2 * h)) + 8 * f(move(h)) - 8 * f(move(-h)) + f(move(-2 * h))) / (12 * h)
 
 
@@ -57,8 +57,9 @@ def _array(value, shape: tuple, what: str) -> np.ndarray:
 
 
 def check_vjp(interface, rng: np.random.Generator, batch: int, steps: int) -> tuple[dict, list[str]]:
-    """(what → relative error of ⟨vjp's gradient, v⟩ against the difference quotient, problems): one
-    random point of ``batch`` sequences of ``steps`` steps."""
+    """(what → relative error of ⟨vjp's gradient, v⟩ against the difference quotient, problems: what
+    cannot be compared): one random point of ``batch`` sequences of ``steps`` steps. An error beyond
+    TOLERANCE fails the report (``Report.vjp``)."""
     module = interface.module
     states_names = tuple(getattr(module, "STATES", ()))
     hidden = int(getattr(module, "HIDDEN_SIZE", 0))
@@ -105,7 +106,8 @@ def _compare(interface, rng, upstream, x, params, initial, grads, dx, dinitial) 
         v = rng.normal(size=initial[state].shape)
         moves[f"s_0 of {state}"] = (v, lambda e, state=state, v=v: (x, params, {**initial, state: initial[state] + e * v}))
     given = {**grads, "x": dx, **{f"s_0 of {state}": value for state, value in dinitial.items()}}
-    quotients = {what: _quotient(f, move) for what, (_, move) in moves.items()}
+    step = STEP if interface.analytic else KINKED_STEP
+    quotients = {what: _quotient(f, move, step) for what, (_, move) in moves.items()}
     floor = 1e-3 * max([abs(q) for q in quotients.values()] + [1e-8])
     errors, problems = {}, []
     for what, (v, _) in moves.items():
@@ -113,10 +115,6 @@ def _compare(interface, rng, upstream, x, params, initial, grads, dx, dinitial) 
             errors[what] = relative(float(np.sum(given[what] * v)), quotients[what], floor)
         elif abs(quotients[what]) > UNMOVED * max(1.0, floor / 1e-3):
             problems.append(f"vjp: grads has no {what}, which moves the states")
-    for what, error in errors.items():
-        if not error <= TOLERANCE:
-            problems.append(f"vjp: {what} disagrees with finite differences of ⟨upstream, states⟩ "
-                            f"(relative error {error:.1e})")
     return errors, problems
 
 
