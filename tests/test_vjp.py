@@ -267,3 +267,28 @@ def test_check_fails_a_wrong_vjp(checked, tamper, wrong):
         assert report.vjp[wrong] > VJP_TOLERANCE
         assert all(error <= VJP_TOLERANCE for what, error in report.vjp.items() if what != wrong)
         assert f"FAIL vjp: {wrong} beyond tolerance" in format_report(report)
+
+
+@pytest.mark.slow
+def test_bptt_check_command_fails_a_module_with_a_wrong_dx(tmp_path):
+    """End to end: a generated file whose vjp scales dx by 1.01 fails ``bptt check`` (exit 1), naming x."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "gru.py"
+    command = [sys.executable, "-m", "symbolic", "codegen", "--cell", "gru", "--mode", "loop", "--hidden", "3",
+               "-o", str(path)]
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+    source = path.read_text()
+    line = "dx = (delta_maps_x @ weights_x).transpose(1, 0, 2)"
+    assert source.count(line) == 1
+    path.write_text(source.replace(line, "dx = 1.01 * (delta_maps_x @ weights_x).transpose(1, 0, 2)"))
+    result = subprocess.run([sys.executable, "-m", "symbolic", "check", str(path)], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL vjp: x beyond tolerance" in result.stdout
+    path.write_text(source)
+    result = subprocess.run([sys.executable, "-m", "symbolic", "check", str(path)], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "vjp" in result.stdout
