@@ -51,7 +51,8 @@ def module(cell: str, target: str, mutation: str | None = None, activation: str 
 
 def reference(cell: str, functions: dict, matmul, activation: str = "tanh"):
     """``run(params, x, initial) -> (output, final)`` over x time first (a sequence of (B, D) steps), from
-    the cell's equations: the maps u Mᵀ (``matmul(u, M)``), then each equation in order."""
+    the cell's equations: the maps u Mᵀ (``matmul(u, M)``), then each equation in order; a list given as
+    ``trace`` receives every step's states (state → value)."""
     spec = cell_of(model(cell, activation))
     compiled = []
     for equation in spec.equations:
@@ -60,7 +61,7 @@ def reference(cell: str, functions: dict, matmul, activation: str = "tanh"):
         function = sp.lambdify(plain, equation.expr.xreplace(dict(zip(arguments, plain))), modules=[functions])
         compiled.append((equation, arguments, function))
 
-    def run(params, x, initial):
+    def run(params, x, initial, trace=None):
         states = dict(initial)
         past = [states]   # s_0, s_1, …: s_(t−K) is past[t − K], zero before s_0
         output = []
@@ -83,6 +84,8 @@ def reference(cell: str, functions: dict, matmul, activation: str = "tanh"):
                 maps()
             states = {name: operands[_updater(spec, name)] for name in spec.states}
             past.append(states)
+            if trace is not None:
+                trace.append(states)
             output.append(states[spec.output_state])
         return output, states
 

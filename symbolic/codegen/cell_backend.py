@@ -51,7 +51,8 @@ def context(model, mode: str, command: str, cell_layout: Layout, prefix: str = "
     result["lag_steps"] = lag_steps if lag_steps and lag_steps <= CHECKED_LAG_STEPS else None
     result |= _printed(printer, steps)
     result = _statements(result)
-    result["uses_split"] = any(f"{prefix}split(" in line for step in (*result["forward_steps"], result["recorded"])
+    result["uses_split"] = any(f"{prefix}split(" in line for step in (*result["forward_steps"], result["recorded"],
+                                                                   *result["vjp_forward_steps"], *result["vjp_steps"])
                                for line in step["lines"])
     return {**result, "numpy": result}
 
@@ -67,6 +68,10 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
     # bptt_terms: the loop's step keeping each state's δ and each per-unit parameter's term per step.
     recorded = printer.backward_step(loop_step, record=True)
     finals, per_step_finals, term_lines = printer.finals(), printer.per_step_finals(), printer.term_lines()
+    # vjp: the same recursion seeded by every state's upstream gradient, from given initial states
+    vjp_forward = [printer.forward_step(step) for step in lay.vjp_forward_order(steps)]
+    vjp_steps = [printer.backward_step(step) for step in lay.vjp_order(steps)]
+    vjp_finals = [*printer.finals(scale="", initial=True), *printer.vjp_lines()]
     stored = list(lay.stored)
     maps_names = [f"maps_{g.label}" for g in lay.stored_maps]
 
@@ -74,16 +79,22 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         return [line for step in steps_ for line in (*step["lines"], step["sent"])]
 
     forward_lines = [line for step in forward_steps for line in step["lines"]]
+    vjp_forward_lines = [line for step in vjp_forward for line in step["lines"]]
     texts = {
         "forward": "\n".join(forward_lines),
         "gradients": "\n".join([*step_lines(backward_steps), *finals]),
         "per_step": "\n".join([*step_lines([per_step]), *per_step_finals]),
         "recorded": "\n".join([*step_lines([recorded]), *term_lines]),
+        "vjp_forward": "\n".join(vjp_forward_lines),
+        "vjp": "\n".join([*step_lines(vjp_steps), *vjp_finals]),
     }
     return {
         "forward_bindings": printer.bindings(forward_lines),
         "projection_bias": [str(lay.folded[k]) if k in lay.folded else None for k in range(lay.x_group.count)],
         "backward_bindings": printer.bindings(step_lines(backward_steps)),
+        "vjp_forward_bindings": printer.bindings(vjp_forward_lines),
+        # the finals name parameters as grads' keys: bound are what the steps and dx read
+        "vjp_bindings": printer.bindings([*step_lines(vjp_steps), *printer.vjp_lines()]),
         "per_step_bindings": printer.bindings(step_lines([per_step])),
         "recorded_bindings": printer.bindings(step_lines([recorded])),
         "recorded_reads_projection": bool(re.search(r"\bprojection\b", "\n".join(step_lines([recorded])))),
@@ -94,12 +105,17 @@ def _printed(printer: NumpyCellPrinter, steps: int | None) -> dict:
         ],
         "stored": stored,
         "unpacked": {key: _unpacked(stored, text_) for key, text_ in texts.items()},
-        "maps_unpacked": {key: _unpacked(maps_names, texts[key]) for key in ("gradients", "per_step")},
+        "maps_unpacked": {key: _unpacked(maps_names, texts[key]) for key in ("gradients", "per_step", "vjp")},
         "accumulated": [name for name, terms in d.gradients.items() for term in terms
                         if term[0] == "sum" and term[1] not in printer.homes],
         "forward_steps": forward_steps,
         "backward_steps": backward_steps,
         "finals": finals,
+        # the vjp's backward pass names the sequence's length where it reads it (rings, rows up to n)
+        "vjp_steps_needed": bool(lay.rings) or steps is None or bool(re.search(r"\bsteps\b", texts["vjp"])),
+        "vjp_forward_steps": vjp_forward,
+        "vjp_steps": vjp_steps,
+        "vjp_finals": vjp_finals,
         "per_step": per_step,
         "per_step_finals": per_step_finals,
         "homed_arrays": printer.homed_arrays(),
@@ -179,12 +195,19 @@ def _statements(context: dict) -> dict:
         return _tuple([f"({rows}, batch, {g['count']} * HIDDEN_SIZE)" for g in groups if not g["shared"]])
 
     context["spare_code"] = f"values, projection, *rest = {ns}forward_values(x, p, {spare('rows')})"
+    context["vjp_spare_code"] = f"values, projection, *rest = {ns}vjp_forward_values(x, p, start, {spare('steps')})"
     recorded = "projection" if context["recorded_reads_projection"] else "_"
     context["recorded_spare_code"] = f"values, {recorded}, *rest = {ns}forward_values(x, p, {spare('steps')})"
     biases = [f'p["{b}"]' if b else "np.zeros(HIDDEN_SIZE)" for b in context["projection_bias"]]
     target = "projection" if context["direct"] is None else f"values[{context['direct']}, 1:]"
     context["projection_target"] = target
     context["projection_bias_code"] = f"{target} += np.concatenate([{', '.join(biases)}])"
+    # the vjp's values: rows 0..n, then (in the loop) the K − 1 zero rows a lagged read finds before s_0
+    lags = [ring["lag"] for ring in context["rings"]]
+    context["vjp_rows"] = 1 + (max(lags) - 1 if lags and context["mode"] == "loop" else 0)
+    vjp_target = "projection" if context["direct"] is None else f"values[{context['direct']}, 1 : steps + 1]"
+    context["vjp_projection_target"] = vjp_target
+    context["vjp_projection_bias_code"] = f"{vjp_target} += np.concatenate([{', '.join(biases)}])"
     for group in groups:
         matrices = [f'p["{name}"]' for name in group["matrices"]]
         value = matrices[0] if len(matrices) == 1 else f"np.concatenate([{', '.join(matrices)}])"
@@ -200,14 +223,18 @@ def _statements(context: dict) -> dict:
     impl = context["impl"] if ns == "_" else {name: ns + f.lstrip("_") for name, f in context["impl"].items()}
     context["impl_names"] = impl
     masked = _MASK if context["outputs"] else []
+    # forward, states, loss and loss_and_grad start from given states too
+    initial = _INITIAL
     context["signatures"] = {
-        name: f"def {function}({', '.join(arguments + (masked if name in _MASKED else []))}) -> {returns}:"
+        name: f"def {function}({', '.join(arguments + (masked if name in _MASKED else []) + (initial if name in _STARTED else []))}) -> {returns}:"
         for name, (function, arguments, returns) in {
             "gradients": ("_gradients", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
             "gradients_per_step": ("_gradients_per_step", _GRADIENT_ARGUMENTS, "dict[str, np.ndarray]"),
+            "vjp_gradients": (f"{ns}vjp_gradients", [*_GRADIENT_ARGUMENTS[:-1], "upstream: dict[str, np.ndarray]"],
+                              "tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]"),
             **{name: (impl[name], arguments + (NAMED if context["positional"] else []), returns)
                for name, (arguments, returns) in SIGNATURES.items()},
-            **{f"positional_{name}": (name, arguments, returns)
+            **{f"positional_{name}": (name, _started(arguments, initial if name in _STARTED else []), returns)
                for name, (arguments, returns) in _POSITIONAL.items()},
         }.items()
     }
@@ -225,6 +252,9 @@ _GRADIENT_ARGUMENTS = ["x: np.ndarray", "p: dict[str, np.ndarray]", "values: np.
 #: A loss at every step takes a mask (B, n) of 0/1 (symbolic.outputs).
 _MASK = ["mask: npt.ArrayLike | None = None"]
 _MASKED = ("loss", "loss_and_grad", "bptt_terms")
+#: forward, states, loss and loss_and_grad take the initial states (state → (B, H); zeros when None).
+_INITIAL = ["initial: Mapping[str, npt.ArrayLike] | None = None"]
+_STARTED = ("forward", "states", "loss", "loss_and_grad")
 #: The public functions' (dict form's) arguments and return annotations (the Numba module's too).
 SIGNATURES = {
     "forward": (_DATA + _PARAMS, "np.ndarray"),
@@ -241,6 +271,11 @@ _POSITIONAL = {
     "loss_and_grad": (_LABELLED + _WEIGHTS, "tuple"),
     "bptt_terms": (_LABELLED + _WEIGHTS, "dict"),
 }
+
+
+def _started(arguments: list[str], initial: list[str]) -> list[str]:
+    """The positional form's arguments with ``initial`` keyword-only, before ``**keywords``."""
+    return arguments[:-1] + initial + arguments[-1:]
 
 
 def _literal(value) -> str:

@@ -92,10 +92,14 @@ class Step:
     #: the readout's error of this step (``residual``, (n, B, H)) joins δs_in of the output state: any
     #: output side but the notes' (whose δs_in starts at step n from the one readout instead)
     seeded: bool = False
+    #: the backward entry point (vjp): every state's ∂L/∂s_t (``upstream_<state>``, (n, B, H)) joins its
+    #: δs_in, s_0 is a given starting state (row 0) read at t = K, and step 1 sends back to it
+    upstream: bool = False
 
     def reads_zero(self, lag: int) -> bool:
-        """s_(t−lag) is an initial state, 0 (t ≤ lag); the loop's step reads row max(t − lag, 0), which is."""
-        return self.t is not None and self.t <= lag
+        """s_(t−lag) is an initial state, 0 (t ≤ lag; with ``upstream``, t < lag: s_0 is row 0, given);
+        the loop's step reads row max(t − lag, 0), which is."""
+        return self.t is not None and (self.t < lag if self.upstream else self.t <= lag)
 
     def receives(self, lag: int) -> bool:
         """Step t + lag exists and has sent to s_t (the loop's step reads the ring, 0 where nothing was sent)."""
@@ -104,7 +108,7 @@ class Step:
     def sends(self, lag: int) -> bool:
         """s_(t−lag) is a step's value, not an initial state: step t sends to it (the loop sends from
         t > 1 on, into a ring row no step reads before it is written again)."""
-        return self.t is None or self.t > lag
+        return self.t is None or (self.t >= lag if self.upstream else self.t > lag)
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,16 @@ class Layout:
     def backward_order(self, steps: int | None) -> tuple[Step, ...]:
         """The backward steps in order: t = n..1 unrolled, or the loop's one step."""
         return tuple(reversed(self.forward_order(steps)))
+
+    def vjp_order(self, steps: int | None) -> tuple[Step, ...]:
+        """The backward steps of the vjp: every state seeded by its upstream gradient, s_0 a value."""
+        if steps is None:
+            return (Step(None, False, False, None, False, True),)
+        return tuple(Step(t, t == 1, t == steps, steps, False, True) for t in range(steps, 0, -1))
+
+    def vjp_forward_order(self, steps: int | None) -> tuple[Step, ...]:
+        """The forward steps of the vjp (s_0 read where a step reads it)."""
+        return tuple(reversed(self.vjp_order(steps)))
 
     @property
     def delta_width(self) -> int:

@@ -38,7 +38,7 @@ from __future__ import annotations
 import sympy as sp
 
 from . import cell_backend
-from .cell_backend import _MASK, _MASKED, NAMED, SIGNATURES
+from .cell_backend import _INITIAL, _MASK, _MASKED, _STARTED, NAMED, SIGNATURES
 from .layout import Layout
 from .numba_backend import NumbaScalarPrinter
 from .numba_printer import NumbaCellPrinter, call, deltas, sums_of
@@ -144,7 +144,8 @@ def _interface(positional: bool, numpy: dict) -> dict:
         "impl": impl,
         "impl_signatures": {
             name: _joined(f"def {impl[name]}", names + (NAMED if positional else [])
-                          + (_MASK if numpy["outputs"] and name in _MASKED else []), f" -> {returns}:")
+                          + (_MASK if numpy["outputs"] and name in _MASKED else [])
+                          + (_INITIAL if name in _STARTED else []), f" -> {returns}:")
             for name, (names, returns) in SIGNATURES.items()
         },
         "positional": positional,

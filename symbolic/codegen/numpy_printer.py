@@ -57,11 +57,14 @@ def _times(t: int | None) -> tuple[str, str]:
 
 def _row(step: Step, lag: int) -> str | None:
     """The row of s_(t−lag) in a state's (n + 1)-row array: a number in an unrolled step (None where
-    it is an initial state, 0), in the loop's max(t − lag, 0), row 0 holding the initial 0."""
+    it is an initial state, 0), in the loop's max(t − lag, 0), row 0 holding the initial 0. The vjp's
+    loop, where row 0 is a given s_0, reads row t − lag: before s_0 the K − 1 zero rows after row n."""
     if step.reads_zero(lag):
         return None
     if isinstance(step.t, int):
         return str(step.t - lag)
+    if step.upstream:
+        return f"t - {lag}"
     return "t - 1" if lag == 1 else f"max(t - {lag}, 0)"
 
 
@@ -258,7 +261,7 @@ class NumpyCellPrinter:
                     maps = sp.Symbol(f"maps_{group.label}[{t_prev}, :, {self.span(k)}]")
                     names[symbol] = sp.S.Zero if self.state_at(group, step) is None else maps
         for state, symbol in d.incoming.items():
-            names[symbol] = sp.S.Zero if step.last and state != d.output_state else symbol
+            names[symbol] = sp.S.Zero if step.last and not step.upstream and state != d.output_state else symbol
         for adjoint in d.adjoints:
             names[adjoint.symbol] = sp.Symbol(_local(adjoint.symbol))
         return names
@@ -279,7 +282,8 @@ class NumpyCellPrinter:
         owners, copies = self._delta_views(lines, names, row, step)
         self._adjoints(lines, names, row, owners, copies)
         self._parameter_sums(lines, names, row, step, record, per_step)
-        statement = "" if step.first else self._sent(names, row, step, slot, owners)
+        # the vjp's step 1 sends too: what reaches s_0 is ∂L/∂s_0
+        statement = "" if step.first and not step.upstream else self._sent(names, row, step, slot, owners)
         if step.first and not statement:
             lines = _live(lines, self.finals_text)
         return {"t": step.t, "lines": lines, "sent": statement}
@@ -372,6 +376,9 @@ class NumpyCellPrinter:
         if step.seeded:
             incoming = self.d.incoming[self.d.output_state]
             lines.append(f"{incoming} = {incoming} + residual[{_times(step.t)[1]}]")
+        if step.upstream:
+            lines += [f"{incoming} = {incoming} + upstream_{state}[{_times(step.t)[1]}]"
+                      for state, incoming in self.d.incoming.items()]
         for state, lag, _ in self.lay.rings:
             if step.receives(lag):
                 incoming = self.d.incoming[state]
@@ -452,30 +459,35 @@ class NumpyCellPrinter:
         return sorted({self.homes[term[1]][0] for terms in self.d.gradients.values() for term in terms
                        if term[0] == "sum" and term[1] in self.homes})
 
-    def _operand_rows(self, group: MapGroup) -> str:
+    def _operand_rows(self, group: MapGroup, initial: bool = False) -> str:
         """Every step's operand of a group, as rows (steps × batch, size); of s_(t−K), K ≥ 2, the steps
-        t > K only (``_delta_rows``), the earlier ones read an initial 0."""
+        t > K only (``_delta_rows``), the earlier ones read an initial 0 (``initial``: t ≥ K, s_0 given)."""
         if group.operand == "x":
             return "x.transpose(1, 0, 2).reshape(-1, INPUT_SIZE)"
         if group.kind == "state":
             state, lag = self.reads[group.operand]
-            rows = ":-1" if lag == 1 else f"1:-{lag}"
+            # the vjp's values may have zero rows after row n (the loop's reads before s_0)
+            rows = (": steps" if lag == 1 else f": steps + 1 - {lag}") if initial else ":-1" if lag == 1 else f"1:-{lag}"
             return f"{state}[{rows}].reshape(-1, HIDDEN_SIZE)"
-        return f"{group.operand}[1:].reshape(-1, HIDDEN_SIZE)"
+        rows = "1 : steps + 1" if initial else "1:"
+        return f"{group.operand}[{rows}].reshape(-1, HIDDEN_SIZE)"
 
-    def _delta_rows(self, group: MapGroup) -> str:
-        """The δ array of a group over the steps its operand rows cover (t > K for s_(t−K))."""
+    def _delta_rows(self, group: MapGroup, initial: bool = False) -> str:
+        """The δ array of a group over the steps its operand rows cover (t > K for s_(t−K); t ≥ K with
+        ``initial``)."""
         lag = self.lay.lag(group)
-        return _array(group) if lag == 1 else f"{_array(group)}[{lag}:]"
+        start = lag - 1 if initial else 0 if lag == 1 else lag
+        return _array(group) if start == 0 else f"{_array(group)}[{start}:]"
 
-    def finals(self) -> list[str]:
+    def finals(self, scale: str = " / batch", initial: bool = False) -> list[str]:
         """Gradients at the end: one product per group (rows of every matrix of the group), sums of
-        the homed δs."""
+        the homed δs; each ``scale``d (the batch mean; the vjp's sums: ""); ``initial``: s_0 is given."""
         finals: list[str] = []
         seen: dict = {}
         for group in self.groups:
-            rows = f"{self._delta_rows(group)}.reshape(-1, {len(group.matrices) * self.H}).T"
-            finals += _matrix_gradients(group.matrices, f"{rows} @ {self._operand_rows(group)} / batch", seen)
+            rows = f"{self._delta_rows(group, initial)}.reshape(-1, {len(group.matrices) * self.H}).T"
+            product = f"{rows} @ {self._operand_rows(group, initial)}{scale}"
+            finals += _matrix_gradients(group.matrices, product, seen, self.prefix)
         summed = set()
         for name, terms in self.d.gradients.items():
             for term in terms:
@@ -483,16 +495,27 @@ class NumpyCellPrinter:
                     array, k = self.homes[term[1]]
                     if array not in summed:   # one pass over each δ array for all its per-unit parameters
                         width = next(len(g.deltas) for g in self.groups if _array(g) == array)
-                        finals.append(f"sums_{array} = {array}.reshape(-1, {width * self.H}).sum(axis=0) / batch")
+                        finals.append(f"sums_{array} = {array}.reshape(-1, {width * self.H}).sum(axis=0){scale}")
                         summed.add(array)
                     finals.append(f'grads["{name}"] = sums_{array}[{self.span(k)}]')
         return finals
+
+    def vjp_lines(self) -> list[str]:
+        """After the vjp's steps: dx = Σ_M δ(M x) M, (B, n, D); each state's ∂L/∂s_0, what step 1 sent
+        plus what step K sent to s_0 (row 0 of each ring)."""
+        rings = {}
+        for state, lag, _ in self.lay.rings:
+            rings.setdefault(state, []).append(f" + {ring_name(state, lag)}[0]")
+        lines = [f"dx = ({_array(self.lay.x_group)} @ weights_x).transpose(1, 0, 2)"]
+        lines += [f'dinitial["{state}"] = {incoming}{"".join(rings.get(state, []))}'
+                  for state, incoming in self.d.incoming.items()]
+        return lines
 
     def per_step_finals(self) -> list[str]:
         lines: list[str] = []
         seen: dict = {}
         for group in self.groups:
-            lines += _matrix_gradients(group.matrices, f"grad_{group.label} / batch", seen)
+            lines += _matrix_gradients(group.matrices, f"grad_{group.label} / batch", seen, self.prefix)
         return lines
 
     def term_lines(self) -> list[str]:
@@ -555,7 +578,7 @@ class NumpyCellPrinter:
         return bound
 
 
-def _matrix_gradients(matrices, value: str, seen: dict) -> list[str]:
+def _matrix_gradients(matrices, value: str, seen: dict, prefix: str = "_") -> list[str]:
     """``grads[M] = value`` for a group's stacked matrices (rows of ``value``). A matrix already
     assigned by another group (applied to another operand) is added to, not overwritten: its block
     goes under a tuple key, which no parameter name can be, and is summed in. ``seen`` counts them."""
@@ -570,7 +593,7 @@ def _matrix_gradients(matrices, value: str, seen: dict) -> list[str]:
             sums.append(f'grads["{name}"] += grads.pop(("{name}", {count}))')
     if len(matrices) == 1:
         return [f"{keys[0]} = {value}"]
-    return [f"{', '.join(keys)} = _rows({value}, {len(matrices)})", *sums]
+    return [f"{', '.join(keys)} = {prefix}rows({value}, {len(matrices)})", *sums]
 
 
 def _live(lines: list[str], after: str) -> list[str]:

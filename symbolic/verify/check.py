@@ -68,6 +68,7 @@ from .check_points import (
     worse,
 )
 from .check_report import Report, format_report
+from .check_vjp import check_vjp
 from .child import DEFAULT_TIMEOUT, guarded_call, run_in_child, short, time_limit
 from .interfaces import (
     BASE_BATCH,
@@ -421,6 +422,11 @@ def check_module(module, path: str = "<module>", seed: int = 0, strict: bool = F
             for method, error in found.items():
                 probe["errors"][method] = worse(probe["errors"].get(method), error)
         report.paths.append({key: value for key, value in probe.items() if key not in ("entries", "free")})
+    if interface.kind == "dict" and callable(getattr(module, "vjp", None)) and callable(getattr(module, "states", None)):
+        # the backward entry point against finite differences of ⟨upstream, states⟩ (check_vjp)
+        report.vjp, found = check_vjp(interface, np.random.default_rng([seed, 25]), BASE_BATCH, interface.steps)
+        for line in found:
+            problems.add(Wrong("vjp", line), [line])
     # a parameter with any problem was not (fully) compared: no error is reported for it
     for method in methods:
         for name in problems.names & set(names):

@@ -9,6 +9,8 @@ from .check_float32 import float32, verdict
 
 #: The notes' parameters, the columns of a report that names none.
 PARAMETERS = ("w_i", "w_h", "w_o")
+#: The relative tolerance of a module's vjp against five-point finite differences (``check_vjp``).
+VJP_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -39,11 +41,16 @@ class Report:
     #: tolerances anyway
     precision: str = "float64"
     strict: bool = False
+    #: the backward entry point's gradients (each parameter, x, each s_0) → relative error against finite
+    #: differences of ⟨upstream, states⟩ (``check_vjp``); empty when the module has no vjp
+    vjp: dict = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         """True only if every parameter was compared by every method and is within tolerance."""
         if self.cases < 1 or self.problems or not self.errors:
+            return False
+        if not all(error is not None and error <= VJP_TOLERANCE for error in self.vjp.values()):
             return False
         for method, per_parameter in self.errors.items():
             if not per_parameter:
@@ -117,6 +124,13 @@ def _path_lines(report: Report) -> list[str]:
 def _tail(report: Report) -> list[str]:
     lines = _path_lines(report) if report.paths else []
     lines += [f"  {method:<20}skipped: {reason}" for method, reason in report.skipped.items()]
+    if report.vjp:
+        worst = max(report.vjp.values(), key=lambda error: -1.0 if error is None else error)
+        lines.append(f"  {'vjp':<20}worst {_cell(worst, 0).strip()} over {len(report.vjp)} gradients (parameters, x, "
+                     f"s_0) against finite differences of ⟨upstream, states⟩, tolerance {VJP_TOLERANCE:.0e}")
+        beyond = [what for what, error in report.vjp.items() if error is None or not error <= VJP_TOLERANCE]
+        if beyond:
+            lines.append(f"  FAIL vjp: {', '.join(beyond)} beyond tolerance")
     if report.unresolved:
         where = ", ".join(f"{name} ({call})" for name, call in report.unresolved.items())
         lines.append(f"  finite differences  cannot resolve {where}: their estimates at steps h, h/10 and "

@@ -58,6 +58,9 @@ DEFAULT_TIMEOUT = 60.0
 _CALL_CODES["cell"] = b"c"
 _CALL_NAMES[ord("c")] = "cell"
 _DESCRIPTIONS["cell"] = "the cell file (its top-level code)"
+# bptt check's calls of a module's backward entry point and its states (check_vjp)
+_CALL_CODES |= {"vjp": b"v", "states": b"s"}
+_CALL_NAMES |= {ord("v"): "vjp", ord("s"): "states"}
 
 _CHILD = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
