@@ -19,8 +19,9 @@ from .export_cases import ROOT, B, D, H, N, model, reference
 torch = pytest.importorskip("torch")
 
 FUNCTIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu, "exp": torch.exp}
-CELLS = ("rnn", "lstm", "gru", "skip:2", str(ROOT / "docs" / "cells" / "mgu.py"))
-IDS = ("rnn", "lstm", "gru", "skip2", "mgu")
+# skip:9 at n = 4: every lagged read is before s_0 (the rows the gradient sums over are empty)
+CELLS = ("rnn", "lstm", "gru", "skip:2", "skip:9", str(ROOT / "docs" / "cells" / "mgu.py"))
+IDS = ("rnn", "lstm", "gru", "skip2", "skip9", "mgu")
 MODES = ("unrolled", "loop")
 TOLERANCE = 1e-10
 

@@ -467,7 +467,7 @@ class NumpyCellPrinter:
         if group.kind == "state":
             state, lag = self.reads[group.operand]
             # the vjp's values may have zero rows after row n (the loop's reads before s_0)
-            rows = (": steps" if lag == 1 else f": steps + 1 - {lag}") if initial else ":-1" if lag == 1 else f"1:-{lag}"
+            rows = (": steps" if lag == 1 else f": max(steps + 1 - {lag}, 0)") if initial else ":-1" if lag == 1 else f"1:-{lag}"
             return f"{state}[{rows}].reshape(-1, HIDDEN_SIZE)"
         rows = "1 : steps + 1" if initial else "1:"
         return f"{group.operand}[{rows}].reshape(-1, HIDDEN_SIZE)"
