@@ -128,8 +128,15 @@ def test_reading_the_callers_frame_is_graded_wrong(tmp_path):
 
 def test_patching_the_tolerances_is_graded_wrong(tmp_path, monkeypatch):
     path = _write(tmp_path, "patch.py", PATCH_CHEAT)
-    for name in ("RELATIVE", "UNDECIDED", "FLOOR", "_relative", "_loss_error"):
-        monkeypatch.setattr(grade, name, getattr(grade, name))  # restored after the negative control
+    import sys
+
+    # restored after the negative control, in every module the cheat patches (grade_report holds the
+    # tolerances since grade.py was split: restoring grade's alone left the others patched)
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("symbolic"):
+            for name in ("RELATIVE", "UNDECIDED", "FLOOR", "_relative", "_loss_error"):
+                if hasattr(module, name):
+                    monkeypatch.setattr(module, name, getattr(module, name))
     # negative control: patched in the reference's own process, the wrong gradient passes
     assert grade_function(load_function(path)).passed
     monkeypatch.undo()
