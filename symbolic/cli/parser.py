@@ -319,7 +319,14 @@ def _analyze_parser(commands) -> None:
             "1/gamma is sufficient for vanishing, > 1/gamma necessary for exploding), and the spectral "
             "norms of the Jacobian products per gap next to the bound (gamma*sigma_max)^gap; the regime "
             "is judged the same way from gamma*sigma_max and the product's growth per step "
-            "m = ||product over n-1 steps||^(1/(n-1))."
+            "m = ||product over n-1 steps||^(1/(n-1)). "
+            "With a loss at every step (--readout every, any --loss) it reports which loss terms reach "
+            "which step: dL/dtheta of the cell's parameters split by the gap t - j between the loss at "
+            "step t and the step j where it meets the parameters, each gap's share, the gaps within which "
+            "90% and 99% of the gradient arrive, and ||dL_t/ds_(t-gap)|| / ||dL_t/ds_t|| per gap; the "
+            "regime is judged from that ratio's factor m per step of gap. Its labels y_t are drawn with "
+            "--seed; the weights are init_params(--seed), --set NAME=V, and --w-h-scale S sets every "
+            "recurrent matrix (one applied to anything but x_t) to S*Q."
         ),
     )
     analyze.add_argument(
