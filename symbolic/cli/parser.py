@@ -42,7 +42,9 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bias", action="store_true",
-        help="add biases: b_h inside f and b_o in the output logit (the notes' model has none)",
+        help="add biases: for rnn and skip, b_h inside f and b_o in the readout (the notes' model has none); "
+        "for a cell whose biases are in its equations (lstm, gru, a cell file), the readout's bias b_y: (K,) "
+        "with --loss softmax, else a scalar",
     )
     parser.add_argument(
         "--cell", default="rnn", metavar="CELL",
