@@ -10,7 +10,6 @@ def check(args) -> int:
 
 def grade(args) -> int:
     from ..verify.grade import run_grade
-
     from .common import outputs_of_args
 
     outputs = outputs_of_args(args)  # a bad --loss or --classes before any file runs

@@ -58,7 +58,7 @@ from .grade_diagnoses import (
     probed,
     within_float32,
 )
-from .grade_every import candidates_for, labels, localisation
+from .grade_every import candidates_for, labels, localisation, retell
 from .grade_report import (
     DIGITS,
     EXTRA_MISTAKES,
@@ -531,6 +531,7 @@ def _judge(d, interface: Interface, cases: list[Case], steps, strict: bool = Fal
         return report
     report.localisation = localisation(_localise(findings, cases, steps), d.outputs.every)
     _name_mistakes(d, interface, cases, report)
+    retell(report)
     if report.mistake is None:
         wrong = [f.parameter for f in findings[1:] if not f.right]
         report.diagnosis = diagnose(cases, wrong, [(c.user, c.exact) for c in cases]) if wrong else None
