@@ -5,12 +5,13 @@ y (B, n) class indices, params a dict, the loss and the gradients averaged over 
 
 ``loss_and_grad`` is right; ``loss_and_grad_no_carry`` forgets the gradient that step t + 1 sends back
 (min-char-rnn's ``dhnext``), so each step's δ comes from its own loss alone; ``loss_and_grad_no_target``
-forgets to subtract 1 at the target class."""
+forgets to subtract 1 at the target class; ``loss_and_grad_last_only`` is the many-to-one model (the loss
+of the last step alone), right for its own loss and wrong for this one."""
 
 import numpy as np
 
 
-def _sequence(xs, targets, p, carry=True, target=True):
+def _sequence(xs, targets, p, carry=True, target=True, last_only=False):
     """Loss and gradients of one sequence; xs (n, D), targets (n,)."""
     w_i, w_h, w_o, b_h, b_o = p["w_i"], p["w_h"], p["w_o"], p["b_h"], p["b_o"]
     hidden = w_h.shape[0]
@@ -23,13 +24,16 @@ def _sequence(xs, targets, p, carry=True, target=True):
         scores = w_o @ h[t] + b_o.reshape(-1, 1)
         shifted = np.exp(scores - scores.max())
         probabilities[t] = shifted / shifted.sum()
-        loss -= np.log(probabilities[t][targets[t], 0])
+        if not last_only or t == len(xs) - 1:
+            loss -= np.log(probabilities[t][targets[t], 0])
     grads = {name: np.zeros_like(value) for name, value in p.items()}
     from_later = np.zeros((hidden, 1))
     for t in reversed(range(len(xs))):
         error = probabilities[t].copy()
         if target:
             error[targets[t]] -= 1
+        if last_only and t < len(xs) - 1:
+            error[:] = 0
         grads["w_o"] += error @ h[t].T
         grads["b_o"] += error[:, 0]
         through_h = w_o.T @ error + (from_later if carry else 0)
@@ -58,3 +62,13 @@ def loss_and_grad_no_carry(x, y, params):
 
 def loss_and_grad_no_target(x, y, params):
     return _batch(x, y, params, target=False)
+
+
+def loss_and_grad_last_only(x, y, params):
+    return _batch(x, y, params, last_only=True)
+
+
+def loss_and_grad_one_sequence(xs, targets, params):
+    """One sequence as min-char-rnn takes it: xs (n, D), targets (n,) (graded with --unbatched)."""
+    p = {name: np.asarray(value, dtype=float) for name, value in params.items()}
+    return _sequence(np.asarray(xs, float), np.asarray(targets), p)
