@@ -147,3 +147,10 @@ def test_bad_options_are_one_line(extra, words):
 
 def _at_tests(arguments: tuple) -> tuple:
     return (str(CASES.parent / arguments[0]), *arguments[1:])
+
+
+def test_the_docs_example_is_the_command_output():
+    command = ("grade", "tests/grade_cases/minchar_every.py", *MINCHAR[1:], "--function", "loss_and_grad_no_carry")
+    result = run_bptt(*command)
+    page = (CASES.parent.parent / "docs" / "grading.md").read_text(encoding="utf-8")
+    assert f"$ bptt {' '.join(command)}\n{result.stdout}```" in page
