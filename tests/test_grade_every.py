@@ -154,3 +154,14 @@ def test_the_docs_example_is_the_command_output():
     result = run_bptt(*command)
     page = (CASES.parent.parent / "docs" / "grading.md").read_text(encoding="utf-8")
     assert f"$ bptt {' '.join(command)}\n{result.stdout}```" in page
+
+
+def test_assert_bptt_takes_the_outputs():
+    from symbolic.outputs import Outputs
+    from symbolic.testing import assert_bptt
+
+    squared = _module("squared_every")
+    outputs = Outputs(readout="every", loss="mse", reduction="all")
+    assert_bptt(squared.loss_and_grad, outputs=outputs)
+    with pytest.raises(AssertionError, match="the mistake: squared_error_half"):
+        assert_bptt(squared.loss_and_grad_half, outputs=outputs)
