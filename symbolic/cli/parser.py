@@ -239,11 +239,16 @@ def _grade_parser(commands) -> None:
             "dropped, f′ missing or at the wrong step, the total derivative for the immediate partial, W_h "
             "for W_hᵀ, the batch mean, the carousel or another direct path, the sign of ŷ − y). Exit 0 "
             "right, 1 wrong, 2 when the function cannot be graded (missing, wrong signature, raises, exits, "
-            "crashes or exceeds --timeout). Anything the file prints goes to stderr."
+            "crashes or exceeds --timeout). Anything the file prints goes to stderr. With --readout every "
+            "--loss softmax|mse|bce [--classes K] [--reduction steps|all] it grades the many-to-many setting, "
+            "a readout and a loss term after every step (min-char-rnn's): y is then (B, n), class indices for "
+            "softmax, and the mistakes include the carry dh_next missing (δ_t from step t's own loss alone), "
+            "the loss of the last step only, the softmax's 1 at the target not subtracted and the reduction "
+            "mixed up."
         ),
         epilog=(
             "Interface: the plain RNN as loss_and_grad(x, y, w_i, w_h, w_o) -> (loss, dw_i, dw_h, dw_o) with "
-            "x (B, n, D), y (B,), at H = 1 w_i (D,) and w_h, w_o numbers, for --hidden H w_i (H, D), "
+            "x (B, n, D), y (B,) ((B, n) with --readout every), at H = 1 w_i (D,) and w_h, w_o numbers, for --hidden H w_i (H, D), "
             "w_h (H, H), w_o (H,), with --bias also b_h=, b_o= (returning db_h, db_o); every other cell as "
             "loss_and_grad(x, y, params) -> (loss, grads), dicts keyed by parameter name."
         ),
@@ -262,6 +267,7 @@ def _grade_parser(commands) -> None:
     skip_option(grade)
     grade.add_argument("--function", default="loss_and_grad", metavar="NAME",
                        help="the function to grade (default: loss_and_grad)")
+    _readout_options(grade)
     grade.add_argument(
         "--steps", "-n", default=None, metavar="N",
         help="grade at this sequence length only, for a function that takes one length (default: n = 1..8, "
