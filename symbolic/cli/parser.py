@@ -263,7 +263,8 @@ def _grade_parser(commands) -> None:
                        help="hidden size H (default: 3, where a matrix and its transpose differ; 1, the notes' "
                             "scalar model, for the plain RNN's loss_and_grad(x, y, w_i, w_h, w_o))")
     grade.add_argument("--inputs", default="3", metavar="D", help="input size D (default: 3, the notes' one-hot words)")
-    grade.add_argument("--bias", action="store_true", help="the RNN with biases b_h and b_o")
+    grade.add_argument("--bias", action="store_true",
+                       help="the RNN with biases b_h and b_o; for lstm, gru or a cell file, the readout's bias b_y")
     skip_option(grade)
     grade.add_argument("--function", default="loss_and_grad", metavar="NAME",
                        help="the function to grade (default: loss_and_grad)")
