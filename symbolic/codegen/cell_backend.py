@@ -177,9 +177,28 @@ def _cell_context(model, d: CellDerivation) -> dict:
 
 def _outputs_context(d: CellDerivation) -> dict:
     """The output side of a module other than the notes' (templates/numpy/outputs.j2)."""
-    o = d.outputs
+    o, cell = d.outputs, d.cell
+    t = "t" if o.every else "n"
+    weight = f"{cell.readout} {d.output_state}_{t}" if o.width else f"{cell.readout}ᵀ {d.output_state}_{t}"
+    logit = weight + (f" + {cell.readout_bias}" if cell.readout_bias else "")
+    readout = {"bce": f"ŷ_{t} = σ(z_{t}), ℓ_{t} = −y_{t} log ŷ_{t} − (1 − y_{t}) log(1 − ŷ_{t})",
+               "softmax": f"ŷ_{t} = softmax(z_{t}) over K = {o.classes} classes, ℓ_{t} = −log ŷ_{t}[y_{t}]",
+               "mse": f"ŷ_{t} = z_{t}, ℓ_{t} = (ŷ_{t} − y_{t})²"}[o.loss]
+    error = {"bce": f"ŷ_{t} − y_{t}", "softmax": f"ŷ_{t} − e_(y_{t})", "mse": f"2 (ŷ_{t} − y_{t})"}[o.loss]
+    if not o.every:
+        total = "L = ℓ_n averaged over the batch"
+    elif o.reduction == "steps":
+        total = "L = (1/B) Σ_b Σ_t m_t ℓ_t, m the mask (1 where none is given)"
+    else:
+        total = "L = Σ_b Σ_t m_t ℓ_t / Σ_b Σ_t m_t, m the mask (1 where none is given)"
+    labels = ("class indices in 0..K−1" if o.loss == "softmax" else "0/1 (or in [0, 1])" if o.loss == "bce"
+              else "numbers")
     return {"readout": o.readout, "loss": o.loss, "classes": o.classes, "reduction": o.reduction,
-            "every": o.every, "describe": o.describe, "flags": o.flags}
+            "every": o.every, "describe": o.describe, "flags": o.flags,
+            "formulas": [f"z_{t} = {logit}, {readout}", total],
+            "error": f"e_{t} = ∂ℓ_{t}/∂z_{t} = {error}",
+            "sends": f"{cell.readout}ᵀ e_{t}" if o.width else f"e_{t} {cell.readout}",
+            "y_shape": f"({'B, n' if o.every else 'B,'}) of {labels}"}
 
 
 def _statements(context: dict) -> dict:
