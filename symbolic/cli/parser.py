@@ -281,6 +281,14 @@ def _grade_parser(commands) -> None:
         help="time limit for each call into the file (its import, each call of the function), after which "
         "grading stops with exit 2 (default: 60)",
     )
+    _pair_options(grade)
+    grade.add_argument("--strict", action="store_true",
+                       help="grade an implementation that computes in float32 at float64's tolerance (exit 1)")
+    grade.set_defaults(handler=verify.grade)
+
+
+def _pair_options(grade) -> None:
+    """grade's options for a forward/backward pair or a layer (verify/grade_pairs.py)."""
     pair = grade.add_argument_group(
         "forward/backward pairs (CS231n's rnn_forward(x, h0, Wx, Wh, b) -> (h, cache), "
         "rnn_backward(dh, cache) -> (dx, dh0, dWx, dWh, db)); grade injects dL/dh_t at every step")
@@ -304,9 +312,6 @@ def _grade_parser(commands) -> None:
     pair.add_argument("--grads-from", default=None, metavar="ATTR",
                       help="where the layer keeps its weight gradients: layer.grads (a list in --params order or a "
                            "dict by name) or layer.d{} (one attribute per weight: layer.dWx, layer.dWh, layer.db)")
-    grade.add_argument("--strict", action="store_true",
-                       help="grade an implementation that computes in float32 at float64's tolerance (exit 1)")
-    grade.set_defaults(handler=verify.grade)
 
 
 # -- analyze, train, demo (symbolic/study, cli/demo.py) ----------------------------------------------------
