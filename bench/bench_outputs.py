@@ -1,6 +1,6 @@
 """Many-to-many rows: a softmax readout and cross-entropy at every step (``--readout every --loss softmax``).
 
-    python3 bench/bench_outputs.py [--quick] [--threads K]
+    python3 bench/bench_outputs.py [--quick] [--threads K] [--cpu-time]
 
 float64. Rows: the plain RNN, the LSTM and the GRU at H = 32, n = 50, K = 10 classes, D = 10, B in
 {1, 64, 1024}, normal inputs. Each row times loss_and_grad of the generated NumPy and Numba modules
@@ -11,14 +11,17 @@ before the timing, every call ended by ``block_until_ready``), and prints each c
 Numba module measured in the same run (> 1: slower than Numba). Before the timing, torch and JAX get
 the module's weights and their loss and gradients are compared with the NumPy module's (loss within
 1e-10 relative, gradients 1e-9), so every column computes the same thing. ``--threads K`` gives BLAS,
-Numba, PyTorch and XLA K threads (one thread: ``--threads 1``). A framework that is not installed is a
-gap in its column.
+Numba, PyTorch and XLA K threads (one thread: ``--threads 1``); ``--cpu-time`` times this process's CPU
+time instead of the wall clock (on a busy shared machine; with one thread, since every thread's time
+counts). A framework that is not installed is a gap in its column.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import timeit
 from functools import partial
 from pathlib import Path
 
@@ -184,7 +187,7 @@ def set_threads(threads: str | None) -> None:
         pass
 
 
-def row(cell: str, modules: tuple, params: dict, batch: int, rng, rounds: int) -> dict:
+def row(cell: str, modules: tuple, params: dict, batch: int, rng, rounds: int, clock) -> dict:
     """name → best seconds per loss_and_grad for one batch width, every column checked first."""
     numpy_module, numba_module = modules
     x = rng.normal(size=(batch, STEPS, INPUTS))
@@ -200,19 +203,20 @@ def row(cell: str, modules: tuple, params: dict, batch: int, rng, rounds: int) -
             step()
             same_as(name, result(), want_loss, want)
             candidates[name] = step
-    return interleaved(candidates, rounds=rounds)
+    return interleaved(candidates, rounds=rounds, clock=clock)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B in {1, 64} only, fewer rounds")
     parser.add_argument("--threads", default=None, metavar="K")
+    parser.add_argument("--cpu-time", action="store_true", help="time process CPU instead of the wall clock")
     args = parser.parse_args()
     set_threads(args.threads)
     outputs = Outputs("every", "softmax", CLASSES)
     batches = (1, 64) if args.quick else (1, 64, 1024)
     print(f"loss_and_grad, softmax at every step: H = {HIDDEN}, n = {STEPS}, K = {CLASSES}, D = {INPUTS}; "
-          "ratio to the Numba module (> 1: slower)")
+          f"ratio to the Numba module (> 1: slower); {'CPU' if args.cpu_time else 'wall'} time")
     print(f"{'cell':6} {'B':>6} {'Numba s':>10} {'NumPy':>8} {'PyTorch':>8} {'JAX':>8}")
     for cell in TORCH:
         model = Model(cell=cell, hidden=HIDDEN, inputs=INPUTS, steps=STEPS, outputs=outputs)
@@ -220,7 +224,8 @@ def main() -> int:
         params = modules[0].init_params(0)
         rng = np.random.default_rng(0)
         for batch in batches:
-            best = row(cell, modules, params, batch, rng, 3 if args.quick else 7)
+            clock = time.process_time if args.cpu_time else timeit.default_timer
+            best = row(cell, modules, params, batch, rng, 3 if args.quick else 7, clock)
             ratio = [f"{best[name] / best['numba']:8.2f}" if name in best else f"{'-':>8}"
                      for name in ("numpy", "torch", "jax")]
             print(f"{cell:6} {batch:6d} {best['numba']:10.2e} " + " ".join(ratio), flush=True)
