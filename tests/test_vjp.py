@@ -259,9 +259,10 @@ def checked():
     return check_module
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cell", ("gru", "skip:2"), ids=("gru", "skip2"))
-def test_check_compares_vjp(checked, cell):
-    generated = _module(cell, "loop")
+def test_check_compares_vjp(checked, cell, backend):
+    generated = _module(cell, "loop", backend)
     report = checked(generated, "<generated>")
     assert report.passed, report.problems
     names = _cell_parameters(cell, generated)
