@@ -166,8 +166,9 @@ def test_missing_states_and_initial_are_zero(cell, mode):
     assert all(_close(again[0][name], grads[name]) == 0 for name in names) and _close(again[1], dx) == 0
 
 
-def test_vjp_refuses_bad_upstream():
-    generated = _module("lstm", "loop")
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
+def test_vjp_refuses_bad_upstream(backend):
+    generated = _module("lstm", "loop", backend)
     params, x, upstream, initial = _case(generated)
     with pytest.raises(ValueError, match="unknown state 'q'"):
         generated.vjp(x, params, {"q": upstream["h"]})
