@@ -218,15 +218,16 @@ def test_initial_states_in_states_and_loss_and_grad(cell, mode, backend):
     assert all(_close(grads[name], default_grads[name]) < TOLERANCE for name in grads)
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("mode", MODES)
-def test_many_to_many_module_has_vjp_and_initial(mode):
+def test_many_to_many_module_has_vjp_and_initial(mode, backend):
     """A module with a readout after every step: the same vjp (the readout is no parameter of it), and
     loss_and_grad from zero initial states is the default's."""
     from symbolic.model import Model
     from symbolic.outputs import Outputs
 
     generated = load(Model(steps=N, hidden=H, inputs=D, cell="gru",
-                           outputs=Outputs(readout="every", loss="softmax", classes=3)), mode=mode)
+                           outputs=Outputs(readout="every", loss="softmax", classes=3)), mode=mode, backend=backend)
     params, x, upstream, initial = _case(generated, seed=3)
     names = _cell_parameters("gru", generated)
     grads, dx, dinitial = generated.vjp(x, params, upstream, initial)

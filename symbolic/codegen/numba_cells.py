@@ -26,6 +26,11 @@ step); this module adds the argument lists, calls and drivers around them. Nothi
   s_(t−1) the derivation's ``sent``; ∂L/∂M = Σ_t δ(M u)_t u_tᵀ one product per operand over the rows of
   a span of steps (about ``SPAN_ROWS`` rows), per-unit parameters summed from their δ.
 
+The backward entry point ``vjp`` runs the same drivers printed a second time (``_pass``) from the
+layout's vjp step (``Step.upstream``): the forward from given initial states, every state's ∂L/∂s_t
+added to its δ as step t begins, step 1 sending to s_0, dx one product per span; its argument checks
+are the NumPy module's (``templates/numpy/vjp.j2``).
+
 Below ``blas_entries`` entries per step (B·H) every product is a compiled loop (the macros of
 ``templates/numba/macros.j2``), not BLAS, so Numba needs no SciPy, and a pass is one compiled call;
 from there on the same drivers run in Python (``blas``: the products through NumPy's matmul, BLAS),
