@@ -84,19 +84,63 @@ def test_vjp_equals_torch_autograd(cell, mode):
         assert _close(dinitial[state], expected_initial[state]) < TOLERANCE, state
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("cell", ("lstm", "skip:2", str(ROOT / "docs" / "cells" / "mgu.py")), ids=("lstm", "skip2", "mgu"))
-def test_numba_module_vjp_equals_torch_autograd(cell, mode):
-    """The Numba module has the same vjp (the NumPy recursion placed beside its compiled functions)."""
-    generated = _module(cell, mode, "numba")
-    params, x, upstream, initial = _case(generated, seed=4)
+#: The Numba module's cells: every cell above and a user's file reading h_(t−2) and h_(t−3).
+NUMBA_CELLS = (*CELLS, str(ROOT / "docs" / "cells" / "gated_skip.py"))
+NUMBA_IDS = (*IDS, "gated_skip")
+
+
+def _case_at(generated, batch: int, steps: int, seed: int):
+    """``_case`` at another batch width and length (the compiled and BLAS drivers, one span or several)."""
+    rng = np.random.default_rng(seed)
+    params = {name: 0.6 * rng.normal(size=shape) for name, shape in generated.PARAMS.items()}
+    x = rng.normal(size=(batch, steps, D))
+    upstream = {state: rng.normal(size=(batch, steps, H)) for state in generated.STATES}
+    initial = {state: 0.5 * rng.normal(size=(batch, H)) for state in generated.STATES}
+    return params, x, upstream, initial
+
+
+def _assert_vjp(cell, generated, params, x, upstream, initial) -> None:
+    """vjp against torch autograd of the cell's equations (``initial`` None: torch starts at zeros)."""
     names = _cell_parameters(cell, generated)
     grads, dx, dinitial = generated.vjp(x, params, upstream, initial)
-    expected, expected_dx, expected_initial = _torch_vjp(cell, names, params, x, upstream, initial)
+    zeros = {state: np.zeros((x.shape[0], H)) for state in generated.STATES}
+    expected, expected_dx, expected_initial = _torch_vjp(cell, names, params, x, upstream, initial or zeros)
     assert sorted(grads) == sorted(names)
-    assert all(_close(grads[name], expected[name]) < TOLERANCE for name in names)
-    assert _close(dx, expected_dx) < TOLERANCE
-    assert all(_close(dinitial[state], expected_initial[state]) < TOLERANCE for state in generated.STATES)
+    for name in names:
+        assert grads[name].shape == generated.PARAMS[name]
+        assert _close(grads[name], expected[name]) < TOLERANCE, name
+    assert dx.shape == x.shape and _close(dx, expected_dx) < TOLERANCE
+    assert sorted(dinitial) == sorted(generated.STATES)
+    for state in generated.STATES:
+        assert dinitial[state].shape == (x.shape[0], H)
+        assert _close(dinitial[state], expected_initial[state]) < TOLERANCE, state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", NUMBA_CELLS, ids=NUMBA_IDS)
+def test_numba_module_vjp_equals_torch_autograd(cell, mode):
+    """The Numba module's vjp (compiled: loss_and_grad's drivers seeded by upstream, from given initial
+    states) equals torch's; with initial=None and a state left out of upstream too."""
+    generated = _module(cell, mode, "numba")
+    assert callable(generated._vjp_backward_serial) and not hasattr(generated, "_numpy_vjp")
+    params, x, upstream, initial = _case(generated, seed=4)
+    _assert_vjp(cell, generated, params, x, upstream, initial)
+    output = cell_of(model(cell)).output_state
+    _assert_vjp(cell, generated, params, x, {output: upstream[output]}, None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ("lstm", "skip:2", "skip:9", str(ROOT / "docs" / "cells" / "gated_skip.py")),
+                         ids=("lstm", "skip2", "skip9", "gated_skip"))
+def test_numba_vjp_every_driver(cell):
+    """The compiled drivers over several spans of steps (n = 40), the BLAS drivers over one and over
+    spans of one step (a batch past _SPAN_ROWS): each equal to torch's."""
+    generated = _module(cell, "loop", "numba")
+    blas = -(-generated._BLAS_ENTRIES // H)
+    assert (blas - 1) * H < generated._BLAS_ENTRIES <= blas * H
+    for batch, steps in ((blas - 1, 40), (blas, 4), (generated._SPAN_ROWS + 1, 4)):
+        _assert_vjp(cell, generated, *_case_at(generated, batch, steps, seed=batch))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -122,8 +166,9 @@ def test_missing_states_and_initial_are_zero(cell, mode):
     assert all(_close(again[0][name], grads[name]) == 0 for name in names) and _close(again[1], dx) == 0
 
 
-def test_vjp_refuses_bad_upstream():
-    generated = _module("lstm", "loop")
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
+def test_vjp_refuses_bad_upstream(backend):
+    generated = _module("lstm", "loop", backend)
     params, x, upstream, initial = _case(generated)
     with pytest.raises(ValueError, match="unknown state 'q'"):
         generated.vjp(x, params, {"q": upstream["h"]})
@@ -173,15 +218,16 @@ def test_initial_states_in_states_and_loss_and_grad(cell, mode, backend):
     assert all(_close(grads[name], default_grads[name]) < TOLERANCE for name in grads)
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("mode", MODES)
-def test_many_to_many_module_has_vjp_and_initial(mode):
+def test_many_to_many_module_has_vjp_and_initial(mode, backend):
     """A module with a readout after every step: the same vjp (the readout is no parameter of it), and
     loss_and_grad from zero initial states is the default's."""
     from symbolic.model import Model
     from symbolic.outputs import Outputs
 
     generated = load(Model(steps=N, hidden=H, inputs=D, cell="gru",
-                           outputs=Outputs(readout="every", loss="softmax", classes=3)), mode=mode)
+                           outputs=Outputs(readout="every", loss="softmax", classes=3)), mode=mode, backend=backend)
     params, x, upstream, initial = _case(generated, seed=3)
     names = _cell_parameters("gru", generated)
     grads, dx, dinitial = generated.vjp(x, params, upstream, initial)
@@ -215,9 +261,10 @@ def checked():
     return check_module
 
 
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cell", ("gru", "skip:2"), ids=("gru", "skip2"))
-def test_check_compares_vjp(checked, cell):
-    generated = _module(cell, "loop")
+def test_check_compares_vjp(checked, cell, backend):
+    generated = _module(cell, "loop", backend)
     report = checked(generated, "<generated>")
     assert report.passed, report.problems
     names = _cell_parameters(cell, generated)

@@ -26,6 +26,11 @@ step); this module adds the argument lists, calls and drivers around them. Nothi
   s_(t−1) the derivation's ``sent``; ∂L/∂M = Σ_t δ(M u)_t u_tᵀ one product per operand over the rows of
   a span of steps (about ``SPAN_ROWS`` rows), per-unit parameters summed from their δ.
 
+The backward entry point ``vjp`` runs the same drivers printed a second time (``_pass``) from the
+layout's vjp step (``Step.upstream``): the forward from given initial states, every state's ∂L/∂s_t
+added to its δ as step t begins, step 1 sending to s_0, dx one product per span; its argument checks
+are the NumPy module's (``templates/numpy/vjp.j2``).
+
 Below ``blas_entries`` entries per step (B·H) every product is a compiled loop (the macros of
 ``templates/numba/macros.j2``), not BLAS, so Numba needs no SciPy, and a pass is one compiled call;
 from there on the same drivers run in Python (``blas``: the products through NumPy's matmul, BLAS),
@@ -106,6 +111,7 @@ def context(model, mode: str, command: str, cell_layout: Layout) -> dict:
     arguments = _arguments(printer)
     _part_calls(forward_parts, backward_parts, arguments)
     numpy = cell_backend.context(model, mode, command, cell_layout, prefix=NUMPY_PREFIX)["numpy"]
+    default = _pass(printer, arguments, forward_parts, backward_parts)
     return {
         "command": command,
         "mode": mode,
@@ -126,6 +132,8 @@ def context(model, mode: str, command: str, cell_layout: Layout) -> dict:
         "transposed": len(printer.transposed_index),
         "forward_parts": forward_parts,
         "backward_parts": backward_parts,
+        "default": default,
+        **_vjp(cell_layout, default, model.hidden),
         "sent_products": printer.sent_products(),
         "rows": ROWS,
         "span_rows": SPAN_ROWS,
@@ -173,12 +181,15 @@ def _arguments(printer: NumbaCellPrinter) -> dict[str, list[str]]:
     groups = printer.groups
     stored_maps = [f"maps_{g.label}" for g in groups if g.reads_maps]
     arrays = [deltas(g) for g in printer.arrays]
-    # any output side but the notes': what each step's readout sends to the output state, (n, B, H)
-    seeded = ["residual"] if not printer.d.outputs.default else []
-    backward = ["x", "values", *stored_maps, *(f"weights_{g.label}" for g in groups if g.kind != "x"),
-                "vectors", "incoming", *seeded, "span"]
+    # any output side but the notes': what each step's readout sends to the output state, (n, B, H); the
+    # vjp: every state's ∂L/∂s_t, (S, n, B, H), its dx (n, B, D) and the maps of x for it, its s_0 in values
+    vjp = printer.step.upstream
+    seeded = ["upstream", "dx"] if vjp else ["residual"] if not printer.d.outputs.default else []
+    weights = [f"weights_{g.label}" for g in groups if g.kind != "x" or vjp]
+    backward = ["x", "values", *stored_maps, *weights, "vectors", "incoming", *seeded, "span"]
     return {
-        "forward_arguments": ["x", *(f"weights_{g.label}_transposed" for g in groups), "vectors"],
+        "forward_arguments": ["x", *(f"weights_{g.label}_transposed" for g in groups), "vectors",
+                              *(["values"] if vjp else [])],
         "backward_arguments": backward,
         "forward_part": ["vectors", "values", *(f"maps_{g.label}" for g in groups), "t", "chunk"],
         "backward_part": ["values", "vectors", "incoming", *stored_maps, *arrays, "transposed", "kept", "sums",
@@ -187,7 +198,7 @@ def _arguments(printer: NumbaCellPrinter) -> dict[str, list[str]]:
         "backward_call": ["values", "vectors", "incoming", *(f"{name}[t - 1]" for name in stored_maps),
                           *(f"{array}[slot]" for array in arrays), "transposed", "kept", "sums", "t", "chunk"],
         "backward_driver_call": [
-            name if name in ("x", "values", "incoming", "residual", *stored_maps)
+            name if name in ("x", "values", "incoming", "residual", "upstream", "dx", *stored_maps)
             else "_span(batch, steps)" if name == "span" else f'w["{name}"]'
             for name in backward
         ],
@@ -195,17 +206,72 @@ def _arguments(printer: NumbaCellPrinter) -> dict[str, list[str]]:
     }
 
 
-def _part_calls(forward_parts: list[dict], backward_parts: list[dict], arguments: dict) -> None:
+def _part_calls(forward_parts: list[dict], backward_parts: list[dict], arguments: dict, prefix: str = "") -> None:
     """Each part's signature and call, and the BLAS drivers' sweep over the chunks of sequences
-    (one compiled call per part and step)."""
+    (one compiled call per part and step); ``prefix`` names the vjp's own parts (``_vjp``)."""
     for stage, parts in (("forward", forward_parts), ("backward", backward_parts)):
         names, call = arguments[f"{stage}_part"], arguments[f"{stage}_call"]
         for k, part in enumerate(parts, 1):
-            part["call"] = _joined(f"_{stage}_part_{k}", call)
-            part["signature"] = _joined(f"def _{stage}_part_{k}", names, ":")
-            part["sweep_signature"] = _joined(f"def _{stage}_sweep_{k}", names[:-1], ":")
-            part["sweep_inner_call"] = _joined(f"_{stage}_part_{k}", names)
-            part["sweep_call"] = _joined(f"_{stage}_sweep_{k}", call[:-1])
+            part["call"] = _joined(f"{prefix}_{stage}_part_{k}", call)
+            part["signature"] = _joined(f"def {prefix}_{stage}_part_{k}", names, ":")
+            part["sweep_signature"] = _joined(f"def {prefix}_{stage}_sweep_{k}", names[:-1], ":")
+            part["sweep_inner_call"] = _joined(f"{prefix}_{stage}_part_{k}", names)
+            part["sweep_call"] = _joined(f"{prefix}_{stage}_sweep_{k}", call[:-1])
+
+
+def _pass(printer: NumbaCellPrinter, arguments: dict, forward_parts: list[dict], backward_parts: list[dict],
+          prefix: str = "") -> dict:
+    """What the drivers of one pass write (``prefix`` "": loss_and_grad's, "_vjp": vjp's): their
+    signatures, the compiled parts they call, where the sums go."""
+    return {
+        "started": printer.step.upstream,   # s_0 given (row 0 of values): the maps of s_0 at t = 1, and step 1 sends
+        "signatures": {
+            f"{stage}_{kind}": _joined(f"def {prefix}_{stage}_{kind}", arguments[f"{stage}_arguments"], ":")
+            for stage in ("forward", "backward") for kind in ("serial", "blas")
+        },
+        "forward_parts": forward_parts,
+        "backward_parts": backward_parts,
+        "flush": printer.flush(),
+        "state_products": printer.state_products(),
+    }
+
+
+def _vjp(lay: Layout, default: dict, hidden: int) -> dict:
+    """The vjp's drivers: the layout's vjp step (``Step.upstream``) through the same printer; a cell
+    whose parts load some s_(t−K) has parts of its own (before s_0 the zero row after row n, not row 0),
+    the others call loss_and_grad's."""
+    (step,) = lay.vjp_order(None)
+    printer = NumbaCellPrinter(lay, step)
+    arguments = _arguments(printer)
+    own_parts = printer.reads_lagged_values
+    if own_parts:
+        forward_parts, backward_parts = printer.forward_parts(), printer.backward_parts()
+        _part_calls(forward_parts, backward_parts, arguments, "_vjp")
+    else:
+        forward_parts, backward_parts = default["forward_parts"], default["backward_parts"]
+    states = len(printer.states)
+    # ∂L/∂s_0: what step 1 sent, plus row 0 of each ring (what step K sent)
+    rings = {state: [] for state in printer.states}
+    for (state, _), j in printer.rings.items():
+        rings[state].append(f" + incoming[{states + j}]")
+    return {
+        "vjp": _pass(printer, arguments, forward_parts, backward_parts, "_vjp") | {"own_parts": own_parts},
+        "vjp_forward_call": _joined("forward_kernel", [
+            "x", *(f'w["{name}"]' for name in arguments["forward_arguments"][1:-1]), "values"]),
+        "vjp_backward_call": _joined(
+            f"{', '.join([*_gradient_names(printer), 'sums' if printer.summed else '_'])} = backward_kernel",
+            arguments["backward_driver_call"]),
+        # a state read K steps back reads the zero row after row n before s_0
+        "vjp_rows": "steps + 2" if lay.rings else "steps + 1",
+        "vjp_gradients": printer.gradients(hidden, scale=""),
+        "vjp_initial": [{"state": state, "code": f"incoming[{j}]{''.join(rings[state])}"}
+                        for j, state in enumerate(printer.states)],
+    }
+
+
+def _gradient_names(printer: NumbaCellPrinter) -> list[str]:
+    """What the backward drivers return: ∂L/∂M per operand (the maps stacked), the homed sums."""
+    return [*(f"grad_{g.label}" for g in printer.groups), *map(sums_of, printer.homed_sums())]
 
 
 def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
@@ -214,7 +280,7 @@ def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
     groups = printer.groups
     homed_sums = printer.homed_sums()
     stored_maps = arguments["stored_maps"]
-    gradient_names = [*(f"grad_{g.label}" for g in groups), *map(sums_of, homed_sums)]
+    gradient_names = _gradient_names(printer)
     return {
         "groups": [
             {"label": g.label, "kind": g.kind, "matrices": g.matrices, "count": g.count, "array": deltas(g),
@@ -226,21 +292,15 @@ def _drivers(printer: NumbaCellPrinter, arguments: dict, hidden: int) -> dict:
             {"array": array, "name": sums_of(array), "count": next(g.count for g in printer.arrays if deltas(g) == array)}
             for array in homed_sums
         ],
-        "flush": printer.flush(),
         **{key: value for key, value in arguments.items() if key != "backward_driver_call"},
         "input_products": [call("_product", f"x[t - 1], weights_{g.label}_transposed, {printer.view(g)}")
                            for g in groups if g.kind == "x"],
-        "state_products": printer.state_products(),
         "incoming_rows": printer.incoming_rows,
         "ring_steps": bool(printer.rings),   # _output_gradients sizes the rings by the sequence's length
         "allocations": [
             f"maps_{g.label} = np.zeros(({'steps, ' if g.reads_maps else ''}batch, {g.count} * hidden), x.dtype)"
             for g in groups
         ],
-        "signatures": {
-            f"{stage}_{kind}": _joined(f"def _{stage}_{kind}", arguments[f"{stage}_arguments"], ":")
-            for stage in ("forward", "backward") for kind in ("serial", "blas")
-        },
         "forward_kernel_call": _joined(
             "return forward_kernel", ["x", *(f'w["{name}"]' for name in arguments["forward_arguments"][1:])]
         ),

@@ -9,7 +9,8 @@ The backward step is cut the same way, before each adjoint whose transpose produ
 every unit (``pieces``).
 
 A state read K steps back (the layout's ``reads``) is loaded from row max(t − K, 0) (row 0: the initial
-0); what a step sends to s_(t−K) waits in more rows of ``incoming`` (a ring per lag, row t mod K, the rings
+0; in the vjp's step, ``Step.upstream``, row 0 is a given s_0 and the row is max(t − K, −1), the zero row
+after row n); what a step sends to s_(t−K) waits in more rows of ``incoming`` (a ring per lag, row t mod K, the rings
 interleaved so that they take min(K, n + 1) rows each whatever n: K may be far beyond the sequence),
 which step t − K adds to what step t − K + 1 sent.
 """
@@ -21,7 +22,7 @@ import keyword
 
 import sympy as sp
 
-from .layout import Layout, MapGroup
+from .layout import Layout, MapGroup, Step
 from .numba_backend import CellKernelPrinter
 
 #: Names the compiled kernels use for themselves (arguments, indices, helpers): a cell's name that is
@@ -88,10 +89,11 @@ def _free(exprs) -> set:
 
 class NumbaCellPrinter:
     """Writes one layout as the compiled parts' statements (``forward_parts``, ``backward_parts``)
-    and the products and sums around them."""
+    and the products and sums around them, for the loop's ``step`` (the layout's, or its vjp's)."""
 
-    def __init__(self, lay: Layout):
+    def __init__(self, lay: Layout, step: Step | None = None):
         self.lay = lay
+        self.step = lay.forward_order(None)[0] if step is None else step
         d = self.d = lay.derivation
         self.kernel = CellKernelPrinter()  # the entry-by-entry kernels: f without libm for real arguments
         self.node_of = {node.symbol: node for node in d.nodes}
@@ -134,15 +136,27 @@ class NumbaCellPrinter:
         return self.kernel.doprint(_int64_safe(sp.sympify(expr).xreplace(names)))
 
     def time(self, symbol) -> str:
-        """The row of a state read, s_(t−K): t − 1, or max(t − K, 0) (row 0: the initial 0)."""
+        """The row of a state read, s_(t−K): t − 1, or max(t − K, 0) (row 0: the initial 0); in the vjp,
+        where row 0 is a given s_0, max(t − K, −1): before s_0 the zero row after row n."""
         lag = self.reads[symbol][1]
-        return "t - 1" if lag == 1 else f"max(t - {lag}, 0)"
+        if lag == 1:
+            return "t - 1"
+        return f"max(t - {lag}, -1)" if self.step.upstream else f"max(t - {lag}, 0)"
 
     def ring(self, state: str, lag: int) -> str:
         """The row of ``incoming`` that step t reads what step t + K sent to s_t from, then writes what
         it sends to s_(t−K) into."""
         first, count = len(self.states) + self.rings[(state, lag)], len(self.rings)
         return f"{first} + t % {lag}" if count == 1 else f"{first} + (t % {lag}) * {count}"
+
+    @property
+    def reads_lagged_values(self) -> bool:
+        """A part loads some s_(t−K), K ≥ 2, itself (not only its maps): the rows it reads depend on the step."""
+        lagged = {symbol for symbol, (_, lag) in self.reads.items() if lag > 1}
+        d = self.d
+        exprs = [*(node.expr for node in d.nodes), *(a.expr for a in (*d.adjoints, *d.sent.values(), *d.sent_lagged.values()))]
+        exprs += [terms[0][1] for terms in d.gradients.values() if terms[0][0] == "sum"]
+        return bool(lagged & _free(exprs))
 
     def view(self, group: MapGroup) -> str:
         """A group's maps in the step: row t − 1 of those kept for the backward pass, else this step's."""
@@ -338,6 +352,10 @@ class NumbaCellPrinter:
         for array in self.homed_sums():
             owner = next(g for g in self.arrays if deltas(g) == array)
             flush.append(call("_add_rows", f"rows_{owner.label}, {sums_of(array)}"))
+        if self.step.upstream:   # the vjp's dx_t = Σ_M δ(M x)_t M over the span's steps
+            x_group = self.lay.x_group
+            flush.append(call("_product", f"rows_{x_group.owner}, weights_{x_group.label}, "
+                                          "dx[t - 1 : t - 1 + count].reshape(count * batch, x.shape[2])"))
         return flush
 
     def _lagged_flush(self, group: MapGroup) -> list[dict]:
@@ -351,8 +369,9 @@ class NumbaCellPrinter:
             call("_add_transposed_product", f"rows_{group.label}, {operand}, grad_{group.label}"),
         ]
 
-    def gradients(self, hidden: int) -> list[dict]:
-        """Each parameter's gradient from the kernels' sums (scaled by 1/B in place, views of their rows)."""
+    def gradients(self, hidden: int, scale: str = " / batch") -> list[dict]:
+        """Each parameter's gradient from the kernels' sums (scaled by 1/B in place, views of their rows;
+        a sum over the batch ``scale``d here: the vjp's are not)."""
         d = self.d
 
         def span(slot: int) -> str:
@@ -370,7 +389,7 @@ class NumbaCellPrinter:
                 array, slot = self.homes[self.sums[name]]
                 value = f"{sums_of(array)}[{span(slot)}]"
             elif name in self.sums:
-                value = f"sums[{self.summed.index(name)}].sum(axis=0) / batch"
+                value = f"sums[{self.summed.index(name)}].sum(axis=0){scale}"
             else:
                 value = " + ".join(f"grad_{group.label}[{span(slot)}]" for group in self.groups
                                    for slot, matrix in enumerate(group.matrices) if matrix == name)
