@@ -78,15 +78,20 @@ def read_text(path: str) -> str:
         raise UsageError(f"text file {path} cannot be read ({error.strerror}): give a readable text file") from None
     if b"\0" in raw:
         raise UsageError(f"{path} is a binary file (it holds NUL bytes): give a text file")
-    try:
-        text = raw.decode("utf-8")
+    try:   # utf-8-sig: a byte-order mark is not a character of the text
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UsageError(f"{path} is not UTF-8 text: give a text file") from None
+    # Windows' and old Macs' line ends are one character, as Python's text mode reads them
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise UsageError(f"{path} is empty: give a text of a few thousand characters")
     if len(text) < MIN_TEXT:
         raise UsageError(f"{path} has {len(text)} characters, too few to train on and hold out a tenth: "
                          f"give at least {MIN_TEXT}")
+    if len(set(text)) < 2:
+        raise UsageError(f"{path} holds one character ({text[0]!r}) and nothing else: a language model needs at "
+                         "least two distinct characters to predict")
     return text
 
 

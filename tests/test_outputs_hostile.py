@@ -1,0 +1,166 @@
+"""Hostile inputs to the output side (issue 25): users' cells whose names meet the output side's and the
+vjp's own locals, labels and masks a module must refuse, all-masked reductions, text files for the
+character model, and the command line's contradictions. The references are independent of the code
+under test: torch autograd of the cells' equations written by hand, and the engine's float64
+recursion where torch is not needed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from symbolic.cells import cell_of
+from symbolic.engine.derivation import derive_cell
+from symbolic.engine.evaluate import evaluate
+from symbolic.engine.evaluate import vjp as engine_vjp
+from symbolic.errors import UsageError
+from symbolic.model import Model
+from symbolic.outputs import Outputs
+
+from .conftest import ROOT, run_bptt
+
+DUO = str(ROOT / "tests" / "cells" / "duo_lag.py")
+
+# -- a user's cell may not take a name the output side or the vjp reads after unpacking the parameters ------
+
+#: A cell with two states whose vector takes the name under test ({0}); h reads it, c does not.
+_NAMED = '''
+from symbolic.cells.spec import Cell, sigmoid, tanh
+cell = Cell("named", readout="w_y")
+x, h, c = cell.input(), cell.state("h"), cell.state("c")
+W, U = cell.matrix("W", "H", "D"), cell.matrix("U", "H", "H")
+v = cell.vector("{0}")
+g = cell.let("g", sigmoid(W @ x + v))
+c_t = cell.update(c, g * c + (1 - g) * tanh(U @ h))
+cell.update(h, tanh(c_t) * v)
+CELL = cell
+'''
+
+
+@pytest.mark.parametrize("name", ["errors", "start", "upstream_h", "upstream_c"])
+def test_names_the_output_side_and_vjp_read_are_refused(tmp_path, name):
+    """Before: a vector named ``start`` replaced the vjp's initial states (wrong gradients, silently),
+    ``errors`` replaced bptt_terms' output factor, ``upstream_h`` a state's upstream gradient."""
+    from symbolic.cells import load_cell
+
+    path = tmp_path / f"cell_{name}.py"
+    path.write_text(_NAMED.format(name))
+    with pytest.raises(UsageError) as raised:
+        load_cell(str(path))
+    assert repr(name) in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["mask", "weight", "sent", "shift", "normaliser", "upstream", "initial", "dx",
+                                  "seeds", "READOUT", "CLASSES"])
+def test_names_near_the_output_side_work(tmp_path, name):
+    """Names the output side and the vjp also use that a cell may keep: loss_and_grad with a mask and
+    initial states, vjp and bptt_terms equal the engine's recursion."""
+    from symbolic.codegen import load
+
+    path = tmp_path / f"cell_{name}.py"
+    path.write_text(_NAMED.format(name))
+    outputs = Outputs("every", "softmax", 3, "all")
+    model = Model(cell=str(path), hidden=2, inputs=2, steps=4, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=outputs)
+    rng = np.random.default_rng(1)
+    params = {key: rng.normal(0, 0.6, shape) for key, shape in d.shapes(2, 2).items()}
+    x, y = rng.normal(size=(3, 4, 2)), rng.integers(0, 3, (3, 4))
+    mask = (rng.random((3, 4)) < 0.7).astype(float)
+    mask[0] = 1
+    initial = {"h": rng.normal(size=(3, 2)), "c": rng.normal(size=(3, 2))}
+    upstream = {"h": rng.normal(size=(3, 4, 2)), "c": rng.normal(size=(3, 4, 2))}
+    for mode in ("loop", "unrolled"):
+        module = load(model, mode)
+        loss, grads = module.loss_and_grad(x, y, params, mask=mask)
+        want = evaluate(d, params, x, y, mask=mask)
+        assert abs(loss - want.loss) < 1e-12
+        for key, value in want.gradients.items():
+            np.testing.assert_allclose(grads[key], value, atol=1e-12, rtol=0)
+        grads, dx, dinitial = module.vjp(x, params, upstream, initial)
+        want_grads, want_dx, want_initial = engine_vjp(d, params, x, upstream, initial)
+        np.testing.assert_allclose(dx, want_dx, atol=1e-12, rtol=0)
+        for key, value in grads.items():
+            np.testing.assert_allclose(value, want_grads[key], atol=1e-12, rtol=0)
+        for state, value in dinitial.items():
+            np.testing.assert_allclose(value, want_initial[state], atol=1e-12, rtol=0)
+        assert module.bptt_terms(x, y, params, mask=mask)["output_factor"].shape == (3, 4, 3)
+
+
+# -- the character model's text files ----------------------------------------------------------------------
+
+def test_a_byte_order_mark_is_not_a_character(tmp_path):
+    from symbolic.study import many
+
+    path = tmp_path / "bom.txt"
+    path.write_text("héllo wörld ✓ " * 10, encoding="utf-8-sig")
+    data = many.text_task(str(path), 5)
+    assert "\ufeff" not in data.vocabulary and sorted(data.vocabulary) == sorted(set("héllo wörld ✓ "))
+
+
+@pytest.mark.parametrize("end", ["\r\n", "\r"])
+def test_windows_and_old_mac_line_ends_are_one_newline(tmp_path, end):
+    from symbolic.study import many
+
+    path = tmp_path / "lines.txt"
+    path.write_bytes(("first line" + end + "second line" + end).encode() * 10)
+    assert many.read_text(str(path)) == "first line\nsecond line\n" * 10
+    assert "\r" not in many.text_task(str(path), 5).vocabulary
+
+
+@pytest.mark.parametrize("content, phrase", [(b"a" * 500, "one character"), (b"\xef\xbb\xbf" + b"x" * 40, "one character"),
+                                             (b"\r\n" * 30, "empty"), (b"\xef\xbb\xbf", "empty")],
+                         ids=["repeated", "bom-repeated", "line-ends", "bom"])
+def test_a_text_without_two_characters_is_one_line(tmp_path, content, phrase):
+    """Before: a file of one repeated character asked for --classes, which the user never passed."""
+    path = tmp_path / "t.txt"
+    path.write_bytes(content)
+    result = run_bptt("train", "--data", "text", str(path))
+    assert result.returncode == 2 and phrase in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--classes" not in result.stderr
+
+
+def test_multibyte_text_trains_and_samples_its_own_characters(tmp_path):
+    path = tmp_path / "jp.txt"
+    path.write_text("日本語のテキスト。かな、カナ。" * 40, encoding="utf-8")
+    args = ("train", "--data", "text", str(path), "--epochs", "2", "--sample", "40", "--json")
+    first, second = run_bptt(*args), run_bptt(*args)
+    assert first.returncode == 0, first.stderr
+    run, again = json.loads(first.stdout), json.loads(second.stdout)
+    assert set(run["sample"]) <= set("日本語のテキスト。かな、カナ") and len(run["sample"]) == 41
+    assert run["sample"] == again["sample"] and run["losses"] == again["losses"]   # same seed, same run
+
+
+def test_steps_longer_than_the_text_train_on_shorter_chunks(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("the cat sat on the mat. " * 5)
+    result = run_bptt("train", "--data", "text", str(path), "--steps", "100000", "--epochs", "2", "--sample", "30")
+    assert result.returncode == 0, result.stderr
+    chunk = int(result.stdout.split("chunks of ")[1].split(")")[0])
+    assert 1 <= chunk < 120 * 0.1
+
+
+# -- the command line: --data copy and --data text against the other options -------------------------------------
+
+def test_data_copy_implies_a_readout_at_every_step():
+    """Before: --data copy without --readout every was 'unknown data'."""
+    result = run_bptt("train", "--data", "copy", "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    assert "copy" in result.stdout and "after every step" in result.stdout
+
+
+@pytest.mark.parametrize("args, phrase", [(["--data", "copy", "--readout", "last"], "--readout"),
+                                          (["--data", "text", "docs/data/bptt.txt", "--readout", "last"], "--readout"),
+                                          (["--data", "text", "docs/data/bptt.txt", "--loss", "mse"], "--loss"),
+                                          (["--data", "copy", "--reduction", "all", "--readout", "last"], "--reduction"),
+                                          (["--data", "copy", "--sample", "5"], "--sample"),
+                                          (["--data", "copy", "--loss", "mse", "--classes", "3"], "--classes"),
+                                          (["--data", "text", "docs/data/bptt.txt", "--steps", "0"], "--steps"),
+                                          (["--data", "copy", "--steps", "1"], "--steps")])
+def test_contradictions_are_one_line(args, phrase):
+    """Before: --data text silently dropped --readout last."""
+    result = run_bptt("train", *args)
+    assert result.returncode == 2 and phrase in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
