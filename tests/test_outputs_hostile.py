@@ -164,3 +164,29 @@ def test_contradictions_are_one_line(args, phrase):
     result = run_bptt("train", *args)
     assert result.returncode == 2 and phrase in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+# -- the generated module says which output side it computes -------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("outputs, says", [
+    (Outputs("every", "softmax", 3), ["softmax(w_y h_t + b_y) over K = 3", "y: (B, n), class", "(B, n, K)"]),
+    (Outputs("every", "mse", reduction="all"), ["(ŷ_t − y_t)²", "Σ m_t ℓ_t / Σ m_t", "y: (B, n),", "(B, n), times"]),
+    (Outputs("last", "softmax", 4), ["softmax(w_y h_n + b_y) over K = 4", "y: (B,), class", "(B, 1, K)"]),
+], ids=["every-softmax", "every-mse-all", "last-softmax"])
+def test_the_module_docstring_speaks_its_output_side(outputs, says, backend):
+    """Before: every module's docstring read ŷ = σ(w_yᵀ h_n) with y (B,), whatever its loss, and
+    bptt_terms' output factor was '(B,)'."""
+    import ast
+
+    from symbolic.codegen import generate
+
+    source = generate(Model(cell=DUO, hidden=2, steps=3, outputs=outputs), "loop", backend=backend)
+    tree = ast.parse(source)
+    text = ast.get_docstring(tree) + "".join(ast.get_docstring(node) for node in tree.body if isinstance(
+        node, ast.FunctionDef) and node.name in ("bptt_terms", "_numpy_bptt_terms"))
+    flat = " ".join(text.split())
+    assert "σ(w_yᵀ h_n" not in flat and "y: (B,)." not in flat and "ŷ − y per sequence" not in flat
+    assert flat.startswith("A many-to-many" if outputs.every else "A many-to-one")
+    for phrase in says:
+        assert phrase in flat, phrase
