@@ -190,3 +190,32 @@ def test_the_module_docstring_speaks_its_output_side(outputs, says, backend):
     assert flat.startswith("A many-to-many" if outputs.every else "A many-to-one")
     for phrase in says:
         assert phrase in flat, phrase
+
+
+# -- bptt check masks a readout after every step ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_check_sees_a_gradient_that_ignores_the_mask(tmp_path):
+    """Before: check never passed a mask, so a module whose loss reads the mask and whose gradient does
+    not passed. Now the generated module passes and that one fails."""
+    from symbolic.codegen import generate
+    from symbolic.verify.check import run_check
+
+    source = generate(Model(cell=DUO, hidden=2, outputs=Outputs("every", "softmax", 5, "all")), "loop")
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text(source)
+    line = "weight = batch / count if mask is None else mask * (batch / count)"
+    assert line in source
+    bad.write_text(source.replace(line, "weight = batch / count + 0 * (1.0 if mask is None else mask)"))
+    assert run_check(good) == 0
+    assert run_check(bad) == 1
+
+
+def test_padding_drops_one_step_of_each_sequence_by_its_own_inputs():
+    from symbolic.verify.interfaces import padding
+
+    x = np.random.default_rng(0).normal(size=(6, 5, 3))
+    mask = padding(x)
+    assert mask.shape == (6, 5) and set(np.unique(mask)) == {0.0, 1.0}
+    assert (mask.sum(axis=1) == 4).all()   # n − 1 steps each: parts of a batch combine as a mean
+    np.testing.assert_array_equal(padding(x[2:4]), mask[2:4])
