@@ -22,6 +22,8 @@ from symbolic.outputs import Outputs
 
 from .conftest import ROOT, run_bptt
 
+torch = pytest.importorskip("torch")
+
 DUO = str(ROOT / "tests" / "cells" / "duo_lag.py")
 
 # -- a user's cell may not take a name the output side or the vjp reads after unpacking the parameters ------
@@ -219,3 +221,104 @@ def test_padding_drops_one_step_of_each_sequence_by_its_own_inputs():
     assert mask.shape == (6, 5) and set(np.unique(mask)) == {0.0, 1.0}
     assert (mask.sum(axis=1) == 4).all()   # n − 1 steps each: parts of a batch combine as a mean
     np.testing.assert_array_equal(padding(x[2:4]), mask[2:4])
+
+
+# -- a user's cell with two states and a lag against torch: every loss, both reductions, hostile masks ---------
+
+
+def _duo_torch(x, t):
+    """tests/cells/duo_lag.py's h_t, (B, n, H), in torch from its equations."""
+    xs = torch.from_numpy(x)
+    h = c = before = torch.zeros(x.shape[0], t["U_g"].shape[0], dtype=torch.float64)
+    out = []
+    for step in range(x.shape[1]):
+        g = torch.sigmoid(xs[:, step] @ t["W_g"].T + h @ t["U_g"].T + t["b_g"])
+        c = g * c + (1 - g) * torch.tanh(xs[:, step] @ t["W_c"].T + before @ t["S"].T)
+        before, h = h, torch.tanh(c) + t["u"] * h
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def _duo_reference(outputs: Outputs, x, y, params, mask):
+    """Loss and gradients by torch autograd: torch's own losses on the kept rows (sum, then / B or / rows)."""
+    t = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    states = _duo_torch(x, t)
+    keep = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else torch.from_numpy(np.asarray(mask) > 0)
+    if not outputs.every:
+        states, keep = states[:, -1:], keep[:, -1:]
+    rows, targets = states[keep], torch.from_numpy(np.asarray(y)).reshape(x.shape[0], -1)[keep]
+    if outputs.loss == "softmax":
+        loss = torch.nn.CrossEntropyLoss(reduction="sum")(rows @ t["w_y"].T + t["b_y"], targets.long())
+    elif outputs.loss == "mse":
+        loss = torch.nn.MSELoss(reduction="sum")(rows @ t["w_y"] + t["b_y"], targets.double())
+    else:
+        loss = torch.nn.BCEWithLogitsLoss(reduction="sum")(rows @ t["w_y"] + t["b_y"], targets.double())
+    loss = loss / (rows.shape[0] if outputs.reduction == "all" else x.shape[0])
+    found = torch.autograd.grad(loss, list(t.values()))
+    return loss.item(), {name: g.numpy() for name, g in zip(t, found)}
+
+
+def _duo_point(d, outputs: Outputs, mask_kind: str, batch=4, steps=5, seed=7):
+    rng = np.random.default_rng(seed)
+    params = {name: rng.normal(0, 0.6, shape) for name, shape in d.shapes(3, 2).items()}
+    x = rng.normal(size=(batch, steps, 2))
+    shape = (batch, steps) if outputs.every else (batch,)
+    y = {"softmax": lambda: rng.integers(0, outputs.classes or 2, shape),
+         "bce": lambda: rng.random(shape),        # probabilities, as torch's BCELoss takes them
+         "mse": lambda: rng.normal(size=shape)}[outputs.loss]()
+    mask = None
+    if mask_kind != "none":
+        mask = (rng.random((batch, steps)) < 0.6).astype(float)
+        mask[0] = 1
+        mask[1] = 0                               # a padded-out sequence: no loss, no gradient
+        if mask_kind == "bool":
+            mask = mask > 0
+    return params, x, y, mask
+
+
+DUO_SETTINGS = [Outputs("every", loss, classes, reduction) for loss, classes in
+                [("bce", None), ("softmax", 2), ("softmax", 5), ("mse", None)] for reduction in ("steps", "all")]
+
+
+@pytest.mark.parametrize("outputs", DUO_SETTINGS, ids=lambda o: o.flags.replace("--", "").replace(" ", "-"))
+def test_a_user_cell_with_two_states_and_a_lag_equals_torch(outputs):
+    from symbolic.codegen import load
+
+    model = Model(cell=DUO, hidden=3, inputs=2, steps=5, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=outputs)
+    modules = [load(model, mode) for mode in ("loop", "unrolled")]
+    for mask_kind in ("none", "float", "bool"):
+        params, x, y, mask = _duo_point(d, outputs, mask_kind)
+        want_loss, want = _duo_reference(outputs, x, y, params, mask)
+        ours = evaluate(d, params, x, y, mask=None if mask is None else mask.astype(float))
+        results = [(ours.loss, ours.gradients)] + [m.loss_and_grad(x, y, params, mask=mask) for m in modules]
+        for loss, grads in results:
+            assert abs(loss - want_loss) < 1e-10 * max(1.0, abs(want_loss)), mask_kind
+            for name, value in want.items():
+                np.testing.assert_allclose(grads[name], value, atol=1e-10 * max(1.0, np.abs(value).max()), rtol=0)
+
+
+@pytest.mark.parametrize("loss", ["bce", "softmax", "mse"])
+def test_every_step_masked(loss):
+    """The batch mean of the sum over steps of no step is 0 with no gradient (torch: 0 / B); the mean
+    over no step is a ValueError in the module and the engine alike (torch's ignore_index: NaN)."""
+    from symbolic.codegen import load
+
+    for reduction in ("steps", "all"):
+        outputs = Outputs("every", loss, 3 if loss == "softmax" else None, reduction)
+        model = Model(cell=DUO, hidden=3, inputs=2, steps=5, outputs=outputs)
+        d = derive_cell(cell_of(model), outputs=outputs)
+        params, x, y, _ = _duo_point(d, outputs, "none")
+        mask = np.zeros((4, 5))
+        for module in (load(model, "loop"), load(model, "unrolled")):
+            if reduction == "all":
+                for call in (module.loss, module.loss_and_grad):
+                    with pytest.raises(ValueError, match="no step"):
+                        call(x, y, params, mask=mask)
+                continue
+            value, grads = module.loss_and_grad(x, y, params, mask=mask)
+            assert value == 0 == module.loss(x, y, params, mask=mask)
+            assert all(not np.any(g) for g in grads.values())
+        if reduction == "all":
+            with pytest.raises(ValueError, match="no step"):
+                evaluate(d, params, x, y, mask=mask)
