@@ -226,23 +226,26 @@ def test_padding_drops_one_step_of_each_sequence_by_its_own_inputs():
 # -- a user's cell with two states and a lag against torch: every loss, both reductions, hostile masks ---------
 
 
-def _duo_torch(x, t):
-    """tests/cells/duo_lag.py's h_t, (B, n, H), in torch from its equations."""
-    xs = torch.from_numpy(x)
-    h = c = before = torch.zeros(x.shape[0], t["U_g"].shape[0], dtype=torch.float64)
-    out = []
+def _duo_torch(x, t, initial=None, both=False):
+    """tests/cells/duo_lag.py's h_t (and c_t: ``both``), (B, n, H), in torch from its equations; ``initial``
+    h_0 and c_0 (zero when None), h_(−1) = 0 (a lagged read before s_0)."""
+    xs = x if torch.is_tensor(x) else torch.from_numpy(x)
+    zero = torch.zeros(x.shape[0], t["U_g"].shape[0], dtype=torch.float64)
+    h, c = (zero, zero) if initial is None else (initial["h"], initial["c"])
+    before, hs, cs = zero, [], []
     for step in range(x.shape[1]):
         g = torch.sigmoid(xs[:, step] @ t["W_g"].T + h @ t["U_g"].T + t["b_g"])
         c = g * c + (1 - g) * torch.tanh(xs[:, step] @ t["W_c"].T + before @ t["S"].T)
         before, h = h, torch.tanh(c) + t["u"] * h
-        out.append(h)
-    return torch.stack(out, 1)
+        hs.append(h)
+        cs.append(c)
+    return (torch.stack(hs, 1), torch.stack(cs, 1)) if both else torch.stack(hs, 1)
 
 
-def _duo_reference(outputs: Outputs, x, y, params, mask):
+def _duo_reference(outputs: Outputs, x, y, params, mask, initial=None):
     """Loss and gradients by torch autograd: torch's own losses on the kept rows (sum, then / B or / rows)."""
     t = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
-    states = _duo_torch(x, t)
+    states = _duo_torch(x, t, None if initial is None else {k: torch.from_numpy(v) for k, v in initial.items()})
     keep = torch.ones(x.shape[:2], dtype=torch.bool) if mask is None else torch.from_numpy(np.asarray(mask) > 0)
     if not outputs.every:
         states, keep = states[:, -1:], keep[:, -1:]
@@ -322,3 +325,55 @@ def test_every_step_masked(loss):
         if reduction == "all":
             with pytest.raises(ValueError, match="no step"):
                 evaluate(d, params, x, y, mask=mask)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.slow)])
+def test_the_vjp_of_a_user_cell_with_two_states_and_a_lag_equals_torch(backend):
+    """grads, dx and dinitial of Σ_t ⟨upstream_t, s_t⟩ for both states from given initial states; a
+    state left out of upstream is zero (torch: no term for it)."""
+    pytest.importorskip(backend)
+    from symbolic.codegen import load
+
+    model = Model(cell=DUO, hidden=3, inputs=2, steps=5, outputs=Outputs("every", "mse"))
+    d = derive_cell(cell_of(model), outputs=model.outputs)
+    rng = np.random.default_rng(11)
+    params = {name: rng.normal(0, 0.6, shape) for name, shape in d.shapes(3, 2).items()}
+    x = rng.normal(size=(4, 5, 2))
+    initial = {"h": rng.normal(size=(4, 3)), "c": rng.normal(size=(4, 3))}
+    for upstream in ({"h": rng.normal(size=(4, 5, 3)), "c": rng.normal(size=(4, 5, 3))}, {"c": rng.normal(size=(4, 5, 3))}):
+        t = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+        xs = torch.tensor(x, requires_grad=True)
+        start = {name: torch.tensor(value, requires_grad=True) for name, value in initial.items()}
+        hs, cs = _duo_torch(xs, t, start, both=True)
+        total = sum((states * torch.from_numpy(upstream[name])).sum() for name, states in (("h", hs), ("c", cs))
+                    if name in upstream)
+        names = [name for name in t if name not in ("w_y", "b_y")]
+        found = torch.autograd.grad(total, [t[n] for n in names] + [xs, start["h"], start["c"]])
+        for mode in ("loop", "unrolled"):
+            grads, dx, dinitial = load(model, mode, backend=backend).vjp(x, params, upstream, initial)
+            assert set(grads) == set(names)
+            for name, want in zip(names, found):
+                np.testing.assert_allclose(grads[name], want.numpy(), atol=1e-10, rtol=0, err_msg=name)
+            np.testing.assert_allclose(dx, found[len(names)].numpy(), atol=1e-10, rtol=0)
+            np.testing.assert_allclose(dinitial["h"], found[-2].numpy(), atol=1e-10, rtol=0)
+            np.testing.assert_allclose(dinitial["c"], found[-1].numpy(), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("outputs", [Outputs("every", "softmax", 5, "all"), Outputs("last", "bce")],
+                         ids=["every-softmax-all", "last-bce"])
+def test_loss_and_grad_from_initial_states_equals_torch(outputs):
+    from symbolic.codegen import load
+
+    model = Model(cell=DUO, hidden=3, inputs=2, steps=5, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=outputs)
+    params, x, y, mask = _duo_point(d, outputs, "float" if outputs.every else "none")
+    rng = np.random.default_rng(3)
+    initial = {"h": rng.normal(size=(4, 3)), "c": rng.normal(size=(4, 3))}
+    want_loss, want = _duo_reference(outputs, x, y, params, mask, initial)
+    masked = {"mask": mask} if outputs.every else {}
+    for mode in ("loop", "unrolled"):
+        module = load(model, mode)
+        loss, grads = module.loss_and_grad(x, y, params, initial=initial, **masked)
+        assert abs(loss - want_loss) < 1e-10 and abs(module.loss(x, y, params, initial=initial, **masked) - loss) < 1e-12
+        for name, value in want.items():
+            np.testing.assert_allclose(grads[name], value, atol=1e-10, rtol=0, err_msg=name)
