@@ -377,3 +377,15 @@ def test_loss_and_grad_from_initial_states_equals_torch(outputs):
         assert abs(loss - want_loss) < 1e-10 and abs(module.loss(x, y, params, initial=initial, **masked) - loss) < 1e-12
         for name, value in want.items():
             np.testing.assert_allclose(grads[name], value, atol=1e-10, rtol=0, err_msg=name)
+
+
+@pytest.mark.parametrize("content, phrase", [("x y z".encode("utf-16"), "UTF-16"),
+                                             (b"ab" * 10_000_001, "one-hot")], ids=["utf-16", "huge"])
+def test_utf16_and_huge_texts_are_one_line(tmp_path, content, phrase):
+    """Before: UTF-16 was 'a binary file'; a text of 2·10^7 characters built its one-hot inputs (320 MB
+    here, a MemoryError with more distinct characters) and trained for minutes."""
+    path = tmp_path / "t.txt"
+    path.write_bytes(content)
+    result = run_bptt("train", "--data", "text", str(path))
+    assert result.returncode == 2 and phrase in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -22,6 +22,8 @@ from ..errors import UsageError
 #: The held-out tail of a text file, and the characters it must have at least.
 HELD_OUT_FRACTION = 0.1
 MIN_TEXT = 20
+#: The most one-hot entries (characters × distinct characters) a text may make: 2·10^7 float64s, 160 MB.
+MAX_ONE_HOT = 20_000_000
 #: The copy task's sequences (training and held out).
 COPY_TRAIN, COPY_HELD_OUT = 256, 128
 
@@ -76,6 +78,8 @@ def read_text(path: str) -> str:
             raw = stream.read()
     except OSError as error:
         raise UsageError(f"text file {path} cannot be read ({error.strerror}): give a readable text file") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UsageError(f"{path} is UTF-16 text: save it as UTF-8")
     if b"\0" in raw:
         raise UsageError(f"{path} is a binary file (it holds NUL bytes): give a text file")
     try:   # utf-8-sig: a byte-order mark is not a character of the text
@@ -92,6 +96,10 @@ def read_text(path: str) -> str:
     if len(set(text)) < 2:
         raise UsageError(f"{path} holds one character ({text[0]!r}) and nothing else: a language model needs at "
                          "least two distinct characters to predict")
+    if len(text) * len(set(text)) > MAX_ONE_HOT:
+        raise UsageError(f"{path} has {len(text)} characters, {len(set(text))} distinct: its one-hot inputs would "
+                         f"take more than {MAX_ONE_HOT * 8 // 10**6} MB: train on a part of it (e.g. its first "
+                         f"{MAX_ONE_HOT // len(set(text))} characters)")
     return text
 
 
