@@ -389,3 +389,38 @@ def test_utf16_and_huge_texts_are_one_line(tmp_path, content, phrase):
     result = run_bptt("train", "--data", "text", str(path))
     assert result.returncode == 2 and phrase in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- the generated module's own checks of y and the mask ------------------------------------------------------
+
+@pytest.mark.parametrize("loss, y, mask, phrase", [
+    ("softmax", [[0, 1, 2, 0, 1], [0, 1]] * 2, None, "y must be an array of class indices"),
+    ("softmax", np.ones((4, 5)), None, "integers"),                       # floats are not class indices (torch too)
+    ("softmax", np.full((4, 5), True), None, "integers"),
+    ("softmax", np.full((4, 5), 3), None, "0..2"),                        # a class index >= K
+    ("softmax", np.full((4, 5), -1), None, "0..2"),
+    ("softmax", np.zeros((4, 5, 1), int), None, "shape"),
+    ("mse", np.full((4, 5), 1j), None, "real"),                           # before: numpy's casting error
+    ("bce", np.full((4, 5), 0.5 + 0j), None, "real"),                     # before: skipped the [0, 1] check
+    ("bce", np.full((4, 5), 1.5), None, "[0, 1]"),
+    ("bce", np.full((4, 5), np.nan), None, "finite"),
+    ("mse", np.zeros((4, 5)), [[1] * 5, [1] * 4] * 2, "mask must be an array"),
+    ("mse", np.zeros((4, 5)), np.ones((4, 5), dtype=object), "dtype object"),   # before: 'only 0 and 1'
+    ("mse", np.zeros((4, 5)), np.full((4, 5), "1"), "dtype <U1"),
+    ("mse", np.zeros((4, 5)), np.full((4, 5), np.nan), "only 0 and 1"),
+    ("mse", np.zeros((4, 5)), np.full((4, 5), 2), "only 0 and 1"),
+    ("mse", np.zeros((4, 5)), np.ones((5, 4)), "shape"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_the_module_refuses_hostile_labels_and_masks(loss, y, mask, phrase):
+    from symbolic.codegen import load
+
+    outputs = Outputs("every", loss, 3 if loss == "softmax" else None)
+    model = Model(cell=DUO, hidden=3, inputs=2, steps=5, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=outputs)
+    params, x, _, _ = _duo_point(d, outputs, "none")
+    for mode in ("loop", "unrolled"):
+        module = load(model, mode)
+        for call in (module.loss, module.loss_and_grad, module.bptt_terms):
+            with pytest.raises(ValueError) as raised:
+                call(x, y, params, mask=mask)
+            assert phrase in str(raised.value) and type(raised.value) is ValueError, str(raised.value)
