@@ -424,3 +424,21 @@ def test_the_module_refuses_hostile_labels_and_masks(loss, y, mask, phrase):
             with pytest.raises(ValueError) as raised:
                 call(x, y, params, mask=mask)
             assert phrase in str(raised.value) and type(raised.value) is ValueError, str(raised.value)
+
+
+@pytest.mark.parametrize("flag, value", [("--classes", "10000000000"), ("--hidden", "10000000000"),
+                                         ("--steps", "10000000000")])
+def test_a_run_too_large_for_memory_is_one_line(flag, value):
+    """Before: numpy's 'array is too big' or an allocation error, with a traceback."""
+    extra = ["--loss", "softmax"] if flag == "--classes" else []
+    result = run_bptt("train", "--data", "copy", *extra, flag, value)
+    assert result.returncode == 2 and "memory" in result.stderr and flag in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_memory_counts_weights_and_data():
+    from symbolic.study.many import check_memory
+
+    check_memory({"w": (10, 10)}, 100, available=8 * (5 * 100 + 100))
+    with pytest.raises(UsageError, match="memory"):
+        check_memory({"w": (10, 10)}, 101, available=8 * (5 * 100 + 100))

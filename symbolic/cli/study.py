@@ -193,6 +193,9 @@ def _train_steps(args) -> int:
     inputs = len(data.vocabulary) if text else (outputs.classes or 4)
     model = Model(steps=steps, activation=args.activation, inputs=inputs, hidden=args.hidden or (32 if text else 16),
                   cell=args.cell, bias=args.bias, skip=args.skip, outputs=outputs)
+    derivation = derivation_for(model)
+    entries = (many.COPY_TRAIN + many.COPY_HELD_OUT) * steps * inputs if data is None else data.x.size + data.held_x.size
+    many.check_memory(derivation.shapes(model.hidden, inputs), entries)
     if data is None:
         data = many.copy_task(outputs, inputs, steps, seed)
     length = None if args.sample is None else int_option(args.sample, "--sample", minimum=1)
@@ -200,7 +203,7 @@ def _train_steps(args) -> int:
         raise UsageError("--sample prints generated text: use it with --data text FILE.txt")
     epochs = int_option(args.epochs if args.epochs is not None else (40 if text else 30), "--epochs", minimum=1)
     lr = float_option(args.lr if args.lr is not None else 0.01, "--lr", positive=True)
-    module = load(model, "loop", derivation=derivation_for(model))
+    module = load(model, "loop", derivation=derivation)
     run = many.train_steps(module, data, outputs, epochs, lr, seed)
     if length is not None:
         # the window the model was trained on: the chunks' length (--steps, or shorter for a short text)

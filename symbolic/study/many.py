@@ -125,6 +125,20 @@ def text_task(path: str, steps: int) -> StepData:
                     x, y, None, held_x, held_y, None, vocabulary)
 
 
+def check_memory(shapes: dict, data_entries: int, available: int | None = None) -> None:
+    """Refuse, before anything is allocated, a run whose weights (five float64 copies: the weights, the
+    gradient, Adam's two moments, a step) and one-hot data do not fit in the memory available."""
+    from .weights import available_memory
+
+    available = available_memory() if available is None else available
+    weights = sum(math.prod(shape) for shape in shapes.values())
+    needed = 8 * (5 * weights + data_entries)
+    if available is not None and needed > available:
+        raise UsageError(f"this run needs about {needed / 1e9:.3g} GB of memory ({weights:.3g} weights, "
+                         f"{data_entries:.3g} one-hot input entries) but {available / 1e9:.3g} GB is available: "
+                         "choose a smaller --hidden, --classes or --steps")
+
+
 @dataclass
 class StepRun:
     """A run: the loss per epoch, the held-out loss at the end, the weights, and the seconds."""
@@ -219,4 +233,4 @@ def summary(run: StepRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["StepData", "StepRun", "copy_task", "read_text", "sample", "summary", "text_task", "train_steps"]
+__all__ = ["StepData", "StepRun", "check_memory", "copy_task", "read_text", "sample", "summary", "text_task", "train_steps"]
