@@ -197,7 +197,7 @@ def test_the_module_docstring_speaks_its_output_side(outputs, says, backend):
 # -- bptt check masks a readout after every step ----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_check_sees_a_gradient_that_ignores_the_mask(tmp_path):
+def test_check_sees_a_gradient_that_ignores_the_mask(tmp_path, capsys):
     """Before: check never passed a mask, so a module whose loss reads the mask and whose gradient does
     not passed. Now the generated module passes and that one fails."""
     from symbolic.codegen import generate
@@ -210,6 +210,7 @@ def test_check_sees_a_gradient_that_ignores_the_mask(tmp_path):
     assert line in source
     bad.write_text(source.replace(line, "weight = batch / count + 0 * (1.0 if mask is None else mask)"))
     assert run_check(good) == 0
+    assert "with a mask dropping one step" in capsys.readouterr().out
     assert run_check(bad) == 1
 
 

@@ -402,6 +402,7 @@ def check_module(module, path: str = "<module>", seed: int = 0, strict: bool = F
         compared={method: dict.fromkeys(names, 0) for method in methods},
     )
     report.hidden, report.bias, report.cell = interface.hidden, interface.bias, interface.cell
+    report.masked = getattr(interface, "masked", False)
     report.precision, report.strict = precision.name, strict
     if not analytic:
         report.skipped["complex step"] = reason + "; wide batches are compared with their sub-batches"
