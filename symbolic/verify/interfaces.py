@@ -479,7 +479,8 @@ class DictInterface(Interface):
         self.labels = _label_kind(module, path)
         #: a readout after every step whose loss and loss_and_grad take ``mask=``: every call masks a step
         #: of each sequence (``padding``), so a mask that the loss reads and the gradient ignores is seen
-        self.masked = self.labels[0] == "every" and all(_takes_mask(module, name) for name in ("loss", "loss_and_grad"))
+        self.masked = (self.labels[0] == "every" and (self.any_length or self.steps > 1)
+                       and all(_takes_mask(module, name) for name in ("loss", "loss_and_grad")))
         #: ``init_params(seed)``, validated
         self.initial = self.init_params(seed)
 
