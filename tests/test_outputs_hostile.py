@@ -443,3 +443,13 @@ def test_check_memory_counts_weights_and_data():
     check_memory({"w": (10, 10)}, 100, available=8 * (5 * 100 + 100))
     with pytest.raises(UsageError, match="memory"):
         check_memory({"w": (10, 10)}, 101, available=8 * (5 * 100 + 100))
+
+
+@pytest.mark.parametrize("data", [["copy"], ["text", "docs/data/bptt.txt", "--sample", "5"]], ids=["copy", "text"])
+def test_a_diverged_run_is_reported_not_a_traceback(data):
+    """Before: weights that overflowed went into the module, which refused them with a ValueError
+    traceback. Now the run stops, says where, and exits 1 (no held-out loss, no sample)."""
+    result = run_bptt("train", "--data", *data, "--lr", "1.7e308", "--epochs", "3", "--json")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    run = json.loads(result.stdout)
+    assert run["diverged_at"] == 1 and run["sample"] is None

@@ -205,14 +205,14 @@ def _train_steps(args) -> int:
     lr = float_option(args.lr if args.lr is not None else 0.01, "--lr", positive=True)
     module = load(model, "loop", derivation=derivation)
     run = many.train_steps(module, data, outputs, epochs, lr, seed)
-    if length is not None:
+    if length is not None and run.diverged_at is None:
         # the window the model was trained on: the chunks' length (--steps, or shorter for a short text)
         run.sample = many.sample(module, run.params, data.vocabulary, length, data.x.shape[1], seed)
     if args.json:
         print(json_text(run.as_json()))
     else:
         sys.stdout.write(many.summary(run))
-    return 0 if math.isfinite(run.losses[-1]) else 1
+    return 0 if run.diverged_at is None and math.isfinite(run.losses[-1]) else 1
 
 
 def _sweep(args, config, dataset, held_out, plot_path) -> int:

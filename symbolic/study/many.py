@@ -152,11 +152,13 @@ class StepRun:
     params: dict = field(default_factory=dict)
     seconds: float = 0.0
     sample: str | None = None
+    #: the epoch whose loss or weights left float64's range (None: the run finished)
+    diverged_at: int | None = None
 
     def as_json(self) -> dict:
         return {"data": self.data, "outputs": self.outputs, "losses": self.losses, "held_out_loss": self.held_out,
                 "bits_per_character": self.bits_per_character, "held_out_accuracy": self.accuracy,
-                "seconds": self.seconds, "sample": self.sample}
+                "seconds": self.seconds, "sample": self.sample, "diverged_at": self.diverged_at}
 
 
 def train_steps(module, data: StepData, outputs, epochs: int, lr: float, seed: int, batch: int = 32) -> StepRun:
@@ -168,24 +170,30 @@ def train_steps(module, data: StepData, outputs, epochs: int, lr: float, seed: i
     second = {name: np.zeros_like(value) for name, value in params.items()}
     run = StepRun(data.name, outputs.describe)
     count = 0
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         order = rng.permutation(len(data.x))
-        total = 0.0
+        total, seen = 0.0, 0
         for start in range(0, len(order), batch):
             rows = order[start:start + batch]
             mask = None if data.mask is None else data.mask[rows]
             loss, grads = module.loss_and_grad(data.x[rows], data.y[rows], params, mask=mask)
-            total += loss * len(rows)
-            count += 1
+            total, seen, count = total + loss * len(rows), seen + len(rows), count + 1
             for name, gradient in grads.items():
                 first[name] = 0.9 * first[name] + 0.1 * gradient
                 second[name] = 0.999 * second[name] + 0.001 * gradient**2
                 step = first[name] / (1 - 0.9**count) / (np.sqrt(second[name] / (1 - 0.999**count)) + 1e-8)
                 params[name] = params[name] - lr * step
-        run.losses.append(total / len(order))
-        if not math.isfinite(run.losses[-1]):
+            # the module refuses weights that are not finite: stop here and say so
+            if not (math.isfinite(loss) and all(np.isfinite(value).all() for value in params.values())):
+                run.diverged_at = epoch
+                break
+        run.losses.append(total / seen)
+        if run.diverged_at is not None:
             break
     run.params = params
+    run.seconds = time.perf_counter() - started
+    if run.diverged_at is not None:
+        return run
     run.held_out = module.loss(data.held_x, data.held_y, params, mask=data.held_mask)
     if data.vocabulary is not None and outputs.reduction == "all":
         run.bits_per_character = run.held_out / math.log(2)
@@ -221,8 +229,12 @@ def sample(module, params: dict, vocabulary: str, length: int, window: int, seed
 
 def summary(run: StepRun) -> str:
     lines = [f"data: {run.data}", f"outputs: {run.outputs}",
-             f"training loss: {run.losses[0]:.4f} (epoch 1) -> {run.losses[-1]:.4f} (epoch {len(run.losses)})",
-             f"held-out loss: {run.held_out:.4f}"]
+             f"training loss: {run.losses[0]:.4f} (epoch 1) -> {run.losses[-1]:.4f} (epoch {len(run.losses)})"]
+    if run.diverged_at is not None:
+        lines.append(f"diverged in epoch {run.diverged_at}: the loss or the weights left float64's range; "
+                     "lower --lr")
+    else:
+        lines.append(f"held-out loss: {run.held_out:.4f}")
     if run.bits_per_character is not None:
         lines.append(f"held-out bits per character: {run.bits_per_character:.3f}")
     if run.accuracy is not None:
