@@ -453,3 +453,24 @@ def test_a_diverged_run_is_reported_not_a_traceback(data):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     run = json.loads(result.stdout)
     assert run["diverged_at"] == 1 and run["sample"] is None
+
+
+@pytest.mark.parametrize("outputs", [Outputs("every", "softmax", 5, "all"), Outputs("every", "bce")], ids=["softmax", "bce"])
+def test_float32_inputs_with_a_mask_compute_in_float32(outputs):
+    """Before: the one-hot labels and the mask were float64, so the readout's gradients (and with a mask
+    every gradient's readout part) came back float64 beside the cell's float32 ones. The float32 result
+    is the float64 one to float32's reach."""
+    from symbolic.codegen import load
+
+    model = Model(cell=DUO, hidden=3, inputs=2, steps=5, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=outputs)
+    params, x, y, mask = _duo_point(d, outputs, "bool")
+    module = load(model, "loop")
+    want_loss, want = module.loss_and_grad(x, y, params, mask=mask)
+    small = {name: value.astype(np.float32) for name, value in params.items()}
+    y32 = y if outputs.loss == "softmax" else y.astype(np.float32)
+    loss, grads = module.loss_and_grad(x.astype(np.float32), y32, small, mask=mask)
+    assert {g.dtype for g in grads.values()} == {np.dtype(np.float32)}
+    assert abs(loss - want_loss) < 1e-5 * max(1.0, abs(want_loss))
+    for name, value in want.items():
+        np.testing.assert_allclose(grads[name], value, atol=1e-4 * max(1.0, np.abs(value).max()), rtol=0)
