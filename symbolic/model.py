@@ -108,17 +108,11 @@ class Model:
         elif self.skip is not None:
             raise UsageError(f"--skip is the lag of --cell skip and does not apply to --cell {self.cell_name}: "
                              "drop --skip, or use --cell skip")
-        if self.cell not in CONFIGURABLE_CELLS:
-            if self.activation != "tanh":
-                raise UsageError(
-                    f"--activation {self.activation} does not apply to --cell {self.cell_name}: its "
-                    "activations are written in its equations; drop --activation"
-                )
-            if self.bias:
-                raise UsageError(
-                    f"--bias does not apply to --cell {self.cell_name}: its biases are parameters of its "
-                    "equations; drop --bias"
-                )
+        if self.cell not in CONFIGURABLE_CELLS and self.activation != "tanh":
+            raise UsageError(
+                f"--activation {self.activation} does not apply to --cell {self.cell_name}: its "
+                "activations are written in its equations; drop --activation"
+            )
 
     @property
     def cell_name(self) -> str:

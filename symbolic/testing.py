@@ -25,7 +25,7 @@ from .verify.grade_pairs import grade_pair
 
 
 def assert_bptt(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
-                bias: bool = False, inputs: int = 3, seed: int = 0) -> None:
+                bias: bool = False, inputs: int = 3, seed: int = 0, outputs=None) -> None:
     """Raise AssertionError, its message the diagnosis, unless ``fn``'s loss and gradients are exact.
 
     ``cell``: ``"rnn"``, ``"lstm"``, ``"gru"``, a cell file's path or a ``Cell``; ``steps``: None when
@@ -33,12 +33,13 @@ def assert_bptt(fn, cell="rnn", steps: int | None = None, hidden: int | None = N
     the one length it takes; ``hidden``: None for grade's default (3; 1 for the plain RNN's positional
     form, the notes' scalars). A function that cannot be called as the interface says (wrong signature,
     it raises, it returns something else) fails too, its own exception chained; options that make no
-    sense (an unknown cell, hidden=0) raise ``symbolic.UsageError``.
+    sense (an unknown cell, hidden=0) raise ``symbolic.UsageError``. ``outputs``: a
+    ``symbolic.outputs.Outputs`` for a readout after every step (None: the notes' after the last).
     """
     __tracebackhide__ = True  # pytest: the failure points at the test's call
     try:
         report = grade_function(fn, cell=cell, steps=steps, hidden=hidden, activation=activation, bias=bias,
-                                inputs=inputs, seed=seed, steps_hint="steps=N")
+                                inputs=inputs, seed=seed, steps_hint="steps=N", outputs=outputs)
     except FunctionUnusable as error:
         raise AssertionError(f"cannot grade: {error}") from error.__cause__
     if not report.passed:

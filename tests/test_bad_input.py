@@ -57,9 +57,8 @@ ROWS = [
     (["train", "--cell", "lstm", "--init-w-h", "1"], "--init-w-h sets the plain RNN's w_h"),
     (["train", "--forget-bias", "5"], "--forget-bias sets a per-unit parameter of a gated cell (b_f of --cell lstm)"),
     (["analyze", "-n", "3", "--cell", "lstm", "--w-i", "1,1,1"], "--w-i sets a weight of the plain RNN"),
-    (["analyze", "-n", "3", "--cell", "lstm", "--bias"], "--bias does not apply to --cell lstm"),
+    (["codegen", "--cell", "lstm", "--bias", "--target", "torch"], "leaves the readout to you: drop --bias"),
     (["derive", "--cell", "lstm", "--activation", "sigmoid"], "does not apply to --cell lstm"),
-    (["derive", "--cell", "lstm", "--bias"], "--bias does not apply to --cell lstm"),
     (["derive", "--cell", "lstm", "--format", "html"], "unknown format 'html'"),
     # unknown names
     *[

@@ -184,7 +184,6 @@ def test_cli_settings_input_words_and_determinism():
         (["--cell", "lstm", "--w-i", "1,1,1"], "--w-i sets a weight of the plain RNN"),
         (["--cell", "lstm", "--hidden", "2", "--w-h", "1"], "use --w-h-scale"),
         (["--cell", "lstm", "--activation", "relu"], "does not apply to --cell lstm"),
-        (["--cell", "lstm", "--bias"], "--bias does not apply to --cell lstm"),
         (["--cell", "lstm", "--forget-bias", "nan"], "must be a finite number"),
         (["--cell", "gru", "--forget-bias", "1"], "cell gru has no per-unit parameter b_f"),
         (["--cell", "gru", "--set", "b_r"], "--set takes NAME=VALUE"),

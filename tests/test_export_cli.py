@@ -48,6 +48,8 @@ def test_a_numpy_module_needs_neither_framework():
     (["--cell", "gru", "--target", "tensorflow"], "unknown target 'tensorflow'"),
     (["--cell", "gru", "--target", "jax", "--backend", "numba"], "--backend numba is for --target numpy"),
     (["--cell", "lstm", "--target", "torch", "--mode", "unrolled"], "--mode unrolled is for --target numpy"),
+    (["--cell", "gru", "--target", "jax", "--readout", "every"], "leaves the readout and loss to you"),
+    (["--cell", "rnn", "--target", "torch", "--loss", "mse"], "leaves the readout and loss to you"),
 ])
 def test_mistakes_are_one_line(argv, fragment):
     one_line_error(run_bptt("codegen", *argv), fragment)

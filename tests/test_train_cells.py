@@ -148,7 +148,6 @@ def test_short_runs_are_deterministic_and_summarised():
         (["--cell", "lstm", "--init", "identity"], "--init identity applies to the plain RNN"),
         (["--cell", "gru", "--init-w-h", "1"], "--init-w-h sets the plain RNN's w_h"),
         (["--cell", "lstm", "--activation", "relu"], "does not apply to --cell lstm"),
-        (["--cell", "gru", "--bias"], "--bias does not apply to --cell gru"),
         (["--cell", "lstm", "--forget-bias", "x"], "--forget-bias must be a number"),
         (["--cell", "gru", "--forget-bias", "1"], "cell gru has no per-unit parameter b_f"),
         (["--cell", "gru", "--set", "b_z"], "--set takes NAME=VALUE"),

@@ -19,6 +19,8 @@ from .spec import Cell
 BUILTIN = {"rnn": "rnn", "lstm": "lstm", "gru": "gru", "skip": "skip"}
 #: Cells whose equations take the model's activation and bias options.
 CONFIGURABLE = {"rnn", "skip"}
+#: The readout's bias that --bias adds to a cell whose own biases are parameters of its equations.
+READOUT_BIAS = "b_y"
 
 
 def load_cell(path: str | Path) -> Cell:
@@ -130,9 +132,10 @@ def builtin(name: str, activation: str = "tanh", bias: bool = False, skip: int |
 
 def cell_of(model) -> Cell:
     """The cell of a ``Model``: a built-in name, or a cell file's path."""
-    if model.cell in BUILTIN:
-        return builtin(model.cell, model.activation, model.bias, model.skip)
-    return load_cell(model.cell)
+    cell = builtin(model.cell, model.activation, model.bias, model.skip) if model.cell in BUILTIN else load_cell(model.cell)
+    if model.bias and not cell.readout_bias:   # a cell whose biases are in its equations: --bias is the readout's
+        cell.add_readout_bias(READOUT_BIAS)
+    return cell
 
 
 def cell(name: str, **options) -> Cell:

@@ -153,6 +153,18 @@ class Cell:
             self._claim(_checked_name(readout_bias, "readout bias"), "readout bias")
         self._order.clear()   # the readout comes last in the parameters, not first
 
+    def add_readout_bias(self, name: str) -> Cell:
+        """Give the readout a bias (``--bias`` on a cell whose own biases are in its equations)."""
+        if name in self._names:
+            raise UsageError(f"--bias adds the readout's bias {name}, but cell {self.name!r} already has a "
+                             f"parameter {name}: rename it in the cell file, or drop --bias")
+        self._claim(name, "readout bias")
+        self._order.remove(name)   # the readout's parameters come last
+        self.readout_bias = name
+        if self.positional:
+            self.positional = (*self.positional, name)
+        return self
+
     # -- declarations ---------------------------------------------------------------------------------
 
     def input(self) -> sp.Symbol:

@@ -42,7 +42,9 @@ def _shape_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--bias", action="store_true",
-        help="add biases: b_h inside f and b_o in the output logit (the notes' model has none)",
+        help="add biases: for rnn and skip, b_h inside f and b_o in the readout (the notes' model has none); "
+        "for a cell whose biases are in its equations (lstm, gru, a cell file), the readout's bias b_y: (K,) "
+        "with --loss softmax, else a scalar",
     )
     parser.add_argument(
         "--cell", default="rnn", metavar="CELL",
@@ -237,11 +239,16 @@ def _grade_parser(commands) -> None:
             "dropped, f′ missing or at the wrong step, the total derivative for the immediate partial, W_h "
             "for W_hᵀ, the batch mean, the carousel or another direct path, the sign of ŷ − y). Exit 0 "
             "right, 1 wrong, 2 when the function cannot be graded (missing, wrong signature, raises, exits, "
-            "crashes or exceeds --timeout). Anything the file prints goes to stderr."
+            "crashes or exceeds --timeout). Anything the file prints goes to stderr. With --readout every "
+            "--loss softmax|mse|bce [--classes K] [--reduction steps|all] it grades the many-to-many setting, "
+            "a readout and a loss term after every step (min-char-rnn's): y is then (B, n), class indices for "
+            "softmax, and the mistakes include the carry dh_next missing (δ_t from step t's own loss alone), "
+            "the loss of the last step only, the softmax's 1 at the target not subtracted and the reduction "
+            "mixed up."
         ),
         epilog=(
             "Interface: the plain RNN as loss_and_grad(x, y, w_i, w_h, w_o) -> (loss, dw_i, dw_h, dw_o) with "
-            "x (B, n, D), y (B,), at H = 1 w_i (D,) and w_h, w_o numbers, for --hidden H w_i (H, D), "
+            "x (B, n, D), y (B,) ((B, n) with --readout every), at H = 1 w_i (D,) and w_h, w_o numbers, for --hidden H w_i (H, D), "
             "w_h (H, H), w_o (H,), with --bias also b_h=, b_o= (returning db_h, db_o); every other cell as "
             "loss_and_grad(x, y, params) -> (loss, grads), dicts keyed by parameter name."
         ),
@@ -256,10 +263,12 @@ def _grade_parser(commands) -> None:
                        help="hidden size H (default: 3, where a matrix and its transpose differ; 1, the notes' "
                             "scalar model, for the plain RNN's loss_and_grad(x, y, w_i, w_h, w_o))")
     grade.add_argument("--inputs", default="3", metavar="D", help="input size D (default: 3, the notes' one-hot words)")
-    grade.add_argument("--bias", action="store_true", help="the RNN with biases b_h and b_o")
+    grade.add_argument("--bias", action="store_true",
+                       help="the RNN with biases b_h and b_o; for lstm, gru or a cell file, the readout's bias b_y")
     skip_option(grade)
     grade.add_argument("--function", default="loss_and_grad", metavar="NAME",
                        help="the function to grade (default: loss_and_grad)")
+    _readout_options(grade)
     grade.add_argument(
         "--steps", "-n", default=None, metavar="N",
         help="grade at this sequence length only, for a function that takes one length (default: n = 1..8, "
@@ -272,6 +281,14 @@ def _grade_parser(commands) -> None:
         help="time limit for each call into the file (its import, each call of the function), after which "
         "grading stops with exit 2 (default: 60)",
     )
+    _pair_options(grade)
+    grade.add_argument("--strict", action="store_true",
+                       help="grade an implementation that computes in float32 at float64's tolerance (exit 1)")
+    grade.set_defaults(handler=verify.grade)
+
+
+def _pair_options(grade) -> None:
+    """grade's options for a forward/backward pair or a layer (verify/grade_pairs.py)."""
     pair = grade.add_argument_group(
         "forward/backward pairs (CS231n's rnn_forward(x, h0, Wx, Wh, b) -> (h, cache), "
         "rnn_backward(dh, cache) -> (dx, dh0, dWx, dWh, db)); grade injects dL/dh_t at every step")
@@ -295,9 +312,6 @@ def _grade_parser(commands) -> None:
     pair.add_argument("--grads-from", default=None, metavar="ATTR",
                       help="where the layer keeps its weight gradients: layer.grads (a list in --params order or a "
                            "dict by name) or layer.d{} (one attribute per weight: layer.dWx, layer.dWh, layer.db)")
-    grade.add_argument("--strict", action="store_true",
-                       help="grade an implementation that computes in float32 at float64's tolerance (exit 1)")
-    grade.set_defaults(handler=verify.grade)
 
 
 # -- analyze, train, demo (symbolic/study, cli/demo.py) ----------------------------------------------------
@@ -319,7 +333,14 @@ def _analyze_parser(commands) -> None:
             "1/gamma is sufficient for vanishing, > 1/gamma necessary for exploding), and the spectral "
             "norms of the Jacobian products per gap next to the bound (gamma*sigma_max)^gap; the regime "
             "is judged the same way from gamma*sigma_max and the product's growth per step "
-            "m = ||product over n-1 steps||^(1/(n-1))."
+            "m = ||product over n-1 steps||^(1/(n-1)). "
+            "With a loss at every step (--readout every, any --loss) it reports which loss terms reach "
+            "which step: dL/dtheta of the cell's parameters split by the gap t - j between the loss at "
+            "step t and the step j where it meets the parameters, each gap's share, the gaps within which "
+            "90% and 99% of the gradient arrive, and ||dL_t/ds_(t-gap)|| / ||dL_t/ds_t|| per gap; the "
+            "regime is judged from that ratio's factor m per step of gap. Its labels y_t are drawn with "
+            "--seed; the weights are init_params(--seed), --set NAME=V, and --w-h-scale S sets every "
+            "recurrent matrix (one applied to anything but x_t) to S*Q."
         ),
     )
     analyze.add_argument(

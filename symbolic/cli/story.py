@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UsageError
+from ..model import CONFIGURABLE_CELLS
 from .common import after_proof, derivation_for, example_name, model_of, write_or_print
 
 
@@ -80,6 +81,12 @@ def _codegen_target(model, args) -> int:
     for option, value in (("--backend", args.backend if args.backend != "numpy" else None), ("--mode", args.mode)):
         if value is not None:   # a framework module loops over any length, in the framework's own code
             raise UsageError(f"{option} {value} is for --target numpy: drop it with --target {args.target}")
+    if not model.outputs.default:   # the framework module returns every state; the readout and loss are the user's
+        raise UsageError(f"{model.outputs.flags} chooses the generated readout and loss; a --target {args.target} "
+                         "module returns every step's states and leaves the readout and loss to you: drop them")
+    if model.bias and model.cell not in CONFIGURABLE_CELLS:
+        raise UsageError(f"--bias gives --cell {model.cell_name} a readout bias b_y; a --target {args.target} module "
+                         "leaves the readout to you: drop --bias")
     if args.output:
         from ..files import check_target
 

@@ -21,15 +21,14 @@ def analyze(args) -> int:
     from ..study import analysis
 
     model = check_shape(args)
-    if not model.outputs.default:
-        raise UsageError(f"bptt analyze measures the many-to-one readout only, not {model.outputs.flags} yet: "
-                         "drop those options")
     words = None
     if args.input is not None:
         words = [word for word in args.input.replace(",", " ").split()]
     steps = None if args.steps is None else int_option(args.steps, "--steps", minimum=1)
     seed = int_option(args.seed, "--seed")
     scale = None if args.w_h_scale is None else float_option(args.w_h_scale, "--w-h-scale")
+    if not model.outputs.default:
+        return _analyze_reach(args, model, steps, words, seed, scale)
     if model.gated:
         pass  # the cell's weights come from --seed and --set (see _analyze_cell)
     elif model.scalar:
@@ -100,6 +99,33 @@ def _analyze_cell(args, model, steps, words, seed, scale) -> int:
         print(json_text(result.as_json()))
     else:
         sys.stdout.write(cell_analysis.table(result))
+    if plot_path:
+        print(f"wrote {plot_path}", file=sys.stderr)
+    return 0
+
+
+def _analyze_reach(args, model, steps, words, seed, scale) -> int:
+    """bptt analyze --readout every (or another loss): which loss terms reach which step (study/reach)."""
+    from ..files import json_text
+    from ..study import reach
+
+    given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
+    if given:
+        raise UsageError(f"{given[0]} sets a weight of the notes' scalar model; with {model.outputs.flags} the "
+                         "weights come from --seed (init_params), --set NAME=V and --w-h-scale S: drop it")
+    if args.w_h is not None:
+        if model.hidden != 1:
+            raise UsageError(f"--w-h sets a scalar recurrent weight; with --hidden {model.hidden} use --w-h-scale S")
+        scale = float_option(args.w_h, "--w-h")
+    plot_path = plot_target(args.plot)
+    result = reach.analyze_reach(model, derivation_for(model), steps=steps, words=words, seed=seed,
+                                 settings=settings_of(args), w_h_scale=scale)
+    if plot_path:
+        reach.plot(result, plot_path)
+    if args.json:
+        print(json_text(result.as_json()))
+    else:
+        sys.stdout.write(reach.table(result))
     if plot_path:
         print(f"wrote {plot_path}", file=sys.stderr)
     return 0

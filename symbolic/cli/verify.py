@@ -10,8 +10,15 @@ def check(args) -> int:
 
 def grade(args) -> int:
     from ..verify.grade import run_grade
+    from .common import outputs_of_args
 
+    outputs = outputs_of_args(args)  # a bad --loss or --classes before any file runs
     if args.forward or args.backward or args.layer or args.grads_from:
+        if not outputs.default:
+            from ..errors import UsageError
+
+            raise UsageError(f"{outputs.flags} grades a loss_and_grad; a forward/backward pair takes dL/dh_t at "
+                             "every step already and has no readout: drop " + outputs.flags)
         return _grade_pair(args)
     pair_only = [flag for flag, value in (("--layout", args.layout), ("--gates", args.gates), ("--params", args.params),
                                           ("--concat", args.concat)) if value is not None]
@@ -23,7 +30,7 @@ def grade(args) -> int:
     return run_grade(args.file, cell=args.cell, skip=args.skip, activation=args.activation, hidden=args.hidden,
                      function=args.function, as_json=args.json, steps=args.steps, bias=args.bias,
                      inputs=args.inputs, seed=args.seed, timeout=args.timeout, strict=args.strict,
-                     unbatched=args.unbatched)
+                     unbatched=args.unbatched, outputs=None if outputs.default else outputs)
 
 
 def _grade_pair(args) -> int:

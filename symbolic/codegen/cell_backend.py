@@ -177,47 +177,28 @@ def _cell_context(model, d: CellDerivation) -> dict:
 
 def _outputs_context(d: CellDerivation) -> dict:
     """The output side of a module other than the notes' (templates/numpy/outputs.j2)."""
-    o = d.outputs
-    return {"readout": o.readout, "loss": o.loss, "classes": o.classes, "reduction": o.reduction,
-            "every": o.every, "describe": o.describe, "flags": o.flags, **_outputs_prose(d)}
-
-
-def _outputs_prose(d: CellDerivation) -> dict:
-    """The module docstring's sentences on the output side: the readout and loss, how the δ recursion
-    is seeded, the readout's gradient and the labels' shape (the notes' sentences say ŷ = σ(w_yᵀ s_n))."""
     o, cell = d.outputs, d.cell
     t = "t" if o.every else "n"
-    state, weight = f"{d.output_state}_{t}", cell.readout
-    bias = f" + {cell.readout_bias}" if cell.readout_bias else ""
-    z = f"{weight} {state}{bias}" if o.loss == "softmax" else f"{weight}ᵀ {state}{bias}"
-    y = f"y_{t}" if o.every else "y"
-    readout = {"softmax": f"ŷ_{t} = softmax({z}) over K = {o.classes} classes, ℓ_{t} = −log ŷ_{t}[{y}]",
-               "bce": f"ŷ_{t} = σ({z}), ℓ_{t} = −{y} log ŷ_{t} − (1 − {y}) log(1 − ŷ_{t})",
-               "mse": f"ŷ_{t} = {z}, ℓ_{t} = (ŷ_{t} − {y})²"}[o.loss]
-    error = {"softmax": f"ŷ_{t} − e_({y})", "bce": f"ŷ_{t} − {y}", "mse": f"2 (ŷ_{t} − {y})"}[o.loss]
+    weight = f"{cell.readout} {d.output_state}_{t}" if o.width else f"{cell.readout}ᵀ {d.output_state}_{t}"
+    logit = weight + (f" + {cell.readout_bias}" if cell.readout_bias else "")
+    readout = {"bce": f"ŷ_{t} = σ(z_{t}), ℓ_{t} = −y_{t} log ŷ_{t} − (1 − y_{t}) log(1 − ŷ_{t})",
+               "softmax": f"ŷ_{t} = softmax(z_{t}) over K = {o.classes} classes, ℓ_{t} = −log ŷ_{t}[y_{t}]",
+               "mse": f"ŷ_{t} = z_{t}, ℓ_{t} = (ŷ_{t} − y_{t})²"}[o.loss]
+    error = {"bce": f"ŷ_{t} − y_{t}", "softmax": f"ŷ_{t} − e_(y_{t})", "mse": f"2 (ŷ_{t} − y_{t})"}[o.loss]
     if not o.every:
-        total = "L = the batch mean of ℓ_n"
+        total = "L = ℓ_n averaged over the batch"
     elif o.reduction == "steps":
-        total = "L = the batch mean of Σ_t m_t ℓ_t"
+        total = "L = (1/B) Σ_b Σ_t m_t ℓ_t, m the mask (1 where none is given)"
     else:
-        total = "L = Σ m_t ℓ_t / Σ m_t over every step and sequence"
-    where = "after every step" if o.every else "after the last step"
-    sent = f"{weight}ᵀ e_{t}" if o.loss == "softmax" else f"e_{t} {weight}"
-    seed = (f"every state's δ_(n+1→n) = 0 and the readout at step t adding {sent} to δ{d.output_state}_t"
-            if o.every else f"δ{d.output_state}_(n+1→n) = {sent} and every other state's δ_(n+1→n) = 0")
-    labels = ("class indices 0..K − 1" if o.loss == "softmax" else "values in [0, 1]" if o.loss == "bce"
+        total = "L = Σ_b Σ_t m_t ℓ_t / Σ_b Σ_t m_t, m the mask (1 where none is given)"
+    labels = ("class indices in 0..K−1" if o.loss == "softmax" else "0/1 (or in [0, 1])" if o.loss == "bce"
               else "numbers")
-    shape = "(B, n)" if o.every else "(B,)"
-    return {
-        "formula": f"states start at 0; a readout {where}: {readout}; {total}" + (
-            " (m the mask, 1 without one)." if o.every else "."),
-        "seed": f"{seed}, e_{t} = ∂ℓ_{t}/∂z_{t} = {error}" + (" (times m_t and the reduction's weight)" if o.every else ""),
-        "readout_gradient": f"∂L/∂{weight} = Σ_t e_t {state}ᵀ" if o.every else f"∂L/∂{weight} = e_n {state}ᵀ",
-        "labels": f"y: {shape}, {labels}" + ("; mask: (B, n) of 0/1 or None" if o.every else ""),
-        "factor": f"e_t = ∂ℓ_t/∂z_t per readout, (B, {'n' if o.every else '1'}{', K' if o.loss == 'softmax' else ''}), "
-                  "times the mask and the reduction's weight (the readout's gradient is Σ_t e_t "
-                  f"{d.output_state}_tᵀ over the batch)",
-    }
+    return {"readout": o.readout, "loss": o.loss, "classes": o.classes, "reduction": o.reduction,
+            "every": o.every, "describe": o.describe, "flags": o.flags,
+            "formulas": [f"z_{t} = {logit}, {readout}", total],
+            "error": f"e_{t} = ∂ℓ_{t}/∂z_{t} = {error}",
+            "sends": f"{cell.readout}ᵀ e_{t}" if o.width else f"e_{t} {cell.readout}",
+            "y_shape": f"({'B, n' if o.every else 'B,'}) of {labels}"}
 
 
 def _statements(context: dict) -> dict:

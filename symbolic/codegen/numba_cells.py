@@ -159,7 +159,8 @@ def _helpers(d, kernel_helpers: set) -> dict:
     scalar = NumbaScalarPrinter()
     y_hat, y = d.symbols["y_hat"], d.symbols["y"]
     output_factor_code = scalar.doprint(d.output_factor.xreplace({y_hat: sp.Symbol("y_hat"), y: sp.Symbol("y")}))
-    helpers = scalar.helpers | kernel_helpers
+    # the softmax readout's kernel (_softmax_cross_entropy) exponentiates every logit
+    helpers = scalar.helpers | kernel_helpers | ({"exp"} if d.outputs.loss == "softmax" else set())
     return {
         "output_factor_code": output_factor_code,
         **{f"uses_{name}": name in helpers for name in ("relu", "heaviside", "tanh", "logistic", "exp")},

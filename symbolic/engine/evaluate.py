@@ -340,7 +340,8 @@ def _backward(d: CellDerivation, p: dict, x, history: list, received: dict, grad
         for linear in d.linears:   # δx_t = Σ Mᵀ δ(M x)_t over the maps of x
             delta = d.symbols["linear_delta"][linear.symbol]
             if inputs and linear.operand == "x" and delta != 0:
-                dx[t] = dx[t] + _transpose_apply(resolve(delta) + zero, p[linear.matrix], d.transpose)
+                # the input's own map is transposed in every derivation, "untransposed" too (it mutates W_h)
+                dx[t] = dx[t] + _transpose_apply(resolve(delta) + zero, p[linear.matrix], True)
         for state, lags in d.lags.items():
             for lag in lags:
                 adjoint = d.sent_at(state, lag)
@@ -357,25 +358,43 @@ def _backward(d: CellDerivation, p: dict, x, history: list, received: dict, grad
     return initial, np.stack(dx, axis=1) if inputs else None
 
 
-def vjp(d: CellDerivation, params: dict, x, upstream: dict, initial: dict | None = None) -> tuple:
+def vjp(d: CellDerivation, params: dict, x, upstream: dict, initial: dict | None = None,
+        digits: int | None = None) -> tuple:
     """The backward pass for any upstream gradient: (grads, dx, dinitial) with ``upstream`` state →
     (B, n, H) ∂L/∂s_t (zero where missing), ``initial`` state → (B, H) s_0 (zero when None); grads of
     the cell's parameters (not the readout), summed over the batch; dx (B, n, D); dinitial state → (B, H).
-    The reference of the generated modules' vjp, in float64."""
-    numbers = _Float64()
+    The reference of the generated modules' vjp, in float64 (or mpmath at ``digits``)."""
+    grads, dx, dinitial, _ = vjp_with_states(d, params, x, upstream, initial, digits)
+    return grads, dx, dinitial
+
+
+def vjp_with_states(d: CellDerivation, params: dict, x, upstream: dict, initial: dict | None = None,
+                    digits: int | None = None) -> tuple:
+    """``vjp``'s (grads, dx, dinitial) and the forward states (state → [s_0, …, s_n]): the one
+    implementation behind ``vjp`` and grade's pairs (``engine/vjp.py``)."""
+    if digits is None:
+        return _vjp(d, params, x, upstream, initial, _Float64())
+    import mpmath
+
+    with mpmath.workdps(digits):
+        return _vjp(d, params, x, upstream, initial, _Mpmath())
+
+
+def _vjp(d: CellDerivation, params: dict, x, upstream: dict, initial, numbers) -> tuple:
     x = numbers.array(x)
     p = {name: numbers.array(params[name]) for name in d.parameters if name in params}
     hidden = next(np.shape(v)[-1] for v in upstream.values()) if upstream else p[d.cell.readout].shape[-1]
-    p.setdefault(d.cell.readout, np.zeros(hidden))
+    p.setdefault(d.cell.readout, numbers.zeros(hidden))   # it only sets H: the readout is not in a vjp
     batch, steps, _ = x.shape
-    history, _ = _forward(d, p, x, numbers, initial)
-    zero = np.zeros((batch, hidden))
-    received = {state: [zero] + [numbers.array(upstream[state])[:, t] if state in upstream else zero
-                                 for t in range(steps)] for state in d.states}
+    zero = numbers.zeros((batch, hidden))
+    history, states = _forward(d, p, x, numbers, initial)
+    given = {state: numbers.array(value) for state, value in upstream.items() if state in d.states}
+    received = {state: [zero] + [given[state][:, t] + zero if state in given else zero for t in range(steps)]
+                for state in d.states}
     readout = {d.cell.readout, d.cell.readout_bias}
-    gradients = {name: np.zeros(np.shape(value)) for name, value in p.items() if name not in readout}
+    gradients = {name: numbers.zeros(np.shape(value)) for name, value in p.items() if name not in readout}
     dinitial, dx = _backward(d, p, x, history, received, gradients, numbers, inputs=True)
-    return gradients, dx, dinitial
+    return gradients, dx, dinitial, states
 
 
 def _transpose_apply(delta, matrix, transpose: bool):
@@ -383,4 +402,4 @@ def _transpose_apply(delta, matrix, transpose: bool):
     return delta @ matrix if transpose else delta @ matrix.T
 
 
-__all__ = ["Values", "evaluate", "forward_values", "vjp"]
+__all__ = ["Values", "evaluate", "forward_values", "vjp", "vjp_with_states"]

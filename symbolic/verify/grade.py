@@ -58,7 +58,7 @@ from .grade_diagnoses import (
     probed,
     within_float32,
 )
-from .grade_mistakes import _Candidates
+from .grade_every import candidates_for, labels, localisation, retell
 from .grade_report import (
     DIGITS,
     EXTRA_MISTAKES,
@@ -221,10 +221,10 @@ def _interface(d, hidden: int | None, inputs: int, name: str, fn) -> Interface:
     keywords = tuple(p for p in positional if p in cell.vectors or p == cell.readout_bias)
     positional = tuple(p for p in positional if p not in keywords)
     # the dict form for a function of (x, y, params) exactly; *args takes the positional form
-    use_positional = bool(positional) and (
+    use_positional = bool(positional) and not _third_is_params(fn) and (
         _takes(fn, 2 + len(positional), keywords) or not _takes(fn, 3, ()))
-    if hidden is None:
-        hidden = 1 if use_positional and not keywords else HIDDEN
+    if hidden is None:  # the notes' scalars only with their readout
+        hidden = 1 if use_positional and not keywords and d.outputs.default else HIDDEN
     engine_shapes = d.shapes(hidden, inputs)
     if use_positional and hidden == 1 and not keywords:
         # the notes' scalar model: w_i (D,), w_h and w_o numbers
@@ -237,6 +237,15 @@ def _interface(d, hidden: int | None, inputs: int, name: str, fn) -> Interface:
         shapes = {p: shapes[p] for p in order}
         return Interface(name, shapes, {p: engine_shapes[p] for p in order}, positional, keywords, hidden)
     return Interface(name, shapes, engine_shapes, hidden=hidden)
+
+
+def _third_is_params(fn) -> bool:
+    """fn(x, y, params, …): the dict form, even where mask=, initial= would take the positional weights."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return False
+    return len(names) >= 3 and names[2] == "params"
 
 
 def _takes(fn, count: int, keywords: tuple) -> bool:
@@ -257,7 +266,8 @@ def _takes(fn, count: int, keywords: tuple) -> bool:
 
 @dataclass(eq=False)  # cases are told apart by identity (their arrays have no truth value)
 class Case:
-    """One call: x (B, n, D), y (B,), params in the engine's shapes, and what came back."""
+    """One call: x (B, n, D), y (B,) ((B, n) with a readout after every step), params in the engine's
+    shapes, and what came back."""
 
     steps: int
     batch: int
@@ -300,9 +310,9 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
     for n in lengths:
         for batch in batches:
             x = rng.normal(size=(batch, n, inputs))
-            y = rng.integers(0, 2, size=batch).astype(float)
+            y = labels(d.outputs, rng, batch, n)
             cases.append(Case(n, batch, "random", x, y, point()))
-        if n == 3 and inputs == 3:
+        if n == 3 and inputs == 3 and d.outputs.default:
             from ..study.data import NOTES, encode
 
             x = np.stack([encode(text) for text, _ in NOTES])
@@ -314,7 +324,7 @@ def _cases(d, hidden: int, inputs: int, steps: int | None, seed: int) -> list[Ca
 # -- grading -------------------------------------------------------------------------------------------
 
 
-def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps, skip=None):
+def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps, skip=None, outputs=None):
     """The exact derivation and the validated sizes; options a user gets wrong raise UsageError."""
     from ..cells import BUILTIN, cell_of
     from ..cells.spec import Cell
@@ -323,29 +333,30 @@ def _derivation(cell, activation: str, hidden, bias: bool, inputs, steps, skip=N
 
     model = Model(steps=steps if steps is not None else 3, activation=activation, inputs=inputs,
                   hidden=1 if hidden is None else hidden, cell="rnn" if isinstance(cell, Cell) else cell, bias=bias,
-                  skip=skip)
+                  skip=skip, outputs=outputs)
     if isinstance(cell, Cell) or model.cell in BUILTIN:
         chosen = cell if isinstance(cell, Cell) else cell_of(model)
     else:
         call_starts("cell")  # in bptt grade's child process, a cell file's top-level code is timed too
         chosen = cell_of(model)
         call_returns()
-    return derive_cell(chosen), model
+    return derive_cell(chosen, outputs=model.outputs), model
 
 
 def grade_function(fn, cell="rnn", steps: int | None = None, hidden: int | None = None, activation: str = "tanh",
                    bias: bool = False, inputs: int = 3, seed: int = 0, name: str | None = None,
                    steps_hint: str = "steps=N", strict: bool = False, unbatched: bool = False,
-                   skip: int | None = None) -> Report:
+                   skip: int | None = None, outputs=None) -> Report:
     """Grade ``fn`` (a generated module's ``loss_and_grad`` interface) against the exact BPTT of ``cell``.
 
     ``cell``: a built-in name, a cell file's path, or a ``Cell``; ``steps``: None to grade every length
     in LENGTHS (the function must take any n), or the one length it takes; ``hidden``: None for HIDDEN
-    (1 for the plain RNN's positional form, the notes' scalar model). Raises UsageError for bad options
+    (1 for the plain RNN's positional form, the notes' scalar model); ``outputs``: a
+    ``symbolic.outputs.Outputs`` (None: the notes' readout after the last step). Raises UsageError for bad options
     and FunctionUnusable when fn cannot be graded. fn runs in this process (``bptt grade`` runs it in a
     sandbox process of its own).
     """
-    d, model = _derivation(cell, activation, hidden, bias, inputs, steps, skip)
+    d, model = _derivation(cell, activation, hidden, bias, inputs, steps, skip, outputs)
     report = _grade(d, model, fn, hidden, steps, seed, name, steps_hint, strict=strict, unbatched=unbatched)
     return report
 
@@ -421,7 +432,8 @@ def _grade(d, model, fn, hidden, steps, seed: int, name, steps_hint: str, cell_h
         and not _follows_float64(d, interface, fn, cases))
     report = _judge(d, interface, cases, steps, strict, float32)
     report.settings = {"cell": d.cell.name, "activation": model.activation, "hidden": interface.hidden,
-                       "inputs": model.inputs, "bias": model.bias, "steps": steps, "seed": seed}
+                       "inputs": model.inputs, "bias": model.bias, "steps": steps, "seed": seed,
+                       **({} if d.outputs.default else {"outputs": d.outputs.flags})}
     return report
 
 
@@ -453,7 +465,7 @@ def _per_sequence(fn, interface: Interface):
     """``fn`` of one sequence (x (n, D), y a number) as a function of a batch: the mean of its losses and
     gradients, returned as fn returns them (float32 kept, for the float32 diagnosis)."""
     def batched(x, y, *args, **kwargs):
-        raw = [fn(x[b], float(y[b]), *args, **kwargs) for b in range(len(x))]
+        raw = [fn(x[b], y[b] if np.ndim(y) > 1 else float(y[b]), *args, **kwargs) for b in range(len(x))]
         outputs = [interface.outputs(result) for result in raw]
         dtype = np.float32 if low_precision(raw) else float
         loss = np.mean([loss for loss, _ in outputs]).astype(dtype)
@@ -499,10 +511,11 @@ def _judge(d, interface: Interface, cases: list[Case], steps, strict: bool = Fal
             [()] if not finding.right else [])
         findings.append(finding)
     model = f"{d.cell.description} (cell {d.cell.name})" if d.cell.description else f"cell {d.cell.name}"
-    hidden = cases[0].params[d.cell.readout].shape[0]
+    hidden = cases[0].params[d.cell.readout].shape[-1]
     inputs = cases[0].x.shape[2]
-    report = Report(interface.name, interface.describe(), f"{model}, H = {hidden}, D = {inputs}", {}, cases,
-                    findings)
+    outputs = "" if d.outputs.default else f"; {d.outputs.describe}"
+    report = Report(interface.name, interface.describe(), f"{model}, H = {hidden}, D = {inputs}{outputs}", {},
+                    cases, findings)
     if report.passed:
         return report
     names = [f.parameter for f in findings[1:]]
@@ -516,8 +529,9 @@ def _judge(d, interface: Interface, cases: list[Case], steps, strict: bool = Fal
             for finding in findings:
                 finding.right, finding.entries, finding.failing_steps = True, [], []
         return report
-    report.localisation = _localise(findings, cases, steps)
+    report.localisation = localisation(_localise(findings, cases, steps), d.outputs.every)
     _name_mistakes(d, interface, cases, report)
+    retell(report)
     if report.mistake is None:
         wrong = [f.parameter for f in findings[1:] if not f.right]
         report.diagnosis = diagnose(cases, wrong, [(c.user, c.exact) for c in cases]) if wrong else None
@@ -593,7 +607,9 @@ def _name_mistakes(d, interface: Interface, cases: list[Case], report: Report) -
         loss = report.findings[0]
         report.mistake = loss.mistake
         return
-    candidates = _Candidates(d, interface)
+    candidates = candidates_for(d, interface)
+    if not d.outputs.default:  # the notes' catalogue does not all apply: name what was tried
+        report.tried = candidates.tried()
     failing = [c for c in cases if any(np.max(_relative(c.user, c.exact)[p], initial=0) > RELATIVE for p in wrong)]
     ordered = failing + [c for c in cases if c not in failing]
     matches = []
@@ -669,14 +685,14 @@ GRADE_WORDING = Wording(
 
 def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_and_grad", as_json=False,
               steps=None, bias=False, inputs=3, seed=0, timeout=DEFAULT_TIMEOUT, strict=False,
-              unbatched=False, skip=None) -> int:
+              unbatched=False, skip=None, outputs=None) -> int:
     """``bptt grade``: print the diagnosis; 0 right, 1 wrong. Unusable input raises UsageError (exit 2).
 
     The grading runs in one child process (``symbolic.verify.check.run_in_child``, as ``bptt check``): the file
     is imported there (its top-level code runs) and each call into it (the import, each call of the
     function) must return within ``timeout`` seconds. A file that hangs, exits, crashes or raises is a
     ``UsageError`` (``FunctionUnusable`` when the function cannot be graded); what it prints goes to
-    stderr, so that --json output stays one JSON document.
+    stderr, so that --json output stays one JSON document. ``outputs``: an ``Outputs`` (None: the notes').
     """
     try:
         seed = int(str(seed).strip())
@@ -687,7 +703,8 @@ def run_grade(path, cell="rnn", activation="tanh", hidden=None, function="loss_a
     timeout = _timeout(timeout)
     options = {"cell": os.fspath(cell) if isinstance(cell, os.PathLike) else cell, "activation": activation,
                "hidden": hidden, "function": function, "steps": steps, "bias": bias, "inputs": inputs,
-               "seed": seed, "strict": strict, "unbatched": unbatched, "skip": skip}
+               "seed": seed, "strict": strict, "unbatched": unbatched, "skip": skip,
+               "outputs": None if outputs is None else vars(outputs)}
     descriptions = {"function": str(function), "cell": f"the cell file {cell} (its top-level code)"}
     result = run_in_child("symbolic.verify.grade:_grade_in_child", [str(path), options], str(path), timeout,
                           wording=GRADE_WORDING, descriptions=descriptions,
@@ -723,7 +740,10 @@ def _grade_in_child(path: str, options: dict) -> dict:
     cell, activation, hidden, bias = options["cell"], options["activation"], options["hidden"], options["bias"]
     inputs, steps, function = options["inputs"], options["steps"], options["function"]
     # options first: a bad --cell is reported before the file runs
-    d, model = _derivation(cell, activation, hidden, bias, inputs, steps, options["skip"])
+    from ..outputs import Outputs
+
+    outputs = Outputs(**options["outputs"]) if options.get("outputs") else None
+    d, model = _derivation(cell, activation, hidden, bias, inputs, steps, options["skip"], outputs)
     if not Path(path).is_file():
         raise UsageError(f"{path} does not exist or is not a file: give the .py file that defines {function}")
     with Sandbox(path, function, GRADE_WORDING, {"FunctionUnusable": FunctionUnusable}) as sandbox:

@@ -189,6 +189,10 @@ class _Candidates:
                 combined.append((" + ".join((base, *modifiers)), base, modifiers))
         return singles + combined
 
+    def tried(self) -> list[str]:
+        """The single mistakes tried, for "matches none of"."""
+        return [name for name, _, _ in self.names() if " + " not in name]
+
     def base(self, base: str | None, case) -> dict:
         if base is None:
             return case.exact_float
@@ -197,7 +201,9 @@ class _Candidates:
             from ..engine.evaluate import evaluate
 
             with np.errstate(all="ignore"):
-                if base == "total_derivative":
+                if callable(self.bases[base]):  # computed from the case (a grade_every base)
+                    values = self.bases[base](case)
+                elif base == "total_derivative":
                     if self._forward is None:
                         self._forward = _ComplexForward(self.d)
                     values = _total_derivative(self.d, self._forward, case)

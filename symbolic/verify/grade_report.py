@@ -36,6 +36,31 @@ EXTRA_MISTAKES = {
         "counted again; the sum needs ∂⁺o_j/∂w, o_(j−1) held fixed"
     ),
 }
+#: The mistakes only a readout after every step can make (grade_every.py tries them there only).
+EVERY_MISTAKES = {
+    "last_step_only": (
+        "the loss of the last step only: the readouts of steps 1..n − 1 send nothing back "
+        "(the many-to-one readout where one after every step belongs)"
+    ),
+    "softmax_without_target": (
+        "the softmax's error written ŷ_t where ŷ_t − e_(y_t) belongs (the 1 at the target class not "
+        "subtracted: min-char-rnn's dy[targets[t]] -= 1 missing)"
+    ),
+    "squared_error_half": (
+        "the squared error's derivative written ŷ_t − y_t where 2 (ŷ_t − y_t) belongs (the gradient of "
+        "½ (ŷ − y)², not of (ŷ − y)²): every gradient half the exact one"
+    ),
+    "reduction_all": (
+        "the mean over every step and sequence where the batch mean of the sum over steps belongs "
+        "(--reduction steps): every gradient n times too small"
+    ),
+    "reduction_steps": (
+        "the batch mean of the sum over steps where the mean over every step and sequence belongs "
+        "(--reduction all): every gradient n times too large"
+    ),
+}
+
+
 #: Mistakes that scale every gradient (ŷ − y negated; the batch summed): also tried on top of the others.
 MODIFIERS = ("residual_sign", "no_batch_mean")
 LOSS_MISTAKES = {
@@ -54,7 +79,7 @@ def mistakes() -> dict[str, str]:
         if name not in MODIFIERS:
             catalogue[name] = text
     catalogue |= EXTRA_MISTAKES
-    return catalogue
+    return catalogue | EVERY_MISTAKES
 
 
 
@@ -121,6 +146,8 @@ class Report:
     strict: bool = False
     #: whether errors between RELATIVE and UNDECIDED were re-judged at DIGITS digits (not for pairs)
     rejudged: bool = True
+    #: the single mistakes tried (None: the whole catalogue), for "matches none of"
+    tried: list | None = None
 
     @property
     def passed(self) -> bool:
@@ -212,7 +239,7 @@ class Report:
                 lines.append("no single known mistake explains every wrong parameter; per parameter: "
                              + "; ".join(f"{f.parameter}: {f.mistake}" for f in named))
             else:
-                lines.append("not a known mistake: it matches none of " + ", ".join(mistakes()))
+                lines.append("not a known mistake: it matches none of " + ", ".join(self.tried or mistakes()))
         return "\n".join(lines)
 
 

@@ -156,7 +156,7 @@ def decode(value):
     if isinstance(value, dict) and "handle" in value:
         return KEPT[value["handle"]]
     if isinstance(value, dict) and "shape" in value:
-        return np.array(value["data"], dtype=float).reshape(value["shape"])
+        return np.array(value["data"], dtype=value.get("dtype", float)).reshape(value["shape"])
     if isinstance(value, dict):
         return {key: decode(item) for key, item in value["dict"].items()}
     return value
@@ -426,6 +426,8 @@ def _encode(value):
         return {"handle": value.number}
     if isinstance(value, dict):
         return {"dict": {str(k): _encode(v) for k, v in value.items()}}
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu":  # class indices stay integers
+        return {"data": value.astype(np.int64).ravel().tolist(), "shape": list(value.shape), "dtype": "int64"}
     if isinstance(value, np.ndarray):
         return {"data": value.astype(float).ravel().tolist(), "shape": list(value.shape)}
     return float(value)
