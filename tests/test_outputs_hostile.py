@@ -469,3 +469,24 @@ def test_float32_inputs_with_a_mask_compute_in_float32(outputs):
     assert abs(loss - want_loss) < 1e-5 * max(1.0, abs(want_loss))
     for name, value in want.items():
         np.testing.assert_allclose(grads[name], value, atol=1e-4 * max(1.0, np.abs(value).max()), rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outputs", [Outputs("every", "softmax", 5, "all"), Outputs("every", "bce")], ids=["softmax-all", "bce"])
+def test_the_numba_module_of_a_user_cell_with_two_states_and_a_lag_equals_torch(outputs):
+    """Both compiled paths (serial kernels for a narrow batch, BLAS drivers for a wide one), a padded-out
+    sequence and a bool mask, bce labels that are probabilities."""
+    pytest.importorskip("numba")
+    from symbolic.codegen import load
+
+    model = Model(cell=DUO, hidden=3, inputs=2, steps=5, outputs=outputs)
+    d = derive_cell(cell_of(model), outputs=outputs)
+    for mode in ("loop", "unrolled"):
+        module = load(model, mode, backend="numba")
+        for batch in (4, 700):
+            params, x, y, mask = _duo_point(d, outputs, "bool", batch=batch, seed=batch)
+            want_loss, want = _duo_reference(outputs, x, y, params, mask)
+            loss, grads = module.loss_and_grad(x, y, params, mask=mask)
+            assert abs(loss - want_loss) < 1e-10 * max(1.0, abs(want_loss))
+            for name, value in want.items():
+                np.testing.assert_allclose(grads[name], value, atol=1e-10 * max(1.0, np.abs(value).max()), rtol=0)
