@@ -156,9 +156,15 @@ class StepRun:
     diverged_at: int | None = None
 
     def as_json(self) -> dict:
-        return {"data": self.data, "outputs": self.outputs, "losses": self.losses, "held_out_loss": self.held_out,
-                "bits_per_character": self.bits_per_character, "held_out_accuracy": self.accuracy,
-                "seconds": self.seconds, "sample": self.sample, "diverged_at": self.diverged_at}
+        """Plain JSON: a loss that is not finite (a diverged run) is null, not NaN."""
+        return {"data": self.data, "outputs": self.outputs, "losses": [_finite(v) for v in self.losses],
+                "held_out_loss": _finite(self.held_out), "bits_per_character": _finite(self.bits_per_character),
+                "held_out_accuracy": self.accuracy, "seconds": self.seconds, "sample": self.sample,
+                "diverged_at": self.diverged_at}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
 
 
 def train_steps(module, data: StepData, outputs, epochs: int, lr: float, seed: int, batch: int = 32) -> StepRun:
@@ -176,13 +182,15 @@ def train_steps(module, data: StepData, outputs, epochs: int, lr: float, seed: i
         for start in range(0, len(order), batch):
             rows = order[start:start + batch]
             mask = None if data.mask is None else data.mask[rows]
-            loss, grads = module.loss_and_grad(data.x[rows], data.y[rows], params, mask=mask)
-            total, seen, count = total + loss * len(rows), seen + len(rows), count + 1
-            for name, gradient in grads.items():
-                first[name] = 0.9 * first[name] + 0.1 * gradient
-                second[name] = 0.999 * second[name] + 0.001 * gradient**2
-                step = first[name] / (1 - 0.9**count) / (np.sqrt(second[name] / (1 - 0.999**count)) + 1e-8)
-                params[name] = params[name] - lr * step
+            # overflow is found below and said once (diverged_at), not as NumPy's warnings
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss, grads = module.loss_and_grad(data.x[rows], data.y[rows], params, mask=mask)
+                total, seen, count = total + loss * len(rows), seen + len(rows), count + 1
+                for name, gradient in grads.items():
+                    first[name] = 0.9 * first[name] + 0.1 * gradient
+                    second[name] = 0.999 * second[name] + 0.001 * gradient**2
+                    step = first[name] / (1 - 0.9**count) / (np.sqrt(second[name] / (1 - 0.999**count)) + 1e-8)
+                    params[name] = params[name] - lr * step
             # the module refuses weights that are not finite: stop here and say so
             if not (math.isfinite(loss) and all(np.isfinite(value).all() for value in params.values())):
                 run.diverged_at = epoch
