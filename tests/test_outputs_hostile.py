@@ -8,6 +8,7 @@ recursion where torch is not needed.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -491,3 +492,12 @@ def test_the_numba_module_of_a_user_cell_with_two_states_and_a_lag_equals_torch(
             assert abs(loss - want_loss) < 1e-10 * max(1.0, abs(want_loss))
             for name, value in want.items():
                 np.testing.assert_allclose(grads[name], value, atol=1e-10 * max(1.0, np.abs(value).max()), rtol=0)
+
+
+def test_a_never_ending_text_file_is_read_in_bounded_memory():
+    """Before: /dev/zero was read whole, until the memory ran out."""
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero here")
+    result = run_bptt("train", "--data", "text", "/dev/zero")
+    assert result.returncode == 2 and "larger than 64 MB" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

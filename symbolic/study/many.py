@@ -24,6 +24,8 @@ HELD_OUT_FRACTION = 0.1
 MIN_TEXT = 20
 #: The most one-hot entries (characters × distinct characters) a text may make: 2·10^7 float64s, 160 MB.
 MAX_ONE_HOT = 20_000_000
+#: The most bytes read from a text file (/dev/zero or a never-ending pipe must not fill the memory).
+MAX_TEXT_BYTES = 64 * 2**20
 #: The copy task's sequences (training and held out).
 COPY_TRAIN, COPY_HELD_OUT = 256, 128
 
@@ -75,9 +77,12 @@ def read_text(path: str) -> str:
     """A text file's characters; one-line UsageErrors for a missing, empty, short or binary file."""
     try:
         with open(path, "rb") as stream:
-            raw = stream.read()
+            raw = stream.read(MAX_TEXT_BYTES + 1)
     except OSError as error:
         raise UsageError(f"text file {path} cannot be read ({error.strerror}): give a readable text file") from None
+    if len(raw) > MAX_TEXT_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_TEXT_BYTES // 2**20} MB: train on a part of it (e.g. head -c "
+                         "1000000 FILE > part.txt)")
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise UsageError(f"{path} is UTF-16 text: save it as UTF-8")
     if b"\0" in raw:
