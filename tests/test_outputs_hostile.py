@@ -501,3 +501,47 @@ def test_a_never_ending_text_file_is_read_in_bounded_memory():
     result = run_bptt("train", "--data", "text", "/dev/zero")
     assert result.returncode == 2 and "larger than 64 MB" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _identifiers(source: str) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+@pytest.mark.slow
+def test_every_name_an_output_side_module_uses_is_refused_or_keeps_vjp_and_terms_right(tmp_path):
+    """Every identifier of the NumPy and Numba modules with a readout after every step (and the vjp), as a
+    cell's vector: refused at load, or loss_and_grad with a mask, vjp from initial states and bptt_terms
+    equal the engine (tests/test_cells_hostile.py holds loss_and_grad of the notes' output side to torch)."""
+    from symbolic.cells import load_cell
+    from symbolic.codegen import generate
+
+    words = set()
+    for outputs in (Outputs("every", "softmax", 3, "all"), Outputs("every", "mse"), Outputs("last", "bce")):
+        for mode in ("loop", "unrolled"):
+            for backend in ("numpy", "numba"):
+                words |= _identifiers(generate(Model(cell=DUO, hidden=2, steps=2, inputs=2, outputs=outputs), mode,
+                                               backend=backend))
+    accepted = []
+    for word in sorted(w for w in words if not w.startswith("_")):
+        path = tmp_path / f"w_{word}.py"
+        path.write_text(_NAMED.format(word))
+        try:
+            load_cell(str(path))
+        except UsageError as error:
+            assert "\n" not in str(error)
+            continue
+        accepted.append(word)
+    assert {"start", "errors", "upstream_h", "mask"} & set(words) == {"start", "errors", "upstream_h", "mask"}
+    assert "start" not in accepted and "errors" not in accepted and len(accepted) > 20
+    for word in accepted:
+        test_names_near_the_output_side_work(tmp_path, word)
