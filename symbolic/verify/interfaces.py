@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import keyword
 import math
 import sys
@@ -550,8 +551,6 @@ def padding(x) -> np.ndarray:
 
 def _takes_mask(module, name: str) -> bool:
     """Whether ``module.name`` takes a ``mask`` keyword (a hand-written module may not)."""
-    import inspect
-
     try:
         parameters = inspect.signature(getattr(module, name)).parameters
     except (TypeError, ValueError):
