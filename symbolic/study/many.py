@@ -96,7 +96,8 @@ def read_text(path: str) -> str:
     if not text.strip():
         raise UsageError(f"{path} is empty: give a text of a few thousand characters")
     if len(text) < MIN_TEXT:
-        raise UsageError(f"{path} has {len(text)} characters, too few to train on and hold out a tenth: "
+        raise UsageError(f"{path} has {len(text)} character{'' if len(text) == 1 else 's'}, too few to train on "
+                         "and hold out a tenth: "
                          f"give at least {MIN_TEXT}")
     if len(set(text)) < 2:
         raise UsageError(f"{path} holds one character ({text[0]!r}) and nothing else: a language model needs at "
