@@ -67,7 +67,9 @@ RESERVED = ("x", "x_t", "y", "y_hat", "t", "p", "np", "params", "grads", "batch"
             "keywords", "spare", "out", "inner", "other", "length", "columns", "half", "positive", "state_n",
             "readout", "readout_bias", "array", "arrays", "value", "name", "names", "key", "keys", "given",
             "missing", "unknown", "kind", "what", "function", "error", "rng", "seed", "bound", "magnitude",
-            "square", "small", "ratio", "bits", "numerator", "denominator", "weights_transposed")
+            "square", "small", "ratio", "bits", "numerator", "denominator", "weights_transposed",
+            # the output side's and the vjp's locals read after a cell's parameters are unpacked
+            "errors", "start")
 #: Python's keywords and builtins: a module's locals named so are syntax errors or shadow what it calls.
 _PYTHON_NAMES = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | frozenset(dir(builtins))
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*$")
@@ -438,7 +440,8 @@ class Cell:
 _MODULE_CONSTANTS = ("CELL", "STEPS", "MODE", "INPUT_SIZE", "HIDDEN_SIZE", "ACTIVATIONS", "ANALYTIC", "STATES",
                      "PARAMS", "STORED", "POSITIONAL")
 #: Prefixes of the names generated code gives its own arrays (δs, gradients, stacked maps, rows).
-_GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "operand_", "rows_", "row_")
+_GENERATED_PREFIXES = ("delta", "grad_", "d_", "maps_", "sums_", "terms_", "weights_", "operand_", "rows_", "row_",
+                       "upstream_")
 
 
 def _checked_name(name, kind: str) -> str:

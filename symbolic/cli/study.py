@@ -135,7 +135,7 @@ def train(args) -> int:
     from ..files import json_text
     from ..study import data, train
 
-    if args.data[0] == "text" or (args.readout or "last") != "last" or args.loss or args.classes:
+    if args.data[0] in ("text", "copy") or (args.readout or "last") != "last" or args.loss or args.classes:
         return _train_steps(args)
     if len(args.data) != 1 or args.steps is not None or args.sample is not None:
         raise UsageError("--data takes one of notes, long or FILE.csv here, and --steps and --sample apply to "
@@ -204,20 +204,24 @@ def _train_steps(args) -> int:
     steps = int_option(args.steps if args.steps is not None else (25 if text else 8), "--steps", minimum=1)
     seed = int_option(args.seed, "--seed")
     if text:
-        if args.loss not in (None, "softmax") or args.reduction not in (None, "all") or args.classes is not None:
-            raise UsageError("--data text trains a softmax over the file's characters with --reduction all: "
-                             "drop --loss, --classes and --reduction")
+        if (args.loss not in (None, "softmax") or args.reduction not in (None, "all") or args.classes is not None
+                or args.readout not in (None, "every")):
+            raise UsageError("--data text trains a softmax over the file's characters after every step with "
+                             "--reduction all: drop --readout, --loss, --classes and --reduction")
         data = many.text_task(args.data[1], steps)
         outputs = outputs_of("every", "softmax", len(data.vocabulary), "all")
     else:
         outputs = outputs_of(args.readout or "every", args.loss, args.classes, args.reduction)
         if not outputs.every:
-            raise UsageError("train takes --loss and --classes with a loss at every step (the copy task, or "
-                             "--data text FILE.txt): add --readout every")
+            raise UsageError("train takes --data copy, --loss and --classes with a loss at every step (the copy "
+                             "task, or --data text FILE.txt): drop --readout last, or use --readout every")
         data = None
     inputs = len(data.vocabulary) if text else (outputs.classes or 4)
     model = Model(steps=steps, activation=args.activation, inputs=inputs, hidden=args.hidden or (32 if text else 16),
                   cell=args.cell, bias=args.bias, skip=args.skip, outputs=outputs)
+    derivation = derivation_for(model)
+    entries = (many.COPY_TRAIN + many.COPY_HELD_OUT) * steps * inputs if data is None else data.x.size + data.held_x.size
+    many.check_memory(derivation.shapes(model.hidden, inputs), entries)
     if data is None:
         data = many.copy_task(outputs, inputs, steps, seed)
     length = None if args.sample is None else int_option(args.sample, "--sample", minimum=1)
@@ -225,15 +229,16 @@ def _train_steps(args) -> int:
         raise UsageError("--sample prints generated text: use it with --data text FILE.txt")
     epochs = int_option(args.epochs if args.epochs is not None else (40 if text else 30), "--epochs", minimum=1)
     lr = float_option(args.lr if args.lr is not None else 0.01, "--lr", positive=True)
-    module = load(model, "loop", derivation=derivation_for(model))
+    module = load(model, "loop", derivation=derivation)
     run = many.train_steps(module, data, outputs, epochs, lr, seed)
-    if length is not None:
-        run.sample = many.sample(module, run.params, data.vocabulary, length, steps, seed)
+    if length is not None and run.diverged_at is None:
+        # the window the model was trained on: the chunks' length (--steps, or shorter for a short text)
+        run.sample = many.sample(module, run.params, data.vocabulary, length, data.x.shape[1], seed)
     if args.json:
         print(json_text(run.as_json()))
     else:
         sys.stdout.write(many.summary(run))
-    return 0 if math.isfinite(run.losses[-1]) else 1
+    return 0 if run.diverged_at is None and math.isfinite(run.losses[-1]) else 1
 
 
 def _sweep(args, config, dataset, held_out, plot_path) -> int:

@@ -261,7 +261,10 @@ def _readout(d: CellDerivation, p: dict, outputs: list, y, mask, numbers, gradie
         if cell.readout_bias:
             gradients[cell.readout_bias] = gradients[cell.readout_bias] + bias_gradient
     if spec.reduction == "all":
-        return total, (batch * steps if weights is None else weights.sum())
+        count = batch * steps if weights is None else weights.sum()
+        if count == 0:   # torch's ignore_index gives 0/0 = NaN here; a mean over no step is no number
+            raise ValueError("mask leaves no step to average over: give at least one 1")
+        return total, count
     return total, batch
 
 

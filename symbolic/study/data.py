@@ -363,5 +363,6 @@ def load(spec: str) -> tuple[Dataset, Dataset | None]:
     if spec == "long":
         return long_dependency(), long_held_out()
     if not spec.lower().endswith(".csv") and not os.path.exists(spec):
-        raise UsageError(f"unknown data {spec!r}: use notes, long or the path of a CSV file (text,label)")
+        raise UsageError(f"unknown data {spec!r}: use notes, long or the path of a CSV file (text,label); copy or "
+                         "text FILE.txt for a loss at every step")
     return load_csv(spec), None

@@ -30,7 +30,9 @@ naming it.
 
 The inputs are random: one-hot and dense sequences, labels 0 and 1, weights of moderate size (wide
 batches around three labelled centres); for a non-analytic activation (ReLU) the positional modules'
-pre-activations are kept away from the kink, and a small step makes crossing one unlikely.
+pre-activations are kept away from the kink, and a small step makes crossing one unlikely. A module
+with a readout after every step (READOUT = "every") gets a label per step and, if its loss and
+loss_and_grad take ``mask=``, a mask that drops one step of each sequence (``interfaces.padding``).
 
 A module whose loss computes in float32 (``symbolic.verify.check_float32``: it loses a move of the
 parameters below float32's resolution) may return float32 gradients; they are compared with its loss's
@@ -400,6 +402,7 @@ def check_module(module, path: str = "<module>", seed: int = 0, strict: bool = F
         compared={method: dict.fromkeys(names, 0) for method in methods},
     )
     report.hidden, report.bias, report.cell = interface.hidden, interface.bias, interface.cell
+    report.masked = getattr(interface, "masked", False)
     report.precision, report.strict = precision.name, strict
     if not analytic:
         report.skipped["complex step"] = reason + "; wide batches are compared with their sub-batches"

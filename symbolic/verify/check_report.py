@@ -44,6 +44,8 @@ class Report:
     #: the backward entry point's gradients (each parameter, x, each s_0) → relative error against finite
     #: differences of ⟨upstream, states⟩ (``check_vjp``); empty when the module has no vjp
     vjp: dict = field(default_factory=dict)
+    #: the calls passed a mask dropping one step of each sequence (a readout after every step)
+    masked: bool = False
 
     @property
     def passed(self) -> bool:
@@ -82,6 +84,10 @@ def failing(report: Report, method: str) -> list[str]:
     return [name for name, error in report.errors[method].items() if error is None or not error <= tolerance]
 
 
+def _masked(report: Report) -> str:
+    return ", each with a mask dropping one step of each sequence" if report.masked else ""
+
+
 def _format_rows(report: Report) -> str:
     """One row per parameter (an LSTM has 13), one column per method."""
     methods = list(report.errors)
@@ -89,7 +95,7 @@ def _format_rows(report: Report) -> str:
         f", H = {report.hidden}" if report.hidden else ""
     )
     lines = [
-        f"{title}, {report.cases} random batches",
+        f"{title}, {report.cases} random batches{_masked(report)}",
         f"  {'parameter':<12}" + "".join(f"{method:>22}" for method in methods),
     ]
     for name in next(iter(report.errors.values()), {}):
@@ -149,7 +155,7 @@ def format_report(report: Report) -> str:
         shape = f", H = {report.hidden}" + (", with biases" if report.bias else "")
     title = f"{report.path}: activation {report.activation}, n = {report.steps}{shape}"
     lines = [
-        f"{title}, {report.cases} random batches",
+        f"{title}, {report.cases} random batches{_masked(report)}",
         f"  {'method':<20}" + "".join(f"{p:>12}" for p in parameters) + f"{'tolerance':>12}  result",
     ]
     for method, worst in report.errors.items():

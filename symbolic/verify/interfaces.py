@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import keyword
 import math
 import sys
@@ -246,19 +247,19 @@ class Calls:
     def function(self, name: str):
         return self.functions[name] if name in self.functions else getattr(self.module, name)
 
-    def apply(self, name: str, leading: tuple, params: dict):
-        """``module.name(*leading, <params as the interface passes them>)``."""
+    def apply(self, name: str, leading: tuple, params: dict, **keywords):
+        """``module.name(*leading, <params as the interface passes them>, **keywords)``."""
         raise NotImplementedError
 
-    def loss(self, x, y, params: dict):
-        return self.apply("loss", (x, y), params)
+    def loss(self, x, y, params: dict, **keywords):
+        return self.apply("loss", (x, y), params, **keywords)
 
     def forward(self, x, params: dict):
         return self.apply("forward", (x,), params)
 
-    def loss_and_grad(self, x, y, params: dict) -> tuple[object, dict]:
+    def loss_and_grad(self, x, y, params: dict, **keywords) -> tuple[object, dict]:
         """(the loss as returned, parameter name → gradient as returned); ``Wrong`` if the result does
-        not have that structure."""
+        not have that structure. ``keywords``: the call's own, as ``mask=`` (a readout after every step)."""
         raise NotImplementedError
 
 
@@ -268,14 +269,14 @@ class PositionalCalls(Calls):
     kind = "positional"
     keywords = ("b_h", "b_o")
 
-    def apply(self, name, leading, params):
+    def apply(self, name, leading, params, **extra):
         params = _scalars(params)
         positional = [value for key, value in params.items() if key not in self.keywords]
         keywords = {key: params[key] for key in self.keywords if key in params}
-        return self.call(name, self.function(name), *leading, *positional, **keywords)
+        return self.call(name, self.function(name), *leading, *positional, **keywords, **extra)
 
-    def loss_and_grad(self, x, y, params):
-        result = self.apply("loss_and_grad", (x, y), params)
+    def loss_and_grad(self, x, y, params, **keywords):
+        result = self.apply("loss_and_grad", (x, y), params, **keywords)
         names = list(params)
         want = f"(loss, {', '.join('d' + name for name in names)})"
         if not isinstance(result, (tuple, list)):
@@ -292,11 +293,11 @@ class DictCalls(Calls):
 
     kind = "dict"
 
-    def apply(self, name, leading, params):
-        return self.call(name, self.function(name), *leading, params)
+    def apply(self, name, leading, params, **keywords):
+        return self.call(name, self.function(name), *leading, params, **keywords)
 
-    def loss_and_grad(self, x, y, params):
-        result = self.apply("loss_and_grad", (x, y), params)
+    def loss_and_grad(self, x, y, params, **keywords):
+        result = self.apply("loss_and_grad", (x, y), params, **keywords)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             got = f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
             raise Wrong("structure", f"loss_and_grad returns {got}, not the pair (loss, grads)")
@@ -477,8 +478,22 @@ class DictInterface(Interface):
         self.shapes = _parameter_shapes(module, path)
         #: the labels the module takes (READOUT, LOSS, CLASSES; the notes' (B,) of 0/1 without them)
         self.labels = _label_kind(module, path)
+        #: a readout after every step whose loss and loss_and_grad take ``mask=``: every call masks a step
+        #: of each sequence (``padding``), so a mask that the loss reads and the gradient ignores is seen
+        self.masked = (self.labels[0] == "every" and (self.any_length or self.steps > 1)
+                       and all(_takes_mask(module, name) for name in ("loss", "loss_and_grad")))
         #: ``init_params(seed)``, validated
         self.initial = self.init_params(seed)
+
+    def loss(self, x, y, params):
+        return self.calls.loss(x, y, params, **self._mask(x))
+
+    def loss_and_grad(self, x, y, params):
+        return self.calls.loss_and_grad(x, y, params, **self._mask(x))
+
+    def _mask(self, x) -> dict:
+        """``{"mask": padding(x)}`` for a masked module and sequences of two steps or more, else {}."""
+        return {"mask": padding(x)} if self.masked and np.ndim(x) == 3 and np.shape(x)[1] > 1 else {}
 
     def init_params(self, seed: int) -> dict[str, np.ndarray]:
         """``init_params(seed)``, validated and in PARAMS order: the module's own idea of its
@@ -520,6 +535,27 @@ class DictInterface(Interface):
                 centre = self.initial[name] if case % 2 else 0.0
                 params[name] = centre + rng.uniform(-1, 1, size=shape) * scales[name]
             yield x, y, params
+
+
+def padding(x) -> np.ndarray:
+    """A mask (B, n) of 0/1 that drops one step of each sequence, chosen by the sequence's own inputs (so
+    a part of the batch gets its rows of the whole batch's mask, and every sequence keeps n − 1 steps:
+    both reductions then combine parts as a mean, as ``check._combination`` expects)."""
+    x = np.real(np.asarray(x))
+    batch, steps = x.shape[:2]
+    dropped = np.argmax(x.reshape(batch, -1), axis=1) % steps
+    mask = np.ones((batch, steps))
+    mask[np.arange(batch), dropped] = 0.0
+    return mask
+
+
+def _takes_mask(module, name: str) -> bool:
+    """Whether ``module.name`` takes a ``mask`` keyword (a hand-written module may not)."""
+    try:
+        parameters = inspect.signature(getattr(module, name)).parameters
+    except (TypeError, ValueError):
+        return False
+    return "mask" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _label_kind(module, path) -> tuple:
