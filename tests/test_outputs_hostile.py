@@ -161,7 +161,9 @@ def test_data_copy_implies_a_readout_at_every_step():
                                           (["--data", "copy", "--sample", "5"], "--sample"),
                                           (["--data", "copy", "--loss", "mse", "--classes", "3"], "--classes"),
                                           (["--data", "text", "docs/data/bptt.txt", "--steps", "0"], "--steps"),
-                                          (["--data", "copy", "--steps", "1"], "--steps")])
+                                          (["--data", "copy", "--steps", "1"], "--steps"),
+                                          (["--data", "notes", "--readout", "every"], "one label per sequence"),
+                                          (["--data", "long", "--loss", "softmax"], "one label per sequence")])
 def test_contradictions_are_one_line(args, phrase):
     """Before: --data text silently dropped --readout last."""
     result = run_bptt("train", *args)

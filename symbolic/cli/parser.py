@@ -421,7 +421,7 @@ def _train_parser(commands) -> None:
         ),
     )
     train.add_argument(
-        "--data", default=["notes"], nargs="+", metavar="notes|long|FILE.csv|copy|text FILE.txt",
+        "--data", default=None, nargs="+", metavar="notes|long|FILE.csv|copy|text FILE.txt",
         help="notes: the notes' three sentences (default); long: 200 sequences of 50 words whose label "
         "is 1 iff the first word is 'cat', with a held-out set of 100 drawn the same way; or a CSV "
         "file with columns text,label (label 0 or 1, text split on whitespace, D = vocabulary size). "

@@ -135,8 +135,10 @@ def train(args) -> int:
     from ..files import json_text
     from ..study import data, train
 
-    if args.data[0] in ("text", "copy") or (args.readout or "last") != "last" or args.loss or args.classes:
+    if (args.data and args.data[0] in ("text", "copy")) or (args.readout or "last") != "last" or args.loss \
+            or args.classes:
         return _train_steps(args)
+    args.data = args.data or ["notes"]
     if len(args.data) != 1 or args.steps is not None or args.sample is not None:
         raise UsageError("--data takes one of notes, long or FILE.csv here, and --steps and --sample apply to "
                          "--readout every or --data text FILE.txt: drop them, or add --readout every")
@@ -198,9 +200,11 @@ def _train_steps(args) -> int:
     from ..outputs import outputs_of
     from ..study import many
 
+    args.data = args.data or ["copy"]
     text = args.data[0] == "text"
-    if (text and len(args.data) != 2) or (not text and args.data not in (["copy"], ["notes"])):  # notes: the default
-        raise UsageError("with --readout every, --data is copy or text FILE.txt (e.g. --data text story.txt)")
+    if (text and len(args.data) != 2) or (not text and args.data != ["copy"]):
+        raise UsageError("with a loss at every step, --data is copy or text FILE.txt (e.g. --data text story.txt); "
+                         "notes, long and a CSV file have one label per sequence")
     steps = int_option(args.steps if args.steps is not None else (25 if text else 8), "--steps", minimum=1)
     seed = int_option(args.seed, "--seed")
     if text:
