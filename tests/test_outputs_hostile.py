@@ -163,6 +163,8 @@ def test_data_copy_implies_a_readout_at_every_step():
                                           (["--data", "text", "docs/data/bptt.txt", "--steps", "0"], "--steps"),
                                           (["--data", "copy", "--steps", "1"], "--steps"),
                                           (["--data", "notes", "--readout", "every"], "one label per sequence"),
+                                          (["--data", "text", "docs/data/bptt.txt", "--sample", "1000000000"],
+                                           "--sample 100000 or fewer"),
                                           (["--data", "long", "--loss", "softmax"], "one label per sequence")])
 def test_contradictions_are_one_line(args, phrase):
     """Before: --data text silently dropped --readout last."""

@@ -16,6 +16,10 @@ from .common import (
 )
 
 
+#: The most characters --sample generates.
+SAMPLE_LIMIT = 100_000
+
+
 def analyze(args) -> int:
     from ..files import json_text
     from ..study import analysis
@@ -229,6 +233,8 @@ def _train_steps(args) -> int:
     if data is None:
         data = many.copy_task(outputs, inputs, steps, seed)
     length = None if args.sample is None else int_option(args.sample, "--sample", minimum=1)
+    if length is not None and length > SAMPLE_LIMIT:   # one step of the network per character, printed at once
+        raise UsageError(f"--sample {length} is more text than a sample needs: choose --sample {SAMPLE_LIMIT} or fewer")
     if length is not None and not text:
         raise UsageError("--sample prints generated text: use it with --data text FILE.txt")
     epochs = int_option(args.epochs if args.epochs is not None else (40 if text else 30), "--epochs", minimum=1)
