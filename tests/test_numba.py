@@ -376,9 +376,11 @@ def test_without_numba_the_backend_is_a_one_line_usage_error(monkeypatch, capsys
 
 
 def test_bptt_check_passes_numba_modules_and_rejects_a_tampered_one(tmp_path, capsys):
-    source = generate(Model(steps=4, activation="tanh"), "loop", backend="numba")
-    good = tmp_path / "fast.py"
-    good.write_text(source)
+    """The good module is the file ``load`` wrote for the tanh loop module of CASES (generate's source at
+    n = 1), its kernels cached beside it by the tests above; the tampered copy compiles in check's process."""
+    good = Path(numba_module("tanh", "loop", 4).__file__)
+    source = good.read_text()
+    assert source == generate(Model(steps=1, activation="tanh"), "loop", backend="numba")
     assert run_check(good) == 0
     report = capsys.readouterr().out
     assert "complex step" in report and "passed" in report
@@ -388,8 +390,8 @@ def test_bptt_check_passes_numba_modules_and_rejects_a_tampered_one(tmp_path, ca
     bad.write_text(source.replace(*tamper))
     assert run_check(bad) == 1
     assert "FAIL" in capsys.readouterr().out
-    assert run_check(good) == 0  # again, now from Numba's on-disk cache beside the file
-    assert numba_index(tmp_path / "__pycache__", "fast.*.nbi")
+    assert run_check(good) == 0  # again, from Numba's on-disk cache beside the file
+    assert numba_index(good.parent / "__pycache__", f"{good.stem}.*.nbi")
 
 
 def test_load_writes_a_cached_file_and_falls_back_without_one(tmp_path, monkeypatch):
