@@ -81,10 +81,19 @@ def _assert_matches_differences(gradients: dict, activation: str) -> None:
         np.testing.assert_allclose(gradients[name], expected, rtol=1e-6, atol=1e-9, err_msg=name)
 
 
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory):
+    """(cell file, cache directory) shared by the in-process and the cross-process tests: whichever runs
+    second finds both cells' modules already on disk (their kernels compiled once), so it sees whether the
+    record serves each contents its own module rather than the last one written for the path."""
+    folder = tmp_path_factory.mktemp("edited")
+    return folder / "edited.py", folder / "cache"
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_load_follows_the_edited_cell_file_in_process(tmp_path, monkeypatch, backend):
-    monkeypatch.setenv("BPTT_CACHE_DIR", str(tmp_path / "cache"))
-    path = tmp_path / "edited.py"
+def test_load_follows_the_edited_cell_file_in_process(edited, monkeypatch, backend):
+    path, cache = edited
+    monkeypatch.setenv("BPTT_CACHE_DIR", str(cache))
     path.write_text(_cell_source("tanh"))
     before = _gradients(path, backend)
     _assert_matches_differences(before, "tanh")
@@ -104,16 +113,16 @@ def _python(code: str, cwd, **env) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_load_follows_the_edited_cell_file_across_processes(tmp_path):
+def test_load_follows_the_edited_cell_file_across_processes(edited):
     """The on-disk record of generated sources is keyed by the cell file's contents too."""
-    path = tmp_path / "edited.py"
+    path, cache = edited
     code = f"""
         from tests.test_module_cache import _assert_matches_differences, _gradients
         _assert_matches_differences(_gradients({str(path)!r}, "numba"), sys.argv[1])
     """
     for activation in ("tanh", "sigmoid"):
         path.write_text(_cell_source(activation))
-        done = _python(code.replace("sys.argv[1]", repr(activation)), tmp_path, BPTT_CACHE_DIR=str(tmp_path / "c"))
+        done = _python(code.replace("sys.argv[1]", repr(activation)), path.parent, BPTT_CACHE_DIR=str(cache))
         assert done.returncode == 0, f"{activation}: {done.stderr[-2000:]}"
 
 

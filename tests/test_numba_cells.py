@@ -19,6 +19,8 @@ import os
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,8 +126,9 @@ def test_agrees_with_the_numpy_module(cell, mode, hidden):
 
 # -- the plain RNN with hidden size H or biases: both call forms --------------------------------------
 
-#: (activation, mode, H, biases): every activation once, each mode, H and bias setting twice.
-RNN_CASES = [("tanh", "loop", 2, True), ("sigmoid", "unrolled", 8, False), ("relu", "loop", 8, False)]
+#: (activation, mode, H, biases): every activation once, each mode and bias setting twice, H = 2, 3, 8;
+#: the first is RNN's loop module and the second the unrolled one the interface test reads (one compile each).
+RNN_CASES = [("tanh", "loop", HIDDEN, True), ("sigmoid", "unrolled", 8, False), ("relu", "loop", 8, False)]
 RNN_CASES += [("identity", "unrolled", 2, True)]
 RNN_STEPS = 5
 
@@ -181,7 +184,7 @@ def test_rnn_agrees_with_numpy_an_independent_forward_and_the_numerical_gradient
 def test_rnn_bptt_terms_are_the_numpy_modules_and_sum_to_the_compiled_gradient(activation, bias):
     """bptt_terms in both forms (the positional one with the old flat keys): the NumPy module's; its
     states a plain loop's, its terms summed over t and averaged over the batch the compiled gradient."""
-    hidden = 2 if bias else 8  # modules of RNN_CASES (loop), already compiled
+    hidden = HIDDEN if bias else 8  # modules of RNN_CASES (loop), already compiled
     fast, reference = rnn_modules(activation, "loop", hidden, bias)
     x, y, parameters = matrix.point(activation, hidden, bias, steps=RNN_STEPS, seed=4)
     weights = list(parameters.values())
@@ -385,13 +388,18 @@ def _bad_positional(module, x, y, params):
     return calls
 
 
+#: The plain RNN's unrolled case is RNN_CASES' (sigmoid, H = 8, n = 5, no biases): a module compiled once.
+RNN_UNROLLED = ({"cell": "rnn", "activation": "sigmoid"}, "unrolled", 8, RNN_STEPS)
+
+
 @pytest.mark.parametrize(
-    ("cell", "mode"),
-    [(cell, "loop") for cell in CELLS] + [("lstm", "unrolled"), (RNN, "loop"), ({"cell": "rnn"}, "unrolled")],
+    ("cell", "mode", "hidden", "steps"),
+    [(cell, "loop", HIDDEN, STEPS) for cell in CELLS]
+    + [("lstm", "unrolled", HIDDEN, STEPS), (RNN, "loop", HIDDEN, STEPS), RNN_UNROLLED],
     ids=[*IDS, "lstm-unrolled", "rnn-bias", "rnn-unrolled"],
 )
-def test_interface_constants_and_errors_are_the_numpy_modules(cell, mode):
-    fast, reference = modules(cell, mode)
+def test_interface_constants_and_errors_are_the_numpy_modules(cell, mode, hidden, steps):
+    fast, reference = modules(cell, mode, hidden, steps)
     constants = [name for name in vars(reference) if name.isupper()]
     assert {"CELL", "STEPS", "MODE", "PARAMS", "STORED", "ACTIVATIONS", "ANALYTIC"} <= set(constants)
     for name in constants:  # every one: the RNN's POSITIONAL, ACTIVATION and BIAS too
@@ -400,7 +408,7 @@ def test_interface_constants_and_errors_are_the_numpy_modules(cell, mode):
     for seed in (0, 3):
         made, want = fast.init_params(seed), reference.init_params(seed)
         assert list(made) == list(want) and all(np.array_equal(made[k], want[k]) for k in want)
-    x, y, params = point(fast, STEPS)
+    x, y, params = point(fast, steps)
     one = fast.loss_and_grad(x[0], y[0], params)  # (n, D) is a batch of one
     assert one[0] == pytest.approx(fast.loss(x[:1], y[:1], params), rel=1e-15)
     integers = fast.loss_and_grad(x.astype(int), y, params)[0]
@@ -599,18 +607,20 @@ def test_without_numba_the_cell_backend_is_a_one_line_usage_error(monkeypatch, c
             "cell lstm",
         ),
         (
-            Model(steps=4, hidden=2, bias=True),
+            Model(steps=4, hidden=HIDDEN, bias=True),
             "loop",
-            '        "w_h": grad_o_prev[:2],\n',
-            "H = 2, with biases",
+            '        "w_h": grad_o_prev[:3],\n',
+            "H = 3, with biases",
         ),
     ],
     ids=["lstm", "rnn-bias"],
 )
 def test_bptt_check_passes_the_module_and_rejects_a_tampered_one(model, mode, line, title, tmp_path, capsys):
-    source = generate(model, mode, backend="numba")
-    good = tmp_path / "fast.py"
-    good.write_text(source)
+    """The good module is the file ``load`` wrote (generate's source; for loop mode at n = 1), whose kernels
+    the tests above compiled and Numba cached beside it: check's process loads them; the tampered copy compiles."""
+    good = Path(load(model, mode, backend="numba").__file__)
+    source = good.read_text()
+    assert source == generate(replace(model, steps=1) if mode == "loop" else model, mode, backend="numba")
     assert run_check(good) == 0
     report = capsys.readouterr().out
     assert title in report and "complex step" in report and "passed" in report
@@ -621,7 +631,7 @@ def test_bptt_check_passes_the_module_and_rejects_a_tampered_one(model, mode, li
     assert run_check(bad) == 1
     failed = capsys.readouterr().out
     assert "FAIL" in failed and "1.00e-03" in failed  # the relative error put in
-    assert list((tmp_path / "__pycache__").glob("fast.*.nbi"))  # kernels cached beside the file
+    assert list((good.parent / "__pycache__").glob(f"{good.stem}.*.nbi"))  # kernels cached beside the file
 
 
 def _ruff(*arguments, stdin: str | None = None) -> subprocess.CompletedProcess:
