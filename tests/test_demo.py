@@ -341,7 +341,12 @@ def test_signals_wait_for_the_renames():
     from symbolic.files import deferred_signals
 
     done = []
-    with pytest.raises(KeyboardInterrupt), deferred_signals():
-        os.kill(os.getpid(), signal.SIGINT)
-        done.append("renamed")
+    # Python's handler, even where the run was started in the background with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt), deferred_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("renamed")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert done == ["renamed"]

@@ -355,9 +355,15 @@ def _start(args, tmp_path):
     """bptt in the background, its output in files: a process that outlives it and holds a pipe would
     keep a reader waiting for ever."""
     environment = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
-        return subprocess.Popen([sys.executable, "-m", "symbolic", *args], cwd=tmp_path, env=environment,
-                                stdout=stdout, stderr=stderr, text=True)
+    # a run started in the background (``cmd &`` in a script) ignores SIGINT and children inherit an
+    # ignored signal, where Python then never raises KeyboardInterrupt; a handler is reset by exec instead
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with open(tmp_path / "stdout", "w") as stdout, open(tmp_path / "stderr", "w") as stderr:
+            return subprocess.Popen([sys.executable, "-m", "symbolic", *args], cwd=tmp_path, env=environment,
+                                    stdout=stdout, stderr=stderr, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _finish(process, tmp_path, seconds: float = 300.0) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from .common import (
     settings_of,
 )
 
-
 #: The most characters --sample generates.
 SAMPLE_LIMIT = 100_000
 
