@@ -478,10 +478,11 @@ def test_float32_inputs_with_a_mask_compute_in_float32(outputs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("outputs", [Outputs("every", "softmax", 5, "all"), Outputs("every", "bce")], ids=["softmax-all", "bce"])
+@pytest.mark.parametrize("outputs", [Outputs("every", "softmax", 5, "all")], ids=["softmax-all"])
 def test_the_numba_module_of_a_user_cell_with_two_states_and_a_lag_equals_torch(outputs):
     """Both compiled paths (serial kernels for a narrow batch, BLAS drivers for a wide one), a padded-out
-    sequence and a bool mask, bce labels that are probabilities."""
+    sequence and a bool mask (the Numba module's bce and mse readouts: tests/test_outputs.py, built-in cells;
+    this cell's every loss in NumPy above)."""
     pytest.importorskip("numba")
     from symbolic.codegen import load
 
