@@ -184,3 +184,15 @@ def test_cli_mistakes_are_one_line(extra):
     result = run_cli("analyze", "--readout", "every", "-n", "4", *extra)
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_loss_after_the_last_step_only_is_split_by_n_minus_j():
+    """--loss mse without --readout every: one loss term, at step n; its parts sum to the gradient."""
+    model = Model(cell="gru", hidden=H, inputs=3, steps=6, outputs=Outputs("last", "mse"))
+    result = reach.analyze_reach(model, derive_model(model), steps=6, seed=1)
+    module = load(replace(model, steps=1), "loop")
+    x = np.eye(3)[[("cat", "mat", "rat").index(w) for w in result.words]][None]
+    _, grads = module.loss_and_grad(x, np.array(result.labels), result.params)
+    assert len(result.labels) == 1 and "after the last step" in reach.table(result)
+    for name, part in result.parts.items():
+        assert np.allclose(part.sum(axis=0), grads[name], rtol=1e-10, atol=1e-12)

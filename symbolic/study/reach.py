@@ -127,7 +127,7 @@ def analyze_reach(model: Model, derivation, steps: int | None = None, words: lis
     growth = _growth(reach)
     regime, reason = _judge(growth, n)
     return Reach(
-        cell=d.cell.name, words=list(words), labels=[_plain(v) for v in labels[0]], hidden=model.hidden,
+        cell=d.cell.name, words=list(words), labels=[_plain(v) for v in np.ravel(labels)], hidden=model.hidden,
         seed=seed, outputs=model.outputs, settings=dict(settings or {}), recurrent=_recurrent(d),
         w_h_scale=w_h_scale, params=params, parts=parts, reach_log10=reach, growth=growth,
         regime=regime, reason=reason,
@@ -165,13 +165,15 @@ def _weights(d, params: dict, settings: dict, w_h_scale: float | None, seed: int
 
 
 def _labels(outputs, steps: int, seed: int) -> np.ndarray:
-    """y (1, n) drawn from ``seed``: class indices for softmax, 0/1 for bce, N(0, 1) for mse."""
+    """y (1, n) drawn from ``seed`` ((1,) for a readout after the last step only): class indices for
+    softmax, 0/1 for bce, N(0, 1) for mse."""
     rng = np.random.default_rng([seed, 2])
+    size = (1, steps) if outputs.every else (1,)
     if outputs.loss == "softmax":
-        return rng.integers(0, outputs.classes, size=(1, steps))
+        return rng.integers(0, outputs.classes, size=size)
     if outputs.loss == "bce":
-        return rng.integers(0, 2, size=(1, steps)).astype(float)
-    return np.round(rng.normal(size=(1, steps)), 3)
+        return rng.integers(0, 2, size=size).astype(float)
+    return np.round(rng.normal(size=size), 3)
 
 
 def _plain(value):
@@ -187,12 +189,16 @@ def _split_by_gap(module, x, labels, params, d) -> tuple[dict, np.ndarray]:
     chunk = max(1, ELEMENTS_LIMIT // max(per_copy, 1))
     parts = {name: np.zeros((n, *np.shape(params[name]))) for name in names}
     log_ratios = np.full((n, n), np.nan)  # [t, gap]
-    for start in range(0, n, chunk):
-        copies = np.arange(start, min(n, start + chunk))
-        mask = np.zeros((len(copies), n))
-        mask[np.arange(len(copies)), copies] = 1.0
+    every = labels.ndim == 2   # a loss at every step: copy t keeps the loss at step t; else only step n has one
+    losses = np.arange(n) if every else np.array([n - 1])
+    for start in range(0, len(losses), chunk):
+        copies = losses[start:start + chunk]
+        keywords = {}
+        if every:
+            keywords["mask"] = np.zeros((len(copies), n))
+            keywords["mask"][np.arange(len(copies)), copies] = 1.0
         terms = module.bptt_terms(np.repeat(x, len(copies), axis=0), np.repeat(labels, len(copies), axis=0),
-                                  params, mask=mask)
+                                  params, **keywords)
         deltas = np.concatenate([np.asarray(terms["deltas"][s], float) for s in d.states], axis=2)
         sizes = _norms(deltas, axis=2)  # (copies, n)
         for row, t in enumerate(copies):
@@ -247,6 +253,8 @@ def _setting(a: Reach) -> str:
     o = a.outputs
     loss = {"bce": "σ and binary cross-entropy", "softmax": f"softmax over {o.classes} classes and cross-entropy",
             "mse": "a linear readout and squared error"}[o.loss]
+    if not o.every:
+        return f"one loss after the last step ({loss})"
     reduction = "summed over the steps" if o.reduction == "steps" else "averaged over the steps"
     return f"a loss at every step ({loss}, {reduction})"
 
@@ -270,7 +278,8 @@ def table(a: Reach) -> str:
         f"labels y_t (drawn with --seed {a.seed}): {' '.join(str(v) for v in a.labels[:30])}{shown}",
         f"weights: {_weights_line(a)}",
         "",
-        "∂L/∂θ = Σ_t Σ_(j ≤ t) ∂L_t/∂s_j · ∂⁺s_j/∂θ: the loss at step t reaches step j across the gap t − j",
+        "∂L/∂θ = Σ_t Σ_(j ≤ t) ∂L_t/∂s_j · ∂⁺s_j/∂θ: the loss at step t reaches step j across the gap t − j"
+        + ("" if a.outputs.every else " (t = n only)"),
         f"(θ: the cell's {len(a.parts)} parameters; the readout's gradient crosses no gap).",
         "",
         f"{'gap':>5}  {'‖part of ∂L/∂θ‖':>16}  {'share':>7}  {'cumulative':>10}  {'‖∂L_t/∂s_(t−gap)‖/‖∂L_t/∂s_t‖':>30}",
