@@ -41,7 +41,7 @@ def bptt():
 SLOW_FILES = {"test_numba.py", "test_numba_cells.py", "test_torch.py", "test_torch_cells.py", "test_packaging.py",
               "test_grade_sandbox.py", "test_cells_hostile.py", "test_nesting.py", "test_module_cache.py",
               "test_readout_bias.py"}
-#: Tests measured over 3 s (file::function, every parametrization), one a line: remeasure with
+#: Tests measured over about 2 s in all (file::function, every parametrization), one a line: remeasure with
 #: python3 -m pytest --durations=0 and keep the list to what is slow.
 SLOW_TESTS = frozenset(
     line.strip() for line in (Path(__file__).parent / "slow_tests.txt").read_text().splitlines() if line.strip()
