@@ -185,7 +185,7 @@ def _split_by_gap(module, x, labels, params, d) -> tuple[dict, np.ndarray]:
     log10 ‖∂L_t/∂s_(t−gap)‖ / ‖∂L_t/∂s_t‖, the states side by side."""
     n = x.shape[1]
     names = _cell_parameters(d, params)
-    per_copy = n * (sum(int(np.size(params[k])) for k in names) + len(d.states) * params_hidden(params, d))
+    per_copy = n * (sum(int(np.size(params[k])) for k in names) + len(d.states) * _hidden(params, d))
     chunk = max(1, ELEMENTS_LIMIT // max(per_copy, 1))
     parts = {name: np.zeros((n, *np.shape(params[name]))) for name in names}
     log_ratios = np.full((n, n), np.nan)  # [t, gap]
@@ -208,7 +208,7 @@ def _split_by_gap(module, x, labels, params, d) -> tuple[dict, np.ndarray]:
     return parts, _mean_over_steps(log_ratios)
 
 
-def params_hidden(params: dict, d) -> int:
+def _hidden(params: dict, d) -> int:
     return int(np.shape(params[d.cell.readout])[-1])
 
 
