@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _jax_cells as jax_cells
 from _timing import interleaved
 
 from symbolic.codegen import load
@@ -104,23 +105,7 @@ def jax_loss_and_grad(cell: str):
 
     jax.config.update("jax_enable_x64", True)
 
-    def lstm_step(p, carry, x_t):
-        h, c = carry
-        i = jax.nn.sigmoid(x_t @ p["W_i"].T + h @ p["U_i"].T + p["b_i"])
-        f = jax.nn.sigmoid(x_t @ p["W_f"].T + h @ p["U_f"].T + p["b_f"])
-        g = jnp.tanh(x_t @ p["W_g"].T + h @ p["U_g"].T + p["b_g"])
-        o = jax.nn.sigmoid(x_t @ p["W_o"].T + h @ p["U_o"].T + p["b_o"])
-        c = f * c + i * g
-        return (o * jnp.tanh(c), c)
-
-    def gru_step(p, carry, x_t):
-        (h,) = carry
-        r = jax.nn.sigmoid(x_t @ p["W_r"].T + p["b_r"] + h @ p["U_r"].T)
-        z = jax.nn.sigmoid(x_t @ p["W_z"].T + p["b_z"] + h @ p["U_z"].T)
-        n = jnp.tanh(x_t @ p["W_n"].T + p["b_in"] + r * (h @ p["U_n"].T + p["b_hn"]))
-        return ((1 - z) * n + z * h,)
-
-    step, states = {"lstm": (lstm_step, 2), "gru": (gru_step, 1)}[cell]
+    step, states = jax_cells.step(cell)
 
     def loss(p, x, y):
         zeros = jnp.zeros((x.shape[0], p["w_y"].shape[0]), x.dtype)
@@ -276,7 +261,7 @@ def compile_times(cells: list[str]) -> None:
                 )
 
 
-ACCURACY_MODULE = """{% import "numba/macros.j2" as m %}import math
+ACCURACY_MODULE = """{% import "numba/macros.j2" as m with context %}import math
 
 import numpy as np
 from numba import njit, types
@@ -305,7 +290,7 @@ def accuracy() -> None:
 
     from symbolic.templating import environment
 
-    source = environment().from_string(ACCURACY_MODULE).render()
+    source = environment().from_string(ACCURACY_MODULE).render(disk_cache=False)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "real_functions.py"
         path.write_text(source)

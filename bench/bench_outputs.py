@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _jax_cells as jax_cells
 from _timing import interleaved
 
 from symbolic.codegen import load
@@ -95,34 +96,6 @@ def torch_column(cell: str, params: dict, x, y):
     return step, result
 
 
-def _jax_cell(cell: str):
-    """The cell's step in JAX, (params, states tuple, x_t) → states tuple, and its number of states;
-    the modules' parameter names and equations (docs/cells.md; torch's gate conventions)."""
-    import jax
-    import jax.numpy as jnp
-
-    def rnn(p, carry, x_t):
-        return (jnp.tanh(x_t @ p["w_i"].T + carry[0] @ p["w_h"].T),)
-
-    def lstm(p, carry, x_t):
-        h, c = carry
-        i = jax.nn.sigmoid(x_t @ p["W_i"].T + h @ p["U_i"].T + p["b_i"])
-        f = jax.nn.sigmoid(x_t @ p["W_f"].T + h @ p["U_f"].T + p["b_f"])
-        g = jnp.tanh(x_t @ p["W_g"].T + h @ p["U_g"].T + p["b_g"])
-        o = jax.nn.sigmoid(x_t @ p["W_o"].T + h @ p["U_o"].T + p["b_o"])
-        c = f * c + i * g
-        return (o * jnp.tanh(c), c)
-
-    def gru(p, carry, x_t):
-        (h,) = carry
-        r = jax.nn.sigmoid(x_t @ p["W_r"].T + p["b_r"] + h @ p["U_r"].T)
-        z = jax.nn.sigmoid(x_t @ p["W_z"].T + p["b_z"] + h @ p["U_z"].T)
-        n = jnp.tanh(x_t @ p["W_n"].T + p["b_in"] + r * (h @ p["U_n"].T + p["b_hn"]))
-        return ((1 - z) * n + z * h,)
-
-    return {"rnn": (rnn, 1), "lstm": (lstm, 2), "gru": (gru, 1)}[cell]
-
-
 def jax_column(cell: str, params: dict, x, y):
     """(step, result): ``jax.jit(jax.value_and_grad(loss))``, float64, compiled here for these shapes;
     ``step()`` one call ended by block_until_ready, ``result()`` (loss, grads) of a fresh call."""
@@ -132,7 +105,7 @@ def jax_column(cell: str, params: dict, x, y):
     except ImportError:
         return None
     jax.config.update("jax_enable_x64", True)
-    step_function, count = _jax_cell(cell)
+    step_function, count = jax_cells.step(cell)
     readout_name = TORCH[cell][3]
 
     def loss(p, x, y):

@@ -48,6 +48,24 @@ SLOW_TESTS = frozenset(
 )
 
 
+def identifiers(source: str) -> set[str]:
+    """Every name a Python source binds or reads: names, functions, arguments, imports (the names a
+    generated module uses, which a cell's own names must not shadow)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {alias.asname or alias.name for alias in node.names}
+    return names
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: left out of the fast loop, python3 -m pytest -m 'not slow'")
 

@@ -25,7 +25,7 @@ from symbolic.codegen import generate, load
 from symbolic.errors import UsageError
 from symbolic.model import Model
 
-from .conftest import ROOT, run_bptt
+from .conftest import ROOT, identifiers, run_bptt
 
 torch = pytest.importorskip("torch")
 hypothesis = pytest.importorskip("hypothesis")
@@ -374,22 +374,6 @@ def test_odd_names_work_in_every_role(tmp_path, role):
         assert_matches_torch(numpy_module(path, 2, 2, "loop"), cell, 2)
 
 
-def _identifiers(source: str) -> set[str]:
-    import ast
-
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-        elif isinstance(node, ast.FunctionDef):
-            names.add(node.name)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            names |= {alias.asname or alias.name for alias in node.names}
-    return names
-
-
 def test_every_name_a_module_uses_is_refused_or_works(tmp_path):
     """Every identifier in the NumPy and Numba modules of several cells (loop and unrolled), in every
     role: refused at load with one line, or a NumPy module equal to torch's gradient (the Numba
@@ -397,7 +381,7 @@ def test_every_name_a_module_uses_is_refused_or_works(tmp_path):
     words = set()
     for cell in ("lstm", "gru", str(ROOT / "docs" / "cells" / "mgu.py"), str(write(tmp_path, "shared", SHARED))):
         for mode, backend in itertools.product(("loop", "unrolled"), ("numpy", "numba")):
-            words |= _identifiers(generate(Model(cell=cell, hidden=2, steps=2, inputs=D), mode, backend=backend))
+            words |= identifiers(generate(Model(cell=cell, hidden=2, steps=2, inputs=D), mode, backend=backend))
     words = sorted(w for w in words if not w.startswith("_"))
     accepted = []
     for word in words:

@@ -21,7 +21,7 @@ from symbolic.errors import UsageError
 from symbolic.model import Model
 from symbolic.outputs import Outputs
 
-from .conftest import ROOT, run_bptt
+from .conftest import ROOT, identifiers, run_bptt
 
 torch = pytest.importorskip("torch")
 
@@ -508,20 +508,6 @@ def test_a_never_ending_text_file_is_read_in_bounded_memory():
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _identifiers(source: str) -> set[str]:
-    import ast
-
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-        elif isinstance(node, ast.FunctionDef):
-            names.add(node.name)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-    return names
-
-
 @pytest.mark.slow
 def test_every_name_an_output_side_module_uses_is_refused_or_keeps_vjp_and_terms_right(tmp_path):
     """Every identifier of the NumPy and Numba modules with a readout after every step (and the vjp), as a
@@ -534,7 +520,7 @@ def test_every_name_an_output_side_module_uses_is_refused_or_keeps_vjp_and_terms
     for outputs in (Outputs("every", "softmax", 3, "all"), Outputs("every", "mse"), Outputs("last", "bce")):
         for mode in ("loop", "unrolled"):
             for backend in ("numpy", "numba"):
-                words |= _identifiers(generate(Model(cell=DUO, hidden=2, steps=2, inputs=2, outputs=outputs), mode,
+                words |= identifiers(generate(Model(cell=DUO, hidden=2, steps=2, inputs=2, outputs=outputs), mode,
                                                backend=backend))
     accepted = []
     for word in sorted(w for w in words if not w.startswith("_")):

@@ -32,12 +32,7 @@ def _module(cell: str, mode: str, backend: str = "numpy"):
 
 def _case(generated, seed: int = 0):
     """Parameters, x (B, n, D), upstream (every state, (B, n, H)) and initial states (B, H)."""
-    rng = np.random.default_rng(seed)
-    params = {name: 0.6 * rng.normal(size=shape) for name, shape in generated.PARAMS.items()}
-    x = rng.normal(size=(B, N, D))
-    upstream = {state: rng.normal(size=(B, N, H)) for state in generated.STATES}
-    initial = {state: 0.5 * rng.normal(size=(B, H)) for state in generated.STATES}
-    return params, x, upstream, initial
+    return _case_at(generated, B, N, seed)
 
 
 def _cell_parameters(cell: str, generated) -> list[str]:

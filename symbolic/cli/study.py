@@ -20,7 +20,6 @@ SAMPLE_LIMIT = 100_000
 
 
 def analyze(args) -> int:
-    from ..files import json_text
     from ..study import analysis
 
     model = check_shape(args)
@@ -64,6 +63,13 @@ def analyze(args) -> int:
             w_h_scale=analysis.DEFAULT_W_H_SCALE if scale is None else scale, words=words, seed=seed,
         )
         plot, table = analysis.matrix_plot, analysis.matrix_table
+    return _report(args, result, plot, table, plot_path)
+
+
+def _report(args, result, plot, table, plot_path) -> int:
+    """An analysis printed as its table or as JSON (--json), and drawn to --plot FILE.png."""
+    from ..files import json_text
+
     if plot_path:
         plot(result, plot_path)
     if args.json:
@@ -77,7 +83,6 @@ def analyze(args) -> int:
 
 def _analyze_cell(args, model, steps, words, seed, scale) -> int:
     """bptt analyze --cell C: the cell's Jacobian products beside the tanh RNN's (cell_analysis)."""
-    from ..files import json_text
     from ..study import cell_analysis
 
     given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
@@ -96,20 +101,11 @@ def _analyze_cell(args, model, steps, words, seed, scale) -> int:
         model, derivation_for(model), steps=steps, words=words, seed=seed, settings=settings,
         rnn_w_h=None if args.w_h is None else float_option(args.w_h, "--w-h"), rnn_w_h_scale=scale,
     )
-    if plot_path:
-        cell_analysis.plot(result, plot_path)
-    if args.json:
-        print(json_text(result.as_json()))
-    else:
-        sys.stdout.write(cell_analysis.table(result))
-    if plot_path:
-        print(f"wrote {plot_path}", file=sys.stderr)
-    return 0
+    return _report(args, result, cell_analysis.plot, cell_analysis.table, plot_path)
 
 
 def _analyze_reach(args, model, steps, words, seed, scale) -> int:
     """bptt analyze --readout every (or another loss): which loss terms reach which step (study/reach)."""
-    from ..files import json_text
     from ..study import reach
 
     given = [flag for flag, value in (("--w-i", args.w_i), ("--w-o", args.w_o)) if value]
@@ -123,15 +119,7 @@ def _analyze_reach(args, model, steps, words, seed, scale) -> int:
     plot_path = plot_target(args.plot)
     result = reach.analyze_reach(model, derivation_for(model), steps=steps, words=words, seed=seed,
                                  settings=settings_of(args), w_h_scale=scale)
-    if plot_path:
-        reach.plot(result, plot_path)
-    if args.json:
-        print(json_text(result.as_json()))
-    else:
-        sys.stdout.write(reach.table(result))
-    if plot_path:
-        print(f"wrote {plot_path}", file=sys.stderr)
-    return 0
+    return _report(args, result, reach.plot, reach.table, plot_path)
 
 
 def train(args) -> int:
